@@ -1,0 +1,1 @@
+//! Filled by the Python issue: pyo3 over ringkv-core.

@@ -1,0 +1,1 @@
+//! Filled by the wasm issue: wasm-bindgen over ringkv-core.

@@ -1,0 +1,10 @@
+#![no_std]
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod id;
+pub mod ring;
+pub mod version;
+
+pub use id::NodeId;

@@ -1,0 +1,1 @@
+//! Cross-crate and cluster tests live in `tests/tests/`.
