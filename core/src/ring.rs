@@ -1,0 +1,2142 @@
+//! Placement: which nodes hold the replicas of a key.
+//!
+//! A key is hashed with MD5 to a 128-bit position ([`key_position`]). The position space is cut into
+//! `Q` equal partitions (`Q` a power of two, [`RingConfig::partitions`]); storage, hand-off and
+//! anti-entropy all group keys by partition ([`Ring::partition_of`]).
+//!
+//! Two strategies decide who owns what ([`Strategy`]):
+//!
+//! - [`Strategy::Partitions`] (Dynamo's strategy 3, the default): every partition is owned by one
+//!   node, and nodes own numbers of partitions proportional to their capacity. A deterministic
+//!   *claim* hands out the partitions: [`Ring::new`] claims from scratch, striping the nodes round the
+//!   ring so that `target_n` consecutive partitions have distinct owners (and zones) wherever the
+//!   membership allows; [`Ring::with_members`] starts from the previous assignment and moves the
+//!   fewest partitions possible.
+//! - [`Strategy::Tokens`] (the seed's placement, kept for comparison): every node is hashed to many
+//!   pseudo-random tokens and owns the arc ending at each of them.
+//!
+//! Either way the replicas of a key are its *preference list*: walk clockwise from the key's
+//! partition (or token) and collect distinct nodes, preferring nodes in zones not yet used.
+//!
+//! ## The zone-aware walk
+//!
+//! Walking clockwise from a position gives every member once, in order of first appearance (members
+//! that own nothing come last, sorted by id): the *walk order*. A member without a zone counts as a
+//! zone of its own. The *replica order* puts first the first member of each zone in walk order, then
+//! the remaining members in walk order. The preference list for `n` is the first `n` members of the
+//! replica order, so the list for `n` is always a prefix of the list for `n + 1`, and whenever the
+//! members span at least `n` zones the list has `n` distinct zones (hence `n` distinct nodes).
+//!
+//! ```
+//! use ringkv_core::ring::{key_position, Member, Ring, RingConfig};
+//!
+//! let members = vec![Member::new("a", 1), Member::new("b", 1), Member::new("c", 2)];
+//! let ring = Ring::new(RingConfig::default(), members).expect("valid membership");
+//! let replicas = ring.preference_list(key_position(b"users", b"alice"), 3);
+//! assert_eq!(replicas.len(), 3);
+//! ```
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use crate::id::NodeId;
+
+/// The partition count of [`RingConfig::default`].
+pub const DEFAULT_PARTITIONS: u32 = 256;
+
+/// The largest partition count a ring accepts (2^20).
+pub const MAX_PARTITIONS: u32 = 1 << 20;
+
+/// The largest `target_n` a ring accepts. Preference lists for up to `target_n` replicas are
+/// precomputed per partition, so the bound keeps that table small.
+pub const MAX_TARGET_N: usize = 16;
+
+/// The largest number of tokens (summed over all members) the tokens strategy accepts.
+pub const MAX_TOKENS: u64 = 1 << 21;
+
+/// Marks "no member" in owner tables and the end of intrusive lists.
+const NONE: u32 = u32::MAX;
+
+/// The claim looks at most `MAX_TARGET_N - 1` partitions either side of a candidate.
+const NEIGHBOR_CAP: usize = 2 * (MAX_TARGET_N - 1);
+
+/// 2^128 as a float: converts sums of arc lengths into fractions of the ring.
+const TWO_POW_128: f64 = 340_282_366_920_938_463_463_374_607_431_768_211_456.0;
+
+/// Upper bound on swap evaluations in the claim's repair pass, so that memberships where conflicts
+/// cannot be avoided (fewer nodes or zones than replicas) do not make the claim quadratic.
+const REPAIR_BUDGET: u64 = 1 << 22;
+
+/// The position of a key on the ring: MD5 over (bucket length as u32 big-endian, bucket bytes, key
+/// bytes), read as a big-endian `u128`.
+///
+/// The length prefix keeps bucket and key apart: bucket `"ab"` with key `"c"` and bucket `"a"` with
+/// key `"bc"` land in unrelated places. A bucket longer than `u32::MAX` bytes hashes with the length
+/// `u32::MAX` (no such bucket passes the request limits anyway).
+pub fn key_position(bucket: &[u8], key: &[u8]) -> u128 {
+    let length = u32::try_from(bucket.len()).unwrap_or(u32::MAX);
+    let mut hasher = Md5::new();
+    hasher.update(length.to_be_bytes());
+    hasher.update(bucket);
+    hasher.update(key);
+    digest_to_u128(&hasher.finalize())
+}
+
+/// The position of a member's `index`-th token: MD5 over (node id bytes, index as u32 big-endian).
+fn token_position(id: &NodeId, index: u32) -> u128 {
+    let mut hasher = Md5::new();
+    hasher.update(id.as_str().as_bytes());
+    hasher.update(index.to_be_bytes());
+    digest_to_u128(&hasher.finalize())
+}
+
+fn digest_to_u128(digest: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(digest);
+    u128::from_be_bytes(bytes)
+}
+
+/// The index of one of the ring's `Q` equal partitions, `0..Q`, clockwise from position 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PartitionId(pub u32);
+
+/// A node taking part in placement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's id.
+    pub id: NodeId,
+    /// Relative weight: a member with capacity 2 owns twice the partitions of one with capacity 1.
+    /// Must be at least 1.
+    pub capacity: u32,
+    /// The failure domain (rack, zone, data centre). Replicas of a key go to distinct zones where the
+    /// membership allows. A member without a zone counts as a zone of its own.
+    pub zone: Option<String>,
+}
+
+impl Member {
+    /// A member with the given id and capacity, in no zone.
+    pub fn new(id: impl Into<NodeId>, capacity: u32) -> Self {
+        Member {
+            id: id.into(),
+            capacity,
+            zone: None,
+        }
+    }
+
+    /// The same member placed in `zone`.
+    pub fn in_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+}
+
+/// How partitions of the key space are given to members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Strategy {
+    /// Dynamo strategy 3: Q equal partitions, each owned by one node, claimed in proportion to capacity.
+    Partitions,
+    /// The seed's strategy, kept for comparison: each node hashed to `tokens_per_capacity * capacity` random
+    /// tokens (positions from MD5 of node id + token index, so deterministic), owning the arc up to each token.
+    Tokens {
+        /// Tokens per unit of capacity; at least 1.
+        tokens_per_capacity: u32,
+    },
+}
+
+/// The parameters of a ring, fixed for the life of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingConfig {
+    /// Q, the number of equal partitions: a power of two from 1 to [`MAX_PARTITIONS`].
+    pub partitions: u32,
+    /// How partitions (or arcs) are given to members.
+    pub strategy: Strategy,
+    /// The replica count the claim optimises for (any `target_n` consecutive partitions get distinct
+    /// owners where possible) and for which preference lists are precomputed. From 1 to
+    /// [`MAX_TARGET_N`]. Lists for larger `n` still work, computed on demand.
+    pub target_n: usize,
+}
+
+impl Default for RingConfig {
+    /// 256 partitions, [`Strategy::Partitions`], `target_n` 3.
+    fn default() -> Self {
+        RingConfig {
+            partitions: DEFAULT_PARTITIONS,
+            strategy: Strategy::Partitions,
+            target_n: 3,
+        }
+    }
+}
+
+/// Why a ring could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RingError {
+    /// The partition count is 0, not a power of two, or above [`MAX_PARTITIONS`]; no ring is built.
+    #[error("partition count {partitions} is not a power of two between 1 and {max}", max = MAX_PARTITIONS)]
+    InvalidPartitionCount {
+        /// The rejected partition count.
+        partitions: u32,
+    },
+    /// `target_n` is 0 or above [`MAX_TARGET_N`]; no ring is built.
+    #[error("target_n {target_n} is not between 1 and {max}", max = MAX_TARGET_N)]
+    InvalidTargetN {
+        /// The rejected replica count.
+        target_n: usize,
+    },
+    /// The tokens strategy has `tokens_per_capacity` 0, or the members would need more than
+    /// [`MAX_TOKENS`] tokens in all; no ring is built.
+    #[error(
+        "tokens strategy with {tokens_per_capacity} tokens per capacity needs {tokens} tokens; \
+         between 1 and {max} are allowed",
+        max = MAX_TOKENS
+    )]
+    InvalidTokenCount {
+        /// The configured tokens per unit of capacity.
+        tokens_per_capacity: u32,
+        /// The total number of tokens the members would have (saturating).
+        tokens: u64,
+    },
+    /// The membership is empty; no ring is built.
+    #[error("a ring needs at least one member")]
+    NoMembers,
+    /// A member has capacity 0; no ring is built.
+    #[error("member {member} has capacity 0")]
+    ZeroCapacity {
+        /// The member with capacity 0 (the lowest such id).
+        member: NodeId,
+    },
+    /// Two members share an id; no ring is built.
+    #[error("member {member} appears more than once")]
+    DuplicateMember {
+        /// The repeated id (the lowest such id).
+        member: NodeId,
+    },
+    /// The partitions strategy has more members than partitions; no ring is built.
+    #[error("{members} members cannot share {partitions} partitions")]
+    TooManyMembers {
+        /// The number of members.
+        members: usize,
+        /// The partition count.
+        partitions: u32,
+    },
+    /// A deserialized ring's assignment does not fit its members and configuration (members not
+    /// sorted by id, wrong number of partitions, or an owner out of range); no ring is built.
+    #[error("the serialized partition assignment does not match its members and configuration")]
+    InvalidAssignment,
+}
+
+/// The placement of the key space on a membership: who owns each partition (or arc), and the
+/// preference lists that follow.
+///
+/// A `Ring` is immutable; a membership change builds a new one with [`Ring::with_members`].
+/// Serialization keeps the configuration, the members and (for the partitions strategy) the owner of
+/// every partition; everything else is rebuilt, and deserialization validates it all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RingRepr", into = "RingRepr")]
+pub struct Ring {
+    config: RingConfig,
+    /// Sorted by id; every other table refers to members by index into this.
+    members: Vec<Member>,
+    /// Zone index of each member; members without a zone get a zone of their own.
+    zones: Vec<u32>,
+    zone_count: usize,
+    /// `128 - log2(Q)`: a position's partition is `position >> shift` (128 when Q is 1).
+    shift: u32,
+    /// Tokens strategy: the sorted token positions. Segment `j` is the arc
+    /// `(ends[j - 1], ends[j]]`, segment 0 wrapping round past the top of the ring. Empty for the
+    /// partitions strategy, whose segments are the partitions.
+    token_ends: Vec<u128>,
+    /// Owner (member index) of each segment: each partition, or each token's arc.
+    seg_owner: Vec<u32>,
+    /// `min(target_n, members)`: the length of each precomputed preference list.
+    pref_len: usize,
+    /// The precomputed preference list of each segment, `pref_len` member indices per segment.
+    prefs: Vec<u32>,
+}
+
+/// What is serialized of a [`Ring`]: the rest is derived.
+#[derive(Serialize, Deserialize)]
+struct RingRepr {
+    config: RingConfig,
+    members: Vec<Member>,
+    /// Partitions strategy: owner of each partition, as an index into `members`. Tokens: empty.
+    assignment: Vec<u32>,
+}
+
+impl From<Ring> for RingRepr {
+    fn from(ring: Ring) -> Self {
+        let assignment = match ring.config.strategy {
+            Strategy::Partitions => ring.seg_owner,
+            Strategy::Tokens { .. } => Vec::new(),
+        };
+        RingRepr {
+            config: ring.config,
+            members: ring.members,
+            assignment,
+        }
+    }
+}
+
+impl TryFrom<RingRepr> for Ring {
+    type Error = RingError;
+
+    fn try_from(repr: RingRepr) -> Result<Ring, RingError> {
+        // The assignment refers to members by index, so the members must already be in the
+        // canonical (sorted, unique) order that `validate` would produce.
+        if repr.members.windows(2).any(|w| w[0].id >= w[1].id) {
+            return Err(RingError::InvalidAssignment);
+        }
+        let members = validate(&repr.config, repr.members)?;
+        match repr.config.strategy {
+            Strategy::Partitions => {
+                let count = members.len();
+                if repr.assignment.len() != repr.config.partitions as usize
+                    || repr.assignment.iter().any(|&o| o as usize >= count)
+                {
+                    return Err(RingError::InvalidAssignment);
+                }
+                Ok(Ring::assemble(
+                    repr.config,
+                    members,
+                    Vec::new(),
+                    repr.assignment,
+                ))
+            }
+            Strategy::Tokens { .. } => {
+                if !repr.assignment.is_empty() {
+                    return Err(RingError::InvalidAssignment);
+                }
+                Ok(Ring::build_tokens(repr.config, members))
+            }
+        }
+    }
+}
+
+impl Ring {
+    /// Builds the ring for a membership (in any order; it is sorted by id).
+    ///
+    /// Partitions strategy: the claim starts from nothing and stripes the members round the ring.
+    /// **Balance bound:** with `Q` partitions and total capacity `C`, a member of capacity `c` owns
+    /// `⌊Q·c/C⌋` or `⌈Q·c/C⌉` partitions, so strictly within one partition of its weighted share
+    /// `Q·c/C`. (The target counts are the floors, plus one for the members with the largest
+    /// remainders, ties to the lower id.) A member whose share is below one partition may own none;
+    /// it still appears in extended preference lists.
+    ///
+    /// Any `target_n` consecutive partitions get distinct owners, and distinct zones when there are at
+    /// least `target_n` zones, wherever the claim can arrange it; preference lists are distinct and
+    /// zone-diverse regardless, by the zone-aware walk.
+    ///
+    /// Tokens strategy: every member gets `capacity * tokens_per_capacity` tokens.
+    ///
+    /// Deterministic: the same configuration and members always give the same ring.
+    pub fn new(config: RingConfig, members: Vec<Member>) -> Result<Ring, RingError> {
+        let members = validate(&config, members)?;
+        match config.strategy {
+            Strategy::Partitions => {
+                let previous = vec![NONE; config.partitions as usize];
+                Ok(Ring::build_partitions(config, members, previous))
+            }
+            Strategy::Tokens { .. } => Ok(Ring::build_tokens(config, members)),
+        }
+    }
+
+    /// The ring for a new membership, claimed starting from this ring's assignment so that as few
+    /// partitions as possible move (Partitions strategy). Deterministic: same inputs, same ring.
+    ///
+    /// Partitions of departed members are handed out again; a member above its new target count
+    /// gives up exactly its surplus and nothing more; a member at or below its target keeps all it
+    /// has. Every partition that moves goes from a departed or shrinking member to a growing one, so
+    /// the number of partitions that change owner is the minimum: the departed members' partitions
+    /// plus, over the staying members, `max(0, old count - new target)`. Capacity changes are
+    /// membership changes like any other. The balance bound of [`Ring::new`] holds.
+    ///
+    /// Tokens strategy: the ring is rebuilt; tokens are fixed per node, so only the arcs next to the
+    /// tokens of joining or leaving nodes change hands.
+    pub fn with_members(&self, members: Vec<Member>) -> Result<Ring, RingError> {
+        let members = validate(&self.config, members)?;
+        match self.config.strategy {
+            Strategy::Partitions => {
+                // Old member index -> new member index (NONE when the member left).
+                let renumber: Vec<u32> = self
+                    .members
+                    .iter()
+                    .map(|old| {
+                        members
+                            .binary_search_by(|m| m.id.cmp(&old.id))
+                            .map_or(NONE, |i| i as u32)
+                    })
+                    .collect();
+                let previous = self
+                    .seg_owner
+                    .iter()
+                    .map(|&o| renumber[o as usize])
+                    .collect();
+                Ok(Ring::build_partitions(
+                    self.config.clone(),
+                    members,
+                    previous,
+                ))
+            }
+            Strategy::Tokens { .. } => Ok(Ring::build_tokens(self.config.clone(), members)),
+        }
+    }
+
+    /// The ring's configuration.
+    pub fn config(&self) -> &RingConfig {
+        &self.config
+    }
+
+    /// The members, sorted by id.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The member with this id, if it is one.
+    pub fn member(&self, id: &NodeId) -> Option<&Member> {
+        self.member_index(id).map(|i| &self.members[i])
+    }
+
+    /// Q, the number of partitions.
+    pub fn partition_count(&self) -> u32 {
+        self.config.partitions
+    }
+
+    /// Index of the Q-partition containing `position` (position >> (128 - log2 Q)); the same for both
+    /// strategies, because storage and anti-entropy group keys by it.
+    pub fn partition_of(&self, position: u128) -> PartitionId {
+        PartitionId(self.partition_index(position) as u32)
+    }
+
+    /// The first position of a partition (`partition << (128 - log2 Q)`). Partition ids are taken
+    /// modulo Q.
+    pub fn partition_start(&self, partition: PartitionId) -> u128 {
+        let index = u128::from(partition.0 & (self.config.partitions - 1));
+        index.checked_shl(self.shift).unwrap_or(0)
+    }
+
+    /// Owner of a partition (Tokens strategy: the owner of the partition's first position).
+    /// Partition ids are taken modulo Q.
+    pub fn partition_owner(&self, partition: PartitionId) -> &NodeId {
+        let owner = self.owner_at(self.partition_start(partition));
+        &self.members[owner as usize].id
+    }
+
+    /// How many Q-partitions each member owns (Tokens strategy: by [`Ring::partition_owner`]).
+    /// Every member is present, with 0 if it owns none.
+    pub fn partition_counts(&self) -> BTreeMap<NodeId, u32> {
+        let mut counts = vec![0u32; self.members.len()];
+        for p in 0..self.config.partitions {
+            counts[self.owner_at(self.partition_start(PartitionId(p))) as usize] += 1;
+        }
+        self.per_member(counts)
+    }
+
+    /// First `n` distinct nodes walking clockwise from `position`'s partition (or token), choosing
+    /// nodes in not-yet-used zones first when zones allow; never the same node twice. Shorter than
+    /// n only when the ring has fewer than n members.
+    ///
+    /// Precisely: the first `n` of the replica order described in the [module docs](self), so the
+    /// list for `n` is a prefix of the list for any larger `n`. For `n` up to `target_n` the list is
+    /// precomputed and this only clones the ids; larger `n` walk the ring.
+    pub fn preference_list(&self, position: u128, n: usize) -> Vec<NodeId> {
+        let segment = self.segment_of(position);
+        let n = n.min(self.members.len());
+        if n <= self.pref_len {
+            let start = segment * self.pref_len;
+            self.prefs[start..start + n]
+                .iter()
+                .map(|&i| self.members[i as usize].id.clone())
+                .collect()
+        } else {
+            let walk = self.walk_order(segment);
+            self.replica_order(&walk)[..n]
+                .iter()
+                .map(|&i| self.members[i as usize].id.clone())
+                .collect()
+        }
+    }
+
+    /// The preference list for `n` followed by every other member in walk order: the fallbacks a
+    /// sloppy quorum uses. Always holds every member exactly once.
+    pub fn extended_preference_list(&self, position: u128, n: usize) -> Vec<NodeId> {
+        let walk = self.walk_order(self.segment_of(position));
+        let order = self.replica_order(&walk);
+        let n = n.min(order.len());
+        let mut chosen = vec![false; self.members.len()];
+        let mut list = Vec::with_capacity(self.members.len());
+        for &i in &order[..n] {
+            chosen[i as usize] = true;
+            list.push(self.members[i as usize].id.clone());
+        }
+        for &i in &walk {
+            if !chosen[i as usize] {
+                list.push(self.members[i as usize].id.clone());
+            }
+        }
+        list
+    }
+
+    /// Preference list of a whole partition (what `preference_list` gives for any key in it, for the
+    /// Partitions strategy). Tokens strategy: the list of the partition's first position, as keys
+    /// within one partition may have different lists. Partition ids are taken modulo Q.
+    pub fn partition_preference_list(&self, partition: PartitionId, n: usize) -> Vec<NodeId> {
+        self.preference_list(self.partition_start(partition), n)
+    }
+
+    /// Fraction of the key space for which each member is the first replica. Every member is present;
+    /// the fractions add up to 1.
+    pub fn ownership(&self) -> BTreeMap<NodeId, f64> {
+        self.replica_load(1)
+    }
+
+    /// Fraction of all n replicas of the key space each member holds: the member's share of the
+    /// storage the cluster needs for `n` copies of everything. Every member is present; the fractions
+    /// add up to 1 (all 0 when `n` is 0). With fewer than `n` members, the `min(n, members)` copies
+    /// there are count.
+    pub fn replica_load(&self, n: usize) -> BTreeMap<NodeId, f64> {
+        let k = n.min(self.members.len());
+        let mut sums = vec![WideSum::default(); self.members.len()];
+        if k > 0 {
+            let (lists, stride) = self.lists_for(k);
+            for segment in 0..self.seg_owner.len() {
+                let arc = self.arc(segment);
+                for &i in &lists[segment * stride..segment * stride + k] {
+                    sums[i as usize].add(arc);
+                }
+            }
+        }
+        let copies = k.max(1) as f64;
+        self.per_member(sums.iter().map(|s| s.fraction() / copies).collect())
+    }
+
+    /// Fraction of the key space whose preference list for `n` differs between the two rings
+    /// (at least one replica changed), and fraction whose first owner changed.
+    ///
+    /// This returns the first: the share of keys whose *set* of `n` replicas differs (a reordering of
+    /// the same nodes moves no data). The second is [`Ring::owner_moved_fraction`]. Exact: computed
+    /// over the arcs of both rings, not by sampling keys. The rings may differ in anything, even
+    /// strategy and partition count.
+    pub fn moved_fraction(&self, other: &Ring, n: usize) -> f64 {
+        let k_self = n.min(self.members.len());
+        let k_other = n.min(other.members.len());
+        if k_self == 0 && k_other == 0 {
+            return 0.0;
+        }
+        // Other's member index -> self's member index, so lists compare as integers.
+        let renumber: Vec<u32> = other
+            .members
+            .iter()
+            .map(|m| self.member_index(&m.id).map_or(NONE, |i| i as u32))
+            .collect();
+        let (lists_self, stride_self) = self.lists_for(k_self.max(1));
+        let (lists_other, stride_other) = other.lists_for(k_other.max(1));
+        let differs = |position: u128| -> bool {
+            if k_self != k_other {
+                return true;
+            }
+            let a = self.segment_of(position) * stride_self;
+            let b = other.segment_of(position) * stride_other;
+            let mine = &lists_self[a..a + k_self];
+            lists_other[b..b + k_other]
+                .iter()
+                .any(|&o| !mine.contains(&renumber[o as usize]))
+        };
+        // Cut the ring at every segment end of either ring: each piece lies in one segment of each.
+        let mut ends: Vec<u128> = (0..self.seg_owner.len())
+            .map(|j| self.segment_end(j))
+            .chain((0..other.seg_owner.len()).map(|j| other.segment_end(j)))
+            .collect();
+        ends.sort_unstable();
+        ends.dedup();
+        if ends.len() == 1 {
+            // A single piece: the whole ring.
+            return if differs(ends[0]) { 1.0 } else { 0.0 };
+        }
+        let mut moved = WideSum::default();
+        for (i, &end) in ends.iter().enumerate() {
+            if differs(end) {
+                let previous = if i == 0 {
+                    ends[ends.len() - 1]
+                } else {
+                    ends[i - 1]
+                };
+                moved.add(Arc::Part(end.wrapping_sub(previous)));
+            }
+        }
+        moved.fraction()
+    }
+
+    /// Fraction of the key space whose first owner differs between the two rings: the same as
+    /// [`Ring::moved_fraction`] with `n` = 1.
+    pub fn owner_moved_fraction(&self, other: &Ring) -> f64 {
+        self.moved_fraction(other, 1)
+    }
+
+    /// Partitions (Q-partitions) whose owner differs between the two rings.
+    ///
+    /// Counted over this ring's partitions, comparing the owners of each partition's first position
+    /// (so for rings with equal Q and the partitions strategy, exactly the partitions that change
+    /// hands; for the tokens strategy, by [`Ring::partition_owner`]).
+    pub fn partitions_moved(&self, other: &Ring) -> usize {
+        (0..self.config.partitions)
+            .filter(|&p| {
+                let start = self.partition_start(PartitionId(p));
+                let mine = &self.members[self.owner_at(start) as usize].id;
+                let theirs = &other.members[other.owner_at(start) as usize].id;
+                mine != theirs
+            })
+            .count()
+    }
+
+    // ----- building -----
+
+    fn build_partitions(config: RingConfig, members: Vec<Member>, previous: Vec<u32>) -> Ring {
+        let (zones, zone_count) = zone_ids(&members);
+        let targets = target_counts(config.partitions, &members);
+        let assignment = claim(config.target_n, &zones, zone_count, &targets, previous);
+        Ring::assemble(config, members, Vec::new(), assignment)
+    }
+
+    fn build_tokens(config: RingConfig, members: Vec<Member>) -> Ring {
+        let per_capacity = match config.strategy {
+            Strategy::Tokens {
+                tokens_per_capacity,
+            } => tokens_per_capacity,
+            Strategy::Partitions => 0,
+        };
+        let mut tokens: Vec<(u128, u32)> = Vec::new();
+        for (i, member) in members.iter().enumerate() {
+            // `validate` bounded the total by MAX_TOKENS, so every index fits in a u32.
+            let count = u64::from(member.capacity) * u64::from(per_capacity);
+            for t in 0..count {
+                tokens.push((token_position(&member.id, t as u32), i as u32));
+            }
+        }
+        // Sorting whole tuples settles identical positions by member index: deterministic.
+        tokens.sort_unstable();
+        let (ends, owners) = tokens.into_iter().unzip();
+        Ring::assemble(config, members, ends, owners)
+    }
+
+    /// Derives the lookup tables from an assignment of segments to members.
+    fn assemble(
+        config: RingConfig,
+        members: Vec<Member>,
+        token_ends: Vec<u128>,
+        seg_owner: Vec<u32>,
+    ) -> Ring {
+        let (zones, zone_count) = zone_ids(&members);
+        let pref_len = config.target_n.min(members.len());
+        let prefs = prefix_lists(&seg_owner, &zones, zone_count, pref_len);
+        let shift = 128 - config.partitions.trailing_zeros();
+        Ring {
+            config,
+            members,
+            zones,
+            zone_count,
+            shift,
+            token_ends,
+            seg_owner,
+            pref_len,
+            prefs,
+        }
+    }
+
+    // ----- lookups -----
+
+    fn member_index(&self, id: &NodeId) -> Option<usize> {
+        self.members.binary_search_by(|m| m.id.cmp(id)).ok()
+    }
+
+    fn per_member<T>(&self, values: Vec<T>) -> BTreeMap<NodeId, T> {
+        self.members
+            .iter()
+            .map(|m| m.id.clone())
+            .zip(values)
+            .collect()
+    }
+
+    fn partition_index(&self, position: u128) -> usize {
+        position.checked_shr(self.shift).unwrap_or(0) as usize
+    }
+
+    /// The segment (partition, or token arc) holding `position`.
+    fn segment_of(&self, position: u128) -> usize {
+        if self.token_ends.is_empty() {
+            self.partition_index(position)
+        } else {
+            // The first token at or after the position; past the last token, wrap to the first.
+            let i = self.token_ends.partition_point(|&end| end < position);
+            if i == self.token_ends.len() {
+                0
+            } else {
+                i
+            }
+        }
+    }
+
+    fn owner_at(&self, position: u128) -> u32 {
+        self.seg_owner[self.segment_of(position)]
+    }
+
+    /// The last position of segment `j` (segments are `(end[j-1], end[j]]`).
+    fn segment_end(&self, j: usize) -> u128 {
+        if self.token_ends.is_empty() {
+            let low_bits = u128::MAX.checked_shr(128 - self.shift).unwrap_or(0);
+            (j as u128).checked_shl(self.shift).unwrap_or(0) | low_bits
+        } else {
+            self.token_ends[j]
+        }
+    }
+
+    fn arc(&self, j: usize) -> Arc {
+        let count = self.seg_owner.len();
+        if count == 1 {
+            return Arc::Whole;
+        }
+        let previous = if j == 0 { count - 1 } else { j - 1 };
+        Arc::Part(self.segment_end(j).wrapping_sub(self.segment_end(previous)))
+    }
+
+    /// Preference lists of length `k` for every segment: the precomputed table when it is long
+    /// enough (its rows are then read as prefixes), else a freshly computed one. Returns the table
+    /// and its row length.
+    fn lists_for(&self, k: usize) -> (alloc::borrow::Cow<'_, [u32]>, usize) {
+        if k <= self.pref_len {
+            (alloc::borrow::Cow::Borrowed(&self.prefs[..]), self.pref_len)
+        } else {
+            let k = k.min(self.members.len());
+            let table = prefix_lists(&self.seg_owner, &self.zones, self.zone_count, k);
+            (alloc::borrow::Cow::Owned(table), k)
+        }
+    }
+
+    /// Every member once, in order of first appearance walking clockwise from `segment`; members
+    /// owning no segment last, by id.
+    fn walk_order(&self, segment: usize) -> Vec<u32> {
+        let count = self.members.len();
+        let mut seen = vec![false; count];
+        let mut walk = Vec::with_capacity(count);
+        let segments = self.seg_owner.len();
+        for step in 0..segments {
+            if walk.len() == count {
+                break;
+            }
+            let owner = self.seg_owner[(segment + step) % segments];
+            if !seen[owner as usize] {
+                seen[owner as usize] = true;
+                walk.push(owner);
+            }
+        }
+        for (i, seen) in seen.iter().enumerate() {
+            if !seen {
+                walk.push(i as u32);
+            }
+        }
+        walk
+    }
+
+    /// The replica order for a walk order: the first member of each zone, then the rest, both in
+    /// walk order.
+    fn replica_order(&self, walk: &[u32]) -> Vec<u32> {
+        let mut zone_used = vec![false; self.zone_count];
+        let mut first = Vec::with_capacity(walk.len());
+        let mut rest = Vec::new();
+        for &i in walk {
+            let zone = self.zones[i as usize] as usize;
+            if zone_used[zone] {
+                rest.push(i);
+            } else {
+                zone_used[zone] = true;
+                first.push(i);
+            }
+        }
+        first.extend(rest);
+        first
+    }
+}
+
+/// Checks a configuration and membership, and sorts the members by id.
+fn validate(config: &RingConfig, mut members: Vec<Member>) -> Result<Vec<Member>, RingError> {
+    let partitions = config.partitions;
+    if partitions == 0 || !partitions.is_power_of_two() || partitions > MAX_PARTITIONS {
+        return Err(RingError::InvalidPartitionCount { partitions });
+    }
+    if config.target_n == 0 || config.target_n > MAX_TARGET_N {
+        return Err(RingError::InvalidTargetN {
+            target_n: config.target_n,
+        });
+    }
+    if let Strategy::Tokens {
+        tokens_per_capacity: 0,
+    } = config.strategy
+    {
+        return Err(RingError::InvalidTokenCount {
+            tokens_per_capacity: 0,
+            tokens: 0,
+        });
+    }
+    if members.is_empty() {
+        return Err(RingError::NoMembers);
+    }
+    // Sort first, and check duplicates before capacities, so that the error does not depend on the
+    // order the members came in.
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    if let Some(pair) = members.windows(2).find(|w| w[0].id == w[1].id) {
+        return Err(RingError::DuplicateMember {
+            member: pair[0].id.clone(),
+        });
+    }
+    if let Some(member) = members.iter().find(|m| m.capacity == 0) {
+        return Err(RingError::ZeroCapacity {
+            member: member.id.clone(),
+        });
+    }
+    match config.strategy {
+        Strategy::Partitions => {
+            if members.len() > partitions as usize {
+                return Err(RingError::TooManyMembers {
+                    members: members.len(),
+                    partitions,
+                });
+            }
+        }
+        Strategy::Tokens {
+            tokens_per_capacity,
+        } => {
+            let tokens = members.iter().fold(0u64, |sum, m| {
+                sum.saturating_add(u64::from(m.capacity) * u64::from(tokens_per_capacity))
+            });
+            if tokens > MAX_TOKENS {
+                return Err(RingError::InvalidTokenCount {
+                    tokens_per_capacity,
+                    tokens,
+                });
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// Zone index of each member, numbered in member order of first appearance (so zone `z`'s first
+/// member comes before zone `z + 1`'s); a member without a zone gets a zone of its own.
+fn zone_ids(members: &[Member]) -> (Vec<u32>, usize) {
+    let mut named: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut ids = Vec::with_capacity(members.len());
+    let mut next = 0u32;
+    for member in members {
+        let id = match &member.zone {
+            Some(zone) => *named.entry(zone.as_str()).or_insert_with(|| {
+                next += 1;
+                next - 1
+            }),
+            None => {
+                next += 1;
+                next - 1
+            }
+        };
+        ids.push(id);
+    }
+    (ids, next as usize)
+}
+
+/// Partitions each member should own: `⌊Q·c/C⌋`, plus one for the `Q - Σ⌊Q·c/C⌋` members with the
+/// largest remainders `Q·c mod C`, ties to the lower index (members are sorted by id).
+fn target_counts(partitions: u32, members: &[Member]) -> Vec<u32> {
+    let total: u128 = members.iter().map(|m| u128::from(m.capacity)).sum();
+    let q = u128::from(partitions);
+    let mut targets = Vec::with_capacity(members.len());
+    let mut remainders = Vec::with_capacity(members.len());
+    let mut given = 0u128;
+    for (i, member) in members.iter().enumerate() {
+        let share = q * u128::from(member.capacity);
+        // The floor of a share is at most Q, so it fits in a u32.
+        targets.push((share / total) as u32);
+        given += share / total;
+        remainders.push((share % total, i));
+    }
+    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let leftover = (q - given) as usize;
+    for &(_, i) in remainders.iter().take(leftover) {
+        targets[i] += 1;
+    }
+    targets
+}
+
+// ----- the claim -----
+
+/// Neighbourhood arithmetic shared by the claim's phases.
+struct Layout<'a> {
+    partitions: usize,
+    /// How far either side of a partition two owners count as conflicting: `target_n - 1`, capped
+    /// so the two sides never overlap.
+    window: usize,
+    zones: &'a [u32],
+}
+
+impl Layout<'_> {
+    fn neighbour(&self, p: usize, d: usize, forward: bool) -> usize {
+        if forward {
+            (p + d) % self.partitions
+        } else {
+            (p + self.partitions - d) % self.partitions
+        }
+    }
+
+    /// Owners of the partitions within the window of `p` (unowned ones left out).
+    fn neighbours(&self, owner: &[u32], p: usize, out: &mut [u32; NEIGHBOR_CAP]) -> usize {
+        let mut count = 0;
+        for d in 1..=self.window {
+            for forward in [true, false] {
+                let o = owner[self.neighbour(p, d, forward)];
+                if o != NONE {
+                    out[count] = o;
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+
+    /// (same-node, same-zone) neighbours member `x` would have at `p`.
+    fn conflicts_among(&self, neighbours: &[u32], x: u32) -> (u32, u32) {
+        let zone = self.zones[x as usize];
+        let mut same_node = 0;
+        let mut same_zone = 0;
+        for &o in neighbours {
+            same_node += u32::from(o == x);
+            same_zone += u32::from(self.zones[o as usize] == zone);
+        }
+        (same_node, same_zone)
+    }
+
+    fn conflicts(&self, owner: &[u32], x: u32, p: usize) -> (u32, u32) {
+        let mut buffer = [0u32; NEIGHBOR_CAP];
+        let count = self.neighbours(owner, p, &mut buffer);
+        self.conflicts_among(&buffer[..count], x)
+    }
+}
+
+/// Per-member bookkeeping of the claim.
+struct Claimants {
+    /// Partitions each member still has to take.
+    deficit: Vec<u32>,
+    /// Partitions each member still has to give up.
+    surplus: Vec<u32>,
+    /// Members that had a deficit at the start, ascending.
+    takers: Vec<u32>,
+    /// Each taker's starting deficit and how many it has taken.
+    demand: Vec<u64>,
+    taken: Vec<u64>,
+    total_demand: u64,
+    /// Partitions handed out so far: the clock of the takers' weighted round robin.
+    handed_out: u64,
+}
+
+impl Claimants {
+    /// The taker for partition `p`: fewest same-node then same-zone neighbours, then the one most
+    /// behind its share of the hand-outs so far (smooth weighted round robin, which spreads each
+    /// taker's partitions evenly round the ring), then the lowest index.
+    fn best_taker(
+        &self,
+        layout: &Layout<'_>,
+        owner: &[u32],
+        p: usize,
+    ) -> Option<(u32, (u32, u32))> {
+        let mut buffer = [0u32; NEIGHBOR_CAP];
+        let count = layout.neighbours(owner, p, &mut buffer);
+        let neighbours = &buffer[..count];
+        let mut best: Option<((u32, u32, Reverse<i128>), u32)> = None;
+        for &x in &self.takers {
+            let xi = x as usize;
+            if self.deficit[xi] == 0 {
+                continue;
+            }
+            let (node, zone) = layout.conflicts_among(neighbours, x);
+            let credit = i128::from(self.demand[xi]) * i128::from(self.handed_out + 1)
+                - i128::from(self.total_demand) * i128::from(self.taken[xi]);
+            let key = (node, zone, Reverse(credit));
+            if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                best = Some((key, x));
+            }
+        }
+        best.map(|((node, zone, _), x)| (x, (node, zone)))
+    }
+
+    fn hand_out(&mut self, owner: &mut [u32], p: usize, x: u32) {
+        owner[p] = x;
+        self.deficit[x as usize] -= 1;
+        self.taken[x as usize] += 1;
+        self.handed_out += 1;
+    }
+}
+
+/// Assigns every partition to a member so that each member ends at its target count, starting from
+/// `owner` (NONE for unowned partitions) and changing as few owners as possible.
+///
+/// Only unowned partitions and the surplus of members above target change hands, and only to members
+/// below target, so the number of moves is the minimum. The freedom left is *which* surplus
+/// partitions go and who takes each free one; that is chosen to keep owners (and zones) distinct
+/// within `target_n` consecutive partitions, which makes preference lists runs of consecutive
+/// partitions and balances replica load.
+///
+/// One lap round the ring hands out the unowned partitions and releases surplus partitions where a
+/// schedule spreads the releases evenly round the ring (so a joining node's partitions are spread
+/// too) and the taker does not add conflicts. Later laps, ever less choosy, release whatever surplus
+/// is left. A final repair swaps owners between newly handed-out partitions where that removes
+/// conflicts (this moves nothing more: those partitions move anyway, between the same members).
+/// Cost: O(Q · takers · target_n) per lap, plus a bounded repair.
+fn claim(
+    target_n: usize,
+    zones: &[u32],
+    zone_count: usize,
+    targets: &[u32],
+    mut owner: Vec<u32>,
+) -> Vec<u32> {
+    let partitions = owner.len();
+    let members = targets.len();
+    let layout = Layout {
+        partitions,
+        window: (target_n - 1).min((partitions - 1) / 2),
+        zones,
+    };
+    let previous = owner.clone();
+    let mut count = vec![0u32; members];
+    for &o in &owner {
+        if o != NONE {
+            count[o as usize] += 1;
+        }
+    }
+    let deficit: Vec<u32> = (0..members)
+        .map(|i| targets[i].saturating_sub(count[i]))
+        .collect();
+    let surplus: Vec<u32> = (0..members)
+        .map(|i| count[i].saturating_sub(targets[i]))
+        .collect();
+    let initial_surplus = surplus.clone();
+    let total_surplus: u64 = surplus.iter().map(|&s| u64::from(s)).sum();
+    let mut claimants = Claimants {
+        takers: (0..members as u32)
+            .filter(|&i| deficit[i as usize] > 0)
+            .collect(),
+        demand: deficit.iter().map(|&d| u64::from(d)).collect(),
+        taken: vec![0; members],
+        total_demand: deficit.iter().map(|&d| u64::from(d)).sum(),
+        handed_out: 0,
+        deficit,
+        surplus,
+    };
+    // Invariant: total deficit = unowned partitions not yet passed + total surplus, so whenever a
+    // partition is free or a surplus is left, some member still has a deficit.
+    let mut seen = vec![0u64; members];
+    let mut released = vec![0u64; members];
+    let mut released_total = 0u64;
+    for lap in 0..5 {
+        if lap > 0 && claimants.surplus.iter().all(|&s| s == 0) {
+            break;
+        }
+        for p in 0..partitions {
+            let o = owner[p];
+            if o == NONE {
+                // Only on the first lap: it leaves no partition unowned.
+                let x = claimants
+                    .best_taker(&layout, &owner, p)
+                    .map_or(0, |(x, _)| x);
+                claimants.hand_out(&mut owner, p, x);
+                continue;
+            }
+            let oi = o as usize;
+            if claimants.surplus[oi] == 0 {
+                continue;
+            }
+            let current = layout.conflicts(&owner, o, p);
+            let release = match lap {
+                // First the surplus partitions that sit next to their own owner (or zone), where a
+                // move repairs the layout.
+                0 => {
+                    current.0 > 0
+                        && claimants
+                            .best_taker(&layout, &owner, p)
+                            .is_some_and(|(_, new)| new < current)
+                }
+                1 => {
+                    seen[oi] += 1;
+                    // The donor's own schedule: by its s-th partition it should have released
+                    // s·surplus/count of them. At most one ahead of it; two behind is overdue.
+                    let quota = seen[oi] * u64::from(initial_surplus[oi]) / u64::from(count[oi]);
+                    let within_quota = released[oi] <= quota;
+                    let overdue = released[oi] + 1 < quota;
+                    // The global schedule: the k-th release of all belongs near (k + ½)·Q/surplus.
+                    let due = (2 * p as u64 + 1) * total_surplus
+                        >= (2 * released_total + 1) * partitions as u64;
+                    if overdue || (due && within_quota) {
+                        claimants
+                            .best_taker(&layout, &owner, p)
+                            .is_some_and(|(_, new)| {
+                                new <= current || (overdue && new.0 <= current.0)
+                            })
+                    } else {
+                        false
+                    }
+                }
+                2 => claimants
+                    .best_taker(&layout, &owner, p)
+                    .is_some_and(|(_, new)| new <= current),
+                3 => claimants
+                    .best_taker(&layout, &owner, p)
+                    .is_some_and(|(_, new)| new.0 <= current.0),
+                _ => true,
+            };
+            if release {
+                if let Some((x, _)) = claimants.best_taker(&layout, &owner, p) {
+                    claimants.surplus[oi] -= 1;
+                    released[oi] += 1;
+                    released_total += 1;
+                    claimants.hand_out(&mut owner, p, x);
+                }
+            }
+        }
+    }
+    repair(&layout, zone_count, target_n, &previous, &mut owner);
+    owner
+}
+
+/// Swaps owners between partitions that changed hands in this claim where that lowers the number of
+/// same-node (then same-zone) neighbours. Each swap keeps every member's count, and both partitions
+/// were moving anyway, so the number of moves stays the minimum.
+fn repair(
+    layout: &Layout<'_>,
+    zone_count: usize,
+    target_n: usize,
+    previous: &[u32],
+    owner: &mut [u32],
+) {
+    let changed: Vec<usize> = (0..owner.len())
+        .filter(|&p| owner[p] != previous[p])
+        .collect();
+    if changed.len() < 2 || layout.window == 0 {
+        return;
+    }
+    // With fewer zones than replicas, zone conflicts cannot all go: only node conflicts are worth
+    // the work then.
+    let zones_matter = zone_count >= target_n;
+    let mut budget = REPAIR_BUDGET;
+    for _pass in 0..3 {
+        let mut improved = false;
+        for &p in &changed {
+            let a = owner[p];
+            let here = layout.conflicts(owner, a, p);
+            if here.0 == 0 && (here.1 == 0 || !zones_matter) {
+                continue;
+            }
+            let mut best: Option<((i64, i64), usize)> = None;
+            for &q in &changed {
+                let b = owner[q];
+                if b == a {
+                    continue;
+                }
+                if budget == 0 {
+                    return;
+                }
+                budget -= 1;
+                let before = add(layout.conflicts(owner, a, p), layout.conflicts(owner, b, q));
+                owner.swap(p, q);
+                let after = add(layout.conflicts(owner, b, p), layout.conflicts(owner, a, q));
+                owner.swap(p, q);
+                let delta = (after.0 - before.0, after.1 - before.1);
+                let gain = if zones_matter { delta } else { (delta.0, 0) };
+                if gain < (0, 0) && best.is_none_or(|(d, _)| gain < d) {
+                    best = Some((gain, q));
+                }
+            }
+            if let Some((_, q)) = best {
+                owner.swap(p, q);
+                improved = true;
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+}
+
+fn add(a: (u32, u32), b: (u32, u32)) -> (i64, i64) {
+    (
+        i64::from(a.0) + i64::from(b.0),
+        i64::from(a.1) + i64::from(b.1),
+    )
+}
+
+// ----- preference lists -----
+
+/// A doubly linked list over `0..len` supporting move-to-front in O(1).
+struct FrontList {
+    head: u32,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+}
+
+impl FrontList {
+    /// The list `0, 1, .., len - 1`.
+    fn new(len: usize) -> Self {
+        FrontList {
+            head: if len == 0 { NONE } else { 0 },
+            next: (1..=len as u32)
+                .map(|i| if i as usize == len { NONE } else { i })
+                .collect(),
+            prev: (0..len as u32)
+                .map(|i| if i == 0 { NONE } else { i - 1 })
+                .collect(),
+        }
+    }
+
+    fn move_to_front(&mut self, x: u32) {
+        if self.head == x {
+            return;
+        }
+        let (p, n) = (self.prev[x as usize], self.next[x as usize]);
+        // x is not the head, so it has a predecessor.
+        self.next[p as usize] = n;
+        if n != NONE {
+            self.prev[n as usize] = p;
+        }
+        self.prev[x as usize] = NONE;
+        self.next[x as usize] = self.head;
+        self.prev[self.head as usize] = x;
+        self.head = x;
+    }
+}
+
+/// The first `k` of the replica order of every segment, `k` per segment.
+///
+/// Walking backwards round the ring (twice, the first time only to see the wrap-around), a
+/// move-to-front list of members gives the walk order from the current segment, and a move-to-front
+/// list of zones, each with the member that last moved it, gives the zones in order of first
+/// appearance with their first members. O((segments + members) · k) in all.
+fn prefix_lists(seg_owner: &[u32], zones: &[u32], zone_count: usize, k: usize) -> Vec<u32> {
+    let k = k.min(zones.len());
+    let segments = seg_owner.len();
+    let mut table = vec![0u32; segments * k];
+    if k == 0 {
+        return table;
+    }
+    let mut walk = FrontList::new(zones.len());
+    let mut zone_walk = FrontList::new(zone_count);
+    // Before any segment is seen, each zone's first member is its lowest-index one (members owning
+    // nothing close the walk order in index order), and zone numbering follows that order.
+    let mut first_of_zone = vec![NONE; zone_count];
+    for (i, &z) in zones.iter().enumerate().rev() {
+        first_of_zone[z as usize] = i as u32;
+    }
+    for lap in 0..2 {
+        for j in (0..segments).rev() {
+            let x = seg_owner[j];
+            let z = zones[x as usize];
+            walk.move_to_front(x);
+            zone_walk.move_to_front(z);
+            first_of_zone[z as usize] = x;
+            if lap == 0 {
+                continue;
+            }
+            let row = &mut table[j * k..(j + 1) * k];
+            let mut filled = 0;
+            let mut cursor = zone_walk.head;
+            while filled < k && cursor != NONE {
+                row[filled] = first_of_zone[cursor as usize];
+                filled += 1;
+                cursor = zone_walk.next[cursor as usize];
+            }
+            let mut cursor = walk.head;
+            while filled < k && cursor != NONE {
+                if first_of_zone[zones[cursor as usize] as usize] != cursor {
+                    row[filled] = cursor;
+                    filled += 1;
+                }
+                cursor = walk.next[cursor as usize];
+            }
+        }
+    }
+    table
+}
+
+// ----- exact arc arithmetic -----
+
+/// The length of an arc of the ring: the whole ring (2^128, which no `u128` holds) or less.
+#[derive(Clone, Copy)]
+enum Arc {
+    Whole,
+    Part(u128),
+}
+
+/// A sum of arc lengths, exact up to 2^32 whole rings.
+#[derive(Clone, Copy, Default)]
+struct WideSum {
+    rings: u32,
+    rest: u128,
+}
+
+impl WideSum {
+    fn add(&mut self, arc: Arc) {
+        match arc {
+            Arc::Whole => self.rings += 1,
+            Arc::Part(length) => {
+                let (sum, carried) = self.rest.overflowing_add(length);
+                self.rest = sum;
+                self.rings += u32::from(carried);
+            }
+        }
+    }
+
+    /// The sum as a fraction of one ring.
+    fn fraction(&self) -> f64 {
+        f64::from(self.rings) + self.rest as f64 / TWO_POW_128
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+    use alloc::string::ToString;
+    use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest, Just};
+    use proptest::strategy::Strategy as PropStrategy;
+    use proptest::test_runner::Config as ProptestConfig;
+    use rand::seq::SliceRandom;
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::SeedableRng;
+    use std::collections::BTreeSet;
+
+    fn config(partitions: u32, target_n: usize) -> RingConfig {
+        RingConfig {
+            partitions,
+            strategy: Strategy::Partitions,
+            target_n,
+        }
+    }
+
+    fn tokens_config(tokens_per_capacity: u32, target_n: usize) -> RingConfig {
+        RingConfig {
+            partitions: 256,
+            strategy: Strategy::Tokens {
+                tokens_per_capacity,
+            },
+            target_n,
+        }
+    }
+
+    fn uniform(count: usize) -> Vec<Member> {
+        (0..count)
+            .map(|i| Member::new(format!("n{i:04}"), 1))
+            .collect()
+    }
+
+    fn owners(ring: &Ring) -> Vec<NodeId> {
+        (0..ring.partition_count())
+            .map(|p| ring.partition_owner(PartitionId(p)).clone())
+            .collect()
+    }
+
+    /// The failure domain of a member as the tests understand it: its zone, or itself.
+    fn zone_key(ring: &Ring, id: &NodeId) -> String {
+        match &ring.member(id).expect("a member").zone {
+            Some(zone) => format!("zone {zone}"),
+            None => format!("node {id}"),
+        }
+    }
+
+    fn zone_count(ring: &Ring) -> usize {
+        ring.members()
+            .iter()
+            .map(|m| zone_key(ring, &m.id))
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// Partitions whose window (itself and the next `n - 1`) repeats an owner, or a zone.
+    fn window_conflicts(ring: &Ring, n: usize, by_zone: bool) -> usize {
+        let owners = owners(ring);
+        let q = owners.len();
+        (0..q)
+            .filter(|&p| {
+                let keys: BTreeSet<String> = (0..n.min(q))
+                    .map(|d| {
+                        let id = &owners[(p + d) % q];
+                        if by_zone {
+                            zone_key(ring, id)
+                        } else {
+                            id.to_string()
+                        }
+                    })
+                    .collect();
+                keys.len() < n.min(q)
+            })
+            .count()
+    }
+
+    /// Target counts computed the slow way: hand out the leftover partitions one at a time to the
+    /// largest remaining remainder, lowest id first.
+    fn reference_targets(partitions: u32, members: &[Member]) -> BTreeMap<NodeId, u32> {
+        let total: u64 = members.iter().map(|m| u64::from(m.capacity)).sum();
+        let q = u64::from(partitions);
+        let mut targets: BTreeMap<NodeId, u32> = members
+            .iter()
+            .map(|m| (m.id.clone(), (q * u64::from(m.capacity) / total) as u32))
+            .collect();
+        let mut leftover = partitions - targets.values().sum::<u32>();
+        let mut bumped = BTreeSet::new();
+        while leftover > 0 {
+            let mut best: Option<(u64, &NodeId)> = None;
+            for m in members {
+                let remainder = q * u64::from(m.capacity) % total;
+                if bumped.contains(&m.id) {
+                    continue;
+                }
+                let better = match best {
+                    None => true,
+                    Some((r, id)) => remainder > r || (remainder == r && m.id < *id),
+                };
+                if better {
+                    best = Some((remainder, &m.id));
+                }
+            }
+            let (_, id) = best.expect("fewer leftovers than members");
+            bumped.insert(id.clone());
+            *targets.get_mut(id).expect("a member") += 1;
+            leftover -= 1;
+        }
+        targets
+    }
+
+    /// The preference list computed naively from the segment table: walk, then zones first.
+    fn reference_list(ring: &Ring, position: u128, n: usize) -> Vec<NodeId> {
+        let start = ring.segment_of(position);
+        let segments = ring.seg_owner.len();
+        let mut walk: Vec<NodeId> = Vec::new();
+        for step in 0..segments {
+            let id = &ring.members[ring.seg_owner[(start + step) % segments] as usize].id;
+            if !walk.contains(id) {
+                walk.push(id.clone());
+            }
+        }
+        for m in ring.members() {
+            if !walk.contains(&m.id) {
+                walk.push(m.id.clone());
+            }
+        }
+        let mut used = BTreeSet::new();
+        let (mut first, mut rest) = (Vec::new(), Vec::new());
+        for id in walk {
+            if used.insert(zone_key(ring, &id)) {
+                first.push(id);
+            } else {
+                rest.push(id);
+            }
+        }
+        first.extend(rest);
+        first.truncate(n);
+        first
+    }
+
+    fn check_balance(ring: &Ring) {
+        let counts = ring.partition_counts();
+        let targets = reference_targets(ring.partition_count(), ring.members());
+        assert_eq!(counts, targets, "counts are the largest-remainder targets");
+        let total: u64 = ring.members().iter().map(|m| u64::from(m.capacity)).sum();
+        for m in ring.members() {
+            let share = f64::from(ring.partition_count()) * f64::from(m.capacity) / total as f64;
+            let count = f64::from(counts[&m.id]);
+            assert!(
+                (count - share).abs() < 1.0,
+                "{} owns {count}, share {share}",
+                m.id
+            );
+        }
+    }
+
+    /// Exactly the minimum moved, and every move from a departed or shrinking member to a growing one.
+    fn check_minimal(old: &Ring, new: &Ring) {
+        let before = old.partition_counts();
+        let after = new.partition_counts();
+        let targets = reference_targets(new.partition_count(), new.members());
+        let departed: u32 = before
+            .iter()
+            .filter(|(id, _)| new.member(id).is_none())
+            .map(|(_, &c)| c)
+            .sum();
+        let shrinking: u32 = before
+            .iter()
+            .filter_map(|(id, &c)| targets.get(id).map(|&t| c.saturating_sub(t)))
+            .sum();
+        assert_eq!(old.partitions_moved(new), (departed + shrinking) as usize);
+        let (was, now) = (owners(old), owners(new));
+        for (from, to) in was.iter().zip(&now).filter(|(a, b)| a != b) {
+            assert!(
+                after.get(from).is_none_or(|&c| c < before[from]),
+                "{from} gave up a partition"
+            );
+            assert!(
+                before.get(to).is_none_or(|&c| c < after[to]),
+                "{to} took a partition"
+            );
+        }
+    }
+
+    fn check_lists(ring: &Ring, position: u128) {
+        let zones = zone_count(ring);
+        let all: BTreeSet<NodeId> = ring.members().iter().map(|m| m.id.clone()).collect();
+        let mut previous: Vec<NodeId> = Vec::new();
+        for n in 0..=6 {
+            let list = ring.preference_list(position, n);
+            assert_eq!(list.len(), n.min(all.len()));
+            let distinct: BTreeSet<_> = list.iter().cloned().collect();
+            assert_eq!(distinct.len(), list.len(), "no node twice: {list:?}");
+            if zones >= n {
+                let distinct_zones: BTreeSet<_> =
+                    list.iter().map(|id| zone_key(ring, id)).collect();
+                assert_eq!(distinct_zones.len(), n, "distinct zones: {list:?}");
+            }
+            assert_eq!(
+                list[..previous.len()],
+                previous[..],
+                "the list for n - 1 is a prefix"
+            );
+            assert_eq!(list, reference_list(ring, position, n));
+            let extended = ring.extended_preference_list(position, n);
+            assert_eq!(extended[..list.len()], list[..]);
+            assert_eq!(extended.len(), all.len());
+            assert_eq!(extended.iter().cloned().collect::<BTreeSet<_>>(), all);
+            if ring.config().strategy == Strategy::Partitions {
+                let partition = ring.partition_of(position);
+                assert_eq!(ring.partition_preference_list(partition, n), list);
+            }
+            previous = list;
+        }
+    }
+
+    fn check_fractions(ring: &Ring) {
+        for n in 1..=4 {
+            let load = ring.replica_load(n);
+            assert_eq!(load.len(), ring.members().len());
+            let sum: f64 = load.values().sum();
+            assert!((sum - 1.0).abs() < 1e-9, "replica load sums to {sum}");
+        }
+        let ownership = ring.ownership();
+        let sum: f64 = ownership.values().sum();
+        assert!((sum - 1.0).abs() < 1e-9, "ownership sums to {sum}");
+        if ring.config().strategy == Strategy::Partitions {
+            let counts = ring.partition_counts();
+            for (id, share) in &ownership {
+                assert_eq!(
+                    *share,
+                    f64::from(counts[id]) / f64::from(ring.partition_count())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn key_position_known_answers() {
+        // `printf '\x00\x00\x00\x00' | md5sum` and `printf '\x00\x00\x00\x05usersalice' | md5sum`.
+        assert_eq!(key_position(b"", b""), 0xf1d3ff8443297732862df21dc4e57262);
+        assert_eq!(
+            key_position(b"users", b"alice"),
+            0xbdefda3a9d458116671ce24c07b0267f
+        );
+        // And the token positions: `printf 'n1\x00\x00\x00\x00' | md5sum`.
+        assert_eq!(
+            token_position(&NodeId::new("n1"), 0),
+            0x84a74340b6ac29e6e0e44cfa0e2c2066
+        );
+    }
+
+    #[test]
+    fn key_position_keeps_bucket_and_key_apart() {
+        assert_ne!(key_position(b"ab", b"c"), key_position(b"a", b"bc"));
+        assert_ne!(key_position(b"", b"abc"), key_position(b"abc", b""));
+        assert_eq!(key_position(b"a", b"bc"), key_position(b"a", b"bc"));
+    }
+
+    #[test]
+    fn default_config_is_strategy_three_with_256_partitions() {
+        let config = RingConfig::default();
+        assert_eq!(config.partitions, DEFAULT_PARTITIONS);
+        assert_eq!(config.strategy, Strategy::Partitions);
+        assert_eq!(config.target_n, 3);
+    }
+
+    #[test]
+    fn every_error_is_reachable() {
+        let one = || uniform(1);
+        for partitions in [0, 3, 96, MAX_PARTITIONS * 2, u32::MAX] {
+            assert_eq!(
+                Ring::new(config(partitions, 3), one()),
+                Err(RingError::InvalidPartitionCount { partitions })
+            );
+        }
+        for target_n in [0, MAX_TARGET_N + 1] {
+            assert_eq!(
+                Ring::new(config(64, target_n), one()),
+                Err(RingError::InvalidTargetN { target_n })
+            );
+        }
+        assert_eq!(
+            Ring::new(tokens_config(0, 3), one()),
+            Err(RingError::InvalidTokenCount {
+                tokens_per_capacity: 0,
+                tokens: 0
+            })
+        );
+        assert_eq!(
+            Ring::new(tokens_config(1 << 20, 3), vec![Member::new("a", 4)]),
+            Err(RingError::InvalidTokenCount {
+                tokens_per_capacity: 1 << 20,
+                tokens: 1 << 22
+            })
+        );
+        assert_eq!(
+            Ring::new(tokens_config(u32::MAX, 3), vec![Member::new("a", u32::MAX)]),
+            Err(RingError::InvalidTokenCount {
+                tokens_per_capacity: u32::MAX,
+                tokens: u64::from(u32::MAX) * u64::from(u32::MAX)
+            })
+        );
+        assert_eq!(
+            Ring::new(config(64, 3), Vec::new()),
+            Err(RingError::NoMembers)
+        );
+        let zero = vec![Member::new("b", 1), Member::new("a", 0)];
+        assert_eq!(
+            Ring::new(config(64, 3), zero),
+            Err(RingError::ZeroCapacity {
+                member: NodeId::new("a")
+            })
+        );
+        let twice = vec![
+            Member::new("a", 1),
+            Member::new("b", 1),
+            Member::new("a", 2),
+        ];
+        assert_eq!(
+            Ring::new(config(64, 3), twice),
+            Err(RingError::DuplicateMember {
+                member: NodeId::new("a")
+            })
+        );
+        assert_eq!(
+            Ring::new(config(4, 3), uniform(5)),
+            Err(RingError::TooManyMembers {
+                members: 5,
+                partitions: 4
+            })
+        );
+        // A membership change is checked the same way, and leaves the old ring usable.
+        let ring = Ring::new(config(4, 3), uniform(4)).expect("valid");
+        assert_eq!(
+            ring.with_members(uniform(5)),
+            Err(RingError::TooManyMembers {
+                members: 5,
+                partitions: 4
+            })
+        );
+        assert_eq!(ring.with_members(Vec::new()), Err(RingError::NoMembers));
+        // Messages render (they go into logs and client errors).
+        assert!(RingError::NoMembers
+            .to_string()
+            .contains("at least one member"));
+        assert!(RingError::InvalidAssignment
+            .to_string()
+            .contains("assignment"));
+    }
+
+    #[test]
+    fn serialization_round_trips_and_is_validated() {
+        let zoned: Vec<Member> = (0..6)
+            .map(|i| Member::new(format!("m{i}"), 1 + i % 3).in_zone(format!("z{}", i % 2)))
+            .collect();
+        for config in [config(64, 3), tokens_config(8, 2)] {
+            let ring = Ring::new(config, zoned.clone()).expect("valid");
+            let bytes = postcard::to_allocvec(&ring).expect("serializes");
+            let back: Ring = postcard::from_bytes(&bytes).expect("deserializes");
+            assert_eq!(back, ring);
+        }
+        let encode = |repr: &RingRepr| postcard::to_allocvec(repr).expect("serializes");
+        let good = RingRepr {
+            config: config(4, 2),
+            members: uniform(2),
+            assignment: vec![0, 1, 0, 1],
+        };
+        let ring: Ring = postcard::from_bytes(&encode(&good)).expect("valid");
+        assert_eq!(ring.partition_owner(PartitionId(1)).as_str(), "n0001");
+        let bad = [
+            RingRepr {
+                assignment: vec![0, 1, 2, 1],
+                ..good.clone_repr()
+            },
+            RingRepr {
+                assignment: vec![0, 1, 0],
+                ..good.clone_repr()
+            },
+            RingRepr {
+                members: uniform(2).into_iter().rev().collect(),
+                ..good.clone_repr()
+            },
+            RingRepr {
+                config: tokens_config(2, 2),
+                ..good.clone_repr()
+            },
+        ];
+        for repr in bad {
+            assert!(postcard::from_bytes::<Ring>(&encode(&repr)).is_err());
+            assert_eq!(Ring::try_from(repr), Err(RingError::InvalidAssignment));
+        }
+        let invalid_config = RingRepr {
+            config: config(3, 2),
+            ..good.clone_repr()
+        };
+        assert_eq!(
+            Ring::try_from(invalid_config),
+            Err(RingError::InvalidPartitionCount { partitions: 3 })
+        );
+    }
+
+    impl RingRepr {
+        fn clone_repr(&self) -> RingRepr {
+            RingRepr {
+                config: self.config.clone(),
+                members: self.members.clone(),
+                assignment: self.assignment.clone(),
+            }
+        }
+    }
+
+    #[test]
+    fn partitions_cut_the_ring_evenly() {
+        let ring = Ring::new(config(256, 3), uniform(3)).expect("valid");
+        assert_eq!(ring.partition_of(0), PartitionId(0));
+        assert_eq!(ring.partition_of(u128::MAX), PartitionId(255));
+        assert_eq!(ring.partition_of(1 << 120), PartitionId(1));
+        assert_eq!(ring.partition_of((1 << 120) - 1), PartitionId(0));
+        assert_eq!(ring.partition_start(PartitionId(1)), 1 << 120);
+        // Out-of-range ids wrap instead of panicking.
+        assert_eq!(ring.partition_start(PartitionId(257)), 1 << 120);
+        let _ = ring.partition_owner(PartitionId(u32::MAX));
+        // One partition: everything is partition 0.
+        let single = Ring::new(config(1, 3), uniform(1)).expect("valid");
+        assert_eq!(single.partition_of(u128::MAX), PartitionId(0));
+        assert_eq!(single.partition_start(PartitionId(5)), 0);
+        assert_eq!(single.preference_list(42, 3), vec![NodeId::new("n0000")]);
+        assert_eq!(single.ownership()[&NodeId::new("n0000")], 1.0);
+        assert_eq!(single.moved_fraction(&single, 3), 0.0);
+        // The largest ring.
+        let big = Ring::new(config(MAX_PARTITIONS, 1), uniform(2)).expect("valid");
+        assert_eq!(big.partition_of(u128::MAX), PartitionId(MAX_PARTITIONS - 1));
+        check_balance(&big);
+    }
+
+    #[test]
+    fn fresh_rings_stripe_owners() {
+        for count in [4usize, 5, 7, 16, 100] {
+            let ring = Ring::new(config(256, 3), uniform(count)).expect("valid");
+            assert_eq!(window_conflicts(&ring, 3, false), 0, "{count} nodes");
+            check_balance(&ring);
+        }
+        // Weighted members stripe too.
+        let weighted: Vec<Member> = (0..20)
+            .map(|i| Member::new(format!("w{i:02}"), 1 + (i % 5) as u32))
+            .collect();
+        let ring = Ring::new(config(1024, 3), weighted).expect("valid");
+        assert_eq!(window_conflicts(&ring, 3, false), 0);
+        // With no conflicts, replica load is exactly the partition share.
+        let ring = Ring::new(config(256, 3), uniform(16)).expect("valid");
+        for load in ring.replica_load(3).values() {
+            assert_eq!(*load, 1.0 / 16.0);
+        }
+    }
+
+    #[test]
+    fn fresh_rings_stripe_zones() {
+        let zoned: Vec<Member> = (0..12)
+            .map(|i| Member::new(format!("z{i:02}"), 1).in_zone(format!("zone{}", i % 4)))
+            .collect();
+        let ring = Ring::new(config(256, 3), zoned).expect("valid");
+        assert_eq!(window_conflicts(&ring, 3, true), 0);
+    }
+
+    #[test]
+    fn growing_one_node_at_a_time_converges_to_a_stripe() {
+        let mut ring = Ring::new(config(256, 3), uniform(1)).expect("valid");
+        for count in 2..=20 {
+            let next = ring.with_members(uniform(count)).expect("valid");
+            check_balance(&next);
+            check_minimal(&ring, &next);
+            // Two nodes cannot make distinct triples, and three cannot tile 256 partitions; the
+            // minimal moves from there repair the layout by the fifth node.
+            if count >= 5 {
+                assert_eq!(window_conflicts(&next, 3, false), 0, "{count} nodes");
+            }
+            ring = next;
+        }
+    }
+
+    #[test]
+    fn a_thousand_nodes() {
+        let ring = Ring::new(config(4096, 3), uniform(1000)).expect("valid");
+        check_balance(&ring);
+        assert_eq!(window_conflicts(&ring, 3, false), 0);
+        let joined = ring.with_members(uniform(1001)).expect("valid");
+        check_minimal(&ring, &joined);
+        assert_eq!(window_conflicts(&joined, 3, false), 0);
+        let replaced: Vec<Member> = uniform(1000)
+            .into_iter()
+            .step_by(2)
+            .chain((0..500).map(|i| Member::new(format!("x{i:03}"), 2)))
+            .collect();
+        let replaced = ring.with_members(replaced).expect("valid");
+        check_balance(&replaced);
+        check_minimal(&ring, &replaced);
+        check_lists(&replaced, key_position(b"b", b"k"));
+    }
+
+    #[test]
+    fn a_member_with_a_tiny_share_owns_nothing_but_is_a_fallback() {
+        let members = vec![Member::new("big", 1000), Member::new("small", 1)];
+        let ring = Ring::new(config(64, 2), members).expect("valid");
+        assert_eq!(ring.partition_counts()[&NodeId::new("small")], 0);
+        assert_eq!(ring.ownership()[&NodeId::new("small")], 0.0);
+        // It is still the second distinct node of every walk.
+        let list = ring.preference_list(7, 2);
+        assert_eq!(list, vec![NodeId::new("big"), NodeId::new("small")]);
+        check_lists(&ring, 7);
+        // And a zone of its own counts: its zone is used before a second node of a used zone.
+        let members = vec![
+            Member::new("a", 1000).in_zone("east"),
+            Member::new("b", 1000).in_zone("east"),
+            Member::new("c", 1).in_zone("west"),
+        ];
+        let ring = Ring::new(config(64, 2), members).expect("valid");
+        let list = ring.preference_list(0, 2);
+        assert_eq!(list[1], NodeId::new("c"));
+    }
+
+    #[test]
+    fn lists_are_short_only_when_members_are_few() {
+        let ring = Ring::new(config(64, 3), uniform(2)).expect("valid");
+        assert_eq!(ring.preference_list(0, 3).len(), 2);
+        assert_eq!(ring.preference_list(0, 0), Vec::<NodeId>::new());
+        assert_eq!(ring.extended_preference_list(0, 1).len(), 2);
+        assert_eq!(ring.replica_load(0).values().sum::<f64>(), 0.0);
+        check_lists(&ring, u128::MAX);
+    }
+
+    #[test]
+    fn tokens_own_the_arc_up_to_them() {
+        let members = vec![
+            Member::new("a", 1),
+            Member::new("b", 2),
+            Member::new("c", 1),
+        ];
+        let ring = Ring::new(tokens_config(4, 3), members.clone()).expect("valid");
+        let mut tokens: Vec<(u128, String)> = Vec::new();
+        for m in &members {
+            for i in 0..m.capacity * 4 {
+                let mut hasher = Md5::new();
+                hasher.update(m.id.as_str().as_bytes());
+                hasher.update(i.to_be_bytes());
+                let digest: [u8; 16] = hasher.finalize().into();
+                tokens.push((u128::from_be_bytes(digest), m.id.to_string()));
+            }
+        }
+        tokens.sort();
+        let owner_of = |position: u128| {
+            tokens
+                .iter()
+                .find(|(t, _)| *t >= position)
+                .unwrap_or(&tokens[0])
+                .1
+                .clone()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut positions: Vec<u128> = (0..200).map(|_| rand::Rng::gen(&mut rng)).collect();
+        positions.extend(
+            tokens
+                .iter()
+                .flat_map(|(t, _)| [*t, t.wrapping_add(1), t.wrapping_sub(1)]),
+        );
+        positions.extend([0, u128::MAX]);
+        for position in positions {
+            assert_eq!(
+                ring.preference_list(position, 1)[0].as_str(),
+                owner_of(position)
+            );
+            check_lists(&ring, position);
+        }
+        check_fractions(&ring);
+        // Membership changes just rebuild.
+        let fewer = ring.with_members(members[..2].to_vec()).expect("valid");
+        assert_eq!(
+            fewer,
+            Ring::new(tokens_config(4, 3), members[..2].to_vec()).expect("valid")
+        );
+        // Only arcs next to the departed node's tokens change hands.
+        assert!(
+            (ring.owner_moved_fraction(&fewer) - ring.ownership()[&NodeId::new("c")]).abs() < 1e-12
+        );
+    }
+
+    #[test]
+    fn partitions_balance_better_than_tokens() {
+        let members: Vec<Member> = (0..16)
+            .map(|i| Member::new(format!("n{i:02}"), 1 + i % 4))
+            .collect();
+        let total: u32 = members.iter().map(|m| m.capacity).sum();
+        let worst = |ring: &Ring| {
+            let ownership = ring.ownership();
+            members
+                .iter()
+                .map(|m| (ownership[&m.id] - f64::from(m.capacity) / f64::from(total)).abs())
+                .fold(0.0f64, f64::max)
+        };
+        let partitions = Ring::new(config(256, 3), members.clone()).expect("valid");
+        let tokens = Ring::new(tokens_config(16, 3), members.clone()).expect("valid");
+        assert!(worst(&partitions) <= 1.0 / 256.0);
+        assert!(
+            worst(&partitions) < worst(&tokens),
+            "partitions {} tokens {}",
+            worst(&partitions),
+            worst(&tokens)
+        );
+    }
+
+    #[test]
+    fn moved_fraction_is_exact() {
+        let ring = Ring::new(config(256, 3), uniform(8)).expect("valid");
+        assert_eq!(ring.moved_fraction(&ring, 3), 0.0);
+        let joined = ring.with_members(uniform(9)).expect("valid");
+        let moved = ring.partitions_moved(&joined);
+        assert_eq!(ring.owner_moved_fraction(&joined), moved as f64 / 256.0);
+        let replicas = ring.moved_fraction(&joined, 3);
+        assert!(replicas >= ring.owner_moved_fraction(&joined) && replicas <= 1.0);
+        // A replica set changes for the moved partition and the n - 1 before it, at most.
+        assert!(replicas <= 3.0 * moved as f64 / 256.0);
+        // Symmetric, and comparable across strategies and partition counts.
+        assert_eq!(joined.moved_fraction(&ring, 3), replicas);
+        let tokens = Ring::new(tokens_config(8, 3), uniform(8)).expect("valid");
+        let across = ring.moved_fraction(&tokens, 1);
+        assert!(across > 0.0 && across < 1.0);
+        assert_eq!(tokens.moved_fraction(&ring, 1), across);
+        let other_q = Ring::new(config(64, 3), uniform(8)).expect("valid");
+        assert!(ring.moved_fraction(&other_q, 2) <= 1.0);
+        // Disjoint memberships move everything; n beyond target_n works too.
+        let strangers: Vec<Member> = (0..8).map(|i| Member::new(format!("s{i}"), 1)).collect();
+        let strangers = Ring::new(config(256, 3), strangers).expect("valid");
+        assert_eq!(ring.moved_fraction(&strangers, 5), 1.0);
+        assert_eq!(ring.moved_fraction(&ring, 5), 0.0);
+        assert_eq!(ring.moved_fraction(&joined, 0), 0.0);
+    }
+
+    #[test]
+    fn fallbacks_continue_the_walk() {
+        let ring = Ring::new(config(64, 3), uniform(6)).expect("valid");
+        let position = ring.partition_start(PartitionId(10));
+        let extended = ring.extended_preference_list(position, 2);
+        let walk: Vec<NodeId> = (10..10 + 64)
+            .map(|p| ring.partition_owner(PartitionId(p % 64)).clone())
+            .fold(Vec::new(), |mut walk, id| {
+                if !walk.contains(&id) {
+                    walk.push(id);
+                }
+                walk
+            });
+        assert_eq!(extended, walk);
+    }
+
+    fn arb_members(max: usize) -> impl PropStrategy<Value = Vec<Member>> {
+        (1..=max, prop::option::of(1usize..=5)).prop_flat_map(|(count, zones)| {
+            prop::collection::vec((1u32..=8, 0usize..5), count).prop_map(move |specs| {
+                specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (capacity, zone))| {
+                        let member = Member::new(format!("n{i}"), capacity);
+                        match zones {
+                            Some(zones) => member.in_zone(format!("z{}", zone % zones)),
+                            None => member,
+                        }
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    #[derive(Clone, Debug)]
+    enum Change {
+        Join { capacity: u32, zone: usize },
+        Leave(usize),
+        Resize(usize, u32),
+    }
+
+    fn arb_change() -> impl PropStrategy<Value = Change> {
+        prop_oneof![
+            (1u32..=8, 0usize..5).prop_map(|(capacity, zone)| Change::Join { capacity, zone }),
+            any::<usize>().prop_map(Change::Leave),
+            (any::<usize>(), 1u32..=8).prop_map(|(i, c)| Change::Resize(i, c)),
+        ]
+    }
+
+    fn apply(members: &mut Vec<Member>, change: &Change, step: usize) {
+        let zoned = members[0].zone.is_some();
+        match *change {
+            Change::Join { capacity, zone } => {
+                let member = Member::new(format!("j{step}"), capacity);
+                members.push(if zoned {
+                    member.in_zone(format!("z{zone}"))
+                } else {
+                    member
+                });
+            }
+            Change::Leave(i) if members.len() > 1 => {
+                members.remove(i % members.len());
+            }
+            Change::Leave(_) => {}
+            Change::Resize(i, capacity) => {
+                let len = members.len();
+                members[i % len].capacity = capacity;
+            }
+        }
+    }
+
+    fn shuffled(members: &[Member], seed: u64) -> Vec<Member> {
+        let mut members = members.to_vec();
+        members.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        members
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn claims_are_balanced_minimal_and_deterministic(
+            partitions in prop::sample::select(vec![64u32, 256, 1024]),
+            target_n in 1usize..=4,
+            members in arb_members(40),
+            changes in prop::collection::vec(arb_change(), 1..6),
+            seed in any::<u64>(),
+        ) {
+            let config = config(partitions, target_n);
+            let mut ring = Ring::new(config.clone(), members.clone()).expect("valid");
+            check_balance(&ring);
+            prop_assert_eq!(&Ring::new(config.clone(), shuffled(&members, seed)).expect("valid"), &ring);
+            let mut members = members;
+            for (step, change) in changes.iter().enumerate() {
+                apply(&mut members, change, step);
+                let next = ring.with_members(members.clone()).expect("valid");
+                check_balance(&next);
+                check_minimal(&ring, &next);
+                let again = ring.with_members(shuffled(&members, seed ^ step as u64)).expect("valid");
+                prop_assert_eq!(&again, &next);
+                ring = next;
+            }
+        }
+
+        #[test]
+        fn preference_lists_are_distinct_zone_diverse_and_consistent(
+            tokens in any::<bool>(),
+            partitions in prop::sample::select(vec![64u32, 256, 1024]),
+            target_n in 1usize..=5,
+            members in arb_members(40),
+            change in arb_change(),
+            positions in prop::collection::vec(any::<u128>(), 8),
+        ) {
+            let config = if tokens {
+                RingConfig { partitions, ..tokens_config(4, target_n) }
+            } else {
+                config(partitions, target_n)
+            };
+            let ring = Ring::new(config, members.clone()).expect("valid");
+            let mut changed = members;
+            apply(&mut changed, &change, 0);
+            let next = ring.with_members(changed).expect("valid");
+            for ring in [&ring, &next] {
+                check_fractions(ring);
+                for &position in &positions {
+                    check_lists(ring, position);
+                }
+                let edges = [0, u128::MAX, ring.partition_start(ring.partition_of(positions[0]))];
+                for position in edges {
+                    check_lists(ring, position);
+                }
+            }
+            let moved = ring.moved_fraction(&next, target_n);
+            prop_assert!((0.0..=1.0).contains(&moved));
+            // (A changed first owner need not change the replica set: the order may just rotate.)
+            prop_assert!((0.0..=1.0).contains(&ring.owner_moved_fraction(&next)));
+        }
+    }
+
+    fn arb_config() -> impl PropStrategy<Value = RingConfig> {
+        let partitions =
+            prop::sample::select(vec![0u32, 1, 2, 3, 4, 8, 64, 100, 256, 1 << 21, u32::MAX]);
+        let strategy = prop_oneof![
+            Just(Strategy::Partitions),
+            prop::sample::select(vec![0u32, 1, 3, 50, u32::MAX]).prop_map(|tokens_per_capacity| {
+                Strategy::Tokens {
+                    tokens_per_capacity,
+                }
+            }),
+        ];
+        (partitions, strategy, 0usize..20).prop_map(|(partitions, strategy, target_n)| RingConfig {
+            partitions,
+            strategy,
+            target_n,
+        })
+    }
+
+    fn arb_any_members() -> impl PropStrategy<Value = Vec<Member>> {
+        let capacity = prop_oneof![0u32..4, Just(u32::MAX)];
+        prop::collection::vec((0usize..12, capacity, prop::option::of(0usize..3)), 0..12).prop_map(
+            |specs| {
+                specs
+                    .into_iter()
+                    .map(|(id, capacity, zone)| Member {
+                        id: NodeId::new(format!("m{id}")),
+                        capacity,
+                        zone: zone.map(|z| format!("z{z}")),
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn arbitrary_input_never_panics(
+            config in arb_config(),
+            members in arb_any_members(),
+            later in arb_any_members(),
+            position in any::<u128>(),
+            n in 0usize..20,
+        ) {
+            if let Ok(ring) = Ring::new(config, members) {
+                let _ = ring.preference_list(position, n);
+                let _ = ring.extended_preference_list(position, n);
+                let _ = ring.partition_preference_list(PartitionId(position as u32), n);
+                let _ = ring.partition_owner(PartitionId(position as u32));
+                let _ = ring.replica_load(n);
+                let _ = ring.ownership();
+                let _ = ring.partition_counts();
+                if let Ok(next) = ring.with_members(later) {
+                    prop_assert!(next.moved_fraction(&ring, n) <= 1.0);
+                    let _ = next.partitions_moved(&ring);
+                }
+            }
+        }
+    }
+}

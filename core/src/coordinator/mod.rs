@@ -1,0 +1,28 @@
+//! Per-request coordination: small state machines keyed by a coordination id, advanced by replica
+//! replies and by their deadline. They decide; the [`Node`](crate::node::Node) performs.
+
+pub(crate) mod get;
+pub(crate) mod put;
+
+use crate::config::Millis;
+use crate::id::NodeId;
+use crate::io::RequestId;
+use crate::wire::CoordinationId;
+
+/// Who is waiting for a coordination's reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Client {
+    /// A client of this node.
+    Local(RequestId),
+    /// A node that forwarded its client's request here.
+    Remote { from: NodeId, id: CoordinationId },
+}
+
+/// A write forwarded to a replica, waiting for that replica's reply.
+#[derive(Clone, Debug)]
+pub(crate) struct ForwardState {
+    pub request_id: RequestId,
+    pub target: NodeId,
+    pub needed: u32,
+    pub deadline: Millis,
+}

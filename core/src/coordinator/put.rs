@@ -1,0 +1,98 @@
+//! A put (or delete): the coordinating replica writes locally first (that fixes the write's dot),
+//! then sends the object to the other replicas; it answers once W have acknowledged, DW of them
+//! durably, and keeps listening for the rest until all answered or the deadline.
+
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+
+use super::Client;
+use crate::config::{Millis, Quorums};
+use crate::id::NodeId;
+use crate::io::{QuorumKind, Reply};
+use crate::version::{Context, Dot};
+
+#[derive(Clone, Debug)]
+pub(crate) struct PutState {
+    pub client: Client,
+    pub quorums: Quorums,
+    pub replicas: Vec<NodeId>,
+    pub acked: Vec<NodeId>,
+    pub durable: BTreeSet<NodeId>,
+    pub refused: BTreeSet<NodeId>,
+    /// Set once the local write is done: the new object's context and the write's dot.
+    pub written: Option<(Context, Dot)>,
+    pub answered: bool,
+    pub deadline: Millis,
+}
+
+impl PutState {
+    /// Records a replica's acknowledgement (or refusal); others and repeats are ignored.
+    pub fn record(&mut self, from: &NodeId, stored: bool, synced: bool) {
+        if !self.replicas.contains(from) || self.acked.contains(from) || self.refused.contains(from)
+        {
+            return;
+        }
+        if stored {
+            self.acked.push(from.clone());
+            if synced {
+                self.durable.insert(from.clone());
+            }
+        } else {
+            self.refused.insert(from.clone());
+        }
+    }
+
+    fn durable_in_ack_order(&self) -> Vec<NodeId> {
+        self.acked
+            .iter()
+            .filter(|n| self.durable.contains(*n))
+            .cloned()
+            .collect()
+    }
+
+    /// The success reply, once W acks (DW durable) are in and none was sent yet.
+    pub fn take_reply(&mut self) -> Option<Reply> {
+        let (context, dot) = self.written.as_ref()?;
+        if self.answered
+            || (self.acked.len() as u32) < self.quorums.w
+            || (self.durable.len() as u32) < self.quorums.dw
+        {
+            return None;
+        }
+        self.answered = true;
+        Some(Reply::Written {
+            context: context.clone(),
+            dot: dot.clone(),
+            replicas: self.acked.clone(),
+            durable: self.durable_in_ack_order(),
+            read_your_writes: self.quorums.read_your_writes(),
+        })
+    }
+
+    /// The failure reply (deadline passed, or every replica answered without a quorum).
+    pub fn unavailable(&mut self) -> Option<Reply> {
+        if self.answered {
+            return None;
+        }
+        self.answered = true;
+        let (kind, needed, answered) = if (self.acked.len() as u32) < self.quorums.w {
+            (QuorumKind::Write, self.quorums.w, self.acked.clone())
+        } else {
+            (
+                QuorumKind::Durable,
+                self.quorums.dw,
+                self.durable_in_ack_order(),
+            )
+        };
+        Some(Reply::Unavailable {
+            kind,
+            needed,
+            answered,
+        })
+    }
+
+    /// Whether every replica has answered.
+    pub fn all_answered(&self) -> bool {
+        self.acked.len() + self.refused.len() == self.replicas.len()
+    }
+}

@@ -1,0 +1,103 @@
+//! Typed errors of the core. Each variant's doc says what it did to the node's state.
+
+use alloc::string::String;
+use serde::{Deserialize, Serialize};
+
+use crate::io::RequestId;
+
+/// A quorum value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuorumError {
+    /// The value was neither `one`, `quorum`, `all` nor a number. Nothing was changed.
+    #[error("quorum value {0:?} is not one, quorum, all or a number")]
+    NotANumber(String),
+    /// r or w resolved to 0, or any quorum to more than N. Nothing was changed.
+    #[error("{name} = {count} is out of range for n = {n}")]
+    OutOfRange {
+        /// Which quorum (`r`, `w`, `dw`).
+        name: String,
+        /// The resolved count.
+        count: u32,
+        /// The replication factor it was checked against.
+        n: u32,
+    },
+    /// N was 0. Nothing was changed.
+    #[error("n must be at least 1")]
+    ZeroN,
+    /// A request asked for more replicas than its bucket keeps. Nothing was changed.
+    #[error("n = {requested} is above the bucket's n = {bucket}")]
+    NAboveBucket {
+        /// N the request asked for.
+        requested: u32,
+        /// N of the bucket.
+        bucket: u32,
+    },
+}
+
+/// Why a client request was refused before any work was done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The key was empty. The request was dropped; no state changed.
+    #[error("the key is empty")]
+    EmptyKey,
+    /// The key was over the limit. The request was dropped; no state changed.
+    #[error("the key is {len} bytes, over the limit of {max}")]
+    KeyTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bucket name was over the limit. The request was dropped; no state changed.
+    #[error("the bucket name is {len} bytes, over the limit of {max}")]
+    BucketTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value was over the limit. The request was dropped; no state changed.
+    #[error("the value is {len} bytes, over the limit of {max}")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A quorum override was invalid. The request was dropped; no state changed.
+    #[error("invalid quorum: {0}")]
+    Quorum(#[from] QuorumError),
+    /// A request with this id is still in flight on this node. The new request was dropped; the
+    /// one in flight goes on.
+    #[error("request id {0} is already in flight")]
+    DuplicateRequestId(RequestId),
+    /// The ring has no member to hold the key (an empty cluster). No state changed.
+    #[error("the ring has no members")]
+    NoReplicas,
+}
+
+/// Why a peer message was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The sender is not a member of this node's ring. The message was dropped; no state changed.
+    #[error("message from {0}, which is not a member")]
+    UnknownPeer(crate::id::NodeId),
+    /// The message carried a key or bucket over the limits. It was dropped; no state changed.
+    #[error("message with an oversized key or bucket")]
+    Oversized,
+}
+
+/// Any refused input, for [`Node::handle_input`](crate::node::Node::handle_input).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// A refused client request.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// A refused peer message.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+}

@@ -1,0 +1,1110 @@
+//! `Node`: one physical server's protocol state, driven by inputs and drained of outputs.
+//!
+//! # The caller's obligations
+//! - After every `handle_*` call, drain [`Node::poll_output`] until it returns `None` and perform
+//!   each output (send, storage, reply, event). Outputs are not retried: a lost one is lost.
+//! - Answer every [`Output::Storage`] exactly once with [`Node::handle_storage`] and the same
+//!   `op_id`, in any order. Storage results for one key may come back in any order; the node itself
+//!   keeps at most one read-modify-write per key in flight.
+//! - Call [`Node::handle_timeout`] once the time given by [`Node::poll_timeout`] has passed (calling
+//!   it earlier is harmless).
+//! - `now` must not go backwards between calls; if it does, the node keeps its latest `now`.
+//!
+//! A node never reads a clock, touches a file or a socket, spawns a thread or draws global
+//! randomness: that is all the host's.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::format;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+
+use crate::config::{Millis, NodeConfig, Quorums};
+use crate::coordinator::get::{GetState, ReplicaState};
+use crate::coordinator::put::PutState;
+use crate::coordinator::{Client, ForwardState};
+use crate::error::{MessageError, RequestError};
+use crate::id::NodeId;
+use crate::io::{
+    ClientRequest, Event, Input, OpId, Output, QuorumKind, Reply, RequestId, StorageKey, StorageOp,
+    StorageResult,
+};
+use crate::ring::{key_position, Member, Ring, RingError};
+use crate::version::{ActorId, ConflictMode, Content, Context, Dot, Object, VersionVector};
+use crate::wire::{CoordinationId, Message, ReadResult};
+
+/// One request being coordinated here.
+#[derive(Debug)]
+enum Coordination {
+    Get(GetState),
+    Put(PutState),
+    Forward(ForwardState),
+}
+
+impl Coordination {
+    fn deadline(&self) -> Millis {
+        match self {
+            Coordination::Get(s) => s.deadline,
+            Coordination::Put(s) => s.deadline,
+            Coordination::Forward(s) => s.deadline,
+        }
+    }
+}
+
+/// What a read-modify-write of one local replica does with the record it reads.
+#[derive(Debug)]
+enum LocalWriteKind {
+    /// This node coordinates a client's write: it gives the write its dot.
+    Coordinate {
+        id: CoordinationId,
+        context: VersionVector,
+        content: Content,
+    },
+    /// Merge an object from a peer (replication or repair); answer `reply_to` when stored.
+    Merge {
+        object: Object,
+        reply_to: Option<(NodeId, CoordinationId)>,
+    },
+}
+
+#[derive(Debug)]
+struct LocalWrite {
+    key: StorageKey,
+    kind: LocalWriteKind,
+    sync: bool,
+    /// The object being stored, and for a coordinated write its new dot (set once read).
+    result: Option<(Object, Option<Dot>)>,
+}
+
+/// Why the node is waiting for a storage result.
+#[derive(Debug)]
+enum PendingOp {
+    /// Serving a peer's `Read`.
+    ServeRead {
+        to: NodeId,
+        id: CoordinationId,
+        key: StorageKey,
+    },
+    /// The read half of the front local write of this key.
+    WriteRead(StorageKey),
+    /// The write half of the front local write of this key.
+    WriteStore(StorageKey),
+}
+
+/// The protocol state of one physical node. See the [module docs](self) for the caller's obligations.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    ring: Ring,
+    actor: ActorId,
+    actor_generation: u64,
+    now: Millis,
+    rng: ChaCha8Rng,
+    outputs: VecDeque<Output>,
+    /// Messages this node sent to itself, handled before the current input returns.
+    loopback: VecDeque<Message>,
+    next_op: u64,
+    next_coordination: CoordinationId,
+    pending_ops: BTreeMap<OpId, PendingOp>,
+    /// Local read-modify-writes per key; the front one is in progress, the rest wait, so two
+    /// writes of one key never interleave (that would lose one, or reuse a dot).
+    local_writes: BTreeMap<StorageKey, VecDeque<LocalWrite>>,
+    coordinations: BTreeMap<CoordinationId, Coordination>,
+    client_requests: BTreeSet<RequestId>,
+    timers: BTreeSet<(Millis, CoordinationId)>,
+    /// Peers that let a request time out without answering; cleared when they are heard from.
+    suspects: BTreeSet<NodeId>,
+}
+
+impl Node {
+    /// A node with the given configuration, in a cluster of `members`, at time `now`.
+    pub fn new(config: NodeConfig, members: Vec<Member>, now: Millis) -> Result<Node, RingError> {
+        let ring = Ring::new(config.ring.clone(), members)?;
+        Ok(Node {
+            actor: ActorId::new(format!("{}.{}", config.node_id, config.incarnation)),
+            actor_generation: 0,
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            // Coordination ids start in a range of their own per incarnation, so a reply meant for
+            // a previous incarnation's request cannot be taken for one of this incarnation's.
+            next_coordination: config.incarnation << 40,
+            config,
+            ring,
+            now,
+            outputs: VecDeque::new(),
+            loopback: VecDeque::new(),
+            next_op: 0,
+            pending_ops: BTreeMap::new(),
+            local_writes: BTreeMap::new(),
+            coordinations: BTreeMap::new(),
+            client_requests: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            suspects: BTreeSet::new(),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.config.node_id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The ring this node routes by.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The actor that names the dots this node issues now.
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// The node's seeded RNG, for protocol choices that need randomness.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// Requests being coordinated or forwarded here.
+    pub fn in_flight(&self) -> usize {
+        self.coordinations.len()
+    }
+
+    /// Feeds any input (a convenience over the `handle_*` methods).
+    pub fn handle_input(
+        &mut self,
+        now: Millis,
+        input: Input,
+    ) -> Result<(), crate::error::InputError> {
+        match input {
+            Input::Client {
+                request_id,
+                request,
+            } => self.handle_client(now, request_id, request)?,
+            Input::Message { from, message } => self.handle_message(now, from, message)?,
+            Input::StorageDone { op_id, result } => self.handle_storage(now, op_id, result),
+            Input::Timeout => self.handle_timeout(now),
+        }
+        Ok(())
+    }
+
+    /// A client request. On `Err` nothing was started and no reply will come; on `Ok` exactly one
+    /// [`Output::Reply`] with `request_id` will come (unless the node is dropped first).
+    pub fn handle_client(
+        &mut self,
+        now: Millis,
+        request_id: RequestId,
+        request: ClientRequest,
+    ) -> Result<(), RequestError> {
+        self.advance(now);
+        let quorums = self.validate(&request)?;
+        if self.client_requests.contains(&request_id) {
+            return Err(RequestError::DuplicateRequestId(request_id));
+        }
+        let (bucket, key) = request.target();
+        let replicas = self.preference_list(bucket, key, quorums.n);
+        if replicas.is_empty() {
+            return Err(RequestError::NoReplicas);
+        }
+        self.client_requests.insert(request_id);
+        let timeout = request
+            .options()
+            .timeout_ms
+            .unwrap_or(self.config.request_timeout_ms);
+        match request {
+            ClientRequest::Get { bucket, key, .. } => self.start_get(
+                Client::Local(request_id),
+                bucket,
+                key,
+                quorums,
+                replicas,
+                timeout,
+            ),
+            ClientRequest::Put { .. } | ClientRequest::Delete { .. }
+                if !replicas.contains(self.id()) =>
+            {
+                self.forward(request_id, request, quorums, &replicas, timeout)
+            }
+            ClientRequest::Put {
+                bucket,
+                key,
+                context,
+                value,
+                ..
+            } => self.start_put(
+                Client::Local(request_id),
+                bucket,
+                key,
+                context,
+                Content::Value(value),
+                quorums,
+                replicas,
+                timeout,
+            ),
+            ClientRequest::Delete {
+                bucket,
+                key,
+                context,
+                ..
+            } => self.start_put(
+                Client::Local(request_id),
+                bucket,
+                key,
+                context,
+                Content::Tombstone,
+                quorums,
+                replicas,
+                timeout,
+            ),
+        }
+        self.drain_loopback();
+        Ok(())
+    }
+
+    /// A message from a peer. On `Err` the message was dropped and no state changed.
+    pub fn handle_message(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        message: Message,
+    ) -> Result<(), MessageError> {
+        self.advance(now);
+        if self.ring.member(&from).is_none() {
+            self.event(Event::MessageDropped {
+                from: from.clone(),
+                reason: "sender is not a member".to_string(),
+            });
+            return Err(MessageError::UnknownPeer(from));
+        }
+        if let Message::Read { bucket, key, .. }
+        | Message::Write { bucket, key, .. }
+        | Message::Repair { bucket, key, .. } = &message
+        {
+            if key.is_empty()
+                || key.len() > self.config.max_key_bytes
+                || bucket.len() > self.config.max_bucket_bytes
+            {
+                self.event(Event::MessageDropped {
+                    from: from.clone(),
+                    reason: "oversized or empty key".to_string(),
+                });
+                return Err(MessageError::Oversized);
+            }
+        }
+        self.suspects.remove(&from);
+        self.on_message(from, message);
+        self.drain_loopback();
+        Ok(())
+    }
+
+    /// The result of the storage operation `op_id`. Results for unknown ids (answered twice, or
+    /// from before a restart) are ignored.
+    pub fn handle_storage(&mut self, now: Millis, op_id: OpId, result: StorageResult) {
+        self.advance(now);
+        if let StorageResult::Failed(error) = &result {
+            self.event(Event::StorageFailed {
+                error: error.clone(),
+            });
+        }
+        match self.pending_ops.remove(&op_id) {
+            None => {}
+            Some(PendingOp::ServeRead { to, id, key }) => self.serve_read_done(to, id, key, result),
+            Some(PendingOp::WriteRead(key)) => self.local_write_read_done(key, result),
+            Some(PendingOp::WriteStore(key)) => self.local_write_stored(key, result),
+        }
+        self.drain_loopback();
+    }
+
+    /// Time has passed: every deadline at or before `now` fires.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.advance(now);
+        while let Some(&(deadline, id)) = self.timers.first() {
+            if deadline > self.now {
+                break;
+            }
+            self.timers.pop_first();
+            self.on_deadline(id);
+        }
+        self.drain_loopback();
+    }
+
+    /// The next output, or `None` when there is nothing more to do until the next input.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must next be called, if at all.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.first().map(|&(deadline, _)| deadline)
+    }
+
+    // ----- validation and routing -----
+
+    fn advance(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+    }
+
+    fn validate(&self, request: &ClientRequest) -> Result<Quorums, RequestError> {
+        let (bucket, key) = request.target();
+        if key.is_empty() {
+            return Err(RequestError::EmptyKey);
+        }
+        if key.len() > self.config.max_key_bytes {
+            return Err(RequestError::KeyTooLarge {
+                len: key.len(),
+                max: self.config.max_key_bytes,
+            });
+        }
+        if bucket.len() > self.config.max_bucket_bytes {
+            return Err(RequestError::BucketTooLarge {
+                len: bucket.len(),
+                max: self.config.max_bucket_bytes,
+            });
+        }
+        if let ClientRequest::Put { value, .. } = request {
+            if value.len() > self.config.max_value_bytes {
+                return Err(RequestError::ValueTooLarge {
+                    len: value.len(),
+                    max: self.config.max_value_bytes,
+                });
+            }
+        }
+        Ok(self.config.bucket(bucket).resolve(request.options())?)
+    }
+
+    fn preference_list(&self, bucket: &[u8], key: &[u8], n: u32) -> Vec<NodeId> {
+        self.ring
+            .preference_list(key_position(bucket, key), n as usize)
+    }
+
+    fn storage_key(&self, bucket: &[u8], key: &[u8]) -> StorageKey {
+        StorageKey {
+            partition: self.ring.partition_of(key_position(bucket, key)),
+            bucket: bucket.to_vec(),
+            key: key.to_vec(),
+        }
+    }
+
+    fn mode(&self, bucket: &[u8]) -> ConflictMode {
+        self.config.bucket(bucket).conflict_mode
+    }
+
+    fn new_coordination_id(&mut self) -> CoordinationId {
+        self.next_coordination += 1;
+        self.next_coordination
+    }
+
+    // ----- outputs -----
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        if to == self.config.node_id {
+            self.loopback.push_back(message);
+        } else {
+            self.outputs.push_back(Output::Send { to, message });
+        }
+    }
+
+    fn storage(&mut self, op: StorageOp, purpose: PendingOp) {
+        self.next_op += 1;
+        let op_id = OpId(self.next_op);
+        self.pending_ops.insert(op_id, purpose);
+        self.outputs.push_back(Output::Storage { op_id, op });
+    }
+
+    fn event(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    fn reply(&mut self, client: Client, reply: Reply) {
+        match client {
+            Client::Local(request_id) => {
+                self.client_requests.remove(&request_id);
+                self.outputs.push_back(Output::Reply { request_id, reply });
+            }
+            Client::Remote { from, id } => self.send(from, Message::ForwardReply { id, reply }),
+        }
+    }
+
+    fn drain_loopback(&mut self) {
+        while let Some(message) = self.loopback.pop_front() {
+            let me = self.config.node_id.clone();
+            self.on_message(me, message);
+        }
+    }
+
+    fn arm(&mut self, id: CoordinationId, coordination: Coordination) {
+        self.timers.insert((coordination.deadline(), id));
+        self.coordinations.insert(id, coordination);
+    }
+
+    fn finish(&mut self, id: CoordinationId) -> Option<Coordination> {
+        let coordination = self.coordinations.remove(&id)?;
+        self.timers.remove(&(coordination.deadline(), id));
+        Some(coordination)
+    }
+
+    // ----- coordination: get -----
+
+    fn start_get(
+        &mut self,
+        client: Client,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        quorums: Quorums,
+        replicas: Vec<NodeId>,
+        timeout: Millis,
+    ) {
+        let id = self.new_coordination_id();
+        for replica in &replicas {
+            self.send(
+                replica.clone(),
+                Message::Read {
+                    id,
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                },
+            );
+        }
+        let state = GetState {
+            client,
+            mode: self.mode(&bucket),
+            bucket,
+            key,
+            quorums,
+            replicas,
+            replies: BTreeMap::new(),
+            merged: Object::new(),
+            answered: false,
+            deadline: self.now.saturating_add(timeout),
+        };
+        self.arm(id, Coordination::Get(state));
+    }
+
+    fn on_read_reply(&mut self, from: NodeId, id: CoordinationId, result: ReadResult) {
+        let Some(Coordination::Get(state)) = self.coordinations.get(&id) else {
+            return;
+        };
+        let replica_state = match result {
+            ReadResult::Found(record) => match Object::decode(&record) {
+                Ok(object) => ReplicaState::Found(object),
+                Err(error) => {
+                    let (bucket, key) = (state.bucket.clone(), state.key.clone());
+                    self.event(Event::ChecksumFailure {
+                        bucket,
+                        key,
+                        detail: format!("record from {from}: {error}"),
+                    });
+                    ReplicaState::Missing
+                }
+            },
+            ReadResult::NotFound | ReadResult::Corrupt => ReplicaState::Missing,
+            ReadResult::Failed => ReplicaState::Failed,
+        };
+        let Some(Coordination::Get(state)) = self.coordinations.get_mut(&id) else {
+            return;
+        };
+        state.record(&from, replica_state);
+        let reply = state.take_reply();
+        let client = state.client.clone();
+        let done = state.all_replied();
+        if let Some(reply) = reply {
+            self.reply(client, reply);
+        }
+        if done {
+            self.end_get(id);
+        }
+    }
+
+    /// Ends a get: answers if it never did, and repairs the replicas that replied stale.
+    fn end_get(&mut self, id: CoordinationId) {
+        let Some(Coordination::Get(mut state)) = self.finish(id) else {
+            return;
+        };
+        if let Some(reply) = state.unavailable() {
+            self.event(Event::QuorumFailed {
+                kind: QuorumKind::Read,
+                needed: state.quorums.r,
+                answered: state.replies.len() as u32,
+            });
+            self.reply(state.client.clone(), reply);
+        }
+        if !self.config.read_repair {
+            return;
+        }
+        let stale = state.stale_replicas();
+        if stale.is_empty() {
+            return;
+        }
+        let record = state.merged.encode();
+        for replica in &stale {
+            self.send(
+                replica.clone(),
+                Message::Repair {
+                    bucket: state.bucket.clone(),
+                    key: state.key.clone(),
+                    record: record.clone(),
+                },
+            );
+        }
+        self.event(Event::ReadRepair {
+            bucket: state.bucket,
+            key: state.key,
+            replicas: stale,
+        });
+    }
+
+    // ----- coordination: put and delete -----
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_put(
+        &mut self,
+        client: Client,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        context: Context,
+        content: Content,
+        quorums: Quorums,
+        replicas: Vec<NodeId>,
+        timeout: Millis,
+    ) {
+        let id = self.new_coordination_id();
+        let storage_key = self.storage_key(&bucket, &key);
+        let state = PutState {
+            client,
+            quorums,
+            replicas,
+            acked: Vec::new(),
+            durable: BTreeSet::new(),
+            refused: BTreeSet::new(),
+            written: None,
+            answered: false,
+            deadline: self.now.saturating_add(timeout),
+        };
+        self.arm(id, Coordination::Put(state));
+        self.enqueue_local_write(LocalWrite {
+            key: storage_key,
+            kind: LocalWriteKind::Coordinate {
+                id,
+                context: context.clock().clone(),
+                content,
+            },
+            sync: quorums.dw > 0,
+            result: None,
+        });
+    }
+
+    /// The coordinator's own write is stored: replicate to the others and count it.
+    fn coordinated_write_stored(
+        &mut self,
+        id: CoordinationId,
+        key: &StorageKey,
+        object: &Object,
+        dot: Dot,
+        synced: bool,
+    ) {
+        let me = self.config.node_id.clone();
+        let Some(Coordination::Put(state)) = self.coordinations.get_mut(&id) else {
+            return;
+        };
+        state.written = Some((object.context(), dot));
+        state.record(&me, true, synced);
+        let sync = state.quorums.dw > 0;
+        let others: Vec<NodeId> = state
+            .replicas
+            .iter()
+            .filter(|r| **r != me)
+            .cloned()
+            .collect();
+        if !others.is_empty() {
+            let record = object.encode();
+            for replica in others {
+                self.send(
+                    replica,
+                    Message::Write {
+                        id,
+                        bucket: key.bucket.clone(),
+                        key: key.key.clone(),
+                        record: record.clone(),
+                        sync,
+                    },
+                );
+            }
+        }
+        self.advance_put(id);
+    }
+
+    fn coordinated_write_failed(&mut self, id: CoordinationId, reason: alloc::string::String) {
+        if let Some(Coordination::Put(state)) = self.finish(id) {
+            if !state.answered {
+                self.reply(state.client, Reply::Failed { reason });
+            }
+        }
+    }
+
+    fn on_write_reply(&mut self, from: NodeId, id: CoordinationId, stored: bool, synced: bool) {
+        let Some(Coordination::Put(state)) = self.coordinations.get_mut(&id) else {
+            return;
+        };
+        state.record(&from, stored, synced);
+        self.advance_put(id);
+    }
+
+    fn advance_put(&mut self, id: CoordinationId) {
+        let Some(Coordination::Put(state)) = self.coordinations.get_mut(&id) else {
+            return;
+        };
+        let reply = state.take_reply();
+        let client = state.client.clone();
+        let all = state.all_answered();
+        if let Some(reply) = reply {
+            self.reply(client, reply);
+        }
+        if all {
+            self.end_put(id);
+        }
+    }
+
+    fn end_put(&mut self, id: CoordinationId) {
+        let Some(Coordination::Put(mut state)) = self.finish(id) else {
+            return;
+        };
+        if let Some(reply) = state.unavailable() {
+            if let Reply::Unavailable {
+                kind,
+                needed,
+                answered,
+            } = &reply
+            {
+                self.event(Event::QuorumFailed {
+                    kind: *kind,
+                    needed: *needed,
+                    answered: answered.len() as u32,
+                });
+            }
+            self.reply(state.client, reply);
+        }
+    }
+
+    // ----- forwarding -----
+
+    fn forward(
+        &mut self,
+        request_id: RequestId,
+        request: ClientRequest,
+        quorums: Quorums,
+        replicas: &[NodeId],
+        timeout: Millis,
+    ) {
+        // The first replica not known to be unresponsive coordinates; if all are suspect, the
+        // first one still gets its chance.
+        let target = replicas
+            .iter()
+            .find(|r| !self.suspects.contains(*r))
+            .unwrap_or(&replicas[0])
+            .clone();
+        let id = self.new_coordination_id();
+        self.send(target.clone(), Message::Forward { id, request });
+        let state = ForwardState {
+            request_id,
+            target,
+            needed: quorums.w,
+            deadline: self.now.saturating_add(timeout),
+        };
+        self.arm(id, Coordination::Forward(state));
+    }
+
+    fn on_forward(&mut self, from: NodeId, id: CoordinationId, request: ClientRequest) {
+        let client = Client::Remote {
+            from: from.clone(),
+            id,
+        };
+        let quorums = match self.validate(&request) {
+            Ok(quorums) => quorums,
+            Err(error) => {
+                self.reply(
+                    client,
+                    Reply::Failed {
+                        reason: error.to_string(),
+                    },
+                );
+                return;
+            }
+        };
+        let (bucket, key) = request.target();
+        let replicas = self.preference_list(bucket, key, quorums.n);
+        if !replicas.contains(self.id()) {
+            // Views of the ring differ; forwarding again could loop.
+            self.reply(
+                client,
+                Reply::Failed {
+                    reason: format!("{} is not a replica of this key", self.id()),
+                },
+            );
+            return;
+        }
+        // The forwarder's own timer bounds the request; this one only has to end before it.
+        let timeout = request
+            .options()
+            .timeout_ms
+            .unwrap_or(self.config.request_timeout_ms);
+        let (content, bucket, key, context) = match request {
+            ClientRequest::Put {
+                bucket,
+                key,
+                context,
+                value,
+                ..
+            } => (Content::Value(value), bucket, key, context),
+            ClientRequest::Delete {
+                bucket,
+                key,
+                context,
+                ..
+            } => (Content::Tombstone, bucket, key, context),
+            ClientRequest::Get { bucket, key, .. } => {
+                self.start_get(client, bucket, key, quorums, replicas, timeout);
+                return;
+            }
+        };
+        self.start_put(
+            client, bucket, key, context, content, quorums, replicas, timeout,
+        );
+    }
+
+    fn on_forward_reply(&mut self, from: NodeId, id: CoordinationId, reply: Reply) {
+        let Some(Coordination::Forward(state)) = self.coordinations.get(&id) else {
+            return;
+        };
+        if state.target != from {
+            return;
+        }
+        if let Some(Coordination::Forward(state)) = self.finish(id) {
+            self.reply(Client::Local(state.request_id), reply);
+        }
+    }
+
+    // ----- deadlines -----
+
+    fn on_deadline(&mut self, id: CoordinationId) {
+        let Some(coordination) = self.coordinations.get(&id) else {
+            return;
+        };
+        let silent: Vec<NodeId> = match coordination {
+            Coordination::Get(s) => s
+                .replicas
+                .iter()
+                .filter(|r| !s.replies.contains_key(*r))
+                .cloned()
+                .collect(),
+            Coordination::Put(s) => s
+                .replicas
+                .iter()
+                .filter(|r| !s.acked.contains(*r) && !s.refused.contains(*r))
+                .cloned()
+                .collect(),
+            Coordination::Forward(s) => alloc::vec![s.target.clone()],
+        };
+        for node in silent {
+            if node != self.config.node_id {
+                self.suspects.insert(node);
+            }
+        }
+        match self.coordinations.get(&id) {
+            Some(Coordination::Get(_)) => self.end_get(id),
+            Some(Coordination::Put(_)) => self.end_put(id),
+            Some(Coordination::Forward(_)) => {
+                if let Some(Coordination::Forward(state)) = self.finish(id) {
+                    self.event(Event::QuorumFailed {
+                        kind: QuorumKind::Write,
+                        needed: state.needed,
+                        answered: 0,
+                    });
+                    self.reply(
+                        Client::Local(state.request_id),
+                        Reply::Unavailable {
+                            kind: QuorumKind::Write,
+                            needed: state.needed,
+                            answered: Vec::new(),
+                        },
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+
+    // ----- replica side -----
+
+    fn on_message(&mut self, from: NodeId, message: Message) {
+        match message {
+            Message::Forward { id, request } => self.on_forward(from, id, request),
+            Message::ForwardReply { id, reply } => self.on_forward_reply(from, id, reply),
+            Message::Read { id, bucket, key } => {
+                let key = self.storage_key(&bucket, &key);
+                self.storage(
+                    StorageOp::Get { key: key.clone() },
+                    PendingOp::ServeRead { to: from, id, key },
+                );
+            }
+            Message::ReadReply { id, result } => self.on_read_reply(from, id, result),
+            Message::Write {
+                id,
+                bucket,
+                key,
+                record,
+                sync,
+            } => self.on_replica_write(from, Some(id), bucket, key, record, sync),
+            Message::WriteReply { id, stored, synced } => {
+                self.on_write_reply(from, id, stored, synced)
+            }
+            Message::Repair {
+                bucket,
+                key,
+                record,
+            } => self.on_replica_write(from, None, bucket, key, record, false),
+        }
+    }
+
+    fn on_replica_write(
+        &mut self,
+        from: NodeId,
+        id: Option<CoordinationId>,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        record: Vec<u8>,
+        sync: bool,
+    ) {
+        let object = match Object::decode(&record) {
+            Ok(object) => object,
+            Err(error) => {
+                self.event(Event::ChecksumFailure {
+                    bucket,
+                    key,
+                    detail: format!("record sent by {from}: {error}"),
+                });
+                if let Some(id) = id {
+                    self.send(
+                        from,
+                        Message::WriteReply {
+                            id,
+                            stored: false,
+                            synced: false,
+                        },
+                    );
+                }
+                return;
+            }
+        };
+        let storage_key = self.storage_key(&bucket, &key);
+        self.enqueue_local_write(LocalWrite {
+            key: storage_key,
+            kind: LocalWriteKind::Merge {
+                object,
+                reply_to: id.map(|id| (from, id)),
+            },
+            sync,
+            result: None,
+        });
+    }
+
+    fn serve_read_done(
+        &mut self,
+        to: NodeId,
+        id: CoordinationId,
+        key: StorageKey,
+        result: StorageResult,
+    ) {
+        let result = match result {
+            StorageResult::Record(None) => ReadResult::NotFound,
+            StorageResult::Record(Some(record)) => match Object::decode(&record) {
+                Ok(_) => ReadResult::Found(record),
+                Err(error) => {
+                    self.event(Event::ChecksumFailure {
+                        bucket: key.bucket,
+                        key: key.key,
+                        detail: error.to_string(),
+                    });
+                    ReadResult::Corrupt
+                }
+            },
+            _ => ReadResult::Failed,
+        };
+        self.send(to, Message::ReadReply { id, result });
+    }
+
+    // ----- local read-modify-write, one at a time per key -----
+
+    fn enqueue_local_write(&mut self, write: LocalWrite) {
+        let key = write.key.clone();
+        let queue = self.local_writes.entry(key.clone()).or_default();
+        queue.push_back(write);
+        if queue.len() == 1 {
+            self.storage(
+                StorageOp::Get { key: key.clone() },
+                PendingOp::WriteRead(key),
+            );
+        }
+    }
+
+    fn local_write_read_done(&mut self, key: StorageKey, result: StorageResult) {
+        let local = match result {
+            StorageResult::Record(None) => Ok(Object::new()),
+            StorageResult::Record(Some(record)) => match Object::decode(&record) {
+                Ok(object) => Ok(object),
+                Err(error) => {
+                    self.event(Event::ChecksumFailure {
+                        bucket: key.bucket.clone(),
+                        key: key.key.clone(),
+                        detail: error.to_string(),
+                    });
+                    // The damaged record is treated as missing and overwritten; what it held
+                    // comes back from the other replicas by read repair and anti-entropy.
+                    Err(true)
+                }
+            },
+            _ => Err(false),
+        };
+        let mode = self.mode(&key.bucket);
+        let Some(write) = self.local_writes.get(&key).and_then(VecDeque::front) else {
+            return;
+        };
+        let (mut object, damaged) = match local {
+            Ok(object) => (object, false),
+            Err(true) => (Object::new(), true),
+            Err(false) => {
+                self.local_write_failed(&key, "storage read failed".to_string());
+                return;
+            }
+        };
+        let is_coordinated = matches!(write.kind, LocalWriteKind::Coordinate { .. });
+        if damaged && is_coordinated {
+            // This actor's dots for the key are unknown now; a fresh actor cannot reuse one.
+            self.renew_actor();
+        }
+        let actor = self.actor.clone();
+        let max_entries = self.config.max_clock_entries;
+        let now = self.now;
+        let Some(write) = self
+            .local_writes
+            .get_mut(&key)
+            .and_then(VecDeque::front_mut)
+        else {
+            return;
+        };
+        let dot = match &mut write.kind {
+            LocalWriteKind::Coordinate {
+                context, content, ..
+            } => {
+                let content = core::mem::replace(content, Content::Tombstone);
+                Some(object.update(context, &actor, content, now, mode))
+            }
+            LocalWriteKind::Merge {
+                object: incoming, ..
+            } => {
+                object.merge(incoming, mode);
+                None
+            }
+        };
+        object.truncate(max_entries);
+        let op = StorageOp::Put {
+            key: key.clone(),
+            record: object.encode(),
+            sync: write.sync,
+        };
+        // Kept so the coordinator replicates exactly what it stored.
+        write.result = Some((object, dot));
+        self.storage(op, PendingOp::WriteStore(key));
+    }
+
+    fn local_write_stored(&mut self, key: StorageKey, result: StorageResult) {
+        let synced = match result {
+            StorageResult::Written { synced } => synced,
+            StorageResult::Failed(error) => {
+                self.local_write_failed(&key, error.to_string());
+                return;
+            }
+            _ => {
+                self.local_write_failed(&key, "unexpected storage answer".to_string());
+                return;
+            }
+        };
+        let Some(write) = self.pop_local_write(&key) else {
+            return;
+        };
+        match write.kind {
+            LocalWriteKind::Coordinate { id, .. } => match write.result {
+                Some((object, Some(dot))) => {
+                    self.coordinated_write_stored(id, &key, &object, dot, synced)
+                }
+                _ => {
+                    self.coordinated_write_failed(id, "internal: write lost its result".to_string())
+                }
+            },
+            LocalWriteKind::Merge { reply_to, .. } => {
+                if let Some((to, id)) = reply_to {
+                    self.send(
+                        to,
+                        Message::WriteReply {
+                            id,
+                            stored: true,
+                            synced,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn local_write_failed(&mut self, key: &StorageKey, reason: alloc::string::String) {
+        let Some(write) = self.pop_local_write(key) else {
+            return;
+        };
+        match write.kind {
+            LocalWriteKind::Coordinate { id, .. } => self.coordinated_write_failed(id, reason),
+            LocalWriteKind::Merge { reply_to, .. } => {
+                if let Some((to, id)) = reply_to {
+                    self.send(
+                        to,
+                        Message::WriteReply {
+                            id,
+                            stored: false,
+                            synced: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Removes the finished front write of `key` and starts the next one.
+    fn pop_local_write(&mut self, key: &StorageKey) -> Option<LocalWrite> {
+        let queue = self.local_writes.get_mut(key)?;
+        let write = queue.pop_front();
+        if queue.is_empty() {
+            self.local_writes.remove(key);
+        } else {
+            self.storage(
+                StorageOp::Get { key: key.clone() },
+                PendingOp::WriteRead(key.clone()),
+            );
+        }
+        write
+    }
+
+    fn renew_actor(&mut self) {
+        self.actor_generation += 1;
+        self.actor = ActorId::new(format!(
+            "{}.{}.{}",
+            self.config.node_id, self.config.incarnation, self.actor_generation
+        ));
+        self.event(Event::ActorRenewed {
+            actor: self.actor.as_str().to_string(),
+        });
+    }
+}

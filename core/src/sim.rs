@@ -1,0 +1,978 @@
+//! The deterministic cluster simulator: many [`Node`]s with [`MemStore`]s in one process, a
+//! virtual clock that jumps to the next thing that happens, and a seeded network that delays,
+//! reorders, loses and partitions messages. Nodes crash (memory lost, store kept, unsynced writes
+//! optionally lost) and restart. Every client operation and its outcome is recorded in a history
+//! that [`crate::checker`] judges.
+//!
+//! The same [`SimConfig`] (seed included) gives the same run, byte for byte.
+//!
+//! ```
+//! use ringkv_core::sim::{Sim, SimConfig};
+//! let mut sim = Sim::new(SimConfig { nodes: 3, seed: 7, ..SimConfig::default() });
+//! let put = sim.put("n1", b"cart", b"alice", b"milk", None);
+//! assert!(put.is_ok());
+//! let got = sim.get("n2", b"cart", b"alice");
+//! assert_eq!(got.values(), vec![b"milk".to_vec()]);
+//! assert!(sim.check().is_ok());
+//! ```
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::checker::{self, FinalReplica, Verdict};
+use crate::config::{BucketProps, Millis, NodeConfig, QuorumValue, RequestOptions};
+use crate::error::RequestError;
+use crate::id::NodeId;
+use crate::io::{ClientRequest, Event, OpId, Output, Reply, RequestId, StorageKey, StorageResult};
+use crate::node::Node;
+use crate::ring::{key_position, Member, Ring, RingConfig, Strategy};
+use crate::store::MemStore;
+use crate::version::{ConflictMode, Context, Object};
+use crate::wire::Message;
+
+/// How a simulated cluster is built and how its network and disks behave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimConfig {
+    /// Number of nodes, named `n1`, `n2`, ...
+    pub nodes: usize,
+    /// Replication factor of the default bucket.
+    pub n: u32,
+    /// Read quorum of the default bucket.
+    pub r: QuorumValue,
+    /// Write quorum of the default bucket.
+    pub w: QuorumValue,
+    /// Durable-write quorum of the default bucket.
+    pub dw: QuorumValue,
+    /// Conflict mode of the default bucket.
+    pub conflict_mode: ConflictMode,
+    /// The seed of every random choice of the run.
+    pub seed: u64,
+    /// Q, the number of partitions.
+    pub partitions: u32,
+    /// Placement strategy.
+    pub strategy: Strategy,
+    /// Shortest one-way message delay.
+    pub min_delay_ms: Millis,
+    /// Longest one-way message delay (delays are uniform in between, which reorders messages).
+    pub max_delay_ms: Millis,
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// Longest time a storage operation takes (uniform from 0).
+    pub max_disk_latency_ms: Millis,
+    /// Coordinators' default request timeout.
+    pub request_timeout_ms: Millis,
+    /// Whether a crash loses the writes a node never fsynced (a power loss rather than a process
+    /// crash).
+    pub lose_unsynced_on_crash: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 5,
+            n: 3,
+            r: QuorumValue::Quorum,
+            w: QuorumValue::Quorum,
+            dw: QuorumValue::Count(0),
+            conflict_mode: ConflictMode::Siblings,
+            seed: 0,
+            partitions: 64,
+            strategy: Strategy::Partitions,
+            min_delay_ms: 1,
+            max_delay_ms: 10,
+            loss: 0.0,
+            max_disk_latency_ms: 2,
+            request_timeout_ms: 1_000,
+            lose_unsynced_on_crash: false,
+        }
+    }
+}
+
+/// What a client operation was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpKind {
+    /// A get.
+    Get,
+    /// A put of `value` with `context`.
+    Put {
+        /// The value written.
+        value: Vec<u8>,
+        /// The context it was written with.
+        context: Context,
+    },
+    /// A delete with `context`.
+    Delete {
+        /// The context it was made with.
+        context: Context,
+    },
+}
+
+/// How a client operation ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpOutcome {
+    /// The node replied.
+    Replied(Reply),
+    /// The node refused the request.
+    Rejected(RequestError),
+    /// The node crashed before replying: the operation may or may not have taken effect.
+    Lost,
+}
+
+/// One client operation in the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Index in the history.
+    pub index: usize,
+    /// The node the client asked.
+    pub node: NodeId,
+    /// Bucket.
+    pub bucket: Vec<u8>,
+    /// Key.
+    pub key: Vec<u8>,
+    /// What was asked.
+    pub kind: OpKind,
+    /// When it was asked.
+    pub invoked_at: Millis,
+    /// When it ended, if it has.
+    pub completed_at: Option<Millis>,
+    /// How it ended, if it has.
+    pub outcome: Option<OpOutcome>,
+}
+
+impl Operation {
+    /// Whether the operation succeeded (a get that met R, a write that met W).
+    pub fn is_ok(&self) -> bool {
+        matches!(
+            self.outcome,
+            Some(OpOutcome::Replied(
+                Reply::Got { .. } | Reply::Written { .. }
+            ))
+        )
+    }
+
+    /// Values a successful get returned (empty otherwise).
+    pub fn values(&self) -> Vec<Vec<u8>> {
+        match &self.outcome {
+            Some(OpOutcome::Replied(Reply::Got { values, .. })) => values.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The context a successful get or write returned.
+    pub fn context(&self) -> Option<&Context> {
+        match &self.outcome {
+            Some(OpOutcome::Replied(
+                Reply::Got { context, .. } | Reply::Written { context, .. },
+            )) => Some(context),
+            _ => None,
+        }
+    }
+
+    /// Nodes that answered (replied for a get, acknowledged for a write).
+    pub fn replicas(&self) -> Vec<NodeId> {
+        match &self.outcome {
+            Some(OpOutcome::Replied(
+                Reply::Got { replicas, .. } | Reply::Written { replicas, .. },
+            )) => replicas.clone(),
+            Some(OpOutcome::Replied(Reply::Unavailable { answered, .. })) => answered.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Something notable in a run, for the trace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TraceKind {
+    /// A node's event output.
+    Event(Event),
+    /// The network dropped a message (loss or a cut link).
+    Dropped {
+        /// Receiver.
+        to: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// The node crashed.
+    Crashed,
+    /// The node restarted.
+    Restarted,
+    /// The links changed.
+    Links(String),
+}
+
+/// One trace entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEntry {
+    /// Virtual time.
+    pub at: Millis,
+    /// The node concerned.
+    pub node: NodeId,
+    /// What happened.
+    pub kind: TraceKind,
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        message: Message,
+    },
+    Storage {
+        node: NodeId,
+        incarnation: u64,
+        op_id: OpId,
+        result: StorageResult,
+    },
+}
+
+#[derive(Debug)]
+struct SimNode {
+    node: Option<Node>,
+    store: MemStore,
+    incarnation: u64,
+    /// Client requests in flight on this node: request id → history index.
+    requests: BTreeMap<RequestId, usize>,
+}
+
+/// A simulated cluster. See the [module docs](self).
+#[derive(Debug)]
+pub struct Sim {
+    config: SimConfig,
+    members: Vec<Member>,
+    ring: Ring,
+    now: Millis,
+    rng: ChaCha8Rng,
+    seq: u64,
+    next_request: RequestId,
+    nodes: BTreeMap<NodeId, SimNode>,
+    queue: BTreeMap<(Millis, u64), Pending>,
+    /// Directed links that drop everything: (from, to).
+    cut: BTreeSet<(NodeId, NodeId)>,
+    loss: f64,
+    history: Vec<Operation>,
+    trace: Vec<TraceEntry>,
+}
+
+impl Sim {
+    /// A cluster of `config.nodes` healthy nodes at time 0.
+    ///
+    /// # Panics
+    /// If the configuration cannot make a ring (no nodes, Q not a power of two): a simulator set-up
+    /// error, not a runtime condition.
+    pub fn new(config: SimConfig) -> Sim {
+        let members: Vec<Member> = (1..=config.nodes)
+            .map(|i| Member::new(NodeId::new(format!("n{i}")), 1))
+            .collect();
+        let ring = Ring::new(ring_config(&config), members.clone())
+            .expect("simulator configuration must make a valid ring");
+        let mut sim = Sim {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            loss: config.loss,
+            config,
+            ring,
+            now: 0,
+            seq: 0,
+            next_request: 0,
+            nodes: BTreeMap::new(),
+            queue: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            history: Vec::new(),
+            trace: Vec::new(),
+            members: Vec::new(),
+        };
+        for member in &members {
+            let node = sim.make_node(&member.id, 0, &members);
+            sim.nodes.insert(
+                member.id.clone(),
+                SimNode {
+                    node: Some(node),
+                    store: MemStore::new(),
+                    incarnation: 0,
+                    requests: BTreeMap::new(),
+                },
+            );
+        }
+        sim.members = members;
+        sim
+    }
+
+    fn make_node(&mut self, id: &NodeId, incarnation: u64, members: &[Member]) -> Node {
+        let mut config = NodeConfig::new(id.clone());
+        config.incarnation = incarnation;
+        config.seed = self.rng.gen();
+        config.ring = ring_config(&self.config);
+        config.request_timeout_ms = self.config.request_timeout_ms;
+        config.default_bucket = BucketProps {
+            n: self.config.n,
+            r: self.config.r,
+            w: self.config.w,
+            dw: self.config.dw,
+            conflict_mode: self.config.conflict_mode,
+        };
+        Node::new(config, members.to_vec(), self.now).expect("simulator ring is valid")
+    }
+
+    /// The configuration the run was built with.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// Ids of all nodes, up or crashed.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    /// Whether the node is running.
+    pub fn is_up(&self, node: &str) -> bool {
+        self.nodes
+            .get(&NodeId::new(node))
+            .is_some_and(|n| n.node.is_some())
+    }
+
+    /// The ring the cluster places keys by.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The node's store (survives crashes).
+    pub fn store(&self, node: &str) -> Option<&MemStore> {
+        self.nodes.get(&NodeId::new(node)).map(|n| &n.store)
+    }
+
+    /// Every operation so far.
+    pub fn history(&self) -> &[Operation] {
+        &self.history
+    }
+
+    /// Events, drops and faults so far.
+    pub fn trace(&self) -> &[TraceEntry] {
+        &self.trace
+    }
+
+    // ----- clients -----
+
+    /// Starts a client request at `node` and returns its history index; the run goes on only when
+    /// you call a `run` method.
+    pub fn submit(&mut self, node: &str, request: ClientRequest) -> usize {
+        let node_id = NodeId::new(node);
+        let (bucket, key) = request.target();
+        let kind = match &request {
+            ClientRequest::Get { .. } => OpKind::Get,
+            ClientRequest::Put { value, context, .. } => OpKind::Put {
+                value: value.clone(),
+                context: context.clone(),
+            },
+            ClientRequest::Delete { context, .. } => OpKind::Delete {
+                context: context.clone(),
+            },
+        };
+        let index = self.history.len();
+        self.history.push(Operation {
+            index,
+            node: node_id.clone(),
+            bucket: bucket.to_vec(),
+            key: key.to_vec(),
+            kind,
+            invoked_at: self.now,
+            completed_at: None,
+            outcome: None,
+        });
+        self.next_request += 1;
+        let request_id = self.next_request;
+        let now = self.now;
+        let result = match self.nodes.get_mut(&node_id) {
+            Some(SimNode {
+                node: Some(node),
+                requests,
+                ..
+            }) => {
+                let result = node.handle_client(now, request_id, request);
+                if result.is_ok() {
+                    requests.insert(request_id, index);
+                }
+                result.map_err(OpOutcome::Rejected)
+            }
+            // Asking a crashed or unknown node: the client's connection is refused.
+            _ => Err(OpOutcome::Lost),
+        };
+        if let Err(outcome) = result {
+            self.complete(index, outcome);
+        }
+        self.pump(&node_id);
+        index
+    }
+
+    /// Runs until operation `index` has ended (or nothing more can happen) and returns it.
+    pub fn wait(&mut self, index: usize) -> Operation {
+        while self.history[index].outcome.is_none() {
+            if !self.step() {
+                break;
+            }
+        }
+        self.history[index].clone()
+    }
+
+    /// A get at `node`, run to completion.
+    pub fn get(&mut self, node: &str, bucket: &[u8], key: &[u8]) -> Operation {
+        self.get_with(node, bucket, key, RequestOptions::default())
+    }
+
+    /// A get with quorum overrides, run to completion.
+    pub fn get_with(
+        &mut self,
+        node: &str,
+        bucket: &[u8],
+        key: &[u8],
+        options: RequestOptions,
+    ) -> Operation {
+        let index = self.submit(
+            node,
+            ClientRequest::Get {
+                bucket: bucket.to_vec(),
+                key: key.to_vec(),
+                options,
+            },
+        );
+        self.wait(index)
+    }
+
+    /// A put at `node` (blind when `context` is `None`), run to completion.
+    pub fn put(
+        &mut self,
+        node: &str,
+        bucket: &[u8],
+        key: &[u8],
+        value: &[u8],
+        context: Option<&Context>,
+    ) -> Operation {
+        let index = self.submit(
+            node,
+            ClientRequest::Put {
+                bucket: bucket.to_vec(),
+                key: key.to_vec(),
+                context: context.cloned().unwrap_or_default(),
+                value: value.to_vec(),
+                options: RequestOptions::default(),
+            },
+        );
+        self.wait(index)
+    }
+
+    /// A delete at `node`, run to completion.
+    pub fn delete(
+        &mut self,
+        node: &str,
+        bucket: &[u8],
+        key: &[u8],
+        context: Option<&Context>,
+    ) -> Operation {
+        let index = self.submit(
+            node,
+            ClientRequest::Delete {
+                bucket: bucket.to_vec(),
+                key: key.to_vec(),
+                context: context.cloned().unwrap_or_default(),
+                options: RequestOptions::default(),
+            },
+        );
+        self.wait(index)
+    }
+
+    // ----- faults -----
+
+    /// Cuts every link between the groups (both ways); nodes in no group keep their links.
+    pub fn partition(&mut self, groups: &[&[&str]]) {
+        for (i, a) in groups.iter().enumerate() {
+            for (j, b) in groups.iter().enumerate() {
+                if i != j {
+                    for x in a.iter() {
+                        for y in b.iter() {
+                            self.cut.insert((NodeId::new(*x), NodeId::new(*y)));
+                        }
+                    }
+                }
+            }
+        }
+        self.trace_links(format!("partition {groups:?}"));
+    }
+
+    /// Cuts the link from `from` to `to` only (an asymmetric partition).
+    pub fn cut(&mut self, from: &str, to: &str) {
+        self.cut.insert((NodeId::new(from), NodeId::new(to)));
+        self.trace_links(format!("cut {from} -> {to}"));
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+        self.trace_links("heal".to_string());
+    }
+
+    /// Sets the probability that a message is lost.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.loss = loss;
+    }
+
+    fn trace_links(&mut self, what: String) {
+        let at = self.now;
+        self.trace.push(TraceEntry {
+            at,
+            node: NodeId::new("*"),
+            kind: TraceKind::Links(what),
+        });
+    }
+
+    /// Crashes a node: its memory (requests in flight included) is gone; its store stays, less the
+    /// unsynced writes if the configuration says crashes lose them.
+    pub fn crash(&mut self, node: &str) {
+        let id = NodeId::new(node);
+        let lose = self.config.lose_unsynced_on_crash;
+        let Some(sim_node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if sim_node.node.take().is_none() {
+            return;
+        }
+        sim_node.store.crash(lose);
+        let lost: Vec<usize> = core::mem::take(&mut sim_node.requests)
+            .into_values()
+            .collect();
+        for index in lost {
+            self.complete(index, OpOutcome::Lost);
+        }
+        self.trace.push(TraceEntry {
+            at: self.now,
+            node: id,
+            kind: TraceKind::Crashed,
+        });
+    }
+
+    /// Restarts a crashed node as a new incarnation over its store.
+    pub fn restart(&mut self, node: &str) {
+        let id = NodeId::new(node);
+        let Some(sim_node) = self.nodes.get(&id) else {
+            return;
+        };
+        if sim_node.node.is_some() {
+            return;
+        }
+        let incarnation = sim_node.incarnation + 1;
+        let members = self.members.clone();
+        let fresh = self.make_node(&id, incarnation, &members);
+        if let Some(sim_node) = self.nodes.get_mut(&id) {
+            sim_node.node = Some(fresh);
+            sim_node.incarnation = incarnation;
+        }
+        self.trace.push(TraceEntry {
+            at: self.now,
+            node: id,
+            kind: TraceKind::Restarted,
+        });
+    }
+
+    /// Flips a byte of the stored record of a key on a node (disk corruption). Returns whether
+    /// there was a record.
+    pub fn corrupt(&mut self, node: &str, bucket: &[u8], key: &[u8]) -> bool {
+        let storage_key = self.storage_key(bucket, key);
+        let index = self.rng.gen::<usize>();
+        match self.nodes.get_mut(&NodeId::new(node)) {
+            Some(sim_node) => sim_node.store.corrupt(&storage_key, |record| {
+                if !record.is_empty() {
+                    let i = index % record.len();
+                    record[i] ^= 0x5a;
+                }
+            }),
+            None => false,
+        }
+    }
+
+    // ----- running -----
+
+    /// Runs for `ms` of virtual time.
+    pub fn run(&mut self, ms: Millis) {
+        let until = self.now.saturating_add(ms);
+        while self.next_time().is_some_and(|t| t <= until) {
+            self.step();
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs until nothing is left to happen (no message, storage result or deadline), or for at
+    /// most `limit_ms`.
+    pub fn run_until_quiet(&mut self, limit_ms: Millis) {
+        let until = self.now.saturating_add(limit_ms);
+        while self.next_time().is_some_and(|t| t <= until) {
+            self.step();
+        }
+    }
+
+    fn next_time(&self) -> Option<Millis> {
+        let queued = self.queue.keys().next().map(|&(t, _)| t);
+        let timers = self
+            .nodes
+            .values()
+            .filter_map(|n| n.node.as_ref().and_then(Node::poll_timeout))
+            .min();
+        match (queued, timers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Performs the next thing that happens; false when nothing is left.
+    pub fn step(&mut self) -> bool {
+        let Some(next) = self.next_time() else {
+            return false;
+        };
+        self.now = self.now.max(next);
+        let now = self.now;
+        // Deadlines first at equal times: they are older than anything scheduled for this tick.
+        let due: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.node
+                    .as_ref()
+                    .and_then(Node::poll_timeout)
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !due.is_empty() {
+            for id in due {
+                if let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
+                    node.handle_timeout(now);
+                }
+                self.pump(&id);
+            }
+            return true;
+        }
+        let Some(((_, _), pending)) = self.queue.pop_first() else {
+            return false;
+        };
+        match pending {
+            Pending::Deliver { from, to, message } => {
+                if self.cut.contains(&(from.clone(), to.clone())) {
+                    self.trace.push(TraceEntry {
+                        at: now,
+                        node: to,
+                        kind: TraceKind::Dropped {
+                            to: NodeId::new(""),
+                            reason: format!("link from {from} cut while in flight"),
+                        },
+                    });
+                    return true;
+                }
+                if let Some(node) = self.nodes.get_mut(&to).and_then(|n| n.node.as_mut()) {
+                    if let Err(error) = node.handle_message(now, from, message) {
+                        self.trace.push(TraceEntry {
+                            at: now,
+                            node: to.clone(),
+                            kind: TraceKind::Dropped {
+                                to: to.clone(),
+                                reason: error.to_string(),
+                            },
+                        });
+                    }
+                    self.pump(&to);
+                }
+            }
+            Pending::Storage {
+                node,
+                incarnation,
+                op_id,
+                result,
+            } => {
+                if let Some(sim_node) = self.nodes.get_mut(&node) {
+                    if sim_node.incarnation == incarnation {
+                        if let Some(n) = sim_node.node.as_mut() {
+                            n.handle_storage(now, op_id, result);
+                            self.pump(&node);
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn schedule(&mut self, at: Millis, pending: Pending) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), pending);
+    }
+
+    /// Performs every output of `id`.
+    fn pump(&mut self, id: &NodeId) {
+        loop {
+            let Some(sim_node) = self.nodes.get_mut(id) else {
+                return;
+            };
+            let Some(node) = sim_node.node.as_mut() else {
+                return;
+            };
+            let Some(output) = node.poll_output() else {
+                return;
+            };
+            match output {
+                Output::Send { to, message } => {
+                    let dropped = if self.cut.contains(&(id.clone(), to.clone())) {
+                        Some("link cut")
+                    } else if self.loss > 0.0 && self.rng.gen_bool(self.loss.clamp(0.0, 1.0)) {
+                        Some("lost")
+                    } else {
+                        None
+                    };
+                    match dropped {
+                        Some(reason) => self.trace.push(TraceEntry {
+                            at: self.now,
+                            node: id.clone(),
+                            kind: TraceKind::Dropped {
+                                to,
+                                reason: reason.to_string(),
+                            },
+                        }),
+                        None => {
+                            let delay = self.rng.gen_range(
+                                self.config.min_delay_ms
+                                    ..=self.config.max_delay_ms.max(self.config.min_delay_ms),
+                            );
+                            let at = self.now + delay;
+                            self.schedule(
+                                at,
+                                Pending::Deliver {
+                                    from: id.clone(),
+                                    to,
+                                    message,
+                                },
+                            );
+                        }
+                    }
+                }
+                Output::Storage { op_id, op } => {
+                    // Applied now, answered later: a crash in between leaves the write done but
+                    // unacknowledged, as on a real disk.
+                    let result = sim_node.store.apply(&op);
+                    let incarnation = sim_node.incarnation;
+                    let latency = self.rng.gen_range(0..=self.config.max_disk_latency_ms);
+                    let at = self.now + latency;
+                    self.schedule(
+                        at,
+                        Pending::Storage {
+                            node: id.clone(),
+                            incarnation,
+                            op_id,
+                            result,
+                        },
+                    );
+                }
+                Output::Reply { request_id, reply } => {
+                    if let Some(index) = sim_node.requests.remove(&request_id) {
+                        self.complete(index, OpOutcome::Replied(reply));
+                    }
+                }
+                Output::Event(event) => self.trace.push(TraceEntry {
+                    at: self.now,
+                    node: id.clone(),
+                    kind: TraceKind::Event(event),
+                }),
+            }
+        }
+    }
+
+    fn complete(&mut self, index: usize, outcome: OpOutcome) {
+        let op = &mut self.history[index];
+        if op.outcome.is_none() {
+            op.outcome = Some(outcome);
+            op.completed_at = Some(self.now);
+        }
+    }
+
+    fn storage_key(&self, bucket: &[u8], key: &[u8]) -> StorageKey {
+        StorageKey {
+            partition: self.ring.partition_of(key_position(bucket, key)),
+            bucket: bucket.to_vec(),
+            key: key.to_vec(),
+        }
+    }
+
+    /// The stored object of a key on each of its replicas (`None`: no record or a damaged one).
+    pub fn replicas_of(&self, bucket: &[u8], key: &[u8]) -> Vec<FinalReplica> {
+        let storage_key = self.storage_key(bucket, key);
+        self.ring
+            .preference_list(key_position(bucket, key), self.config.n as usize)
+            .into_iter()
+            .map(|node| {
+                let object = self
+                    .nodes
+                    .get(&node)
+                    .and_then(|n| n.store.get(&storage_key))
+                    .and_then(|record| Object::decode(record).ok());
+                FinalReplica { node, object }
+            })
+            .collect()
+    }
+
+    /// Heals the cluster (links, loss, crashed nodes), lets it settle, reads every key of the
+    /// history with R = all so read repair converges the replicas, and judges the history.
+    pub fn check(&mut self) -> Verdict {
+        self.heal();
+        self.loss = 0.0;
+        for id in self.node_ids() {
+            self.restart(id.as_str());
+        }
+        self.run_until_quiet(60_000);
+        let keys: BTreeSet<(Vec<u8>, Vec<u8>)> = self
+            .history
+            .iter()
+            .map(|op| (op.bucket.clone(), op.key.clone()))
+            .collect();
+        let reader = self.node_ids()[0].clone();
+        let all = RequestOptions {
+            r: Some(QuorumValue::All),
+            ..RequestOptions::default()
+        };
+        let mut finals = BTreeMap::new();
+        for (bucket, key) in keys {
+            let read = self.get_with(reader.as_str(), &bucket, &key, all.clone());
+            self.run_until_quiet(60_000);
+            finals.insert(
+                (bucket.clone(), key.clone()),
+                (read, self.replicas_of(&bucket, &key)),
+            );
+        }
+        checker::check(&self.history, &finals)
+    }
+}
+
+fn ring_config(config: &SimConfig) -> RingConfig {
+    RingConfig {
+        partitions: config.partitions,
+        strategy: config.strategy.clone(),
+        target_n: config.n as usize,
+    }
+}
+
+/// A randomized run: clients at random nodes read, write (mostly read-modify-write with the
+/// context of their last read) and delete a few keys while the network partitions and heals and
+/// nodes crash and restart. Returns the simulator, to be judged with [`Sim::check`].
+pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
+    let mut sim = Sim::new(config);
+    let mut rng = ChaCha8Rng::seed_from_u64(sim.config.seed ^ 0x5eed_cafe);
+    let nodes = sim.node_ids();
+    let keys = keys.max(1);
+    // What each client last learned of each key: (client, key) → context.
+    let mut contexts: BTreeMap<(usize, usize), Context> = BTreeMap::new();
+    let clients = 4;
+    let mut in_flight: Vec<(usize, usize, usize)> = Vec::new(); // (history index, client, key)
+    let mut written = 0usize;
+    let mut issued = 0usize;
+    while issued < operations || !in_flight.is_empty() {
+        // Faults, now and then.
+        if issued < operations && rng.gen_ratio(1, 12) {
+            let a = nodes[rng.gen_range(0..nodes.len())].clone();
+            match rng.gen_range(0..6) {
+                0 => {
+                    let split = rng.gen_range(1..nodes.len());
+                    let (left, right) = nodes.split_at(split);
+                    let left: Vec<&str> = left.iter().map(NodeId::as_str).collect();
+                    let right: Vec<&str> = right.iter().map(NodeId::as_str).collect();
+                    sim.partition(&[&left, &right]);
+                }
+                1 => {
+                    let b = nodes[rng.gen_range(0..nodes.len())].clone();
+                    if a != b {
+                        sim.cut(a.as_str(), b.as_str());
+                    }
+                }
+                2 | 3 => sim.heal(),
+                4 => {
+                    let down = nodes.iter().filter(|n| !sim.is_up(n.as_str())).count();
+                    if down < 2 {
+                        sim.crash(a.as_str());
+                    }
+                }
+                _ => sim.restart(a.as_str()),
+            }
+        }
+        // New operations from idle clients.
+        for client in 0..clients {
+            if issued >= operations || in_flight.iter().any(|(_, c, _)| *c == client) {
+                continue;
+            }
+            if !rng.gen_ratio(2, 3) {
+                continue;
+            }
+            let key_index = rng.gen_range(0..keys);
+            let key = format!("k{key_index}").into_bytes();
+            let node = nodes[rng.gen_range(0..nodes.len())].clone();
+            let context = contexts
+                .get(&(client, key_index))
+                .cloned()
+                .unwrap_or_default();
+            let options = RequestOptions::default();
+            let request = match rng.gen_range(0..10) {
+                0..=3 => ClientRequest::Get {
+                    bucket: b"b".to_vec(),
+                    key,
+                    options,
+                },
+                4..=7 | 8 => {
+                    written += 1;
+                    let blind = rng.gen_ratio(1, 5);
+                    ClientRequest::Put {
+                        bucket: b"b".to_vec(),
+                        key,
+                        context: if blind { Context::default() } else { context },
+                        value: format!("c{client}-v{written}").into_bytes(),
+                        options,
+                    }
+                }
+                _ => ClientRequest::Delete {
+                    bucket: b"b".to_vec(),
+                    key,
+                    context,
+                    options,
+                },
+            };
+            let index = sim.submit(node.as_str(), request);
+            in_flight.push((index, client, key_index));
+            issued += 1;
+        }
+        sim.run(rng.gen_range(1..20));
+        let history = sim.history();
+        in_flight.retain(|&(index, client, key)| {
+            let op = &history[index];
+            if op.outcome.is_none() {
+                return true;
+            }
+            if let Some(context) = op.context() {
+                contexts.insert((client, key), context.clone());
+            }
+            false
+        });
+        if issued >= operations && !in_flight.is_empty() {
+            // Let stragglers finish: their coordinators' deadlines bound this.
+            sim.run(sim.config.request_timeout_ms);
+            let history = sim.history();
+            in_flight.retain(|&(index, _, _)| history[index].outcome.is_none());
+            if !in_flight.is_empty() {
+                sim.run_until_quiet(10 * sim.config.request_timeout_ms);
+                break;
+            }
+        }
+    }
+    sim
+}

@@ -1,0 +1,337 @@
+//! `MemStore`, an in-memory store that answers the node's storage effects, and a small driver that
+//! answers them inline. Used by the simulator, the tests and the bindings.
+//!
+//! `MemStore` models a disk with a volatile cache: writes without `sync` land in the cache, a
+//! synced write flushes the cache first (as fsync does), and [`MemStore::crash`] may drop what was
+//! never flushed. That lets the simulator test what `dw` promises.
+
+use alloc::collections::BTreeMap;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+use core::ops::Bound;
+
+use crate::io::{
+    BatchOp, Output, StorageError, StorageErrorKind, StorageKey, StorageOp, StorageResult,
+};
+use crate::node::Node;
+
+/// An in-memory store with a durable layer and a volatile (unsynced) overlay.
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    durable: BTreeMap<StorageKey, Vec<u8>>,
+    /// Unsynced changes over `durable`: `None` is an unsynced delete.
+    volatile: BTreeMap<StorageKey, Option<Vec<u8>>>,
+    /// When set, writes fail with [`StorageErrorKind::Full`] once the stored bytes would exceed it.
+    capacity_bytes: Option<usize>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Limits the bytes stored (keys and records), to simulate a full disk.
+    pub fn set_capacity(&mut self, capacity_bytes: Option<usize>) {
+        self.capacity_bytes = capacity_bytes;
+    }
+
+    /// Performs one operation.
+    pub fn apply(&mut self, op: &StorageOp) -> StorageResult {
+        match op {
+            StorageOp::Get { key } => StorageResult::Record(self.get(key).map(<[u8]>::to_vec)),
+            StorageOp::Put { key, record, sync } => self.write(
+                &[BatchOp::Put {
+                    key: key.clone(),
+                    record: record.clone(),
+                }],
+                *sync,
+            ),
+            StorageOp::Delete { key } => self.write(&[BatchOp::Delete { key: key.clone() }], false),
+            StorageOp::Batch { ops, sync } => self.write(ops, *sync),
+            StorageOp::Scan {
+                partition,
+                after,
+                limit,
+            } => {
+                let start = match after {
+                    Some(key) => Bound::Excluded(key.clone()),
+                    None => Bound::Included(StorageKey {
+                        partition: *partition,
+                        bucket: Vec::new(),
+                        key: Vec::new(),
+                    }),
+                };
+                let mut items = Vec::new();
+                let mut done = true;
+                for (key, record) in self.merged_range(start) {
+                    if key.partition != *partition {
+                        break;
+                    }
+                    if items.len() == *limit {
+                        done = false;
+                        break;
+                    }
+                    items.push((key, record));
+                }
+                StorageResult::Scanned { items, done }
+            }
+        }
+    }
+
+    /// The current record of `key` (unsynced writes included).
+    pub fn get(&self, key: &StorageKey) -> Option<&[u8]> {
+        match self.volatile.get(key) {
+            Some(Some(record)) => Some(record),
+            Some(None) => None,
+            None => self.durable.get(key).map(Vec::as_slice),
+        }
+    }
+
+    /// Every key and record, in key order (unsynced writes included).
+    pub fn iter(&self) -> impl Iterator<Item = (StorageKey, Vec<u8>)> + '_ {
+        self.merged_range(Bound::Unbounded)
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Overwrites a stored record's bytes in place, to simulate corruption on disk.
+    pub fn corrupt(&mut self, key: &StorageKey, f: impl FnOnce(&mut Vec<u8>)) -> bool {
+        self.flush();
+        match self.durable.get_mut(key) {
+            Some(record) => {
+                f(record);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A process crash: with `lose_unsynced`, writes never flushed are gone (a power loss);
+    /// without, they survive (the OS had them).
+    pub fn crash(&mut self, lose_unsynced: bool) {
+        if lose_unsynced {
+            self.volatile.clear();
+        } else {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        for (key, change) in core::mem::take(&mut self.volatile) {
+            match change {
+                Some(record) => {
+                    self.durable.insert(key, record);
+                }
+                None => {
+                    self.durable.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn stored_bytes(&self) -> usize {
+        self.iter()
+            .map(|(k, v)| k.bucket.len() + k.key.len() + v.len())
+            .sum()
+    }
+
+    fn write(&mut self, ops: &[BatchOp], sync: bool) -> StorageResult {
+        if let Some(capacity) = self.capacity_bytes {
+            let added: usize = ops
+                .iter()
+                .map(|op| match op {
+                    BatchOp::Put { key, record } => key.bucket.len() + key.key.len() + record.len(),
+                    BatchOp::Delete { .. } => 0,
+                })
+                .sum();
+            if self.stored_bytes() + added > capacity {
+                return StorageResult::Failed(StorageError {
+                    kind: StorageErrorKind::Full,
+                    message: "no space left on the simulated disk".to_string(),
+                });
+            }
+        }
+        if sync {
+            self.flush();
+        }
+        for op in ops {
+            match op {
+                BatchOp::Put { key, record } if sync => {
+                    self.durable.insert(key.clone(), record.clone());
+                }
+                BatchOp::Delete { key } if sync => {
+                    self.durable.remove(key);
+                }
+                BatchOp::Put { key, record } => {
+                    self.volatile.insert(key.clone(), Some(record.clone()));
+                }
+                BatchOp::Delete { key } => {
+                    self.volatile.insert(key.clone(), None);
+                }
+            }
+        }
+        StorageResult::Written { synced: sync }
+    }
+
+    fn merged_range(
+        &self,
+        start: Bound<StorageKey>,
+    ) -> impl Iterator<Item = (StorageKey, Vec<u8>)> + '_ {
+        let mut durable = self
+            .durable
+            .range((start.clone(), Bound::Unbounded))
+            .peekable();
+        let mut volatile = self.volatile.range((start, Bound::Unbounded)).peekable();
+        core::iter::from_fn(move || loop {
+            let take_volatile = match (durable.peek(), volatile.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((dk, _)), Some((vk, _))) => vk <= dk,
+            };
+            if take_volatile {
+                let (key, change) = volatile.next()?;
+                if durable.peek().is_some_and(|(dk, _)| *dk == key) {
+                    durable.next();
+                }
+                if let Some(record) = change {
+                    return Some((key.clone(), record.clone()));
+                }
+            } else {
+                let (key, record) = durable.next()?;
+                return Some((key.clone(), record.clone()));
+            }
+        })
+    }
+}
+
+/// Drains `node`'s outputs, answering storage effects from `store` at once, and returns every
+/// other output (sends, replies, events) in order. Call after each input.
+pub fn drive(node: &mut Node, store: &mut MemStore, now: u64) -> Vec<Output> {
+    let mut others = Vec::new();
+    while let Some(output) = node.poll_output() {
+        match output {
+            Output::Storage { op_id, op } => {
+                let result = store.apply(&op);
+                node.handle_storage(now, op_id, result);
+            }
+            other => others.push(other),
+        }
+    }
+    others
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::PartitionId;
+    use alloc::vec;
+
+    fn key(partition: u32, key: &str) -> StorageKey {
+        StorageKey {
+            partition: PartitionId(partition),
+            bucket: b"b".to_vec(),
+            key: key.as_bytes().to_vec(),
+        }
+    }
+
+    fn put(store: &mut MemStore, k: &StorageKey, v: &[u8], sync: bool) {
+        let result = store.apply(&StorageOp::Put {
+            key: k.clone(),
+            record: v.to_vec(),
+            sync,
+        });
+        assert_eq!(result, StorageResult::Written { synced: sync });
+    }
+
+    #[test]
+    fn crash_loses_only_unsynced_writes() {
+        let mut store = MemStore::new();
+        put(&mut store, &key(0, "a"), b"1", false);
+        put(&mut store, &key(0, "b"), b"2", true); // flushes "a" too
+        put(&mut store, &key(0, "c"), b"3", false);
+        store.crash(true);
+        assert_eq!(store.get(&key(0, "a")), Some(&b"1"[..]));
+        assert_eq!(store.get(&key(0, "b")), Some(&b"2"[..]));
+        assert_eq!(store.get(&key(0, "c")), None);
+    }
+
+    #[test]
+    fn scan_pages_one_partition_in_order() {
+        let mut store = MemStore::new();
+        for (p, k) in [(1, "c"), (0, "z"), (1, "a"), (2, "a"), (1, "b")] {
+            put(&mut store, &key(p, k), k.as_bytes(), p == 1 && k == "a");
+        }
+        store.apply(&StorageOp::Delete { key: key(1, "b") });
+        let scan = |after| {
+            store.clone().apply(&StorageOp::Scan {
+                partition: PartitionId(1),
+                after,
+                limit: 1,
+            })
+        };
+        let StorageResult::Scanned { items, done } = scan(None) else {
+            panic!()
+        };
+        assert_eq!(items, vec![(key(1, "a"), b"a".to_vec())]);
+        assert!(!done);
+        let StorageResult::Scanned { items, done } = scan(Some(key(1, "a"))) else {
+            panic!()
+        };
+        assert_eq!(items, vec![(key(1, "c"), b"c".to_vec())]);
+        assert!(!done);
+        let StorageResult::Scanned { items, done } = scan(Some(key(1, "c"))) else {
+            panic!()
+        };
+        assert!(items.is_empty() && done);
+    }
+
+    #[test]
+    fn full_store_refuses_writes_and_keeps_data() {
+        let mut store = MemStore::new();
+        put(&mut store, &key(0, "a"), b"1234", true);
+        store.set_capacity(Some(10));
+        let result = store.apply(&StorageOp::Put {
+            key: key(0, "b"),
+            record: vec![0; 64],
+            sync: false,
+        });
+        assert!(matches!(
+            result,
+            StorageResult::Failed(StorageError {
+                kind: StorageErrorKind::Full,
+                ..
+            })
+        ));
+        assert_eq!(store.get(&key(0, "a")), Some(&b"1234"[..]));
+        assert_eq!(store.get(&key(0, "b")), None);
+    }
+
+    #[test]
+    fn storage_keys_encode_in_order() {
+        let keys = [
+            key(0, "b"),
+            key(1, ""),
+            key(1, "a"),
+            key(1, "ab"),
+            key(256, "a"),
+        ];
+        for pair in keys.windows(2) {
+            assert!(pair[0] < pair[1]);
+            assert!(pair[0].encode() < pair[1].encode());
+        }
+        for k in &keys {
+            assert_eq!(StorageKey::decode(&k.encode()).as_ref(), Ok(k));
+        }
+        assert!(StorageKey::decode(&[0, 0, 0, 1, 0, 0, 0, 9, 1]).is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! Messages between peers and their binary codec.
+//!
+//! A frame is `[WIRE_VERSION][postcard body]`; the host adds the length prefix and enforces
+//! [`MAX_FRAME_BYTES`]. Objects travel in their stored record form, so every sibling's checksum is
+//! checked again by the receiver before it merges anything.
+
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::io::{ClientRequest, Reply};
+
+/// Version byte of the wire format.
+pub const WIRE_VERSION: u8 = 1;
+/// Largest frame a peer accepts: the largest value plus generous room for keys and clocks.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// Id a coordinator gives to one request it coordinates; replies carry it back.
+pub type CoordinationId = u64;
+
+/// What one replica answered to a read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadResult {
+    /// The encoded object (a record, see [`Object::encode`](crate::version::Object::encode)).
+    Found(Vec<u8>),
+    /// No record.
+    NotFound,
+    /// The record failed its checksum: treated as missing, and repaired.
+    Corrupt,
+    /// Storage failed on the replica.
+    Failed,
+}
+
+/// A message from one node to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A write reached a node that is not a replica; it asks a replica to coordinate it.
+    Forward {
+        /// The forwarder's id for the request.
+        id: CoordinationId,
+        /// The request as the client made it.
+        request: ClientRequest,
+    },
+    /// The answer to a `Forward`.
+    ForwardReply {
+        /// The forwarder's id.
+        id: CoordinationId,
+        /// The coordinator's reply.
+        reply: Reply,
+    },
+    /// Read a key's local replica.
+    Read {
+        /// Coordinator's id.
+        id: CoordinationId,
+        /// Bucket.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// A replica's answer to `Read`.
+    ReadReply {
+        /// Coordinator's id.
+        id: CoordinationId,
+        /// What it found.
+        result: ReadResult,
+    },
+    /// Merge this object into the local replica and acknowledge.
+    Write {
+        /// Coordinator's id.
+        id: CoordinationId,
+        /// Bucket.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// The encoded object.
+        record: Vec<u8>,
+        /// Whether the replica must make it durable before acknowledging.
+        sync: bool,
+    },
+    /// A replica's answer to `Write`.
+    WriteReply {
+        /// Coordinator's id.
+        id: CoordinationId,
+        /// Whether it was stored.
+        stored: bool,
+        /// Whether it is durable.
+        synced: bool,
+    },
+    /// Merge this object into the local replica; no answer (read repair).
+    Repair {
+        /// Bucket.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// The encoded object.
+        record: Vec<u8>,
+    },
+}
+
+/// A frame that could not be decoded. The frame is dropped; a host closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The frame was empty.
+    #[error("empty frame")]
+    Empty,
+    /// The version byte is not one this node speaks.
+    #[error("unknown wire version {0}")]
+    UnknownVersion(u8),
+    /// The frame is over [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes is over the limit")]
+    TooLarge(usize),
+    /// The body is not a valid message.
+    #[error("malformed message")]
+    Malformed,
+}
+
+impl Message {
+    /// Encodes a frame: version byte then postcard body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.push(WIRE_VERSION);
+        // Serializing owned, finite data into a Vec cannot fail.
+        postcard::to_extend(self, out).unwrap_or_else(|_| alloc::vec![WIRE_VERSION])
+    }
+
+    /// Decodes a frame made by [`Message::encode`].
+    pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err(WireError::TooLarge(frame.len()));
+        }
+        let (&version, body) = frame.split_first().ok_or(WireError::Empty)?;
+        if version != WIRE_VERSION {
+            return Err(WireError::UnknownVersion(version));
+        }
+        let (message, rest) =
+            postcard::take_from_bytes::<Message>(body).map_err(|_| WireError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(WireError::Malformed);
+        }
+        Ok(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip() {
+        let message = Message::Write {
+            id: 7,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            record: alloc::vec![1, 2, 3],
+            sync: true,
+        };
+        assert_eq!(Message::decode(&message.encode()), Ok(message));
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        assert_eq!(Message::decode(&[]), Err(WireError::Empty));
+        assert_eq!(Message::decode(&[9, 0]), Err(WireError::UnknownVersion(9)));
+        assert_eq!(Message::decode(&[WIRE_VERSION]), Err(WireError::Malformed));
+        let mut frame = Message::ReadReply {
+            id: 1,
+            result: ReadResult::NotFound,
+        }
+        .encode();
+        frame.push(0);
+        assert_eq!(Message::decode(&frame), Err(WireError::Malformed));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Message::decode(&bytes);
+            let mut framed = alloc::vec![WIRE_VERSION];
+            framed.extend_from_slice(&bytes);
+            let _ = Message::decode(&framed);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Bad input to a node gets a typed error and changes nothing.
+
+use proptest::prelude::*;
+use ringkv_core::config::{NodeConfig, QuorumValue, RequestOptions};
+use ringkv_core::error::{MessageError, QuorumError, RequestError};
+use ringkv_core::io::{ClientRequest, Output, Reply};
+use ringkv_core::node::Node;
+use ringkv_core::ring::Member;
+use ringkv_core::store::{drive, MemStore};
+use ringkv_core::version::Context;
+use ringkv_core::wire::Message;
+use ringkv_core::NodeId;
+
+fn single_node() -> Node {
+    let mut config = NodeConfig::new("n1");
+    config.default_bucket.n = 1;
+    config.default_bucket.r = QuorumValue::One;
+    config.default_bucket.w = QuorumValue::One;
+    Node::new(config, vec![Member::new("n1", 1)], 0).unwrap()
+}
+
+fn put(key: &[u8], value: Vec<u8>, options: RequestOptions) -> ClientRequest {
+    ClientRequest::Put {
+        bucket: b"b".to_vec(),
+        key: key.to_vec(),
+        context: Context::default(),
+        value,
+        options,
+    }
+}
+
+#[test]
+fn malformed_requests_are_typed_errors() {
+    let mut node = single_node();
+    let max_key = node.config().max_key_bytes;
+    let max_value = node.config().max_value_bytes;
+    let cases = [
+        (put(b"", vec![1], RequestOptions::default()), "empty key"),
+        (
+            put(&vec![b'k'; max_key + 1], vec![1], RequestOptions::default()),
+            "huge key",
+        ),
+        (
+            put(b"k", vec![0; max_value + 1], RequestOptions::default()),
+            "huge value",
+        ),
+        (
+            put(
+                b"k",
+                vec![1],
+                RequestOptions {
+                    w: Some(QuorumValue::Count(0)),
+                    ..Default::default()
+                },
+            ),
+            "w=0",
+        ),
+        (
+            put(
+                b"k",
+                vec![1],
+                RequestOptions {
+                    w: Some(QuorumValue::Count(2)),
+                    ..Default::default()
+                },
+            ),
+            "w>n",
+        ),
+    ];
+    for (i, (request, what)) in cases.into_iter().enumerate() {
+        let result = node.handle_client(0, i as u64, request);
+        assert!(result.is_err(), "{what} was accepted");
+        assert!(node.poll_output().is_none(), "{what} produced output");
+    }
+    assert!(matches!(
+        node.handle_client(
+            0,
+            99,
+            put(
+                b"k",
+                vec![1],
+                RequestOptions {
+                    w: Some(QuorumValue::Count(5)),
+                    ..Default::default()
+                }
+            )
+        ),
+        Err(RequestError::Quorum(QuorumError::OutOfRange { .. }))
+    ));
+    assert_eq!(node.in_flight(), 0);
+}
+
+#[test]
+fn duplicate_request_ids_are_refused_while_in_flight() {
+    let mut node = single_node();
+    node.handle_client(0, 1, put(b"k", vec![1], RequestOptions::default()))
+        .unwrap();
+    assert_eq!(
+        node.handle_client(0, 1, put(b"k", vec![2], RequestOptions::default())),
+        Err(RequestError::DuplicateRequestId(1))
+    );
+    let mut store = MemStore::new();
+    let outputs = drive(&mut node, &mut store, 0);
+    let replies: Vec<_> = outputs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Reply {
+                    request_id: 1,
+                    reply: Reply::Written { .. }
+                }
+            )
+        })
+        .collect();
+    assert_eq!(replies.len(), 1);
+    // Once answered, the id may be used again.
+    assert!(node
+        .handle_client(0, 1, put(b"k", vec![3], RequestOptions::default()))
+        .is_ok());
+}
+
+#[test]
+fn messages_from_strangers_are_dropped() {
+    let mut node = single_node();
+    let message = Message::Read {
+        id: 1,
+        bucket: b"b".to_vec(),
+        key: b"k".to_vec(),
+    };
+    assert_eq!(
+        node.handle_message(0, NodeId::new("mallory"), message),
+        Err(MessageError::UnknownPeer(NodeId::new("mallory")))
+    );
+    while let Some(output) = node.poll_output() {
+        assert!(matches!(output, Output::Event(_)), "{output:?}");
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_write_clearly_and_keeps_what_was_stored() {
+    let mut node = single_node();
+    let mut store = MemStore::new();
+    node.handle_client(0, 1, put(b"k", b"kept".to_vec(), RequestOptions::default()))
+        .unwrap();
+    drive(&mut node, &mut store, 0);
+    store.set_capacity(Some(store.iter().map(|(_, v)| v.len() + 16).sum()));
+    node.handle_client(
+        1,
+        2,
+        put(b"other", vec![7; 1024], RequestOptions::default()),
+    )
+    .unwrap();
+    let outputs = drive(&mut node, &mut store, 1);
+    assert!(
+        outputs.iter().any(|o| matches!(
+            o,
+            Output::Reply {
+                request_id: 2,
+                reply: Reply::Failed { .. }
+            }
+        )),
+        "{outputs:?}"
+    );
+    node.handle_client(
+        2,
+        3,
+        ClientRequest::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: RequestOptions::default(),
+        },
+    )
+    .unwrap();
+    let outputs = drive(&mut node, &mut store, 2);
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Reply { request_id: 3, reply: Reply::Got { values, .. } } if values == &vec![b"kept".to_vec()]
+    )));
+}
+
+proptest! {
+    /// Whatever a peer sends, decoded or not, the node never panics.
+    #[test]
+    fn random_frames_never_panic_a_node(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut node = single_node();
+        let mut frame = vec![ringkv_core::wire::WIRE_VERSION];
+        frame.extend_from_slice(&bytes);
+        for candidate in [&bytes[..], &frame[..]] {
+            if let Ok(message) = Message::decode(candidate) {
+                let _ = node.handle_message(0, NodeId::new("n1"), message);
+                let mut store = MemStore::new();
+                drive(&mut node, &mut store, 0);
+            }
+        }
+    }
+
+    /// Random quorum strings never panic and are either parsed or a typed error.
+    #[test]
+    fn quorum_strings_parse_or_fail(s in ".{0,12}") {
+        let _ = s.parse::<QuorumValue>();
+    }
+}

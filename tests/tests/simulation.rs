@@ -1,0 +1,275 @@
+//! Seeded simulation campaigns over the real protocol core. Every failure prints its seed; replay
+//! one with `RINGKV_SEED=<seed> cargo test -p ringkv-tests --test simulation`.
+
+use ringkv_core::config::QuorumValue;
+use ringkv_core::io::Event;
+use ringkv_core::sim::{random_run, Sim, SimConfig, TraceKind};
+use ringkv_core::version::ConflictMode;
+
+/// Seeds to run: `RINGKV_SEED` replays one, `RINGKV_SEEDS` sets how many (default `default`).
+fn seeds(default: u64) -> Vec<u64> {
+    if let Ok(seed) = std::env::var("RINGKV_SEED") {
+        return vec![seed.parse().expect("RINGKV_SEED must be a number")];
+    }
+    let count = std::env::var("RINGKV_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (0..count).collect()
+}
+
+fn campaign(name: &str, default_seeds: u64, config: impl Fn(u64) -> SimConfig, ops: usize) {
+    let mut acked = 0;
+    let mut superseded = 0;
+    for seed in seeds(default_seeds) {
+        let mut sim = random_run(config(seed), ops, 4);
+        let verdict = sim.check();
+        assert!(
+            verdict.is_ok(),
+            "{name}: seed {seed} failed (replay with RINGKV_SEED={seed}): {verdict:#?}"
+        );
+        acked += verdict.acknowledged_writes;
+        superseded += verdict.superseded;
+    }
+    println!("{name}: {acked} acknowledged writes checked, {superseded} superseded, none lost");
+    assert!(
+        acked > 0,
+        "{name}: the campaign acknowledged no write at all"
+    );
+}
+
+#[test]
+fn partitions_crashes_and_loss_lose_no_acknowledged_write() {
+    campaign(
+        "default",
+        200,
+        |seed| SimConfig {
+            seed,
+            loss: 0.02,
+            ..SimConfig::default()
+        },
+        120,
+    );
+}
+
+#[test]
+fn power_loss_with_durable_writes_loses_nothing_acknowledged() {
+    campaign(
+        "power-loss dw=all",
+        60,
+        |seed| SimConfig {
+            seed,
+            dw: QuorumValue::Quorum,
+            lose_unsynced_on_crash: true,
+            ..SimConfig::default()
+        },
+        120,
+    );
+}
+
+#[test]
+fn token_placement_and_weak_quorums_also_converge() {
+    campaign(
+        "tokens r=w=1",
+        40,
+        |seed| SimConfig {
+            seed,
+            r: QuorumValue::One,
+            w: QuorumValue::One,
+            strategy: ringkv_core::ring::Strategy::Tokens {
+                tokens_per_capacity: 16,
+            },
+            ..SimConfig::default()
+        },
+        120,
+    );
+}
+
+#[test]
+fn same_seed_same_run_byte_for_byte() {
+    let run = |seed| {
+        let mut sim = random_run(
+            SimConfig {
+                seed,
+                loss: 0.05,
+                ..SimConfig::default()
+            },
+            150,
+            3,
+        );
+        let verdict = sim.check();
+        format!("{:?}\n{:?}\n{:?}", sim.history(), sim.trace(), verdict)
+    };
+    for seed in seeds(3) {
+        let (a, b) = (run(seed), run(seed));
+        assert!(
+            a.len() > 1000,
+            "seed {seed}: a run this short proves little"
+        );
+        assert_eq!(a, b, "seed {seed}: two runs differ");
+    }
+    assert_ne!(run(1), run(2), "different seeds gave the same run");
+}
+
+#[test]
+fn concurrent_writes_across_a_partition_become_siblings_and_reconcile() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 11,
+        ..SimConfig::default()
+    });
+    let put = sim.put("n1", b"cart", b"alice", b"milk", None);
+    assert!(put.is_ok());
+    let read = sim.get("n1", b"cart", b"alice");
+    let context = read.context().cloned().unwrap();
+    // Two clients write concurrently from the same context through different coordinators.
+    let a = sim.submit(
+        "n1",
+        ringkv_core::io::ClientRequest::Put {
+            bucket: b"cart".to_vec(),
+            key: b"alice".to_vec(),
+            context: context.clone(),
+            value: b"milk,eggs".to_vec(),
+            options: Default::default(),
+        },
+    );
+    let b = sim.submit(
+        "n3",
+        ringkv_core::io::ClientRequest::Put {
+            bucket: b"cart".to_vec(),
+            key: b"alice".to_vec(),
+            context,
+            value: b"milk,bread".to_vec(),
+            options: Default::default(),
+        },
+    );
+    assert!(sim.wait(a).is_ok() && sim.wait(b).is_ok());
+    let read = sim.get("n2", b"cart", b"alice");
+    let mut values = read.values();
+    values.sort();
+    assert_eq!(values, vec![b"milk,bread".to_vec(), b"milk,eggs".to_vec()]);
+    // A put with the read's context replaces exactly those two siblings.
+    let context = read.context().cloned().unwrap();
+    assert!(sim
+        .put("n2", b"cart", b"alice", b"bread,eggs,milk", Some(&context))
+        .is_ok());
+    assert_eq!(
+        sim.get("n1", b"cart", b"alice").values(),
+        vec![b"bread,eggs,milk".to_vec()]
+    );
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
+    assert_eq!(verdict.superseded, 3);
+}
+
+#[test]
+fn a_write_on_the_minority_side_is_not_acknowledged_and_not_lost() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 5,
+        ..SimConfig::default()
+    });
+    sim.partition(&[&["n1"], &["n2", "n3"]]);
+    let lonely = sim.put("n1", b"b", b"k", b"minority", None);
+    assert!(!lonely.is_ok(), "W=2 cannot be met by one node");
+    let majority = sim.put("n2", b"b", b"k", b"majority", None);
+    assert!(majority.is_ok());
+    sim.heal();
+    let mut values = sim.get("n3", b"b", b"k").values();
+    values.sort();
+    assert_eq!(values, vec![b"majority".to_vec(), b"minority".to_vec()]);
+    assert!(sim.check().is_ok());
+}
+
+#[test]
+fn a_corrupted_replica_is_never_served_and_gets_repaired() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 3,
+        ..SimConfig::default()
+    });
+    assert!(sim.put("n1", b"b", b"k", b"precious", None).is_ok());
+    sim.run(100);
+    assert!(sim.corrupt("n2", b"b", b"k"));
+    for node in ["n1", "n2", "n3"] {
+        let read = sim.get_with(
+            node,
+            b"b",
+            b"k",
+            ringkv_core::config::RequestOptions {
+                r: Some(QuorumValue::All),
+                ..Default::default()
+            },
+        );
+        assert_eq!(read.values(), vec![b"precious".to_vec()], "read at {node}");
+    }
+    sim.run(100);
+    let saw_checksum_failure = sim
+        .trace()
+        .iter()
+        .any(|t| matches!(t.kind, TraceKind::Event(Event::ChecksumFailure { .. })));
+    assert!(saw_checksum_failure);
+    let replicas = sim.replicas_of(b"b", b"k");
+    assert!(replicas
+        .iter()
+        .all(|r| r.object.as_ref() == replicas[0].object.as_ref()));
+    assert!(
+        replicas.iter().all(|r| r.object.is_some()),
+        "the damaged replica was repaired"
+    );
+}
+
+#[test]
+fn last_writer_wins_keeps_one_value() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 9,
+        conflict_mode: ConflictMode::LastWriterWins,
+        ..SimConfig::default()
+    });
+    assert!(sim.put("n1", b"b", b"k", b"first", None).is_ok());
+    sim.run(5);
+    assert!(sim.put("n3", b"b", b"k", b"second", None).is_ok());
+    assert_eq!(sim.get("n2", b"b", b"k").values(), vec![b"second".to_vec()]);
+}
+
+#[test]
+fn deletes_leave_a_tombstone_context() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 4,
+        ..SimConfig::default()
+    });
+    assert!(sim.put("n1", b"b", b"k", b"v", None).is_ok());
+    let read = sim.get("n2", b"b", b"k");
+    assert!(sim.delete("n3", b"b", b"k", read.context()).is_ok());
+    let read = sim.get("n1", b"b", b"k");
+    assert!(read.is_ok() && read.values().is_empty());
+    assert!(
+        !read.context().unwrap().is_empty(),
+        "a deleted key keeps its history"
+    );
+    assert!(sim.check().is_ok());
+}
+
+#[test]
+fn the_checker_catches_a_lost_write() {
+    // Every replica loses its unsynced writes in a power loss: a write acknowledged with dw=0 is
+    // then really gone, and the checker must say so.
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 21,
+        lose_unsynced_on_crash: true,
+        ..SimConfig::default()
+    });
+    let put = sim.put("n1", b"b", b"k", b"doomed", None);
+    assert!(put.is_ok());
+    sim.run(50);
+    for node in ["n1", "n2", "n3"] {
+        sim.crash(node);
+    }
+    let verdict = sim.check();
+    assert!(!verdict.is_ok());
+    assert_eq!(verdict.lost.len(), 1, "{verdict:#?}");
+    assert_eq!(verdict.lost[0].index, put.index);
+}
