@@ -68,11 +68,11 @@ impl Verdict {
     }
 }
 
+/// The end state of every key: (bucket, key) → (the final R = all read, each replica's object).
+pub type Finals = BTreeMap<(Vec<u8>, Vec<u8>), (Operation, Vec<FinalReplica>)>;
+
 /// Judges `history` against the final read and replica state of every key.
-pub fn check(
-    history: &[Operation],
-    finals: &BTreeMap<(Vec<u8>, Vec<u8>), (Operation, Vec<FinalReplica>)>,
-) -> Verdict {
+pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
     let mut verdict = Verdict {
         operations: history.len(),
         ..Verdict::default()

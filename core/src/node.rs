@@ -1002,7 +1002,13 @@ impl Node {
                 context, content, ..
             } => {
                 let content = core::mem::replace(content, Content::Tombstone);
-                Some(object.update(context, &actor, content, now, mode))
+                let dot = object.update(context, &actor, content, now, mode);
+                // Clocks are truncated where a write is coordinated, as Riak prunes on put, and
+                // never on merge: replicas that truncated on merge would each keep other
+                // entries and never converge. Our own entry stays, since our next dot for this
+                // key is counted from it.
+                object.truncate_keeping(max_entries, &actor);
+                Some(dot)
             }
             LocalWriteKind::Merge {
                 object: incoming, ..
@@ -1011,7 +1017,6 @@ impl Node {
                 None
             }
         };
-        object.truncate(max_entries);
         let op = StorageOp::Put {
             key: key.clone(),
             record: object.encode(),

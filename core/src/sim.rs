@@ -71,6 +71,8 @@ pub struct SimConfig {
     /// Whether a crash loses the writes a node never fsynced (a power loss rather than a process
     /// crash).
     pub lose_unsynced_on_crash: bool,
+    /// Version-vector entries kept per object before the oldest are truncated.
+    pub max_clock_entries: usize,
 }
 
 impl Default for SimConfig {
@@ -91,6 +93,7 @@ impl Default for SimConfig {
             max_disk_latency_ms: 2,
             request_timeout_ms: 1_000,
             lose_unsynced_on_crash: false,
+            max_clock_entries: 64,
         }
     }
 }
@@ -310,6 +313,7 @@ impl Sim {
         config.seed = self.rng.gen();
         config.ring = ring_config(&self.config);
         config.request_timeout_ms = self.config.request_timeout_ms;
+        config.max_clock_entries = self.config.max_clock_entries;
         config.default_bucket = BucketProps {
             n: self.config.n,
             r: self.config.r,
@@ -929,7 +933,7 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
                     key,
                     options,
                 },
-                4..=7 | 8 => {
+                4..=8 => {
                     written += 1;
                     let blind = rng.gen_ratio(1, 5);
                     ClientRequest::Put {

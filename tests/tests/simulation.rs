@@ -86,6 +86,20 @@ fn token_placement_and_weak_quorums_also_converge() {
 }
 
 #[test]
+fn truncated_clocks_make_false_siblings_never_lost_writes() {
+    campaign(
+        "clocks truncated to 2 entries",
+        40,
+        |seed| SimConfig {
+            seed,
+            max_clock_entries: 2,
+            ..SimConfig::default()
+        },
+        120,
+    );
+}
+
+#[test]
 fn same_seed_same_run_byte_for_byte() {
     let run = |seed| {
         let mut sim = random_run(
