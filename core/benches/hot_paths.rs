@@ -51,5 +51,29 @@ fn coordinator_step(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, coordinator_step);
+/// What the node's put costs at least: hashing the key and storing one record, for ratios.
+fn baseline(c: &mut Criterion) {
+    let mut store = MemStore::new();
+    let record = vec![7u8; 160];
+    let mut id = 0u64;
+    c.bench_function("baseline: key_position + MemStore put", |b| {
+        b.iter(|| {
+            id += 1;
+            let key = (id % 1024).to_be_bytes().to_vec();
+            let position = ringkv_core::ring::key_position(b"bench", &key);
+            let op = ringkv_core::io::StorageOp::Put {
+                key: ringkv_core::io::StorageKey {
+                    partition: ringkv_core::ring::PartitionId((position >> 120) as u32),
+                    bucket: b"bench".to_vec(),
+                    key,
+                },
+                record: record.clone(),
+                sync: false,
+            };
+            black_box(store.apply(&op));
+        })
+    });
+}
+
+criterion_group!(benches, baseline, coordinator_step);
 criterion_main!(benches);
