@@ -62,11 +62,11 @@ fn baseline(c: &mut Criterion) {
             let key = (id % 1024).to_be_bytes().to_vec();
             let position = ringkv_core::ring::key_position(b"bench", &key);
             let op = ringkv_core::io::StorageOp::Put {
-                key: ringkv_core::io::StorageKey {
-                    partition: ringkv_core::ring::PartitionId((position >> 120) as u32),
-                    bucket: b"bench".to_vec(),
-                    key,
-                },
+                key: ringkv_core::io::StorageKey::data(
+                    ringkv_core::ring::PartitionId((position >> 120) as u32),
+                    b"bench",
+                    &key,
+                ),
                 record: record.clone(),
                 sync: false,
             };

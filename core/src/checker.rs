@@ -56,6 +56,9 @@ pub struct Verdict {
     pub divergent: Vec<String>,
     /// Keys whose final R = all read failed.
     pub unreadable: Vec<String>,
+    /// Hints still held at the end (every hint must be delivered and deleted once the cluster
+    /// is healthy).
+    pub hints_left: Vec<String>,
 }
 
 impl Verdict {
@@ -65,6 +68,7 @@ impl Verdict {
             && self.phantom_reads.is_empty()
             && self.divergent.is_empty()
             && self.unreadable.is_empty()
+            && self.hints_left.is_empty()
     }
 }
 

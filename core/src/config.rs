@@ -207,6 +207,10 @@ pub struct NodeConfig {
     pub max_clock_entries: usize,
     /// Whether gets repair stale replicas.
     pub read_repair: bool,
+    /// How often hints are handed over to their owners.
+    pub handoff_interval_ms: Millis,
+    /// Hints sent per hand-over round (the rate limit).
+    pub handoff_batch: usize,
 }
 
 impl NodeConfig {
@@ -225,6 +229,8 @@ impl NodeConfig {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_clock_entries: 64,
             read_repair: true,
+            handoff_interval_ms: 1_000,
+            handoff_batch: 32,
         }
     }
 

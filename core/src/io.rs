@@ -102,6 +102,8 @@ pub enum Reply {
         context: Context,
         /// Replicas whose replies were merged.
         replicas: Vec<NodeId>,
+        /// Of those, the fallbacks that stood in for unreachable preference-list nodes.
+        fallbacks: Vec<NodeId>,
         /// False when `r + w <= n` for this request and the bucket's w.
         read_your_writes: bool,
     },
@@ -115,6 +117,9 @@ pub enum Reply {
         replicas: Vec<NodeId>,
         /// Of those, the ones that had made it durable.
         durable: Vec<NodeId>,
+        /// Of those, the fallbacks that stood in for unreachable preference-list nodes (a sloppy
+        /// quorum): they hold the write as a hint until the owner is back.
+        fallbacks: Vec<NodeId>,
         /// False when `r + w <= n` for this request and the bucket's r.
         read_your_writes: bool,
     },
@@ -135,11 +140,27 @@ pub enum Reply {
     },
 }
 
-/// The key under which a replica stores an object: grouped by partition, so a partition's keys
-/// can be scanned in order (anti-entropy, hand-over). Ordered as its encoding is, so a host that
-/// scans encoded keys and [`MemStore`](crate::store::MemStore) agree.
+/// Which kind of record a storage key names. Data sorts before hints, so a host can keep both in
+/// one ordered keyspace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Space {
+    /// This node's replica of a key.
+    Data,
+    /// A replica this node holds for `owner`, which was unreachable when it was written (a hint);
+    /// delivered to the owner and deleted once the owner has it.
+    Hint {
+        /// The preference-list node the write was meant for.
+        owner: NodeId,
+    },
+}
+
+/// The key under which a node stores an object: grouped by space then partition, so a
+/// partition's keys (or all hints) can be scanned in order. Ordered as its encoding is, so a host
+/// that scans encoded keys and [`MemStore`](crate::store::MemStore) agree.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StorageKey {
+    /// Data or hint.
+    pub space: Space,
     /// The Q-partition of the key.
     pub partition: PartitionId,
     /// Bucket name.
@@ -148,14 +169,47 @@ pub struct StorageKey {
     pub key: Vec<u8>,
 }
 
+impl StorageKey {
+    /// A key of this node's own replica.
+    pub fn data(partition: PartitionId, bucket: &[u8], key: &[u8]) -> StorageKey {
+        StorageKey {
+            space: Space::Data,
+            partition,
+            bucket: bucket.to_vec(),
+            key: key.to_vec(),
+        }
+    }
+
+    /// The same bucket and key in another space.
+    pub fn in_space(&self, space: Space) -> StorageKey {
+        StorageKey {
+            space,
+            partition: self.partition,
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    fn order_key(&self) -> (u8, usize, &[u8], PartitionId, usize, &[u8], &[u8]) {
+        let (tag, owner): (u8, &[u8]) = match &self.space {
+            Space::Data => (0, &[]),
+            Space::Hint { owner } => (1, owner.as_str().as_bytes()),
+        };
+        (
+            tag,
+            owner.len(),
+            owner,
+            self.partition,
+            self.bucket.len(),
+            &self.bucket,
+            &self.key,
+        )
+    }
+}
+
 impl Ord for StorageKey {
     fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        (self.partition, self.bucket.len(), &self.bucket, &self.key).cmp(&(
-            other.partition,
-            other.bucket.len(),
-            &other.bucket,
-            &other.key,
-        ))
+        self.order_key().cmp(&other.order_key())
     }
 }
 
@@ -170,11 +224,34 @@ impl PartialOrd for StorageKey {
 #[error("malformed storage key")]
 pub struct StorageKeyError;
 
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], StorageKeyError> {
+    if bytes.len() < n {
+        return Err(StorageKeyError);
+    }
+    let (head, tail) = bytes.split_at(n);
+    *bytes = tail;
+    Ok(head)
+}
+
+fn take_u32(bytes: &mut &[u8]) -> Result<u32, StorageKeyError> {
+    let b = take(bytes, 4)?;
+    Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 impl StorageKey {
-    /// Bytes whose lexicographic order is the order of storage keys: partition (u32 BE), bucket
-    /// length (u32 BE), bucket, key.
+    /// Bytes whose lexicographic order is the order of storage keys: space tag (0 data, 1 hint),
+    /// for hints the owner's length (u32 BE) and name, then partition (u32 BE), bucket length
+    /// (u32 BE), bucket, key.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + self.bucket.len() + self.key.len());
+        let mut out = Vec::with_capacity(16 + self.bucket.len() + self.key.len());
+        match &self.space {
+            Space::Data => out.push(0),
+            Space::Hint { owner } => {
+                out.push(1);
+                out.extend_from_slice(&(owner.as_str().len() as u32).to_be_bytes());
+                out.extend_from_slice(owner.as_str().as_bytes());
+            }
+        }
         out.extend_from_slice(&self.partition.0.to_be_bytes());
         out.extend_from_slice(&(self.bucket.len() as u32).to_be_bytes());
         out.extend_from_slice(&self.bucket);
@@ -183,26 +260,64 @@ impl StorageKey {
     }
 
     /// The inverse of [`StorageKey::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<StorageKey, StorageKeyError> {
-        let partition = bytes.get(0..4).ok_or(StorageKeyError)?;
-        let bucket_len = bytes.get(4..8).ok_or(StorageKeyError)?;
-        let partition =
-            u32::from_be_bytes([partition[0], partition[1], partition[2], partition[3]]);
-        let bucket_len =
-            u32::from_be_bytes([bucket_len[0], bucket_len[1], bucket_len[2], bucket_len[3]])
-                as usize;
-        let bucket_end = 8usize.checked_add(bucket_len).ok_or(StorageKeyError)?;
-        let bucket = bytes.get(8..bucket_end).ok_or(StorageKeyError)?;
+    pub fn decode(mut bytes: &[u8]) -> Result<StorageKey, StorageKeyError> {
+        let input = &mut bytes;
+        let space = match take(input, 1)?[0] {
+            0 => Space::Data,
+            1 => {
+                let len = take_u32(input)? as usize;
+                let owner = core::str::from_utf8(take(input, len)?).map_err(|_| StorageKeyError)?;
+                Space::Hint {
+                    owner: NodeId::new(owner),
+                }
+            }
+            _ => return Err(StorageKeyError),
+        };
+        let partition = PartitionId(take_u32(input)?);
+        let bucket_len = take_u32(input)? as usize;
+        let bucket = take(input, bucket_len)?.to_vec();
         Ok(StorageKey {
-            partition: PartitionId(partition),
-            bucket: bucket.to_vec(),
-            key: bytes[bucket_end..].to_vec(),
+            space,
+            partition,
+            bucket,
+            key: input.to_vec(),
         })
     }
+}
 
-    /// The first encoded key of a partition, for range scans.
-    pub fn partition_prefix(partition: PartitionId) -> [u8; 4] {
-        partition.0.to_be_bytes()
+/// Which records a scan walks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScanRange {
+    /// This node's replicas of one partition.
+    Partition(PartitionId),
+    /// Every hint, whoever it is for.
+    Hints,
+}
+
+impl ScanRange {
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &StorageKey) -> bool {
+        match self {
+            ScanRange::Partition(partition) => {
+                key.space == Space::Data && key.partition == *partition
+            }
+            ScanRange::Hints => matches!(key.space, Space::Hint { .. }),
+        }
+    }
+
+    /// The smallest key of the range.
+    pub fn start(&self) -> StorageKey {
+        match self {
+            ScanRange::Partition(partition) => StorageKey::data(*partition, &[], &[]),
+            ScanRange::Hints => StorageKey {
+                space: Space::Hint {
+                    owner: NodeId::new(""),
+                },
+                partition: PartitionId(0),
+                bucket: Vec::new(),
+                key: Vec::new(),
+            },
+        }
     }
 }
 
@@ -252,10 +367,10 @@ pub enum StorageOp {
         /// Whether the batch must be durable before the answer.
         sync: bool,
     },
-    /// Records of one partition in key order, strictly after `after`, at most `limit` of them.
+    /// Records of a range in key order, strictly after `after`, at most `limit` of them.
     Scan {
-        /// Which partition.
-        partition: PartitionId,
+        /// Which records.
+        range: ScanRange,
         /// Resume point: the last key of the previous page.
         after: Option<StorageKey>,
         /// Page size.
@@ -296,7 +411,7 @@ pub enum StorageResult {
     Scanned {
         /// Keys and records in key order.
         items: Vec<(StorageKey, Vec<u8>)>,
-        /// True when the partition has no records after the last one returned.
+        /// True when the range has no records after the last one returned.
         done: bool,
     },
     /// The operation failed and was not applied.

@@ -24,12 +24,12 @@ use rand_core::SeedableRng;
 use crate::config::{Millis, NodeConfig, Quorums};
 use crate::coordinator::get::{GetState, ReplicaState};
 use crate::coordinator::put::PutState;
-use crate::coordinator::{Client, ForwardState};
+use crate::coordinator::{Client, ForwardState, Target};
 use crate::error::{MessageError, RequestError};
 use crate::id::NodeId;
 use crate::io::{
-    ClientRequest, Event, Input, OpId, Output, QuorumKind, Reply, RequestId, StorageKey, StorageOp,
-    StorageResult,
+    ClientRequest, Event, Input, OpId, Output, QuorumKind, Reply, RequestId, ScanRange, Space,
+    StorageKey, StorageOp, StorageResult,
 };
 use crate::ring::{key_position, Member, Ring, RingError};
 use crate::version::{ActorId, ConflictMode, Content, Context, Dot, Object, VersionVector};
@@ -41,6 +41,8 @@ enum Coordination {
     Get(GetState),
     Put(PutState),
     Forward(ForwardState),
+    /// A hint on its way to its owner.
+    Handoff(HandoffState),
 }
 
 impl Coordination {
@@ -49,8 +51,27 @@ impl Coordination {
             Coordination::Get(s) => s.deadline,
             Coordination::Put(s) => s.deadline,
             Coordination::Forward(s) => s.deadline,
+            Coordination::Handoff(s) => s.deadline,
         }
     }
+}
+
+/// A hint sent to its owner, deleted when the owner acknowledges it.
+#[derive(Debug)]
+struct HandoffState {
+    owner: NodeId,
+    hint_key: StorageKey,
+    record: Vec<u8>,
+    deadline: Millis,
+}
+
+/// What a timer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A coordination's deadline.
+    Request(CoordinationId),
+    /// Time to hand some hints over.
+    Handoff,
 }
 
 /// What a read-modify-write of one local replica does with the record it reads.
@@ -67,6 +88,9 @@ enum LocalWriteKind {
         object: Object,
         reply_to: Option<(NodeId, CoordinationId)>,
     },
+    /// Delete a hint its owner acknowledged, unless it changed since it was sent (then the
+    /// change still has to reach the owner, and the next round sends it).
+    DeleteHint { delivered: Vec<u8> },
 }
 
 #[derive(Debug)]
@@ -91,6 +115,8 @@ enum PendingOp {
     WriteRead(StorageKey),
     /// The write half of the front local write of this key.
     WriteStore(StorageKey),
+    /// A page of hints to hand over.
+    HandoffScan,
 }
 
 /// The protocol state of one physical node. See the [module docs](self) for the caller's obligations.
@@ -113,7 +139,10 @@ pub struct Node {
     local_writes: BTreeMap<StorageKey, VecDeque<LocalWrite>>,
     coordinations: BTreeMap<CoordinationId, Coordination>,
     client_requests: BTreeSet<RequestId>,
-    timers: BTreeSet<(Millis, CoordinationId)>,
+    timers: BTreeSet<(Millis, Timer)>,
+    /// Where the next hint scan resumes, and whether one is running.
+    handoff_cursor: Option<StorageKey>,
+    handoff_scanning: bool,
     /// Peers that let a request time out without answering; cleared when they are heard from.
     suspects: BTreeSet<NodeId>,
 }
@@ -122,6 +151,7 @@ impl Node {
     /// A node with the given configuration, in a cluster of `members`, at time `now`.
     pub fn new(config: NodeConfig, members: Vec<Member>, now: Millis) -> Result<Node, RingError> {
         let ring = Ring::new(config.ring.clone(), members)?;
+        let handoff_interval = config.handoff_interval_ms.max(1);
         Ok(Node {
             actor: ActorId::new(format!("{}.{}", config.node_id, config.incarnation)),
             actor_generation: 0,
@@ -139,7 +169,9 @@ impl Node {
             local_writes: BTreeMap::new(),
             coordinations: BTreeMap::new(),
             client_requests: BTreeSet::new(),
-            timers: BTreeSet::new(),
+            timers: BTreeSet::from([(now + handoff_interval, Timer::Handoff)]),
+            handoff_cursor: None,
+            handoff_scanning: false,
             suspects: BTreeSet::new(),
         })
     }
@@ -315,6 +347,7 @@ impl Node {
             Some(PendingOp::ServeRead { to, id, key }) => self.serve_read_done(to, id, key, result),
             Some(PendingOp::WriteRead(key)) => self.local_write_read_done(key, result),
             Some(PendingOp::WriteStore(key)) => self.local_write_stored(key, result),
+            Some(PendingOp::HandoffScan) => self.handoff_scanned(result),
         }
         self.drain_loopback();
     }
@@ -322,12 +355,21 @@ impl Node {
     /// Time has passed: every deadline at or before `now` fires.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.advance(now);
-        while let Some(&(deadline, id)) = self.timers.first() {
+        while let Some(&(deadline, timer)) = self.timers.first() {
             if deadline > self.now {
                 break;
             }
             self.timers.pop_first();
-            self.on_deadline(id);
+            match timer {
+                Timer::Request(id) => self.on_deadline(id),
+                Timer::Handoff => {
+                    self.handoff_tick();
+                    self.timers.insert((
+                        self.now + self.config.handoff_interval_ms.max(1),
+                        Timer::Handoff,
+                    ));
+                }
+            }
         }
         self.drain_loopback();
     }
@@ -383,12 +425,53 @@ impl Node {
             .preference_list(key_position(bucket, key), n as usize)
     }
 
+    /// Whether requests should go to `peer`: it has not let a request time out since it was
+    /// last heard from.
+    fn reachable(&self, peer: &NodeId) -> bool {
+        *peer == self.config.node_id || !self.suspects.contains(peer)
+    }
+
+    /// Where a request for a key goes: each reachable preference-list node, and in place of each
+    /// unreachable one the next reachable node of the extended preference list, carrying a hint
+    /// naming the owner (a sloppy quorum). An unreachable owner with no fallback left is still
+    /// asked: it may be back.
+    fn targets(&self, bucket: &[u8], key: &[u8], preference: Vec<NodeId>) -> Vec<Target> {
+        let extended = self
+            .ring
+            .extended_preference_list(key_position(bucket, key), preference.len());
+        let mut fallbacks = extended
+            .into_iter()
+            .filter(|node| !preference.contains(node) && self.reachable(node));
+        preference
+            .iter()
+            .cloned()
+            .map(|owner| {
+                if self.reachable(&owner) {
+                    return Target {
+                        node: owner,
+                        hint: None,
+                    };
+                }
+                match fallbacks.next() {
+                    Some(fallback) => Target {
+                        node: fallback,
+                        hint: Some(owner),
+                    },
+                    None => Target {
+                        node: owner,
+                        hint: None,
+                    },
+                }
+            })
+            .collect::<Vec<_>>()
+    }
+
     fn storage_key(&self, bucket: &[u8], key: &[u8]) -> StorageKey {
-        StorageKey {
-            partition: self.ring.partition_of(key_position(bucket, key)),
-            bucket: bucket.to_vec(),
-            key: key.to_vec(),
-        }
+        StorageKey::data(
+            self.ring.partition_of(key_position(bucket, key)),
+            bucket,
+            key,
+        )
     }
 
     fn mode(&self, bucket: &[u8]) -> ConflictMode {
@@ -439,13 +522,15 @@ impl Node {
     }
 
     fn arm(&mut self, id: CoordinationId, coordination: Coordination) {
-        self.timers.insert((coordination.deadline(), id));
+        self.timers
+            .insert((coordination.deadline(), Timer::Request(id)));
         self.coordinations.insert(id, coordination);
     }
 
     fn finish(&mut self, id: CoordinationId) -> Option<Coordination> {
         let coordination = self.coordinations.remove(&id)?;
-        self.timers.remove(&(coordination.deadline(), id));
+        self.timers
+            .remove(&(coordination.deadline(), Timer::Request(id)));
         Some(coordination)
     }
 
@@ -461,13 +546,15 @@ impl Node {
         timeout: Millis,
     ) {
         let id = self.new_coordination_id();
-        for replica in &replicas {
+        let replicas = self.targets(&bucket, &key, replicas);
+        for target in &replicas {
             self.send(
-                replica.clone(),
+                target.node.clone(),
                 Message::Read {
                     id,
                     bucket: bucket.clone(),
                     key: key.clone(),
+                    hint: target.hint.clone(),
                 },
             );
         }
@@ -542,20 +629,21 @@ impl Node {
             return;
         }
         let record = state.merged.encode();
-        for replica in &stale {
+        for target in &stale {
             self.send(
-                replica.clone(),
+                target.node.clone(),
                 Message::Repair {
                     bucket: state.bucket.clone(),
                     key: state.key.clone(),
                     record: record.clone(),
+                    hint: target.hint.clone(),
                 },
             );
         }
         self.event(Event::ReadRepair {
             bucket: state.bucket,
             key: state.key,
-            replicas: stale,
+            replicas: stale.into_iter().map(|t| t.node).collect(),
         });
     }
 
@@ -575,6 +663,7 @@ impl Node {
     ) {
         let id = self.new_coordination_id();
         let storage_key = self.storage_key(&bucket, &key);
+        let replicas = self.targets(&bucket, &key, replicas);
         let state = PutState {
             client,
             quorums,
@@ -615,23 +704,24 @@ impl Node {
         state.written = Some((object.context(), dot));
         state.record(&me, true, synced);
         let sync = state.quorums.dw > 0;
-        let others: Vec<NodeId> = state
+        let others: Vec<Target> = state
             .replicas
             .iter()
-            .filter(|r| **r != me)
+            .filter(|t| t.node != me)
             .cloned()
             .collect();
         if !others.is_empty() {
             let record = object.encode();
-            for replica in others {
+            for target in others {
                 self.send(
-                    replica,
+                    target.node,
                     Message::Write {
                         id,
                         bucket: key.bucket.clone(),
                         key: key.key.clone(),
                         record: record.clone(),
                         sync,
+                        hint: target.hint,
                     },
                 );
             }
@@ -648,6 +738,10 @@ impl Node {
     }
 
     fn on_write_reply(&mut self, from: NodeId, id: CoordinationId, stored: bool, synced: bool) {
+        if let Some(Coordination::Handoff(_)) = self.coordinations.get(&id) {
+            self.on_handoff_ack(&from, id, stored);
+            return;
+        }
         let Some(Coordination::Put(state)) = self.coordinations.get_mut(&id) else {
             return;
         };
@@ -799,16 +893,21 @@ impl Node {
             Coordination::Get(s) => s
                 .replicas
                 .iter()
+                .map(|t| &t.node)
                 .filter(|r| !s.replies.contains_key(*r))
                 .cloned()
                 .collect(),
             Coordination::Put(s) => s
                 .replicas
                 .iter()
+                .map(|t| &t.node)
                 .filter(|r| !s.acked.contains(*r) && !s.refused.contains(*r))
                 .cloned()
                 .collect(),
             Coordination::Forward(s) => alloc::vec![s.target.clone()],
+            // An owner that does not take its hints is retried next round, not suspected:
+            // hand-over is also how a recovered owner is first heard from.
+            Coordination::Handoff(_) => Vec::new(),
         };
         for node in silent {
             if node != self.config.node_id {
@@ -818,6 +917,9 @@ impl Node {
         match self.coordinations.get(&id) {
             Some(Coordination::Get(_)) => self.end_get(id),
             Some(Coordination::Put(_)) => self.end_put(id),
+            Some(Coordination::Handoff(_)) => {
+                self.finish(id);
+            }
             Some(Coordination::Forward(_)) => {
                 if let Some(Coordination::Forward(state)) = self.finish(id) {
                     self.event(Event::QuorumFailed {
@@ -845,21 +947,30 @@ impl Node {
         match message {
             Message::Forward { id, request } => self.on_forward(from, id, request),
             Message::ForwardReply { id, reply } => self.on_forward_reply(from, id, reply),
-            Message::Read { id, bucket, key } => {
-                let key = self.storage_key(&bucket, &key);
+            Message::Read {
+                id,
+                bucket,
+                key,
+                hint,
+            } => {
+                let key = self.replica_key(&bucket, &key, hint);
                 self.storage(
                     StorageOp::Get { key: key.clone() },
                     PendingOp::ServeRead { to: from, id, key },
                 );
             }
             Message::ReadReply { id, result } => self.on_read_reply(from, id, result),
+            Message::Ping => self.send(from, Message::Pong),
+            // Hearing from the peer already cleared any suspicion of it.
+            Message::Pong => {}
             Message::Write {
                 id,
                 bucket,
                 key,
                 record,
                 sync,
-            } => self.on_replica_write(from, Some(id), bucket, key, record, sync),
+                hint,
+            } => self.on_replica_write(from, Some(id), bucket, key, record, sync, hint),
             Message::WriteReply { id, stored, synced } => {
                 self.on_write_reply(from, id, stored, synced)
             }
@@ -867,10 +978,21 @@ impl Node {
                 bucket,
                 key,
                 record,
-            } => self.on_replica_write(from, None, bucket, key, record, false),
+                hint,
+            } => self.on_replica_write(from, None, bucket, key, record, false, hint),
         }
     }
 
+    /// Where this node keeps its copy of a key: its own replica, or a hint for `hint`'s owner.
+    fn replica_key(&self, bucket: &[u8], key: &[u8], hint: Option<NodeId>) -> StorageKey {
+        let data = self.storage_key(bucket, key);
+        match hint {
+            Some(owner) if owner != self.config.node_id => data.in_space(Space::Hint { owner }),
+            _ => data,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn on_replica_write(
         &mut self,
         from: NodeId,
@@ -879,6 +1001,7 @@ impl Node {
         key: Vec<u8>,
         record: Vec<u8>,
         sync: bool,
+        hint: Option<NodeId>,
     ) {
         let object = match Object::decode(&record) {
             Ok(object) => object,
@@ -901,7 +1024,7 @@ impl Node {
                 return;
             }
         };
-        let storage_key = self.storage_key(&bucket, &key);
+        let storage_key = self.replica_key(&bucket, &key, hint);
         self.enqueue_local_write(LocalWrite {
             key: storage_key,
             kind: LocalWriteKind::Merge {
@@ -953,6 +1076,22 @@ impl Node {
     }
 
     fn local_write_read_done(&mut self, key: StorageKey, result: StorageResult) {
+        if let Some(LocalWrite {
+            kind: LocalWriteKind::DeleteHint { delivered },
+            ..
+        }) = self.local_writes.get(&key).and_then(VecDeque::front)
+        {
+            if matches!(&result, StorageResult::Record(Some(record)) if record == delivered) {
+                self.storage(
+                    StorageOp::Delete { key: key.clone() },
+                    PendingOp::WriteStore(key),
+                );
+            } else {
+                // Changed (or gone) since it was sent: the next round hands over what is there.
+                self.pop_local_write(&key);
+            }
+            return;
+        }
         let local = match result {
             StorageResult::Record(None) => Ok(Object::new()),
             StorageResult::Record(Some(record)) => match Object::decode(&record) {
@@ -1016,6 +1155,7 @@ impl Node {
                 object.merge(incoming, mode);
                 None
             }
+            LocalWriteKind::DeleteHint { .. } => None,
         };
         let op = StorageOp::Put {
             key: key.clone(),
@@ -1063,6 +1203,7 @@ impl Node {
                     );
                 }
             }
+            LocalWriteKind::DeleteHint { .. } => {}
         }
     }
 
@@ -1084,6 +1225,8 @@ impl Node {
                     );
                 }
             }
+            // The hint stays and is sent again.
+            LocalWriteKind::DeleteHint { .. } => {}
         }
     }
 
@@ -1100,6 +1243,94 @@ impl Node {
             );
         }
         write
+    }
+
+    // ----- hinted hand-over -----
+
+    /// A hand-over round: read the next page of hints, unless the previous round's are still
+    /// on their way (which bounds the hints in flight to one page).
+    fn handoff_tick(&mut self) {
+        let suspects: Vec<NodeId> = self.suspects.iter().cloned().collect();
+        for peer in suspects {
+            self.send(peer, Message::Ping);
+        }
+        let in_flight = self
+            .coordinations
+            .values()
+            .any(|c| matches!(c, Coordination::Handoff(_)));
+        if self.handoff_scanning || in_flight {
+            return;
+        }
+        self.handoff_scanning = true;
+        self.storage(
+            StorageOp::Scan {
+                range: ScanRange::Hints,
+                after: self.handoff_cursor.clone(),
+                limit: self.config.handoff_batch.max(1),
+            },
+            PendingOp::HandoffScan,
+        );
+    }
+
+    fn handoff_scanned(&mut self, result: StorageResult) {
+        self.handoff_scanning = false;
+        let StorageResult::Scanned { items, done } = result else {
+            return;
+        };
+        self.handoff_cursor = if done {
+            None
+        } else {
+            items.last().map(|(key, _)| key.clone())
+        };
+        for (hint_key, record) in items {
+            let Space::Hint { owner } = &hint_key.space else {
+                continue;
+            };
+            let owner = owner.clone();
+            let id = self.new_coordination_id();
+            self.send(
+                owner.clone(),
+                Message::Write {
+                    id,
+                    bucket: hint_key.bucket.clone(),
+                    key: hint_key.key.clone(),
+                    record: record.clone(),
+                    sync: false,
+                    hint: None,
+                },
+            );
+            let deadline = self.now.saturating_add(self.config.request_timeout_ms);
+            self.arm(
+                id,
+                Coordination::Handoff(HandoffState {
+                    owner,
+                    hint_key,
+                    record,
+                    deadline,
+                }),
+            );
+        }
+    }
+
+    fn on_handoff_ack(&mut self, from: &NodeId, id: CoordinationId, stored: bool) {
+        let Some(Coordination::Handoff(state)) = self.coordinations.get(&id) else {
+            return;
+        };
+        if state.owner != *from {
+            return;
+        }
+        if let Some(Coordination::Handoff(state)) = self.finish(id) {
+            if stored {
+                self.enqueue_local_write(LocalWrite {
+                    key: state.hint_key,
+                    kind: LocalWriteKind::DeleteHint {
+                        delivered: state.record,
+                    },
+                    sync: false,
+                    result: None,
+                });
+            }
+        }
     }
 
     fn renew_actor(&mut self) {

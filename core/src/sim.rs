@@ -30,7 +30,9 @@ use crate::checker::{self, FinalReplica, Verdict};
 use crate::config::{BucketProps, Millis, NodeConfig, QuorumValue, RequestOptions};
 use crate::error::RequestError;
 use crate::id::NodeId;
-use crate::io::{ClientRequest, Event, OpId, Output, Reply, RequestId, StorageKey, StorageResult};
+use crate::io::{
+    ClientRequest, Event, OpId, Output, Reply, RequestId, Space, StorageKey, StorageResult,
+};
 use crate::node::Node;
 use crate::ring::{key_position, Member, Ring, RingConfig, Strategy};
 use crate::store::MemStore;
@@ -805,11 +807,11 @@ impl Sim {
     }
 
     fn storage_key(&self, bucket: &[u8], key: &[u8]) -> StorageKey {
-        StorageKey {
-            partition: self.ring.partition_of(key_position(bucket, key)),
-            bucket: bucket.to_vec(),
-            key: key.to_vec(),
-        }
+        StorageKey::data(
+            self.ring.partition_of(key_position(bucket, key)),
+            bucket,
+            key,
+        )
     }
 
     /// The stored object of a key on each of its replicas (`None`: no record or a damaged one).
@@ -829,15 +831,34 @@ impl Sim {
             .collect()
     }
 
-    /// Heals the cluster (links, loss, crashed nodes), lets it settle, reads every key of the
-    /// history with R = all so read repair converges the replicas, and judges the history.
+    /// Hints held anywhere: (holder, owner, bucket/key).
+    pub fn hints(&self) -> Vec<String> {
+        let mut hints = Vec::new();
+        for (id, sim_node) in &self.nodes {
+            for (key, _) in sim_node.store.iter() {
+                if let Space::Hint { owner } = &key.space {
+                    hints.push(format!(
+                        "{id} holds a hint for {owner}: {}/{}",
+                        String::from_utf8_lossy(&key.bucket),
+                        String::from_utf8_lossy(&key.key)
+                    ));
+                }
+            }
+        }
+        hints
+    }
+
+    /// Heals the cluster (links, loss, crashed nodes), lets hints be handed over, reads every key
+    /// of the history with R = all so read repair converges the replicas, lets the hints that
+    /// made be handed over too, and judges the history.
     pub fn check(&mut self) -> Verdict {
         self.heal();
         self.loss = 0.0;
         for id in self.node_ids() {
             self.restart(id.as_str());
         }
-        self.run_until_quiet(60_000);
+        let settle = 30 * self.config.request_timeout_ms.max(1_000);
+        self.run(settle);
         let keys: BTreeSet<(Vec<u8>, Vec<u8>)> = self
             .history
             .iter()
@@ -848,16 +869,20 @@ impl Sim {
             r: Some(QuorumValue::All),
             ..RequestOptions::default()
         };
-        let mut finals = BTreeMap::new();
+        let mut reads = Vec::new();
         for (bucket, key) in keys {
             let read = self.get_with(reader.as_str(), &bucket, &key, all.clone());
-            self.run_until_quiet(60_000);
-            finals.insert(
-                (bucket.clone(), key.clone()),
-                (read, self.replicas_of(&bucket, &key)),
-            );
+            reads.push((bucket, key, read));
         }
-        checker::check(&self.history, &finals)
+        self.run(settle);
+        let mut finals = BTreeMap::new();
+        for (bucket, key, read) in reads {
+            let replicas = self.replicas_of(&bucket, &key);
+            finals.insert((bucket, key), (read, replicas));
+        }
+        let mut verdict = checker::check(&self.history, &finals);
+        verdict.hints_left = self.hints();
+        verdict
     }
 }
 

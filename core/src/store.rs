@@ -50,22 +50,18 @@ impl MemStore {
             StorageOp::Delete { key } => self.write(&[BatchOp::Delete { key: key.clone() }], false),
             StorageOp::Batch { ops, sync } => self.write(ops, *sync),
             StorageOp::Scan {
-                partition,
+                range,
                 after,
                 limit,
             } => {
                 let start = match after {
-                    Some(key) => Bound::Excluded(key.clone()),
-                    None => Bound::Included(StorageKey {
-                        partition: *partition,
-                        bucket: Vec::new(),
-                        key: Vec::new(),
-                    }),
+                    Some(key) if *key >= range.start() => Bound::Excluded(key.clone()),
+                    _ => Bound::Included(range.start()),
                 };
                 let mut items = Vec::new();
                 let mut done = true;
                 for (key, record) in self.merged_range(start) {
-                    if key.partition != *partition {
+                    if !range.contains(&key) {
                         break;
                     }
                     if items.len() == *limit {
@@ -233,15 +229,13 @@ pub fn drive(node: &mut Node, store: &mut MemStore, now: u64) -> Vec<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::{ScanRange, Space};
     use crate::ring::PartitionId;
+    use crate::NodeId;
     use alloc::vec;
 
     fn key(partition: u32, key: &str) -> StorageKey {
-        StorageKey {
-            partition: PartitionId(partition),
-            bucket: b"b".to_vec(),
-            key: key.as_bytes().to_vec(),
-        }
+        StorageKey::data(PartitionId(partition), b"b", key.as_bytes())
     }
 
     fn put(store: &mut MemStore, k: &StorageKey, v: &[u8], sync: bool) {
@@ -274,7 +268,7 @@ mod tests {
         store.apply(&StorageOp::Delete { key: key(1, "b") });
         let scan = |after| {
             store.clone().apply(&StorageOp::Scan {
-                partition: PartitionId(1),
+                range: ScanRange::Partition(PartitionId(1)),
                 after,
                 limit: 1,
             })
@@ -318,12 +312,21 @@ mod tests {
 
     #[test]
     fn storage_keys_encode_in_order() {
+        let hint = |owner: &str, p| {
+            key(p, "a").in_space(Space::Hint {
+                owner: NodeId::new(owner),
+            })
+        };
         let keys = [
             key(0, "b"),
             key(1, ""),
             key(1, "a"),
             key(1, "ab"),
             key(256, "a"),
+            hint("n1", 0),
+            hint("n1", 7),
+            hint("n2", 0),
+            hint("n10", 0),
         ];
         for pair in keys.windows(2) {
             assert!(pair[0] < pair[1]);
@@ -332,6 +335,39 @@ mod tests {
         for k in &keys {
             assert_eq!(StorageKey::decode(&k.encode()).as_ref(), Ok(k));
         }
-        assert!(StorageKey::decode(&[0, 0, 0, 1, 0, 0, 0, 9, 1]).is_err());
+        assert!(StorageKey::decode(&[0, 0, 0, 0, 1, 0, 0, 0, 9, 1]).is_err());
+        assert!(StorageKey::decode(&[2, 0, 0, 0, 1, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn hint_scans_skip_data_and_data_scans_skip_hints() {
+        let mut store = MemStore::new();
+        let hint = key(1, "h").in_space(Space::Hint {
+            owner: NodeId::new("n2"),
+        });
+        put(&mut store, &key(1, "a"), b"data", false);
+        put(&mut store, &hint, b"hint", false);
+        put(&mut store, &key(2, "a"), b"data", false);
+        let scan = |range| {
+            store.clone().apply(&StorageOp::Scan {
+                range,
+                after: None,
+                limit: 10,
+            })
+        };
+        assert_eq!(
+            scan(ScanRange::Hints),
+            StorageResult::Scanned {
+                items: vec![(hint.clone(), b"hint".to_vec())],
+                done: true
+            }
+        );
+        assert_eq!(
+            scan(ScanRange::Partition(PartitionId(1))),
+            StorageResult::Scanned {
+                items: vec![(key(1, "a"), b"data".to_vec())],
+                done: true
+            }
+        );
     }
 }

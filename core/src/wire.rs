@@ -7,6 +7,7 @@
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::id::NodeId;
 use crate::io::{ClientRequest, Reply};
 
 /// Version byte of the wire format.
@@ -47,7 +48,7 @@ pub enum Message {
         /// The coordinator's reply.
         reply: Reply,
     },
-    /// Read a key's local replica.
+    /// Read a key's local replica (or, with `hint`, the copy held for that unreachable owner).
     Read {
         /// Coordinator's id.
         id: CoordinationId,
@@ -55,6 +56,8 @@ pub enum Message {
         bucket: Vec<u8>,
         /// Key.
         key: Vec<u8>,
+        /// The owner this node stands in for, when it is a sloppy-quorum fallback.
+        hint: Option<NodeId>,
     },
     /// A replica's answer to `Read`.
     ReadReply {
@@ -75,6 +78,9 @@ pub enum Message {
         record: Vec<u8>,
         /// Whether the replica must make it durable before acknowledging.
         sync: bool,
+        /// The unreachable owner this node holds the write for (a sloppy-quorum fallback keeps
+        /// it as a hint and hands it over later).
+        hint: Option<NodeId>,
     },
     /// A replica's answer to `Write`.
     WriteReply {
@@ -85,6 +91,11 @@ pub enum Message {
         /// Whether it is durable.
         synced: bool,
     },
+    /// Are you there? Sent now and then to peers this node suspects; any message back clears
+    /// the suspicion.
+    Ping,
+    /// The answer to `Ping`.
+    Pong,
     /// Merge this object into the local replica; no answer (read repair).
     Repair {
         /// Bucket.
@@ -93,6 +104,8 @@ pub enum Message {
         key: Vec<u8>,
         /// The encoded object.
         record: Vec<u8>,
+        /// As for `Write`.
+        hint: Option<NodeId>,
     },
 }
 
@@ -154,6 +167,7 @@ mod tests {
             key: b"k".to_vec(),
             record: alloc::vec![1, 2, 3],
             sync: true,
+            hint: Some(NodeId::new("n3")),
         };
         assert_eq!(Message::decode(&message.encode()), Ok(message));
     }

@@ -127,6 +127,7 @@ fn messages_from_strangers_are_dropped() {
         id: 1,
         bucket: b"b".to_vec(),
         key: b"k".to_vec(),
+        hint: None,
     };
     assert_eq!(
         node.handle_message(0, NodeId::new("mallory"), message),

@@ -287,3 +287,59 @@ fn the_checker_catches_a_lost_write() {
     assert_eq!(verdict.lost.len(), 1, "{verdict:#?}");
     assert_eq!(verdict.lost[0].index, put.index);
 }
+
+#[test]
+fn a_sloppy_quorum_keeps_writing_and_hands_the_hint_over() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 13,
+        ..SimConfig::default()
+    });
+    let position = ringkv_core::ring::key_position(b"b", b"k");
+    let owners = sim.ring().preference_list(position, 3);
+    let (coordinator, down) = (owners[0].to_string(), owners[2].to_string());
+    sim.crash(&down);
+    // The first write finds out the hard way that the owner is gone (it still meets W=2) ...
+    assert!(sim.put(&coordinator, b"b", b"k", b"one", None).is_ok());
+    sim.run(2_000);
+    // ... the next ones go to a fallback with a hint. With w=all the reply waits for the fallback too.
+    let read = sim.get(&coordinator, b"b", b"k");
+    let index = sim.submit(
+        &coordinator,
+        ringkv_core::io::ClientRequest::Put {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            context: read.context().cloned().unwrap(),
+            value: b"two".to_vec(),
+            options: ringkv_core::config::RequestOptions {
+                w: Some(QuorumValue::All),
+                ..Default::default()
+            },
+        },
+    );
+    let put = sim.wait(index);
+    let Some(ringkv_core::sim::OpOutcome::Replied(ringkv_core::io::Reply::Written {
+        replicas,
+        fallbacks,
+        ..
+    })) = &put.outcome
+    else {
+        panic!("w=all through a fallback failed: {put:?}");
+    };
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    assert_eq!(fallbacks.len(), 1, "a fallback stood in for {down}");
+    assert!(!owners.contains(&fallbacks[0]));
+    assert_eq!(sim.hints().len(), 1, "{:?}", sim.hints());
+    // The owner comes back: the hint is handed over and deleted.
+    sim.restart(&down);
+    sim.run(10_000);
+    assert!(sim.hints().is_empty(), "{:?}", sim.hints());
+    let stored = sim
+        .replicas_of(b"b", b"k")
+        .into_iter()
+        .find(|r| r.node.as_str() == down)
+        .and_then(|r| r.object)
+        .expect("the owner has the key");
+    assert_eq!(stored.values().collect::<Vec<_>>(), vec![&b"two"[..]]);
+    assert!(sim.check().is_ok());
+}

@@ -4,7 +4,7 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use super::Client;
+use super::{fallbacks_among, Client, Target};
 use crate::config::{Millis, Quorums};
 use crate::id::NodeId;
 use crate::io::{QuorumKind, Reply};
@@ -28,7 +28,7 @@ pub(crate) struct GetState {
     pub key: Vec<u8>,
     pub quorums: Quorums,
     pub mode: ConflictMode,
-    pub replicas: Vec<NodeId>,
+    pub replicas: Vec<Target>,
     pub replies: BTreeMap<NodeId, ReplicaState>,
     pub merged: Object,
     pub answered: bool,
@@ -38,7 +38,7 @@ pub(crate) struct GetState {
 impl GetState {
     /// Records a replica's reply; replies from non-replicas and repeated replies are ignored.
     pub fn record(&mut self, from: &NodeId, state: ReplicaState) {
-        if !self.replicas.contains(from) || self.replies.contains_key(from) {
+        if !self.replicas.iter().any(|t| t.node == *from) || self.replies.contains_key(from) {
             return;
         }
         if let ReplicaState::Found(object) = &state {
@@ -60,10 +60,12 @@ impl GetState {
             return None;
         }
         self.answered = true;
+        let replicas: Vec<NodeId> = self.successful().cloned().collect();
         Some(Reply::Got {
             values: self.merged.values().map(<[u8]>::to_vec).collect(),
             context: self.merged.context(),
-            replicas: self.successful().cloned().collect(),
+            fallbacks: fallbacks_among(&self.replicas, &replicas),
+            replicas,
             read_your_writes: self.quorums.read_your_writes(),
         })
     }
@@ -86,19 +88,19 @@ impl GetState {
         self.replies.len() == self.replicas.len()
     }
 
-    /// Replicas that replied with less than the merged object.
-    pub fn stale_replicas(&self) -> Vec<NodeId> {
+    /// Targets that replied with less than the merged object.
+    pub fn stale_replicas(&self) -> Vec<Target> {
         if self.merged.is_empty() {
             return Vec::new();
         }
-        self.replies
+        self.replicas
             .iter()
-            .filter(|(_, state)| match state {
-                ReplicaState::Found(object) => *object != self.merged,
-                ReplicaState::Missing => true,
-                ReplicaState::Failed => false,
+            .filter(|target| match self.replies.get(&target.node) {
+                Some(ReplicaState::Found(object)) => *object != self.merged,
+                Some(ReplicaState::Missing) => true,
+                Some(ReplicaState::Failed) | None => false,
             })
-            .map(|(node, _)| node.clone())
+            .cloned()
             .collect()
     }
 }

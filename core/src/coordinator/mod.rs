@@ -18,6 +18,23 @@ pub(crate) enum Client {
     Remote { from: NodeId, id: CoordinationId },
 }
 
+/// A node a request goes to, and the unreachable preference-list node it stands in for, if any
+/// (a sloppy quorum's fallback).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub node: NodeId,
+    pub hint: Option<NodeId>,
+}
+
+/// Nodes of `targets` that are fallbacks, in the order given by `nodes`.
+pub(crate) fn fallbacks_among(targets: &[Target], nodes: &[NodeId]) -> alloc::vec::Vec<NodeId> {
+    nodes
+        .iter()
+        .filter(|n| targets.iter().any(|t| t.node == **n && t.hint.is_some()))
+        .cloned()
+        .collect()
+}
+
 /// A write forwarded to a replica, waiting for that replica's reply.
 #[derive(Clone, Debug)]
 pub(crate) struct ForwardState {

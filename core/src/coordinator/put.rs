@@ -5,7 +5,7 @@
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
-use super::Client;
+use super::{fallbacks_among, Client, Target};
 use crate::config::{Millis, Quorums};
 use crate::id::NodeId;
 use crate::io::{QuorumKind, Reply};
@@ -15,7 +15,7 @@ use crate::version::{Context, Dot};
 pub(crate) struct PutState {
     pub client: Client,
     pub quorums: Quorums,
-    pub replicas: Vec<NodeId>,
+    pub replicas: Vec<Target>,
     pub acked: Vec<NodeId>,
     pub durable: BTreeSet<NodeId>,
     pub refused: BTreeSet<NodeId>,
@@ -28,7 +28,9 @@ pub(crate) struct PutState {
 impl PutState {
     /// Records a replica's acknowledgement (or refusal); others and repeats are ignored.
     pub fn record(&mut self, from: &NodeId, stored: bool, synced: bool) {
-        if !self.replicas.contains(from) || self.acked.contains(from) || self.refused.contains(from)
+        if !self.replicas.iter().any(|t| t.node == *from)
+            || self.acked.contains(from)
+            || self.refused.contains(from)
         {
             return;
         }
@@ -65,6 +67,7 @@ impl PutState {
             dot: dot.clone(),
             replicas: self.acked.clone(),
             durable: self.durable_in_ack_order(),
+            fallbacks: fallbacks_among(&self.replicas, &self.acked),
             read_your_writes: self.quorums.read_your_writes(),
         })
     }
