@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::id::NodeId;
 use crate::io::Reply;
 use crate::sim::{OpKind, OpOutcome, Operation};
-use crate::version::{Dot, Object};
+use crate::version::{Content, Dot, Object};
 
 /// One replica's stored object after the run (`None`: no record, or one that failed its checks).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +56,9 @@ pub struct Verdict {
     pub divergent: Vec<String>,
     /// Keys whose final R = all read failed.
     pub unreadable: Vec<String>,
+    /// Pairs of acknowledged writes (history indices) that were given the same dot: one of them
+    /// can be silently dropped by any merge.
+    pub reused_dots: Vec<(usize, usize)>,
     /// Hints still held at the end (every hint must be delivered and deleted once the cluster
     /// is healthy).
     pub hints_left: Vec<String>,
@@ -69,6 +72,7 @@ impl Verdict {
             && self.divergent.is_empty()
             && self.unreadable.is_empty()
             && self.hints_left.is_empty()
+            && self.reused_dots.is_empty()
     }
 }
 
@@ -124,23 +128,47 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
             }
         }
         let same_key = |op: &&Operation| op.bucket == *bucket && op.key == *key;
-        // Contexts that writes to this key were made with (whatever their outcome: a write that
-        // failed its quorum may still have been applied).
+        // Contexts of the writes to this key that may have been applied: acknowledged ones, and
+        // those that failed their quorum or were cut off by a crash (the coordinator may have
+        // stored them). Writes a node refused outright, or failed before storing, never were.
         let contexts: Vec<&crate::version::Context> = history
             .iter()
             .filter(same_key)
-            .filter(|op| !matches!(op.outcome, Some(OpOutcome::Rejected(_))))
+            .filter(|op| {
+                !matches!(
+                    op.outcome,
+                    Some(
+                        OpOutcome::Rejected(_)
+                            | OpOutcome::Refused
+                            | OpOutcome::Replied(Reply::Failed { .. })
+                    )
+                )
+            })
             .filter_map(|op| match &op.kind {
                 OpKind::Put { context, .. } | OpKind::Delete { context } => Some(context),
                 OpKind::Get => None,
             })
             .collect();
+        let mut dots_seen: BTreeMap<&Dot, usize> = BTreeMap::new();
         for op in history.iter().filter(same_key) {
             let Some(OpOutcome::Replied(Reply::Written { dot, .. })) = &op.outcome else {
                 continue;
             };
             verdict.acknowledged_writes += 1;
-            if merged.siblings().iter().any(|s| s.dot == *dot) {
+            if let Some(first) = dots_seen.insert(dot, op.index) {
+                verdict.reused_dots.push((first, op.index));
+            }
+            let written = match &op.kind {
+                OpKind::Put { value, .. } => Content::Value(value.clone()),
+                _ => Content::Tombstone,
+            };
+            // Present means this write's own sibling: its dot *and* its content, so a dot reused
+            // by another write cannot pass for it.
+            if merged
+                .siblings()
+                .iter()
+                .any(|s| s.dot == *dot && s.content == written)
+            {
                 verdict.present += 1;
             } else if contexts.iter().any(|c| c.clock().covers(dot)) {
                 verdict.superseded += 1;

@@ -2,7 +2,7 @@
 //!
 //! The protocol of ringkv, a Dynamo-style key-value store, as pure state machines: placement on a
 //! consistent-hash ring ([`ring`]), dotted version vectors and siblings ([`version`]), quorum
-//! coordination ([`node`], [`coordinator`]), storage as effects ([`io`], [`store`]), the peer
+//! coordination ([`node`], [`coordinator`]), anti-entropy Merkle trees ([`merkle`]), storage as effects ([`io`], [`store`]), the peer
 //! wire format ([`wire`]), and a deterministic cluster simulator with a history checker ([`sim`],
 //! [`checker`]).
 //!
@@ -50,6 +50,7 @@ pub mod coordinator;
 pub mod error;
 pub mod id;
 pub mod io;
+pub mod merkle;
 pub mod node;
 pub mod ring;
 pub mod sim;

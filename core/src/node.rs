@@ -153,7 +153,7 @@ impl Node {
         let ring = Ring::new(config.ring.clone(), members)?;
         let handoff_interval = config.handoff_interval_ms.max(1);
         Ok(Node {
-            actor: ActorId::new(format!("{}.{}", config.node_id, config.incarnation)),
+            actor: actor_name(&config.node_id, config.incarnation, 0),
             actor_generation: 0,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             // Coordination ids start in a range of their own per incarnation, so a reply meant for
@@ -169,7 +169,7 @@ impl Node {
             local_writes: BTreeMap::new(),
             coordinations: BTreeMap::new(),
             client_requests: BTreeSet::new(),
-            timers: BTreeSet::from([(now + handoff_interval, Timer::Handoff)]),
+            timers: BTreeSet::from([(now.saturating_add(handoff_interval), Timer::Handoff)]),
             handoff_cursor: None,
             handoff_scanning: false,
             suspects: BTreeSet::new(),
@@ -365,7 +365,8 @@ impl Node {
                 Timer::Handoff => {
                     self.handoff_tick();
                     self.timers.insert((
-                        self.now + self.config.handoff_interval_ms.max(1),
+                        self.now
+                            .saturating_add(self.config.handoff_interval_ms.max(1)),
                         Timer::Handoff,
                     ));
                 }
@@ -587,10 +588,11 @@ impl Node {
                         key,
                         detail: format!("record from {from}: {error}"),
                     });
-                    ReplicaState::Missing
+                    ReplicaState::Corrupt
                 }
             },
-            ReadResult::NotFound | ReadResult::Corrupt => ReplicaState::Missing,
+            ReadResult::NotFound => ReplicaState::Missing,
+            ReadResult::Corrupt => ReplicaState::Corrupt,
             ReadResult::Failed => ReplicaState::Failed,
         };
         let Some(Coordination::Get(state)) = self.coordinations.get_mut(&id) else {
@@ -739,7 +741,7 @@ impl Node {
 
     fn on_write_reply(&mut self, from: NodeId, id: CoordinationId, stored: bool, synced: bool) {
         if let Some(Coordination::Handoff(_)) = self.coordinations.get(&id) {
-            self.on_handoff_ack(&from, id, stored);
+            self.on_handoff_ack(&from, id, stored, synced);
             return;
         }
         let Some(Coordination::Put(state)) = self.coordinations.get_mut(&id) else {
@@ -842,11 +844,13 @@ impl Node {
             );
             return;
         }
-        // The forwarder's own timer bounds the request; this one only has to end before it.
+        // The forwarder's own timer bounds the request; this one ends earlier, so that its
+        // answer (which replicas acknowledged) reaches the forwarder before that timer fires.
         let timeout = request
             .options()
             .timeout_ms
             .unwrap_or(self.config.request_timeout_ms);
+        let timeout = timeout - timeout / 4;
         let (content, bucket, key, context) = match request {
             ClientRequest::Put {
                 bucket,
@@ -897,6 +901,9 @@ impl Node {
                 .filter(|r| !s.replies.contains_key(*r))
                 .cloned()
                 .collect(),
+            // Before the local write is done nobody else was asked: a slow disk is not a reason
+            // to suspect the peers.
+            Coordination::Put(s) if s.written.is_none() => Vec::new(),
             Coordination::Put(s) => s
                 .replicas
                 .iter()
@@ -952,13 +959,19 @@ impl Node {
                 bucket,
                 key,
                 hint,
-            } => {
-                let key = self.replica_key(&bucket, &key, hint);
-                self.storage(
+            } => match self.replica_key(&bucket, &key, hint) {
+                Some(key) => self.storage(
                     StorageOp::Get { key: key.clone() },
                     PendingOp::ServeRead { to: from, id, key },
-                );
-            }
+                ),
+                None => self.send(
+                    from,
+                    Message::ReadReply {
+                        id,
+                        result: ReadResult::Failed,
+                    },
+                ),
+            },
             Message::ReadReply { id, result } => self.on_read_reply(from, id, result),
             Message::Ping => self.send(from, Message::Pong),
             // Hearing from the peer already cleared any suspicion of it.
@@ -984,11 +997,14 @@ impl Node {
     }
 
     /// Where this node keeps its copy of a key: its own replica, or a hint for `hint`'s owner.
-    fn replica_key(&self, bucket: &[u8], key: &[u8], hint: Option<NodeId>) -> StorageKey {
+    /// `None` for a hint naming a node that is not a member (it could never be handed over).
+    fn replica_key(&self, bucket: &[u8], key: &[u8], hint: Option<NodeId>) -> Option<StorageKey> {
         let data = self.storage_key(bucket, key);
         match hint {
-            Some(owner) if owner != self.config.node_id => data.in_space(Space::Hint { owner }),
-            _ => data,
+            Some(owner) if owner == self.config.node_id => Some(data),
+            Some(owner) if self.ring.member(&owner).is_none() => None,
+            Some(owner) => Some(data.in_space(Space::Hint { owner })),
+            None => Some(data),
         }
     }
 
@@ -1024,7 +1040,23 @@ impl Node {
                 return;
             }
         };
-        let storage_key = self.replica_key(&bucket, &key, hint);
+        let Some(storage_key) = self.replica_key(&bucket, &key, hint) else {
+            self.event(Event::MessageDropped {
+                from: from.clone(),
+                reason: "hint for a node that is not a member".to_string(),
+            });
+            if let Some(id) = id {
+                self.send(
+                    from,
+                    Message::WriteReply {
+                        id,
+                        stored: false,
+                        synced: false,
+                    },
+                );
+            }
+            return;
+        };
         self.enqueue_local_write(LocalWrite {
             key: storage_key,
             kind: LocalWriteKind::Merge {
@@ -1110,9 +1142,9 @@ impl Node {
             _ => Err(false),
         };
         let mode = self.mode(&key.bucket);
-        let Some(write) = self.local_writes.get(&key).and_then(VecDeque::front) else {
+        if !self.local_writes.contains_key(&key) {
             return;
-        };
+        }
         let (mut object, damaged) = match local {
             Ok(object) => (object, false),
             Err(true) => (Object::new(), true),
@@ -1121,9 +1153,10 @@ impl Node {
                 return;
             }
         };
-        let is_coordinated = matches!(write.kind, LocalWriteKind::Coordinate { .. });
-        if damaged && is_coordinated {
-            // This actor's dots for the key are unknown now; a fresh actor cannot reuse one.
+        if damaged && key.space == Space::Data {
+            // This actor's dots for the key are unknown now, and whatever overwrites the record
+            // (our write, or a peer's copy that lacks our latest dots) would let the next write
+            // reissue one. A fresh actor cannot.
             self.renew_actor();
         }
         let actor = self.actor.clone();
@@ -1286,8 +1319,37 @@ impl Node {
             let Space::Hint { owner } = &hint_key.space else {
                 continue;
             };
-            let owner = owner.clone();
+            if let Err(error) = Object::decode(&record) {
+                // A damaged hint cannot be handed over; the owner's copy is repaired by read
+                // repair and anti-entropy from the other replicas instead.
+                self.event(Event::ChecksumFailure {
+                    bucket: hint_key.bucket.clone(),
+                    key: hint_key.key.clone(),
+                    detail: format!("hint for {owner}: {error}"),
+                });
+                self.delete_hint(hint_key, record);
+                continue;
+            }
+            // A hint for a node that left goes to the key's current first replica instead.
+            let owner = if self.ring.member(owner).is_some() {
+                owner.clone()
+            } else {
+                match self
+                    .preference_list(&hint_key.bucket, &hint_key.key, 1)
+                    .into_iter()
+                    .next()
+                {
+                    Some(replica) => replica,
+                    None => continue,
+                }
+            };
+            // Owners still suspected are skipped: the pings tell when they are back.
+            if !self.reachable(&owner) {
+                continue;
+            }
             let id = self.new_coordination_id();
+            // Synced on the owner before the hint goes, so hand-over never weakens what DW
+            // promised for the write.
             self.send(
                 owner.clone(),
                 Message::Write {
@@ -1295,7 +1357,7 @@ impl Node {
                     bucket: hint_key.bucket.clone(),
                     key: hint_key.key.clone(),
                     record: record.clone(),
-                    sync: false,
+                    sync: true,
                     hint: None,
                 },
             );
@@ -1312,7 +1374,16 @@ impl Node {
         }
     }
 
-    fn on_handoff_ack(&mut self, from: &NodeId, id: CoordinationId, stored: bool) {
+    fn delete_hint(&mut self, hint_key: StorageKey, delivered: Vec<u8>) {
+        self.enqueue_local_write(LocalWrite {
+            key: hint_key,
+            kind: LocalWriteKind::DeleteHint { delivered },
+            sync: false,
+            result: None,
+        });
+    }
+
+    fn on_handoff_ack(&mut self, from: &NodeId, id: CoordinationId, stored: bool, synced: bool) {
         let Some(Coordination::Handoff(state)) = self.coordinations.get(&id) else {
             return;
         };
@@ -1320,27 +1391,28 @@ impl Node {
             return;
         }
         if let Some(Coordination::Handoff(state)) = self.finish(id) {
-            if stored {
-                self.enqueue_local_write(LocalWrite {
-                    key: state.hint_key,
-                    kind: LocalWriteKind::DeleteHint {
-                        delivered: state.record,
-                    },
-                    sync: false,
-                    result: None,
-                });
+            if stored && synced {
+                self.delete_hint(state.hint_key, state.record);
             }
         }
     }
 
     fn renew_actor(&mut self) {
         self.actor_generation += 1;
-        self.actor = ActorId::new(format!(
-            "{}.{}.{}",
-            self.config.node_id, self.config.incarnation, self.actor_generation
-        ));
+        self.actor = actor_name(
+            &self.config.node_id,
+            self.config.incarnation,
+            self.actor_generation,
+        );
         self.event(Event::ActorRenewed {
             actor: self.actor.as_str().to_string(),
         });
     }
+}
+
+/// The actor a node's dots are issued by: `{node}.{incarnation}.{generation}`. Read from the
+/// right, the two numbers are unambiguous even for node ids that contain dots, so two nodes can
+/// never share an actor.
+fn actor_name(node: &NodeId, incarnation: u64, generation: u64) -> ActorId {
+    ActorId::new(format!("{node}.{incarnation}.{generation}"))
 }

@@ -126,6 +126,8 @@ pub enum OpOutcome {
     Replied(Reply),
     /// The node refused the request.
     Rejected(RequestError),
+    /// The node was down: the client could not even connect, so nothing was applied.
+    Refused,
     /// The node crashed before replying: the operation may or may not have taken effect.
     Lost,
 }
@@ -412,7 +414,7 @@ impl Sim {
                 result.map_err(OpOutcome::Rejected)
             }
             // Asking a crashed or unknown node: the client's connection is refused.
-            _ => Err(OpOutcome::Lost),
+            _ => Err(OpOutcome::Refused),
         };
         if let Err(outcome) = result {
             self.complete(index, outcome);
@@ -871,7 +873,16 @@ impl Sim {
         };
         let mut reads = Vec::new();
         for (bucket, key) in keys {
-            let read = self.get_with(reader.as_str(), &bucket, &key, all.clone());
+            // A damaged replica does not count toward R, but the failed read repairs it: try
+            // again once the repair has landed.
+            let mut read = self.get_with(reader.as_str(), &bucket, &key, all.clone());
+            for _ in 0..3 {
+                if read.is_ok() {
+                    break;
+                }
+                self.run(self.config.request_timeout_ms);
+                read = self.get_with(reader.as_str(), &bucket, &key, all.clone());
+            }
             reads.push((bucket, key, read));
         }
         self.run(settle);
@@ -912,8 +923,8 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
         // Faults, now and then.
         if issued < operations && rng.gen_ratio(1, 12) {
             let a = nodes[rng.gen_range(0..nodes.len())].clone();
-            match rng.gen_range(0..6) {
-                0 => {
+            match rng.gen_range(0..7) {
+                0 if nodes.len() > 1 => {
                     let split = rng.gen_range(1..nodes.len());
                     let (left, right) = nodes.split_at(split);
                     let left: Vec<&str> = left.iter().map(NodeId::as_str).collect();
@@ -926,7 +937,14 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
                         sim.cut(a.as_str(), b.as_str());
                     }
                 }
-                2 | 3 => sim.heal(),
+                2 | 6 => sim.heal(),
+                // One node has a bad disk that damages records now and then. Only one, and only
+                // when every acknowledged write has a second copy: damage to every copy of a
+                // write loses it, and no protocol can help that.
+                3 if sim.config.w.resolve(sim.config.n) >= 2 => {
+                    let key = format!("k{}", rng.gen_range(0..keys)).into_bytes();
+                    sim.corrupt(nodes[0].as_str(), b"b", &key);
+                }
                 4 => {
                     let down = nodes.iter().filter(|n| !sim.is_up(n.as_str())).count();
                     if down < 2 {

@@ -99,10 +99,15 @@ impl MemStore {
         self.len() == 0
     }
 
-    /// Overwrites a stored record's bytes in place, to simulate corruption on disk.
+    /// Overwrites a stored record's bytes in place, to simulate corruption on disk. Changes
+    /// nothing else (unsynced writes stay unsynced).
     pub fn corrupt(&mut self, key: &StorageKey, f: impl FnOnce(&mut Vec<u8>)) -> bool {
-        self.flush();
-        match self.durable.get_mut(key) {
+        let record = match self.volatile.get_mut(key) {
+            Some(Some(record)) => Some(record),
+            Some(None) => None,
+            None => self.durable.get_mut(key),
+        };
+        match record {
             Some(record) => {
                 f(record);
                 true
@@ -149,7 +154,8 @@ impl MemStore {
                     BatchOp::Delete { .. } => 0,
                 })
                 .sum();
-            if self.stored_bytes() + added > capacity {
+            // A full disk still takes deletes (they free space); only growth is refused.
+            if added > 0 && self.stored_bytes() + added > capacity {
                 return StorageResult::Failed(StorageError {
                     kind: StorageErrorKind::Full,
                     message: "no space left on the simulated disk".to_string(),

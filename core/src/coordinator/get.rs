@@ -15,8 +15,11 @@ use crate::version::{ConflictMode, Object};
 pub(crate) enum ReplicaState {
     /// An object, checksums verified.
     Found(Object),
-    /// No record, or a record that failed its checksum (treated as missing, so it is repaired).
+    /// No record.
     Missing,
+    /// A record that failed its checksum: treated as missing, so it is repaired, but it does not
+    /// count toward R (the replica cannot vouch for what it held).
+    Corrupt,
     /// The replica's storage failed: it does not count toward R and is not repaired.
     Failed,
 }
@@ -50,7 +53,7 @@ impl GetState {
     fn successful(&self) -> impl Iterator<Item = &NodeId> {
         self.replies
             .iter()
-            .filter(|(_, s)| !matches!(s, ReplicaState::Failed))
+            .filter(|(_, s)| !matches!(s, ReplicaState::Failed | ReplicaState::Corrupt))
             .map(|(n, _)| n)
     }
 
@@ -97,7 +100,7 @@ impl GetState {
             .iter()
             .filter(|target| match self.replies.get(&target.node) {
                 Some(ReplicaState::Found(object)) => *object != self.merged,
-                Some(ReplicaState::Missing) => true,
+                Some(ReplicaState::Missing | ReplicaState::Corrupt) => true,
                 Some(ReplicaState::Failed) | None => false,
             })
             .cloned()
