@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::QuorumError;
 use crate::id::NodeId;
+use crate::merkle::MerkleConfig;
 use crate::ring::RingConfig;
 use crate::version::ConflictMode;
 
@@ -211,6 +212,16 @@ pub struct NodeConfig {
     pub handoff_interval_ms: Millis,
     /// Hints sent per hand-over round (the rate limit).
     pub handoff_batch: usize,
+    /// How often a node starts an anti-entropy exchange (one partition, one peer at a time).
+    pub anti_entropy_interval_ms: Millis,
+    /// Shape of the Merkle trees; every node of a cluster must use the same.
+    pub merkle: MerkleConfig,
+    /// Most tree nodes or segments named in one exchange message.
+    pub exchange_max_items: usize,
+    /// Most keys one exchange repairs (the rest wait for the next exchange).
+    pub repair_batch: usize,
+    /// Keys read per page when a tree is built from the store.
+    pub tree_build_page: usize,
 }
 
 impl NodeConfig {
@@ -231,6 +242,11 @@ impl NodeConfig {
             read_repair: true,
             handoff_interval_ms: 1_000,
             handoff_batch: 32,
+            anti_entropy_interval_ms: 5_000,
+            merkle: MerkleConfig::default(),
+            exchange_max_items: 64,
+            repair_batch: 256,
+            tree_build_page: 256,
         }
     }
 

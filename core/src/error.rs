@@ -90,6 +90,18 @@ pub enum MessageError {
     Oversized,
 }
 
+/// A node configuration that cannot be used. No node is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The ring cannot be built from the configuration and members.
+    #[error("ring: {0}")]
+    Ring(#[from] crate::ring::RingError),
+    /// The Merkle tree shape is invalid.
+    #[error("merkle: {0}")]
+    Merkle(#[from] crate::merkle::MerkleError),
+}
+
 /// Any refused input, for [`Node::handle_input`](crate::node::Node::handle_input).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

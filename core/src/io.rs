@@ -460,6 +460,28 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// An anti-entropy exchange ended.
+    AntiEntropy {
+        /// The partition compared.
+        partition: PartitionId,
+        /// The peer replica.
+        peer: NodeId,
+        /// Keys whose replicas differed.
+        differing: u32,
+        /// Of those, the keys this exchange repaired (the rest wait for the next one).
+        repaired: u32,
+        /// Messages the exchange took.
+        requests: u32,
+    },
+    /// An anti-entropy exchange was abandoned (a malformed or missing answer).
+    AntiEntropyAbandoned {
+        /// The partition.
+        partition: PartitionId,
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        reason: String,
+    },
     /// The node started using a new version-vector actor (after finding its own record damaged,
     /// it cannot know which dots it issued for that key).
     ActorRenewed {

@@ -25,15 +25,19 @@ use crate::config::{Millis, NodeConfig, Quorums};
 use crate::coordinator::get::{GetState, ReplicaState};
 use crate::coordinator::put::PutState;
 use crate::coordinator::{Client, ForwardState, Target};
-use crate::error::{MessageError, RequestError};
+use crate::error::{ConfigError, MessageError, RequestError};
 use crate::id::NodeId;
 use crate::io::{
     ClientRequest, Event, Input, OpId, Output, QuorumKind, Reply, RequestId, ScanRange, Space,
     StorageKey, StorageOp, StorageResult,
 };
-use crate::ring::{key_position, Member, Ring, RingError};
+use crate::merkle::{
+    object_digest, Exchange, ExchangeResponse, ExchangeStep, MerkleConfig, MerkleTree,
+};
+use crate::ring::{key_position, Member, PartitionId, Ring};
 use crate::version::{ActorId, ConflictMode, Content, Context, Dot, Object, VersionVector};
 use crate::wire::{CoordinationId, Message, ReadResult};
+use rand::Rng;
 
 /// One request being coordinated here.
 #[derive(Debug)]
@@ -43,6 +47,8 @@ enum Coordination {
     Forward(ForwardState),
     /// A hint on its way to its owner.
     Handoff(HandoffState),
+    /// A Merkle exchange this node started.
+    Exchange(ExchangeState),
 }
 
 impl Coordination {
@@ -52,6 +58,7 @@ impl Coordination {
             Coordination::Put(s) => s.deadline,
             Coordination::Forward(s) => s.deadline,
             Coordination::Handoff(s) => s.deadline,
+            Coordination::Exchange(s) => s.deadline,
         }
     }
 }
@@ -65,6 +72,25 @@ struct HandoffState {
     deadline: Millis,
 }
 
+/// An anti-entropy exchange with one peer over one partition.
+#[derive(Debug)]
+struct ExchangeState {
+    peer: NodeId,
+    partition: PartitionId,
+    exchange: Exchange,
+    deadline: Millis,
+}
+
+/// A partition replica's Merkle tree and how far it is built from the store.
+#[derive(Debug)]
+struct TreeState {
+    tree: MerkleTree,
+    /// Built from a full scan of the partition (until then it is not used in exchanges).
+    built: bool,
+    /// Where the building scan resumes.
+    cursor: Option<StorageKey>,
+}
+
 /// What a timer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -72,6 +98,8 @@ enum Timer {
     Request(CoordinationId),
     /// Time to hand some hints over.
     Handoff,
+    /// Time to build a tree or start an exchange.
+    AntiEntropy,
 }
 
 /// What a read-modify-write of one local replica does with the record it reads.
@@ -117,6 +145,8 @@ enum PendingOp {
     WriteStore(StorageKey),
     /// A page of hints to hand over.
     HandoffScan,
+    /// A page of a partition, to build its tree.
+    TreeBuild(PartitionId),
 }
 
 /// The protocol state of one physical node. See the [module docs](self) for the caller's obligations.
@@ -143,15 +173,22 @@ pub struct Node {
     /// Where the next hint scan resumes, and whether one is running.
     handoff_cursor: Option<StorageKey>,
     handoff_scanning: bool,
+    /// Merkle trees of the partitions this node replicates.
+    trees: BTreeMap<PartitionId, TreeState>,
+    tree_building: bool,
+    /// Round-robin position over this node's partitions for the next exchange.
+    next_exchange: u32,
     /// Peers that let a request time out without answering; cleared when they are heard from.
     suspects: BTreeSet<NodeId>,
 }
 
 impl Node {
     /// A node with the given configuration, in a cluster of `members`, at time `now`.
-    pub fn new(config: NodeConfig, members: Vec<Member>, now: Millis) -> Result<Node, RingError> {
+    pub fn new(config: NodeConfig, members: Vec<Member>, now: Millis) -> Result<Node, ConfigError> {
         let ring = Ring::new(config.ring.clone(), members)?;
         let handoff_interval = config.handoff_interval_ms.max(1);
+        let ae_interval = config.anti_entropy_interval_ms.max(1);
+        config.merkle.validate()?;
         Ok(Node {
             actor: actor_name(&config.node_id, config.incarnation, 0),
             actor_generation: 0,
@@ -169,7 +206,13 @@ impl Node {
             local_writes: BTreeMap::new(),
             coordinations: BTreeMap::new(),
             client_requests: BTreeSet::new(),
-            timers: BTreeSet::from([(now.saturating_add(handoff_interval), Timer::Handoff)]),
+            timers: BTreeSet::from([
+                (now.saturating_add(handoff_interval), Timer::Handoff),
+                (now.saturating_add(ae_interval), Timer::AntiEntropy),
+            ]),
+            trees: BTreeMap::new(),
+            tree_building: false,
+            next_exchange: 0,
             handoff_cursor: None,
             handoff_scanning: false,
             suspects: BTreeSet::new(),
@@ -348,6 +391,7 @@ impl Node {
             Some(PendingOp::WriteRead(key)) => self.local_write_read_done(key, result),
             Some(PendingOp::WriteStore(key)) => self.local_write_stored(key, result),
             Some(PendingOp::HandoffScan) => self.handoff_scanned(result),
+            Some(PendingOp::TreeBuild(partition)) => self.tree_page(partition, result),
         }
         self.drain_loopback();
     }
@@ -362,6 +406,14 @@ impl Node {
             self.timers.pop_first();
             match timer {
                 Timer::Request(id) => self.on_deadline(id),
+                Timer::AntiEntropy => {
+                    self.anti_entropy_tick();
+                    self.timers.insert((
+                        self.now
+                            .saturating_add(self.config.anti_entropy_interval_ms.max(1)),
+                        Timer::AntiEntropy,
+                    ));
+                }
                 Timer::Handoff => {
                     self.handoff_tick();
                     self.timers.insert((
@@ -512,6 +564,7 @@ impl Node {
                 self.outputs.push_back(Output::Reply { request_id, reply });
             }
             Client::Remote { from, id } => self.send(from, Message::ForwardReply { id, reply }),
+            Client::Internal => {}
         }
     }
 
@@ -912,9 +965,9 @@ impl Node {
                 .cloned()
                 .collect(),
             Coordination::Forward(s) => alloc::vec![s.target.clone()],
-            // An owner that does not take its hints is retried next round, not suspected:
-            // hand-over is also how a recovered owner is first heard from.
-            Coordination::Handoff(_) => Vec::new(),
+            // An owner that does not take its hints is retried next round, and an exchange
+            // partner that does not answer is tried again later: neither is a client waiting.
+            Coordination::Handoff(_) | Coordination::Exchange(_) => Vec::new(),
         };
         for node in silent {
             if node != self.config.node_id {
@@ -926,6 +979,15 @@ impl Node {
             Some(Coordination::Put(_)) => self.end_put(id),
             Some(Coordination::Handoff(_)) => {
                 self.finish(id);
+            }
+            Some(Coordination::Exchange(_)) => {
+                if let Some(Coordination::Exchange(state)) = self.finish(id) {
+                    self.event(Event::AntiEntropyAbandoned {
+                        partition: state.partition,
+                        peer: state.peer,
+                        reason: "no answer in time".to_string(),
+                    });
+                }
             }
             Some(Coordination::Forward(_)) => {
                 if let Some(Coordination::Forward(state)) = self.finish(id) {
@@ -974,6 +1036,19 @@ impl Node {
             },
             Message::ReadReply { id, result } => self.on_read_reply(from, id, result),
             Message::Ping => self.send(from, Message::Pong),
+            Message::Exchange {
+                id,
+                partition,
+                request,
+            } => {
+                let response = self
+                    .trees
+                    .get_mut(&partition)
+                    .filter(|t| t.built)
+                    .and_then(|t| t.tree.answer(&request).ok());
+                self.send(from, Message::ExchangeReply { id, response });
+            }
+            Message::ExchangeReply { id, response } => self.on_exchange_reply(from, id, response),
             // Hearing from the peer already cleared any suspicion of it.
             Message::Pong => {}
             Message::Write {
@@ -1215,6 +1290,15 @@ impl Node {
         let Some(write) = self.pop_local_write(&key) else {
             return;
         };
+        if key.space == Space::Data {
+            if let Some((object, _)) = &write.result {
+                let digest = object_digest(object);
+                let config = self.config.merkle;
+                if let Some(tree) = self.tree_for(key.partition, config) {
+                    tree.update(&key.bucket, &key.key, Some(digest));
+                }
+            }
+        }
         match write.kind {
             LocalWriteKind::Coordinate { id, .. } => match write.result {
                 Some((object, Some(dot))) => {
@@ -1395,6 +1479,242 @@ impl Node {
                 self.delete_hint(state.hint_key, state.record);
             }
         }
+    }
+
+    // ----- anti-entropy -----
+
+    /// The partitions this node holds a replica of.
+    fn my_partitions(&self) -> Vec<PartitionId> {
+        let n = self.config.default_bucket.n as usize;
+        (0..self.ring.partition_count())
+            .map(PartitionId)
+            .filter(|p| {
+                self.ring
+                    .partition_preference_list(*p, n)
+                    .contains(&self.config.node_id)
+            })
+            .collect()
+    }
+
+    fn tree_for(
+        &mut self,
+        partition: PartitionId,
+        config: MerkleConfig,
+    ) -> Option<&mut MerkleTree> {
+        if !self.trees.contains_key(&partition) {
+            let tree = MerkleTree::new(config).ok()?;
+            self.trees.insert(
+                partition,
+                TreeState {
+                    tree,
+                    built: false,
+                    cursor: None,
+                },
+            );
+        }
+        self.trees.get_mut(&partition).map(|t| &mut t.tree)
+    }
+
+    /// An anti-entropy round: build the next tree not yet built from the store, and start an
+    /// exchange over the next partition with a built tree, with one of its other replicas.
+    fn anti_entropy_tick(&mut self) {
+        let partitions = self.my_partitions();
+        if !self.tree_building {
+            let config = self.config.merkle;
+            let unbuilt = partitions
+                .iter()
+                .copied()
+                .find(|p| !self.trees.get(p).is_some_and(|t| t.built));
+            if let Some(partition) = unbuilt {
+                if self.tree_for(partition, config).is_some() {
+                    self.request_tree_page(partition);
+                }
+            }
+        }
+        let exchanging = self
+            .coordinations
+            .values()
+            .any(|c| matches!(c, Coordination::Exchange(_)));
+        if exchanging || partitions.is_empty() {
+            return;
+        }
+        let n = self.config.default_bucket.n as usize;
+        for _ in 0..partitions.len() {
+            let partition = partitions[self.next_exchange as usize % partitions.len()];
+            self.next_exchange = self.next_exchange.wrapping_add(1);
+            if !self.trees.get(&partition).is_some_and(|t| t.built) {
+                continue;
+            }
+            let peers: Vec<NodeId> = self
+                .ring
+                .partition_preference_list(partition, n)
+                .into_iter()
+                .filter(|p| *p != self.config.node_id && self.reachable(p))
+                .collect();
+            if peers.is_empty() {
+                continue;
+            }
+            let peer = peers[self.rng.gen_range(0..peers.len())].clone();
+            let (exchange, request) = Exchange::new(self.config.exchange_max_items);
+            let id = self.new_coordination_id();
+            self.send(
+                peer.clone(),
+                Message::Exchange {
+                    id,
+                    partition,
+                    request,
+                },
+            );
+            let deadline = self.now.saturating_add(self.config.request_timeout_ms);
+            self.arm(
+                id,
+                Coordination::Exchange(ExchangeState {
+                    peer,
+                    partition,
+                    exchange,
+                    deadline,
+                }),
+            );
+            return;
+        }
+    }
+
+    fn request_tree_page(&mut self, partition: PartitionId) {
+        let after = self.trees.get(&partition).and_then(|t| t.cursor.clone());
+        self.tree_building = true;
+        self.storage(
+            StorageOp::Scan {
+                range: ScanRange::Partition(partition),
+                after,
+                limit: self.config.tree_build_page.max(1),
+            },
+            PendingOp::TreeBuild(partition),
+        );
+    }
+
+    fn tree_page(&mut self, partition: PartitionId, result: StorageResult) {
+        self.tree_building = false;
+        let StorageResult::Scanned { items, done } = result else {
+            return;
+        };
+        let mut damaged = Vec::new();
+        let Some(state) = self.trees.get_mut(&partition) else {
+            return;
+        };
+        for (key, record) in &items {
+            match Object::decode(record) {
+                Ok(object) => {
+                    state
+                        .tree
+                        .update(&key.bucket, &key.key, Some(object_digest(&object)))
+                }
+                // A damaged record is left out of the tree: the exchange then finds the key
+                // missing here and repairs it from the peer.
+                Err(error) => damaged.push((key.clone(), error.to_string())),
+            }
+        }
+        if done {
+            state.built = true;
+            state.cursor = None;
+        } else {
+            state.cursor = items.last().map(|(key, _)| key.clone());
+        }
+        for (key, detail) in damaged {
+            self.event(Event::ChecksumFailure {
+                bucket: key.bucket,
+                key: key.key,
+                detail,
+            });
+        }
+        if !done {
+            self.request_tree_page(partition);
+            return;
+        }
+        // Go straight on to the next partition without a tree: exchanges wait for trees.
+        let config = self.config.merkle;
+        let next = self
+            .my_partitions()
+            .into_iter()
+            .find(|p| !self.trees.get(p).is_some_and(|t| t.built));
+        if let Some(next) = next {
+            if self.tree_for(next, config).is_some() {
+                self.request_tree_page(next);
+            }
+        }
+    }
+
+    fn on_exchange_reply(
+        &mut self,
+        from: NodeId,
+        id: CoordinationId,
+        response: Option<ExchangeResponse>,
+    ) {
+        match self.coordinations.get(&id) {
+            Some(Coordination::Exchange(state)) if state.peer == from => {}
+            _ => return,
+        }
+        let Some(Coordination::Exchange(mut state)) = self.finish(id) else {
+            return;
+        };
+        let step = match (response, self.trees.get_mut(&state.partition)) {
+            (Some(response), Some(tree)) => state
+                .exchange
+                .on_response(&mut tree.tree, response)
+                .map_err(|e| e.to_string()),
+            (None, _) => Err("the peer has no tree for the partition yet".to_string()),
+            (_, None) => Err("this node no longer has a tree for the partition".to_string()),
+        };
+        match step {
+            Ok(ExchangeStep::Request(request)) => {
+                self.send(
+                    from,
+                    Message::Exchange {
+                        id,
+                        partition: state.partition,
+                        request,
+                    },
+                );
+                self.arm(id, Coordination::Exchange(state));
+            }
+            Ok(ExchangeStep::Done(outcome)) => {
+                let differing = outcome.differing.len() as u32;
+                let repairs: Vec<_> = outcome
+                    .differing
+                    .into_iter()
+                    .take(self.config.repair_batch)
+                    .collect();
+                let repaired = repairs.len() as u32;
+                for (bucket, key) in repairs {
+                    self.repair_key(bucket, key, state.peer.clone());
+                }
+                self.event(Event::AntiEntropy {
+                    partition: state.partition,
+                    peer: state.peer,
+                    differing,
+                    repaired,
+                    requests: outcome.requests,
+                });
+            }
+            Err(reason) => self.event(Event::AntiEntropyAbandoned {
+                partition: state.partition,
+                peer: state.peer,
+                reason,
+            }),
+        }
+    }
+
+    /// Repairs one key between this node and `peer`: a read of both replicas whose read repair
+    /// writes the merged object back to whichever is behind.
+    fn repair_key(&mut self, bucket: Vec<u8>, key: Vec<u8>, peer: NodeId) {
+        let quorums = Quorums {
+            n: 2,
+            r: 2,
+            w: 2,
+            dw: 0,
+        };
+        let replicas = alloc::vec![self.config.node_id.clone(), peer];
+        let timeout = self.config.request_timeout_ms;
+        self.start_get(Client::Internal, bucket, key, quorums, replicas, timeout);
     }
 
     fn renew_actor(&mut self) {

@@ -75,6 +75,8 @@ pub struct SimConfig {
     pub lose_unsynced_on_crash: bool,
     /// Version-vector entries kept per object before the oldest are truncated.
     pub max_clock_entries: usize,
+    /// How often each node starts an anti-entropy exchange.
+    pub anti_entropy_interval_ms: Millis,
 }
 
 impl Default for SimConfig {
@@ -96,6 +98,7 @@ impl Default for SimConfig {
             request_timeout_ms: 1_000,
             lose_unsynced_on_crash: false,
             max_clock_entries: 64,
+            anti_entropy_interval_ms: 250,
         }
     }
 }
@@ -318,6 +321,7 @@ impl Sim {
         config.ring = ring_config(&self.config);
         config.request_timeout_ms = self.config.request_timeout_ms;
         config.max_clock_entries = self.config.max_clock_entries;
+        config.anti_entropy_interval_ms = self.config.anti_entropy_interval_ms;
         config.default_bucket = BucketProps {
             n: self.config.n,
             r: self.config.r,
@@ -850,6 +854,42 @@ impl Sim {
         hints
     }
 
+    fn history_keys(&self) -> BTreeSet<(Vec<u8>, Vec<u8>)> {
+        self.history
+            .iter()
+            .map(|op| (op.bucket.clone(), op.key.clone()))
+            .collect()
+    }
+
+    /// Whether every key of the history has equal objects on all its replicas and no hint is
+    /// left anywhere.
+    pub fn converged(&self) -> bool {
+        self.history_keys().iter().all(|(bucket, key)| {
+            let replicas = self.replicas_of(bucket, key);
+            replicas.iter().all(|r| r.object == replicas[0].object)
+        }) && self.hints().is_empty()
+    }
+
+    /// Heals the cluster and runs, without any client read, until [`Sim::converged`]: hinted
+    /// hand-over and anti-entropy alone bring every replica up to date. Returns how long that
+    /// took, or `None` if it had not happened after `limit_ms`.
+    pub fn heal_and_converge(&mut self, limit_ms: Millis) -> Option<Millis> {
+        self.heal();
+        self.loss = 0.0;
+        for id in self.node_ids() {
+            self.restart(id.as_str());
+        }
+        let start = self.now;
+        let step = 100;
+        while self.now - start <= limit_ms {
+            if self.converged() {
+                return Some(self.now - start);
+            }
+            self.run(step);
+        }
+        None
+    }
+
     /// Heals the cluster (links, loss, crashed nodes), lets hints be handed over, reads every key
     /// of the history with R = all so read repair converges the replicas, lets the hints that
     /// made be handed over too, and judges the history.
@@ -861,11 +901,7 @@ impl Sim {
         }
         let settle = 30 * self.config.request_timeout_ms.max(1_000);
         self.run(settle);
-        let keys: BTreeSet<(Vec<u8>, Vec<u8>)> = self
-            .history
-            .iter()
-            .map(|op| (op.bucket.clone(), op.key.clone()))
-            .collect();
+        let keys = self.history_keys();
         let reader = self.node_ids()[0].clone();
         let all = RequestOptions {
             r: Some(QuorumValue::All),

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
 use crate::io::{ClientRequest, Reply};
+use crate::merkle::{ExchangeRequest, ExchangeResponse};
+use crate::ring::PartitionId;
 
 /// Version byte of the wire format.
 pub const WIRE_VERSION: u8 = 1;
@@ -90,6 +92,23 @@ pub enum Message {
         stored: bool,
         /// Whether it is durable.
         synced: bool,
+    },
+    /// One step of a Merkle exchange over `partition`: the initiator's request.
+    Exchange {
+        /// The initiator's id for the exchange.
+        id: CoordinationId,
+        /// The partition compared.
+        partition: PartitionId,
+        /// The request.
+        request: ExchangeRequest,
+    },
+    /// The answer to `Exchange`; `None` when this node has no ready tree for the partition or
+    /// the request was malformed (the exchange is abandoned).
+    ExchangeReply {
+        /// The initiator's id.
+        id: CoordinationId,
+        /// The answer.
+        response: Option<ExchangeResponse>,
     },
     /// Are you there? Sent now and then to peers this node suspects; any message back clears
     /// the suspicion.

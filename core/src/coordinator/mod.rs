@@ -16,6 +16,8 @@ pub(crate) enum Client {
     Local(RequestId),
     /// A node that forwarded its client's request here.
     Remote { from: NodeId, id: CoordinationId },
+    /// The node itself (an anti-entropy repair): the reply is dropped.
+    Internal,
 }
 
 /// A node a request goes to, and the unreachable preference-list node it stands in for, if any

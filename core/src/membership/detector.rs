@@ -302,7 +302,11 @@ mod tests {
         let mut detector = FailureDetector::new(DetectorConfig::default());
         for now in (0..100_000).step_by(1000) {
             // Just before each heartbeat the silence is one interval: far from suspicious.
-            assert!(detector.phi(&peer(), now) < 1.0, "phi {} at {now}", detector.phi(&peer(), now));
+            assert!(
+                detector.phi(&peer(), now) < 1.0,
+                "phi {} at {now}",
+                detector.phi(&peer(), now)
+            );
             detector.heartbeat(&peer(), now);
             assert!(detector.poll_changes(now + 999).is_empty());
         }
@@ -357,7 +361,11 @@ mod tests {
         let mut now = 0;
         for _ in 0..2000 {
             // Every 1000 ms give or take 400, and now and then a 1.5 s hiccup.
-            now += if rng.gen_bool(0.02) { 2500 } else { rng.gen_range(600..=1400) };
+            now += if rng.gen_bool(0.02) {
+                2500
+            } else {
+                rng.gen_range(600..=1400)
+            };
             assert!(detector.is_alive(&peer(), now), "suspected at {now}");
             detector.heartbeat(&peer(), now);
             assert!(detector.poll_changes(now).is_empty());
@@ -382,7 +390,10 @@ mod tests {
             let ours = detector.phi(&peer(), 200_000 + silence);
             let theirs = akka(silence as f64, 2000.0, 100.0);
             // (Akka's form loses relative precision when phi is tiny; ours does not.)
-            assert!((ours - theirs).abs() <= 1e-6 * theirs + 1e-12, "{silence}: {ours} vs {theirs}");
+            assert!(
+                (ours - theirs).abs() <= 1e-6 * theirs + 1e-12,
+                "{silence}: {ours} vs {theirs}"
+            );
         }
     }
 

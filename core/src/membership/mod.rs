@@ -185,8 +185,9 @@ pub fn handle_gossip(
     message: &GossipMessage,
 ) -> Result<Option<GossipMessage>, ViewError> {
     match message {
-        GossipMessage::Digest(digest) => Ok((*digest != view.digest())
-            .then(|| GossipMessage::View(Box::new(view.clone())))),
+        GossipMessage::Digest(digest) => {
+            Ok((*digest != view.digest()).then(|| GossipMessage::View(Box::new(view.clone()))))
+        }
         GossipMessage::View(theirs) => {
             view.merge(theirs)?;
             // Merging made this view at least theirs; if it is more, they lack something.
@@ -246,7 +247,10 @@ mod tests {
         assert!(seen.values().all(|&c| c > 400));
         // Alone, without seeds: nobody.
         let alone = cluster(1);
-        assert_eq!(choose_gossip_peer(&id(0), &alone, &|_| true, &[], &mut rng), None);
+        assert_eq!(
+            choose_gossip_peer(&id(0), &alone, &|_| true, &[], &mut rng),
+            None
+        );
         // A seed that is me, or Removed, is no seed.
         assert_eq!(
             choose_gossip_peer(&id(0), &alone, &|_| true, &[id(0)], &mut rng),
@@ -272,7 +276,10 @@ mod tests {
             })
             .count();
         let expected = rounds as f64 * (1.0 / 11.0 + 10.0 / 11.0 / 10.0);
-        assert!((to_seed as f64 - expected).abs() < expected * 0.1, "{to_seed} vs {expected}");
+        assert!(
+            (to_seed as f64 - expected).abs() < expected * 0.1,
+            "{to_seed} vs {expected}"
+        );
     }
 
     #[test]
@@ -302,9 +309,15 @@ mod tests {
     #[test]
     fn gossip_messages_round_trip() {
         let view = cluster(3);
-        for message in [GossipMessage::Digest(view.digest()), GossipMessage::View(Box::new(view))] {
+        for message in [
+            GossipMessage::Digest(view.digest()),
+            GossipMessage::View(Box::new(view)),
+        ] {
             let bytes = postcard::to_allocvec(&message).unwrap();
-            assert_eq!(postcard::from_bytes::<GossipMessage>(&bytes).unwrap(), message);
+            assert_eq!(
+                postcard::from_bytes::<GossipMessage>(&bytes).unwrap(),
+                message
+            );
         }
         let mut other = ClusterView::new("other").unwrap();
         assert!(matches!(
@@ -337,13 +350,24 @@ mod tests {
         (sent_views, sent_digests)
     }
 
+    /// How the exchanges of one round see each other.
+    #[derive(Clone, Copy, Debug)]
+    enum Rounds {
+        /// One after another in a random order, each seeing what earlier ones brought: nodes
+        /// whose timers fire at random points of the interval.
+        Staggered,
+        /// All at once from the views as they were at the start of the round: the slowest case.
+        Lockstep,
+    }
+
     /// `n` nodes share a converged view; `change` alters some of them (and may add nodes); then
-    /// every round every node gossips with the partner `choose_gossip_peer` picks, the exchanges
-    /// of a round running in a random order. Returns the rounds until all views are equal.
+    /// every round every node gossips with the partner `choose_gossip_peer` picks. Returns the
+    /// rounds until all views are equal, and the messages sent.
     fn simulate(
         n: usize,
         seeds: &[NodeId],
         seed: u64,
+        rounds: Rounds,
         change: impl FnOnce(&mut Vec<ClusterView>, &mut Vec<NodeId>),
     ) -> Run {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -351,8 +375,11 @@ mod tests {
         let mut views = vec![base; n];
         let mut ids: Vec<NodeId> = (0..n).map(id).collect();
         change(&mut views, &mut ids);
-        let index: BTreeMap<NodeId, usize> =
-            ids.iter().enumerate().map(|(i, p)| (p.clone(), i)).collect();
+        let index: BTreeMap<NodeId, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.clone(), i))
+            .collect();
         let mut run = Run {
             rounds: 0,
             views_sent: 0,
@@ -363,7 +390,10 @@ mod tests {
             views.iter().all(|v| v.digest() == digest)
         };
         while !converged(&views) {
-            assert!(run.rounds < 100, "no convergence after 100 rounds (seed {seed})");
+            assert!(
+                run.rounds < 100,
+                "no convergence after 100 rounds (seed {seed})"
+            );
             run.rounds += 1;
             let mut pairs: Vec<(usize, usize)> = (0..views.len())
                 .filter_map(|i| {
@@ -372,10 +402,27 @@ mod tests {
                 })
                 .collect();
             pairs.shuffle(&mut rng);
-            for (from, to) in pairs {
-                let (v, d) = exchange(&mut views, from, to);
-                run.views_sent += v;
-                run.digests_sent += d;
+            match rounds {
+                Rounds::Staggered => {
+                    for (from, to) in pairs {
+                        let (v, d) = exchange(&mut views, from, to);
+                        run.views_sent += v;
+                        run.digests_sent += d;
+                    }
+                }
+                Rounds::Lockstep => {
+                    let start = views.clone();
+                    for (from, to) in pairs {
+                        // The same exchange, run on copies of the start-of-round views.
+                        let mut pair = [start[from].clone(), start[to].clone()];
+                        let (v, d) = exchange(&mut pair, 0, 1);
+                        run.views_sent += v;
+                        run.digests_sent += d;
+                        let [learned_from, learned_to] = pair;
+                        views[from].merge(&learned_from).unwrap();
+                        views[to].merge(&learned_to).unwrap();
+                    }
+                }
             }
         }
         assert!(views.windows(2).all(|w| w[0] == w[1]));
@@ -383,7 +430,7 @@ mod tests {
     }
 
     /// Node `n / 2` changes its own entry.
-    fn one_update(views: &mut Vec<ClusterView>, _: &mut Vec<NodeId>) {
+    fn one_update(views: &mut [ClusterView], _: &mut Vec<NodeId>) {
         let i = views.len() / 2;
         let mut moved = up(i);
         moved.peer_address = "moved:7000".into();
@@ -405,10 +452,20 @@ mod tests {
     fn fifty_nodes_converge_quickly() {
         let seeds = [id(0), id(1)];
         for seed in 0..5 {
-            let update = simulate(50, &seeds, seed, one_update);
-            assert!(update.rounds <= 20, "update: {update:?} (seed {seed})");
-            let join = simulate(50, &seeds, seed, one_join);
-            assert!(join.rounds <= 20, "join: {join:?} (seed {seed})");
+            for rounds in [Rounds::Staggered, Rounds::Lockstep] {
+                let update = simulate(50, &seeds, seed, rounds, |v, i| one_update(v, i));
+                println!("50 nodes, {rounds:?}, seed {seed}: update {update:?}");
+                assert!(
+                    update.rounds <= 20,
+                    "update: {update:?} ({rounds:?}, seed {seed})"
+                );
+                let join = simulate(50, &seeds, seed, rounds, one_join);
+                println!("50 nodes, {rounds:?}, seed {seed}: join {join:?}");
+                assert!(
+                    join.rounds <= 20,
+                    "join: {join:?} ({rounds:?}, seed {seed})"
+                );
+            }
         }
         // Digests keep the traffic down: a round of a converged cluster sends no view at all.
         let mut views = vec![cluster(3); 3];
@@ -421,17 +478,26 @@ mod tests {
     #[ignore]
     fn thousand_nodes_converge() {
         let seeds = [id(0), id(1), id(2)];
-        println!("nodes  change  seed  rounds  views_sent  digests_sent");
-        for seed in 0..5 {
-            for (name, run) in [
-                ("update", simulate(1000, &seeds, seed, one_update)),
-                ("join", simulate(1000, &seeds, seed, one_join)),
-            ] {
-                println!(
-                    "{:>5}  {name:>6}  {seed:>4}  {:>6}  {:>10}  {:>12}",
-                    1000, run.rounds, run.views_sent, run.digests_sent
-                );
-                assert!(run.rounds <= 30);
+        println!("nodes  rounds     change  seed  rounds  views_sent  digests_sent");
+        for rounds in [Rounds::Staggered, Rounds::Lockstep] {
+            for seed in 0..3 {
+                for (name, run) in [
+                    (
+                        "update",
+                        simulate(1000, &seeds, seed, rounds, |v, i| one_update(v, i)),
+                    ),
+                    ("join", simulate(1000, &seeds, seed, rounds, one_join)),
+                ] {
+                    println!(
+                        "{:>5}  {:<9}  {name:>6}  {seed:>4}  {:>6}  {:>10}  {:>12}",
+                        1000,
+                        format!("{rounds:?}"),
+                        run.rounds,
+                        run.views_sent,
+                        run.digests_sent
+                    );
+                    assert!(run.rounds <= 30);
+                }
             }
         }
     }

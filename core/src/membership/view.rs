@@ -15,6 +15,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
@@ -584,8 +585,7 @@ impl ClusterView {
     /// The persisted form: `[VIEW_FORMAT][postcard body][crc32 LE]`, the crc covering the format
     /// byte and the body.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.push(VIEW_FORMAT);
+        let out = vec![VIEW_FORMAT];
         // Postcard into a growing Vec fails only for sequences of unknown length, and every
         // sequence here has one.
         let mut out = postcard::to_extend(self, out).unwrap_or_default();
@@ -789,14 +789,23 @@ mod tests {
         bad.peer_address = long.clone();
         assert!(matches!(
             view.set_member(bad),
-            Err(ViewError::TooLarge { what: "peer address", .. })
+            Err(ViewError::TooLarge {
+                what: "peer address",
+                ..
+            })
         ));
         let mut bad = info("b", MemberStatus::Up);
         bad.zone = Some(long.clone());
-        assert!(matches!(view.set_member(bad), Err(ViewError::TooLarge { .. })));
+        assert!(matches!(
+            view.set_member(bad),
+            Err(ViewError::TooLarge { .. })
+        ));
         assert!(matches!(
             view.set_member(info(&long, MemberStatus::Up)),
-            Err(ViewError::TooLarge { what: "node id", .. })
+            Err(ViewError::TooLarge {
+                what: "node id",
+                ..
+            })
         ));
         let mut bad = info("b", MemberStatus::Up);
         bad.capacity = 0;
@@ -825,8 +834,14 @@ mod tests {
         new.set_status(&id("a"), MemberStatus::Joining);
         // Down beats Joining at equal versions, but not at lower ones.
         old.set_status(&id("a"), MemberStatus::Down);
-        assert_eq!(joined(&old, &new).member(&id("a")).unwrap().status, MemberStatus::Joining);
-        assert_eq!(joined(&new, &old).member(&id("a")).unwrap().status, MemberStatus::Joining);
+        assert_eq!(
+            joined(&old, &new).member(&id("a")).unwrap().status,
+            MemberStatus::Joining
+        );
+        assert_eq!(
+            joined(&new, &old).member(&id("a")).unwrap().status,
+            MemberStatus::Joining
+        );
         // A stale view changes nothing.
         let mut current = joined(&old, &new);
         assert_eq!(current.merge(&old), Ok(false));
@@ -861,14 +876,20 @@ mod tests {
         let mut unaware = base.clone();
         unaware.set_status(&id("b"), MemberStatus::Joining);
         for merged in [joined(&remover, &unaware), joined(&unaware, &remover)] {
-            assert_eq!(merged.member(&id("b")).unwrap().status, MemberStatus::Removed);
+            assert_eq!(
+                merged.member(&id("b")).unwrap().status,
+                MemberStatus::Removed
+            );
         }
         // Re-joining through set_member outranks the tombstone everywhere.
         let mut rejoin = joined(&remover, &unaware);
         rejoin.set_member(info("b", MemberStatus::Joining)).unwrap();
         let mut stale = remover.clone();
         assert_eq!(stale.merge(&rejoin), Ok(true));
-        assert_eq!(stale.member(&id("b")).unwrap().status, MemberStatus::Joining);
+        assert_eq!(
+            stale.member(&id("b")).unwrap().status,
+            MemberStatus::Joining
+        );
         assert_eq!(rejoin.merge(&remover), Ok(false));
     }
 
@@ -892,8 +913,10 @@ mod tests {
     fn merges_beyond_the_member_limit_are_refused_whole() {
         let mut big = ClusterView::new("c").unwrap();
         for i in 0..MAX_MEMBERS {
-            big.members
-                .insert(id(&format!("m{i:06}")), info(&format!("m{i:06}"), MemberStatus::Up));
+            big.members.insert(
+                id(&format!("m{i:06}")),
+                info(&format!("m{i:06}"), MemberStatus::Up),
+            );
         }
         let before_len = big.members.len();
         assert!(matches!(
@@ -925,7 +948,14 @@ mod tests {
         // Concurrent settings of the same version: the same winner either way round.
         let mut c = a.clone();
         let mut d = a.clone();
-        c.set_bucket(b"b".to_vec(), BucketProps { n: 1, ..props.clone() }).unwrap();
+        c.set_bucket(
+            b"b".to_vec(),
+            BucketProps {
+                n: 1,
+                ..props.clone()
+            },
+        )
+        .unwrap();
         d.set_bucket(
             b"b".to_vec(),
             BucketProps {
@@ -989,7 +1019,10 @@ mod tests {
         assert_eq!(view.claim(&id("a"), &config()), Ok(true));
         let next = view.ring().unwrap();
         assert_eq!(next.version, 2);
-        assert_eq!(next.ring, state.ring.with_members(view.ring_members_target()).unwrap());
+        assert_eq!(
+            next.ring,
+            state.ring.with_members(view.ring_members_target()).unwrap()
+        );
         assert_eq!(next.ring.members(), view.ring_members_target().as_slice());
         // The configuration is fixed once there is a ring.
         view.set_status(&id("c"), MemberStatus::Leaving);
@@ -1023,7 +1056,10 @@ mod tests {
             partitions: 3,
             ..config()
         };
-        assert!(matches!(view.claim(&id("a"), &bad), Err(ViewError::Ring(_))));
+        assert!(matches!(
+            view.claim(&id("a"), &bad),
+            Err(ViewError::Ring(_))
+        ));
     }
 
     #[test]
@@ -1043,8 +1079,12 @@ mod tests {
         assert_eq!(forward.ring(), backward.ring());
         assert_eq!(forward.digest(), backward.digest());
         // And the next claim from the same ring is the same too.
-        forward.set_member(info("e", MemberStatus::Joining)).unwrap();
-        backward.set_member(info("e", MemberStatus::Joining)).unwrap();
+        forward
+            .set_member(info("e", MemberStatus::Joining))
+            .unwrap();
+        backward
+            .set_member(info("e", MemberStatus::Joining))
+            .unwrap();
         forward.claim(&id("a"), &config()).unwrap();
         backward.claim(&id("a"), &config()).unwrap();
         assert_eq!(forward.ring(), backward.ring());
@@ -1072,7 +1112,8 @@ mod tests {
         zoned.zone = Some("east".into());
         view.set_member(zoned).unwrap();
         view.claim(&id("a"), &config()).unwrap();
-        view.set_bucket(b"users".to_vec(), BucketProps::default()).unwrap();
+        view.set_bucket(b"users".to_vec(), BucketProps::default())
+            .unwrap();
         let bytes = view.encode();
         assert_eq!(bytes[0], VIEW_FORMAT);
         assert_eq!(ClusterView::decode(&bytes), Ok(view.clone()));
@@ -1089,7 +1130,8 @@ mod tests {
     fn every_bit_flip_is_an_error() {
         let mut view = view_with(&[("a", MemberStatus::Up), ("b", MemberStatus::Up)]);
         view.claim(&id("a"), &config()).unwrap();
-        view.set_bucket(b"b".to_vec(), BucketProps::default()).unwrap();
+        view.set_bucket(b"b".to_vec(), BucketProps::default())
+            .unwrap();
         let bytes = view.encode();
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();
@@ -1126,6 +1168,8 @@ mod tests {
         BTreeMap<Vec<u8>, (u64, BucketProps)>,
     );
 
+    type ErrorCheck = fn(&ViewError) -> bool;
+
     fn frame(raw: &RawView) -> Vec<u8> {
         let mut out = vec![VIEW_FORMAT];
         out.extend(postcard::to_allocvec(raw).unwrap());
@@ -1143,27 +1187,60 @@ mod tests {
             claimant: id("a"),
             ring: Ring::new(config(), ids.iter().map(|i| Member::new(*i, 1)).collect()).unwrap(),
         };
-        let good = RawView("c".into(), vec![a.clone(), b.clone()], Some(ring(&["a", "b"])), BTreeMap::new());
+        let good = RawView(
+            "c".into(),
+            vec![a.clone(), b.clone()],
+            Some(ring(&["a", "b"])),
+            BTreeMap::new(),
+        );
         assert!(ClusterView::decode(&frame(&good)).is_ok());
-        let cases: Vec<(RawView, fn(&ViewError) -> bool)> = vec![
+        let cases: Vec<(RawView, ErrorCheck)> = vec![
             (
-                RawView("c".into(), vec![b.clone(), a.clone()], None, BTreeMap::new()),
+                RawView(
+                    "c".into(),
+                    vec![b.clone(), a.clone()],
+                    None,
+                    BTreeMap::new(),
+                ),
                 |e| matches!(e, ViewError::Malformed { .. }),
             ),
             (
-                RawView("c".into(), vec![a.clone(), a.clone()], None, BTreeMap::new()),
+                RawView(
+                    "c".into(),
+                    vec![a.clone(), a.clone()],
+                    None,
+                    BTreeMap::new(),
+                ),
                 |e| matches!(e, ViewError::Malformed { .. }),
             ),
             (
-                RawView("c".into(), vec![a.clone()], Some(ring(&["a", "b"])), BTreeMap::new()),
+                RawView(
+                    "c".into(),
+                    vec![a.clone()],
+                    Some(ring(&["a", "b"])),
+                    BTreeMap::new(),
+                ),
                 |e| matches!(e, ViewError::Malformed { .. }),
             ),
             (
-                RawView("c".into(), vec![b.clone()], Some(ring(&["b"])), BTreeMap::new()),
+                RawView(
+                    "c".into(),
+                    vec![b.clone()],
+                    Some(ring(&["b"])),
+                    BTreeMap::new(),
+                ),
                 |e| matches!(e, ViewError::Malformed { .. }),
             ),
             (
-                RawView("c".into(), vec![MemberInfo { capacity: 0, ..a.clone() }], None, BTreeMap::new()),
+                RawView(
+                    "c".into(),
+                    vec![MemberInfo {
+                        capacity: 0,
+                        ..a.clone()
+                    }],
+                    None,
+                    BTreeMap::new(),
+                ),
                 |e| matches!(e, ViewError::ZeroCapacity(_)),
             ),
             (
@@ -1175,7 +1252,9 @@ mod tests {
                     "c".into(),
                     vec![],
                     None,
-                    [(vec![0u8; 2000], (1, BucketProps::default()))].into_iter().collect(),
+                    [(vec![0u8; 2000], (1, BucketProps::default()))]
+                        .into_iter()
+                        .collect(),
                 ),
                 |e| matches!(e, ViewError::TooLarge { .. }),
             ),
@@ -1190,7 +1269,10 @@ mod tests {
         padded.push(0);
         let crc = crc32fast::hash(&padded);
         padded.extend(crc.to_le_bytes());
-        assert!(matches!(ClusterView::decode(&padded), Err(ViewError::Malformed { .. })));
+        assert!(matches!(
+            ClusterView::decode(&padded),
+            Err(ViewError::Malformed { .. })
+        ));
         // Deserialization through serde (as gossip does) checks the same invariants.
         let bad = RawView("c".into(), vec![b, a], None, BTreeMap::new());
         let body = postcard::to_allocvec(&bad).unwrap();
@@ -1276,18 +1358,33 @@ mod tests {
         let mut views = vec![ClusterView::new("c").unwrap(); REPLICAS];
         for op in ops {
             match *op {
-                Op::SetMember { replica, node: n, capacity, address, zone, status, version } => {
+                Op::SetMember {
+                    replica,
+                    node: n,
+                    capacity,
+                    address,
+                    zone,
+                    status,
+                    version,
+                } => {
                     let mut m = MemberInfo::new(node(n), format!("p{address}"), "c", capacity);
                     m.zone = zone.map(|z| format!("z{z}"));
                     m.status = status;
                     m.version = version;
                     views[replica].set_member(m).unwrap();
                 }
-                Op::SetStatus { replica, node: n, status } => {
+                Op::SetStatus {
+                    replica,
+                    node: n,
+                    status,
+                } => {
                     views[replica].set_status(&node(n), status);
                 }
                 Op::SetBucket { replica, bucket, n } => {
-                    let props = BucketProps { n, ..BucketProps::default() };
+                    let props = BucketProps {
+                        n,
+                        ..BucketProps::default()
+                    };
                     views[replica].set_bucket(vec![bucket], props).unwrap();
                 }
                 Op::Claim { replica } => {
