@@ -1501,18 +1501,15 @@ impl Node {
         partition: PartitionId,
         config: MerkleConfig,
     ) -> Option<&mut MerkleTree> {
-        if !self.trees.contains_key(&partition) {
-            let tree = MerkleTree::new(config).ok()?;
-            self.trees.insert(
-                partition,
-                TreeState {
-                    tree,
-                    built: false,
-                    cursor: None,
-                },
-            );
-        }
-        self.trees.get_mut(&partition).map(|t| &mut t.tree)
+        let state = match self.trees.entry(partition) {
+            alloc::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            alloc::collections::btree_map::Entry::Vacant(entry) => entry.insert(TreeState {
+                tree: MerkleTree::new(config).ok()?,
+                built: false,
+                cursor: None,
+            }),
+        };
+        Some(&mut state.tree)
     }
 
     /// An anti-entropy round: build the next tree not yet built from the store, and start an
