@@ -50,6 +50,7 @@ pub mod coordinator;
 pub mod error;
 pub mod id;
 pub mod io;
+pub mod membership;
 pub mod merkle;
 pub mod node;
 pub mod ring;

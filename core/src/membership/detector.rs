@@ -19,6 +19,8 @@
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::Millis;
 use crate::id::NodeId;
 
@@ -31,7 +33,7 @@ const MAX_INTERVAL_MS: u64 = u32::MAX as u64;
 const MIN_STD_DEV_FLOOR_MS: f64 = 0.001;
 
 /// Settings of a [`FailureDetector`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DetectorConfig {
     /// Phi at or above which a peer is taken to be down. Default 8 (Akka's default; Cassandra's
     /// is 8 as well).

@@ -11,22 +11,23 @@
 //! - **Gossip** (this module): every [`GossipConfig::interval_ms`] each node picks one partner
 //!   ([`choose_gossip_peer`]) and the two run a push-pull exchange of [`GossipMessage`]s: a digest
 //!   first, whole views only when the digests differ ([`handle_gossip`]). A change reaches every
-//!   node in O(log n) rounds. Seed nodes are chosen now and then, and always when none is among
-//!   the partners a node could pick, so that the cluster cannot split into groups that never
-//!   gossip with each other (Dynamo's remedy for logical partitions).
+//!   node in O(log n) rounds. Seed nodes are chosen now and then, and always when no live member
+//!   a node knows is a seed, so that the cluster cannot split into groups that never gossip with
+//!   each other (Dynamo's remedy for logical partitions).
 //! - **The claimant**: the ring is not merged but computed in one place, by the lowest-id `Up`
 //!   member ([`ClusterView::claimant`]), which every node with the same view agrees on without an
 //!   election. When the target membership ([`ClusterView::ring_members_target`]) differs from the
-//!   ring's, the claimant claims the next ring ([`ClusterView::claim`]), moving as few partitions as
-//!   possible, and gossip carries it everywhere.
+//!   ring's, the claimant claims the next ring ([`ClusterView::claim`]), moving as few partitions
+//!   as possible, and gossip carries it everywhere.
 //! - **The failure detector** ([`FailureDetector`], in [`detector`]): phi-accrual liveness per
 //!   peer from everything heard from it. It is local to each node and never gossiped: it steers
 //!   routing, sloppy quorums and the choice of gossip partners, but a peer it suspects stays in the
 //!   ring until an operator says leave or remove.
 //!
 //! A member's life: a new node adds itself as `Joining` and gossips with a seed; the claimant puts
-//! it in the next ring; the node sets itself `Up` once it sees itself in the ring. `Leaving` takes a
-//! member out of the next ring, and `Removed` (after its data is handed over) retires it for good.
+//! it in the next ring; the node sets itself `Up` once it sees itself in the ring. `Leaving` takes
+//! a member out of the next ring, and `Removed` (after its data is handed over) retires it for
+//! good.
 //! The first node of a cluster simply adds itself as `Up`.
 //!
 //! ```
@@ -57,7 +58,8 @@
 //!
 //! // The claimant gives b partitions; one more exchange and b routes by the same ring.
 //! assert!(view_a.claim(&a, &RingConfig::default()).unwrap());
-//! assert!(handle_gossip(&mut view_b, &GossipMessage::View(view_a.clone().into())).unwrap().is_none());
+//! let update = GossipMessage::View(view_a.clone().into());
+//! assert!(handle_gossip(&mut view_b, &update).unwrap().is_none());
 //! assert_eq!(view_b.ring().unwrap().ring.members().len(), 2);
 //!
 //! // Meanwhile a's detector hears from b every second, then nothing.
@@ -478,7 +480,7 @@ mod tests {
     #[ignore]
     fn thousand_nodes_converge() {
         let seeds = [id(0), id(1), id(2)];
-        println!("nodes  rounds     change  seed  rounds  views_sent  digests_sent");
+        println!("nodes  mode       change  seed  rounds  views_sent  digests_sent");
         for rounds in [Rounds::Staggered, Rounds::Lockstep] {
             for seed in 0..3 {
                 for (name, run) in [

@@ -8,10 +8,10 @@
 //! still ends up with the same view.
 //!
 //! The ring is not merged entry by entry: one node, the *claimant* (the lowest-id member that is
-//! [`MemberStatus::Up`]), computes it from the membership with [`ClusterView::claim`] and gossips it
-//! as a [`RingState`] with a version of its own. Computing the ring in one place is what makes it
-//! identical everywhere: the claim moves the fewest partitions from the previous ring, and a merge
-//! of two rings could not keep that property.
+//! [`MemberStatus::Up`]), computes it from the membership with [`ClusterView::claim`] and gossips
+//! it as a [`RingState`] with a version of its own. Computing the ring in one place is what makes
+//! it identical everywhere: the claim moves the fewest partitions from the previous ring, and a
+//! merge of two rings could not keep that property.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -404,42 +404,17 @@ impl ClusterView {
             });
         }
         // Check the limits before touching anything, so that an error leaves the view as it was.
-        let new_members = other
-            .members
-            .keys()
-            .filter(|id| !self.members.contains_key(*id))
-            .count();
         check_count(
             "member count",
-            self.members.len() + new_members,
+            self.members.len() + count_missing(&self.members, &other.members),
             MAX_MEMBERS,
         )?;
-        let new_buckets = other
-            .buckets
-            .keys()
-            .filter(|b| !self.buckets.contains_key(*b))
-            .count();
         check_count(
             "bucket count",
-            self.buckets.len() + new_buckets,
+            self.buckets.len() + count_missing(&self.buckets, &other.buckets),
             MAX_BUCKETS,
         )?;
-
-        let mut changed = false;
-        for (id, theirs) in &other.members {
-            match self.members.get_mut(id) {
-                Some(ours) => {
-                    if compare_members(theirs, ours) == Ordering::Greater {
-                        ours.clone_from(theirs);
-                        changed = true;
-                    }
-                }
-                None => {
-                    self.members.insert(id.clone(), theirs.clone());
-                    changed = true;
-                }
-            }
-        }
+        let mut changed = merge_maps(&mut self.members, &other.members, compare_members);
         if let Some(theirs) = &other.ring {
             let take = match &self.ring {
                 Some(ours) => compare_rings(theirs, ours) == Ordering::Greater,
@@ -451,20 +426,7 @@ impl ClusterView {
                 changed = true;
             }
         }
-        for (bucket, theirs) in &other.buckets {
-            match self.buckets.get_mut(bucket) {
-                Some(ours) => {
-                    if compare_buckets(theirs, ours) == Ordering::Greater {
-                        ours.clone_from(theirs);
-                        changed = true;
-                    }
-                }
-                None => {
-                    self.buckets.insert(bucket.clone(), theirs.clone());
-                    changed = true;
-                }
-            }
-        }
+        changed |= merge_maps(&mut self.buckets, &other.buckets, compare_buckets);
         Ok(changed)
     }
 
@@ -499,7 +461,8 @@ impl ClusterView {
     /// Called on the claimant `me`: if the target membership ([`ClusterView::ring_members_target`],
     /// capacities and zones included) differs from the current ring's members, computes the next
     /// ring with [`Ring::with_members`] (fewest partitions moved), or with [`Ring::new`] when there
-    /// is no ring yet, and installs it with the next ring version. Returns whether the ring changed.
+    /// is no ring yet, and installs it with the next ring version. Returns whether the ring
+    /// changed.
     ///
     /// Deterministic: two views with the same members and ring claim the same next ring.
     ///
@@ -652,6 +615,49 @@ impl postcard::ser_flavors::Flavor for HashFlavor {
     fn finalize(self) -> postcard::Result<Self::Output> {
         Ok(self.0.finalize())
     }
+}
+
+/// How many keys of `theirs` are not in `ours`.
+fn count_missing<K: Ord, V>(ours: &BTreeMap<K, V>, theirs: &BTreeMap<K, V>) -> usize {
+    // One ordered pass over both maps rather than a lookup per key: views are mostly equal, and
+    // this is linear and cache-friendly.
+    let mut mine = ours.keys().peekable();
+    theirs
+        .keys()
+        .filter(|key| {
+            while mine.next_if(|k| k < key).is_some() {}
+            mine.next_if(|k| k == key).is_none()
+        })
+        .count()
+}
+
+/// Merges `theirs` into `ours` key by key, keeping the greater entry under `compare` (`Greater`
+/// wins), in one ordered pass over both maps. Returns whether `ours` changed.
+fn merge_maps<K: Ord + Clone, V: Clone>(
+    ours: &mut BTreeMap<K, V>,
+    theirs: &BTreeMap<K, V>,
+    compare: impl Fn(&V, &V) -> Ordering,
+) -> bool {
+    let mut changed = false;
+    let mut missing = Vec::new();
+    let mut mine = ours.iter_mut().peekable();
+    for (key, their) in theirs {
+        while mine.next_if(|(k, _)| *k < key).is_some() {}
+        match mine.next_if(|(k, _)| *k == key) {
+            Some((_, our)) => {
+                if compare(their, our) == Ordering::Greater {
+                    our.clone_from(their);
+                    changed = true;
+                }
+            }
+            None => missing.push((key, their)),
+        }
+    }
+    changed |= !missing.is_empty();
+    for (key, their) in missing {
+        ours.insert(key.clone(), their.clone());
+    }
+    changed
 }
 
 /// The canonical encoding of a value, the last tie-break of merges.
