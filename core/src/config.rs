@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::QuorumError;
 use crate::id::NodeId;
+use crate::membership::{DetectorConfig, GossipConfig};
 use crate::merkle::MerkleConfig;
 use crate::ring::RingConfig;
 use crate::version::ConflictMode;
@@ -222,6 +223,18 @@ pub struct NodeConfig {
     pub repair_batch: usize,
     /// Keys read per page when a tree is built from the store.
     pub tree_build_page: usize,
+    /// How old a tree may get before it is rebuilt from the store. Trees follow the node's own
+    /// writes, not the disk, so silent corruption of a record nobody reads shows up only in a
+    /// rebuilt tree (Riak's AAE rebuilds for the same reason).
+    pub tree_rebuild_interval_ms: Millis,
+    /// The cluster's name: views (and so nodes) of different clusters never merge.
+    pub cluster: String,
+    /// Gossip interval and seed nodes.
+    pub gossip: GossipConfig,
+    /// Failure detector settings.
+    pub detector: DetectorConfig,
+    /// A peer down this long raises an alert event (once per outage).
+    pub down_alert_ms: Millis,
 }
 
 impl NodeConfig {
@@ -247,6 +260,11 @@ impl NodeConfig {
             exchange_max_items: 64,
             repair_batch: 256,
             tree_build_page: 256,
+            tree_rebuild_interval_ms: 6 * 60 * 60 * 1_000,
+            cluster: String::from("ringkv"),
+            gossip: GossipConfig::default(),
+            detector: DetectorConfig::default(),
+            down_alert_ms: 60_000,
         }
     }
 

@@ -100,6 +100,9 @@ pub enum ConfigError {
     /// The Merkle tree shape is invalid.
     #[error("merkle: {0}")]
     Merkle(#[from] crate::merkle::MerkleError),
+    /// The cluster view cannot be built (a cluster name or member field over the limits).
+    #[error("view: {0}")]
+    View(#[from] crate::membership::ViewError),
 }
 
 /// Any refused input, for [`Node::handle_input`](crate::node::Node::handle_input).

@@ -7,7 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RequestOptions;
+use crate::config::{BucketProps, Millis, RequestOptions};
 use crate::error::RequestError;
 use crate::id::NodeId;
 use crate::ring::PartitionId;
@@ -482,6 +482,29 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The failure detector stopped hearing from a peer: requests go to fallbacks meanwhile.
+    PeerDown {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// A peer that was down is heard from again.
+    PeerUp {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// A peer has been down longer than the configured alert time (once per outage). Being
+    /// down is not leaving: its partitions stay its own until an operator says leave or remove.
+    DownAlert {
+        /// The peer.
+        peer: NodeId,
+        /// How long it has been down.
+        down_ms: Millis,
+    },
+    /// This node's cluster view changed (merged from gossip, or by an operator command).
+    ViewChanged {
+        /// The new view's digest.
+        digest: u64,
+    },
     /// The node started using a new version-vector actor (after finding its own record damaged,
     /// it cannot know which dots it issued for that key).
     ActorRenewed {
@@ -518,6 +541,19 @@ pub enum Output {
     },
     /// Something for logs and metrics.
     Event(Event),
+}
+
+/// An operator's command to a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Command {
+    /// Set a bucket's properties cluster-wide (they spread by gossip).
+    SetBucket {
+        /// Bucket name.
+        bucket: Vec<u8>,
+        /// Its properties.
+        props: BucketProps,
+    },
 }
 
 /// Every input of a node, as one value (for hosts that queue inputs, and for the bindings).

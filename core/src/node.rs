@@ -21,15 +21,19 @@ use alloc::vec::Vec;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::config::{Millis, NodeConfig, Quorums};
+use crate::config::{BucketProps, Millis, NodeConfig, Quorums};
 use crate::coordinator::get::{GetState, ReplicaState};
 use crate::coordinator::put::PutState;
 use crate::coordinator::{Client, ForwardState, Target};
 use crate::error::{ConfigError, MessageError, RequestError};
 use crate::id::NodeId;
 use crate::io::{
-    ClientRequest, Event, Input, OpId, Output, QuorumKind, Reply, RequestId, ScanRange, Space,
-    StorageKey, StorageOp, StorageResult,
+    ClientRequest, Command, Event, Input, OpId, Output, QuorumKind, Reply, RequestId, ScanRange,
+    Space, StorageKey, StorageOp, StorageResult,
+};
+use crate::membership::{
+    choose_gossip_peer, handle_gossip, ClusterView, FailureDetector, GossipMessage, Liveness,
+    MemberInfo, MemberStatus, ViewError,
 };
 use crate::merkle::{
     object_digest, Exchange, ExchangeResponse, ExchangeStep, MerkleConfig, MerkleTree,
@@ -89,6 +93,8 @@ struct TreeState {
     built: bool,
     /// Where the building scan resumes.
     cursor: Option<StorageKey>,
+    /// When the build finished.
+    built_at: Millis,
 }
 
 /// What a timer is for.
@@ -100,6 +106,8 @@ enum Timer {
     Handoff,
     /// Time to build a tree or start an exchange.
     AntiEntropy,
+    /// Time to gossip and check peers' liveness.
+    Gossip,
 }
 
 /// What a read-modify-write of one local replica does with the record it reads.
@@ -180,16 +188,51 @@ pub struct Node {
     next_exchange: u32,
     /// Peers that let a request time out without answering; cleared when they are heard from.
     suspects: BTreeSet<NodeId>,
+    /// This node's view of the cluster, kept in step with the others' by gossip.
+    view: ClusterView,
+    /// Liveness of peers, from all traffic (gossip included).
+    detector: FailureDetector,
+    /// Peers down long enough to have raised their alert.
+    alerted: BTreeSet<NodeId>,
 }
 
 impl Node {
-    /// A node with the given configuration, in a cluster of `members`, at time `now`.
+    /// A node with the given configuration, in a cluster of `members` (all up), at time `now`.
+    ///
+    /// Every node given the same configuration and members builds the same view and ring: the
+    /// ring is the claim of the lowest-id member, as if it had claimed and gossiped it.
     pub fn new(config: NodeConfig, members: Vec<Member>, now: Millis) -> Result<Node, ConfigError> {
-        let ring = Ring::new(config.ring.clone(), members)?;
+        config.merkle.validate()?;
+        // Checks the members (duplicates, capacities) with the ring's own rules first.
+        Ring::new(config.ring.clone(), members.clone())?;
+        let mut view = ClusterView::new(config.cluster.clone())?;
+        for member in &members {
+            let mut info = MemberInfo::new(member.id.clone(), "", "", member.capacity);
+            info.zone = member.zone.clone();
+            info.status = MemberStatus::Up;
+            view.set_member(info)?;
+        }
+        if let Some(claimant) = view.claimant().cloned() {
+            view.claim(&claimant, &config.ring)?;
+        }
+        let ring = match view.ring() {
+            Some(state) => state.ring.clone(),
+            None => Ring::new(config.ring.clone(), members)?,
+        };
+        let mut detector = FailureDetector::new(config.detector.clone());
+        for member in view.members() {
+            if member.id != config.node_id {
+                // Starts each peer's clock, so one that is never heard from is found down.
+                detector.heartbeat(&member.id, now);
+            }
+        }
+        let gossip_interval = config.gossip.interval_ms.max(1);
         let handoff_interval = config.handoff_interval_ms.max(1);
         let ae_interval = config.anti_entropy_interval_ms.max(1);
-        config.merkle.validate()?;
         Ok(Node {
+            view,
+            detector,
+            alerted: BTreeSet::new(),
             actor: actor_name(&config.node_id, config.incarnation, 0),
             actor_generation: 0,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
@@ -209,6 +252,7 @@ impl Node {
             timers: BTreeSet::from([
                 (now.saturating_add(handoff_interval), Timer::Handoff),
                 (now.saturating_add(ae_interval), Timer::AntiEntropy),
+                (now.saturating_add(gossip_interval), Timer::Gossip),
             ]),
             trees: BTreeMap::new(),
             tree_building: false,
@@ -371,6 +415,7 @@ impl Node {
             }
         }
         self.suspects.remove(&from);
+        self.detector.heartbeat(&from, self.now);
         self.on_message(from, message);
         self.drain_loopback();
         Ok(())
@@ -406,6 +451,14 @@ impl Node {
             self.timers.pop_first();
             match timer {
                 Timer::Request(id) => self.on_deadline(id),
+                Timer::Gossip => {
+                    self.gossip_tick();
+                    self.timers.insert((
+                        self.now
+                            .saturating_add(self.config.gossip.interval_ms.max(1)),
+                        Timer::Gossip,
+                    ));
+                }
                 Timer::AntiEntropy => {
                     self.anti_entropy_tick();
                     self.timers.insert((
@@ -470,7 +523,7 @@ impl Node {
                 });
             }
         }
-        Ok(self.config.bucket(bucket).resolve(request.options())?)
+        Ok(self.bucket_props(bucket).resolve(request.options())?)
     }
 
     fn preference_list(&self, bucket: &[u8], key: &[u8], n: u32) -> Vec<NodeId> {
@@ -478,10 +531,19 @@ impl Node {
             .preference_list(key_position(bucket, key), n as usize)
     }
 
-    /// Whether requests should go to `peer`: it has not let a request time out since it was
-    /// last heard from.
+    /// The properties in force for a bucket: the cluster's (set by command, spread by gossip),
+    /// else this node's configuration.
+    fn bucket_props(&self, bucket: &[u8]) -> &BucketProps {
+        self.view
+            .bucket(bucket)
+            .unwrap_or_else(|| self.config.bucket(bucket))
+    }
+
+    /// Whether requests should go to `peer`: the failure detector hears from it, and it has not
+    /// let a request time out since it was last heard from.
     fn reachable(&self, peer: &NodeId) -> bool {
-        *peer == self.config.node_id || !self.suspects.contains(peer)
+        *peer == self.config.node_id
+            || (!self.suspects.contains(peer) && self.detector.is_alive(peer, self.now))
     }
 
     /// Where a request for a key goes: each reachable preference-list node, and in place of each
@@ -528,7 +590,7 @@ impl Node {
     }
 
     fn mode(&self, bucket: &[u8]) -> ConflictMode {
-        self.config.bucket(bucket).conflict_mode
+        self.bucket_props(bucket).conflict_mode
     }
 
     fn new_coordination_id(&mut self) -> CoordinationId {
@@ -1036,6 +1098,7 @@ impl Node {
             },
             Message::ReadReply { id, result } => self.on_read_reply(from, id, result),
             Message::Ping => self.send(from, Message::Pong),
+            Message::Gossip(gossip) => self.on_gossip(from, gossip),
             Message::Exchange {
                 id,
                 partition,
@@ -1155,6 +1218,7 @@ impl Node {
             StorageResult::Record(Some(record)) => match Object::decode(&record) {
                 Ok(_) => ReadResult::Found(record),
                 Err(error) => {
+                    self.forget_in_tree(&key);
                     self.event(Event::ChecksumFailure {
                         bucket: key.bucket,
                         key: key.key,
@@ -1367,10 +1431,6 @@ impl Node {
     /// A hand-over round: read the next page of hints, unless the previous round's are still
     /// on their way (which bounds the hints in flight to one page).
     fn handoff_tick(&mut self) {
-        let suspects: Vec<NodeId> = self.suspects.iter().cloned().collect();
-        for peer in suspects {
-            self.send(peer, Message::Ping);
-        }
         let in_flight = self
             .coordinations
             .values()
@@ -1481,6 +1541,96 @@ impl Node {
         }
     }
 
+    // ----- membership -----
+
+    /// This node's view of the cluster.
+    pub fn view(&self) -> &ClusterView {
+        &self.view
+    }
+
+    /// An operator command. On `Err` nothing changed.
+    pub fn handle_command(&mut self, now: Millis, command: Command) -> Result<(), ViewError> {
+        self.advance(now);
+        match command {
+            Command::SetBucket { bucket, props } => {
+                self.view.set_bucket(bucket, props)?;
+            }
+        }
+        self.view_changed();
+        self.drain_loopback();
+        Ok(())
+    }
+
+    fn view_changed(&mut self) {
+        let digest = self.view.digest();
+        self.event(Event::ViewChanged { digest });
+    }
+
+    /// A gossip round: start a push-pull exchange with one peer, and report liveness changes.
+    fn gossip_tick(&mut self) {
+        let now = self.now;
+        let detector = &self.detector;
+        let suspects = &self.suspects;
+        let partner = choose_gossip_peer(
+            &self.config.node_id,
+            &self.view,
+            &|peer: &NodeId| detector.is_alive(peer, now) && !suspects.contains(peer),
+            &self.config.gossip.seeds,
+            &mut self.rng,
+        );
+        if let Some(partner) = partner {
+            let digest = self.view.digest();
+            self.send(partner, Message::Gossip(GossipMessage::Digest(digest)));
+        }
+        for change in self.detector.poll_changes(now) {
+            match change {
+                Liveness::Down { peer, .. } => self.event(Event::PeerDown { peer }),
+                Liveness::Up { peer } => {
+                    self.alerted.remove(&peer);
+                    self.event(Event::PeerUp { peer });
+                }
+            }
+        }
+        let members: Vec<NodeId> = self
+            .view
+            .members()
+            .filter(|m| m.id != self.config.node_id && m.status != MemberStatus::Removed)
+            .map(|m| m.id.clone())
+            .collect();
+        // Peers we believe down are pinged every round: gossip only goes to live peers, so two
+        // nodes that each think the other down would otherwise never hear from each other.
+        for peer in &members {
+            if !self.reachable(peer) {
+                self.send(peer.clone(), Message::Ping);
+            }
+        }
+        for peer in members {
+            if let Some(down_ms) = self.detector.down_for(&peer, now) {
+                if down_ms >= self.config.down_alert_ms && self.alerted.insert(peer.clone()) {
+                    self.event(Event::DownAlert { peer, down_ms });
+                }
+            }
+        }
+    }
+
+    fn on_gossip(&mut self, from: NodeId, gossip: GossipMessage) {
+        let before = self.view.digest();
+        match handle_gossip(&mut self.view, &gossip) {
+            Ok(reply) => {
+                if let Some(reply) = reply {
+                    self.send(from, Message::Gossip(reply));
+                }
+                if self.view.digest() != before {
+                    self.view_changed();
+                }
+            }
+            Err(error) => self.event(Event::MessageDropped {
+                from,
+                reason: format!("gossip: {error}"),
+            }),
+        }
+    }
+
     // ----- anti-entropy -----
 
     /// The partitions this node holds a replica of.
@@ -1507,6 +1657,7 @@ impl Node {
                 tree: MerkleTree::new(config).ok()?,
                 built: false,
                 cursor: None,
+                built_at: 0,
             }),
         };
         Some(&mut state.tree)
@@ -1517,6 +1668,18 @@ impl Node {
     fn anti_entropy_tick(&mut self) {
         let partitions = self.my_partitions();
         if !self.tree_building {
+            // The oldest tree past its age is dropped and rebuilt from the store.
+            let rebuild_every = self.config.tree_rebuild_interval_ms;
+            let now = self.now;
+            let stale = self
+                .trees
+                .iter()
+                .filter(|(_, t)| t.built && now.saturating_sub(t.built_at) >= rebuild_every)
+                .min_by_key(|(_, t)| t.built_at)
+                .map(|(p, _)| *p);
+            if let Some(partition) = stale {
+                self.trees.remove(&partition);
+            }
             let config = self.config.merkle;
             let unbuilt = partitions
                 .iter()
@@ -1576,6 +1739,16 @@ impl Node {
         }
     }
 
+    /// A damaged record is as good as missing: leaving it out of the tree lets the next
+    /// exchange find the key and repair it from a peer.
+    fn forget_in_tree(&mut self, key: &StorageKey) {
+        if key.space == Space::Data {
+            if let Some(state) = self.trees.get_mut(&key.partition) {
+                state.tree.update(&key.bucket, &key.key, None);
+            }
+        }
+    }
+
     fn request_tree_page(&mut self, partition: PartitionId) {
         let after = self.trees.get(&partition).and_then(|t| t.cursor.clone());
         self.tree_building = true;
@@ -1612,6 +1785,7 @@ impl Node {
         }
         if done {
             state.built = true;
+            state.built_at = self.now;
             state.cursor = None;
         } else {
             state.cursor = items.last().map(|(key, _)| key.clone());

@@ -77,6 +77,8 @@ pub struct SimConfig {
     pub max_clock_entries: usize,
     /// How often each node starts an anti-entropy exchange.
     pub anti_entropy_interval_ms: Millis,
+    /// How often each node gossips (and so how fast failures are detected).
+    pub gossip_interval_ms: Millis,
 }
 
 impl Default for SimConfig {
@@ -99,6 +101,7 @@ impl Default for SimConfig {
             lose_unsynced_on_crash: false,
             max_clock_entries: 64,
             anti_entropy_interval_ms: 250,
+            gossip_interval_ms: 200,
         }
     }
 }
@@ -322,6 +325,10 @@ impl Sim {
         config.request_timeout_ms = self.config.request_timeout_ms;
         config.max_clock_entries = self.config.max_clock_entries;
         config.anti_entropy_interval_ms = self.config.anti_entropy_interval_ms;
+        config.gossip.interval_ms = self.config.gossip_interval_ms;
+        // Rebuilt often, so a bad disk's silent damage is found within a run.
+        config.tree_rebuild_interval_ms = 20 * self.config.anti_entropy_interval_ms;
+        config.down_alert_ms = 5_000;
         config.default_bucket = BucketProps {
             n: self.config.n,
             r: self.config.r,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
 use crate::io::{ClientRequest, Reply};
+use crate::membership::GossipMessage;
 use crate::merkle::{ExchangeRequest, ExchangeResponse};
 use crate::ring::PartitionId;
 
@@ -110,6 +111,9 @@ pub enum Message {
         /// The answer.
         response: Option<ExchangeResponse>,
     },
+    /// Cluster-view gossip (push-pull, see
+    /// [`handle_gossip`](crate::membership::handle_gossip)).
+    Gossip(GossipMessage),
     /// Are you there? Sent now and then to peers this node suspects; any message back clears
     /// the suspicion.
     Ping,
