@@ -79,6 +79,9 @@ pub struct SimConfig {
     pub anti_entropy_interval_ms: Millis,
     /// How often each node gossips (and so how fast failures are detected).
     pub gossip_interval_ms: Millis,
+    /// Each node's clock runs ahead of the simulation's by a fixed random amount up to this:
+    /// clock skew, seen in write timestamps (last-writer-wins, truncation) and deadlines.
+    pub max_clock_skew_ms: Millis,
 }
 
 impl Default for SimConfig {
@@ -102,6 +105,7 @@ impl Default for SimConfig {
             max_clock_entries: 64,
             anti_entropy_interval_ms: 250,
             gossip_interval_ms: 200,
+            max_clock_skew_ms: 0,
         }
     }
 }
@@ -248,11 +252,21 @@ enum Pending {
 
 #[derive(Debug)]
 struct SimNode {
+    /// How far this node's clock is ahead of the simulation's.
+    skew: Millis,
     node: Option<Node>,
     store: MemStore,
     incarnation: u64,
     /// Client requests in flight on this node: request id → history index.
     requests: BTreeMap<RequestId, usize>,
+}
+
+impl SimNode {
+    /// The node's next deadline in simulation time.
+    fn next_deadline(&self) -> Option<Millis> {
+        let deadline = self.node.as_ref()?.poll_timeout()?;
+        Some(deadline.saturating_sub(self.skew))
+    }
 }
 
 /// A simulated cluster. See the [module docs](self).
@@ -302,10 +316,12 @@ impl Sim {
             members: Vec::new(),
         };
         for member in &members {
-            let node = sim.make_node(&member.id, 0, &members);
+            let skew = sim.rng.gen_range(0..=sim.config.max_clock_skew_ms);
+            let node = sim.make_node(&member.id, 0, &members, skew);
             sim.nodes.insert(
                 member.id.clone(),
                 SimNode {
+                    skew,
                     node: Some(node),
                     store: MemStore::new(),
                     incarnation: 0,
@@ -317,7 +333,13 @@ impl Sim {
         sim
     }
 
-    fn make_node(&mut self, id: &NodeId, incarnation: u64, members: &[Member]) -> Node {
+    fn make_node(
+        &mut self,
+        id: &NodeId,
+        incarnation: u64,
+        members: &[Member],
+        skew: Millis,
+    ) -> Node {
         let mut config = NodeConfig::new(id.clone());
         config.incarnation = incarnation;
         config.seed = self.rng.gen();
@@ -336,7 +358,7 @@ impl Sim {
             dw: self.config.dw,
             conflict_mode: self.config.conflict_mode,
         };
-        Node::new(config, members.to_vec(), self.now).expect("simulator ring is valid")
+        Node::new(config, members.to_vec(), self.now + skew).expect("simulator ring is valid")
     }
 
     /// The configuration the run was built with.
@@ -416,9 +438,10 @@ impl Sim {
             Some(SimNode {
                 node: Some(node),
                 requests,
+                skew,
                 ..
             }) => {
-                let result = node.handle_client(now, request_id, request);
+                let result = node.handle_client(now + *skew, request_id, request);
                 if result.is_ok() {
                     requests.insert(request_id, index);
                 }
@@ -589,8 +612,9 @@ impl Sim {
             return;
         }
         let incarnation = sim_node.incarnation + 1;
+        let skew = sim_node.skew;
         let members = self.members.clone();
-        let fresh = self.make_node(&id, incarnation, &members);
+        let fresh = self.make_node(&id, incarnation, &members, skew);
         if let Some(sim_node) = self.nodes.get_mut(&id) {
             sim_node.node = Some(fresh);
             sim_node.incarnation = incarnation;
@@ -640,11 +664,7 @@ impl Sim {
 
     fn next_time(&self) -> Option<Millis> {
         let queued = self.queue.keys().next().map(|&(t, _)| t);
-        let timers = self
-            .nodes
-            .values()
-            .filter_map(|n| n.node.as_ref().and_then(Node::poll_timeout))
-            .min();
+        let timers = self.nodes.values().filter_map(SimNode::next_deadline).min();
         match (queued, timers) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -662,18 +682,16 @@ impl Sim {
         let due: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| {
-                n.node
-                    .as_ref()
-                    .and_then(Node::poll_timeout)
-                    .is_some_and(|t| t <= now)
-            })
+            .filter(|(_, n)| n.next_deadline().is_some_and(|t| t <= now))
             .map(|(id, _)| id.clone())
             .collect();
         if !due.is_empty() {
             for id in due {
-                if let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
-                    node.handle_timeout(now);
+                if let Some(sim_node) = self.nodes.get_mut(&id) {
+                    let local = now + sim_node.skew;
+                    if let Some(node) = sim_node.node.as_mut() {
+                        node.handle_timeout(local);
+                    }
                 }
                 self.pump(&id);
             }
@@ -695,8 +713,12 @@ impl Sim {
                     });
                     return true;
                 }
-                if let Some(node) = self.nodes.get_mut(&to).and_then(|n| n.node.as_mut()) {
-                    if let Err(error) = node.handle_message(now, from, message) {
+                if let Some(sim_node) = self.nodes.get_mut(&to) {
+                    let local = now + sim_node.skew;
+                    let Some(node) = sim_node.node.as_mut() else {
+                        return true;
+                    };
+                    if let Err(error) = node.handle_message(local, from, message) {
                         self.trace.push(TraceEntry {
                             at: now,
                             node: to.clone(),
@@ -717,8 +739,9 @@ impl Sim {
             } => {
                 if let Some(sim_node) = self.nodes.get_mut(&node) {
                     if sim_node.incarnation == incarnation {
+                        let local = now + sim_node.skew;
                         if let Some(n) = sim_node.node.as_mut() {
-                            n.handle_storage(now, op_id, result);
+                            n.handle_storage(local, op_id, result);
                             self.pump(&node);
                         }
                     }

@@ -100,6 +100,21 @@ fn truncated_clocks_make_false_siblings_never_lost_writes() {
 }
 
 #[test]
+fn skewed_clocks_lose_no_acknowledged_write() {
+    campaign(
+        "clocks skewed up to 2 s",
+        40,
+        |seed| SimConfig {
+            seed,
+            max_clock_skew_ms: 2_000,
+            loss: 0.02,
+            ..SimConfig::default()
+        },
+        120,
+    );
+}
+
+#[test]
 fn same_seed_same_run_byte_for_byte() {
     let run = |seed| {
         let mut sim = random_run(
@@ -419,4 +434,46 @@ fn replicas_converge_without_reads_within_a_bound() {
         pct(99),
         times[times.len() - 1]
     );
+}
+
+#[test]
+fn hints_survive_their_holders_crash() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 23,
+        ..SimConfig::default()
+    });
+    let position = ringkv_core::ring::key_position(b"b", b"k");
+    let owners = sim.ring().preference_list(position, 3);
+    let down = owners[2].to_string();
+    sim.crash(&down);
+    sim.run(5_000); // long enough for the detector to see it down
+    assert!(sim.put(owners[0].as_str(), b"b", b"k", b"v", None).is_ok());
+    sim.run(100);
+    let holders: Vec<String> = sim
+        .node_ids()
+        .into_iter()
+        .filter(|n| {
+            sim.store(n.as_str()).is_some_and(|s| {
+                s.iter()
+                    .any(|(k, _)| k.space != ringkv_core::io::Space::Data)
+            })
+        })
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        holders.len(),
+        1,
+        "one fallback holds the hint: {:?}",
+        sim.hints()
+    );
+    sim.crash(&holders[0]);
+    sim.restart(&holders[0]);
+    sim.restart(&down);
+    sim.run(10_000);
+    assert!(sim.hints().is_empty(), "{:?}", sim.hints());
+    let replicas = sim.replicas_of(b"b", b"k");
+    assert!(replicas
+        .iter()
+        .all(|r| r.object.as_ref().is_some_and(|o| o.values().count() == 1)));
 }
