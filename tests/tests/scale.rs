@@ -1,0 +1,50 @@
+//! Placement at scale, on paper: balance and movement as the cluster grows, for both strategies.
+//! Run with `cargo test --release -p ringkv-tests --test scale -- --ignored --nocapture`; the
+//! table is copied into docs/scale.md.
+
+use ringkv_core::ring::{Member, Ring, RingConfig, Strategy};
+
+fn members(count: usize) -> Vec<Member> {
+    (0..count).map(|i| Member::new(format!("n{i:04}"), 1)).collect()
+}
+
+fn spread(values: impl Iterator<Item = f64>, ideal: f64) -> (f64, f64) {
+    let values: Vec<f64> = values.collect();
+    let max = values.iter().cloned().fold(0.0, f64::max) / ideal;
+    let min = values.iter().cloned().fold(f64::INFINITY, f64::min) / ideal;
+    (min, max)
+}
+
+#[test]
+#[ignore = "prints a table; slow in debug"]
+fn placement_as_the_cluster_grows() {
+    println!("| strategy | nodes | Q or tokens | ownership min/max of fair share | replica load (N=3) min/max | keys moved by one join / ideal |");
+    println!("|---|---|---|---|---|---|");
+    for count in [10usize, 100, 1000] {
+        for (name, strategy, partitions) in [
+            ("partitions", Strategy::Partitions, 4096u32),
+            ("tokens", Strategy::Tokens { tokens_per_capacity: 64 }, 4096),
+        ] {
+            let config = RingConfig {
+                partitions,
+                strategy: strategy.clone(),
+                target_n: 3,
+            };
+            let ring = Ring::new(config, members(count)).unwrap();
+            let fair = 1.0 / count as f64;
+            let (omin, omax) = spread(ring.ownership().into_values(), fair);
+            let (lmin, lmax) = spread(ring.replica_load(3).into_values(), fair);
+            let grown = ring.with_members(members(count + 1)).unwrap();
+            let moved = ring.owner_moved_fraction(&grown);
+            let ideal = 1.0 / (count + 1) as f64;
+            let size = match strategy {
+                Strategy::Partitions => format!("Q={partitions}"),
+                Strategy::Tokens { tokens_per_capacity } => format!("{tokens_per_capacity}/node"),
+            };
+            println!(
+                "| {name} | {count} | {size} | {omin:.2} / {omax:.2} | {lmin:.2} / {lmax:.2} | {:.2} |",
+                moved / ideal
+            );
+        }
+    }
+}
