@@ -152,6 +152,8 @@ pub enum Space {
         /// The preference-list node the write was meant for.
         owner: NodeId,
     },
+    /// The node's own metadata (its cluster view), under `key`; bucket and partition unused.
+    Meta,
 }
 
 /// The key under which a node stores an object: grouped by space then partition, so a
@@ -180,6 +182,16 @@ impl StorageKey {
         }
     }
 
+    /// Where a node keeps its cluster view.
+    pub fn view() -> StorageKey {
+        StorageKey {
+            space: Space::Meta,
+            partition: PartitionId(0),
+            bucket: Vec::new(),
+            key: b"view".to_vec(),
+        }
+    }
+
     /// The same bucket and key in another space.
     pub fn in_space(&self, space: Space) -> StorageKey {
         StorageKey {
@@ -194,6 +206,7 @@ impl StorageKey {
         let (tag, owner): (u8, &[u8]) = match &self.space {
             Space::Data => (0, &[]),
             Space::Hint { owner } => (1, owner.as_str().as_bytes()),
+            Space::Meta => (2, &[]),
         };
         (
             tag,
@@ -251,6 +264,7 @@ impl StorageKey {
                 out.extend_from_slice(&(owner.as_str().len() as u32).to_be_bytes());
                 out.extend_from_slice(owner.as_str().as_bytes());
             }
+            Space::Meta => out.push(2),
         }
         out.extend_from_slice(&self.partition.0.to_be_bytes());
         out.extend_from_slice(&(self.bucket.len() as u32).to_be_bytes());
@@ -271,6 +285,7 @@ impl StorageKey {
                     owner: NodeId::new(owner),
                 }
             }
+            2 => Space::Meta,
             _ => return Err(StorageKeyError),
         };
         let partition = PartitionId(take_u32(input)?);
@@ -547,6 +562,15 @@ pub enum Output {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Command {
+    /// This node leaves the cluster: its partitions are handed to the others, then it is
+    /// marked removed.
+    Leave,
+    /// Mark a member removed without its cooperation (it is gone for good); its partitions are
+    /// rebuilt on others from the remaining replicas.
+    Remove {
+        /// The member.
+        node: NodeId,
+    },
     /// Set a bucket's properties cluster-wide (they spread by gossip).
     SetBucket {
         /// Bucket name.

@@ -97,6 +97,19 @@ struct TreeState {
     built_at: Millis,
 }
 
+/// A partition this node pulls from a current replica before it owns it under the next ring.
+#[derive(Debug)]
+struct PullState {
+    source: NodeId,
+    id: CoordinationId,
+    /// Last key received: the transfer resumes after it.
+    cursor: Option<StorageKey>,
+    /// Whether a chunk request is out, and until when it is waited for.
+    waiting_until: Option<Millis>,
+    /// The last chunk has arrived.
+    finished: bool,
+}
+
 /// What a timer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -155,6 +168,10 @@ enum PendingOp {
     HandoffScan,
     /// A page of a partition, to build its tree.
     TreeBuild(PartitionId),
+    /// The cluster view being persisted.
+    PersistView,
+    /// A chunk of a partition for a receiver's hand-over pull.
+    ServePull { to: NodeId, id: CoordinationId },
 }
 
 /// The protocol state of one physical node. See the [module docs](self) for the caller's obligations.
@@ -194,6 +211,10 @@ pub struct Node {
     detector: FailureDetector,
     /// Peers down long enough to have raised their alert.
     alerted: BTreeSet<NodeId>,
+    /// Version of the view's ring `ring` was taken from (`None`: no ring known yet).
+    ring_version: Option<u64>,
+    /// Hand-overs this node is pulling for the next ring, per partition.
+    pulls: BTreeMap<PartitionId, PullState>,
 }
 
 impl Node {
@@ -215,10 +236,38 @@ impl Node {
         if let Some(claimant) = view.claimant().cloned() {
             view.claim(&claimant, &config.ring)?;
         }
+        Node::from_view(config, view, now)
+    }
+
+    /// A node that joins an existing cluster: its view holds only itself (Joining) until gossip
+    /// with the configured seeds brings it the cluster's. Client requests are refused
+    /// ([`RequestError::NoReplicas`]) until it knows the cluster's ring; the claimant then gives
+    /// it partitions, which it pulls from their current replicas before it owns them.
+    pub fn join(config: NodeConfig, me: Member, now: Millis) -> Result<Node, ConfigError> {
+        let mut view = ClusterView::new(config.cluster.clone())?;
+        let mut info = MemberInfo::new(me.id, "", "", me.capacity);
+        info.zone = me.zone;
+        view.set_member(info)?;
+        Node::from_view(config, view, now)
+    }
+
+    /// A node restarted from the cluster view it persisted (or any view of its cluster).
+    pub fn from_view(
+        config: NodeConfig,
+        view: ClusterView,
+        now: Millis,
+    ) -> Result<Node, ConfigError> {
+        config.merkle.validate()?;
         let ring = match view.ring() {
             Some(state) => state.ring.clone(),
-            None => Ring::new(config.ring.clone(), members)?,
+            // No ring known yet (a joining node): a placeholder of this node alone, never used,
+            // since requests are refused until the cluster's ring arrives.
+            None => Ring::new(
+                config.ring.clone(),
+                alloc::vec![Member::new(config.node_id.clone(), 1)],
+            )?,
         };
+        let ring_version = view.ring().map(|s| s.version);
         let mut detector = FailureDetector::new(config.detector.clone());
         for member in view.members() {
             if member.id != config.node_id {
@@ -230,6 +279,8 @@ impl Node {
         let handoff_interval = config.handoff_interval_ms.max(1);
         let ae_interval = config.anti_entropy_interval_ms.max(1);
         Ok(Node {
+            ring_version,
+            pulls: BTreeMap::new(),
             view,
             detector,
             alerted: BTreeSet::new(),
@@ -324,6 +375,9 @@ impl Node {
         if self.client_requests.contains(&request_id) {
             return Err(RequestError::DuplicateRequestId(request_id));
         }
+        if self.ring_version.is_none() {
+            return Err(RequestError::NoReplicas);
+        }
         let (bucket, key) = request.target();
         let replicas = self.preference_list(bucket, key, quorums.n);
         if replicas.is_empty() {
@@ -392,7 +446,10 @@ impl Node {
         message: Message,
     ) -> Result<(), MessageError> {
         self.advance(now);
-        if self.ring.member(&from).is_none() {
+        // Gossip is how a new node introduces itself, so it is the one thing a stranger may
+        // send; views of another cluster are refused by the merge.
+        let introduction = matches!(message, Message::Gossip(_));
+        if !introduction && self.view.member(&from).is_none() && self.ring.member(&from).is_none() {
             self.event(Event::MessageDropped {
                 from: from.clone(),
                 reason: "sender is not a member".to_string(),
@@ -437,6 +494,15 @@ impl Node {
             Some(PendingOp::WriteStore(key)) => self.local_write_stored(key, result),
             Some(PendingOp::HandoffScan) => self.handoff_scanned(result),
             Some(PendingOp::TreeBuild(partition)) => self.tree_page(partition, result),
+            Some(PendingOp::PersistView) => {}
+            Some(PendingOp::ServePull { to, id }) => {
+                let (items, done) = match result {
+                    StorageResult::Scanned { items, done } => (items, done),
+                    // Nothing sent: the receiver's wait runs out and it asks again.
+                    _ => return,
+                };
+                self.send(to, Message::HandoffChunk { id, items, done });
+            }
         }
         self.drain_loopback();
     }
@@ -827,8 +893,20 @@ impl Node {
             .filter(|t| t.node != me)
             .cloned()
             .collect();
-        if !others.is_empty() {
+        let receivers = self.pending_receivers(&key.bucket, &key.key);
+        if !others.is_empty() || !receivers.is_empty() {
             let record = object.encode();
+            for receiver in receivers {
+                self.send(
+                    receiver,
+                    Message::Repair {
+                        bucket: key.bucket.clone(),
+                        key: key.key.clone(),
+                        record: record.clone(),
+                        hint: None,
+                    },
+                );
+            }
             for target in others {
                 self.send(
                     target.node,
@@ -1099,6 +1177,14 @@ impl Node {
             Message::ReadReply { id, result } => self.on_read_reply(from, id, result),
             Message::Ping => self.send(from, Message::Pong),
             Message::Gossip(gossip) => self.on_gossip(from, gossip),
+            Message::HandoffPull {
+                id,
+                partition,
+                after,
+            } => self.serve_pull(from, id, partition, after),
+            Message::HandoffChunk { id, items, done } => {
+                self.on_handoff_chunk(from, id, items, done)
+            }
             Message::Exchange {
                 id,
                 partition,
@@ -1555,19 +1641,56 @@ impl Node {
             Command::SetBucket { bucket, props } => {
                 self.view.set_bucket(bucket, props)?;
             }
+            Command::Leave => {
+                let me = self.config.node_id.clone();
+                self.view.set_status(&me, MemberStatus::Leaving);
+            }
+            Command::Remove { node } => {
+                self.view.set_status(&node, MemberStatus::Removed);
+            }
         }
         self.view_changed();
         self.drain_loopback();
         Ok(())
     }
 
+    /// After any change of the view: persist it, take up a new ring, and report it.
     fn view_changed(&mut self) {
         let digest = self.view.digest();
+        self.storage(
+            StorageOp::Put {
+                key: StorageKey::view(),
+                record: self.view.encode(),
+                sync: true,
+            },
+            PendingOp::PersistView,
+        );
+        let version = self.view.ring().map(|s| s.version);
+        if version != self.ring_version {
+            if let Some(state) = self.view.ring() {
+                self.ring = state.ring.clone();
+                self.ring_version = version;
+                // Trees of partitions this node no longer holds are dropped; new ones get built.
+                let mine: BTreeSet<PartitionId> = self.my_partitions().into_iter().collect();
+                self.trees.retain(|p, _| mine.contains(p));
+                // A node that sees itself in the ring it routes by is up.
+                let me = self.config.node_id.clone();
+                if self.ring.member(&me).is_some()
+                    && self
+                        .view
+                        .member(&me)
+                        .is_some_and(|m| m.status == MemberStatus::Joining)
+                {
+                    self.view.set_status(&me, MemberStatus::Up);
+                }
+            }
+        }
         self.event(Event::ViewChanged { digest });
     }
 
     /// A gossip round: start a push-pull exchange with one peer, and report liveness changes.
     fn gossip_tick(&mut self) {
+        self.membership_step();
         let now = self.now;
         let detector = &self.detector;
         let suspects = &self.suspects;
@@ -1629,6 +1752,175 @@ impl Node {
                 reason: format!("gossip: {error}"),
             }),
         }
+    }
+
+    /// The claimant advances membership changes; every node pulls what it must receive under
+    /// the next ring, and records finished hand-overs in the view.
+    fn membership_step(&mut self) {
+        let me = self.config.node_id.clone();
+        let n = self.config.default_bucket.n as usize;
+        if self.view.claimant() == Some(&me) {
+            let config = self.config.ring.clone();
+            if let Ok(true) = self.view.advance(&me, &config, n) {
+                self.view_changed();
+            }
+        }
+        let Some(state) = self.view.ring() else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        for (partition, receivers) in state.transfers(n) {
+            if receivers.contains(&me) && !state.transferred.contains(&(partition.0, me.clone())) {
+                let sources: Vec<NodeId> = state
+                    .ring
+                    .partition_preference_list(partition, n)
+                    .into_iter()
+                    .filter(|s| *s != me)
+                    .collect();
+                wanted.push((partition, sources));
+            }
+        }
+        let wanted_set: BTreeSet<PartitionId> = wanted.iter().map(|(p, _)| *p).collect();
+        self.pulls.retain(|p, _| wanted_set.contains(p));
+        let mut newly_done = Vec::new();
+        for (partition, sources) in wanted {
+            let pending_writes = self
+                .local_writes
+                .keys()
+                .any(|k| k.space == Space::Data && k.partition == partition);
+            match self.pulls.get(&partition) {
+                Some(pull) if pull.finished => {
+                    // Done once every chunk's records are stored.
+                    if !pending_writes {
+                        newly_done.push(partition);
+                    }
+                }
+                Some(pull) if pull.waiting_until.is_some_and(|t| t > self.now) => {}
+                _ => {
+                    // Start, resume after a lost chunk, or switch to another live source.
+                    let source = sources
+                        .iter()
+                        .find(|s| self.reachable(s))
+                        .or(sources.first())
+                        .cloned();
+                    let Some(source) = source else { continue };
+                    let cursor = self.pulls.get(&partition).and_then(|p| p.cursor.clone());
+                    let id = self.new_coordination_id();
+                    self.send(
+                        source.clone(),
+                        Message::HandoffPull {
+                            id,
+                            partition,
+                            after: cursor.clone(),
+                        },
+                    );
+                    self.pulls.insert(
+                        partition,
+                        PullState {
+                            source,
+                            id,
+                            cursor,
+                            waiting_until: Some(
+                                self.now.saturating_add(self.config.request_timeout_ms),
+                            ),
+                            finished: false,
+                        },
+                    );
+                }
+            }
+        }
+        let mut changed = false;
+        for partition in newly_done {
+            changed |= self.view.mark_transferred(partition, &me);
+            self.pulls.remove(&partition);
+        }
+        if changed {
+            self.view_changed();
+        }
+    }
+
+    fn serve_pull(
+        &mut self,
+        to: NodeId,
+        id: CoordinationId,
+        partition: PartitionId,
+        after: Option<StorageKey>,
+    ) {
+        self.storage(
+            StorageOp::Scan {
+                range: ScanRange::Partition(partition),
+                after,
+                limit: self.config.tree_build_page.max(1),
+            },
+            PendingOp::ServePull { to, id },
+        );
+    }
+
+    fn on_handoff_chunk(
+        &mut self,
+        from: NodeId,
+        id: CoordinationId,
+        items: Vec<(StorageKey, Vec<u8>)>,
+        done: bool,
+    ) {
+        let Some((&partition, _)) = self
+            .pulls
+            .iter()
+            .find(|(_, p)| p.id == id && p.source == from)
+        else {
+            return;
+        };
+        let last = items.last().map(|(k, _)| k.clone());
+        for (key, record) in items {
+            if key.space != Space::Data || key.partition != partition {
+                continue;
+            }
+            self.on_replica_write(from.clone(), None, key.bucket, key.key, record, false, None);
+        }
+        let now = self.now;
+        let mut next = None;
+        if let Some(pull) = self.pulls.get_mut(&partition) {
+            if last.is_some() {
+                pull.cursor = last;
+            }
+            pull.waiting_until = None;
+            pull.finished = done;
+            if !done {
+                let id = self.next_coordination + 1;
+                self.next_coordination = id;
+                pull.id = id;
+                pull.waiting_until = Some(now.saturating_add(self.config.request_timeout_ms));
+                next = Some((pull.source.clone(), id, pull.cursor.clone()));
+            }
+        }
+        if let Some((source, id, after)) = next {
+            self.send(
+                source,
+                Message::HandoffPull {
+                    id,
+                    partition,
+                    after,
+                },
+            );
+        }
+    }
+
+    /// Nodes that will hold the key under the next ring but do not now: writes are copied to
+    /// them while the partition is handed over, so nothing written during the move is missed.
+    fn pending_receivers(&self, bucket: &[u8], key: &[u8]) -> Vec<NodeId> {
+        let Some(state) = self.view.ring() else {
+            return Vec::new();
+        };
+        let Some(next) = &state.next else {
+            return Vec::new();
+        };
+        let n = self.config.default_bucket.n as usize;
+        let position = key_position(bucket, key);
+        let now = state.ring.preference_list(position, n);
+        next.preference_list(position, n)
+            .into_iter()
+            .filter(|node| !now.contains(node))
+            .collect()
     }
 
     // ----- anti-entropy -----

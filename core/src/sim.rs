@@ -33,6 +33,7 @@ use crate::id::NodeId;
 use crate::io::{
     ClientRequest, Event, OpId, Output, Reply, RequestId, Space, StorageKey, StorageResult,
 };
+use crate::membership::ClusterView;
 use crate::node::Node;
 use crate::ring::{key_position, Member, Ring, RingConfig, Strategy};
 use crate::store::MemStore;
@@ -340,7 +341,13 @@ impl Sim {
         members: &[Member],
         skew: Millis,
     ) -> Node {
+        let config = self.node_config(id, incarnation);
+        Node::new(config, members.to_vec(), self.now + skew).expect("simulator ring is valid")
+    }
+
+    fn node_config(&mut self, id: &NodeId, incarnation: u64) -> NodeConfig {
         let mut config = NodeConfig::new(id.clone());
+        config.gossip.seeds = alloc::vec![NodeId::new("n1")];
         config.incarnation = incarnation;
         config.seed = self.rng.gen();
         config.ring = ring_config(&self.config);
@@ -358,7 +365,62 @@ impl Sim {
             dw: self.config.dw,
             conflict_mode: self.config.conflict_mode,
         };
-        Node::new(config, members.to_vec(), self.now + skew).expect("simulator ring is valid")
+        config
+    }
+
+    /// Starts a new node that joins the cluster through the seed `n1`: it gets partitions once
+    /// it has pulled their data. Does nothing if the id is taken.
+    pub fn join(&mut self, node: &str, capacity: u32) {
+        let id = NodeId::new(node);
+        if self.nodes.contains_key(&id) {
+            return;
+        }
+        let skew = self.rng.gen_range(0..=self.config.max_clock_skew_ms);
+        let config = self.node_config(&id, 0);
+        let Ok(fresh) = Node::join(config, Member::new(id.clone(), capacity), self.now + skew)
+        else {
+            return;
+        };
+        self.nodes.insert(
+            id.clone(),
+            SimNode {
+                skew,
+                node: Some(fresh),
+                store: MemStore::new(),
+                incarnation: 0,
+                requests: BTreeMap::new(),
+            },
+        );
+        self.trace.push(TraceEntry {
+            at: self.now,
+            node: id.clone(),
+            kind: TraceKind::Links(format!("{id} joins")),
+        });
+        self.pump(&id);
+    }
+
+    /// Tells a node to leave: it hands its partitions over, then is marked removed.
+    pub fn leave(&mut self, node: &str) {
+        let id = NodeId::new(node);
+        let now = self.now;
+        if let Some(sim_node) = self.nodes.get_mut(&id) {
+            let local = now + sim_node.skew;
+            if let Some(n) = sim_node.node.as_mut() {
+                let _ = n.handle_command(local, crate::io::Command::Leave);
+            }
+        }
+        self.pump(&id);
+    }
+
+    /// The ring most advanced among the running nodes' views (the one the cluster is converging
+    /// on), or the initial ring.
+    pub fn current_ring(&self) -> &Ring {
+        self.nodes
+            .values()
+            .filter_map(|n| n.node.as_ref()?.view().ring())
+            .max_by_key(|state| state.version)
+            .map(|state| &state.ring)
+            .unwrap_or(&self.ring)
     }
 
     /// The configuration the run was built with.
@@ -385,7 +447,7 @@ impl Sim {
 
     /// The ring the cluster places keys by.
     pub fn ring(&self) -> &Ring {
-        &self.ring
+        self.current_ring()
     }
 
     /// The node's store (survives crashes).
@@ -613,8 +675,22 @@ impl Sim {
         }
         let incarnation = sim_node.incarnation + 1;
         let skew = sim_node.skew;
+        // A node restarts from the view it persisted, as a real host does.
+        let persisted = sim_node
+            .store
+            .get(&StorageKey::view())
+            .and_then(|record| ClusterView::decode(record).ok());
         let members = self.members.clone();
-        let fresh = self.make_node(&id, incarnation, &members, skew);
+        let fresh = match persisted {
+            Some(view) => {
+                let config = self.node_config(&id, incarnation);
+                match Node::from_view(config, view, self.now + skew) {
+                    Ok(node) => node,
+                    Err(_) => self.make_node(&id, incarnation, &members, skew),
+                }
+            }
+            None => self.make_node(&id, incarnation, &members, skew),
+        };
         if let Some(sim_node) = self.nodes.get_mut(&id) {
             sim_node.node = Some(fresh);
             sim_node.incarnation = incarnation;
@@ -853,7 +929,7 @@ impl Sim {
     /// The stored object of a key on each of its replicas (`None`: no record or a damaged one).
     pub fn replicas_of(&self, bucket: &[u8], key: &[u8]) -> Vec<FinalReplica> {
         let storage_key = self.storage_key(bucket, key);
-        self.ring
+        self.current_ring()
             .preference_list(key_position(bucket, key), self.config.n as usize)
             .into_iter()
             .map(|node| {

@@ -333,6 +333,7 @@ mod tests {
             hint("n1", 7),
             hint("n2", 0),
             hint("n10", 0),
+            StorageKey::view(),
         ];
         for pair in keys.windows(2) {
             assert!(pair[0] < pair[1]);
@@ -342,7 +343,7 @@ mod tests {
             assert_eq!(StorageKey::decode(&k.encode()).as_ref(), Ok(k));
         }
         assert!(StorageKey::decode(&[0, 0, 0, 0, 1, 0, 0, 0, 9, 1]).is_err());
-        assert!(StorageKey::decode(&[2, 0, 0, 0, 1, 0, 0, 0, 0]).is_err());
+        assert!(StorageKey::decode(&[3, 0, 0, 0, 1, 0, 0, 0, 0]).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
-use crate::io::{ClientRequest, Reply};
+use crate::io::{ClientRequest, Reply, StorageKey};
 use crate::membership::GossipMessage;
 use crate::merkle::{ExchangeRequest, ExchangeResponse};
 use crate::ring::PartitionId;
@@ -114,6 +114,25 @@ pub enum Message {
     /// Cluster-view gossip (push-pull, see
     /// [`handle_gossip`](crate::membership::handle_gossip)).
     Gossip(GossipMessage),
+    /// A receiver of `partition` under the next ring asks a current replica for the partition's
+    /// records after `after` (hand-over, in bounded, resumable chunks).
+    HandoffPull {
+        /// The receiver's id for the transfer.
+        id: CoordinationId,
+        /// The partition.
+        partition: PartitionId,
+        /// Resume point: the last key of the previous chunk.
+        after: Option<StorageKey>,
+    },
+    /// One chunk of a hand-over; `done` when the partition has nothing after it.
+    HandoffChunk {
+        /// The receiver's id.
+        id: CoordinationId,
+        /// Keys and records.
+        items: Vec<(StorageKey, Vec<u8>)>,
+        /// Whether this was the last chunk.
+        done: bool,
+    },
     /// Are you there? Sent now and then to peers this node suspects; any message back clears
     /// the suspicion.
     Ping,

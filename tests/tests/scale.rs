@@ -5,7 +5,9 @@
 use ringkv_core::ring::{Member, Ring, RingConfig, Strategy};
 
 fn members(count: usize) -> Vec<Member> {
-    (0..count).map(|i| Member::new(format!("n{i:04}"), 1)).collect()
+    (0..count)
+        .map(|i| Member::new(format!("n{i:04}"), 1))
+        .collect()
 }
 
 fn spread(values: impl Iterator<Item = f64>, ideal: f64) -> (f64, f64) {
@@ -23,7 +25,13 @@ fn placement_as_the_cluster_grows() {
     for count in [10usize, 100, 1000] {
         for (name, strategy, partitions) in [
             ("partitions", Strategy::Partitions, 4096u32),
-            ("tokens", Strategy::Tokens { tokens_per_capacity: 64 }, 4096),
+            (
+                "tokens",
+                Strategy::Tokens {
+                    tokens_per_capacity: 64,
+                },
+                4096,
+            ),
         ] {
             let config = RingConfig {
                 partitions,
@@ -39,7 +47,9 @@ fn placement_as_the_cluster_grows() {
             let ideal = 1.0 / (count + 1) as f64;
             let size = match strategy {
                 Strategy::Partitions => format!("Q={partitions}"),
-                Strategy::Tokens { tokens_per_capacity } => format!("{tokens_per_capacity}/node"),
+                Strategy::Tokens {
+                    tokens_per_capacity,
+                } => format!("{tokens_per_capacity}/node"),
             };
             println!(
                 "| {name} | {count} | {size} | {omin:.2} / {omax:.2} | {lmin:.2} / {lmax:.2} | {:.2} |",

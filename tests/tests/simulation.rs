@@ -456,7 +456,7 @@ fn hints_survive_their_holders_crash() {
         .filter(|n| {
             sim.store(n.as_str()).is_some_and(|s| {
                 s.iter()
-                    .any(|(k, _)| k.space != ringkv_core::io::Space::Data)
+                    .any(|(k, _)| matches!(k.space, ringkv_core::io::Space::Hint { .. }))
             })
         })
         .map(|n| n.to_string())
@@ -476,4 +476,105 @@ fn hints_survive_their_holders_crash() {
     assert!(replicas
         .iter()
         .all(|r| r.object.as_ref().is_some_and(|o| o.values().count() == 1)));
+}
+
+/// Writes `count` keys, each acknowledged, and returns them.
+fn fill(sim: &mut Sim, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let key = format!("key{i}").into_bytes();
+            let node = format!("n{}", 1 + i % 3);
+            assert!(sim.put(&node, b"b", &key, &key, None).is_ok());
+            key
+        })
+        .collect()
+}
+
+fn assert_on_every_replica(sim: &Sim, keys: &[Vec<u8>]) {
+    for key in keys {
+        for replica in sim.replicas_of(b"b", key) {
+            let values: Vec<&[u8]> = replica
+                .object
+                .as_ref()
+                .map(|o| o.values().collect())
+                .unwrap_or_default();
+            assert_eq!(
+                values,
+                vec![key.as_slice()],
+                "{} lacks {}",
+                replica.node,
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_joining_node_pulls_its_partitions_before_it_owns_them() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 31,
+        ..SimConfig::default()
+    });
+    let keys = fill(&mut sim, 60);
+    let before = sim.ring().clone();
+    sim.join("n4", 1);
+    // Reads keep working while the partitions move.
+    for (i, key) in keys.iter().enumerate().take(20) {
+        sim.run(100);
+        let read = sim.get("n2", b"b", key);
+        assert_eq!(
+            read.values(),
+            vec![key.clone()],
+            "read of {i} during the move"
+        );
+    }
+    // Run until the cluster switches to the ring with n4 in it...
+    let n4 = ringkv_core::NodeId::new("n4");
+    let mut waited = 0;
+    while sim.ring().member(&n4).is_none() {
+        sim.run(20);
+        waited += 20;
+        assert!(waited < 60_000, "n4 never got partitions");
+    }
+    // ... and at that very moment n4 already holds every key it now replicates: it pulled them
+    // before the switch (anti-entropy could not have repaired them all in 20 ms).
+    let mine: Vec<Vec<u8>> = keys
+        .iter()
+        .filter(|k| {
+            sim.ring()
+                .preference_list(ringkv_core::ring::key_position(b"b", k), 3)
+                .contains(&n4)
+        })
+        .cloned()
+        .collect();
+    assert!(mine.len() > 5, "n4 replicates only {} keys", mine.len());
+    assert_on_every_replica(&sim, &mine);
+    sim.run(20_000);
+    let after = sim.ring().clone();
+    assert!(after.member(&n4).is_some(), "n4 owns partitions");
+    assert!(before.partitions_moved(&after) > 0);
+    // Every key is on every replica of the new ring, n4 included, before anyone reads it.
+    assert_on_every_replica(&sim, &keys);
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
+}
+
+#[test]
+fn a_leaving_node_hands_everything_over_before_it_goes() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 4,
+        seed: 37,
+        ..SimConfig::default()
+    });
+    let keys = fill(&mut sim, 60);
+    sim.leave("n4");
+    sim.run(20_000);
+    assert!(
+        sim.ring().member(&ringkv_core::NodeId::new("n4")).is_none(),
+        "n4 left the ring"
+    );
+    // n4 is gone for good: everything must be on the three others.
+    sim.crash("n4");
+    assert_on_every_replica(&sim, &keys);
 }

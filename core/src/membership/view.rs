@@ -13,7 +13,7 @@
 //! it identical everywhere: the claim moves the fewest partitions from the previous ring, and a
 //! merge of two rings could not keep that property.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BucketProps;
 use crate::id::NodeId;
-use crate::ring::{Member, Ring, RingConfig, RingError};
+use crate::ring::{Member, PartitionId, Ring, RingConfig, RingError};
 
 /// The format byte that opens [`ClusterView::encode`]'s output.
 pub const VIEW_FORMAT: u8 = 1;
@@ -143,6 +143,45 @@ pub struct RingState {
     pub claimant: NodeId,
     /// The placement itself.
     pub ring: Ring,
+    /// The ring the cluster is moving to, while partitions are handed over; see
+    /// [`ClusterView::advance`].
+    #[serde(default)]
+    pub next: Option<Ring>,
+    /// Hand-overs done for `next`: (partition, receiving node). Merged by union.
+    #[serde(default)]
+    pub transferred: BTreeSet<(u32, NodeId)>,
+}
+
+impl RingState {
+    /// What moving from `ring` to `next` takes, for replication factor `n`: per partition whose
+    /// replica set changes, the nodes that must receive its data (in `next`'s list but not in
+    /// `ring`'s). Empty when nothing is moving.
+    pub fn transfers(&self, n: usize) -> Vec<(PartitionId, Vec<NodeId>)> {
+        let Some(next) = &self.next else {
+            return Vec::new();
+        };
+        (0..self.ring.partition_count())
+            .map(PartitionId)
+            .filter_map(|p| {
+                let now = self.ring.partition_preference_list(p, n);
+                let receivers: Vec<NodeId> = next
+                    .partition_preference_list(p, n)
+                    .into_iter()
+                    .filter(|node| !now.contains(node))
+                    .collect();
+                (!receivers.is_empty()).then_some((p, receivers))
+            })
+            .collect()
+    }
+
+    /// Whether every hand-over to `next` is done.
+    pub fn transfers_done(&self, n: usize) -> bool {
+        self.transfers(n).iter().all(|(p, receivers)| {
+            receivers
+                .iter()
+                .all(|r| self.transferred.contains(&(p.0, r.clone())))
+        })
+    }
 }
 
 /// Why a view could not be changed, merged or decoded.
@@ -282,7 +321,12 @@ impl TryFrom<ViewRepr> for ClusterView {
                     reason: "the ring's claimant is not a member",
                 });
             }
-            for member in state.ring.members() {
+            for member in state
+                .ring
+                .members()
+                .iter()
+                .chain(state.next.iter().flat_map(|next| next.members().iter()))
+            {
                 if !members.contains_key(&member.id) {
                     return Err(ViewError::Malformed {
                         reason: "a ring member is not a member",
@@ -416,14 +460,23 @@ impl ClusterView {
         )?;
         let mut changed = merge_maps(&mut self.members, &other.members, compare_members);
         if let Some(theirs) = &other.ring {
-            let take = match &self.ring {
-                Some(ours) => compare_rings(theirs, ours) == Ordering::Greater,
-                None => true,
+            let order = match &self.ring {
+                Some(ours) => compare_rings(theirs, ours),
+                None => Ordering::Greater,
             };
-            if take {
-                // Their ring's members all have entries in `other`, hence now in `self` too.
-                self.ring = Some(theirs.clone());
-                changed = true;
+            match (order, &mut self.ring) {
+                (Ordering::Greater, _) => {
+                    // Their ring's members all have entries in `other`, hence now in `self` too.
+                    self.ring = Some(theirs.clone());
+                    changed = true;
+                }
+                // The same claim: hand-overs done are a grow-only set.
+                (Ordering::Equal, Some(ours)) => {
+                    for done in &theirs.transferred {
+                        changed |= ours.transferred.insert(done.clone());
+                    }
+                }
+                _ => {}
             }
         }
         changed |= merge_maps(&mut self.buckets, &other.buckets, compare_buckets);
@@ -500,8 +553,103 @@ impl ClusterView {
             version,
             claimant: me.clone(),
             ring,
+            next: None,
+            transferred: BTreeSet::new(),
         });
         Ok(true)
+    }
+
+    /// The claimant's step of a membership change with hand-over, called on the claimant `me`
+    /// every gossip round:
+    /// - no ring yet: claims one at once (a new cluster has no data to move);
+    /// - the target membership differs from the ring's and nothing is moving: sets the next ring
+    ///   ([`Ring::with_members`], fewest partitions moved), so the receivers start pulling;
+    /// - every hand-over to the next ring is done: makes it the ring everyone routes by, marks
+    ///   Leaving members that hold nothing Removed and Joining members Up.
+    ///
+    /// A change of membership while a move is under way waits for the move to finish. Returns
+    /// whether the view changed. Errors as [`ClusterView::claim`]; nothing changed.
+    pub fn advance(
+        &mut self,
+        me: &NodeId,
+        config: &RingConfig,
+        n: usize,
+    ) -> Result<bool, ViewError> {
+        let Some(state) = &self.ring else {
+            return self.claim(me, config);
+        };
+        match self.claimant() {
+            Some(claimant) if claimant == me => {}
+            claimant => {
+                return Err(ViewError::NotClaimant {
+                    claimant: claimant.cloned(),
+                })
+            }
+        }
+        if state.ring.config() != config {
+            return Err(ViewError::ConfigMismatch);
+        }
+        let version = state
+            .version
+            .checked_add(1)
+            .ok_or(ViewError::VersionOverflow)?;
+        match &state.next {
+            Some(next) if state.transfers_done(n) => {
+                let ring = next.clone();
+                let settled: Vec<(NodeId, MemberStatus)> = self
+                    .members
+                    .values()
+                    .filter_map(|m| match m.status {
+                        MemberStatus::Leaving if ring.member(&m.id).is_none() => {
+                            Some((m.id.clone(), MemberStatus::Removed))
+                        }
+                        MemberStatus::Joining if ring.member(&m.id).is_some() => {
+                            Some((m.id.clone(), MemberStatus::Up))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                self.ring = Some(RingState {
+                    version,
+                    claimant: me.clone(),
+                    ring,
+                    next: None,
+                    transferred: BTreeSet::new(),
+                });
+                for (id, status) in settled {
+                    self.set_status(&id, status);
+                }
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => {
+                let target = self.ring_members_target();
+                if state.ring.members() == target.as_slice() {
+                    return Ok(false);
+                }
+                let next = state.ring.with_members(target)?;
+                let ring = state.ring.clone();
+                self.ring = Some(RingState {
+                    version,
+                    claimant: me.clone(),
+                    ring,
+                    next: Some(next),
+                    transferred: BTreeSet::new(),
+                });
+                Ok(true)
+            }
+        }
+    }
+
+    /// Records that `receiver` holds all of `partition`'s data for the next ring. Returns whether
+    /// that is news.
+    pub fn mark_transferred(&mut self, partition: PartitionId, receiver: &NodeId) -> bool {
+        match &mut self.ring {
+            Some(state) if state.next.is_some() => {
+                state.transferred.insert((partition.0, receiver.clone()))
+            }
+            _ => false,
+        }
     }
 
     /// Sets a bucket's properties, bumping its version. Returns the stored version.
@@ -681,15 +829,17 @@ fn compare_members(a: &MemberInfo, b: &MemberInfo) -> Ordering {
 }
 
 /// The total order of rings: version, then the *lower* claimant, then encoding. `Greater` wins.
+/// The total order of ring states: version, then lower claimant, then the rings' encodings.
+/// `Equal` means the same claim (its hand-over sets may differ, and merge by union).
 fn compare_rings(a: &RingState, b: &RingState) -> Ordering {
     a.version
         .cmp(&b.version)
         .then_with(|| b.claimant.cmp(&a.claimant))
         .then_with(|| {
-            if a == b {
+            if a.ring == b.ring && a.next == b.next {
                 Ordering::Equal
             } else {
-                canonical(&a.ring).cmp(&canonical(&b.ring))
+                canonical(&(&a.ring, &a.next)).cmp(&canonical(&(&b.ring, &b.next)))
             }
         })
 }
@@ -1192,6 +1342,8 @@ mod tests {
             version: 1,
             claimant: id("a"),
             ring: Ring::new(config(), ids.iter().map(|i| Member::new(*i, 1)).collect()).unwrap(),
+            next: None,
+            transferred: Default::default(),
         };
         let good = RawView(
             "c".into(),
