@@ -170,6 +170,8 @@ enum PendingOp {
     TreeBuild(PartitionId),
     /// The cluster view being persisted.
     PersistView,
+    /// A page of a partition this node does not hold.
+    OrphanScan(PartitionId),
     /// A chunk of a partition for a receiver's hand-over pull.
     ServePull { to: NodeId, id: CoordinationId },
 }
@@ -198,6 +200,11 @@ pub struct Node {
     /// Where the next hint scan resumes, and whether one is running.
     handoff_cursor: Option<StorageKey>,
     handoff_scanning: bool,
+    /// Where the next orphan scan resumes: partition and key.
+    orphan_cursor: Option<(PartitionId, Option<StorageKey>)>,
+    handoff_round: u64,
+    /// Empty partitions skipped in a row by the orphan scan.
+    orphan_empty_streak: u32,
     /// Merkle trees of the partitions this node replicates.
     trees: BTreeMap<PartitionId, TreeState>,
     tree_building: bool,
@@ -214,7 +221,7 @@ pub struct Node {
     /// Version of the view's ring `ring` was taken from (`None`: no ring known yet).
     ring_version: Option<u64>,
     /// Hand-overs this node is pulling for the next ring, per partition.
-    pulls: BTreeMap<PartitionId, PullState>,
+    pulls: BTreeMap<(PartitionId, NodeId), PullState>,
 }
 
 impl Node {
@@ -310,6 +317,9 @@ impl Node {
             next_exchange: 0,
             handoff_cursor: None,
             handoff_scanning: false,
+            orphan_cursor: None,
+            handoff_round: 0,
+            orphan_empty_streak: 0,
             suspects: BTreeSet::new(),
         })
     }
@@ -495,6 +505,7 @@ impl Node {
             Some(PendingOp::HandoffScan) => self.handoff_scanned(result),
             Some(PendingOp::TreeBuild(partition)) => self.tree_page(partition, result),
             Some(PendingOp::PersistView) => {}
+            Some(PendingOp::OrphanScan(partition)) => self.orphans_scanned(partition, result),
             Some(PendingOp::ServePull { to, id }) => {
                 let (items, done) = match result {
                     StorageResult::Scanned { items, done } => (items, done),
@@ -1524,6 +1535,13 @@ impl Node {
         if self.handoff_scanning || in_flight {
             return;
         }
+        // Every other round looks for records of partitions this node no longer holds.
+        self.handoff_round = self.handoff_round.wrapping_add(1);
+        if self.handoff_round % 2 == 0 {
+            self.orphan_empty_streak = 0;
+            self.orphan_scan();
+            return;
+        }
         self.handoff_scanning = true;
         self.storage(
             StorageOp::Scan {
@@ -1577,31 +1595,129 @@ impl Node {
             if !self.reachable(&owner) {
                 continue;
             }
-            let id = self.new_coordination_id();
-            // Synced on the owner before the hint goes, so hand-over never weakens what DW
-            // promised for the write.
-            self.send(
-                owner.clone(),
-                Message::Write {
-                    id,
-                    bucket: hint_key.bucket.clone(),
-                    key: hint_key.key.clone(),
-                    record: record.clone(),
-                    sync: true,
-                    hint: None,
-                },
-            );
-            let deadline = self.now.saturating_add(self.config.request_timeout_ms);
-            self.arm(
-                id,
-                Coordination::Handoff(HandoffState {
-                    owner,
-                    hint_key,
-                    record,
-                    deadline,
-                }),
-            );
+            self.send_handoff(owner, hint_key, record);
         }
+    }
+
+    /// Partitions this node holds now or will hold under the next ring.
+    fn held_partitions(&self) -> BTreeSet<PartitionId> {
+        let n = self.config.default_bucket.n as usize;
+        let me = &self.config.node_id;
+        let next = self.view.ring().and_then(|s| s.next.as_ref());
+        (0..self.ring.partition_count())
+            .map(PartitionId)
+            .filter(|p| {
+                self.ring.partition_preference_list(*p, n).contains(me)
+                    || next.is_some_and(|r| r.partition_preference_list(*p, n).contains(me))
+            })
+            .collect()
+    }
+
+    /// Reads the next page of a partition this node does not hold (after a ring change, or a
+    /// write through a stale view): such records are handed to the key's current replicas like
+    /// hints, then deleted here. This is how a replica that left a preference list passes on
+    /// writes it took after its receivers had pulled the partition.
+    fn orphan_scan(&mut self) {
+        if self.ring_version.is_none() {
+            return;
+        }
+        let held = self.held_partitions();
+        let count = self.ring.partition_count();
+        let (start, after) = self.orphan_cursor.clone().unwrap_or((PartitionId(0), None));
+        let next = (0..count)
+            .map(|i| PartitionId((start.0 + i) % count))
+            .find(|p| !held.contains(p));
+        let Some(partition) = next else {
+            return;
+        };
+        let after = if partition == start { after } else { None };
+        self.handoff_scanning = true;
+        self.storage(
+            StorageOp::Scan {
+                range: ScanRange::Partition(partition),
+                after,
+                limit: self.config.handoff_batch.max(1),
+            },
+            PendingOp::OrphanScan(partition),
+        );
+    }
+
+    fn orphans_scanned(&mut self, partition: PartitionId, result: StorageResult) {
+        self.handoff_scanning = false;
+        let StorageResult::Scanned { items, done } = result else {
+            return;
+        };
+        let count = self.ring.partition_count().max(1);
+        self.orphan_cursor = if done {
+            Some((PartitionId((partition.0 + 1) % count), None))
+        } else {
+            Some((partition, items.last().map(|(key, _)| key.clone())))
+        };
+        // Partitions with nothing to hand over are skipped at once (up to one pass round the
+        // ring per round), so a node that left finds its records in seconds, not minutes.
+        if items.is_empty() && done {
+            self.orphan_empty_streak += 1;
+            if self.orphan_empty_streak < count {
+                self.orphan_scan();
+            }
+            return;
+        }
+        self.orphan_empty_streak = 0;
+        let n = self.config.default_bucket.n as usize;
+        let me = self.config.node_id.clone();
+        let next = self.view.ring().and_then(|s| s.next.clone());
+        for (key, record) in items {
+            // Decided per key too: under the token strategy one partition's keys can have
+            // different replicas.
+            let position = key_position(&key.bucket, &key.key);
+            if self.ring.preference_list(position, n).contains(&me)
+                || next
+                    .as_ref()
+                    .is_some_and(|r| r.preference_list(position, n).contains(&me))
+            {
+                continue;
+            }
+            if Object::decode(&record).is_err() {
+                // A damaged orphan is worth nothing; the replicas have their own copies.
+                self.delete_hint(key.clone(), record);
+                continue;
+            }
+            let owner = self
+                .ring
+                .preference_list(key_position(&key.bucket, &key.key), n)
+                .into_iter()
+                .find(|node| *node != self.config.node_id && self.reachable(node));
+            if let Some(owner) = owner {
+                self.send_handoff(owner, key, record);
+            }
+        }
+    }
+
+    /// Sends a record this node should not keep (a hint, an orphan) to `owner`, synced there
+    /// before the local copy goes, so hand-over never weakens what DW promised for the write.
+    fn send_handoff(&mut self, owner: NodeId, key: StorageKey, record: Vec<u8>) {
+        let id = self.new_coordination_id();
+        self.send(
+            owner.clone(),
+            Message::Write {
+                id,
+                bucket: key.bucket.clone(),
+                key: key.key.clone(),
+                record: record.clone(),
+                sync: true,
+                hint: None,
+            },
+        );
+        let deadline = self.now.saturating_add(self.config.request_timeout_ms);
+        self.arm(
+            id,
+            Coordination::Handoff(HandoffState {
+                owner,
+                hint_key: key,
+                record,
+                deadline,
+            }),
+        );
     }
 
     fn delete_hint(&mut self, hint_key: StorageKey, delivered: Vec<u8>) {
@@ -1756,6 +1872,10 @@ impl Node {
 
     /// The claimant advances membership changes; every node pulls what it must receive under
     /// the next ring, and records finished hand-overs in the view.
+    ///
+    /// A receiver pulls a partition from *every* current replica (bar removed ones), not just
+    /// one: a write acknowledged by W of them may be missing on the others, and the replica
+    /// being replaced may hold the only copy within the next ring. The switch waits for all.
     fn membership_step(&mut self) {
         let me = self.config.node_id.clone();
         let n = self.config.default_bucket.n as usize;
@@ -1768,43 +1888,30 @@ impl Node {
         let Some(state) = self.view.ring() else {
             return;
         };
-        let mut wanted = Vec::new();
+        let mut wanted: Vec<(PartitionId, NodeId)> = Vec::new();
         for (partition, receivers) in state.transfers(n) {
             if receivers.contains(&me) && !state.transferred.contains(&(partition.0, me.clone())) {
-                let sources: Vec<NodeId> = state
-                    .ring
-                    .partition_preference_list(partition, n)
-                    .into_iter()
-                    .filter(|s| *s != me)
-                    .collect();
-                wanted.push((partition, sources));
-            }
-        }
-        let wanted_set: BTreeSet<PartitionId> = wanted.iter().map(|(p, _)| *p).collect();
-        self.pulls.retain(|p, _| wanted_set.contains(p));
-        let mut newly_done = Vec::new();
-        for (partition, sources) in wanted {
-            let pending_writes = self
-                .local_writes
-                .keys()
-                .any(|k| k.space == Space::Data && k.partition == partition);
-            match self.pulls.get(&partition) {
-                Some(pull) if pull.finished => {
-                    // Done once every chunk's records are stored.
-                    if !pending_writes {
-                        newly_done.push(partition);
+                for source in state.ring.partition_preference_list(partition, n) {
+                    let removed = self
+                        .view
+                        .member(&source)
+                        .is_some_and(|m| m.status == MemberStatus::Removed);
+                    if source != me && !removed {
+                        wanted.push((partition, source));
                     }
                 }
+            }
+        }
+        let wanted_set: BTreeSet<(PartitionId, NodeId)> = wanted.iter().cloned().collect();
+        self.pulls.retain(|key, _| wanted_set.contains(key));
+        for (partition, source) in wanted {
+            let key = (partition, source.clone());
+            match self.pulls.get(&key) {
+                Some(pull) if pull.finished => {}
                 Some(pull) if pull.waiting_until.is_some_and(|t| t > self.now) => {}
                 _ => {
-                    // Start, resume after a lost chunk, or switch to another live source.
-                    let source = sources
-                        .iter()
-                        .find(|s| self.reachable(s))
-                        .or(sources.first())
-                        .cloned();
-                    let Some(source) = source else { continue };
-                    let cursor = self.pulls.get(&partition).and_then(|p| p.cursor.clone());
+                    // Start, or resume after a lost chunk (from the last key received).
+                    let cursor = self.pulls.get(&key).and_then(|p| p.cursor.clone());
                     let id = self.new_coordination_id();
                     self.send(
                         source.clone(),
@@ -1815,7 +1922,7 @@ impl Node {
                         },
                     );
                     self.pulls.insert(
-                        partition,
+                        key,
                         PullState {
                             source,
                             id,
@@ -1829,10 +1936,23 @@ impl Node {
                 }
             }
         }
+        // A partition is received once every source has sent its last chunk and every record
+        // of it is stored here.
+        let partitions: BTreeSet<PartitionId> = wanted_set.iter().map(|(p, _)| *p).collect();
         let mut changed = false;
-        for partition in newly_done {
-            changed |= self.view.mark_transferred(partition, &me);
-            self.pulls.remove(&partition);
+        for partition in partitions {
+            let all_finished = wanted_set
+                .iter()
+                .filter(|(p, _)| *p == partition)
+                .all(|key| self.pulls.get(key).is_some_and(|pull| pull.finished));
+            let pending_writes = self
+                .local_writes
+                .keys()
+                .any(|k| k.space == Space::Data && k.partition == partition);
+            if all_finished && !pending_writes {
+                changed |= self.view.mark_transferred(partition, &me);
+                self.pulls.retain(|(p, _), _| *p != partition);
+            }
         }
         if changed {
             self.view_changed();
@@ -1863,41 +1983,51 @@ impl Node {
         items: Vec<(StorageKey, Vec<u8>)>,
         done: bool,
     ) {
-        let Some((&partition, _)) = self
+        let Some(key) = self
             .pulls
             .iter()
             .find(|(_, p)| p.id == id && p.source == from)
+            .map(|(key, _)| key.clone())
         else {
             return;
         };
+        let partition = key.0;
         let last = items.last().map(|(k, _)| k.clone());
-        for (key, record) in items {
-            if key.space != Space::Data || key.partition != partition {
+        for (item, record) in items {
+            if item.space != Space::Data || item.partition != partition {
                 continue;
             }
-            self.on_replica_write(from.clone(), None, key.bucket, key.key, record, false, None);
+            self.on_replica_write(
+                from.clone(),
+                None,
+                item.bucket,
+                item.key,
+                record,
+                false,
+                None,
+            );
         }
         let now = self.now;
+        let timeout = self.config.request_timeout_ms;
+        let next_id = self.new_coordination_id();
         let mut next = None;
-        if let Some(pull) = self.pulls.get_mut(&partition) {
+        if let Some(pull) = self.pulls.get_mut(&key) {
             if last.is_some() {
                 pull.cursor = last;
             }
-            pull.waiting_until = None;
             pull.finished = done;
+            pull.waiting_until = None;
             if !done {
-                let id = self.next_coordination + 1;
-                self.next_coordination = id;
-                pull.id = id;
-                pull.waiting_until = Some(now.saturating_add(self.config.request_timeout_ms));
-                next = Some((pull.source.clone(), id, pull.cursor.clone()));
+                pull.id = next_id;
+                pull.waiting_until = Some(now.saturating_add(timeout));
+                next = Some(pull.cursor.clone());
             }
         }
-        if let Some((source, id, after)) = next {
+        if let Some(after) = next {
             self.send(
-                source,
+                from,
                 Message::HandoffPull {
-                    id,
+                    id: next_id,
                     partition,
                     after,
                 },

@@ -80,6 +80,9 @@ pub struct SimConfig {
     pub anti_entropy_interval_ms: Millis,
     /// How often each node gossips (and so how fast failures are detected).
     pub gossip_interval_ms: Millis,
+    /// Whether [`random_run`] also adds nodes and makes nodes leave (membership churn, with
+    /// hand-over under the other faults).
+    pub churn: bool,
     /// Each node's clock runs ahead of the simulation's by a fixed random amount up to this:
     /// clock skew, seen in write timestamps (last-writer-wins, truncation) and deadlines.
     pub max_clock_skew_ms: Millis,
@@ -107,6 +110,7 @@ impl Default for SimConfig {
             anti_entropy_interval_ms: 250,
             gossip_interval_ms: 200,
             max_clock_skew_ms: 0,
+            churn: false,
         }
     }
 }
@@ -1061,7 +1065,24 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
     let mut in_flight: Vec<(usize, usize, usize)> = Vec::new(); // (history index, client, key)
     let mut written = 0usize;
     let mut issued = 0usize;
+    let mut joined = 0usize;
+    let mut active: Vec<NodeId> = nodes.clone();
     while issued < operations || !in_flight.is_empty() {
+        // Membership churn, now and then: a node joins, or one leaves (never the seed, and
+        // never below three members).
+        if sim.config.churn && issued < operations && rng.gen_ratio(1, 25) {
+            // Counted here, not from the ring: a leave takes effect only after its hand-over,
+            // and the operator must not let the cluster shrink below N meanwhile.
+            if rng.gen_bool(0.5) || active.len() <= sim.config.n as usize {
+                joined += 1;
+                let name = NodeId::new(format!("j{joined}"));
+                sim.join(name.as_str(), 1);
+                active.push(name);
+            } else {
+                let leaving = active.remove(rng.gen_range(1..active.len()));
+                sim.leave(leaving.as_str());
+            }
+        }
         // Faults, now and then.
         if issued < operations && rng.gen_ratio(1, 12) {
             let a = nodes[rng.gen_range(0..nodes.len())].clone();

@@ -115,6 +115,21 @@ fn skewed_clocks_lose_no_acknowledged_write() {
 }
 
 #[test]
+fn churn_of_joins_and_leaves_loses_no_acknowledged_write() {
+    campaign(
+        "joins and leaves under faults",
+        40,
+        |seed| SimConfig {
+            seed,
+            churn: true,
+            loss: 0.01,
+            ..SimConfig::default()
+        },
+        200,
+    );
+}
+
+#[test]
 fn same_seed_same_run_byte_for_byte() {
     let run = |seed| {
         let mut sim = random_run(
