@@ -48,6 +48,8 @@ pub struct Verdict {
     pub present: usize,
     /// Of those, the ones superseded by a later write that saw them.
     pub superseded: usize,
+    /// Of those, deletes whose tombstones were reaped (the key is gone from every replica).
+    pub reaped: usize,
     /// Acknowledged writes lost.
     pub lost: Vec<LostWrite>,
     /// Gets that returned a value nobody wrote: (history index, value).
@@ -164,7 +166,12 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
             };
             // Present means this write's own sibling: its dot *and* its content, so a dot reused
             // by another write cannot pass for it.
-            if merged
+            let reaped = written == Content::Tombstone && merged.is_empty();
+            if reaped {
+                // A delete whose tombstone every replica held, and then dropped after the grace
+                // period: the key is gone, as the delete asked.
+                verdict.reaped += 1;
+            } else if merged
                 .siblings()
                 .iter()
                 .any(|s| s.dot == *dot && s.content == written)

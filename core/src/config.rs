@@ -227,6 +227,10 @@ pub struct NodeConfig {
     /// writes, not the disk, so silent corruption of a record nobody reads shows up only in a
     /// rebuilt tree (Riak's AAE rebuilds for the same reason).
     pub tree_rebuild_interval_ms: Millis,
+    /// How long a tombstone stays after every replica has it before it is reaped. Long
+    /// enough for hints and hand-overs holding older versions to arrive (they would resurrect a
+    /// reaped key).
+    pub tombstone_grace_ms: Millis,
     /// The cluster's name: views (and so nodes) of different clusters never merge.
     pub cluster: String,
     /// Gossip interval and seed nodes.
@@ -261,6 +265,7 @@ impl NodeConfig {
             repair_batch: 256,
             tree_build_page: 256,
             tree_rebuild_interval_ms: 6 * 60 * 60 * 1_000,
+            tombstone_grace_ms: 60 * 60 * 1_000,
             cluster: String::from("ringkv"),
             gossip: GossipConfig::default(),
             detector: DetectorConfig::default(),

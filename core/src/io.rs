@@ -497,6 +497,13 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A deleted key's tombstone was removed from this replica.
+    TombstoneReaped {
+        /// Bucket.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+    },
     /// The failure detector stopped hearing from a peer: requests go to fallbacks meanwhile.
     PeerDown {
         /// The peer.

@@ -38,7 +38,7 @@ use crate::membership::{
 use crate::merkle::{
     object_digest, Exchange, ExchangeResponse, ExchangeStep, MerkleConfig, MerkleTree,
 };
-use crate::ring::{key_position, Member, PartitionId, Ring};
+use crate::ring::{key_position, Member, PartitionId, Ring, Strategy};
 use crate::version::{ActorId, ConflictMode, Content, Context, Dot, Object, VersionVector};
 use crate::wire::{CoordinationId, Message, ReadResult};
 use rand::Rng;
@@ -140,6 +140,8 @@ enum LocalWriteKind {
     /// Delete a hint its owner acknowledged, unless it changed since it was sent (then the
     /// change still has to reach the owner, and the next round sends it).
     DeleteHint { delivered: Vec<u8> },
+    /// Delete a reaped tombstone, unless the object changed since the check.
+    Reap { digest: u64 },
 }
 
 #[derive(Debug)]
@@ -703,7 +705,7 @@ impl Node {
                 self.outputs.push_back(Output::Reply { request_id, reply });
             }
             Client::Remote { from, id } => self.send(from, Message::ForwardReply { id, reply }),
-            Client::Internal => {}
+            Client::Internal | Client::Reap => {}
         }
     }
 
@@ -815,11 +817,11 @@ impl Node {
             });
             self.reply(state.client.clone(), reply);
         }
-        if !self.config.read_repair {
-            return;
-        }
         let stale = state.stale_replicas();
-        if stale.is_empty() {
+        if state.client == Client::Reap {
+            self.maybe_reap(&state, stale.is_empty());
+        }
+        if !self.config.read_repair || stale.is_empty() {
             return;
         }
         let record = state.merged.encode();
@@ -1187,6 +1189,19 @@ impl Node {
             },
             Message::ReadReply { id, result } => self.on_read_reply(from, id, result),
             Message::Ping => self.send(from, Message::Pong),
+            Message::Reap {
+                bucket,
+                key,
+                digest,
+            } => {
+                let key = self.storage_key(&bucket, &key);
+                self.enqueue_local_write(LocalWrite {
+                    key,
+                    kind: LocalWriteKind::Reap { digest },
+                    sync: false,
+                    result: None,
+                });
+            }
             Message::Gossip(gossip) => self.on_gossip(from, gossip),
             Message::HandoffPull {
                 id,
@@ -1345,6 +1360,31 @@ impl Node {
 
     fn local_write_read_done(&mut self, key: StorageKey, result: StorageResult) {
         if let Some(LocalWrite {
+            kind: LocalWriteKind::Reap { digest },
+            ..
+        }) = self.local_writes.get(&key).and_then(VecDeque::front)
+        {
+            let unchanged = match &result {
+                StorageResult::Record(Some(record)) => Object::decode(record)
+                    .is_ok_and(|o| o.is_deleted() && object_digest(&o) == *digest),
+                _ => false,
+            };
+            if unchanged {
+                self.forget_in_tree(&key);
+                self.event(Event::TombstoneReaped {
+                    bucket: key.bucket.clone(),
+                    key: key.key.clone(),
+                });
+                self.storage(
+                    StorageOp::Delete { key: key.clone() },
+                    PendingOp::WriteStore(key),
+                );
+            } else {
+                self.pop_local_write(&key);
+            }
+            return;
+        }
+        if let Some(LocalWrite {
             kind: LocalWriteKind::DeleteHint { delivered },
             ..
         }) = self.local_writes.get(&key).and_then(VecDeque::front)
@@ -1424,7 +1464,7 @@ impl Node {
                 object.merge(incoming, mode);
                 None
             }
-            LocalWriteKind::DeleteHint { .. } => None,
+            LocalWriteKind::DeleteHint { .. } | LocalWriteKind::Reap { .. } => None,
         };
         let op = StorageOp::Put {
             key: key.clone(),
@@ -1481,7 +1521,7 @@ impl Node {
                     );
                 }
             }
-            LocalWriteKind::DeleteHint { .. } => {}
+            LocalWriteKind::DeleteHint { .. } | LocalWriteKind::Reap { .. } => {}
         }
     }
 
@@ -1503,8 +1543,8 @@ impl Node {
                     );
                 }
             }
-            // The hint stays and is sent again.
-            LocalWriteKind::DeleteHint { .. } => {}
+            // The hint (or tombstone) stays, and is tried again.
+            LocalWriteKind::DeleteHint { .. } | LocalWriteKind::Reap { .. } => {}
         }
     }
 
@@ -1677,8 +1717,22 @@ impl Node {
             {
                 continue;
             }
-            if Object::decode(&record).is_err() {
+            let Ok(object) = Object::decode(&record) else {
                 // A damaged orphan is worth nothing; the replicas have their own copies.
+                self.delete_hint(key.clone(), record);
+                continue;
+            };
+            // An old tombstone is dropped, not handed over: its replicas may have reaped it,
+            // and handing it back would bring it back.
+            let newest = object
+                .siblings()
+                .iter()
+                .map(|s| s.timestamp)
+                .max()
+                .unwrap_or(0);
+            if object.is_deleted()
+                && newest.saturating_add(self.config.tombstone_grace_ms) <= self.now
+            {
                 self.delete_hint(key.clone(), record);
                 continue;
             }
@@ -2053,6 +2107,75 @@ impl Node {
             .collect()
     }
 
+    // ----- tombstone reaping -----
+
+    /// A tombstone met while building a tree: if this node is the key's first replica and the
+    /// grace period is over, check whether every replica has it.
+    fn consider_reaping(&mut self, key: &StorageKey, object: &Object) {
+        if !object.is_deleted() || self.ring_version.is_none() {
+            return;
+        }
+        // Not while the ring is moving: a receiver might not have the tombstone yet.
+        if self.view.ring().is_some_and(|s| s.next.is_some()) {
+            return;
+        }
+        let newest = object
+            .siblings()
+            .iter()
+            .map(|s| s.timestamp)
+            .max()
+            .unwrap_or(0);
+        if newest.saturating_add(self.config.tombstone_grace_ms) > self.now {
+            return;
+        }
+        let n = self.config.default_bucket.n;
+        let replicas = self.preference_list(&key.bucket, &key.key, n);
+        if replicas.first() != Some(&self.config.node_id) {
+            return;
+        }
+        let quorums = Quorums {
+            n,
+            r: n,
+            w: n,
+            dw: 0,
+        };
+        let timeout = self.config.request_timeout_ms;
+        self.start_get(
+            Client::Reap,
+            key.bucket.clone(),
+            key.key.clone(),
+            quorums,
+            replicas,
+            timeout,
+        );
+    }
+
+    /// A reap check ended: when every replica answered with the same tombstone (and none stood
+    /// in as a fallback), all of them delete it.
+    fn maybe_reap(&mut self, state: &GetState, all_equal: bool) {
+        let unanimous = state.all_replied()
+            && all_equal
+            && state.replicas.iter().all(|t| t.hint.is_none())
+            && state
+                .replies
+                .values()
+                .all(|r| matches!(r, ReplicaState::Found(_)));
+        if !unanimous || !state.merged.is_deleted() {
+            return;
+        }
+        let digest = object_digest(&state.merged);
+        for target in &state.replicas {
+            self.send(
+                target.node.clone(),
+                Message::Reap {
+                    bucket: state.bucket.clone(),
+                    key: state.key.clone(),
+                    digest,
+                },
+            );
+        }
+    }
+
     // ----- anti-entropy -----
 
     /// The partitions this node holds a replica of.
@@ -2088,6 +2211,12 @@ impl Node {
     /// An anti-entropy round: build the next tree not yet built from the store, and start an
     /// exchange over the next partition with a built tree, with one of its other replicas.
     fn anti_entropy_tick(&mut self) {
+        // Trees are kept per partition, which under the token strategy does not have one
+        // replica set for all its keys: exchanging them would copy keys to non-replicas. The
+        // token strategy is kept for comparison only.
+        if self.ring.config().strategy != Strategy::Partitions {
+            return;
+        }
         let partitions = self.my_partitions();
         if !self.tree_building {
             // The oldest tree past its age is dropped and rebuilt from the store.
@@ -2190,6 +2319,7 @@ impl Node {
             return;
         };
         let mut damaged = Vec::new();
+        let mut tombstones = Vec::new();
         let Some(state) = self.trees.get_mut(&partition) else {
             return;
         };
@@ -2198,7 +2328,10 @@ impl Node {
                 Ok(object) => {
                     state
                         .tree
-                        .update(&key.bucket, &key.key, Some(object_digest(&object)))
+                        .update(&key.bucket, &key.key, Some(object_digest(&object)));
+                    if object.is_deleted() {
+                        tombstones.push((key.clone(), object));
+                    }
                 }
                 // A damaged record is left out of the tree: the exchange then finds the key
                 // missing here and repairs it from the peer.
@@ -2218,6 +2351,9 @@ impl Node {
                 key: key.key,
                 detail,
             });
+        }
+        for (key, object) in tombstones {
+            self.consider_reaping(&key, &object);
         }
         if !done {
             self.request_tree_page(partition);

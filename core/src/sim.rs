@@ -362,6 +362,7 @@ impl Sim {
         // Rebuilt often, so a bad disk's silent damage is found within a run.
         config.tree_rebuild_interval_ms = 20 * self.config.anti_entropy_interval_ms;
         config.down_alert_ms = 5_000;
+        config.tombstone_grace_ms = 10_000;
         config.default_bucket = BucketProps {
             n: self.config.n,
             r: self.config.r,

@@ -133,6 +133,16 @@ pub enum Message {
         /// Whether this was the last chunk.
         done: bool,
     },
+    /// Every replica holds this key's tombstone and its grace period is over: delete the record
+    /// if its object still has this digest (a write since then keeps it).
+    Reap {
+        /// Bucket.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// [`object_digest`](crate::merkle::object_digest) of the tombstone object.
+        digest: u64,
+    },
     /// Are you there? Sent now and then to peers this node suspects; any message back clears
     /// the suspicion.
     Ping,

@@ -593,3 +593,65 @@ fn a_leaving_node_hands_everything_over_before_it_goes() {
     sim.crash("n4");
     assert_on_every_replica(&sim, &keys);
 }
+
+#[test]
+fn tombstones_are_reaped_once_every_replica_has_them() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 4,
+        seed: 41,
+        ..SimConfig::default()
+    });
+    assert!(sim.put("n1", b"b", b"gone", b"v", None).is_ok());
+    assert!(sim.put("n1", b"b", b"kept", b"v", None).is_ok());
+    let read = sim.get("n2", b"b", b"gone");
+    assert!(sim.delete("n3", b"b", b"gone", read.context()).is_ok());
+    // Within the grace period the tombstone stays on every replica.
+    sim.run(3_000);
+    assert!(sim
+        .replicas_of(b"b", b"gone")
+        .iter()
+        .all(|r| r.object.as_ref().is_some_and(|o| o.is_deleted())));
+    // After it, every replica drops it; live keys are untouched.
+    sim.run(60_000);
+    assert!(
+        sim.replicas_of(b"b", b"gone")
+            .iter()
+            .all(|r| r.object.is_none()),
+        "{:?}",
+        sim.replicas_of(b"b", b"gone")
+    );
+    assert!(sim
+        .replicas_of(b"b", b"kept")
+        .iter()
+        .all(|r| r.object.is_some()));
+    assert!(sim.get("n4", b"b", b"gone").values().is_empty());
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
+    assert_eq!(verdict.reaped, 1);
+}
+
+#[test]
+fn a_tombstone_is_not_reaped_while_a_replica_is_down() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 43,
+        ..SimConfig::default()
+    });
+    assert!(sim.put("n1", b"b", b"k", b"v", None).is_ok());
+    let read = sim.get("n2", b"b", b"k");
+    sim.run(1_000);
+    sim.crash("n3");
+    assert!(sim.delete("n1", b"b", b"k", read.context()).is_ok());
+    sim.run(60_000);
+    // n3 never saw the delete: reaping now would let its old value come back.
+    let replicas = sim.replicas_of(b"b", b"k");
+    let up: Vec<_> = replicas
+        .iter()
+        .filter(|r| r.node.as_str() != "n3")
+        .collect();
+    assert!(
+        up.iter()
+            .all(|r| r.object.as_ref().is_some_and(|o| o.is_deleted())),
+        "{replicas:?}"
+    );
+}

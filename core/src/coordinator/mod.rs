@@ -18,6 +18,8 @@ pub(crate) enum Client {
     Remote { from: NodeId, id: CoordinationId },
     /// The node itself (an anti-entropy repair): the reply is dropped.
     Internal,
+    /// The node itself, checking whether a deleted key's tombstone can be reaped.
+    Reap,
 }
 
 /// A node a request goes to, and the unreachable preference-list node it stands in for, if any
