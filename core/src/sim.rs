@@ -404,6 +404,30 @@ impl Sim {
         self.pump(&id);
     }
 
+    /// Gives an operator command to a node. Returns whether the node took it.
+    pub fn command(&mut self, node: &str, command: crate::io::Command) -> bool {
+        let id = NodeId::new(node);
+        let now = self.now;
+        let taken = match self.nodes.get_mut(&id) {
+            Some(SimNode {
+                node: Some(n),
+                skew,
+                ..
+            }) => n.handle_command(now + *skew, command).is_ok(),
+            _ => false,
+        };
+        self.pump(&id);
+        taken
+    }
+
+    /// A running node's cluster view.
+    pub fn view(&self, node: &str) -> Option<&ClusterView> {
+        self.nodes
+            .get(&NodeId::new(node))
+            .and_then(|n| n.node.as_ref())
+            .map(Node::view)
+    }
+
     /// Tells a node to leave: it hands its partitions over, then is marked removed.
     pub fn leave(&mut self, node: &str) {
         let id = NodeId::new(node);

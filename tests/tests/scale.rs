@@ -58,3 +58,51 @@ fn placement_as_the_cluster_grows() {
         }
     }
 }
+
+#[test]
+#[ignore = "a 1,000-node simulation; minutes in release"]
+fn gossip_spreads_a_change_through_a_thousand_simulated_nodes() {
+    use ringkv_core::config::BucketProps;
+    use ringkv_core::io::Command;
+    use ringkv_core::sim::{Sim, SimConfig};
+    println!("| nodes | gossip interval | rounds until every view has the change | simulated ms |");
+    println!("|---|---|---|---|");
+    for nodes in [10usize, 100, 1000] {
+        let mut sim = Sim::new(SimConfig {
+            nodes,
+            partitions: 4096,
+            seed: 1,
+            // Anti-entropy is not what is measured; keep it out of the way.
+            anti_entropy_interval_ms: 3_600_000,
+            ..SimConfig::default()
+        });
+        sim.run(1_000);
+        let props = BucketProps {
+            n: 2,
+            ..BucketProps::default()
+        };
+        assert!(sim.command(
+            "n1",
+            Command::SetBucket {
+                bucket: b"carts".to_vec(),
+                props: props.clone(),
+            }
+        ));
+        let start = sim.now();
+        let interval = sim.config().gossip_interval_ms;
+        let everyone = |sim: &Sim| {
+            sim.node_ids()
+                .iter()
+                .all(|id| sim.view(id.as_str()).and_then(|v| v.bucket(b"carts")) == Some(&props))
+        };
+        while !everyone(&sim) {
+            sim.run(interval);
+            assert!(sim.now() - start < 200 * interval, "no convergence");
+        }
+        let elapsed = sim.now() - start;
+        println!(
+            "| {nodes} | {interval} ms | {} | {elapsed} |",
+            elapsed / interval
+        );
+    }
+}
