@@ -5,7 +5,9 @@
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
-use ringkv_core::sim::{random_run, Operation, Sim, SimConfig};
+use ringkv_core::config::{QuorumValue, RequestOptions};
+use ringkv_core::io::Reply;
+use ringkv_core::sim::{random_run, OpOutcome, Operation, Sim, SimConfig};
 use ringkv_core::version::Context;
 
 #[derive(Parser)]
@@ -61,8 +63,17 @@ fn show(label: &str, op: &Operation) {
         .collect();
     let outcome = if op.is_ok() { "ok" } else { "FAILED" };
     let replicas: Vec<String> = op.replicas().iter().map(|r| r.to_string()).collect();
+    let fallbacks = match &op.outcome {
+        Some(OpOutcome::Replied(
+            Reply::Written { fallbacks, .. } | Reply::Got { fallbacks, .. },
+        )) if !fallbacks.is_empty() => {
+            let names: Vec<String> = fallbacks.iter().map(|f| f.to_string()).collect();
+            format!(" (fallback {})", names.join(","))
+        }
+        _ => String::new(),
+    };
     println!(
-        "  t={:>5}ms {label:<44} {outcome:<6} replicas={:<12} values={values:?}",
+        "  t={:>5}ms {label:<44} {outcome:<6} replicas={:<12} values={values:?}{fallbacks}",
         op.completed_at.unwrap_or(op.invoked_at),
         replicas.join(",")
     );
@@ -102,19 +113,28 @@ fn dev(seed: u64) -> Result<()> {
     let mut right = vec![c];
     right.push(others[1].as_str());
     sim.partition(&[&left, &right]);
-    println!("-- partition: {left:?} | {right:?}");
+    println!("-- partition: {left:?} | {right:?}; the failure detectors notice within seconds");
+    sim.run(5_000);
     show(
         &format!("put milk,eggs on {a} (context of the read)"),
         &sim.put(a, bucket, key, b"milk,eggs", Some(&context)),
     );
-    let lonely = sim.put(c, bucket, key, b"milk,bread", Some(&context));
-    show(&format!("put milk,bread on {c} (same context)"), &lonely);
-    println!("   ({c} alone cannot reach W=2; the write stays on its replica and is not lost)");
+    let minority = sim.put(c, bucket, key, b"milk,bread", Some(&context));
+    show(&format!("put milk,bread on {c} (same context)"), &minority);
+    println!(
+        "   (each side writes to the owners it can reach, and to a fallback with a hint: {} here)",
+        others[1]
+    );
 
     sim.heal();
-    println!("-- heal");
-    let read = sim.get(others[1].as_str(), bucket, key);
-    show("get: two siblings, one context", &read);
+    println!("-- heal; the hints are handed over to their owners");
+    sim.run(5_000);
+    let all = RequestOptions {
+        r: Some(QuorumValue::All),
+        ..RequestOptions::default()
+    };
+    let read = sim.get_with(others[0].as_str(), bucket, key, all);
+    show("get (r=all): two siblings, one context", &read);
     let merged = merge_cart(&read.values());
     let context: Context = read.context().cloned().unwrap_or_default();
     show(
