@@ -2051,13 +2051,15 @@ impl Node {
             if item.space != Space::Data || item.partition != partition {
                 continue;
             }
+            // Synced: the hand-over is recorded as done once these are stored, and the switch
+            // that follows may leave this node the only new holder of some of them.
             self.on_replica_write(
                 from.clone(),
                 None,
                 item.bucket,
                 item.key,
                 record,
-                false,
+                true,
                 None,
             );
         }
