@@ -100,6 +100,14 @@ pub enum ConfigError {
     /// The Merkle tree shape is invalid.
     #[error("merkle: {0}")]
     Merkle(#[from] crate::merkle::MerkleError),
+    /// A bucket's N is above the ring's `target_n`.
+    #[error("n = {n} is above the ring's target_n = {max}")]
+    NAboveTarget {
+        /// The bucket's N.
+        n: u32,
+        /// The ring's target_n.
+        max: usize,
+    },
     /// The cluster view cannot be built (a cluster name or member field over the limits).
     #[error("view: {0}")]
     View(#[from] crate::membership::ViewError),
@@ -115,4 +123,25 @@ pub enum InputError {
     /// A refused peer message.
     #[error(transparent)]
     Message(#[from] MessageError),
+}
+
+/// An operator command that was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// A bucket's N must be between 1 and the ring's `target_n` (the replicas every node plans
+    /// placement, hand-over and anti-entropy for).
+    #[error("n = {n} is out of range 1..={max}")]
+    NOutOfRange {
+        /// N asked for.
+        n: u32,
+        /// The ring's target_n.
+        max: usize,
+    },
+    /// The bucket's quorums are invalid for its N.
+    #[error("invalid quorum: {0}")]
+    Quorum(#[from] QuorumError),
+    /// The view refused the change (a limit).
+    #[error("view: {0}")]
+    View(#[from] crate::membership::ViewError),
 }

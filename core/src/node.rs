@@ -25,7 +25,7 @@ use crate::config::{BucketProps, Millis, NodeConfig, Quorums};
 use crate::coordinator::get::{GetState, ReplicaState};
 use crate::coordinator::put::PutState;
 use crate::coordinator::{Client, ForwardState, Target};
-use crate::error::{ConfigError, MessageError, RequestError};
+use crate::error::{CommandError, ConfigError, MessageError, RequestError};
 use crate::id::NodeId;
 use crate::io::{
     ClientRequest, Command, Event, Input, OpId, Output, QuorumKind, Reply, RequestId, ScanRange,
@@ -33,7 +33,7 @@ use crate::io::{
 };
 use crate::membership::{
     choose_gossip_peer, handle_gossip, ClusterView, FailureDetector, GossipMessage, Liveness,
-    MemberInfo, MemberStatus, ViewError,
+    MemberInfo, MemberStatus,
 };
 use crate::merkle::{
     object_digest, Exchange, ExchangeResponse, ExchangeStep, MerkleConfig, MerkleTree,
@@ -267,6 +267,13 @@ impl Node {
         now: Millis,
     ) -> Result<Node, ConfigError> {
         config.merkle.validate()?;
+        let max = config.ring.target_n;
+        let too_big = core::iter::once(&config.default_bucket)
+            .chain(config.buckets.values())
+            .find(|b| b.n as usize > max);
+        if let Some(bucket) = too_big {
+            return Err(ConfigError::NAboveTarget { n: bucket.n, max });
+        }
         let ring = match view.ring() {
             Some(state) => state.ring.clone(),
             // No ring known yet (a joining node): a placeholder of this node alone, never used,
@@ -608,6 +615,12 @@ impl Node {
     fn preference_list(&self, bucket: &[u8], key: &[u8], n: u32) -> Vec<NodeId> {
         self.ring
             .preference_list(key_position(bucket, key), n as usize)
+    }
+
+    /// The largest N any bucket may have (the ring's `target_n`, which bucket properties are
+    /// checked against): what decides which partitions a node holds, receives and scans.
+    fn max_n(&self) -> usize {
+        self.ring.config().target_n
     }
 
     /// The properties in force for a bucket: the cluster's (set by command, spread by gossip),
@@ -1193,7 +1206,16 @@ impl Node {
                 bucket,
                 key,
                 digest,
+                ring_version,
             } => {
+                // Only under the very ring the check was made in, and not while it moves.
+                let settled = self
+                    .view
+                    .ring()
+                    .is_some_and(|s| s.version == ring_version && s.next.is_none());
+                if !settled {
+                    return;
+                }
                 let key = self.storage_key(&bucket, &key);
                 self.enqueue_local_write(LocalWrite {
                     key,
@@ -1526,6 +1548,17 @@ impl Node {
     }
 
     fn local_write_failed(&mut self, key: &StorageKey, reason: alloc::string::String) {
+        // A record of a partition being pulled may be the one that failed: that partition's
+        // pulls start over rather than be recorded as received without it.
+        if key.space == Space::Data {
+            for ((partition, _), pull) in self.pulls.iter_mut() {
+                if *partition == key.partition {
+                    pull.finished = false;
+                    pull.cursor = None;
+                    pull.waiting_until = None;
+                }
+            }
+        }
         let Some(write) = self.pop_local_write(key) else {
             return;
         };
@@ -1641,7 +1674,7 @@ impl Node {
 
     /// Partitions this node holds now or will hold under the next ring.
     fn held_partitions(&self) -> BTreeSet<PartitionId> {
-        let n = self.config.default_bucket.n as usize;
+        let n = self.max_n();
         let me = &self.config.node_id;
         let next = self.view.ring().and_then(|s| s.next.as_ref());
         (0..self.ring.partition_count())
@@ -1703,12 +1736,12 @@ impl Node {
             return;
         }
         self.orphan_empty_streak = 0;
-        let n = self.config.default_bucket.n as usize;
         let me = self.config.node_id.clone();
         let next = self.view.ring().and_then(|s| s.next.clone());
         for (key, record) in items {
-            // Decided per key too: under the token strategy one partition's keys can have
-            // different replicas.
+            // Decided per key, with the key's own bucket N: under the token strategy one
+            // partition's keys can have different replicas, and buckets differ in N.
+            let n = self.bucket_props(&key.bucket).n as usize;
             let position = key_position(&key.bucket, &key.key);
             if self.ring.preference_list(position, n).contains(&me)
                 || next
@@ -1805,10 +1838,15 @@ impl Node {
     }
 
     /// An operator command. On `Err` nothing changed.
-    pub fn handle_command(&mut self, now: Millis, command: Command) -> Result<(), ViewError> {
+    pub fn handle_command(&mut self, now: Millis, command: Command) -> Result<(), CommandError> {
         self.advance(now);
         match command {
             Command::SetBucket { bucket, props } => {
+                let max = self.max_n();
+                if props.n == 0 || props.n as usize > max {
+                    return Err(CommandError::NOutOfRange { n: props.n, max });
+                }
+                props.resolve(&crate::config::RequestOptions::default())?;
                 self.view.set_bucket(bucket, props)?;
             }
             Command::Leave => {
@@ -1932,7 +1970,7 @@ impl Node {
     /// being replaced may hold the only copy within the next ring. The switch waits for all.
     fn membership_step(&mut self) {
         let me = self.config.node_id.clone();
-        let n = self.config.default_bucket.n as usize;
+        let n = self.max_n();
         if self.view.claimant() == Some(&me) {
             let config = self.config.ring.clone();
             if let Ok(true) = self.view.advance(&me, &config, n) {
@@ -2100,7 +2138,7 @@ impl Node {
         let Some(next) = &state.next else {
             return Vec::new();
         };
-        let n = self.config.default_bucket.n as usize;
+        let n = self.max_n();
         let position = key_position(bucket, key);
         let now = state.ring.preference_list(position, n);
         next.preference_list(position, n)
@@ -2130,7 +2168,7 @@ impl Node {
         if newest.saturating_add(self.config.tombstone_grace_ms) > self.now {
             return;
         }
-        let n = self.config.default_bucket.n;
+        let n = self.bucket_props(&key.bucket).n;
         let replicas = self.preference_list(&key.bucket, &key.key, n);
         if replicas.first() != Some(&self.config.node_id) {
             return;
@@ -2166,6 +2204,9 @@ impl Node {
             return;
         }
         let digest = object_digest(&state.merged);
+        let Some(ring_version) = self.ring_version else {
+            return;
+        };
         for target in &state.replicas {
             self.send(
                 target.node.clone(),
@@ -2173,6 +2214,7 @@ impl Node {
                     bucket: state.bucket.clone(),
                     key: state.key.clone(),
                     digest,
+                    ring_version,
                 },
             );
         }
@@ -2182,7 +2224,7 @@ impl Node {
 
     /// The partitions this node holds a replica of.
     fn my_partitions(&self) -> Vec<PartitionId> {
-        let n = self.config.default_bucket.n as usize;
+        let n = self.max_n();
         (0..self.ring.partition_count())
             .map(PartitionId)
             .filter(|p| {
@@ -2251,7 +2293,7 @@ impl Node {
         if exchanging || partitions.is_empty() {
             return;
         }
-        let n = self.config.default_bucket.n as usize;
+        let n = self.max_n();
         for _ in 0..partitions.len() {
             let partition = partitions[self.next_exchange as usize % partitions.len()];
             self.next_exchange = self.next_exchange.wrapping_add(1);
@@ -2437,6 +2479,13 @@ impl Node {
     /// Repairs one key between this node and `peer`: a read of both replicas whose read repair
     /// writes the merged object back to whichever is behind.
     fn repair_key(&mut self, bucket: Vec<u8>, key: Vec<u8>, peer: NodeId) {
+        // Trees cover the ring's target_n replicas; a bucket with a smaller N has fewer, and a
+        // key of it must not be copied to a node that is not one of them.
+        let n = self.bucket_props(&bucket).n;
+        let replicas = self.preference_list(&bucket, &key, n);
+        if !replicas.contains(&self.config.node_id) || !replicas.contains(&peer) {
+            return;
+        }
         let quorums = Quorums {
             n: 2,
             r: 2,

@@ -142,6 +142,8 @@ pub enum Message {
         key: Vec<u8>,
         /// [`object_digest`](crate::merkle::object_digest) of the tombstone object.
         digest: u64,
+        /// Version of the ring the check was made under; a replica with another ignores it.
+        ring_version: u64,
     },
     /// Are you there? Sent now and then to peers this node suspects; any message back clears
     /// the suspicion.

@@ -655,3 +655,88 @@ fn a_tombstone_is_not_reaped_while_a_replica_is_down() {
         "{replicas:?}"
     );
 }
+
+#[test]
+fn a_move_whose_receiver_is_removed_is_replanned_and_finishes() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 4,
+        seed: 47,
+        ..SimConfig::default()
+    });
+    let keys = fill(&mut sim, 40);
+    sim.join("j1", 1);
+    let mut waited = 0;
+    while sim
+        .view("n1")
+        .and_then(|v| v.ring())
+        .is_none_or(|r| r.next.is_none())
+    {
+        sim.run(20);
+        waited += 20;
+        assert!(waited < 10_000, "the join was never planned");
+    }
+    // The receiver dies for good mid-move and the operator removes it.
+    sim.crash("j1");
+    assert!(sim.command(
+        "n1",
+        ringkv_core::io::Command::Remove {
+            node: ringkv_core::NodeId::new("j1")
+        }
+    ));
+    sim.run(30_000);
+    let state = sim.view("n1").and_then(|v| v.ring()).cloned().unwrap();
+    assert!(state.next.is_none(), "the move never finished");
+    assert!(state.ring.member(&ringkv_core::NodeId::new("j1")).is_none());
+    // And the next change goes through.
+    sim.leave("n4");
+    sim.run(30_000);
+    assert!(
+        sim.ring().member(&ringkv_core::NodeId::new("n4")).is_none(),
+        "n4 could not leave"
+    );
+    sim.crash("n4");
+    assert_on_every_replica(&sim, &keys);
+}
+
+#[test]
+fn bucket_n_is_bounded_by_the_rings_target_n() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 53,
+        ..SimConfig::default()
+    });
+    let props = |n| ringkv_core::config::BucketProps {
+        n,
+        r: QuorumValue::One,
+        w: QuorumValue::One,
+        ..Default::default()
+    };
+    let set = |sim: &mut Sim, n| {
+        sim.command(
+            "n1",
+            ringkv_core::io::Command::SetBucket {
+                bucket: b"big".to_vec(),
+                props: props(n),
+            },
+        )
+    };
+    // Above the ring's target_n every node would plan for too few replicas: refused.
+    assert!(!set(&mut sim, 5));
+    assert!(!set(&mut sim, 0));
+    assert!(set(&mut sim, 2));
+    sim.run(5_000);
+    // A smaller N is honoured everywhere, and its replicas are not taken for orphans.
+    assert!(sim.put("n3", b"big", b"k", b"v", None).is_ok());
+    sim.run(30_000);
+    let holders = sim
+        .node_ids()
+        .into_iter()
+        .filter(|n| {
+            sim.store(n.as_str()).is_some_and(|s| {
+                s.iter()
+                    .any(|(k, _)| k.bucket == b"big" && k.space == ringkv_core::io::Space::Data)
+            })
+        })
+        .count();
+    assert_eq!(holders, 2);
+}

@@ -593,7 +593,26 @@ impl ClusterView {
             .version
             .checked_add(1)
             .ok_or(ViewError::VersionOverflow)?;
+        let target = self.ring_members_target();
         match &state.next {
+            // The target changed under a move (a receiver was removed, say): a plan that can
+            // never finish is replaced by one for the current target.
+            Some(next) if next.members() != target.as_slice() => {
+                let ring = state.ring.clone();
+                let next = if ring.members() == target.as_slice() {
+                    None
+                } else {
+                    Some(ring.with_members(target)?)
+                };
+                self.ring = Some(RingState {
+                    version,
+                    claimant: me.clone(),
+                    ring,
+                    next,
+                    transferred: BTreeSet::new(),
+                });
+                Ok(true)
+            }
             Some(next) if state.transfers_done(n) => {
                 let ring = next.clone();
                 let settled: Vec<(NodeId, MemberStatus)> = self
@@ -623,7 +642,6 @@ impl ClusterView {
             }
             Some(_) => Ok(false),
             None => {
-                let target = self.ring_members_target();
                 if state.ring.members() == target.as_slice() {
                     return Ok(false);
                 }
