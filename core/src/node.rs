@@ -137,11 +137,29 @@ enum LocalWriteKind {
         object: Object,
         reply_to: Option<(NodeId, CoordinationId)>,
     },
-    /// Delete a hint its owner acknowledged, unless it changed since it was sent (then the
-    /// change still has to reach the owner, and the next round sends it).
-    DeleteHint { delivered: Vec<u8> },
-    /// Delete a reaped tombstone, unless the object changed since the check.
-    Reap { digest: u64 },
+    /// Delete the record, unless it changed since the decision to delete it was made.
+    DeleteIf(DeleteCondition),
+}
+
+/// What a record must still be for a conditional delete to go ahead.
+#[derive(Debug)]
+enum DeleteCondition {
+    /// Exactly these bytes: a hint or orphan its owner acknowledged. If it changed since it
+    /// was sent, the change still has to reach the owner, and the next round sends it.
+    Record(Vec<u8>),
+    /// A tombstone with this digest: a reaped key (a write since the check keeps it).
+    Tombstone(u64),
+}
+
+impl DeleteCondition {
+    fn holds(&self, record: &[u8]) -> bool {
+        match self {
+            DeleteCondition::Record(delivered) => record == delivered.as_slice(),
+            DeleteCondition::Tombstone(digest) => {
+                Object::decode(record).is_ok_and(|o| o.is_deleted() && object_digest(&o) == *digest)
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -722,6 +740,23 @@ impl Node {
         }
     }
 
+    /// Answers with a quorum failure and reports it, with the same counts as the reply.
+    fn reply_unavailable(&mut self, client: Client, reply: Reply) {
+        if let Reply::Unavailable {
+            kind,
+            needed,
+            answered,
+        } = &reply
+        {
+            self.event(Event::QuorumFailed {
+                kind: *kind,
+                needed: *needed,
+                answered: answered.len() as u32,
+            });
+        }
+        self.reply(client, reply);
+    }
+
     fn drain_loopback(&mut self) {
         while let Some(message) = self.loopback.pop_front() {
             let me = self.config.node_id.clone();
@@ -823,12 +858,7 @@ impl Node {
             return;
         };
         if let Some(reply) = state.unavailable() {
-            self.event(Event::QuorumFailed {
-                kind: QuorumKind::Read,
-                needed: state.quorums.r,
-                answered: state.replies.len() as u32,
-            });
-            self.reply(state.client.clone(), reply);
+            self.reply_unavailable(state.client.clone(), reply);
         }
         let stale = state.stale_replicas();
         if state.client == Client::Reap {
@@ -990,19 +1020,7 @@ impl Node {
             return;
         };
         if let Some(reply) = state.unavailable() {
-            if let Reply::Unavailable {
-                kind,
-                needed,
-                answered,
-            } = &reply
-            {
-                self.event(Event::QuorumFailed {
-                    kind: *kind,
-                    needed: *needed,
-                    answered: answered.len() as u32,
-                });
-            }
-            self.reply(state.client, reply);
+            self.reply_unavailable(state.client, reply);
         }
     }
 
@@ -1157,12 +1175,7 @@ impl Node {
             }
             Some(Coordination::Forward(_)) => {
                 if let Some(Coordination::Forward(state)) = self.finish(id) {
-                    self.event(Event::QuorumFailed {
-                        kind: QuorumKind::Write,
-                        needed: state.needed,
-                        answered: 0,
-                    });
-                    self.reply(
+                    self.reply_unavailable(
                         Client::Local(state.request_id),
                         Reply::Unavailable {
                             kind: QuorumKind::Write,
@@ -1217,12 +1230,7 @@ impl Node {
                     return;
                 }
                 let key = self.storage_key(&bucket, &key);
-                self.enqueue_local_write(LocalWrite {
-                    key,
-                    kind: LocalWriteKind::Reap { digest },
-                    sync: false,
-                    result: None,
-                });
+                self.delete_if(key, DeleteCondition::Tombstone(digest));
             }
             Message::Gossip(gossip) => self.on_gossip(from, gossip),
             Message::HandoffPull {
@@ -1382,44 +1390,28 @@ impl Node {
 
     fn local_write_read_done(&mut self, key: StorageKey, result: StorageResult) {
         if let Some(LocalWrite {
-            kind: LocalWriteKind::Reap { digest },
+            kind: LocalWriteKind::DeleteIf(condition),
             ..
         }) = self.local_writes.get(&key).and_then(VecDeque::front)
         {
-            let unchanged = match &result {
-                StorageResult::Record(Some(record)) => Object::decode(record)
-                    .is_ok_and(|o| o.is_deleted() && object_digest(&o) == *digest),
-                _ => false,
-            };
-            if unchanged {
+            let holds =
+                matches!(&result, StorageResult::Record(Some(record)) if condition.holds(record));
+            let reaping = matches!(condition, DeleteCondition::Tombstone(_));
+            if !holds {
+                self.pop_local_write(&key);
+                return;
+            }
+            if reaping {
                 self.forget_in_tree(&key);
                 self.event(Event::TombstoneReaped {
                     bucket: key.bucket.clone(),
                     key: key.key.clone(),
                 });
-                self.storage(
-                    StorageOp::Delete { key: key.clone() },
-                    PendingOp::WriteStore(key),
-                );
-            } else {
-                self.pop_local_write(&key);
             }
-            return;
-        }
-        if let Some(LocalWrite {
-            kind: LocalWriteKind::DeleteHint { delivered },
-            ..
-        }) = self.local_writes.get(&key).and_then(VecDeque::front)
-        {
-            if matches!(&result, StorageResult::Record(Some(record)) if record == delivered) {
-                self.storage(
-                    StorageOp::Delete { key: key.clone() },
-                    PendingOp::WriteStore(key),
-                );
-            } else {
-                // Changed (or gone) since it was sent: the next round hands over what is there.
-                self.pop_local_write(&key);
-            }
+            self.storage(
+                StorageOp::Delete { key: key.clone() },
+                PendingOp::WriteStore(key),
+            );
             return;
         }
         let local = match result {
@@ -1486,7 +1478,7 @@ impl Node {
                 object.merge(incoming, mode);
                 None
             }
-            LocalWriteKind::DeleteHint { .. } | LocalWriteKind::Reap { .. } => None,
+            LocalWriteKind::DeleteIf(_) => None,
         };
         let op = StorageOp::Put {
             key: key.clone(),
@@ -1543,7 +1535,7 @@ impl Node {
                     );
                 }
             }
-            LocalWriteKind::DeleteHint { .. } | LocalWriteKind::Reap { .. } => {}
+            LocalWriteKind::DeleteIf(_) => {}
         }
     }
 
@@ -1577,7 +1569,7 @@ impl Node {
                 }
             }
             // The hint (or tombstone) stays, and is tried again.
-            LocalWriteKind::DeleteHint { .. } | LocalWriteKind::Reap { .. } => {}
+            LocalWriteKind::DeleteIf(_) => {}
         }
     }
 
@@ -1648,7 +1640,7 @@ impl Node {
                     key: hint_key.key.clone(),
                     detail: format!("hint for {owner}: {error}"),
                 });
-                self.delete_hint(hint_key, record);
+                self.delete_if_unchanged(hint_key, record);
                 continue;
             }
             // A hint for a node that left goes to the key's current first replica instead.
@@ -1752,7 +1744,7 @@ impl Node {
             }
             let Ok(object) = Object::decode(&record) else {
                 // A damaged orphan is worth nothing; the replicas have their own copies.
-                self.delete_hint(key.clone(), record);
+                self.delete_if_unchanged(key.clone(), record);
                 continue;
             };
             // An old tombstone is dropped, not handed over: its replicas may have reaped it,
@@ -1766,7 +1758,7 @@ impl Node {
             if object.is_deleted()
                 && newest.saturating_add(self.config.tombstone_grace_ms) <= self.now
             {
-                self.delete_hint(key.clone(), record);
+                self.delete_if_unchanged(key.clone(), record);
                 continue;
             }
             let owner = self
@@ -1807,10 +1799,15 @@ impl Node {
         );
     }
 
-    fn delete_hint(&mut self, hint_key: StorageKey, delivered: Vec<u8>) {
+    /// Deletes a record this node handed over (a hint, an orphan), unless it changed since.
+    fn delete_if_unchanged(&mut self, key: StorageKey, delivered: Vec<u8>) {
+        self.delete_if(key, DeleteCondition::Record(delivered));
+    }
+
+    fn delete_if(&mut self, key: StorageKey, condition: DeleteCondition) {
         self.enqueue_local_write(LocalWrite {
-            key: hint_key,
-            kind: LocalWriteKind::DeleteHint { delivered },
+            key,
+            kind: LocalWriteKind::DeleteIf(condition),
             sync: false,
             result: None,
         });
@@ -1825,7 +1822,7 @@ impl Node {
         }
         if let Some(Coordination::Handoff(state)) = self.finish(id) {
             if stored && synced {
-                self.delete_hint(state.hint_key, state.record);
+                self.delete_if_unchanged(state.hint_key, state.record);
             }
         }
     }
