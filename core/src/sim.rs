@@ -430,15 +430,7 @@ impl Sim {
 
     /// Tells a node to leave: it hands its partitions over, then is marked removed.
     pub fn leave(&mut self, node: &str) {
-        let id = NodeId::new(node);
-        let now = self.now;
-        if let Some(sim_node) = self.nodes.get_mut(&id) {
-            let local = now + sim_node.skew;
-            if let Some(n) = sim_node.node.as_mut() {
-                let _ = n.handle_command(local, crate::io::Command::Leave);
-            }
-        }
-        self.pump(&id);
+        self.command(node, crate::io::Command::Leave);
     }
 
     /// The ring most advanced among the running nodes' views (the one the cluster is converging
