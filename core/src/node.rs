@@ -271,10 +271,31 @@ impl Node {
     /// ([`RequestError::NoReplicas`]) until it knows the cluster's ring; the claimant then gives
     /// it partitions, which it pulls from their current replicas before it owns them.
     pub fn join(config: NodeConfig, me: Member, now: Millis) -> Result<Node, ConfigError> {
-        let mut view = ClusterView::new(config.cluster.clone())?;
         let mut info = MemberInfo::new(me.id, "", "", me.capacity);
         info.zone = me.zone;
-        view.set_member(info)?;
+        Node::join_as(config, info, now)
+    }
+
+    /// [`Node::join`] for a host whose peers reach it at the addresses in `me` (a `Joining`
+    /// entry; its id must be the configured node id).
+    pub fn join_as(config: NodeConfig, me: MemberInfo, now: Millis) -> Result<Node, ConfigError> {
+        let mut view = ClusterView::new(config.cluster.clone())?;
+        view.set_member(me)?;
+        Node::from_view(config, view, now)
+    }
+
+    /// The first node of a new cluster: a view of `me` alone, `Up`, holding every partition.
+    pub fn bootstrap(
+        config: NodeConfig,
+        mut me: MemberInfo,
+        now: Millis,
+    ) -> Result<Node, ConfigError> {
+        Ring::new(config.ring.clone(), alloc::vec![me.ring_member()])?;
+        let mut view = ClusterView::new(config.cluster.clone())?;
+        me.status = MemberStatus::Up;
+        let id = me.id.clone();
+        view.set_member(me)?;
+        view.claim(&id, &config.ring)?;
         Node::from_view(config, view, now)
     }
 
@@ -374,6 +395,11 @@ impl Node {
     /// The node's seeded RNG, for protocol choices that need randomness.
     pub fn rng(&mut self) -> &mut ChaCha8Rng {
         &mut self.rng
+    }
+
+    /// Whether the failure detector hears from `peer` (this node itself is always alive).
+    pub fn is_alive(&self, peer: &NodeId) -> bool {
+        *peer == self.config.node_id || self.detector.is_alive(peer, self.now)
     }
 
     /// Requests being coordinated or forwarded here.
@@ -1854,6 +1880,30 @@ impl Node {
                 self.view.set_status(&node, MemberStatus::Removed);
             }
         }
+        self.view_changed();
+        self.drain_loopback();
+        Ok(())
+    }
+
+    /// Where peers and clients reach this node now (a host calls it at start, since a restarted
+    /// node may listen elsewhere). Changes the view, and so gossips, only when they differ.
+    pub fn announce(
+        &mut self,
+        now: Millis,
+        peer_address: &str,
+        client_address: &str,
+    ) -> Result<(), CommandError> {
+        self.advance(now);
+        let me = self.config.node_id.clone();
+        let Some(mut info) = self.view.member(&me).cloned() else {
+            return Ok(());
+        };
+        if info.peer_address == peer_address && info.client_address == client_address {
+            return Ok(());
+        }
+        info.peer_address = peer_address.to_string();
+        info.client_address = client_address.to_string();
+        self.view.set_member(info)?;
         self.view_changed();
         self.drain_loopback();
         Ok(())

@@ -103,6 +103,14 @@ fn digest_to_u128(digest: &[u8]) -> u128 {
     u128::from_be_bytes(bytes)
 }
 
+/// The Q-partition holding `position` in any ring of `partition_count` partitions (a power of
+/// two), the same as [`Ring::partition_of`]: what a client needs to route a key with only a ring's
+/// partition table.
+pub fn partition_of(position: u128, partition_count: u32) -> PartitionId {
+    let shift = 128 - partition_count.max(1).trailing_zeros();
+    PartitionId(position.checked_shr(shift).unwrap_or(0) as u32)
+}
+
 /// The index of one of the ring's `Q` equal partitions, `0..Q`, clockwise from position 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PartitionId(pub u32);
@@ -2115,6 +2123,20 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn free_partition_of_agrees_with_the_ring(
+            config in arb_config(),
+            members in arb_any_members(),
+            position in any::<u128>(),
+        ) {
+            if let Ok(ring) = Ring::new(config, members) {
+                prop_assert_eq!(
+                    partition_of(position, ring.partition_count()),
+                    ring.partition_of(position)
+                );
+            }
+        }
 
         #[test]
         fn arbitrary_input_never_panics(

@@ -202,3 +202,68 @@ proptest! {
         let _ = s.parse::<QuorumValue>();
     }
 }
+
+#[test]
+fn a_bootstrapped_node_serves_alone_and_announces_new_addresses() {
+    use ringkv_core::io::{Event, StorageKey, StorageOp};
+    use ringkv_core::membership::{ClusterView, MemberInfo, MemberStatus};
+
+    let mut config = NodeConfig::new("n1");
+    config.default_bucket.n = 1;
+    config.default_bucket.r = QuorumValue::One;
+    config.default_bucket.w = QuorumValue::One;
+    let me = MemberInfo::new("n1", "127.0.0.1:7001", "127.0.0.1:8001", 2);
+    let mut node = Node::bootstrap(config.clone(), me, 0).unwrap();
+    assert!(node.view().ring().is_some(), "a founder has a ring");
+    assert_eq!(node.ring().members().len(), 1);
+    let entry = node.view().member(&NodeId::new("n1")).unwrap().clone();
+    assert_eq!(entry.status, MemberStatus::Up);
+    assert_eq!(entry.peer_address, "127.0.0.1:7001");
+
+    let mut store = MemStore::default();
+    node.handle_client(1, 1, put(b"k", b"v".to_vec(), RequestOptions::default()))
+        .unwrap();
+    let replies = drive(&mut node, &mut store, 1);
+    assert!(
+        replies.iter().any(|o| matches!(
+            o,
+            Output::Reply {
+                request_id: 1,
+                reply: Reply::Written { .. }
+            }
+        )),
+        "{replies:?}"
+    );
+
+    // Same addresses: nothing to gossip.
+    node.announce(2, "127.0.0.1:7001", "127.0.0.1:8001")
+        .unwrap();
+    assert!(node.poll_output().is_none());
+    // New addresses: a newer entry, persisted, reported.
+    node.announce(3, "10.0.0.1:7001", "10.0.0.1:8001").unwrap();
+    let outputs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Storage { op: StorageOp::Put { key, .. }, .. } if *key == StorageKey::view()
+    )));
+    assert!(outputs
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::ViewChanged { .. }))));
+    let updated = node.view().member(&NodeId::new("n1")).unwrap();
+    assert_eq!(updated.client_address, "10.0.0.1:8001");
+    assert!(updated.version > entry.version);
+
+    // A joining node knows only itself and refuses requests until it has a ring.
+    let mut joiner = Node::join_as(
+        NodeConfig::new("n2"),
+        MemberInfo::new("n2", "127.0.0.1:7002", "127.0.0.1:8002", 1),
+        0,
+    )
+    .unwrap();
+    assert!(joiner.view().ring().is_none());
+    assert_eq!(
+        joiner.handle_client(0, 1, put(b"k", b"v".to_vec(), RequestOptions::default())),
+        Err(RequestError::NoReplicas)
+    );
+    let _: &ClusterView = joiner.view();
+}
