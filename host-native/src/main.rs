@@ -1,14 +1,16 @@
-//! `ringkv`: the command-line entry point.
-//!
-//! For now `dev` runs the deterministic simulator over the real protocol core and narrates a
-//! partition scenario; the server, disk store and client arrive with the server issue.
+//! `ringkv`: the command-line entry point (server, local cluster, client commands, load
+//! generator, and the simulator's stories).
 
-use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
-use ringkv_core::config::{QuorumValue, RequestOptions};
-use ringkv_core::io::Reply;
-use ringkv_core::sim::{random_run, OpOutcome, Operation, Sim, SimConfig};
-use ringkv_core::version::Context;
+mod demo;
+mod dev;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use ringkv::server::{self, ServerConfig};
+use ringkv::storage::Compression;
 
 #[derive(Parser)]
 #[command(
@@ -23,9 +25,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show a local cluster at work: a simulated 5-node cluster is cut in two, both sides write,
-    /// the partition heals, and the siblings are read and reconciled.
-    Dev {
+    /// Run a node: HTTP API for clients, TCP for peers, records on disk.
+    Server(ServerArgs),
+    /// Start a local cluster (3 nodes on loopback, data in a temporary folder), show it working,
+    /// and serve until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Read a key: its value, or all its siblings, and the context to write with.
+    Get(ringkv::cli::GetArgs),
+    /// Write a value (from an argument, a file or stdin).
+    Put(ringkv::cli::PutArgs),
+    /// Delete a key (a tombstone, with the context of a read).
+    Delete(ringkv::cli::DeleteArgs),
+    /// Cluster membership: status, join, leave, remove.
+    Cluster {
+        #[command(subcommand)]
+        command: ringkv::cli::ClusterCommand,
+    },
+    /// Load generator: a mix of gets, puts and deletes, with latency percentiles.
+    Bench(ringkv::bench::BenchArgs),
+    /// The Dynamo cart story in a simulated cluster (no sockets or disks).
+    Demo {
         /// Seed of the simulation.
         #[arg(long, default_value_t = 7)]
         seed: u64,
@@ -44,166 +63,169 @@ enum Command {
     },
 }
 
+/// Flags of `ringkv server`; each overrides the configuration file.
+#[derive(Args)]
+struct ServerArgs {
+    /// TOML configuration file (every key of `ServerConfig`; unknown keys are errors).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Where the node keeps its data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP API address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Peer transport address.
+    #[arg(long)]
+    peer_listen: Option<SocketAddr>,
+    /// HTTP address others should use, when listening on a wildcard address.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Peer address others should use, when listening on a wildcard address.
+    #[arg(long)]
+    peer_advertise: Option<String>,
+    /// Peer address of a node to join through (repeatable).
+    #[arg(long = "seed")]
+    seeds: Vec<String>,
+    /// Weight in the ring.
+    #[arg(long)]
+    capacity: Option<u32>,
+    /// Failure domain.
+    #[arg(long)]
+    zone: Option<String>,
+    /// This node's id (kept in the data folder after the first start).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Cluster name.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Value compression on disk: none or lz4.
+    #[arg(long)]
+    compression: Option<String>,
+}
+
+impl ServerArgs {
+    fn into_config(self) -> Result<ServerConfig> {
+        let mut config = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.peer_listen {
+            config.peer_listen = v;
+        }
+        if self.advertise.is_some() {
+            config.advertise = self.advertise;
+        }
+        if self.peer_advertise.is_some() {
+            config.peer_advertise = self.peer_advertise;
+        }
+        if !self.seeds.is_empty() {
+            config.seeds = self.seeds;
+        }
+        if let Some(v) = self.capacity {
+            config.capacity = v;
+        }
+        if self.zone.is_some() {
+            config.zone = self.zone;
+        }
+        if self.node_id.is_some() {
+            config.node_id = self.node_id;
+        }
+        if let Some(v) = self.cluster {
+            config.cluster = v;
+        }
+        if let Some(v) = self.compression {
+            config.compression = match v.as_str() {
+                "none" => Compression::None,
+                "lz4" => Compression::Lz4,
+                other => anyhow::bail!("--compression {other:?}: expected none or lz4"),
+            };
+        }
+        Ok(config)
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGKV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run_server(args: ServerArgs) -> Result<()> {
+    let config = args.into_config()?;
+    let running = server::start(config)
+        .await
+        .context("the server could not start")?;
+    println!(
+        "ringkv {} serving HTTP on {} and peers on {}",
+        running.node.node_id(),
+        running.client_address,
+        running.peer_address
+    );
+    termination().await;
+    tracing::info!("shutting down: finishing requests in flight and flushing storage");
+    running.shutdown().await;
+    Ok(())
+}
+
 fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Dev { seed } => dev(seed),
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { seed } => return demo::story(seed),
         Command::Sim {
             seed,
             runs,
             operations,
-        } => sim(seed, runs, operations),
+        } => return demo::sim(seed, runs, operations),
+        _ => {}
     }
-}
-
-fn show(label: &str, op: &Operation) {
-    let values: Vec<String> = op
-        .values()
-        .iter()
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect();
-    let outcome = if op.is_ok() { "ok" } else { "FAILED" };
-    let replicas: Vec<String> = op.replicas().iter().map(|r| r.to_string()).collect();
-    let fallbacks = match &op.outcome {
-        Some(OpOutcome::Replied(
-            Reply::Written { fallbacks, .. } | Reply::Got { fallbacks, .. },
-        )) if !fallbacks.is_empty() => {
-            let names: Vec<String> = fallbacks.iter().map(|f| f.to_string()).collect();
-            format!(" (fallback {})", names.join(","))
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => run_server(args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Get(args) => ringkv::cli::run_get(args).await,
+            Command::Put(args) => ringkv::cli::run_put(args).await,
+            Command::Delete(args) => ringkv::cli::run_delete(args).await,
+            Command::Cluster { command } => ringkv::cli::run_cluster(command).await,
+            Command::Bench(args) => ringkv::bench::run(args).await.map(|_| ()),
+            Command::Demo { .. } | Command::Sim { .. } => Ok(()),
         }
-        _ => String::new(),
-    };
-    println!(
-        "  t={:>5}ms {label:<44} {outcome:<6} replicas={:<12} values={values:?}{fallbacks}",
-        op.completed_at.unwrap_or(op.invoked_at),
-        replicas.join(",")
-    );
-}
-
-fn dev(seed: u64) -> Result<()> {
-    let mut sim = Sim::new(SimConfig {
-        nodes: 5,
-        seed,
-        ..SimConfig::default()
-    });
-    let (bucket, key) = (&b"carts"[..], &b"alice"[..]);
-    let owners: Vec<String> = sim
-        .ring()
-        .preference_list(ringkv_core::ring::key_position(bucket, key), 3)
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
-    println!("ringkv dev: a simulated 5-node cluster, N=3 R=2 W=2, seed {seed}");
-    println!("  carts/alice lives on {}", owners.join(", "));
-    let (a, b, c) = (owners[0].as_str(), owners[1].as_str(), owners[2].as_str());
-    let others: Vec<String> = sim
-        .node_ids()
-        .into_iter()
-        .map(|n| n.to_string())
-        .filter(|n| !owners.contains(n))
-        .collect();
-
-    let put = sim.put(a, bucket, key, b"milk", None);
-    show("put milk", &put);
-    let read = sim.get(c, bucket, key);
-    show("get", &read);
-    let context = read.context().cloned().unwrap_or_default();
-
-    let mut left = vec![a, b];
-    left.push(others[0].as_str());
-    let mut right = vec![c];
-    right.push(others[1].as_str());
-    sim.partition(&[&left, &right]);
-    println!("-- partition: {left:?} | {right:?}; the failure detectors notice within seconds");
-    sim.run(5_000);
-    show(
-        &format!("put milk,eggs on {a} (context of the read)"),
-        &sim.put(a, bucket, key, b"milk,eggs", Some(&context)),
-    );
-    let minority = sim.put(c, bucket, key, b"milk,bread", Some(&context));
-    show(&format!("put milk,bread on {c} (same context)"), &minority);
-    println!(
-        "   (each side writes to the owners it can reach, and to a fallback with a hint: {} here)",
-        others[1]
-    );
-
-    sim.heal();
-    println!("-- heal; the hints are handed over to their owners");
-    sim.run(5_000);
-    let all = RequestOptions {
-        r: Some(QuorumValue::All),
-        ..RequestOptions::default()
-    };
-    let read = sim.get_with(others[0].as_str(), bucket, key, all);
-    show("get (r=all): two siblings, one context", &read);
-    let merged = merge_cart(&read.values());
-    let context: Context = read.context().cloned().unwrap_or_default();
-    show(
-        &format!("put {} with that context", String::from_utf8_lossy(&merged)),
-        &sim.put(b, bucket, key, &merged, Some(&context)),
-    );
-    show("get: reconciled", &sim.get(a, bucket, key));
-    let verdict = sim.check();
-    println!(
-        "checker: {} acknowledged writes, {} present, {} superseded, {} lost, replicas converged: {}",
-        verdict.acknowledged_writes,
-        verdict.present,
-        verdict.superseded,
-        verdict.lost.len(),
-        verdict.divergent.is_empty()
-    );
-    if !verdict.is_ok() {
-        bail!("the checker found anomalies: {verdict:?}");
-    }
-    println!("Run `ringkv sim --runs 100` for randomized runs with partitions and crashes.");
-    Ok(())
-}
-
-/// The application's merge of cart siblings: the union of their items.
-fn merge_cart(values: &[Vec<u8>]) -> Vec<u8> {
-    let mut items: Vec<String> = values
-        .iter()
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    items.sort();
-    items.dedup();
-    items.join(",").into_bytes()
-}
-
-fn sim(first: u64, runs: u64, operations: usize) -> Result<()> {
-    let mut failures = 0;
-    for seed in first..first + runs {
-        let mut sim = random_run(
-            SimConfig {
-                seed,
-                loss: 0.01,
-                ..SimConfig::default()
-            },
-            operations,
-            4,
-        );
-        let verdict = sim.check();
-        println!(
-            "seed {seed:>5}: {:>4} ops, {:>4} acked writes ({} present, {} superseded), lost {}, phantom {}, divergent {}",
-            verdict.operations,
-            verdict.acknowledged_writes,
-            verdict.present,
-            verdict.superseded,
-            verdict.lost.len(),
-            verdict.phantom_reads.len(),
-            verdict.divergent.len()
-        );
-        if !verdict.is_ok() {
-            failures += 1;
-            println!("  anomalies: {verdict:?}");
-        }
-    }
-    if failures > 0 {
-        bail!("{failures} of {runs} runs had anomalies");
-    }
-    Ok(())
+    })
 }

@@ -1,0 +1,178 @@
+//! The HTTP API's contract, shared by the server ([`crate::http`]) and the client
+//! ([`crate::client`]): header names, query parameters and the JSON documents.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /kv/{bucket}/{key}` | 200 value + context; 300 `multipart/mixed` siblings + context; 404 absent (context header if a tombstone) |
+//! | `PUT /kv/{bucket}/{key}` (body = value, optional context header) | 204 + context of the new object |
+//! | `DELETE /kv/{bucket}/{key}` (optional context header) | 204 |
+//! | any of those, quorum not met | 503 + [`ErrorBody`] with `needed` and `answered` |
+//! | `GET /cluster` | [`ClusterStatus`] |
+//! | `GET /ring` | [`RingDoc`] |
+//! | `POST /cluster/join` [`JoinRequest`], `/cluster/leave`, `/cluster/remove` [`RemoveRequest`] | 202 |
+//! | `GET`/`PUT /buckets/{bucket}/props` | [`BucketPropsDoc`] |
+//! | `GET /health` | [`Health`] (503 while the node knows no ring) |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Query overrides on `/kv`: `r`, `w`, `n`, `dw` (`one`, `quorum`, `all` or a count) and
+//! `timeout_ms`. Bucket and key are percent-decoded path segments (arbitrary bytes).
+
+use serde::{Deserialize, Serialize};
+
+/// The causal context of a key (base64 text, opaque to clients).
+pub const HEADER_CONTEXT: &str = "x-ringkv-context";
+/// Comma-separated ids of the replicas that answered.
+pub const HEADER_REPLICAS: &str = "x-ringkv-replicas";
+/// Comma-separated ids of the fallback nodes that stood in for unreachable owners (sloppy quorum).
+pub const HEADER_FALLBACKS: &str = "x-ringkv-fallbacks";
+/// Comma-separated ids of the replicas that had made a write durable before the ack.
+pub const HEADER_DURABLE: &str = "x-ringkv-durable";
+/// `false` when `r + w <= n` for the request: a read may miss an acknowledged write.
+pub const HEADER_READ_YOUR_WRITES: &str = "x-ringkv-read-your-writes";
+/// How many siblings a 300 answer carries.
+pub const HEADER_SIBLINGS: &str = "x-ringkv-siblings";
+/// The node that coordinated (or forwarded) the request.
+pub const HEADER_NODE: &str = "x-ringkv-node";
+
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Human-readable reason.
+    pub error: String,
+    /// Machine-readable class: `bad_request`, `too_large`, `not_found`, `method_not_allowed`,
+    /// `unavailable`, `failed`, `shutting_down`, `overloaded`, `no_ring`.
+    pub kind: String,
+    /// For `unavailable`: the quorum that failed (`read`, `write`, `durable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<String>,
+    /// For `unavailable`: how many replicas were needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<u32>,
+    /// For `unavailable`: the replicas that answered in time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answered: Vec<String>,
+}
+
+/// One member as `/cluster` and `/ring` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberDoc {
+    /// Node id.
+    pub id: String,
+    /// `joining`, `up`, `leaving`, `down` or `removed`.
+    pub status: String,
+    /// Whether the answering node's failure detector hears from it.
+    pub alive: bool,
+    /// Failure domain.
+    pub zone: Option<String>,
+    /// Ring weight.
+    pub capacity: u32,
+    /// Peer transport address.
+    pub peer_address: String,
+    /// HTTP address.
+    pub client_address: String,
+    /// Partitions it owns (first replica) in the current ring.
+    pub partitions_owned: u32,
+}
+
+/// `GET /cluster`: the answering node's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Cluster name.
+    pub cluster: String,
+    /// The answering node.
+    pub node: String,
+    /// The member that computes new rings.
+    pub claimant: Option<String>,
+    /// Version of the current ring (`None` while a joining node has none).
+    pub ring_version: Option<u64>,
+    /// Every member, removed ones included.
+    pub members: Vec<MemberDoc>,
+    /// Hints this node holds for unreachable owners.
+    pub hints_pending: u64,
+    /// Partitions whose hand-over to the next ring is not done.
+    pub partitions_moving: u32,
+    /// Requests this node coordinates now.
+    pub in_flight: u64,
+    /// Bucket properties set cluster-wide.
+    pub buckets: Vec<BucketPropsDoc>,
+}
+
+/// One partition in `/ring`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDoc {
+    /// Partition index.
+    pub id: u32,
+    /// First ring position, as a decimal string (128-bit: JSON numbers cannot hold it).
+    pub start: String,
+    /// Its preference list for the ring's `target_n`, owner first.
+    pub replicas: Vec<String>,
+    /// Nodes still to receive it before the next ring takes over (empty when it is not moving).
+    pub moving_to: Vec<String>,
+}
+
+/// `GET /ring`: enough to route a key to its owners, and to draw the ring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingDoc {
+    /// Cluster name.
+    pub cluster: String,
+    /// The answering node.
+    pub node: String,
+    /// Ring version.
+    pub version: u64,
+    /// Q.
+    pub partition_count: u32,
+    /// Replicas placement plans for (the largest N a bucket may have).
+    pub target_n: u32,
+    /// `partitions` or `tokens`.
+    pub strategy: String,
+    /// Members of the ring and the cluster.
+    pub members: Vec<MemberDoc>,
+    /// Every partition in order.
+    pub partitions: Vec<PartitionDoc>,
+}
+
+/// `POST /cluster/join`: this node (which must be alone in its cluster) joins the cluster a seed
+/// belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The seed's peer address (`host:port`).
+    pub seed: String,
+}
+
+/// `POST /cluster/remove`: mark a member gone for good.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveRequest {
+    /// The member's id.
+    pub node: String,
+}
+
+/// `GET/PUT /buckets/{bucket}/props`. Quorums as `one`, `quorum`, `all` or a count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketPropsDoc {
+    /// Bucket name (lossy UTF-8; ignored on PUT, where the path names the bucket).
+    #[serde(default)]
+    pub bucket: String,
+    /// Replication factor.
+    pub n: u32,
+    /// Read quorum.
+    pub r: String,
+    /// Write quorum.
+    pub w: String,
+    /// Durable-write quorum.
+    pub dw: String,
+    /// `siblings` or `lww`.
+    pub conflict_mode: String,
+}
+
+/// `GET /health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `no_ring` while a joining node has not received the ring.
+    pub status: String,
+    /// The node.
+    pub node: String,
+    /// Peers its failure detector hears from, itself included.
+    pub alive_members: u32,
+    /// Members not removed.
+    pub members: u32,
+}

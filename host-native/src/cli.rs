@@ -1,0 +1,959 @@
+//! The client-side commands of the `ringkv` binary: `get`, `put`, `delete` and `cluster
+//! status|join|leave|remove`, as clap argument structs and `run_*` functions.
+//!
+//! Every command takes `--node URL` (repeatable or comma-separated; default `$RINGKV_NODE`, else
+//! `http://127.0.0.1:8087`). Bucket and key are taken as raw OS strings, so any bytes the shell can
+//! pass work.
+//!
+//! Output conventions, so that `ringkv get b k > file` and `ringkv get b k | tool` work:
+//!
+//! - `get` writes **only values to stdout**. With one value and stdout not a terminal, the value's
+//!   raw bytes and nothing else; on a terminal, the value as text (or a hex preview when binary).
+//!   Siblings are listed on stdout (`2 siblings:` then each numbered with its length and a
+//!   preview). The context and any warning go to **stderr** as `context: <base64>`.
+//! - `put` and `delete` print what happened to stdout: replicas that acknowledged, fallbacks
+//!   flagged, then `context: <base64>` on the last line.
+//! - Failures are returned as errors (the binary prints them and exits non-zero): a key that is not
+//!   found is [`NotFound`]; a quorum failure shows the server's message with needed and answered.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use futures_util::future::join_all;
+use ringkv_core::config::QuorumValue;
+use tokio::io::AsyncReadExt;
+
+use crate::api;
+use crate::client::{member_url, Client, ClientConfig, GetResult, Options, PutResult};
+
+/// The node commands talk to when neither `--node` nor `$RINGKV_NODE` names one.
+pub const DEFAULT_NODE: &str = "http://127.0.0.1:8087";
+
+/// The environment variable that names the default nodes (comma-separated).
+pub const NODE_ENV: &str = "RINGKV_NODE";
+
+/// How long `cluster status` waits for each member's own view.
+const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes of a value shown in a preview.
+const PREVIEW_BYTES: usize = 64;
+
+/// The nodes to use: those given, else `$RINGKV_NODE`, else [`DEFAULT_NODE`].
+pub fn resolve_nodes(given: &[String]) -> Vec<String> {
+    resolve_nodes_from(given, std::env::var(NODE_ENV).ok().as_deref())
+}
+
+fn resolve_nodes_from(given: &[String], environment: Option<&str>) -> Vec<String> {
+    let split = |text: &str| -> Vec<String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|node| !node.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let given: Vec<String> = given.iter().flat_map(|node| split(node)).collect();
+    if !given.is_empty() {
+        return given;
+    }
+    let from_environment = environment.map(split).unwrap_or_default();
+    if !from_environment.is_empty() {
+        return from_environment;
+    }
+    vec![DEFAULT_NODE.to_owned()]
+}
+
+/// `--node`, shared by every command.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct NodeArgs {
+    /// Node to talk to, like http://127.0.0.1:8087 (repeatable or comma-separated; default
+    /// $RINGKV_NODE, else http://127.0.0.1:8087).
+    #[arg(long = "node", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+}
+
+impl NodeArgs {
+    /// The nodes to use (see [`resolve_nodes`]).
+    pub fn resolved(&self) -> Vec<String> {
+        resolve_nodes(&self.nodes)
+    }
+
+    /// The one node a command addresses (join, leave); several is an error.
+    pub fn single(&self) -> anyhow::Result<String> {
+        match self.resolved().as_slice() {
+            [node] => Ok(node.clone()),
+            nodes => bail!(
+                "this command addresses one node; {} given: {}",
+                nodes.len(),
+                nodes.join(", ")
+            ),
+        }
+    }
+
+    /// A client for these nodes. One-shot commands do not read the ring first: any node
+    /// forwards to the owners, and reading the ring would cost a round trip.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(ClientConfig {
+            nodes: self.resolved(),
+            ring_refresh: Duration::ZERO,
+            ..ClientConfig::default()
+        })?)
+    }
+}
+
+/// A key that holds no value.
+#[derive(Debug, thiserror::Error)]
+#[error("not found: {bucket}/{key}")]
+pub struct NotFound {
+    /// The bucket (lossy UTF-8).
+    pub bucket: String,
+    /// The key (lossy UTF-8).
+    pub key: String,
+}
+
+fn os_bytes(text: &OsStr) -> Vec<u8> {
+    text.as_encoded_bytes().to_vec()
+}
+
+/// `ringkv get <bucket> <key>`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct GetArgs {
+    /// Bucket.
+    pub bucket: OsString,
+    /// Key.
+    pub key: OsString,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+    /// Read quorum (`one`, `quorum`, `all` or a count).
+    #[arg(long)]
+    pub r: Option<QuorumValue>,
+    /// Replication factor for this request.
+    #[arg(long)]
+    pub n: Option<u32>,
+    /// Server-side deadline, in milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Reads a key and prints it (see the module doc for where each part goes). A missing key is a
+/// [`NotFound`] error.
+pub async fn run_get(args: GetArgs) -> anyhow::Result<()> {
+    let client = args.node.client()?;
+    let options = Options {
+        r: args.r,
+        n: args.n,
+        timeout_ms: args.timeout_ms,
+        ..Options::default()
+    };
+    let result = client
+        .get(&os_bytes(&args.bucket), &os_bytes(&args.key), &options)
+        .await?;
+    let raw = !std::io::stdout().is_terminal();
+    write_get(
+        &result,
+        raw,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    if !result.found() {
+        return Err(NotFound {
+            bucket: args.bucket.to_string_lossy().into_owned(),
+            key: args.key.to_string_lossy().into_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Writes a read's values to `out` and its context and warnings to `err`. `raw`: stdout is not a
+/// terminal, so a single value is written as its bytes alone.
+fn write_get(
+    result: &GetResult,
+    raw: bool,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> std::io::Result<()> {
+    match result.values.as_slice() {
+        [] => {}
+        [value] if raw => out.write_all(value)?,
+        [value] => match std::str::from_utf8(value) {
+            Ok(text) if !has_control_characters(text) => {
+                out.write_all(text.as_bytes())?;
+                if !text.ends_with('\n') {
+                    out.write_all(b"\n")?;
+                }
+            }
+            _ => writeln!(out, "{} bytes: {}", value.len(), preview(value))?,
+        },
+        siblings => {
+            writeln!(out, "{} siblings:", siblings.len())?;
+            for (number, value) in siblings.iter().enumerate() {
+                writeln!(
+                    out,
+                    "  {}) {} bytes: {}",
+                    number + 1,
+                    value.len(),
+                    preview(value)
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    if let Some(context) = &result.context {
+        writeln!(err, "context: {context}")?;
+    }
+    if result.values.len() > 1 {
+        writeln!(
+            err,
+            "note: write one value with this context to reconcile the siblings"
+        )?;
+    }
+    if result.values.is_empty() && result.context.is_some() {
+        writeln!(
+            err,
+            "note: the key was deleted (the context covers its tombstone)"
+        )?;
+    }
+    if !result.fallbacks.is_empty() {
+        writeln!(
+            err,
+            "note: fallback nodes answered for unreachable owners: {}",
+            result.fallbacks.join(", ")
+        )?;
+    }
+    if !result.read_your_writes {
+        writeln!(
+            err,
+            "warning: r + w <= n for this read: it may miss acknowledged writes"
+        )?;
+    }
+    Ok(())
+}
+
+fn has_control_characters(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+}
+
+/// A one-line preview of a value: its text when it is printable UTF-8, else hex; long values are
+/// cut with `…`.
+pub fn preview(value: &[u8]) -> String {
+    let cut = value.len() > PREVIEW_BYTES;
+    let shown = &value[..value.len().min(PREVIEW_BYTES)];
+    // A cut may split a character: accept an incomplete sequence at the very end.
+    let text = match std::str::from_utf8(shown) {
+        Ok(text) => Some(text),
+        Err(error) if cut && error.error_len().is_none() => {
+            std::str::from_utf8(&shown[..error.valid_up_to()]).ok()
+        }
+        Err(_) => None,
+    };
+    let mut line = match text {
+        Some(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
+        _ => {
+            let hex: Vec<String> = shown.iter().map(|b| format!("{b:02x}")).collect();
+            format!("hex {}", hex.join(""))
+        }
+    };
+    if cut {
+        line.push('…');
+    }
+    line
+}
+
+/// `ringkv put <bucket> <key> [VALUE]`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PutArgs {
+    /// Bucket.
+    pub bucket: OsString,
+    /// Key.
+    pub key: OsString,
+    /// The value; `-` or nothing reads it from stdin.
+    #[arg(conflicts_with = "file")]
+    pub value: Option<OsString>,
+    /// Read the value from this file.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The context of the last read, so the write replaces what that read saw.
+    #[arg(long)]
+    pub context: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+    /// Write quorum.
+    #[arg(long)]
+    pub w: Option<QuorumValue>,
+    /// Durable-write quorum.
+    #[arg(long)]
+    pub dw: Option<QuorumValue>,
+    /// Replication factor for this request.
+    #[arg(long)]
+    pub n: Option<u32>,
+    /// Server-side deadline, in milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The value of a put: the argument, the file, or stdin.
+async fn read_value(value: Option<&OsStr>, file: Option<&PathBuf>) -> anyhow::Result<Bytes> {
+    if let Some(path) = file {
+        let bytes = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok(Bytes::from(bytes));
+    }
+    match value {
+        Some(value) if value != "-" => Ok(Bytes::from(os_bytes(value))),
+        _ => {
+            let mut bytes = Vec::new();
+            tokio::io::stdin()
+                .read_to_end(&mut bytes)
+                .await
+                .context("reading the value from stdin")?;
+            Ok(Bytes::from(bytes))
+        }
+    }
+}
+
+/// Writes a key and prints the replicas that acknowledged and the new context.
+pub async fn run_put(args: PutArgs) -> anyhow::Result<()> {
+    let value = read_value(args.value.as_deref(), args.file.as_ref()).await?;
+    let client = args.node.client()?;
+    let options = Options {
+        w: args.w,
+        dw: args.dw,
+        n: args.n,
+        timeout_ms: args.timeout_ms,
+        ..Options::default()
+    };
+    let length = value.len();
+    let result = client
+        .put(
+            &os_bytes(&args.bucket),
+            &os_bytes(&args.key),
+            args.context.as_deref(),
+            value,
+            &options,
+        )
+        .await?;
+    print!(
+        "{}",
+        describe_write(&format!("stored {length} bytes"), &result)
+    );
+    Ok(())
+}
+
+/// `ringkv delete <bucket> <key>`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Bucket.
+    pub bucket: OsString,
+    /// Key.
+    pub key: OsString,
+    /// The context of the last read, so the delete covers what that read saw.
+    #[arg(long)]
+    pub context: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+    /// Write quorum.
+    #[arg(long)]
+    pub w: Option<QuorumValue>,
+    /// Durable-write quorum.
+    #[arg(long)]
+    pub dw: Option<QuorumValue>,
+    /// Replication factor for this request.
+    #[arg(long)]
+    pub n: Option<u32>,
+    /// Server-side deadline, in milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Deletes a key and prints the replicas that acknowledged.
+pub async fn run_delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let client = args.node.client()?;
+    let options = Options {
+        w: args.w,
+        dw: args.dw,
+        n: args.n,
+        timeout_ms: args.timeout_ms,
+        ..Options::default()
+    };
+    let result = client
+        .delete(
+            &os_bytes(&args.bucket),
+            &os_bytes(&args.key),
+            args.context.as_deref(),
+            &options,
+        )
+        .await?;
+    print!("{}", describe_write("deleted", &result));
+    Ok(())
+}
+
+/// What a write did, for people: acks, durable replicas, fallbacks, then the context.
+fn describe_write(done: &str, result: &PutResult) -> String {
+    let mut text = format!(
+        "{done}: acknowledged by {} replica{}",
+        result.replicas.len(),
+        if result.replicas.len() == 1 { "" } else { "s" }
+    );
+    if !result.replicas.is_empty() {
+        text.push_str(&format!(" ({})", result.replicas.join(", ")));
+    }
+    if let Some(node) = &result.node {
+        text.push_str(&format!(", coordinated by {node}"));
+    }
+    text.push('\n');
+    if !result.durable.is_empty() {
+        text.push_str(&format!("durable on: {}\n", result.durable.join(", ")));
+    }
+    if !result.fallbacks.is_empty() {
+        text.push_str(&format!(
+            "fallbacks: {} (standing in for unreachable owners; they hold hints)\n",
+            result.fallbacks.join(", ")
+        ));
+    }
+    if let Some(context) = &result.context {
+        text.push_str(&format!("context: {context}\n"));
+    }
+    text
+}
+
+/// `ringkv cluster ...`.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Show the members, their state, the partitions they own and the hand-offs under way.
+    Status(ClusterStatusArgs),
+    /// Make a node that is alone join the cluster of a seed.
+    Join(ClusterJoinArgs),
+    /// Make a node leave the cluster (it hands its partitions over first).
+    Leave(ClusterLeaveArgs),
+    /// Mark a member gone for good (a dead machine that will not come back).
+    Remove(ClusterRemoveArgs),
+}
+
+/// `ringkv cluster status`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClusterStatusArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+}
+
+/// `ringkv cluster join --node URL <seed>`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClusterJoinArgs {
+    /// Peer address (`host:port`) of any member of the cluster to join.
+    pub seed: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+}
+
+/// `ringkv cluster leave --node URL`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClusterLeaveArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+}
+
+/// `ringkv cluster remove <node-id>`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClusterRemoveArgs {
+    /// Id of the member to remove.
+    pub node_id: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+}
+
+/// Runs a `cluster` subcommand.
+pub async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Status(args) => run_cluster_status(args).await,
+        ClusterCommand::Join(args) => run_cluster_join(args).await,
+        ClusterCommand::Leave(args) => run_cluster_leave(args).await,
+        ClusterCommand::Remove(args) => run_cluster_remove(args).await,
+    }
+}
+
+/// Prints the cluster as a table (see [`cluster_status_text`]).
+pub async fn run_cluster_status(args: ClusterStatusArgs) -> anyhow::Result<()> {
+    print!("{}", cluster_status_text(&args.node).await?);
+    Ok(())
+}
+
+/// The cluster as one node sees it, with each member's own hints and hand-offs, asked of the
+/// members concurrently (`?` for members that do not answer).
+pub async fn cluster_status_text(nodes: &NodeArgs) -> anyhow::Result<String> {
+    let client = nodes.client()?;
+    let status = client.cluster_status(None).await?;
+    // Wildcard member addresses are resolved against a node we know how to reach.
+    let source = client.nodes().first().cloned().unwrap_or_default();
+    let queries = status
+        .members
+        .iter()
+        .filter(|member| member.id != status.node && member.status != "removed")
+        .filter_map(|member| {
+            let url = member_url(&member.client_address, &source)?;
+            let client = client.clone();
+            let id = member.id.clone();
+            Some(async move {
+                let answer =
+                    tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.cluster_status(Some(&url)))
+                        .await;
+                // An address now used by another node does not describe this member.
+                let own = match answer {
+                    Ok(Ok(own)) if own.node == id => Some(own),
+                    _ => None,
+                };
+                (id, own)
+            })
+        });
+    let mut views: HashMap<String, Option<api::ClusterStatus>> =
+        join_all(queries).await.into_iter().collect();
+    views.insert(status.node.clone(), Some(status.clone()));
+    Ok(render_status(&status, &views))
+}
+
+/// The status table. `views` holds each member's own `/cluster` answer (`None`: no answer).
+fn render_status(
+    status: &api::ClusterStatus,
+    views: &HashMap<String, Option<api::ClusterStatus>>,
+) -> String {
+    let mut text = format!(
+        "cluster {}, ring version {}, claimant {} (as seen by {})\n",
+        status.cluster,
+        status
+            .ring_version
+            .map_or_else(|| String::from("none"), |version| version.to_string()),
+        status.claimant.as_deref().unwrap_or("none"),
+        status.node
+    );
+    let header = [
+        "NODE",
+        "STATUS",
+        "ALIVE",
+        "ZONE",
+        "CAPACITY",
+        "PARTITIONS",
+        "HINTS",
+        "HANDOFFS",
+        "ADDRESS",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for member in &status.members {
+        let own = views.get(&member.id).and_then(Option::as_ref);
+        let (hints, handoffs) = match own {
+            Some(own) => (
+                own.hints_pending.to_string(),
+                own.partitions_moving.to_string(),
+            ),
+            None if member.status == "removed" => (String::from("-"), String::from("-")),
+            None => (String::from("?"), String::from("?")),
+        };
+        let name = if member.id == status.node {
+            format!("{}*", member.id)
+        } else {
+            member.id.clone()
+        };
+        rows.push(vec![
+            name,
+            member.status.clone(),
+            String::from(if member.alive { "yes" } else { "no" }),
+            member.zone.clone().unwrap_or_else(|| String::from("-")),
+            member.capacity.to_string(),
+            member.partitions_owned.to_string(),
+            hints,
+            handoffs,
+            member.client_address.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|column| {
+            rows.iter()
+                .map(|row| row.get(column).map_or(0, |cell| cell.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "* answered this status; HINTS and HANDOFFS are each member's own count ('?': no answer)\n\
+         in flight on {}: {}\n",
+        status.node, status.in_flight
+    ));
+    text
+}
+
+/// Asks a node to join the cluster of `seed`.
+pub async fn run_cluster_join(args: ClusterJoinArgs) -> anyhow::Result<()> {
+    let node = args.node.single()?;
+    args.node.client()?.join(&node, &args.seed).await?;
+    println!(
+        "{node} is joining the cluster of {}; watch with `ringkv cluster status`",
+        args.seed
+    );
+    Ok(())
+}
+
+/// Asks a node to leave the cluster.
+pub async fn run_cluster_leave(args: ClusterLeaveArgs) -> anyhow::Result<()> {
+    let node = args.node.single()?;
+    args.node.client()?.leave(&node).await?;
+    println!("{node} is leaving: it hands its partitions over, then stops serving them");
+    Ok(())
+}
+
+/// Marks a member removed.
+pub async fn run_cluster_remove(args: ClusterRemoveArgs) -> anyhow::Result<()> {
+    args.node.client()?.remove(&args.node_id).await?;
+    println!(
+        "{} is marked removed; its partitions go to the remaining members",
+        args.node_id
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::test_server::{answer, spawn};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Command {
+        Get(GetArgs),
+        Put(PutArgs),
+        Delete(DeleteArgs),
+        Cluster {
+            #[command(subcommand)]
+            command: ClusterCommand,
+        },
+    }
+
+    fn parse(arguments: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ringkv").chain(arguments.iter().copied()))
+            .map(|cli| cli.command)
+    }
+
+    #[test]
+    fn node_resolution() {
+        let given = vec!["http://a:1,http://b:2".to_owned(), "http://c:3".to_owned()];
+        assert_eq!(
+            resolve_nodes_from(&given, Some("http://env:1")),
+            ["http://a:1", "http://b:2", "http://c:3"]
+        );
+        assert_eq!(
+            resolve_nodes_from(&[], Some(" http://e:1 , http://f:2")),
+            ["http://e:1", "http://f:2"]
+        );
+        assert_eq!(resolve_nodes_from(&[], Some(" ")), [DEFAULT_NODE]);
+        assert_eq!(resolve_nodes_from(&[], None), [DEFAULT_NODE]);
+        let two = NodeArgs {
+            nodes: vec!["http://a:1".into(), "http://b:1".into()],
+        };
+        assert!(two.single().is_err());
+        let one = NodeArgs {
+            nodes: vec!["http://a:1".into()],
+        };
+        assert_eq!(one.single().unwrap(), "http://a:1");
+    }
+
+    #[test]
+    fn arguments() {
+        let Command::Get(get) = parse(&[
+            "get",
+            "b",
+            "k",
+            "--node",
+            "http://x:1,http://y:2",
+            "--r",
+            "all",
+        ])
+        .unwrap() else {
+            panic!("not a get")
+        };
+        assert_eq!(get.bucket, "b");
+        assert_eq!(get.node.nodes, ["http://x:1", "http://y:2"]);
+        assert_eq!(get.r, Some(QuorumValue::All));
+        let Command::Put(put) =
+            parse(&["put", "b", "k", "v", "--context", "c", "--dw", "1"]).unwrap()
+        else {
+            panic!("not a put")
+        };
+        assert_eq!(put.value.as_deref(), Some(OsStr::new("v")));
+        assert_eq!(put.dw, Some(QuorumValue::Count(1)));
+        assert!(parse(&["put", "b", "k", "v", "--file", "f"]).is_err());
+        let Command::Cluster {
+            command: ClusterCommand::Join(join),
+        } = parse(&["cluster", "join", "--node", "http://n:1", "10.0.0.1:9000"]).unwrap()
+        else {
+            panic!("not a join")
+        };
+        assert_eq!(join.seed, "10.0.0.1:9000");
+        assert!(matches!(
+            parse(&["cluster", "remove", "n3"]).unwrap(),
+            Command::Cluster { command: ClusterCommand::Remove(ClusterRemoveArgs { ref node_id, .. }) } if node_id == "n3"
+        ));
+        assert!(parse(&["delete", "b"]).is_err());
+    }
+
+    fn got(values: &[&[u8]], context: Option<&str>) -> GetResult {
+        GetResult {
+            values: values.iter().map(|v| Bytes::copy_from_slice(v)).collect(),
+            context: context.map(str::to_owned),
+            read_your_writes: true,
+            ..GetResult::default()
+        }
+    }
+
+    fn render(result: &GetResult, raw: bool) -> (Vec<u8>, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        write_get(result, raw, &mut out, &mut err).unwrap();
+        (out, String::from_utf8(err).unwrap())
+    }
+
+    #[test]
+    fn get_output() {
+        // Piped: the raw bytes alone on stdout.
+        let binary: &[u8] = &[0, 1, 0xff, b'\n'];
+        let (out, err) = render(&got(&[binary], Some("CTX")), true);
+        assert_eq!(out, binary);
+        assert_eq!(err, "context: CTX\n");
+
+        // Terminal: text with a newline; binary as a preview.
+        let (out, _) = render(&got(&[b"milk"], Some("CTX")), false);
+        assert_eq!(out, b"milk\n");
+        let (out, _) = render(&got(&[binary], None), false);
+        assert_eq!(String::from_utf8(out).unwrap(), "4 bytes: hex 0001ff0a\n");
+
+        // Siblings, piped or not.
+        for raw in [true, false] {
+            let (out, err) = render(&got(&[b"milk,eggs", b"milk,bread\r\n"], Some("C2")), raw);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "2 siblings:\n  1) 9 bytes: \"milk,eggs\"\n  2) 12 bytes: hex 6d696c6b2c62726561640d0a\n"
+            );
+            assert!(err.starts_with("context: C2\n"), "{err}");
+        }
+
+        // A tombstone: nothing on stdout, the context on stderr.
+        let (out, err) = render(&got(&[], Some("T")), true);
+        assert!(out.is_empty());
+        assert!(
+            err.contains("context: T") && err.contains("deleted"),
+            "{err}"
+        );
+
+        let mut sloppy = got(&[b"v"], None);
+        sloppy.read_your_writes = false;
+        sloppy.fallbacks = vec!["n4".into()];
+        let (_, err) = render(&sloppy, true);
+        assert!(err.contains("n4") && err.contains("r + w <= n"), "{err}");
+    }
+
+    #[test]
+    fn previews() {
+        assert_eq!(preview(b"abc"), "\"abc\"");
+        assert_eq!(preview(b""), "\"\"");
+        assert_eq!(preview(&[0xff, 0xad]), "hex ffad");
+        let long = "é".repeat(40); // 80 bytes: the cut falls inside a character
+        let shown = preview(long.as_bytes());
+        assert!(shown.ends_with('…') && shown.starts_with("\"éé"), "{shown}");
+        let long_binary = vec![0u8; 100];
+        assert_eq!(preview(&long_binary), format!("hex {}…", "00".repeat(64)));
+    }
+
+    #[test]
+    fn write_descriptions() {
+        let result = PutResult {
+            context: Some("NEW".into()),
+            replicas: vec!["n1".into(), "n2".into(), "n4".into()],
+            durable: vec!["n1".into()],
+            fallbacks: vec!["n4".into()],
+            node: Some("n1".into()),
+            endpoint: String::new(),
+        };
+        let text = describe_write("stored 3 bytes", &result);
+        assert_eq!(
+            text,
+            "stored 3 bytes: acknowledged by 3 replicas (n1, n2, n4), coordinated by n1\n\
+             durable on: n1\n\
+             fallbacks: n4 (standing in for unreachable owners; they hold hints)\n\
+             context: NEW\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn put_value_sources() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), b"from\r\nfile\0").unwrap();
+        let path = file.path().to_path_buf();
+        assert_eq!(
+            read_value(None, Some(&path)).await.unwrap(),
+            Bytes::from_static(b"from\r\nfile\0")
+        );
+        assert_eq!(
+            read_value(Some(OsStr::new("arg")), None).await.unwrap(),
+            Bytes::from_static(b"arg")
+        );
+        let missing = PathBuf::from("/nonexistent/ringkv/value");
+        assert!(read_value(None, Some(&missing)).await.is_err());
+    }
+
+    fn member(id: &str, address: &str, alive: bool, status: &str) -> api::MemberDoc {
+        api::MemberDoc {
+            id: id.into(),
+            status: status.into(),
+            alive,
+            zone: (id == "n1").then(|| "zone-a".to_owned()),
+            capacity: 1,
+            peer_address: String::new(),
+            client_address: address.into(),
+            partitions_owned: 128,
+        }
+    }
+
+    fn status_of(
+        node: &str,
+        members: Vec<api::MemberDoc>,
+        hints: u64,
+        moving: u32,
+    ) -> api::ClusterStatus {
+        api::ClusterStatus {
+            cluster: "test".into(),
+            node: node.into(),
+            claimant: Some("n1".into()),
+            ring_version: Some(4),
+            members,
+            hints_pending: hints,
+            partitions_moving: moving,
+            in_flight: 0,
+            buckets: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn cluster_status_asks_every_member() {
+        let (second, _) = spawn(|_| {
+            let doc = status_of("n2", Vec::new(), 17, 3);
+            answer(200, &[], &serde_json::to_vec(&doc).unwrap())
+        })
+        .await;
+        let dead = {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let second_address = second.trim_start_matches("http://").to_owned();
+        let (first, _) = spawn(move |_| {
+            let members = vec![
+                member("n1", "0.0.0.0:1", true, "up"),
+                member("n2", &second_address, true, "up"),
+                member("n3", &dead, false, "down"),
+                member("n9", "", false, "removed"),
+            ];
+            let doc = status_of("n1", members, 5, 0);
+            answer(200, &[], &serde_json::to_vec(&doc).unwrap())
+        })
+        .await;
+        let text = cluster_status_text(&NodeArgs { nodes: vec![first] })
+            .await
+            .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "cluster test, ring version 4, claimant n1 (as seen by n1)"
+        );
+        let cells = |id: &str| -> Vec<String> {
+            lines
+                .iter()
+                .find(|line| line.starts_with(id))
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            cells("NODE")[..8],
+            [
+                "NODE",
+                "STATUS",
+                "ALIVE",
+                "ZONE",
+                "CAPACITY",
+                "PARTITIONS",
+                "HINTS",
+                "HANDOFFS"
+            ]
+        );
+        assert_eq!(
+            cells("n1*")[..8],
+            ["n1*", "up", "yes", "zone-a", "1", "128", "5", "0"]
+        );
+        assert_eq!(
+            cells("n2")[..8],
+            ["n2", "up", "yes", "-", "1", "128", "17", "3"]
+        );
+        assert_eq!(
+            cells("n3")[..8],
+            ["n3", "down", "no", "-", "1", "128", "?", "?"]
+        );
+        assert_eq!(
+            cells("n9")[..8],
+            ["n9", "removed", "no", "-", "1", "128", "-", "-"]
+        );
+        // The columns are aligned: every row's HINTS cell starts at the same offset.
+        let offset = lines[1].find("HINTS").unwrap();
+        assert_eq!(&lines[3][offset..offset + 2], "17");
+    }
+
+    #[tokio::test]
+    async fn quorum_failure_is_an_error_with_the_server_message() {
+        let (url, _) = spawn(|_| {
+            answer(
+                503,
+                &[],
+                br#"{"error":"write quorum not met","kind":"unavailable","quorum":"write","needed":2,"answered":["n1"]}"#,
+            )
+        })
+        .await;
+        let args = DeleteArgs {
+            bucket: "b".into(),
+            key: "k".into(),
+            context: None,
+            node: NodeArgs { nodes: vec![url] },
+            w: None,
+            dw: None,
+            n: None,
+            timeout_ms: None,
+        };
+        let error = run_delete(args).await.unwrap_err().to_string();
+        assert!(
+            error.contains("write quorum not met") && error.contains("needed 2"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,470 @@
+//! The task that owns a [`Node`]: every input goes through one channel into one task, so the
+//! protocol state needs no locks. The rest of the host talks to it through a [`NodeHandle`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use ringkv_core::config::BucketProps;
+use ringkv_core::error::{CommandError, RequestError};
+use ringkv_core::id::NodeId;
+use ringkv_core::io::{ClientRequest, Command, Reply};
+use ringkv_core::membership::ClusterView;
+use ringkv_core::ring::{PartitionId, Ring};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// Why the node task did not carry out a request.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The core refused the request before starting it (bad input, no ring yet, ...).
+    #[error(transparent)]
+    Rejected(#[from] RequestError),
+    /// The core refused an operator command.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A join could not start (the node is not alone, or the seed cannot be reached).
+    #[error("cannot join: {0}")]
+    Join(String),
+    /// The node is shutting down and takes no new requests.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// A snapshot of what the node knows, for `/cluster`, `/ring` and `/health`.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// This node.
+    pub node: NodeId,
+    /// Its view of the cluster.
+    pub view: ClusterView,
+    /// The ring it routes by.
+    pub ring: Ring,
+    /// That ring's version (`None`: a joining node that has none yet).
+    pub ring_version: Option<u64>,
+    /// Members the failure detector hears from (this node included).
+    pub alive: BTreeSet<NodeId>,
+    /// Hints held here for other nodes.
+    pub hints_pending: u64,
+    /// Partitions still to be handed to the next ring, with their receivers.
+    pub partitions_moving: Vec<(PartitionId, Vec<NodeId>)>,
+    /// Requests coordinated here now.
+    pub in_flight: u64,
+    /// Properties of buckets that were never set.
+    pub default_bucket: BucketProps,
+}
+
+/// What other tasks ask of the node task.
+pub(crate) enum NodeRequest {
+    Client {
+        request: ClientRequest,
+        reply: oneshot::Sender<Result<Reply, NodeError>>,
+    },
+    Command {
+        command: Command,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    Join {
+        seed: String,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
+}
+
+/// A cheap, cloneable way to talk to the node task.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(crate) requests: mpsc::Sender<NodeRequest>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) node_id: NodeId,
+}
+
+impl NodeHandle {
+    /// Runs a client request to its reply (quorum failures are replies, not errors).
+    pub async fn client(&self, request: ClientRequest) -> Result<Reply, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(NodeRequest::Client { request, reply }).await?;
+        answer.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Runs an operator command (leave, remove, bucket properties).
+    pub async fn command(&self, command: Command) -> Result<(), NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(NodeRequest::Command { command, reply }).await?;
+        answer.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Makes this node, alone in its own cluster, join the cluster of the seed at `seed` (a peer
+    /// address).
+    pub async fn join(&self, seed: String) -> Result<(), NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(NodeRequest::Join { seed, reply }).await?;
+        answer.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// What the node knows now.
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(NodeRequest::Status { reply }).await?;
+        answer.await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    async fn send(&self, request: NodeRequest) -> Result<(), NodeError> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| NodeError::ShuttingDown)
+    }
+}
+
+// ----- the task -----
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ringkv_core::config::{Millis, NodeConfig};
+use ringkv_core::io::{Event, OpId, Output, RequestId, StorageResult};
+use ringkv_core::membership::MemberInfo;
+use ringkv_core::node::Node;
+use ringkv_core::wire::Message;
+
+use crate::storage::Storage;
+use crate::transport::Transport;
+
+/// Milliseconds since the Unix epoch, never going backwards within the process (the core takes
+/// time only as an input; wall time, because last-writer-wins buckets compare timestamps across
+/// nodes).
+#[derive(Debug, Default)]
+pub(crate) struct Clock {
+    last: Millis,
+}
+
+impl Clock {
+    pub(crate) fn now(&mut self) -> Millis {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0);
+        self.last = self.last.max(wall);
+        self.last
+    }
+}
+
+/// Everything the node task owns.
+pub(crate) struct NodeTask {
+    pub(crate) node: Node,
+    /// This node's entry as it announces itself (addresses, capacity, zone), for a join.
+    pub(crate) me: MemberInfo,
+    pub(crate) storage: Storage,
+    pub(crate) transport: Transport,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Clock,
+    pub(crate) requests: mpsc::Receiver<NodeRequest>,
+    pub(crate) inbound: mpsc::Receiver<(NodeId, Message)>,
+    pub(crate) completions: mpsc::UnboundedReceiver<(OpId, StorageResult)>,
+    /// How long shutdown waits for requests in flight.
+    pub(crate) drain_timeout: Duration,
+}
+
+/// The node task's loop: runs until `shutdown` fires, then drains in-flight requests (bounded by
+/// `drain_timeout`) and flushes storage.
+pub(crate) async fn run(mut task: NodeTask, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut replies: HashMap<RequestId, oneshot::Sender<Result<Reply, NodeError>>> = HashMap::new();
+    let mut next_request: RequestId = 0;
+    task.refresh_peers();
+    task.drain_outputs(&mut replies);
+    let mut draining_since: Option<tokio::time::Instant> = None;
+    loop {
+        let wake = task.wake_at();
+        tokio::select! {
+            // Storage completions first: they free the work everything else waits on.
+            biased;
+            Some((op_id, result)) = task.completions.recv() => {
+                let now = task.clock.now();
+                task.node.handle_storage(now, op_id, result);
+            }
+            Some((from, message)) = task.inbound.recv() => {
+                let now = task.clock.now();
+                if let Err(error) = task.node.handle_message(now, from, message) {
+                    tracing::debug!(%error, "peer message dropped by the node");
+                    Metrics::count(&task.metrics.peer_messages_dropped, "refused_by_node");
+                }
+            }
+            request = task.requests.recv(), if draining_since.is_none() => match request {
+                Some(request) => task.on_request(request, &mut replies, &mut next_request).await,
+                None => draining_since = Some(tokio::time::Instant::now()),
+            },
+            _ = tokio::time::sleep_until(wake) => {
+                let now = task.clock.now();
+                task.node.handle_timeout(now);
+                task.metrics.hints_pending.set(task.storage.hints_pending() as i64);
+            }
+            changed = shutdown.changed(), if draining_since.is_none() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    draining_since = Some(tokio::time::Instant::now());
+                    task.requests.close();
+                }
+            }
+        }
+        task.drain_outputs(&mut replies);
+        if let Some(since) = draining_since {
+            // Requests already queued on the closed channel still get their answer.
+            while let Ok(request) = task.requests.try_recv() {
+                task.on_request(request, &mut replies, &mut next_request)
+                    .await;
+                task.drain_outputs(&mut replies);
+            }
+            if replies.is_empty() || since.elapsed() >= task.drain_timeout {
+                break;
+            }
+        }
+    }
+    for (_, reply) in replies.drain() {
+        let _ = reply.send(Err(NodeError::ShuttingDown));
+    }
+    if let Err(error) = task.storage.shutdown() {
+        tracing::error!(%error, "storage did not flush cleanly at shutdown");
+    }
+    task.transport.shutdown().await;
+}
+
+impl NodeTask {
+    /// When the loop must wake for the node's next deadline (at most a second away, so a clock
+    /// jump cannot stall it).
+    fn wake_at(&mut self) -> tokio::time::Instant {
+        let now = self.clock.now();
+        let wait = match self.node.poll_timeout() {
+            Some(deadline) => deadline.saturating_sub(now).min(1_000),
+            None => 1_000,
+        };
+        tokio::time::Instant::now() + Duration::from_millis(wait)
+    }
+
+    async fn on_request(
+        &mut self,
+        request: NodeRequest,
+        replies: &mut HashMap<RequestId, oneshot::Sender<Result<Reply, NodeError>>>,
+        next_request: &mut RequestId,
+    ) {
+        let now = self.clock.now();
+        match request {
+            NodeRequest::Client { request, reply } => {
+                let id = *next_request;
+                *next_request += 1;
+                match self.node.handle_client(now, id, request) {
+                    Ok(()) => {
+                        replies.insert(id, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(NodeError::Rejected(error)));
+                    }
+                }
+            }
+            NodeRequest::Command { command, reply } => {
+                let result = self
+                    .node
+                    .handle_command(now, command)
+                    .map_err(NodeError::Command);
+                let _ = reply.send(result);
+            }
+            NodeRequest::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            NodeRequest::Join { seed, reply } => {
+                let result = self.join(seed).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Replaces a node that is alone in its cluster by one joining the seed's cluster. Only the
+    /// construction is here; joining itself (gossip, claim, hand-over) is the core's.
+    async fn join(&mut self, seed: String) -> Result<(), NodeError> {
+        let me = self.node.id().clone();
+        if self.node.view().members().any(|m| m.id != me) {
+            return Err(NodeError::Join(
+                "this node is already in a cluster with other members".into(),
+            ));
+        }
+        if self.node.in_flight() > 0 {
+            return Err(NodeError::Join("requests are in flight; retry".into()));
+        }
+        let seed_id = self
+            .transport
+            .identify(&seed)
+            .await
+            .map_err(|e| NodeError::Join(format!("seed {seed}: {e}")))?;
+        if seed_id == me {
+            return Err(NodeError::Join("the seed is this node".into()));
+        }
+        let mut config: NodeConfig = self.node.config().clone();
+        config.gossip.seeds = vec![seed_id.clone()];
+        let mut info = self.me.clone();
+        info.status = ringkv_core::membership::MemberStatus::Joining;
+        // Outranks the entry of this node's former one-node cluster wherever it was gossiped.
+        info.version = self
+            .node
+            .view()
+            .member(&me)
+            .map_or(0, |m| m.version.saturating_add(1));
+        let now = self.clock.now();
+        let node = Node::join_as(config, info, now)
+            .map_err(|e| NodeError::Join(format!("cannot build the joining node: {e}")))?;
+        self.transport.set_addresses([(seed_id, seed)]);
+        self.node = node;
+        tracing::info!(node = %me, "joining the cluster");
+        Ok(())
+    }
+
+    fn status(&mut self) -> NodeStatus {
+        let view = self.node.view().clone();
+        let alive = view
+            .members()
+            .filter(|m| self.node.is_alive(&m.id))
+            .map(|m| m.id.clone())
+            .collect();
+        let n = self.node.config().ring.target_n;
+        let partitions_moving = view.ring().map(|r| r.transfers(n)).unwrap_or_default();
+        NodeStatus {
+            node: self.node.id().clone(),
+            ring: self.node.ring().clone(),
+            ring_version: view.ring().map(|r| r.version),
+            view,
+            alive,
+            hints_pending: self.storage.hints_pending(),
+            partitions_moving,
+            in_flight: self.node.in_flight() as u64,
+            default_bucket: self.node.config().default_bucket.clone(),
+        }
+    }
+
+    /// Tells the transport where every member is reached, and updates the membership gauges.
+    fn refresh_peers(&mut self) {
+        let me = self.node.id().clone();
+        let peers: Vec<(NodeId, String)> = self
+            .node
+            .view()
+            .members()
+            .filter(|m| m.id != me && !m.peer_address.is_empty())
+            .map(|m| (m.id.clone(), m.peer_address.clone()))
+            .collect();
+        self.transport.set_addresses(peers);
+        let n = self.node.config().ring.target_n;
+        let moving = self.node.view().ring().map_or(0, |r| r.transfers(n).len());
+        self.metrics.partitions_moving.set(moving as i64);
+        self.metrics
+            .hints_pending
+            .set(self.storage.hints_pending() as i64);
+    }
+
+    fn drain_outputs(
+        &mut self,
+        replies: &mut HashMap<RequestId, oneshot::Sender<Result<Reply, NodeError>>>,
+    ) {
+        let outputs: Vec<Output> = std::iter::from_fn(|| self.node.poll_output()).collect();
+        // A changed view may name new peers that these very outputs are addressed to (the
+        // answer to a newcomer's first gossip): learn their addresses before sending.
+        if outputs
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::ViewChanged { .. })))
+        {
+            self.refresh_peers();
+        }
+        for output in outputs {
+            match output {
+                Output::Send { to, message } => self.transport.send(&to, message),
+                Output::Storage { op_id, op } => self.storage.submit(op_id, op),
+                Output::Reply { request_id, reply } => {
+                    if let Some(waiter) = replies.remove(&request_id) {
+                        // The HTTP side may have gone (client hung up): nothing to do then.
+                        let _ = waiter.send(Ok(reply));
+                    }
+                }
+                Output::Event(event) => self.on_event(event),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let metrics = &self.metrics;
+        match event {
+            Event::ChecksumFailure {
+                bucket,
+                key,
+                detail,
+            } => {
+                // Counted by storage, which sees the damaged frame first.
+                tracing::warn!(
+                    bucket = %String::from_utf8_lossy(&bucket),
+                    key = %String::from_utf8_lossy(&key),
+                    %detail,
+                    "damaged replica: treated as missing, will be repaired"
+                );
+            }
+            Event::ReadRepair { replicas, .. } => {
+                metrics.read_repairs.inc_by(replicas.len() as u64);
+            }
+            Event::QuorumFailed { .. } => {
+                // Counted by the HTTP layer, which sees every request's outcome.
+            }
+            Event::StorageFailed { error } => {
+                tracing::warn!(%error, "storage operation failed");
+            }
+            Event::MessageDropped { from, reason } => {
+                tracing::debug!(%from, %reason, "peer message dropped");
+            }
+            Event::AntiEntropy {
+                partition,
+                peer,
+                differing,
+                repaired,
+                ..
+            } => {
+                metrics.anti_entropy_exchanges.inc();
+                metrics.anti_entropy_repairs.inc_by(u64::from(repaired));
+                if differing > 0 {
+                    tracing::info!(partition = partition.0, %peer, differing, repaired, "anti-entropy repaired keys");
+                }
+            }
+            Event::AntiEntropyAbandoned {
+                partition,
+                peer,
+                reason,
+            } => {
+                tracing::debug!(partition = partition.0, %peer, %reason, "anti-entropy exchange abandoned");
+            }
+            Event::TombstoneReaped { .. } => {
+                metrics.tombstones_reaped.inc();
+            }
+            Event::PeerDown { peer } => {
+                metrics.peers_down.inc();
+                tracing::warn!(%peer, "peer down: requests use fallbacks");
+            }
+            Event::PeerUp { peer } => {
+                metrics.peers_down.dec();
+                tracing::info!(%peer, "peer up");
+            }
+            Event::DownAlert { peer, down_ms } => {
+                tracing::error!(%peer, down_ms, "peer down for long: leave or remove it if it is gone for good");
+            }
+            Event::ViewChanged { digest } => {
+                tracing::debug!(digest, "cluster view changed");
+            }
+            Event::ActorRenewed { actor } => {
+                tracing::warn!(%actor, "version actor renewed after a damaged record");
+            }
+        }
+    }
+}

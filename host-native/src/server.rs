@@ -1,0 +1,559 @@
+//! `ringkv server`: configuration, the node's identity on disk, start-up and shutdown.
+//!
+//! Start-up order matters for durability: the identity file's incarnation is bumped and fsynced
+//! before the node exists, so a restarted node never reuses a version-vector actor or a
+//! coordination id of its previous life; the persisted cluster view is read back from storage so
+//! a restarted node rejoins with the ring it knew.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringkv_core::config::{BucketProps, NodeConfig, QuorumValue};
+use ringkv_core::id::NodeId;
+use ringkv_core::io::StorageKey;
+use ringkv_core::membership::{ClusterView, MemberInfo};
+use ringkv_core::node::Node;
+use ringkv_core::ring::{RingConfig, Strategy};
+use ringkv_core::version::ConflictMode;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::http::{self, HttpConfig};
+use crate::metrics::Metrics;
+use crate::node_loop::{self, Clock, NodeHandle, NodeTask};
+use crate::storage::{Compression, CompressionPolicy, Storage, StorageConfig};
+use crate::transport::{Transport, TransportConfig};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The configuration file could not be read or parsed.
+    #[error("configuration file {path}: {message}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The data folder's identity file is unreadable, or belongs to another node or cluster.
+    #[error("identity {path}: {message}")]
+    Identity {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageOpenError),
+    /// The persisted cluster view could not be read.
+    #[error("persisted cluster view: {0}")]
+    View(String),
+    /// No seed answered.
+    #[error("no seed answered: {0}")]
+    Seeds(String),
+    /// The core refused the configuration.
+    #[error("node configuration: {0}")]
+    Node(#[from] ringkv_core::error::ConfigError),
+}
+
+/// Default properties of buckets nobody configured, as written in the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BucketDefaults {
+    /// Replication factor.
+    pub n: u32,
+    /// Read quorum (`one`, `quorum`, `all` or a count).
+    pub r: String,
+    /// Write quorum.
+    pub w: String,
+    /// Durable-write quorum.
+    pub dw: String,
+    /// `siblings` or `lww`.
+    pub conflict_mode: String,
+}
+
+impl Default for BucketDefaults {
+    fn default() -> Self {
+        BucketDefaults {
+            n: 3,
+            r: "quorum".into(),
+            w: "quorum".into(),
+            dw: "0".into(),
+            conflict_mode: "siblings".into(),
+        }
+    }
+}
+
+impl BucketDefaults {
+    /// The core's bucket properties.
+    pub fn to_props(&self) -> Result<BucketProps, ServerError> {
+        let quorum = |name: &str, value: &str| {
+            value
+                .parse::<QuorumValue>()
+                .map_err(|e| ServerError::Config(format!("bucket.{name} = {value:?}: {e}")))
+        };
+        let conflict_mode = match self.conflict_mode.as_str() {
+            "siblings" => ConflictMode::Siblings,
+            "lww" | "last_writer_wins" => ConflictMode::LastWriterWins,
+            other => {
+                return Err(ServerError::Config(format!(
+                    "bucket.conflict_mode = {other:?}: expected siblings or lww"
+                )))
+            }
+        };
+        let props = BucketProps {
+            n: self.n,
+            r: quorum("r", &self.r)?,
+            w: quorum("w", &self.w)?,
+            dw: quorum("dw", &self.dw)?,
+            conflict_mode,
+        };
+        props
+            .resolve(&Default::default())
+            .map_err(|e| ServerError::Config(format!("bucket defaults: {e}")))?;
+        Ok(props)
+    }
+}
+
+/// Everything `ringkv server` can be told, from a TOML file and flags.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's id; by default the one in the data folder, or a new random one.
+    pub node_id: Option<String>,
+    /// Cluster name: nodes of different clusters refuse each other.
+    pub cluster: String,
+    /// Where records, hints, the view and the identity live.
+    pub data_dir: PathBuf,
+    /// HTTP API address.
+    pub listen: SocketAddr,
+    /// Peer transport address.
+    pub peer_listen: SocketAddr,
+    /// HTTP address others should use (default: `listen`, which must then not be 0.0.0.0).
+    pub advertise: Option<String>,
+    /// Peer address others should use (default: `peer_listen`).
+    pub peer_advertise: Option<String>,
+    /// Peer addresses of nodes to join through (empty: start a new cluster, or restart).
+    pub seeds: Vec<String>,
+    /// Weight in the ring (virtual nodes in proportion).
+    pub capacity: u32,
+    /// Failure domain: replicas of a key go to distinct zones where possible.
+    pub zone: Option<String>,
+    /// Q, partitions of the ring (a power of two; the same on every node).
+    pub partitions: u32,
+    /// The largest N a bucket may have (the same on every node).
+    pub target_n: usize,
+    /// `partitions` (Riak's equal partitions) or `tokens` (random tokens, Dynamo's first scheme).
+    pub strategy: String,
+    /// Properties of buckets nobody configured.
+    pub bucket: BucketDefaults,
+    /// Value compression on disk for every bucket: `none` or `lz4`.
+    pub compression: Compression,
+    /// Per-bucket compression overrides.
+    pub bucket_compression: HashMap<String, Compression>,
+    /// Time a coordinator waits for a quorum.
+    pub request_timeout_ms: u64,
+    /// Gossip interval.
+    pub gossip_interval_ms: u64,
+    /// Anti-entropy interval.
+    pub anti_entropy_interval_ms: u64,
+    /// Hinted hand-off interval.
+    pub handoff_interval_ms: u64,
+    /// Largest value accepted.
+    pub max_value_bytes: usize,
+    /// Largest key accepted.
+    pub max_key_bytes: usize,
+    /// Most HTTP connections at once.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout_ms: u64,
+    /// Where the visualizer's built files are (served at `/ui`).
+    pub ui_dir: Option<PathBuf>,
+    /// How long shutdown waits for requests in flight.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let node = NodeConfig::new("default");
+        ServerConfig {
+            node_id: None,
+            cluster: node.cluster.clone(),
+            data_dir: PathBuf::from("ringkv-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8087)),
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 7087)),
+            advertise: None,
+            peer_advertise: None,
+            seeds: Vec::new(),
+            capacity: 1,
+            zone: None,
+            partitions: node.ring.partitions,
+            target_n: node.ring.target_n,
+            strategy: "partitions".into(),
+            bucket: BucketDefaults::default(),
+            compression: Compression::None,
+            bucket_compression: HashMap::new(),
+            request_timeout_ms: node.request_timeout_ms,
+            gossip_interval_ms: node.gossip.interval_ms,
+            anti_entropy_interval_ms: node.anti_entropy_interval_ms,
+            handoff_interval_ms: node.handoff_interval_ms,
+            max_value_bytes: node.max_value_bytes,
+            max_key_bytes: node.max_key_bytes,
+            max_connections: 1024,
+            header_read_timeout_ms: 10_000,
+            ui_dir: None,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML file; unknown keys are errors (a typo must not silently keep a default).
+    pub fn from_file(path: &Path) -> Result<ServerConfig, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ServerError::ConfigFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ServerError::ConfigFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    fn advertised(
+        &self,
+        explicit: &Option<String>,
+        bound: SocketAddr,
+    ) -> Result<String, ServerError> {
+        match explicit {
+            Some(address) => Ok(address.clone()),
+            None if bound.ip().is_unspecified() => Err(ServerError::Config(format!(
+                "{bound} is a wildcard address: set advertise / peer_advertise to where others reach this node"
+            ))),
+            None => Ok(bound.to_string()),
+        }
+    }
+
+    /// The core's configuration for this node.
+    fn node_config(&self, node_id: &NodeId, incarnation: u64) -> Result<NodeConfig, ServerError> {
+        let mut config = NodeConfig::new(node_id.clone());
+        config.incarnation = incarnation;
+        // The node's protocol randomness (gossip partners, jitter) comes from the OS here.
+        config.seed = rand::random();
+        config.cluster = self.cluster.clone();
+        config.ring = RingConfig {
+            partitions: self.partitions,
+            strategy: match self.strategy.as_str() {
+                "partitions" => Strategy::Partitions,
+                "tokens" => Strategy::Tokens {
+                    tokens_per_capacity: 16,
+                },
+                other => {
+                    return Err(ServerError::Config(format!(
+                        "strategy = {other:?}: expected partitions or tokens"
+                    )))
+                }
+            },
+            target_n: self.target_n,
+        };
+        config.default_bucket = self.bucket.to_props()?;
+        config.request_timeout_ms = self.request_timeout_ms;
+        config.gossip.interval_ms = self.gossip_interval_ms;
+        config.anti_entropy_interval_ms = self.anti_entropy_interval_ms;
+        config.handoff_interval_ms = self.handoff_interval_ms;
+        config.max_value_bytes = self.max_value_bytes;
+        config.max_key_bytes = self.max_key_bytes;
+        Ok(config)
+    }
+}
+
+/// What the data folder remembers about the node that owns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The node's id.
+    pub node_id: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// Bumped at every start, before the node runs.
+    pub incarnation: u64,
+}
+
+const IDENTITY_FILE: &str = "identity.json";
+
+/// Reads the folder's identity (checking it against the configuration), bumps the incarnation
+/// and writes it back durably (temporary file, fsync, rename, fsync of the folder).
+pub fn claim_identity(data_dir: &Path, config: &ServerConfig) -> Result<Identity, ServerError> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let err = |message: String| ServerError::Identity {
+        path: path.clone(),
+        message,
+    };
+    let identity = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let mut identity: Identity = serde_json::from_slice(&bytes).map_err(|e| {
+                err(format!(
+                    "unreadable ({e}); refusing to guess who this node is"
+                ))
+            })?;
+            if let Some(id) = &config.node_id {
+                if *id != identity.node_id {
+                    return Err(err(format!(
+                        "the data folder belongs to node {:?}, not {id:?}",
+                        identity.node_id
+                    )));
+                }
+            }
+            if identity.cluster != config.cluster {
+                return Err(err(format!(
+                    "the data folder belongs to cluster {:?}, not {:?}",
+                    identity.cluster, config.cluster
+                )));
+            }
+            identity.incarnation = identity
+                .incarnation
+                .checked_add(1)
+                .ok_or_else(|| err("incarnation overflow".into()))?;
+            identity
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Identity {
+            node_id: config
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>())),
+            cluster: config.cluster.clone(),
+            incarnation: 1,
+        },
+        Err(e) => return Err(err(e.to_string())),
+    };
+    let temporary = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&serde_json::to_vec_pretty(&identity).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    };
+    write().map_err(|e| err(format!("cannot write: {e}")))?;
+    Ok(identity)
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// Talk to the node.
+    pub node: NodeHandle,
+    /// Where the HTTP API listens.
+    pub client_address: SocketAddr,
+    /// Where peers connect.
+    pub peer_address: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    node_task: JoinHandle<()>,
+    http_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish (bounded), flushes storage, and returns
+    /// when everything has stopped.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.wait().await;
+    }
+
+    /// Waits until the server has stopped (after [`RunningServer::shutdown`] or a fatal error).
+    pub async fn wait(self) {
+        match self.http_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "HTTP server stopped"),
+            Err(error) => tracing::error!(%error, "HTTP task failed"),
+        }
+        let _ = self.shutdown.send(true);
+        if let Err(error) = self.node_task.await {
+            tracing::error!(%error, "node task failed");
+        }
+    }
+
+    /// A sender that starts the shutdown (for signal handlers).
+    pub fn shutdown_signal(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Listen { address, source })
+}
+
+/// Opens storage, binds both listeners, builds (or restores) the node and starts its tasks.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Identity {
+        path: config.data_dir.clone(),
+        message: format!("cannot create the data folder: {e}"),
+    })?;
+    let identity = claim_identity(&config.data_dir, &config)?;
+    let node_id = NodeId::new(identity.node_id.as_str());
+    let mut node_config = config.node_config(&node_id, identity.incarnation)?;
+
+    let metrics = Arc::new(Metrics::new());
+    let (completions_tx, completions) = mpsc::unbounded_channel();
+    let storage = Storage::open(
+        StorageConfig {
+            compression: CompressionPolicy {
+                default: config.compression,
+                buckets: config
+                    .bucket_compression
+                    .iter()
+                    .map(|(bucket, c)| (bucket.as_bytes().to_vec(), *c))
+                    .collect(),
+            },
+            ..StorageConfig::new(config.data_dir.clone())
+        },
+        metrics.clone(),
+        completions_tx,
+    )?;
+
+    let http_listener = bind(config.listen).await?;
+    let peer_listener = bind(config.peer_listen).await?;
+    let client_address = http_listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    let peer_address = peer_listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            address: config.peer_listen,
+            source,
+        })?;
+    // Port 0 in the configuration means "any": advertise the port actually bound.
+    let advertised_client = config.advertised(&config.advertise, client_address)?;
+    let advertised_peer = config.advertised(&config.peer_advertise, peer_address)?;
+
+    let (inbound_tx, inbound) = mpsc::channel(4096);
+    let transport = Transport::start(
+        TransportConfig {
+            node_id: node_id.clone(),
+            cluster: config.cluster.clone(),
+            advertised_address: advertised_peer.clone(),
+            ..TransportConfig::default()
+        },
+        peer_listener,
+        inbound_tx,
+        metrics.clone(),
+    );
+
+    // Seeds are given as addresses; the core knows nodes by id, so ask each who it is.
+    let mut seed_ids = Vec::new();
+    let mut seed_errors = Vec::new();
+    for seed in &config.seeds {
+        match transport.identify(seed).await {
+            Ok(id) if id == node_id => {}
+            Ok(id) => {
+                transport.set_addresses([(id.clone(), seed.clone())]);
+                seed_ids.push(id);
+            }
+            Err(e) => seed_errors.push(format!("{seed}: {e}")),
+        }
+    }
+    node_config.gossip.seeds = seed_ids.clone();
+
+    let mut me = MemberInfo::new(
+        node_id.clone(),
+        advertised_peer.clone(),
+        advertised_client.clone(),
+        config.capacity.max(1),
+    );
+    me.zone = config.zone.clone();
+
+    let mut clock = Clock::default();
+    let now = clock.now();
+    let persisted = storage
+        .read_now(&StorageKey::view())
+        .map_err(|e| ServerError::View(e.to_string()))?;
+    let node = match persisted {
+        Some(bytes) => {
+            let view = ClusterView::decode(&bytes).map_err(|e| ServerError::View(e.to_string()))?;
+            let mut node = Node::from_view(node_config, view, now)?;
+            node.announce(now, &advertised_peer, &advertised_client)
+                .map_err(|e| ServerError::View(e.to_string()))?;
+            tracing::info!(node = %node_id, incarnation = identity.incarnation, "restarted from the persisted cluster view");
+            node
+        }
+        None if !config.seeds.is_empty() => {
+            if seed_ids.is_empty() {
+                return Err(ServerError::Seeds(seed_errors.join("; ")));
+            }
+            tracing::info!(node = %node_id, seeds = ?seed_ids, "joining through the seeds");
+            Node::join_as(node_config, me.clone(), now)?
+        }
+        None => {
+            tracing::info!(node = %node_id, "starting a new cluster");
+            Node::bootstrap(node_config, me.clone(), now)?
+        }
+    };
+
+    let (requests_tx, requests) = mpsc::channel(4096);
+    let handle = NodeHandle {
+        requests: requests_tx,
+        metrics: metrics.clone(),
+        node_id: node_id.clone(),
+    };
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let task = NodeTask {
+        node,
+        me,
+        storage,
+        transport,
+        metrics,
+        clock,
+        requests,
+        inbound,
+        completions,
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+    };
+    let node_task = tokio::spawn(node_loop::run(task, shutdown_rx.clone()));
+    let http_config = HttpConfig {
+        max_connections: config.max_connections,
+        max_key_bytes: config.max_key_bytes,
+        max_value_bytes: config.max_value_bytes,
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        ui_dir: config.ui_dir.clone(),
+        ..HttpConfig::default()
+    };
+    let mut http_shutdown = shutdown_rx;
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        handle.clone(),
+        http_config,
+        async move {
+            let _ = http_shutdown.wait_for(|stop| *stop).await;
+        },
+    ));
+    tracing::info!(node = %node_id, http = %client_address, peer = %peer_address, "serving");
+    Ok(RunningServer {
+        node: handle,
+        client_address,
+        peer_address,
+        shutdown,
+        node_task,
+        http_task,
+    })
+}
