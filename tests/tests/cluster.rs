@@ -202,6 +202,23 @@ async fn a_stopped_node_is_covered_by_a_fallback_and_gets_its_hints_back() {
     let n4_peer_address = stopped.peer_address;
     stopped.shutdown().await;
 
+    // Until the failure detectors notice, writes simply wait for the other owners.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    'noticed: loop {
+        for server in &servers {
+            let status = server.node.status().await.unwrap();
+            if status.alive.iter().any(|id| id.as_str() == "n4") {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "n4 still alive to {} after 30 s",
+                    status.node
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'noticed;
+            }
+        }
+        break;
+    }
     let mut keys = Vec::new();
     let mut used_fallback = false;
     for i in 0..40u32 {
