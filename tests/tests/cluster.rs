@@ -329,3 +329,81 @@ async fn data_survives_a_clean_restart_of_every_node() {
         server.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_joins_over_http_and_a_member_leaves_without_losing_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = start_cluster(dir.path(), 2).await;
+    // Two nodes, N=2 here: every key on both.
+    let client = client(&servers);
+    let options = Options {
+        n: Some(2),
+        ..Options::default()
+    };
+    for i in 0..30u32 {
+        client
+            .put(
+                b"b",
+                format!("k{i}").as_bytes(),
+                None,
+                Bytes::from(format!("v{i}")),
+                &options,
+            )
+            .await
+            .unwrap();
+    }
+
+    // n3 starts alone (its own one-node cluster), then is told to join over HTTP.
+    let lone = server::start(config(dir.path(), "n3", Vec::new()))
+        .await
+        .unwrap();
+    let lone_url = format!("http://{}", lone.client_address);
+    client
+        .join(&lone_url, &servers[0].peer_address.to_string())
+        .await
+        .expect("join accepted");
+    servers.push(lone);
+    settle(&servers).await;
+    let status = client.cluster_status(Some(&lone_url)).await.unwrap();
+    assert_eq!(status.members.len(), 3);
+    assert!(
+        status
+            .members
+            .iter()
+            .any(|m| m.id == "n3" && m.partitions_owned > 0),
+        "{status:?}"
+    );
+
+    // n1 leaves: its partitions are handed over before it drops out of the ring.
+    let n1_url = format!("http://{}", servers[0].client_address);
+    client.leave(&n1_url).await.expect("leave accepted");
+    let remaining = &servers[1..];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = remaining[0].node.status().await.unwrap();
+        if status.ring.member(&"n1".into()).is_none() && status.partitions_moving.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "n1 still in the ring after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let survivors = self::client(remaining);
+    let all = Options {
+        n: Some(2),
+        r: Some(QuorumValue::All),
+        ..Options::default()
+    };
+    for i in 0..30u32 {
+        let read = survivors
+            .get(b"b", format!("k{i}").as_bytes(), &all)
+            .await
+            .unwrap();
+        assert_eq!(read.values, vec![Bytes::from(format!("v{i}"))], "k{i}");
+    }
+    for server in servers {
+        server.shutdown().await;
+    }
+}
