@@ -33,13 +33,13 @@ bin=target/release/ringkv
 wait_http() { for _ in $(seq 200); do curl -fsS "$1/health" >/dev/null 2>&1 && return 0; curl -fsS -o /dev/null "$1/" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 did not start" >&2; return 1; }
 
 # A 3-node cluster (defaults N=3, R=W=2) and a 1-node cluster (N=1).
-RINGKV_LOG=warn $bin dev --port 18087 --peer-port 17087 --data-dir "$work/cluster" >"$work/dev.log" 2>&1 & pids+=($!)
+RINGKV_LOG=warn $bin dev --base-port 18087 --data-dir "$work/cluster" >"$work/dev.log" 2>&1 & pids+=($!)
 printf 'target_n = 1\n[bucket]\nn = 1\nr = "1"\nw = "1"\n' >"$work/single.toml"
-RINGKV_LOG=warn $bin server --config "$work/single.toml" --data-dir "$work/single" --listen 127.0.0.1:18187 --peer-listen 127.0.0.1:17187 >"$work/single.log" 2>&1 & pids+=($!)
+RINGKV_LOG=warn $bin server --config "$work/single.toml" --data-dir "$work/single" --listen 127.0.0.1:18287 --peer-listen 127.0.0.1:18387 >"$work/single.log" 2>&1 & pids+=($!)
 target/release/examples/bare_hyper 127.0.0.1:18000 & pids+=($!)
 redis-server --bind 127.0.0.1 --port 7379 --save '' --appendonly no --daemonize no >/dev/null & pids+=($!)
 redis-server --bind 127.0.0.1 --port 7380 --save '' --appendonly yes --appendfsync always --dir "$work" --daemonize no >/dev/null & pids+=($!)
-wait_http http://127.0.0.1:18087; wait_http http://127.0.0.1:18187
+wait_http http://127.0.0.1:18087; wait_http http://127.0.0.1:18287
 for _ in $(seq 100); do grep -q "Ctrl-C" "$work/dev.log" && break; sleep 0.2; done
 sleep 1
 
@@ -68,9 +68,9 @@ for round in $(seq "$ROUNDS"); do
   record "3 nodes MIX 100B"           "$(ringkv_run $cluster --mix get=50,put=50 --value-size 100)"
   record "3 nodes PUT 4KiB dw=0"      "$(ringkv_run $cluster --mix put=100 --value-size 4KiB)"
   record "3 nodes GET 4KiB"           "$(ringkv_run $cluster --mix get=100 --value-size 4KiB --prefill)"
-  record "1 node PUT 100B dw=0"       "$(ringkv_run http://127.0.0.1:18187 --mix put=100 --value-size 100)"
-  record "1 node PUT 100B dw=1"       "$(ringkv_run http://127.0.0.1:18187 --mix put=100 --value-size 100 --dw 1)"
-  record "1 node GET 100B"            "$(ringkv_run http://127.0.0.1:18187 --mix get=100 --value-size 100 --prefill)"
+  record "1 node PUT 100B dw=0"       "$(ringkv_run http://127.0.0.1:18287 --mix put=100 --value-size 100)"
+  record "1 node PUT 100B dw=1"       "$(ringkv_run http://127.0.0.1:18287 --mix put=100 --value-size 100 --dw 1)"
+  record "1 node GET 100B"            "$(ringkv_run http://127.0.0.1:18287 --mix get=100 --value-size 100 --prefill)"
   record "redis SET 100B"             "$(redis_run 7379 set 100)"
   record "redis GET 100B"             "$(redis_run 7379 get 100)"
   record "redis SET 100B fsync"       "$(redis_run 7380 set 100)"

@@ -185,9 +185,10 @@ impl BucketProps {
 pub struct NodeConfig {
     /// This node's id.
     pub node_id: NodeId,
-    /// How many times this node has started, persisted by the host and increased on every start.
-    /// It makes this run's version-vector actor new, so a node that lost unsynced writes in a crash
-    /// can never issue the same dot twice.
+    /// Grows at every start of this node (persisted by the host; a host may use clock seconds so
+    /// that a node whose data folder was wiped still starts above every earlier incarnation).
+    /// It makes this run's version-vector actor new, so a node that lost unsynced writes in a crash,
+    /// or its whole disk, can never issue the same dot twice.
     pub incarnation: u64,
     /// Seed of the node's RNG; the host draws it from its own randomness.
     pub seed: u64,

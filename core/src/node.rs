@@ -343,8 +343,10 @@ impl Node {
             actor_generation: 0,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             // Coordination ids start in a range of their own per incarnation, so a reply meant for
-            // a previous incarnation's request cannot be taken for one of this incarnation's.
-            next_coordination: config.incarnation << 40,
+            // a previous incarnation's request cannot be taken for one of this incarnation's. The
+            // range wraps after 2^24 incarnations (hosts may use clock seconds as incarnations):
+            // replies outlive an incarnation by seconds, not by 2^24 restarts.
+            next_coordination: (config.incarnation & 0xff_ffff) << 40,
             config,
             ring,
             now,

@@ -66,12 +66,12 @@ pub struct MemberDoc {
     pub zone: Option<String>,
     /// Ring weight.
     pub capacity: u32,
-    /// Peer transport address.
-    pub peer_address: String,
-    /// HTTP address.
-    pub client_address: String,
+    /// HTTP address (`host:port`).
+    pub http_addr: String,
+    /// Peer transport address (`host:port`).
+    pub peer_addr: String,
     /// Partitions it owns (first replica) in the current ring.
-    pub partitions_owned: u32,
+    pub partitions: u32,
 }
 
 /// `GET /cluster`: the answering node's view of the cluster.
@@ -90,7 +90,7 @@ pub struct ClusterStatus {
     /// Hints this node holds for unreachable owners.
     pub hints_pending: u64,
     /// Partitions whose hand-over to the next ring is not done.
-    pub partitions_moving: u32,
+    pub transfers_pending: u32,
     /// Requests this node coordinates now.
     pub in_flight: u64,
     /// Bucket properties set cluster-wide.

@@ -503,7 +503,7 @@ pub async fn cluster_status_text(nodes: &NodeArgs) -> anyhow::Result<String> {
         .iter()
         .filter(|member| member.id != status.node && member.status != "removed")
         .filter_map(|member| {
-            let url = member_url(&member.client_address, &source)?;
+            let url = member_url(&member.http_addr, &source)?;
             let client = client.clone();
             let id = member.id.clone();
             Some(async move {
@@ -555,7 +555,7 @@ fn render_status(
         let (hints, handoffs) = match own {
             Some(own) => (
                 own.hints_pending.to_string(),
-                own.partitions_moving.to_string(),
+                own.transfers_pending.to_string(),
             ),
             None if member.status == "removed" => (String::from("-"), String::from("-")),
             None => (String::from("?"), String::from("?")),
@@ -571,10 +571,10 @@ fn render_status(
             String::from(if member.alive { "yes" } else { "no" }),
             member.zone.clone().unwrap_or_else(|| String::from("-")),
             member.capacity.to_string(),
-            member.partitions_owned.to_string(),
+            member.partitions.to_string(),
             hints,
             handoffs,
-            member.client_address.clone(),
+            member.http_addr.clone(),
         ]);
     }
     let widths: Vec<usize> = (0..header.len())
@@ -831,9 +831,9 @@ mod tests {
             alive,
             zone: (id == "n1").then(|| "zone-a".to_owned()),
             capacity: 1,
-            peer_address: String::new(),
-            client_address: address.into(),
-            partitions_owned: 128,
+            peer_addr: String::new(),
+            http_addr: address.into(),
+            partitions: 128,
         }
     }
 
@@ -850,7 +850,7 @@ mod tests {
             ring_version: Some(4),
             members,
             hints_pending: hints,
-            partitions_moving: moving,
+            transfers_pending: moving,
             in_flight: 0,
             buckets: Vec::new(),
         }

@@ -13,7 +13,7 @@
 //! The ring is re-read in the background every [`ClientConfig::ring_refresh`] and soon after a
 //! connection failure. A node that refused a connection is tried last for a few seconds.
 //!
-//! A member's `client_address` is used as `http://{client_address}`; a wildcard address
+//! A member's `http_addr` is used as `http://{http_addr}`; a wildcard address
 //! (`0.0.0.0`, `[::]`) is replaced by the host of the node the ring document came from.
 //!
 //! ## Retries
@@ -1066,7 +1066,7 @@ impl RoutingTable {
             if !usable {
                 continue;
             }
-            if let Some(url) = member_url(&member.client_address, source) {
+            if let Some(url) = member_url(&member.http_addr, source) {
                 let index = u32::try_from(members.len())
                     .map_err(|_| ClientError::Decode(String::from("ring: too many members")))?;
                 index_of.insert(member.id.as_str(), index);
@@ -1610,9 +1610,9 @@ mod tests {
             alive,
             zone: None,
             capacity: 1,
-            peer_address: format!("127.0.0.1:{}", port + 1000),
-            client_address: format!("127.0.0.1:{port}"),
-            partitions_owned: 0,
+            peer_addr: format!("127.0.0.1:{}", port + 1000),
+            http_addr: format!("127.0.0.1:{port}"),
+            partitions: 0,
         }
     }
 
@@ -2086,7 +2086,7 @@ mod tests {
         let (entry, entry_log) = spawn(move |request| {
             if request.uri == "/ring" {
                 let mut owner_member = member("owner", "up", true, 1);
-                owner_member.client_address = owner_address.clone();
+                owner_member.http_addr = owner_address.clone();
                 let doc = ring_doc(
                     vec![owner_member, member("entry", "up", true, 2)],
                     [&["owner"], &["owner"], &["owner"], &["owner"]],

@@ -19,12 +19,12 @@ pub struct DevArgs {
     /// Keep the data here (reused by the next run) instead of in a temporary folder.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// HTTP port of the first node; node i listens on this + i (peers on `peer_port` + i).
-    #[arg(long, default_value_t = 8087)]
-    port: u16,
-    /// Peer port of the first node.
-    #[arg(long, default_value_t = 7087)]
-    peer_port: u16,
+    /// HTTP port of the first node; node i listens on this + i.
+    #[arg(long, visible_alias = "port", default_value_t = 8087)]
+    base_port: u16,
+    /// Peer port of the first node (default: the base port + 100); node i listens on this + i.
+    #[arg(long)]
+    peer_port: Option<u16>,
     /// Start, show the cluster working, and stop (instead of serving until Ctrl-C).
     #[arg(long)]
     once: bool,
@@ -36,6 +36,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
+    let http_ports = port_range(args.base_port, args.nodes)?;
+    let peer_ports = port_range(
+        args.peer_port
+            .unwrap_or_else(|| args.base_port.saturating_add(100)),
+        args.nodes,
+    )?;
     let temporary;
     let root = match &args.data_dir {
         Some(dir) => dir.clone(),
@@ -53,8 +59,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         let config = ServerConfig {
             node_id: Some(format!("n{}", i + 1)),
             data_dir: root.join(format!("n{}", i + 1)),
-            listen: SocketAddr::from(([127, 0, 0, 1], args.port + i)),
-            peer_listen: SocketAddr::from(([127, 0, 0, 1], args.peer_port + i)),
+            listen: SocketAddr::from(([127, 0, 0, 1], http_ports[usize::from(i)])),
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], peer_ports[usize::from(i)])),
             seeds: first_peer.iter().cloned().collect(),
             // Quick gossip and repair, so changes show within a second or two.
             gossip_interval_ms: 200,
@@ -105,6 +111,17 @@ pub async fn run(args: DevArgs) -> Result<()> {
         server.shutdown().await;
     }
     Ok(())
+}
+
+/// `count` consecutive ports from `first`, or an error if they run past 65535.
+fn port_range(first: u16, count: u16) -> Result<Vec<u16>> {
+    (0..count)
+        .map(|i| {
+            first
+                .checked_add(i)
+                .with_context(|| format!("ports from {first} for {count} nodes run past 65535"))
+        })
+        .collect()
 }
 
 /// Waits until every node routes by the same ring and no partition is moving.

@@ -51,6 +51,9 @@ pub type ResponseBody = Full<Bytes>;
 /// connections that are still open.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest `timeout_ms` a request may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 120_000;
+
 /// Largest JSON request body (join, remove, bucket properties) accepted.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 
@@ -627,11 +630,19 @@ fn parse_options(query: Option<&str>) -> Result<RequestOptions, Problem> {
             }
             "timeout_ms" if options.timeout_ms.is_some() => return Err(duplicate()),
             "timeout_ms" => {
-                options.timeout_ms = Some(value.parse::<u64>().map_err(|_| {
+                let timeout = value.parse::<u64>().map_err(|_| {
                     Problem::bad_request(format!(
                         "query parameter timeout_ms: {value:?} is not a number of milliseconds"
                     ))
-                })?)
+                })?;
+                // A request waits in the node (and holds its memory) until its deadline, so the
+                // deadline is bounded.
+                if timeout == 0 || timeout > MAX_TIMEOUT_MS {
+                    return Err(Problem::bad_request(format!(
+                        "query parameter timeout_ms: {timeout} is outside 1..={MAX_TIMEOUT_MS}"
+                    )));
+                }
+                options.timeout_ms = Some(timeout);
             }
             _ => {
                 return Err(Problem::bad_request(format!(
@@ -930,9 +941,9 @@ fn member_docs(status: &NodeStatus) -> Vec<api::MemberDoc> {
             alive: status.alive.contains(&member.id),
             zone: member.zone.clone(),
             capacity: member.capacity,
-            peer_address: member.peer_address.clone(),
-            client_address: member.client_address.clone(),
-            partitions_owned: owned.get(&member.id).copied().unwrap_or(0),
+            peer_addr: member.peer_address.clone(),
+            http_addr: member.client_address.clone(),
+            partitions: owned.get(&member.id).copied().unwrap_or(0),
         })
         .collect()
 }
@@ -957,7 +968,7 @@ pub fn cluster_status(status: &NodeStatus) -> api::ClusterStatus {
         ring_version: status.ring_version,
         members: member_docs(status),
         hints_pending: status.hints_pending,
-        partitions_moving: u32::try_from(status.partitions_moving.len()).unwrap_or(u32::MAX),
+        transfers_pending: u32::try_from(status.partitions_moving.len()).unwrap_or(u32::MAX),
         in_flight: status.in_flight,
         buckets: status
             .view
@@ -1667,6 +1678,8 @@ mod tests {
             ("/kv/b/k?n=quorum", "n"),
             ("/kv/b/k?timeout_ms=soon", "timeout_ms"),
             ("/kv/b/k?timeout_ms=-5", "timeout_ms"),
+            ("/kv/b/k?timeout_ms=0", "timeout_ms"),
+            ("/kv/b/k?timeout_ms=1000000000000", "timeout_ms"),
             ("/kv/b/k?colour=red", "colour"),
             ("/kv/b/k?r=1&r=2", "repeated"),
             ("/kv/b/", "empty"),
@@ -1699,7 +1712,7 @@ mod tests {
                 op: Op::Get,
                 outcome: Outcome::Rejected,
             });
-        assert_eq!(rejected.get(), 12);
+        assert_eq!(rejected.get(), 14);
     }
 
     /// A body that records whether it was ever polled, and then yields `chunks` chunks of 100
@@ -1915,7 +1928,7 @@ mod tests {
         assert_eq!(
             (
                 cluster.hints_pending,
-                cluster.partitions_moving,
+                cluster.transfers_pending,
                 cluster.in_flight
             ),
             (4, 1, 2)
@@ -1934,10 +1947,10 @@ mod tests {
                 ("d", "removed", false)
             ]
         );
-        let owned: u32 = cluster.members.iter().map(|m| m.partitions_owned).sum();
+        let owned: u32 = cluster.members.iter().map(|m| m.partitions).sum();
         assert_eq!(owned, 8);
         assert_eq!(cluster.members[0].zone.as_deref(), Some("z1"));
-        assert_eq!(cluster.members[0].client_address, "a:8000");
+        assert_eq!(cluster.members[0].http_addr, "a:8000");
         assert_eq!(cluster.buckets.len(), 1);
         assert_eq!(cluster.buckets[0].bucket, "lww-bucket");
         assert_eq!(cluster.buckets[0].conflict_mode, "lww");
@@ -1974,7 +1987,7 @@ mod tests {
         assert_eq!(ring.error().kind, "no_ring");
         let cluster: api::ClusterStatus =
             serde_json::from_slice(&get(&joining, "/cluster").await.body).unwrap();
-        assert!(cluster.members.iter().all(|m| m.partitions_owned == 0));
+        assert!(cluster.members.iter().all(|m| m.partitions == 0));
     }
 
     #[tokio::test]

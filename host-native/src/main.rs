@@ -194,9 +194,12 @@ async fn run_server(args: ServerArgs) -> Result<()> {
         running.client_address,
         running.peer_address
     );
-    termination().await;
-    tracing::info!("shutting down: finishing requests in flight and flushing storage");
-    running.shutdown().await;
+    running
+        .run_until(async {
+            termination().await;
+            tracing::info!("shutting down: finishing requests in flight and flushing storage");
+        })
+        .await?;
     Ok(())
 }
 

@@ -143,24 +143,42 @@ use ringkv_core::wire::Message;
 use crate::storage::Storage;
 use crate::transport::Transport;
 
-/// Milliseconds since the Unix epoch, never going backwards within the process (the core takes
-/// time only as an input; wall time, because last-writer-wins buckets compare timestamps across
-/// nodes).
-#[derive(Debug, Default)]
+/// The node's time: milliseconds since the Unix epoch as read at start, advanced by a monotonic
+/// clock. Wall time, because last-writer-wins buckets compare timestamps across nodes; advanced
+/// monotonically, so a step of the system clock neither freezes the node's timers nor runs them
+/// backwards.
+#[derive(Debug)]
 pub(crate) struct Clock {
-    last: Millis,
+    wall_at_start: Millis,
+    start: std::time::Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            wall_at_start: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as Millis),
+            start: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Clock {
     pub(crate) fn now(&mut self) -> Millis {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as Millis)
-            .unwrap_or(0);
-        self.last = self.last.max(wall);
-        self.last
+        self.wall_at_start
+            .saturating_add(self.start.elapsed().as_millis() as Millis)
     }
 }
+
+/// Inputs of one kind handled in a row before the node's outputs are performed: fewer wake-ups
+/// and larger group commits under load, while every source still gets its turn.
+const BATCH: usize = 64;
+
+/// Storage operations in flight above which the node takes no new client requests or peer
+/// messages: the disk is the bottleneck, so HTTP and TCP push back on the senders instead of
+/// queues growing without bound.
+const MAX_STORAGE_IN_FLIGHT: usize = 8192;
 
 /// Everything the node task owns.
 pub(crate) struct NodeTask {
@@ -176,41 +194,76 @@ pub(crate) struct NodeTask {
     pub(crate) completions: mpsc::UnboundedReceiver<(OpId, StorageResult)>,
     /// How long shutdown waits for requests in flight.
     pub(crate) drain_timeout: Duration,
+    /// Storage operations submitted and not yet answered.
+    pub(crate) storage_in_flight: usize,
+    /// A join waiting for the storage operations of the node it replaces to finish (their ids
+    /// would otherwise be taken for the new node's).
+    pub(crate) pending_join: Option<PendingJoin>,
 }
+
+/// A join whose seed has answered, waiting to switch nodes.
+pub(crate) struct PendingJoin {
+    seed_id: NodeId,
+    seed: String,
+    reply: oneshot::Sender<Result<(), NodeError>>,
+}
+
+type Waiters = HashMap<RequestId, oneshot::Sender<Result<Reply, NodeError>>>;
 
 /// The node task's loop: runs until `shutdown` fires, then drains in-flight requests (bounded by
 /// `drain_timeout`) and flushes storage.
 pub(crate) async fn run(mut task: NodeTask, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut replies: HashMap<RequestId, oneshot::Sender<Result<Reply, NodeError>>> = HashMap::new();
+    let mut replies: Waiters = HashMap::new();
     let mut next_request: RequestId = 0;
     task.refresh_peers();
     task.drain_outputs(&mut replies);
     let mut draining_since: Option<tokio::time::Instant> = None;
     loop {
+        // Deadlines first, whatever else is busy: request timeouts, gossip and hand-off must not
+        // starve behind a stream of messages.
+        let now = task.clock.now();
+        if task
+            .node
+            .poll_timeout()
+            .is_some_and(|deadline| deadline <= now)
+        {
+            task.node.handle_timeout(now);
+            task.metrics
+                .hints_pending
+                .set(task.storage.hints_pending() as i64);
+            task.drain_outputs(&mut replies);
+        }
+        if task.pending_join.is_some() && task.storage_in_flight == 0 {
+            task.switch_to_joining().await;
+            task.drain_outputs(&mut replies);
+        }
         let wake = task.wake_at();
+        let accepting = task.storage_in_flight < MAX_STORAGE_IN_FLIGHT;
+        let taking_requests = accepting && draining_since.is_none() && task.pending_join.is_none();
         tokio::select! {
-            // Storage completions first: they free the work everything else waits on.
-            biased;
             Some((op_id, result)) = task.completions.recv() => {
-                let now = task.clock.now();
-                task.node.handle_storage(now, op_id, result);
-            }
-            Some((from, message)) = task.inbound.recv() => {
-                let now = task.clock.now();
-                if let Err(error) = task.node.handle_message(now, from, message) {
-                    tracing::debug!(%error, "peer message dropped by the node");
-                    Metrics::count(&task.metrics.peer_messages_dropped, "refused_by_node");
+                task.storage_done(op_id, result);
+                for _ in 1..BATCH {
+                    match task.completions.try_recv() {
+                        Ok((op_id, result)) => task.storage_done(op_id, result),
+                        Err(_) => break,
+                    }
                 }
             }
-            request = task.requests.recv(), if draining_since.is_none() => match request {
+            Some((from, message)) = task.inbound.recv(), if accepting => {
+                task.peer_message(from, message);
+                for _ in 1..BATCH {
+                    match task.inbound.try_recv() {
+                        Ok((from, message)) => task.peer_message(from, message),
+                        Err(_) => break,
+                    }
+                }
+            }
+            request = task.requests.recv(), if taking_requests => match request {
                 Some(request) => task.on_request(request, &mut replies, &mut next_request).await,
                 None => draining_since = Some(tokio::time::Instant::now()),
             },
-            _ = tokio::time::sleep_until(wake) => {
-                let now = task.clock.now();
-                task.node.handle_timeout(now);
-                task.metrics.hints_pending.set(task.storage.hints_pending() as i64);
-            }
+            _ = tokio::time::sleep_until(wake) => {}
             changed = shutdown.changed(), if draining_since.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {
                     draining_since = Some(tokio::time::Instant::now());
@@ -231,16 +284,38 @@ pub(crate) async fn run(mut task: NodeTask, mut shutdown: tokio::sync::watch::Re
             }
         }
     }
+    if let Some(join) = task.pending_join.take() {
+        let _ = join.reply.send(Err(NodeError::ShuttingDown));
+    }
     for (_, reply) in replies.drain() {
         let _ = reply.send(Err(NodeError::ShuttingDown));
     }
-    if let Err(error) = task.storage.shutdown() {
-        tracing::error!(%error, "storage did not flush cleanly at shutdown");
+    // Joins the storage threads and fsyncs: off the async workers, which other nodes of the
+    // same process (ringkv dev, tests) still use.
+    let storage = task.storage.clone();
+    match tokio::task::spawn_blocking(move || storage.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "storage did not flush cleanly at shutdown"),
+        Err(error) => tracing::error!(%error, "storage shutdown failed"),
     }
     task.transport.shutdown().await;
 }
 
 impl NodeTask {
+    fn storage_done(&mut self, op_id: OpId, result: StorageResult) {
+        self.storage_in_flight = self.storage_in_flight.saturating_sub(1);
+        let now = self.clock.now();
+        self.node.handle_storage(now, op_id, result);
+    }
+
+    fn peer_message(&mut self, from: NodeId, message: Message) {
+        let now = self.clock.now();
+        if let Err(error) = self.node.handle_message(now, from, message) {
+            tracing::debug!(%error, "peer message dropped by the node");
+            Metrics::count(&self.metrics.peer_messages_dropped, "refused_by_node");
+        }
+    }
+
     /// When the loop must wake for the node's next deadline (at most a second away, so a clock
     /// jump cannot stall it).
     fn wake_at(&mut self) -> tokio::time::Instant {
@@ -282,32 +357,61 @@ impl NodeTask {
             NodeRequest::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            NodeRequest::Join { seed, reply } => {
-                let result = self.join(seed).await;
-                let _ = reply.send(result);
-            }
+            NodeRequest::Join { seed, reply } => match self.prepare_join(&seed).await {
+                Ok(seed_id) => {
+                    self.pending_join = Some(PendingJoin {
+                        seed_id,
+                        seed,
+                        reply,
+                    });
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
         }
     }
 
-    /// Replaces a node that is alone in its cluster by one joining the seed's cluster. Only the
-    /// construction is here; joining itself (gossip, claim, hand-over) is the core's.
-    async fn join(&mut self, seed: String) -> Result<(), NodeError> {
+    /// Checks that this node may join another cluster (it is alone in its own) and learns the
+    /// seed's id. The seed is dialled from the node task: an operator's rare command, bounded by
+    /// the transport's connect and handshake timeouts.
+    async fn prepare_join(&mut self, seed: &str) -> Result<NodeId, NodeError> {
         let me = self.node.id().clone();
+        if self.pending_join.is_some() {
+            return Err(NodeError::Join("a join is already in progress".into()));
+        }
         if self.node.view().members().any(|m| m.id != me) {
             return Err(NodeError::Join(
                 "this node is already in a cluster with other members".into(),
             ));
         }
-        if self.node.in_flight() > 0 {
-            return Err(NodeError::Join("requests are in flight; retry".into()));
-        }
         let seed_id = self
             .transport
-            .identify(&seed)
+            .identify(seed)
             .await
             .map_err(|e| NodeError::Join(format!("seed {seed}: {e}")))?;
         if seed_id == me {
             return Err(NodeError::Join("the seed is this node".into()));
+        }
+        Ok(seed_id)
+    }
+
+    /// Replaces the lone node by one joining the seed's cluster, once no storage operation of the
+    /// old node is in flight. Only the construction is here; joining itself (gossip, claim,
+    /// hand-over) is the core's.
+    async fn switch_to_joining(&mut self) {
+        let Some(PendingJoin {
+            seed_id,
+            seed,
+            reply,
+        }) = self.pending_join.take()
+        else {
+            return;
+        };
+        let me = self.node.id().clone();
+        if self.node.in_flight() > 0 {
+            let _ = reply.send(Err(NodeError::Join("requests are in flight; retry".into())));
+            return;
         }
         let mut config: NodeConfig = self.node.config().clone();
         config.gossip.seeds = vec![seed_id.clone()];
@@ -320,12 +424,32 @@ impl NodeTask {
             .member(&me)
             .map_or(0, |m| m.version.saturating_add(1));
         let now = self.clock.now();
-        let node = Node::join_as(config, info, now)
-            .map_err(|e| NodeError::Join(format!("cannot build the joining node: {e}")))?;
+        let node = match Node::join_as(config, info, now) {
+            Ok(node) => node,
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Join(format!(
+                    "cannot build the joining node: {e}"
+                ))));
+                return;
+            }
+        };
+        // Persisted before the switch, so a restart rejoins instead of refounding its old cluster.
+        let storage = self.storage.clone();
+        let view = node.view().encode();
+        let persisted = tokio::task::spawn_blocking(move || {
+            storage.write_now(&ringkv_core::io::StorageKey::view(), view)
+        })
+        .await;
+        if !matches!(persisted, Ok(Ok(()))) {
+            let _ = reply.send(Err(NodeError::Join(
+                "cannot persist the joining view".into(),
+            )));
+            return;
+        }
         self.transport.set_addresses([(seed_id, seed)]);
         self.node = node;
         tracing::info!(node = %me, "joining the cluster");
-        Ok(())
+        let _ = reply.send(Ok(()));
     }
 
     fn status(&mut self) -> NodeStatus {
@@ -385,7 +509,10 @@ impl NodeTask {
         for output in outputs {
             match output {
                 Output::Send { to, message } => self.transport.send(&to, message),
-                Output::Storage { op_id, op } => self.storage.submit(op_id, op),
+                Output::Storage { op_id, op } => {
+                    self.storage_in_flight += 1;
+                    self.storage.submit(op_id, op);
+                }
                 Output::Reply { request_id, reply } => {
                     if let Some(waiter) = replies.remove(&request_id) {
                         // The HTTP side may have gone (client hung up): nothing to do then.

@@ -69,6 +69,9 @@ pub enum ServerError {
     /// No seed answered.
     #[error("no seed answered: {0}")]
     Seeds(String),
+    /// A task of the running server stopped on its own.
+    #[error("{0}")]
+    Stopped(String),
     /// The core refused the configuration.
     #[error("node configuration: {0}")]
     Node(#[from] ringkv_core::error::ConfigError),
@@ -298,8 +301,19 @@ pub struct Identity {
 
 const IDENTITY_FILE: &str = "identity.json";
 
+/// Seconds since the Unix epoch: the floor of every new incarnation.
+fn clock_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Reads the folder's identity (checking it against the configuration), bumps the incarnation
 /// and writes it back durably (temporary file, fsync, rename, fsync of the folder).
+///
+/// The incarnation is at least the clock in seconds: a node whose folder was wiped (and so forgot
+/// its last incarnation) must still not reuse the version-vector actor of an earlier life, or the
+/// other replicas would take its new writes for ones they already have (Riak's KV679).
 pub fn claim_identity(data_dir: &Path, config: &ServerConfig) -> Result<Identity, ServerError> {
     let path = data_dir.join(IDENTITY_FILE);
     let err = |message: String| ServerError::Identity {
@@ -330,17 +344,27 @@ pub fn claim_identity(data_dir: &Path, config: &ServerConfig) -> Result<Identity
             identity.incarnation = identity
                 .incarnation
                 .checked_add(1)
-                .ok_or_else(|| err("incarnation overflow".into()))?;
+                .ok_or_else(|| err("incarnation overflow".into()))?
+                .max(clock_seconds());
             identity
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Identity {
-            node_id: config
-                .node_id
-                .clone()
-                .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>())),
-            cluster: config.cluster.clone(),
-            incarnation: 1,
-        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if data_dir.join(crate::storage::DB_FILE_NAME).exists() {
+                return Err(err(
+                    "missing, but the folder holds a database: refusing to start as a new node over \
+                     another node's data (restore the file, or wipe the folder to rejoin empty)"
+                        .into(),
+                ));
+            }
+            Identity {
+                node_id: config
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>())),
+                cluster: config.cluster.clone(),
+                incarnation: clock_seconds().max(1),
+            }
+        }
         Err(e) => return Err(err(e.to_string())),
     };
     let temporary = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
@@ -389,10 +413,50 @@ impl RunningServer {
         }
     }
 
+    /// Serves until `stop` resolves, then shuts down cleanly; or until the HTTP or node task
+    /// dies, which is an error (a process must not linger without one of them).
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let failure = tokio::select! {
+            _ = stop => None,
+            result = &mut self.http_task => Some(match result {
+                Ok(Ok(())) => "the HTTP server stopped".to_string(),
+                Ok(Err(error)) => format!("the HTTP server failed: {error}"),
+                Err(error) => format!("the HTTP task failed: {error}"),
+            }),
+            result = &mut self.node_task => Some(match result {
+                Ok(()) => "the node task stopped".to_string(),
+                Err(error) => format!("the node task failed: {error}"),
+            }),
+        };
+        let _ = self.shutdown.send(true);
+        if !self.http_task.is_finished() {
+            let _ = (&mut self.http_task).await;
+        }
+        if !self.node_task.is_finished() {
+            let _ = (&mut self.node_task).await;
+        }
+        match failure {
+            None => Ok(()),
+            Some(reason) => Err(ServerError::Stopped(reason)),
+        }
+    }
+
     /// A sender that starts the shutdown (for signal handlers).
     pub fn shutdown_signal(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
+}
+
+/// Stores a new node's view before it runs, so a restart finds its cluster (and does not found
+/// or join another one) even if it stops before its first view change.
+fn persist_view(storage: &Storage, node: Node) -> Result<Node, ServerError> {
+    storage
+        .write_now(&StorageKey::view(), node.view().encode())
+        .map_err(|e| ServerError::View(format!("cannot persist the view: {e}")))?;
+    Ok(node)
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -502,11 +566,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 return Err(ServerError::Seeds(seed_errors.join("; ")));
             }
             tracing::info!(node = %node_id, seeds = ?seed_ids, "joining through the seeds");
-            Node::join_as(node_config, me.clone(), now)?
+            persist_view(&storage, Node::join_as(node_config, me.clone(), now)?)?
         }
         None => {
             tracing::info!(node = %node_id, "starting a new cluster");
-            Node::bootstrap(node_config, me.clone(), now)?
+            persist_view(&storage, Node::bootstrap(node_config, me.clone(), now)?)?
         }
     };
 
@@ -528,6 +592,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         inbound,
         completions,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        storage_in_flight: 0,
+        pending_join: None,
     };
     let node_task = tokio::spawn(node_loop::run(task, shutdown_rx.clone()));
     let http_config = HttpConfig {

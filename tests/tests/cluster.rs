@@ -370,7 +370,7 @@ async fn a_lone_node_joins_over_http_and_a_member_leaves_without_losing_data() {
         status
             .members
             .iter()
-            .any(|m| m.id == "n3" && m.partitions_owned > 0),
+            .any(|m| m.id == "n3" && m.partitions > 0),
         "{status:?}"
     );
 
