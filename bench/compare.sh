@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Measures ringkv against baselines on this machine, interleaving runs (A B A B ...) and quoting
 # medians, as ../shared/PERF.md asks: a 3-node cluster (N=3, R=W=2; dw=0 and dw=all), one node
-# (N=1), 100-byte and 4 KiB values, against bare hyper (the HTTP ceiling, same load generator)
-# and Redis (redis-benchmark; in memory, and with fsync on every write).
+# (N=1), 100-byte and 4 KiB values, against bare hyper (the HTTP ceiling, same load generator),
+# Redis (redis-benchmark; in memory, and with fsync on every write) and etcd (one node, its v3
+# JSON gateway under wrk).
 #
 #   bench/compare.sh            # 10 s per run, 3 rounds
 #   DURATION=5s ROUNDS=2 bench/compare.sh
@@ -26,6 +27,8 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
   echo "installing redis (baseline)"; apt-get install -y --no-install-recommends redis-server redis-tools >/dev/null
 fi
 command -v jq >/dev/null || apt-get install -y --no-install-recommends jq >/dev/null
+command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk >/dev/null
+command -v etcd >/dev/null || apt-get install -y --no-install-recommends etcd-server >/dev/null
 
 cargo build --release --locked -p ringkv --bin ringkv --example bare_hyper
 bin=target/release/ringkv
@@ -39,6 +42,8 @@ RINGKV_LOG=warn $bin server --config "$work/single.toml" --data-dir "$work/singl
 target/release/examples/bare_hyper 127.0.0.1:18000 & pids+=($!)
 redis-server --bind 127.0.0.1 --port 7379 --save '' --appendonly no --daemonize no >/dev/null & pids+=($!)
 redis-server --bind 127.0.0.1 --port 7380 --save '' --appendonly yes --appendfsync always --dir "$work" --daemonize no >/dev/null & pids+=($!)
+etcd --data-dir "$work/etcd" --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+  --listen-peer-urls http://127.0.0.1:2380 >"$work/etcd.log" 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:18087; wait_http http://127.0.0.1:18287
 for _ in $(seq 100); do grep -q "Ctrl-C" "$work/dev.log" && break; sleep 0.2; done
 sleep 1
@@ -51,9 +56,13 @@ ringkv_run() { # nodes, extra args... -> ops/s p50 p99 p999 (µs) of the first o
              | [.throughput, $s.p50_us, $s.p99_us, $s.p999_us, ([.errors[] | numbers] | add // 0)]
              | map(tostring) | join(" ")'
 }
-redis_run() { # port, test (set|get), value size
-  redis-benchmark -p "$1" -t "$2" -c "$CONCURRENCY" -n 100000 -d "$3" -r 100000 --csv -q 2>/dev/null \
-    | awk -F'","' 'NR==2 {gsub(/"/,""); print $2, $4*1000, $7*1000, $8*1000, 0}'
+redis_run() { # port, test (set|get), value size -> ops/s p50 p99 max(µs; redis-benchmark has no p99.9) errors
+  redis-benchmark -p "$1" -t "$2" -c "$CONCURRENCY" -n 200000 -d "$3" -r 100000 --csv 2>/dev/null \
+    | awk -F',' 'NR==2 {for (i = 1; i <= NF; i++) gsub(/"/, "", $i); print $2, $5*1000, $7*1000, $8*1000, 0}'
+}
+etcd_run() { # put|range -> ops/s p50 p99 p99.9 (µs) errors, through the v3 JSON gateway with wrk
+  ETCD_MODE=$1 wrk -t1 -c"$CONCURRENCY" -d"$DURATION" -s bench/etcd_put.lua http://127.0.0.1:2379 2>/dev/null \
+    | awk '/^WRKRESULT/ {print $2, $3, $4, $5, $6}'
 }
 
 declare -A results
@@ -75,6 +84,8 @@ for round in $(seq "$ROUNDS"); do
   record "redis GET 100B"             "$(redis_run 7379 get 100)"
   record "redis SET 100B fsync"       "$(redis_run 7380 set 100)"
   record "redis SET 4KiB"             "$(redis_run 7379 set 4096)"
+  record "etcd put 100B"              "$(etcd_run put)"
+  record "etcd range 100B"            "$(etcd_run range)"
 done
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}'; }
@@ -93,6 +104,8 @@ row "3 nodes GET 100B"        "bare hyper GET 100B"
 row "3 nodes GET 100B"        "redis GET 100B"
 row "3 nodes PUT 100B dw=0"   "bare hyper PUT 100B"
 row "3 nodes PUT 100B dw=0"   "redis SET 100B"
+row "3 nodes PUT 100B dw=0"   "etcd put 100B"
+row "3 nodes GET 100B"        "etcd range 100B"
 row "3 nodes PUT 100B dw=all" "redis SET 100B fsync"
 row "3 nodes MIX 100B"        "bare hyper GET 100B"
 row "3 nodes PUT 4KiB dw=0"   "redis SET 4KiB"

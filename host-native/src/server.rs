@@ -184,6 +184,14 @@ pub struct ServerConfig {
     pub max_value_bytes: usize,
     /// Largest key accepted.
     pub max_key_bytes: usize,
+    /// Fsync every group commit (default), so every acknowledged write is durable whatever its
+    /// dw; `false` commits dw = 0 writes without fsync and makes them durable every
+    /// `flush_interval_ms` (for disks whose fsync is slow).
+    pub durable_commits: bool,
+    /// With `durable_commits = false`: how often writes committed without fsync are made durable.
+    pub flush_interval_ms: u64,
+    /// Most writes in one group commit.
+    pub max_batch_ops: usize,
     /// Most HTTP connections at once.
     pub max_connections: usize,
     /// Time a client has to send its request headers.
@@ -220,6 +228,9 @@ impl Default for ServerConfig {
             handoff_interval_ms: node.handoff_interval_ms,
             max_value_bytes: node.max_value_bytes,
             max_key_bytes: node.max_key_bytes,
+            durable_commits: true,
+            flush_interval_ms: 20,
+            max_batch_ops: 512,
             max_connections: 1024,
             header_read_timeout_ms: 10_000,
             ui_dir: None,
@@ -487,6 +498,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                     .map(|(bucket, c)| (bucket.as_bytes().to_vec(), *c))
                     .collect(),
             },
+            flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
+            max_batch_ops: config.max_batch_ops.max(1),
+            durable_commits: config.durable_commits,
             ..StorageConfig::new(config.data_dir.clone())
         },
         metrics.clone(),

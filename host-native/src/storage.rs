@@ -186,6 +186,11 @@ pub struct StorageConfig {
     pub flush_interval: Duration,
     /// Threads serving reads (at least one).
     pub reader_threads: usize,
+    /// Fsync every group commit, also when no op asked for it (then every write is answered
+    /// `synced`). Measured here, a durable group commit cost no throughput, while commits without
+    /// fsync made the periodic flush a latency stall of tens of milliseconds (see the issue
+    /// note); turn it off for disks whose fsync is slow.
+    pub durable_commits: bool,
 }
 
 impl StorageConfig {
@@ -198,6 +203,7 @@ impl StorageConfig {
             max_batch_ops: 512,
             flush_interval: Duration::from_millis(200),
             reader_threads: 2,
+            durable_commits: true,
         }
     }
 }
@@ -347,6 +353,7 @@ impl Storage {
             opener,
             max_batch_ops: config.max_batch_ops.max(1),
             flush_interval: config.flush_interval,
+            durable_commits: config.durable_commits,
             unsynced: Vec::new(),
             unsynced_bytes: 0,
             dirty_since: None,
@@ -972,6 +979,7 @@ struct Writer {
     opener: Opener,
     max_batch_ops: usize,
     flush_interval: Duration,
+    durable_commits: bool,
     /// Mutations committed without fsync since the last durable commit, in order, to apply again
     /// if the database has to be reopened (which loses them).
     unsynced: Vec<Mutation>,
@@ -1108,7 +1116,7 @@ impl Writer {
             }
             return;
         }
-        let sync = group.iter().any(|prepared| prepared.sync);
+        let sync = self.durable_commits || group.iter().any(|prepared| prepared.sync);
         let failure = match self.commit(&mut group, sync) {
             Ok(()) => {
                 for prepared in group {
@@ -1138,7 +1146,7 @@ impl Writer {
                 self.answer(prepared.reply, Err(error));
                 continue;
             }
-            let sync = prepared.sync;
+            let sync = self.durable_commits || prepared.sync;
             match self.commit(std::slice::from_mut(&mut prepared), sync) {
                 Ok(()) => {
                     io_failures = 0;
@@ -1688,8 +1696,12 @@ mod tests {
         }
     }
 
+    /// Commits without fsync unless asked, so the tests see both kinds of commit.
     fn config(dir: &Path) -> StorageConfig {
-        StorageConfig::new(dir.join("data"))
+        StorageConfig {
+            durable_commits: false,
+            ..StorageConfig::new(dir.join("data"))
+        }
     }
 
     fn data(partition: u32, key: &str) -> StorageKey {
@@ -1889,6 +1901,19 @@ mod tests {
             sync: true,
         };
         assert_eq!(h.run(batch), SYNCED);
+        h.storage.shutdown().unwrap();
+    }
+
+    #[test]
+    fn durable_commits_make_every_write_durable_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.durable_commits = true;
+        cfg.flush_interval = Duration::from_secs(3600);
+        let mut h = Harness::open(cfg);
+        let key = data(1, "lazy");
+        assert_eq!(h.put(&key, b"l", false), SYNCED);
+        assert_eq!(durable_copy_get(dir.path(), &key), Some(b"l".to_vec()));
         h.storage.shutdown().unwrap();
     }
 
