@@ -185,7 +185,7 @@ impl BucketProps {
 pub struct NodeConfig {
     /// This node's id.
     pub node_id: NodeId,
-    /// Grows at every start of this node (persisted by the host; a host may use clock seconds so
+    /// Grows at every start of this node (persisted by the host; a host may use clock milliseconds so
     /// that a node whose data folder was wiped still starts above every earlier incarnation).
     /// It makes this run's version-vector actor new, so a node that lost unsynced writes in a crash,
     /// or its whole disk, can never issue the same dot twice.

@@ -344,7 +344,7 @@ impl Node {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             // Coordination ids start in a range of their own per incarnation, so a reply meant for
             // a previous incarnation's request cannot be taken for one of this incarnation's. The
-            // range wraps after 2^24 incarnations (hosts may use clock seconds as incarnations):
+            // range wraps after 2^24 incarnations (hosts may use clock milliseconds as incarnations):
             // replies outlive an incarnation by seconds, not by 2^24 restarts.
             next_coordination: (config.incarnation & 0xff_ffff) << 40,
             config,
@@ -1062,11 +1062,11 @@ impl Node {
         replicas: &[NodeId],
         timeout: Millis,
     ) {
-        // The first replica not known to be unresponsive coordinates; if all are suspect, the
-        // first one still gets its chance.
+        // The first replica that is reachable (not suspected, and alive to the failure detector)
+        // coordinates; if none is, the first one still gets its chance.
         let target = replicas
             .iter()
-            .find(|r| !self.suspects.contains(*r))
+            .find(|r| self.reachable(r))
             .unwrap_or(&replicas[0])
             .clone();
         let id = self.new_coordination_id();

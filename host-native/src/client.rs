@@ -98,6 +98,10 @@ pub struct ClientConfig {
     pub ring_refresh: Duration,
     /// Idle keep-alive connections kept per node.
     pub max_idle_per_host: usize,
+    /// Largest value sent; a larger one is refused here with [`ClientError::TooLarge`]. (The
+    /// server refuses it too, with 413, but it answers before reading the body and closes the
+    /// connection, so the client would see a broken pipe and could not tell the write's outcome.)
+    pub max_value_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -108,6 +112,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(1),
             ring_refresh: Duration::from_secs(10),
             max_idle_per_host: 64,
+            max_value_bytes: ringkv_core::config::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
@@ -338,6 +343,7 @@ struct Inner {
     nodes: Vec<String>,
     request_timeout: Duration,
     ring_refresh: Duration,
+    max_value_bytes: usize,
     routing: RwLock<Option<Arc<RoutingTable>>>,
     refresh: Mutex<RefreshState>,
     suspects: Mutex<HashMap<String, Instant>>,
@@ -421,6 +427,7 @@ impl Client {
                 nodes,
                 request_timeout: config.request_timeout,
                 ring_refresh: config.ring_refresh,
+                max_value_bytes: config.max_value_bytes,
                 routing: RwLock::new(None),
                 refresh: Mutex::new(RefreshState::default()),
                 suspects: Mutex::new(HashMap::new()),
@@ -443,7 +450,7 @@ impl Client {
     ) -> Result<GetResult, ClientError> {
         let request = self.prepare(
             Method::GET,
-            kv_path(bucket, key, options),
+            checked_kv_path(bucket, key, options)?,
             Vec::new(),
             Bytes::new(),
             options.timeout_ms,
@@ -468,6 +475,13 @@ impl Client {
         value: Bytes,
         options: &Options,
     ) -> Result<PutResult, ClientError> {
+        if value.len() > self.inner.max_value_bytes {
+            return Err(ClientError::TooLarge(format!(
+                "value of {} bytes is over the limit of {}",
+                value.len(),
+                self.inner.max_value_bytes
+            )));
+        }
         let mut headers = context_header(context)?;
         headers.push((
             CONTENT_TYPE,
@@ -475,7 +489,7 @@ impl Client {
         ));
         let request = self.prepare(
             Method::PUT,
-            kv_path(bucket, key, options),
+            checked_kv_path(bucket, key, options)?,
             headers,
             value,
             options.timeout_ms,
@@ -501,7 +515,7 @@ impl Client {
     ) -> Result<PutResult, ClientError> {
         let request = self.prepare(
             Method::DELETE,
-            kv_path(bucket, key, options),
+            checked_kv_path(bucket, key, options)?,
             context_header(context)?,
             Bytes::new(),
             options.timeout_ms,
@@ -982,6 +996,22 @@ pub fn encode_segment(bytes: &[u8]) -> String {
         return "%2E".repeat(bytes.len());
     }
     percent_encode(bytes, SEGMENT).to_string()
+}
+
+/// Longest request target sent: HTTP servers (hyper among them) refuse longer ones.
+pub const MAX_PATH_BYTES: usize = 65_000;
+
+/// [`kv_path`], refused as [`ClientError::TooLarge`] when the percent-encoded bucket and key do
+/// not fit in a request target (binary bytes take three characters each).
+fn checked_kv_path(bucket: &[u8], key: &[u8], options: &Options) -> Result<String, ClientError> {
+    let path = kv_path(bucket, key, options);
+    if path.len() > MAX_PATH_BYTES {
+        return Err(ClientError::TooLarge(format!(
+            "bucket and key take {} bytes percent-encoded; a request target holds at most {MAX_PATH_BYTES}",
+            path.len()
+        )));
+    }
+    Ok(path)
 }
 
 fn kv_path(bucket: &[u8], key: &[u8], options: &Options) -> String {

@@ -136,6 +136,10 @@ impl BucketDefaults {
     }
 }
 
+/// The server's default key limit: 16 KiB, so that any key, every byte percent-encoded (three
+/// characters each), fits in an HTTP request target (hyper refuses targets over 64 KiB).
+pub const DEFAULT_HTTP_MAX_KEY_BYTES: usize = 16 * 1024;
+
 /// Everything `ringkv server` can be told, from a TOML file and flags.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -182,7 +186,7 @@ pub struct ServerConfig {
     pub handoff_interval_ms: u64,
     /// Largest value accepted.
     pub max_value_bytes: usize,
-    /// Largest key accepted.
+    /// Largest key accepted (default [`DEFAULT_HTTP_MAX_KEY_BYTES`]).
     pub max_key_bytes: usize,
     /// Fsync every group commit (default), so every acknowledged write is durable whatever its
     /// dw; `false` commits dw = 0 writes without fsync and makes them durable every
@@ -227,7 +231,7 @@ impl Default for ServerConfig {
             anti_entropy_interval_ms: node.anti_entropy_interval_ms,
             handoff_interval_ms: node.handoff_interval_ms,
             max_value_bytes: node.max_value_bytes,
-            max_key_bytes: node.max_key_bytes,
+            max_key_bytes: DEFAULT_HTTP_MAX_KEY_BYTES,
             durable_commits: true,
             flush_interval_ms: 20,
             max_batch_ops: 512,
@@ -312,17 +316,19 @@ pub struct Identity {
 
 const IDENTITY_FILE: &str = "identity.json";
 
-/// Seconds since the Unix epoch: the floor of every new incarnation.
-fn clock_seconds() -> u64 {
+/// Milliseconds since the Unix epoch: the floor of every new incarnation. Milliseconds, not
+/// seconds: restarts in a crash loop bump the incarnation by one each, and must not run ahead of
+/// a floor that a wiped folder falls back to (one restart per millisecond is out of reach).
+fn clock_floor() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Reads the folder's identity (checking it against the configuration), bumps the incarnation
 /// and writes it back durably (temporary file, fsync, rename, fsync of the folder).
 ///
-/// The incarnation is at least the clock in seconds: a node whose folder was wiped (and so forgot
+/// The incarnation is at least the clock in milliseconds: a node whose folder was wiped (and so forgot
 /// its last incarnation) must still not reuse the version-vector actor of an earlier life, or the
 /// other replicas would take its new writes for ones they already have (Riak's KV679).
 pub fn claim_identity(data_dir: &Path, config: &ServerConfig) -> Result<Identity, ServerError> {
@@ -356,7 +362,7 @@ pub fn claim_identity(data_dir: &Path, config: &ServerConfig) -> Result<Identity
                 .incarnation
                 .checked_add(1)
                 .ok_or_else(|| err("incarnation overflow".into()))?
-                .max(clock_seconds());
+                .max(clock_floor());
             identity
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -373,7 +379,7 @@ pub fn claim_identity(data_dir: &Path, config: &ServerConfig) -> Result<Identity
                     .clone()
                     .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>())),
                 cluster: config.cluster.clone(),
-                incarnation: clock_seconds().max(1),
+                incarnation: clock_floor().max(1),
             }
         }
         Err(e) => return Err(err(e.to_string())),

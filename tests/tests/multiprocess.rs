@@ -1,0 +1,1750 @@
+//! `ringkv server` as real processes on 127.0.0.1 ports (issue 5): a 3-node cluster's key
+//! operations, siblings over HTTP, SIGKILL under write load (sloppy quorum, hints, anti-entropy),
+//! a node whose data folder is wiped (Riak's KV679), join and leave under read load, and bad
+//! input on both ports.
+//!
+//! Needs the `ringkv` binary next to the test executable's folder (`scripts/test` builds it
+//! first). The tests run one at a time (the machine may have two cores; several clusters at once
+//! would starve each other's failure detectors). Every process is SIGKILLed when its test ends,
+//! passed or failed; on failure the nodes' logs are printed and the temporary folder is kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringkv::api::{ClusterStatus, RingDoc};
+use ringkv::client::{Client, ClientConfig, ClientError, Options};
+use ringkv_core::config::QuorumValue;
+use ringkv_core::ring::{key_position, partition_of};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Fast timings so that detection, hand-off and anti-entropy happen within seconds.
+const CONFIG: &str = "\
+partitions = 64
+gossip_interval_ms = 100
+handoff_interval_ms = 200
+anti_entropy_interval_ms = 300
+request_timeout_ms = 2000
+[bucket]
+n = 3
+r = \"2\"
+w = \"2\"
+";
+
+/// Deadline of every wait for convergence (never an assertion about speed).
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn ringkv_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/multiprocess-<hash> -> target/<profile>/ringkv
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("ringkv"))
+        .expect("target folder");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p ringkv` first (scripts/test does)",
+        binary.display()
+    );
+    binary
+}
+
+fn free_address() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+fn all() -> Options {
+    Options {
+        r: Some(QuorumValue::All),
+        ..Options::default()
+    }
+}
+
+fn sorted(values: &[Bytes]) -> Vec<Bytes> {
+    let mut values = values.to_vec();
+    values.sort();
+    values
+}
+
+/// One `ringkv server` process (and what it needs to be started again).
+struct NodeProc {
+    id: String,
+    http: SocketAddr,
+    peer: SocketAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+    seed: Option<String>,
+    child: Option<Child>,
+}
+
+/// Real server processes sharing one temporary folder.
+struct Cluster {
+    dir: Option<tempfile::TempDir>,
+    config: PathBuf,
+    nodes: Vec<NodeProc>,
+}
+
+impl Cluster {
+    /// Starts `count` nodes (`n1` founds the cluster, the others join through it) and waits
+    /// until the ring has settled.
+    async fn start(count: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let config = dir.path().join("ringkv.toml");
+        std::fs::write(&config, CONFIG).expect("config written");
+        let mut cluster = Cluster {
+            dir: Some(dir),
+            config,
+            nodes: Vec::new(),
+        };
+        cluster.add(None);
+        cluster.spawn(0);
+        cluster.wait_healthy(0).await;
+        let seed = cluster.nodes[0].peer.to_string();
+        for _ in 1..count {
+            let i = cluster.add(Some(seed.clone()));
+            cluster.spawn(i);
+        }
+        for i in 1..count {
+            cluster.wait_healthy(i).await;
+        }
+        cluster.wait_settled(&(0..count).collect::<Vec<_>>()).await;
+        cluster
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.as_ref().expect("temporary folder").path()
+    }
+
+    /// Describes node `n{len+1}` (fresh ports and data folder) without starting it.
+    fn add(&mut self, seed: Option<String>) -> usize {
+        let id = format!("n{}", self.nodes.len() + 1);
+        let node = NodeProc {
+            http: free_address(),
+            peer: free_address(),
+            data_dir: self.path().join(&id),
+            log: self.path().join(format!("{id}.log")),
+            seed,
+            child: None,
+            id,
+        };
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Starts node `i`'s process (same id, ports, data folder and seed every time).
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "{} is already running", node.id);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let mut command = Command::new(ringkv_binary());
+        command
+            .args(["server", "--node-id", &node.id, "--config"])
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args([
+                "--listen",
+                &node.http.to_string(),
+                "--peer-listen",
+                &node.peer.to_string(),
+            ]);
+        if let Some(seed) = &node.seed {
+            command.args(["--seed", seed]);
+        }
+        let child = command
+            .env("RINGKV_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("ringkv server starts");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL, and reap the process.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Deletes node `i`'s data folder (it must be stopped).
+    fn wipe(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none());
+        std::fs::remove_dir_all(&self.nodes[i].data_dir).expect("data folder removed");
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("http://{}", self.nodes[i].http)
+    }
+
+    /// A client of nodes `which` that routes by the ring (re-read every second).
+    fn client(&self, which: &[usize]) -> Client {
+        self.make_client(which, Duration::from_secs(1))
+    }
+
+    /// A client that sends every request to nodes `which` only (no ring routing).
+    fn pinned_client(&self, which: &[usize]) -> Client {
+        self.make_client(which, Duration::ZERO)
+    }
+
+    fn make_client(&self, which: &[usize], ring_refresh: Duration) -> Client {
+        Client::new(ClientConfig {
+            nodes: which.iter().map(|&i| self.url(i)).collect(),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            ring_refresh,
+            ..ClientConfig::default()
+        })
+        .expect("client")
+    }
+
+    /// Panics if a node that should be running has exited.
+    fn assert_running(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(child) = &mut node.child {
+                if let Ok(Some(exit)) = child.try_wait() {
+                    node.child = None;
+                    panic!("{} exited unexpectedly: {exit}", node.id);
+                }
+            }
+        }
+    }
+
+    /// Waits until node `i` answers `/health` with a ring.
+    async fn wait_healthy(&mut self, i: usize) {
+        let client = self.pinned_client(&[i]);
+        let url = self.url(i);
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            self.assert_running();
+            if let Ok(health) = client.health(&url).await {
+                if health.status == "ok" {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "{url} not healthy in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn status(&self, i: usize) -> Result<ClusterStatus, ClientError> {
+        self.pinned_client(&[i])
+            .cluster_status(Some(&self.url(i)))
+            .await
+    }
+
+    /// Waits until every node of `members` reports the same ring, in which exactly `members`
+    /// own partitions, every one of them `up` and alive, and nothing moving. Other members of
+    /// the view may only be `removed`.
+    async fn wait_settled(&mut self, members: &[usize]) {
+        let expected: BTreeSet<String> =
+            members.iter().map(|&i| self.nodes[i].id.clone()).collect();
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            self.assert_running();
+            let mut last = Vec::new();
+            let mut settled = true;
+            let mut versions = BTreeSet::new();
+            for &i in members {
+                match self.status(i).await {
+                    Ok(status) => {
+                        versions.insert(status.ring_version);
+                        settled &= status.ring_version.is_some() && status.transfers_pending == 0;
+                        for member in &status.members {
+                            if expected.contains(&member.id) {
+                                settled &=
+                                    member.status == "up" && member.alive && member.partitions > 0;
+                            } else {
+                                settled &= member.status == "removed" && member.partitions == 0;
+                            }
+                        }
+                        let seen: BTreeSet<&String> =
+                            status.members.iter().map(|m| &m.id).collect();
+                        settled &= expected.iter().all(|id| seen.contains(id));
+                        last.push(status);
+                    }
+                    Err(error) => {
+                        settled = false;
+                        last.push(ClusterStatus {
+                            cluster: format!("error: {error}"),
+                            node: self.nodes[i].id.clone(),
+                            claimant: None,
+                            ring_version: None,
+                            members: Vec::new(),
+                            hints_pending: 0,
+                            transfers_pending: 0,
+                            in_flight: 0,
+                            buckets: Vec::new(),
+                        })
+                    }
+                }
+            }
+            if settled && versions.len() == 1 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ring of {expected:?} did not settle in time; last views: {last:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until no node of `which` holds a hint.
+    async fn wait_hints_drained(&mut self, which: &[usize]) {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            self.assert_running();
+            let mut pending = BTreeMap::new();
+            for &i in which {
+                let hints = match self.status(i).await {
+                    Ok(status) => status.hints_pending,
+                    Err(_) => u64::MAX,
+                };
+                if hints > 0 {
+                    pending.insert(self.nodes[i].id.clone(), hints);
+                }
+            }
+            if pending.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hints still pending after {CONVERGE:?}: {pending:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A counter or gauge of node `i`'s `/metrics` (summed over its label sets).
+    async fn metric(&self, i: usize, name: &str) -> f64 {
+        let answer = raw_http(
+            self.nodes[i].http,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        String::from_utf8_lossy(&answer.body)
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!(
+                    "----- {} ({}) log, last 200 lines -----",
+                    node.id,
+                    node.log.display()
+                );
+                if let Ok(file) = std::fs::File::open(&node.log) {
+                    let lines: Vec<String> =
+                        BufReader::new(file).lines().map_while(Result::ok).collect();
+                    for line in &lines[lines.len().saturating_sub(200)..] {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+            if let Some(dir) = self.dir.take() {
+                eprintln!("kept the cluster's folder: {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// An HTTP answer read off a raw connection.
+#[derive(Debug)]
+struct RawAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn kind(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("kind")?.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// Sends `request` as is on a new connection and reads until the server closes it.
+async fn raw_exchange(address: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(address).await?;
+        stream.write_all(request).await?;
+        let mut answer = Vec::new();
+        // A reset after the answer (the server closing with our bytes unread) ends it too.
+        let mut buffer = [0u8; 8192];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                Err(_) if !answer.is_empty() => break,
+                Err(error) => return Err(error),
+            }
+        }
+        std::io::Result::Ok(answer)
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .expect("the server answers and closes within 30 s")
+        .expect("raw exchange")
+}
+
+/// Sends `bytes` to a peer port and waits until the node closes the connection (reset or not).
+async fn until_closed(address: SocketAddr, bytes: &[u8]) {
+    let mut stream = TcpStream::connect(address)
+        .await
+        .expect("the peer port accepts");
+    let exchange = async {
+        stream.write_all(bytes).await?;
+        let mut buffer = [0u8; 8192];
+        while stream.read(&mut buffer).await? > 0 {}
+        std::io::Result::Ok(())
+    };
+    // An error (reset, broken pipe) closes the connection as much as an end of stream does.
+    let _ = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .expect("the node closes the connection within 30 s");
+}
+
+/// One HTTP/1.1 request (which should say `Connection: close`), its answer parsed.
+async fn raw_http(address: SocketAddr, request: &[u8]) -> RawAnswer {
+    let bytes = raw_exchange(address, request).await;
+    parse_answer(&bytes).unwrap_or_else(|| {
+        panic!(
+            "not an HTTP answer to {:?}: {:?}",
+            String::from_utf8_lossy(&request[..request.len().min(200)]),
+            String::from_utf8_lossy(&bytes)
+        )
+    })
+}
+
+fn parse_answer(bytes: &[u8]) -> Option<RawAnswer> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&bytes[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = bytes[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        let mut decoded = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?.trim(), 16)
+                    .ok()?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(rest.get(..size)?);
+            rest = rest.get(size + 2..)?;
+        }
+        body = decoded;
+    }
+    Some(RawAnswer {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn get_request(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: ringkv\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+// ----- (a) -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_delete_across_three_nodes() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client(&[0, 1, 2]);
+    let options = Options::default();
+
+    for i in 0..30u32 {
+        let key = format!("a{i}");
+        let written = client
+            .put(
+                b"b",
+                key.as_bytes(),
+                None,
+                Bytes::from(format!("v{i}")),
+                &options,
+            )
+            .await
+            .unwrap();
+        assert!(written.replicas.len() >= 2, "W=2: {written:?}");
+    }
+    // Every key through every node (each coordinates or forwards), with all replicas answering.
+    for node in 0..3 {
+        let pinned = cluster.pinned_client(&[node]);
+        for i in 0..30u32 {
+            let read = pinned
+                .get(b"b", format!("a{i}").as_bytes(), &all())
+                .await
+                .unwrap();
+            assert_eq!(
+                read.values,
+                vec![Bytes::from(format!("v{i}"))],
+                "a{i} via n{}",
+                node + 1
+            );
+            assert_eq!(read.replicas.len(), 3, "{read:?}");
+        }
+    }
+    // Overwrite through one node with the context, read back through another.
+    let read = cluster
+        .pinned_client(&[1])
+        .get(b"b", b"a0", &options)
+        .await
+        .unwrap();
+    cluster
+        .pinned_client(&[1])
+        .put(
+            b"b",
+            b"a0",
+            read.context.as_deref(),
+            Bytes::from_static(b"new"),
+            &options,
+        )
+        .await
+        .unwrap();
+    let read = cluster
+        .pinned_client(&[2])
+        .get(b"b", b"a0", &all())
+        .await
+        .unwrap();
+    assert_eq!(read.values, vec![Bytes::from_static(b"new")]);
+
+    // Delete half of them with their contexts, through the third node.
+    let n3 = cluster.pinned_client(&[2]);
+    for i in (0..30u32).step_by(2) {
+        let key = format!("a{i}");
+        let read = n3.get(b"b", key.as_bytes(), &options).await.unwrap();
+        n3.delete(b"b", key.as_bytes(), read.context.as_deref(), &options)
+            .await
+            .unwrap();
+    }
+    for node in 0..3 {
+        let pinned = cluster.pinned_client(&[node]);
+        for i in 0..30u32 {
+            let read = pinned
+                .get(b"b", format!("a{i}").as_bytes(), &all())
+                .await
+                .unwrap();
+            if i % 2 == 0 {
+                assert!(
+                    read.values.is_empty(),
+                    "a{i} deleted, via n{}: {read:?}",
+                    node + 1
+                );
+            } else {
+                assert_eq!(read.values, vec![Bytes::from(format!("v{i}"))]);
+            }
+        }
+    }
+    // Raw HTTP: 404 for a deleted key, 200 with the value and a context for a live one.
+    let deleted = raw_http(cluster.nodes[0].http, &get_request("/kv/b/a2")).await;
+    assert_eq!(deleted.status, 404, "{deleted:?}");
+    let live = raw_http(cluster.nodes[0].http, &get_request("/kv/b/a3")).await;
+    assert_eq!((live.status, live.body.as_slice()), (200, &b"v3"[..]));
+    assert!(live.header("x-ringkv-context").is_some());
+}
+
+// ----- (b) -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siblings_and_reconciliation_over_http() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let options = Options::default();
+    let n1 = cluster.pinned_client(&[0]);
+    let n2 = cluster.pinned_client(&[1]);
+    let n3 = cluster.pinned_client(&[2]);
+
+    n1.put(
+        b"carts",
+        b"alice",
+        None,
+        Bytes::from_static(b"milk"),
+        &options,
+    )
+    .await
+    .unwrap();
+    let read = n2.get(b"carts", b"alice", &options).await.unwrap();
+    let context = read.context.clone().expect("a context");
+    // Two writers that both read "milk" write concurrently through different coordinators.
+    let (eggs, bread) = tokio::join!(
+        n2.put(
+            b"carts",
+            b"alice",
+            Some(&context),
+            Bytes::from_static(b"milk,eggs"),
+            &options
+        ),
+        n3.put(
+            b"carts",
+            b"alice",
+            Some(&context),
+            Bytes::from_static(b"milk,bread"),
+            &options
+        ),
+    );
+    eggs.unwrap();
+    bread.unwrap();
+    // A blind write (no context) through the first node is concurrent with both.
+    n1.put(
+        b"carts",
+        b"alice",
+        None,
+        Bytes::from_static(b"tea"),
+        &options,
+    )
+    .await
+    .unwrap();
+    let expected = vec![
+        Bytes::from_static(b"milk,bread"),
+        Bytes::from_static(b"milk,eggs"),
+        Bytes::from_static(b"tea"),
+    ];
+
+    // Over raw HTTP, every node answers 300 multipart/mixed with the three siblings.
+    let mut context = String::new();
+    for node in &cluster.nodes {
+        let answer = raw_http(node.http, &get_request("/kv/carts/alice?r=all")).await;
+        assert_eq!(answer.status, 300, "via {}: {answer:?}", node.id);
+        assert_eq!(answer.header("x-ringkv-siblings"), Some("3"));
+        let content_type = answer.header("content-type").expect("content type");
+        assert!(
+            content_type.starts_with("multipart/mixed"),
+            "{content_type}"
+        );
+        let boundary = ringkv::client::multipart_boundary(content_type).unwrap();
+        let parts =
+            ringkv::client::parse_multipart(&Bytes::from(answer.body.clone()), &boundary).unwrap();
+        assert_eq!(sorted(&parts), expected, "via {}", node.id);
+        context = answer
+            .header("x-ringkv-context")
+            .expect("context")
+            .to_owned();
+    }
+    let read = n3.get(b"carts", b"alice", &all()).await.unwrap();
+    assert_eq!(sorted(&read.values), expected);
+
+    // Reconciled by a raw PUT carrying the 300's context: one value everywhere afterwards.
+    let body = b"bread,eggs,milk,tea";
+    let put = format!(
+        "PUT /kv/carts/alice HTTP/1.1\r\nHost: ringkv\r\nConnection: close\r\n\
+         x-ringkv-context: {context}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut request = put.into_bytes();
+    request.extend_from_slice(body);
+    let answer = raw_http(cluster.nodes[1].http, &request).await;
+    assert_eq!(answer.status, 204, "{answer:?}");
+    assert!(answer.header("x-ringkv-context").is_some());
+    for node in &cluster.nodes {
+        let answer = raw_http(node.http, &get_request("/kv/carts/alice?r=all")).await;
+        assert_eq!(
+            (answer.status, answer.body.as_slice()),
+            (200, &body[..]),
+            "via {}",
+            node.id
+        );
+    }
+
+    // A stale context (the first read's) does not undo the reconciliation: it makes a sibling.
+    n1.put(
+        b"carts",
+        b"alice",
+        read.context.as_deref(),
+        Bytes::from_static(b"stale"),
+        &options,
+    )
+    .await
+    .unwrap();
+    let read = n2.get(b"carts", b"alice", &all()).await.unwrap();
+    // `read.context` covered the three siblings, not the reconciled value.
+    assert_eq!(
+        sorted(&read.values),
+        vec![
+            Bytes::from_static(b"bread,eggs,milk,tea"),
+            Bytes::from_static(b"stale")
+        ]
+    );
+    // A delete with the latest context removes everything it saw.
+    n3.delete(b"carts", b"alice", read.context.as_deref(), &options)
+        .await
+        .unwrap();
+    for node in &cluster.nodes {
+        let answer = raw_http(node.http, &get_request("/kv/carts/alice?r=all")).await;
+        assert_eq!(answer.status, 404, "via {}: {answer:?}", node.id);
+    }
+}
+
+// ----- (f) -----
+
+/// A request with `Connection: close` and an optional body (sent with its `Content-Length`).
+fn request(method: &str, target: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Vec<u8> {
+    let mut text = format!("{method} {target} HTTP/1.1\r\nHost: ringkv\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    text.push_str("\r\n");
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    bytes
+}
+
+/// Node `i` still serves: healthy, and a write and a read through it succeed.
+async fn assert_serves(cluster: &Cluster, i: usize, round: &str) {
+    let client = cluster.pinned_client(&[i]);
+    let health = client.health(&cluster.url(i)).await.expect("health");
+    assert_eq!(health.status, "ok", "after {round}");
+    let key = format!("alive-{round}");
+    client
+        .put(
+            b"b",
+            key.as_bytes(),
+            None,
+            Bytes::from(key.clone()),
+            &Options::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a put after {round}: {e}"));
+    let read = client
+        .get(b"b", key.as_bytes(), &Options::default())
+        .await
+        .unwrap_or_else(|e| panic!("a get after {round}: {e}"));
+    assert_eq!(read.values, vec![Bytes::from(key)], "after {round}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_answered_with_its_status_and_the_node_stays_healthy() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3).await;
+    let http = cluster.nodes[0].http;
+    let long_key_path = format!("/kv/b/{}", "k".repeat(64 * 1024 + 1));
+    let long_bucket_path = format!("/kv/{}/k", "b".repeat(1025));
+    let value_limit = (8 * 1024 * 1024 + 1).to_string();
+    let cases: Vec<(&str, Vec<u8>, &[u16], &str)> = vec![
+        // A key over the limit (64 KiB) makes a request target over hyper's 65534 bytes, which
+        // hyper refuses itself (414, empty body) before the server's check (400) could run.
+        (
+            "oversized key GET",
+            get_request(&long_key_path),
+            &[400, 414],
+            "",
+        ),
+        (
+            "oversized key PUT",
+            request("PUT", &long_key_path, &[], Some(b"v")),
+            &[400, 414],
+            "",
+        ),
+        (
+            "oversized bucket",
+            get_request(&long_bucket_path),
+            &[400],
+            "bad_request",
+        ),
+        // Refused by Content-Length before any of the body is sent.
+        (
+            "value over 8 MiB",
+            request(
+                "PUT",
+                "/kv/b/big",
+                &[("Content-Length", &value_limit)],
+                None,
+            ),
+            &[413],
+            "too_large",
+        ),
+        (
+            "context not base64",
+            request(
+                "GET",
+                "/kv/b/k",
+                &[("x-ringkv-context", "not base64 !!")],
+                None,
+            ),
+            &[400],
+            "bad_request",
+        ),
+        (
+            "context of garbage bytes",
+            request(
+                "PUT",
+                "/kv/b/k",
+                &[("x-ringkv-context", "aGVsbG8gd29ybGQ=")],
+                Some(b"v"),
+            ),
+            &[400],
+            "bad_request",
+        ),
+        (
+            "delete with a malformed context",
+            request("DELETE", "/kv/b/k", &[("x-ringkv-context", "AAAA")], None),
+            &[400],
+            "bad_request",
+        ),
+        ("r=0", get_request("/kv/b/k?r=0"), &[400], "bad_request"),
+        (
+            "w=9",
+            request("PUT", "/kv/b/k?w=9", &[], Some(b"v")),
+            &[400],
+            "bad_request",
+        ),
+        ("n=abc", get_request("/kv/b/k?n=abc"), &[400], "bad_request"),
+        ("n=0", get_request("/kv/b/k?n=0"), &[400], "bad_request"),
+        (
+            "n=4 (over target_n)",
+            get_request("/kv/b/k?n=4"),
+            &[400],
+            "bad_request",
+        ),
+        ("r=4", get_request("/kv/b/k?r=4"), &[400], "bad_request"),
+        (
+            "dw=many",
+            request("DELETE", "/kv/b/k?dw=many", &[], None),
+            &[400],
+            "bad_request",
+        ),
+        (
+            "r= (empty)",
+            get_request("/kv/b/k?r="),
+            &[400],
+            "bad_request",
+        ),
+        (
+            "r repeated",
+            get_request("/kv/b/k?r=1&r=2"),
+            &[400],
+            "bad_request",
+        ),
+        (
+            "unknown parameter",
+            get_request("/kv/b/k?x=1"),
+            &[400],
+            "bad_request",
+        ),
+        (
+            "timeout_ms=-1",
+            get_request("/kv/b/k?timeout_ms=-1"),
+            &[400],
+            "bad_request",
+        ),
+        ("empty key", get_request("/kv/b/"), &[400], "bad_request"),
+        ("no key", get_request("/kv/b"), &[400], "bad_request"),
+        (
+            "unencoded / in the key",
+            get_request("/kv/b/k/more"),
+            &[400],
+            "bad_request",
+        ),
+        (
+            "PATCH a key",
+            request("PATCH", "/kv/b/k", &[], Some(b"v")),
+            &[405],
+            "method_not_allowed",
+        ),
+        (
+            "POST a key",
+            request("POST", "/kv/b/k", &[], Some(b"v")),
+            &[405],
+            "method_not_allowed",
+        ),
+        (
+            "DELETE /cluster",
+            request("DELETE", "/cluster", &[], None),
+            &[405],
+            "method_not_allowed",
+        ),
+        (
+            "GET /cluster/leave",
+            get_request("/cluster/leave"),
+            &[405],
+            "method_not_allowed",
+        ),
+        ("unknown path", get_request("/nope"), &[404], "not_found"),
+        ("/kv alone", get_request("/kv"), &[404], "not_found"),
+        (
+            "unknown path under /cluster",
+            get_request("/cluster/x"),
+            &[404],
+            "not_found",
+        ),
+        (
+            "join with invalid JSON",
+            request(
+                "POST",
+                "/cluster/join",
+                &[("Content-Type", "application/json")],
+                Some(b"{seed"),
+            ),
+            &[400],
+            "bad_request",
+        ),
+        (
+            "remove with an empty node",
+            request("POST", "/cluster/remove", &[], Some(br#"{"node":""}"#)),
+            &[400],
+            "bad_request",
+        ),
+        (
+            "bucket props with n=0",
+            request(
+                "PUT",
+                "/buckets/b2/props",
+                &[],
+                Some(br#"{"n":0,"r":"1","w":"1","dw":"0","conflict_mode":"siblings"}"#),
+            ),
+            &[400],
+            "bad_request",
+        ),
+        (
+            "bucket props with an unknown conflict mode",
+            request(
+                "PUT",
+                "/buckets/b2/props",
+                &[],
+                Some(br#"{"n":3,"r":"2","w":"2","dw":"0","conflict_mode":"newest"}"#),
+            ),
+            &[400],
+            "bad_request",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, bytes, statuses, kind) in &cases {
+        let answer = raw_http(http, bytes).await;
+        let kind_ok = answer.kind() == *kind || answer.status == 414;
+        if !statuses.contains(&answer.status) || !kind_ok {
+            wrong.push(format!(
+                "{name}: expected {statuses:?} {kind}, got {} {:?}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            ));
+        }
+        if answer.status == 405 && answer.header("allow").is_none() {
+            wrong.push(format!("{name}: 405 without Allow"));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong answers:\n{}", wrong.join("\n"));
+    // The same through the client library.
+    let client = cluster.pinned_client(&[0]);
+    let bad_quorum = Options {
+        w: Some(QuorumValue::Count(9)),
+        ..Options::default()
+    };
+    let error = client
+        .put(b"b", b"k", None, Bytes::from_static(b"v"), &bad_quorum)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::BadRequest(_)), "{error:?}");
+    let error = client
+        .put(
+            b"b",
+            b"k",
+            Some("%%%"),
+            Bytes::from_static(b"v"),
+            &Options::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::BadRequest(_)), "{error:?}");
+    // Nothing of those was written.
+    let read = client.get(b"b", b"k", &all()).await.unwrap();
+    assert!(read.values.is_empty() && read.context.is_none(), "{read:?}");
+    let read = client.get(b"b", b"big", &all()).await.unwrap();
+    assert!(read.values.is_empty(), "{read:?}");
+    assert_serves(&cluster, 0, "bad requests").await;
+
+    // Malformed HTTP on raw connections: 400, and the connection is closed.
+    let malformed: Vec<(&str, &[u8])> =
+        vec![
+        ("not HTTP", b"THIS IS NOT HTTP\r\n\r\n"),
+        ("binary garbage", b"\x00\x01\x02\xff\xfe\r\n\r\n"),
+        ("header without a colon", b"GET /health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n"),
+        (
+            "Content-Length not a number",
+            b"PUT /kv/b/k HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        ),
+        (
+            "two different Content-Lengths",
+            b"PUT /kv/b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nvv",
+        ),
+        ("space in the target", b"GET /he alth HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (
+            "bad chunk size",
+            b"PUT /kv/b/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+              zz\r\nv\r\n0\r\n\r\n",
+        ),
+    ];
+    for (name, bytes) in &malformed {
+        let answer = raw_exchange(http, bytes).await;
+        let status = parse_answer(&answer).map(|a| a.status);
+        if status != Some(400) {
+            wrong.push(format!(
+                "{name}: expected 400, got {:?}",
+                String::from_utf8_lossy(&answer[..answer.len().min(300)])
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "wrong answers to malformed HTTP:\n{}",
+        wrong.join("\n")
+    );
+    // The bad-chunk PUT must not have written anything either.
+    let read = client.get(b"b", b"k", &all()).await.unwrap();
+    assert!(read.values.is_empty(), "{read:?}");
+    assert_serves(&cluster, 0, "malformed HTTP").await;
+
+    // Garbage on the peer port: the connection is closed, the node goes on.
+    let peer = cluster.nodes[0].peer;
+    // Hellos as the transport encodes them: magic, version, then cluster, node id and address
+    // (each a u16 length and the bytes), in a u32-length frame.
+    let hello = |cluster: &str, node: &str| {
+        let mut body = b"RKV\0\x01".to_vec();
+        for name in [cluster, node, "127.0.0.1:1"] {
+            body.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            body.extend_from_slice(name.as_bytes());
+        }
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        frame
+    };
+    // A hello of the right cluster, then a message frame that does not decode.
+    let mut bad_message = hello("ringkv", "n9");
+    bad_message.extend_from_slice(&[0, 0, 0, 8, 0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef]);
+    let garbage: Vec<(&str, Vec<u8>)> = vec![
+        ("HTTP on the peer port", get_request("/health")),
+        (
+            "a 4 GiB length prefix",
+            vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        ),
+        (
+            "random bytes",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect(),
+        ),
+        ("a hello of another cluster", hello("other", "n9")),
+        ("a message that does not decode", bad_message),
+        ("a truncated frame", vec![0, 0, 1, 0, b'R', b'K']),
+    ];
+    for (name, bytes) in &garbage {
+        let started = Instant::now();
+        until_closed(peer, bytes).await;
+        eprintln!("{name}: closed after {:?}", started.elapsed());
+        assert_serves(&cluster, 0, name).await;
+    }
+    // The node's peers still hear from it: the cluster is intact.
+    cluster.wait_settled(&[0, 1, 2]).await;
+    let rejected = cluster.metric(0, "ringkv_peer_frames_rejected_total").await;
+    assert!(
+        rejected >= garbage.len() as f64,
+        "{rejected} peer connections counted as rejected, of {} refused",
+        garbage.len()
+    );
+}
+
+/// A value over the limit sent by the client library (body and all) is reported as
+/// `TooLarge`: the server answers 413 from the Content-Length, and the client must get to see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_value_is_too_large_for_the_client_every_time() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let client = cluster.pinned_client(&[0]);
+    let mut other = Vec::new();
+    for attempt in 0..20 {
+        let value = Bytes::from(vec![7u8; 8 * 1024 * 1024 + 1]);
+        match client
+            .put(b"b", b"big", None, value, &Options::default())
+            .await
+        {
+            Err(ClientError::TooLarge(_)) => {}
+            outcome => other.push(format!("attempt {attempt}: {outcome:?}")),
+        }
+    }
+    assert!(
+        other.is_empty(),
+        "an 8 MiB + 1 value was not refused as too large: {other:#?}"
+    );
+    assert_serves(&cluster, 0, "oversized values").await;
+}
+
+/// Keys up to the server's limit (16 KiB by default: any key fits a request target when every
+/// byte is percent-encoded) are valid, whatever their bytes; one byte more is a clear refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_up_to_the_size_limit_can_be_written() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let client = cluster.pinned_client(&[0]);
+    let limit = ringkv::server::DEFAULT_HTTP_MAX_KEY_BYTES;
+    let keys: Vec<(&str, Vec<u8>)> = vec![
+        ("an ASCII key at the limit", vec![b'k'; limit]),
+        // Percent-encoded to three bytes each in the request target.
+        ("a binary key at the limit", vec![0xff; limit]),
+    ];
+    let mut refused = Vec::new();
+    for (name, key) in &keys {
+        let value = Bytes::from(name.to_string());
+        match client
+            .put(b"b", key, None, value.clone(), &Options::default())
+            .await
+        {
+            Ok(_) => {
+                let read = client.get(b"b", key, &Options::default()).await.unwrap();
+                assert_eq!(read.values, vec![value], "{name}");
+            }
+            Err(error) => refused.push(format!("{name}, through the client: {error}")),
+        }
+    }
+    // The server itself, past the client library.
+    let key = "k".repeat(limit);
+    let answer = raw_http(
+        cluster.nodes[0].http,
+        &request("PUT", &format!("/kv/b/{key}"), &[], Some(b"v")),
+    )
+    .await;
+    if answer.status != 204 {
+        refused.push(format!(
+            "an ASCII key at the limit, raw PUT: {}",
+            answer.status
+        ));
+    }
+    assert!(refused.is_empty(), "valid keys refused: {refused:#?}");
+    let over = vec![b'k'; limit + 1];
+    let error = client
+        .put(
+            b"b",
+            &over,
+            None,
+            Bytes::from_static(b"v"),
+            &Options::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::BadRequest(_)), "{error:?}");
+}
+
+// ----- (c) -----
+
+/// A failed write: its key, the node it was sent to, when, and the error.
+struct FailedWrite {
+    key: String,
+    coordinator: usize,
+    sent: Instant,
+    error: ClientError,
+}
+
+/// What the writers of a load saw.
+#[derive(Default)]
+struct WriteLog {
+    acked: Vec<(String, Bytes)>,
+    failed: Vec<FailedWrite>,
+    with_fallbacks: u64,
+}
+
+/// One writer per node of `coordinators` (each pinned to it), putting distinct keys
+/// `{prefix}{node}-{i}` until `stop` is set.
+fn write_load(
+    cluster: &Cluster,
+    coordinators: &[usize],
+    prefix: &str,
+    stop: &Arc<AtomicBool>,
+    log: &Arc<Mutex<WriteLog>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    coordinators
+        .iter()
+        .map(|&coordinator| {
+            let client = cluster.pinned_client(&[coordinator]);
+            let stop = stop.clone();
+            let log = log.clone();
+            let prefix = format!("{prefix}{}-", coordinator + 1);
+            tokio::spawn(async move {
+                let mut i = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("{prefix}{i}");
+                    i += 1;
+                    let value = Bytes::from(format!("value of {key}"));
+                    let sent = Instant::now();
+                    let result = client
+                        .put(
+                            b"load",
+                            key.as_bytes(),
+                            None,
+                            value.clone(),
+                            &Options::default(),
+                        )
+                        .await;
+                    let mut log = log.lock().unwrap();
+                    match result {
+                        Ok(written) => {
+                            if !written.fallbacks.is_empty() {
+                                log.with_fallbacks += 1;
+                            }
+                            log.acked.push((key, value));
+                        }
+                        Err(error) => log.failed.push(FailedWrite {
+                            key,
+                            coordinator,
+                            sent,
+                            error,
+                        }),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Reads every key with `r=all` (through `client`, 4 at a time) and returns the ones whose
+/// value is not the expected one, with what was read.
+async fn mismatches(
+    client: &Client,
+    bucket: &[u8],
+    expected: &[(String, Vec<Bytes>)],
+) -> Vec<String> {
+    let expected = Arc::new(expected.to_vec());
+    let bucket = Arc::new(bucket.to_vec());
+    let next = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (client, expected, next, bucket) = (
+            client.clone(),
+            expected.clone(),
+            next.clone(),
+            bucket.clone(),
+        );
+        readers.push(tokio::spawn(async move {
+            let mut wrong = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some((key, values)) = expected.get(index) else {
+                    return wrong;
+                };
+                match client.get(&bucket, key.as_bytes(), &all()).await {
+                    Ok(read) if sorted(&read.values) == sorted(values) => {}
+                    Ok(read) => wrong.push(format!(
+                        "{key}: expected {values:?}, read {:?}",
+                        read.values
+                    )),
+                    Err(error) => wrong.push(format!("{key}: {error}")),
+                }
+            }
+        }));
+    }
+    let mut wrong = Vec::new();
+    for reader in readers {
+        wrong.extend(reader.await.unwrap());
+    }
+    wrong
+}
+
+/// The ids of `bucket`/`key`'s preference list (N = target_n = 3), owner first.
+fn owners(ring: &RingDoc, bucket: &[u8], key: &[u8]) -> Vec<String> {
+    let partition = partition_of(key_position(bucket, key), ring.partition_count);
+    ring.partitions[partition.0 as usize].replicas.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_write_load_sloppy_quorum_then_the_node_catches_up() {
+    let _serial = SERIAL.lock().await;
+    // Four nodes with N=3 R=W=2: a key one of whose owners is down has a fourth node to stand in
+    // for it (with three nodes and N=3 there is no fallback, hence no hint).
+    let mut cluster = Cluster::start(4).await;
+    let victim = 3;
+    let survivors = [0, 1, 2];
+    let ring_before = cluster.pinned_client(&[0]).ring().await.unwrap();
+    // Writes are sent to the survivors only (one writer pinned to each).
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(WriteLog::default()));
+    let writers = write_load(&cluster, &survivors, "c", &stop, &log);
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before_kill = log.lock().unwrap().acked.len();
+    cluster.kill(victim);
+    let killed = Instant::now();
+    // Writes go on until the survivors have used fallbacks for a while.
+    let mut detected = None;
+    loop {
+        cluster.assert_running();
+        if detected.is_none() {
+            let mut down_everywhere = true;
+            for &i in &survivors {
+                let status = cluster.status(i).await.unwrap();
+                down_everywhere &= status.members.iter().any(|m| m.id == "n4" && !m.alive);
+            }
+            if down_everywhere {
+                detected = Some(killed.elapsed());
+            }
+        }
+        let with_fallbacks = log.lock().unwrap().with_fallbacks;
+        if with_fallbacks >= 50 && killed.elapsed() >= Duration::from_secs(2) && detected.is_some()
+        {
+            break;
+        }
+        assert!(
+            killed.elapsed() < CONVERGE,
+            "after {CONVERGE:?}: {with_fallbacks} writes used a fallback, n4 found down: {detected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut hints = 0;
+    for &i in &survivors {
+        hints += cluster.status(i).await.unwrap().hints_pending;
+    }
+    assert!(hints > 0, "writes used fallbacks but no hint is held");
+    // n4 comes back with its data folder and ports, under the same load.
+    cluster.spawn(victim);
+    cluster.wait_healthy(victim).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    eprintln!(
+        "{} writes acknowledged ({before_kill} before the kill, {} through fallbacks), {} failed; \
+         n4 found down by every survivor {detected:?} after the kill; \
+         {hints} hints held while it was down",
+        log.acked.len(),
+        log.with_fallbacks,
+        log.failed.len()
+    );
+    // The only writes allowed to fail are those the survivor forwarded to n4 (not a replica
+    // itself, it hands a write to the key's first owner) when n4 had just died: n4 was to
+    // coordinate them, and nobody knew yet (the 503 says "0 answered": the forward timed out). A
+    // survivor's first such timeout makes it avoid n4. (Forwarding to n4 once the failure
+    // detector knows it is down is another matter: see
+    // a_write_is_not_forwarded_to_a_node_known_to_be_down.)
+    let mut unexpected = Vec::new();
+    for failure in &log.failed {
+        let owners = owners(&ring_before, b"load", failure.key.as_bytes());
+        let coordinator = cluster.nodes[failure.coordinator].id.as_str();
+        let forwarded_to_victim =
+            !owners.iter().any(|o| o == coordinator) && owners.first().is_some_and(|o| o == "n4");
+        let description = format!(
+            "{} via {coordinator}, sent {:?} after the kill, owners {owners:?}: {}",
+            failure.key,
+            failure.sent.saturating_duration_since(killed),
+            failure.error
+        );
+        eprintln!("failed: {description}");
+        let unavailable = matches!(
+            &failure.error,
+            ClientError::Unavailable { answered, .. } if answered.is_empty()
+        );
+        if !(forwarded_to_victim && unavailable) {
+            unexpected.push(description);
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "writes failed with n4 down, W=2 and two live owners: {unexpected:#?}"
+    );
+
+    // Hints drain into n4, and every acknowledged write is on all three of its replicas.
+    cluster.wait_settled(&[0, 1, 2, 3]).await;
+    cluster.wait_hints_drained(&[0, 1, 2, 3]).await;
+    let mut repairs_before = 0.0;
+    for i in 0..4 {
+        repairs_before += cluster.metric(i, "ringkv_read_repairs_total").await;
+    }
+    let expected: Vec<(String, Vec<Bytes>)> = log
+        .acked
+        .iter()
+        .map(|(k, v)| (k.clone(), vec![v.clone()]))
+        .collect();
+    let wrong = mismatches(&cluster.client(&[0, 1, 2, 3]), b"load", &expected).await;
+    assert!(
+        wrong.is_empty(),
+        "{} of {} acknowledged writes not read back with r=all: {:#?}",
+        wrong.len(),
+        log.acked.len(),
+        &wrong[..wrong.len().min(20)]
+    );
+    let mut repairs_after = 0.0;
+    for i in 0..4 {
+        repairs_after += cluster.metric(i, "ringkv_read_repairs_total").await;
+    }
+    eprintln!(
+        "read repairs during the r=all check of {} keys: {}",
+        log.acked.len(),
+        repairs_after - repairs_before
+    );
+}
+
+/// Once every survivor's failure detector has found a node down, a write whose coordinator is
+/// not a replica must not be forwarded to that node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_not_forwarded_to_a_node_known_to_be_down() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(4).await;
+    // A key n4 owns first and n1 does not replicate: n1 forwards its writes to n4.
+    let ring = cluster.pinned_client(&[0]).ring().await.unwrap();
+    let key = (0..1000u32)
+        .map(|i| format!("fwd{i}"))
+        .find(|key| {
+            let owners = owners(&ring, b"b", key.as_bytes());
+            owners[0] == "n4" && !owners.iter().any(|o| o == "n1")
+        })
+        .expect("a key owned first by n4 and not by n1");
+    cluster.kill(3);
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let mut down_everywhere = true;
+        for i in 0..3 {
+            let status = cluster.status(i).await.unwrap();
+            down_everywhere &= status.members.iter().any(|m| m.id == "n4" && !m.alive);
+        }
+        if down_everywhere {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n4 not found down in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let written = cluster
+        .pinned_client(&[0])
+        .put(
+            b"b",
+            key.as_bytes(),
+            None,
+            Bytes::from_static(b"v"),
+            &Options::default(),
+        )
+        .await;
+    assert!(
+        written.is_ok(),
+        "n1 knows n4 is down, two owners of {key} are up, yet: {written:?}"
+    );
+}
+
+// ----- (d) -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_rejoins_without_resurrecting_deletes_or_dropping_writes() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3).await;
+    let victim = 2;
+    let options = Options::default();
+    // Everything is written through n3, so that the dots of these keys are n3's.
+    let n3 = cluster.pinned_client(&[victim]);
+    let mut expected: BTreeMap<String, Vec<Bytes>> = BTreeMap::new();
+    for i in 0..40u32 {
+        let key = format!("d{i}");
+        let value = Bytes::from(format!("first {key}"));
+        n3.put(b"d", key.as_bytes(), None, value.clone(), &options)
+            .await
+            .unwrap();
+        expected.insert(key, vec![value]);
+    }
+    // Odd keys are overwritten with their context, every fourth key is deleted with its context.
+    for i in 0..40u32 {
+        let key = format!("d{i}");
+        if i % 2 == 1 {
+            let read = n3.get(b"d", key.as_bytes(), &options).await.unwrap();
+            let value = Bytes::from(format!("second {key}"));
+            n3.put(
+                b"d",
+                key.as_bytes(),
+                read.context.as_deref(),
+                value.clone(),
+                &options,
+            )
+            .await
+            .unwrap();
+            expected.insert(key.clone(), vec![value]);
+        }
+        if i % 4 == 0 || i % 4 == 3 {
+            let read = n3.get(b"d", key.as_bytes(), &options).await.unwrap();
+            n3.delete(b"d", key.as_bytes(), read.context.as_deref(), &options)
+                .await
+                .unwrap();
+            expected.insert(key, Vec::new());
+        }
+    }
+    let as_list = |expected: &BTreeMap<String, Vec<Bytes>>| -> Vec<(String, Vec<Bytes>)> {
+        expected
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    // Every replica has all of it (r=all answers from the three; read repair fills any gap).
+    let wrong = mismatches(&cluster.pinned_client(&[0]), b"d", &as_list(&expected)).await;
+    assert!(wrong.is_empty(), "before the wipe: {wrong:#?}");
+
+    // n3 loses its disk: SIGKILL, data folder deleted, restarted with the same id, ports and seed.
+    cluster.kill(victim);
+    cluster.wipe(victim);
+    cluster.spawn(victim);
+    cluster.wait_healthy(victim).await;
+
+    // Blind writes through the wiped node before anything was repaired: to live keys (a new
+    // sibling), deleted keys (the only value) and new keys. Each acknowledged one must survive.
+    let mut blind = Vec::new();
+    for i in 0..12u32 {
+        let key = if i < 10 {
+            format!("d{i}")
+        } else {
+            format!("new{i}")
+        };
+        let value = Bytes::from(format!("blind {key}"));
+        match n3
+            .put(b"d", key.as_bytes(), None, value.clone(), &options)
+            .await
+        {
+            Ok(_) => {
+                expected.entry(key.clone()).or_default().push(value);
+                blind.push(key);
+            }
+            Err(error) => eprintln!("blind put of {key} through the wiped n3 failed: {error}"),
+        }
+    }
+    assert!(
+        !blind.is_empty(),
+        "no blind write through the wiped node was acknowledged"
+    );
+    cluster.wait_settled(&[0, 1, 2]).await;
+
+    // Through every node, with every replica answering: deleted keys stay deleted, acknowledged
+    // values are all there.
+    for node in 0..3 {
+        let wrong = mismatches(&cluster.pinned_client(&[node]), b"d", &as_list(&expected)).await;
+        assert!(
+            wrong.is_empty(),
+            "after the wipe, read through n{} (blind writes to {blind:?}): {wrong:#?}",
+            node + 1
+        );
+    }
+}
+
+fn clock_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// The incarnation in node `i`'s identity file.
+fn incarnation(cluster: &Cluster, i: usize) -> u64 {
+    let text =
+        std::fs::read(cluster.nodes[i].data_dir.join("identity.json")).expect("identity file");
+    let identity: serde_json::Value = serde_json::from_slice(&text).expect("identity JSON");
+    identity["incarnation"].as_u64().expect("incarnation")
+}
+
+/// KV679 again, after quick restarts: each restart takes the last incarnation plus one, so a
+/// node restarted several times within a second runs ahead of the clock; if its folder is then
+/// wiped, the clock-second floor gives it an incarnation it already used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_never_reuses_an_actor_even_after_quick_restarts() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3).await;
+    let victim = 2;
+    let options = Options::default();
+    // Quick restarts until n3's incarnation is a few seconds ahead of the clock (a crash loop).
+    let mut used = incarnation(&cluster, victim);
+    for _ in 0..30 {
+        if used >= clock_seconds() + 3 {
+            break;
+        }
+        cluster.kill(victim);
+        cluster.spawn(victim);
+        cluster.wait_healthy(victim).await;
+        used = incarnation(&cluster, victim);
+    }
+    cluster.wait_settled(&[0, 1, 2]).await;
+    let n3 = cluster.pinned_client(&[victim]);
+    let mut expected = Vec::new();
+    for i in 0..10u32 {
+        let key = format!("q{i}");
+        let value = Bytes::from(format!("first {key}"));
+        n3.put(b"q", key.as_bytes(), None, value.clone(), &options)
+            .await
+            .unwrap();
+        expected.push((key, vec![value]));
+    }
+    let wrong = mismatches(&cluster.pinned_client(&[0]), b"q", &expected).await;
+    assert!(wrong.is_empty(), "before the wipe: {wrong:#?}");
+
+    // Wiped, and restarted during the second equal to the incarnation its writes were made by
+    // (if incarnations are clock seconds; whatever they are, no acknowledged write may be lost).
+    cluster.kill(victim);
+    cluster.wipe(victim);
+    if used <= clock_seconds() + 10 {
+        while clock_seconds() < used {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    cluster.spawn(victim);
+    cluster.wait_healthy(victim).await;
+    let reborn = incarnation(&cluster, victim);
+    eprintln!("n3 wrote as incarnation {used}; after the wipe it is incarnation {reborn}");
+    for (key, values) in &mut expected {
+        let value = Bytes::from(format!("blind {key}"));
+        n3.put(b"q", key.as_bytes(), None, value.clone(), &options)
+            .await
+            .unwrap();
+        values.push(value);
+    }
+    cluster.wait_settled(&[0, 1, 2]).await;
+    let wrong = mismatches(&cluster.pinned_client(&[0]), b"q", &expected).await;
+    assert!(
+        wrong.is_empty(),
+        "acknowledged blind writes through the wiped n3 (incarnation {reborn}, its writes \
+         before the \
+         wipe were incarnation {used}'s) are lost: {wrong:#?}"
+    );
+}
+
+// ----- (e) -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_a_fourth_node_and_leave_one_under_read_load() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3).await;
+    let writer = cluster.client(&[0, 1, 2]);
+    let mut expected = Vec::new();
+    for i in 0..100u32 {
+        let key = format!("e{i}");
+        let value = Bytes::from(format!("value of {key}"));
+        writer
+            .put(
+                b"e",
+                key.as_bytes(),
+                None,
+                value.clone(),
+                &Options::default(),
+            )
+            .await
+            .unwrap();
+        expected.push((key, value));
+    }
+
+    // Readers go round the keys through the ring-routing client for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let reader_client = cluster.client(&[0, 1, 2]);
+    let mut readers = Vec::new();
+    for reader in 0..2usize {
+        let (client, stop, reads, failures, expected) = (
+            reader_client.clone(),
+            stop.clone(),
+            reads.clone(),
+            failures.clone(),
+            expected.clone(),
+        );
+        readers.push(tokio::spawn(async move {
+            let mut i = reader;
+            while !stop.load(Ordering::Relaxed) {
+                let (key, value) = &expected[i % expected.len()];
+                i += 1;
+                match client.get(b"e", key.as_bytes(), &Options::default()).await {
+                    Ok(read) if read.values == [value.clone()] => {}
+                    Ok(read) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{key}: read {:?} via {:?}", read.values, read.node)),
+                    Err(error) => failures.lock().unwrap().push(format!("{key}: {error}")),
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    // n4 joins through n1.
+    let seed = cluster.nodes[0].peer.to_string();
+    let n4 = cluster.add(Some(seed));
+    cluster.spawn(n4);
+    cluster.wait_healthy(n4).await;
+    cluster.wait_settled(&[0, 1, 2, 3]).await;
+    let after_join = reads.load(Ordering::Relaxed);
+
+    // n1 (the seed, and the claimant) leaves: its partitions are handed over first.
+    let leaver = 0;
+    cluster
+        .pinned_client(&[1])
+        .leave(&cluster.url(leaver))
+        .await
+        .expect("leave accepted");
+    cluster.wait_settled(&[1, 2, 3]).await;
+    let status = cluster.status(1).await.unwrap();
+    let n1 = status.members.iter().find(|m| m.id == "n1");
+    assert!(n1.is_none_or(|m| m.status == "removed"), "{status:#?}");
+    // Readers keep going a little on the final ring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    eprintln!(
+        "{} reads ({after_join} until n4 was in), {} failed",
+        reads.load(Ordering::Relaxed),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "failed reads: {failures:#?}");
+
+    // Every key, with every replica of the final ring answering, through the remaining nodes.
+    let expected: Vec<(String, Vec<Bytes>)> =
+        expected.into_iter().map(|(k, v)| (k, vec![v])).collect();
+    for node in 1..4 {
+        let wrong = mismatches(&cluster.pinned_client(&[node]), b"e", &expected).await;
+        assert!(wrong.is_empty(), "read through n{}: {wrong:#?}", node + 1);
+    }
+}
