@@ -1810,6 +1810,29 @@ mod tests {
         assert!(!busy.due(now + interval, interval));
     }
 
+    #[tokio::test]
+    async fn values_and_keys_over_the_limits_are_refused_before_sending() {
+        // Nothing listens here: a refusal that reached the network would be a connect error.
+        let client = client(vec!["http://127.0.0.1:9".into()]);
+        let error = client
+            .put(
+                b"b",
+                b"k",
+                None,
+                Bytes::from(vec![0; 1025]),
+                &Options::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClientError::TooLarge(_)), "{error:?}");
+        let key = vec![0xffu8; MAX_PATH_BYTES / 3 + 1];
+        let error = client
+            .get(b"b", &key, &Options::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClientError::TooLarge(_)), "{error:?}");
+    }
+
     fn client(nodes: Vec<String>) -> Client {
         Client::new(ClientConfig {
             nodes,
@@ -1817,6 +1840,7 @@ mod tests {
             connect_timeout: Duration::from_millis(200),
             ring_refresh: Duration::ZERO,
             max_idle_per_host: 4,
+            max_value_bytes: 1024,
         })
         .unwrap()
     }

@@ -1,0 +1,66 @@
+"""ringkv for Python: a Dynamo-style key-value store's protocol, simulated and live.
+
+- :class:`Sim`: a whole cluster in this process over the real protocol code (``ringkv-core``):
+  partitions, crashes, concurrent writes, siblings, and a checker that judges the history.
+  Deterministic: the same seed gives the same run.
+- :class:`Ring`: placement (consistent hashing, Q partitions or random tokens), preference
+  lists, balance, and how much data a membership change moves.
+- :class:`Context`, :class:`VectorClock`, :class:`Dot`, :class:`Causality`: versions, with the
+  causal comparisons that tell why two values are siblings.
+- :class:`Client`: a client for a live cluster (``ringkv dev`` starts one).
+
+>>> import ringkv
+>>> sim = ringkv.Sim(nodes=5, n=3, r=2, w=2, seed=7)
+>>> p = sim.put("cart", b"milk", node="n1")
+>>> p.ok, sim.get("cart", node="n2").values
+(True, [b'milk'])
+
+Errors are in :mod:`ringkv.errors` (all re-exported here).
+"""
+
+from . import _native
+from .client import Client
+from .errors import (
+    ConflictError,
+    ContextError,
+    InvalidRequestError,
+    QuorumError,
+    RequestTimeoutError,
+    RingkvError,
+    ServerError,
+    SimulationError,
+    UnavailableError,
+    UnknownNodeError,
+)
+from .results import Result
+from .ring import Balance, Ring
+from .sim import Replica, Sibling, Sim, Verdict
+from .version import Causality, Context, Dot, VectorClock
+
+__version__: str = _native.CORE_VERSION
+
+__all__ = [
+    "Sim",
+    "Verdict",
+    "Replica",
+    "Sibling",
+    "Ring",
+    "Balance",
+    "Client",
+    "Result",
+    "Context",
+    "VectorClock",
+    "Dot",
+    "Causality",
+    "RingkvError",
+    "InvalidRequestError",
+    "UnknownNodeError",
+    "ContextError",
+    "QuorumError",
+    "ConflictError",
+    "UnavailableError",
+    "RequestTimeoutError",
+    "ServerError",
+    "SimulationError",
+    "__version__",
+]

@@ -1,0 +1,411 @@
+"""A client for a live ringkv cluster, over its HTTP API (standard library only).
+
+>>> import ringkv                                          # doctest: +SKIP
+>>> db = ringkv.Client("http://127.0.0.1:8087")            # doctest: +SKIP
+>>> db.put("alice", b"milk", bucket="carts")               # doctest: +SKIP
+>>> g = db.get("alice", bucket="carts")                    # doctest: +SKIP
+>>> g.values, g.context                                    # doctest: +SKIP
+>>> db.put("alice", b"milk,eggs", context=g.context, bucket="carts")   # doctest: +SKIP
+
+Every call is one HTTP request to the node in the URL, which coordinates it (or forwards it to
+an owner of the key). The client never retries: a put that timed out may have been applied,
+and writing it again without the new context would make a sibling of the same change. Failures
+are exceptions (see :mod:`ringkv.errors`): :class:`~ringkv.QuorumError` when too few replicas
+answered, :class:`~ringkv.InvalidRequestError` for a request the node refused,
+:class:`~ringkv.UnavailableError` when the node cannot be reached,
+:class:`~ringkv.RequestTimeoutError` when it did not answer in time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import socket
+import urllib.parse
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+from ._args import Name, Quorum, name_bytes, optional_integer, optional_quorum, u32, value_bytes
+from .errors import (
+    ContextError,
+    InvalidRequestError,
+    QuorumError,
+    RequestTimeoutError,
+    RingkvError,
+    ServerError,
+    UnavailableError,
+)
+from .results import Result
+from .version import Context, check_context
+
+__all__ = ["Client", "parse_multipart"]
+
+DEFAULT_BUCKET = "default"
+
+# Header names: host-native/src/api.rs.
+HEADER_CONTEXT = "X-Ringkv-Context"
+HEADER_REPLICAS = "X-Ringkv-Replicas"
+HEADER_FALLBACKS = "X-Ringkv-Fallbacks"
+HEADER_DURABLE = "X-Ringkv-Durable"
+HEADER_READ_YOUR_WRITES = "X-Ringkv-Read-Your-Writes"
+HEADER_SIBLINGS = "X-Ringkv-Siblings"
+HEADER_NODE = "X-Ringkv-Node"
+
+
+def parse_multipart(content_type: str, body: bytes) -> List[bytes]:
+    """The parts of a ``multipart/mixed`` body (RFC 2046), as a 300 answer carries siblings.
+
+    >>> from ringkv.client import parse_multipart
+    >>> body = b"--XY\\r\\nContent-Type: application/octet-stream\\r\\n\\r\\nmilk\\r\\n--XY\\r\\n\\r\\nbread\\r\\n--XY--\\r\\n"
+    >>> parse_multipart("multipart/mixed; boundary=XY", body)
+    [b'milk', b'bread']
+    """
+    boundary = None
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        raise ServerError(f"a multipart answer without a boundary: {content_type!r}")
+    delimiter = b"\r\n--" + boundary.encode("utf-8")
+    # Every delimiter is preceded by CRLF, the first one included once the body gets one. A
+    # delimiter line is the delimiter, then "--" (the last one) or optional padding and CRLF.
+    data = b"\r\n" + body
+    starts: List[int] = []  # where each delimiter begins
+    contents: List[int] = []  # where the part after it begins
+    position = 0
+    while True:
+        found = data.find(delimiter, position)
+        if found < 0:
+            raise ServerError("a malformed multipart answer: no closing delimiter")
+        after = found + len(delimiter)
+        if data.startswith(b"--", after):
+            starts.append(found)
+            break
+        line_end = after
+        while data[line_end : line_end + 1] in (b" ", b"\t"):
+            line_end += 1
+        if data.startswith(b"\r\n", line_end):
+            starts.append(found)
+            contents.append(line_end + 2)
+            position = line_end + 2
+        else:
+            position = after  # the boundary inside a line is not a delimiter
+    parts: List[bytes] = []
+    for content, end in zip(contents, starts[1:]):
+        part = data[content:end]
+        if part.startswith(b"\r\n"):  # no headers
+            parts.append(part[2:])
+            continue
+        headers_end = part.find(b"\r\n\r\n")
+        if headers_end < 0:
+            raise ServerError("a malformed multipart answer: a part without the end of its headers")
+        parts.append(part[headers_end + 4 :])
+    return parts
+
+
+def _ids(value: Optional[str]) -> List[str]:
+    return [part for part in (value or "").split(",") if part]
+
+
+class Client:
+    """A client for one node of a live cluster.
+
+    Args:
+        url: the node's HTTP address, e.g. ``"http://127.0.0.1:8087"``.
+        timeout: seconds to wait for an answer (a request with ``timeout_ms`` waits at least
+            that plus one second, so the node's own quorum timeout answers first).
+        bucket: the default bucket of every call.
+        r, w, dw: default quorum overrides of every call (``None``: the bucket's).
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8087",
+        *,
+        timeout: float = 10.0,
+        bucket: Name = DEFAULT_BUCKET,
+        r: Optional[Quorum] = None,
+        w: Optional[Quorum] = None,
+        dw: Optional[Quorum] = None,
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        parsed = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+        if parsed.scheme != "http":
+            raise InvalidRequestError(f"unsupported URL scheme {parsed.scheme!r}: ringkv nodes speak http")
+        if not parsed.hostname:
+            raise InvalidRequestError(f"no host in URL {url!r}")
+        try:
+            port = parsed.port or 80
+        except ValueError as error:
+            raise InvalidRequestError(f"invalid port in URL {url!r}: {error}") from None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+        if not timeout > 0:
+            raise InvalidRequestError(f"timeout = {timeout} must be positive")
+        self.url = f"http://{parsed.hostname}:{port}"
+        self._host = parsed.hostname
+        self._port = port
+        self._prefix = parsed.path.rstrip("/")
+        self.timeout = float(timeout)
+        self.bucket = name_bytes("bucket", bucket)
+        self._r = optional_quorum("r", r)
+        self._w = optional_quorum("w", w)
+        self._dw = optional_quorum("dw", dw)
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    # ----- HTTP -----
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Optional[Mapping[str, str]] = None,
+        body: Optional[bytes] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Tuple[int, http.client.HTTPMessage, bytes]:
+        target = self._prefix + path
+        if query:
+            target += "?" + urllib.parse.urlencode(query)
+        # One connection per request: nothing is ever re-sent on a fresh connection behind the
+        # caller's back.
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout or self.timeout)
+        try:
+            connection.request(method, target, body=body, headers=dict(headers or {}))
+            response = connection.getresponse()
+            return response.status, response.headers, response.read()
+        except socket.timeout:
+            raise RequestTimeoutError(
+                f"{method} {self.url}{_short(target)}: no answer within {timeout or self.timeout:g} s; "
+                "a write may or may not have been applied: read the key before writing again"
+            ) from None
+        except (ConnectionError, OSError, http.client.HTTPException) as error:
+            raise UnavailableError(f"{method} {self.url}{_short(target)}: {error}") from error
+        finally:
+            connection.close()
+
+    @staticmethod
+    def _error(status: int, body: bytes, what: str) -> RingkvError:
+        try:
+            doc = json.loads(body.decode("utf-8")) if body else {}
+        except (UnicodeDecodeError, ValueError):
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        detail = doc.get("error") or body[:200].decode("utf-8", "replace") or f"HTTP {status}"
+        if status in (414, 431) and not doc:
+            detail = f"HTTP {status}: the key or bucket is too long for a request line"
+        message = f"{_short(what)}: {detail}"
+        kind = doc.get("kind", "")
+        if kind == "unavailable":
+            return QuorumError(
+                message, quorum=doc.get("quorum"), needed=doc.get("needed"), answered=doc.get("answered", [])
+            )
+        if status == 408:
+            return RequestTimeoutError(message)
+        if status in (400, 413, 414, 431) or kind in ("bad_request", "too_large"):
+            if "context" in str(doc.get("error", "")):
+                return ContextError(message)
+            return InvalidRequestError(message)
+        if status == 503 or kind in ("no_ring", "shutting_down", "overloaded"):
+            return UnavailableError(message)
+        if status >= 500:
+            return ServerError(message)
+        return RingkvError(f"{message} (HTTP {status})")
+
+    def _json(self, path: str) -> Any:
+        status, _, body = self._send("GET", path)
+        if status != 200:
+            raise self._error(status, body, f"GET {path}")
+        try:
+            return json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ServerError(f"GET {path}: the answer is not JSON: {error}") from None
+
+    # ----- keys -----
+
+    def _kv(
+        self,
+        key: Name,
+        bucket: Optional[Name],
+        r: Optional[Quorum],
+        w: Optional[Quorum],
+        dw: Optional[Quorum],
+        n: Optional[int],
+        timeout_ms: Optional[int],
+    ) -> Tuple[bytes, bytes, str, Dict[str, str], Optional[float]]:
+        bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
+        key_b = name_bytes("key", key)
+        path = "/kv/" + urllib.parse.quote(bucket_b, safe="") + "/" + urllib.parse.quote(key_b, safe="")
+        query: Dict[str, str] = {}
+        for name, value, default in (("r", r, self._r), ("w", w, self._w), ("dw", dw, self._dw)):
+            chosen = optional_quorum(name, value) if value is not None else default
+            if chosen is not None:
+                query[name] = chosen
+        if n is not None:
+            query["n"] = str(u32("n", n, 1))
+        timeout = None
+        if timeout_ms is not None:
+            query["timeout_ms"] = str(optional_integer("timeout_ms", timeout_ms, 1))
+            timeout = max(self.timeout, timeout_ms / 1000 + 1)
+        return bucket_b, key_b, path, query, timeout
+
+    def get(
+        self,
+        key: Name,
+        *,
+        bucket: Optional[Name] = None,
+        r: Optional[Quorum] = None,
+        n: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> Result:
+        """Reads every sibling of ``key`` and their context.
+
+        ``values`` is empty when the key is absent or deleted (a deleted key still has a
+        context); several values are siblings to resolve (``result.value`` raises
+        :class:`~ringkv.ConflictError` then).
+        """
+        bucket_b, key_b, path, query, timeout = self._kv(key, bucket, r, None, None, n, timeout_ms)
+        status, headers, body = self._send("GET", path, query=query, timeout=timeout)
+        if status == 200:
+            values = [body]
+        elif status == 300:
+            values = parse_multipart(headers.get("Content-Type", ""), body)
+            expected = headers.get(HEADER_SIBLINGS)
+            if expected is not None and expected.isdigit() and int(expected) != len(values):
+                raise ServerError(f"GET {path}: {expected} siblings announced, {len(values)} received")
+        elif status == 404 and headers.get(HEADER_NODE) is not None and not _is_json(headers):
+            values = []
+        else:
+            raise self._error(status, body, f"GET {path}")
+        return self._result("get", bucket_b, key_b, headers, values)
+
+    def put(
+        self,
+        key: Name,
+        value: bytes,
+        *,
+        context: Union[Context, str, None] = None,
+        bucket: Optional[Name] = None,
+        w: Optional[Quorum] = None,
+        dw: Optional[Quorum] = None,
+        n: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> Result:
+        """Writes ``value``; with ``context`` (from a get of this key) it replaces exactly the
+        siblings that context has seen, without it adds a sibling. Returns the new context."""
+        data = value_bytes(value)
+        bucket_b, key_b, path, query, timeout = self._kv(key, bucket, None, w, dw, n, timeout_ms)
+        headers = {"Content-Type": "application/octet-stream"}
+        checked = check_context(context, bucket_b, key_b)
+        if checked is not None and not checked.is_empty:
+            headers[HEADER_CONTEXT] = checked.to_base64()
+        status, answer_headers, body = self._send("PUT", path, query=query, body=data, headers=headers, timeout=timeout)
+        if status not in (200, 204):
+            raise self._error(status, body, f"PUT {path}")
+        result = self._result("put", bucket_b, key_b, answer_headers, [])
+        return _with_written(result, data)
+
+    def delete(
+        self,
+        key: Name,
+        *,
+        context: Union[Context, str, None] = None,
+        bucket: Optional[Name] = None,
+        w: Optional[Quorum] = None,
+        dw: Optional[Quorum] = None,
+        n: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> Result:
+        """Deletes ``key`` (a tombstone superseding what ``context`` has seen)."""
+        bucket_b, key_b, path, query, timeout = self._kv(key, bucket, None, w, dw, n, timeout_ms)
+        headers: Dict[str, str] = {}
+        checked = check_context(context, bucket_b, key_b)
+        if checked is not None and not checked.is_empty:
+            headers[HEADER_CONTEXT] = checked.to_base64()
+        status, answer_headers, body = self._send("DELETE", path, query=query, headers=headers, timeout=timeout)
+        if status not in (200, 204):
+            raise self._error(status, body, f"DELETE {path}")
+        return self._result("delete", bucket_b, key_b, answer_headers, [])
+
+    def _result(
+        self, op: str, bucket: bytes, key: bytes, headers: http.client.HTTPMessage, values: List[bytes]
+    ) -> Result:
+        token = headers.get(HEADER_CONTEXT)
+        context = None
+        if token:
+            try:
+                context = Context.from_base64(token, bucket=bucket, key=key)
+            except ContextError as error:
+                raise ServerError(f"the node sent an invalid context: {error}") from None
+        ryw = headers.get(HEADER_READ_YOUR_WRITES)
+        return Result(
+            op=op,
+            bucket=bucket,
+            key=key,
+            ok=True,
+            outcome="ok",
+            values=values,
+            context=context,
+            replicas=_ids(headers.get(HEADER_REPLICAS)),
+            fallbacks=_ids(headers.get(HEADER_FALLBACKS)),
+            durable=_ids(headers.get(HEADER_DURABLE)),
+            node=headers.get(HEADER_NODE),
+            read_your_writes=None if ryw is None else ryw == "true",
+        )
+
+    # ----- the cluster -----
+
+    def health(self) -> Dict[str, Any]:
+        """``GET /health``: ``status``, ``node``, ``alive_members``, ``members``."""
+        status, _, body = self._send("GET", "/health")
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise self._error(status, body, "GET /health") from None
+        if status not in (200, 503) or not isinstance(doc, dict) or "status" not in doc:
+            raise self._error(status, body, "GET /health")
+        return doc
+
+    def status(self) -> Dict[str, Any]:
+        """``GET /cluster``: the node's view of the cluster (members, their status and
+        partitions, ring version, hints pending, partitions moving)."""
+        return self._json("/cluster")
+
+    def ring(self) -> Dict[str, Any]:
+        """``GET /ring``: the partition table (every partition's preference list)."""
+        return self._json("/ring")
+
+    def members(self) -> Dict[str, Dict[str, Any]]:
+        """The members by id, from :meth:`status`."""
+        return {member["id"]: member for member in self.status()["members"]}
+
+    def metrics(self) -> str:
+        """``GET /metrics``: Prometheus text."""
+        status, _, body = self._send("GET", "/metrics")
+        if status != 200:
+            raise self._error(status, body, "GET /metrics")
+        return body.decode("utf-8", "replace")
+
+    def bucket_props(self, bucket: Optional[Name] = None) -> Dict[str, Any]:
+        """``GET /buckets/{bucket}/props``: ``n``, ``r``, ``w``, ``dw``, ``conflict_mode``."""
+        bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
+        return self._json("/buckets/" + urllib.parse.quote(bucket_b, safe="") + "/props")
+
+
+def _short(text: str, limit: int = 100) -> str:
+    """A path for a message: long keys cut in the middle."""
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 4 :]}"
+
+
+def _is_json(headers: http.client.HTTPMessage) -> bool:
+    return "json" in (headers.get("Content-Type") or "")
+
+
+def _with_written(result: Result, data: bytes) -> Result:
+    return dataclasses.replace(result, written=data)

@@ -1,0 +1,127 @@
+"""The exceptions of ringkv.
+
+Everything ringkv raises on purpose derives from :class:`RingkvError`; each class also derives
+from the built-in exception that fits, so ``except ValueError`` or ``except TimeoutError`` work
+as expected::
+
+    RingkvError
+    ├── InvalidRequestError (ValueError)   bad input: quorums, keys, values, configuration
+    │   ├── UnknownNodeError               a node name the cluster does not have
+    │   └── ContextError                   a context that is malformed or belongs to another key
+    ├── QuorumError                        R or W replicas did not answer in time
+    ├── ConflictError                      siblings where one value was expected
+    ├── UnavailableError (ConnectionError) the node cannot be reached or cannot serve
+    ├── RequestTimeoutError (TimeoutError) no answer in time: a write may or may not have applied
+    ├── ServerError                        the node failed while handling the request
+    └── SimulationError                    an internal error of the simulator (a bug: report it)
+
+Wrong argument *types* raise the ordinary :class:`TypeError`.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+__all__ = [
+    "RingkvError",
+    "InvalidRequestError",
+    "UnknownNodeError",
+    "ContextError",
+    "QuorumError",
+    "ConflictError",
+    "UnavailableError",
+    "RequestTimeoutError",
+    "ServerError",
+    "SimulationError",
+]
+
+
+class RingkvError(Exception):
+    """Base class of every error ringkv raises on purpose."""
+
+
+class InvalidRequestError(RingkvError, ValueError):
+    """The request or configuration is invalid (an HTTP 400): nothing was changed.
+
+    >>> import ringkv
+    >>> try:
+    ...     ringkv.Sim(nodes=3, n=3, r=4)
+    ... except ringkv.InvalidRequestError as e:
+    ...     print(e)
+    invalid quorum: r = 4 is out of range for n = 3
+    """
+
+
+class UnknownNodeError(InvalidRequestError):
+    """A node name that is not a node of the cluster."""
+
+
+class ContextError(InvalidRequestError):
+    """A context that cannot be decoded, or that was read from another key.
+
+    A context only means something for the key it was read from: passing it to another key
+    would supersede versions that key's history never contained.
+    """
+
+
+class QuorumError(RingkvError):
+    """Fewer than R (read) or W/DW (write) replicas answered before the timeout.
+
+    A write that failed its quorum may still have been applied on the replicas that answered:
+    read the key before writing again.
+
+    Attributes:
+        quorum: ``"read"``, ``"write"`` or ``"durable"``.
+        needed: how many replicas were needed.
+        answered: the replicas that answered in time.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        quorum: Optional[str] = None,
+        needed: Optional[int] = None,
+        answered: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.quorum = quorum
+        self.needed = needed
+        self.answered: List[str] = list(answered)
+
+
+class ConflictError(RingkvError):
+    """The key has several sibling values where one was asked for (``result.value``).
+
+    Resolve them: merge ``values`` as your application sees fit and put the result back with
+    ``context``, which supersedes every sibling it has seen.
+
+    Attributes:
+        values: the sibling values.
+        context: the context to write the resolution with.
+    """
+
+    def __init__(self, message: str, *, values: Sequence[bytes] = (), context: object = None) -> None:
+        super().__init__(message)
+        self.values: List[bytes] = list(values)
+        self.context = context
+
+
+class UnavailableError(RingkvError, ConnectionError):
+    """The node cannot be reached (connection refused, reset) or cannot serve yet (no ring,
+    shutting down, overloaded). Nothing was applied when the connection was refused."""
+
+
+class RequestTimeoutError(RingkvError, TimeoutError):
+    """No answer within the client's timeout. A write may or may not have been applied: read
+    the key (and its context) before writing again. ringkv never retries on its own, because a
+    blind retry of a put without the new context would add a sibling."""
+
+
+class ServerError(RingkvError):
+    """The node failed while carrying out the request (an HTTP 500)."""
+
+
+class SimulationError(RingkvError):
+    """An internal error of the simulator (a bug in ringkv): the simulator that raised it cannot
+    be used any more. The message names the seed that reproduces it."""

@@ -1,0 +1,975 @@
+//! The simulator: [`ringkv_core::sim::Sim`] for Python.
+//!
+//! Configurations are checked here before the core sees them (the core's `Sim::new` panics on a
+//! configuration that cannot make a ring), and every call into the simulator runs under
+//! `catch_unwind`: a panic retires the simulator and raises `SimulationError` instead of crossing
+//! the FFI boundary. Long runs go in slices with a check for Ctrl-C in between.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+use ringkv_core::checker::Verdict;
+use ringkv_core::config::{
+    BucketProps, QuorumValue, RequestOptions, DEFAULT_MAX_BUCKET_BYTES, DEFAULT_MAX_KEY_BYTES,
+    DEFAULT_MAX_VALUE_BYTES,
+};
+use ringkv_core::io::{ClientRequest, Event, QuorumKind, Reply};
+use ringkv_core::ring::{Member, Ring, RingConfig, MAX_TARGET_N};
+use ringkv_core::sim::{OpKind, OpOutcome, Operation, Sim, SimConfig, TraceEntry, TraceKind};
+use ringkv_core::version::{ConflictMode, Context, Object};
+use ringkv_core::NodeId;
+
+use crate::errors;
+use crate::ring::PyRing;
+use crate::version::{PyContext, PyVersionVector};
+
+/// Most nodes a simulated cluster may start with.
+const MAX_NODES: usize = 1_000;
+/// Longest delay, latency, skew, interval or timeout a configuration or request may ask for.
+const MAX_MS: u64 = 24 * 60 * 60 * 1_000;
+/// Longest single `run` (about 31 years of virtual time): keeps clock arithmetic far from overflow.
+const MAX_RUN_MS: u64 = 1_000_000_000_000;
+/// Virtual time run between two checks for Ctrl-C.
+const RUN_SLICE_MS: u64 = 1_000;
+/// Simulation steps between two checks for Ctrl-C while waiting for a request.
+const WAIT_SLICE_STEPS: usize = 20_000;
+
+fn quorum(name: &str, value: &str) -> PyResult<QuorumValue> {
+    value.trim().parse::<QuorumValue>().map_err(|_| {
+        errors::invalid(format!(
+            "{name} = {value:?} is not a quorum: use a count, \"one\", \"quorum\" or \"all\""
+        ))
+    })
+}
+
+fn check_ms(name: &str, value: u64, min: u64) -> PyResult<()> {
+    if value < min || value > MAX_MS {
+        return Err(errors::invalid(format!(
+            "{name} = {value} is out of range {min}..={MAX_MS}"
+        )));
+    }
+    Ok(())
+}
+
+fn op_name(kind: &OpKind) -> &'static str {
+    match kind {
+        OpKind::Get => "get",
+        OpKind::Put { .. } => "put",
+        OpKind::Delete { .. } => "delete",
+    }
+}
+
+fn quorum_name(kind: QuorumKind) -> &'static str {
+    match kind {
+        QuorumKind::Read => "read",
+        QuorumKind::Write => "write",
+        QuorumKind::Durable => "durable",
+    }
+}
+
+fn ids(ids: &[NodeId]) -> Vec<String> {
+    ids.iter().map(|id| id.as_str().to_string()).collect()
+}
+
+/// A bucket or key for display: `str` when it is UTF-8, `bytes` otherwise.
+fn text_or_bytes<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyAny> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => pyo3::types::PyString::new(py, text).into_any(),
+        Err(_) => PyBytes::new(py, bytes).into_any(),
+    }
+}
+
+fn bytes_list<'py>(py: Python<'py>, values: &[Vec<u8>]) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, values.iter().map(|v| PyBytes::new(py, v)))
+}
+
+fn context_object(py: Python<'_>, context: &Context) -> PyResult<Py<PyContext>> {
+    Py::new(py, PyContext::wrap(context.clone()))
+}
+
+/// One operation of the history as a dict (contexts as `Context` objects, bucket and key as
+/// bytes); the Python layer turns it into a `Result` or into plain data.
+fn operation_dict<'py>(py: Python<'py>, op: &Operation) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("index", op.index)?;
+    d.set_item("op", op_name(&op.kind))?;
+    d.set_item("node", op.node.as_str())?;
+    d.set_item("bucket", PyBytes::new(py, &op.bucket))?;
+    d.set_item("key", PyBytes::new(py, &op.key))?;
+    match &op.kind {
+        OpKind::Get => {
+            d.set_item("value", py.None())?;
+            d.set_item("request_context", py.None())?;
+        }
+        OpKind::Put { value, context } => {
+            d.set_item("value", PyBytes::new(py, value))?;
+            d.set_item("request_context", context_object(py, context)?)?;
+        }
+        OpKind::Delete { context } => {
+            d.set_item("value", py.None())?;
+            d.set_item("request_context", context_object(py, context)?)?;
+        }
+    }
+    d.set_item("invoked_at", op.invoked_at)?;
+    d.set_item("completed_at", op.completed_at)?;
+    d.set_item("ok", op.is_ok())?;
+    d.set_item("values", bytes_list(py, &op.values())?)?;
+    d.set_item(
+        "context",
+        match op.context() {
+            Some(context) => Some(context_object(py, context)?),
+            None => None,
+        },
+    )?;
+    d.set_item("replicas", ids(&op.replicas()))?;
+    let mut outcome: Option<&str> = None;
+    let mut fallbacks: Vec<String> = Vec::new();
+    let mut durable: Vec<String> = Vec::new();
+    let mut dot: Option<(String, u64)> = None;
+    let mut read_your_writes: Option<bool> = None;
+    let mut quorum: Option<&str> = None;
+    let mut needed: Option<u32> = None;
+    let mut error: Option<String> = None;
+    match &op.outcome {
+        None => {}
+        Some(OpOutcome::Replied(reply)) => match reply {
+            Reply::Got {
+                fallbacks: f,
+                read_your_writes: ryw,
+                ..
+            } => {
+                outcome = Some("ok");
+                fallbacks = ids(f);
+                read_your_writes = Some(*ryw);
+            }
+            Reply::Written {
+                dot: d,
+                durable: du,
+                fallbacks: f,
+                read_your_writes: ryw,
+                ..
+            } => {
+                outcome = Some("ok");
+                fallbacks = ids(f);
+                durable = ids(du);
+                dot = Some((d.actor.as_str().to_string(), d.counter));
+                read_your_writes = Some(*ryw);
+            }
+            Reply::Unavailable {
+                kind,
+                needed: n,
+                answered,
+            } => {
+                outcome = Some("unavailable");
+                quorum = Some(quorum_name(*kind));
+                needed = Some(*n);
+                error = Some(format!(
+                    "{} quorum not reached: {n} needed, {} answered in time",
+                    quorum_name(*kind),
+                    answered.len()
+                ));
+            }
+            Reply::Failed { reason } => {
+                outcome = Some("failed");
+                error = Some(reason.clone());
+            }
+        },
+        Some(OpOutcome::Rejected(e)) => {
+            outcome = Some("rejected");
+            error = Some(e.to_string());
+        }
+        Some(OpOutcome::Refused) => {
+            outcome = Some("refused");
+            error = Some(format!(
+                "{} is down: the connection was refused, nothing was applied",
+                op.node
+            ));
+        }
+        Some(OpOutcome::Lost) => {
+            outcome = Some("lost");
+            error = Some(format!(
+                "{} crashed before replying: the operation may or may not have been applied",
+                op.node
+            ));
+        }
+    }
+    d.set_item("outcome", outcome)?;
+    d.set_item("fallbacks", fallbacks)?;
+    d.set_item("durable", durable)?;
+    d.set_item("dot", dot)?;
+    d.set_item("read_your_writes", read_your_writes)?;
+    d.set_item("quorum", quorum)?;
+    d.set_item("needed", needed)?;
+    d.set_item("error", error)?;
+    Ok(d)
+}
+
+fn event_fields<'py>(py: Python<'py>, d: &Bound<'py, PyDict>, event: &Event) -> PyResult<String> {
+    let key_text = |bucket: &[u8], key: &[u8]| {
+        format!(
+            "{}/{}",
+            String::from_utf8_lossy(bucket),
+            String::from_utf8_lossy(key)
+        )
+    };
+    Ok(match event {
+        Event::ChecksumFailure {
+            bucket,
+            key,
+            detail,
+        } => {
+            d.set_item("kind", "checksum_failure")?;
+            d.set_item("bucket", text_or_bytes(py, bucket))?;
+            d.set_item("key", text_or_bytes(py, key))?;
+            d.set_item("reason", detail)?;
+            format!("checksum failure on {}: {detail}", key_text(bucket, key))
+        }
+        Event::ReadRepair {
+            bucket,
+            key,
+            replicas,
+        } => {
+            d.set_item("kind", "read_repair")?;
+            d.set_item("bucket", text_or_bytes(py, bucket))?;
+            d.set_item("key", text_or_bytes(py, key))?;
+            d.set_item("replicas", ids(replicas))?;
+            format!(
+                "read repair of {} on {}",
+                key_text(bucket, key),
+                ids(replicas).join(",")
+            )
+        }
+        Event::QuorumFailed {
+            kind,
+            needed,
+            answered,
+        } => {
+            d.set_item("kind", "quorum_failed")?;
+            d.set_item("quorum", quorum_name(*kind))?;
+            d.set_item("needed", needed)?;
+            d.set_item("answered", answered)?;
+            format!(
+                "{} quorum failed: {answered} of {needed} answered",
+                quorum_name(*kind)
+            )
+        }
+        Event::StorageFailed { error } => {
+            d.set_item("kind", "storage_failed")?;
+            d.set_item("reason", error.to_string())?;
+            format!("storage failed: {error}")
+        }
+        Event::MessageDropped { from, reason } => {
+            d.set_item("kind", "message_dropped")?;
+            d.set_item("peer", from.as_str())?;
+            d.set_item("reason", reason)?;
+            format!("message from {from} dropped: {reason}")
+        }
+        Event::AntiEntropy {
+            partition,
+            peer,
+            differing,
+            repaired,
+            requests,
+        } => {
+            d.set_item("kind", "anti_entropy")?;
+            d.set_item("partition", partition.0)?;
+            d.set_item("peer", peer.as_str())?;
+            d.set_item("differing", differing)?;
+            d.set_item("repaired", repaired)?;
+            d.set_item("requests", requests)?;
+            format!(
+                "anti-entropy of partition {} with {peer}: {differing} differing, {repaired} repaired",
+                partition.0
+            )
+        }
+        Event::AntiEntropyAbandoned {
+            partition,
+            peer,
+            reason,
+        } => {
+            d.set_item("kind", "anti_entropy_abandoned")?;
+            d.set_item("partition", partition.0)?;
+            d.set_item("peer", peer.as_str())?;
+            d.set_item("reason", reason)?;
+            format!(
+                "anti-entropy of partition {} with {peer} abandoned: {reason}",
+                partition.0
+            )
+        }
+        Event::TombstoneReaped { bucket, key } => {
+            d.set_item("kind", "tombstone_reaped")?;
+            d.set_item("bucket", text_or_bytes(py, bucket))?;
+            d.set_item("key", text_or_bytes(py, key))?;
+            format!("tombstone of {} reaped", key_text(bucket, key))
+        }
+        Event::PeerDown { peer } => {
+            d.set_item("kind", "peer_down")?;
+            d.set_item("peer", peer.as_str())?;
+            format!("{peer} is down")
+        }
+        Event::PeerUp { peer } => {
+            d.set_item("kind", "peer_up")?;
+            d.set_item("peer", peer.as_str())?;
+            format!("{peer} is up")
+        }
+        Event::DownAlert { peer, down_ms } => {
+            d.set_item("kind", "down_alert")?;
+            d.set_item("peer", peer.as_str())?;
+            d.set_item("down_ms", down_ms)?;
+            format!("{peer} has been down for {down_ms} ms")
+        }
+        Event::ViewChanged { digest } => {
+            d.set_item("kind", "view_changed")?;
+            d.set_item("digest", digest)?;
+            format!("cluster view changed (digest {digest:016x})")
+        }
+        Event::ActorRenewed { actor } => {
+            d.set_item("kind", "actor_renewed")?;
+            d.set_item("actor", actor)?;
+            format!("new version-vector actor {actor}")
+        }
+    })
+}
+
+/// One trace entry as plain data: `at`, `node`, `kind`, `detail` and the kind's own fields.
+fn trace_dict<'py>(py: Python<'py>, entry: &TraceEntry) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("at", entry.at)?;
+    d.set_item("node", entry.node.as_str())?;
+    let detail = match &entry.kind {
+        TraceKind::Event(event) => event_fields(py, &d, event)?,
+        TraceKind::Dropped { to, reason } => {
+            d.set_item("kind", "dropped")?;
+            d.set_item("to", to.as_str())?;
+            d.set_item("reason", reason)?;
+            if to.as_str().is_empty() {
+                format!("message to {} dropped: {reason}", entry.node)
+            } else {
+                format!("message from {} to {to} dropped: {reason}", entry.node)
+            }
+        }
+        TraceKind::Crashed => {
+            d.set_item("kind", "crashed")?;
+            format!("{} crashed", entry.node)
+        }
+        TraceKind::Restarted => {
+            d.set_item("kind", "restarted")?;
+            format!("{} restarted", entry.node)
+        }
+        TraceKind::Links(what) => {
+            d.set_item("kind", "links")?;
+            what.clone()
+        }
+    };
+    d.set_item("detail", detail)?;
+    Ok(d)
+}
+
+fn verdict_dict<'py>(py: Python<'py>, verdict: &Verdict) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("ok", verdict.is_ok())?;
+    d.set_item("operations", verdict.operations)?;
+    d.set_item("acknowledged_writes", verdict.acknowledged_writes)?;
+    d.set_item("present", verdict.present)?;
+    d.set_item("superseded", verdict.superseded)?;
+    d.set_item("reaped", verdict.reaped)?;
+    let lost = PyList::empty(py);
+    for write in &verdict.lost {
+        let w = PyDict::new(py);
+        w.set_item("index", write.index)?;
+        w.set_item("dot", (write.dot.actor.as_str(), write.dot.counter))?;
+        lost.append(w)?;
+    }
+    d.set_item("lost", lost)?;
+    let phantoms = PyList::empty(py);
+    for (index, value) in &verdict.phantom_reads {
+        phantoms.append((*index, PyBytes::new(py, value)))?;
+    }
+    d.set_item("phantom_reads", phantoms)?;
+    d.set_item("divergent", verdict.divergent.clone())?;
+    d.set_item("unreadable", verdict.unreadable.clone())?;
+    d.set_item("reused_dots", verdict.reused_dots.clone())?;
+    d.set_item("hints_left", verdict.hints_left.clone())?;
+    Ok(d)
+}
+
+fn object_dict<'py>(py: Python<'py>, object: &Object) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let siblings = PyList::empty(py);
+    for sibling in object.siblings() {
+        let s = PyDict::new(py);
+        s.set_item("value", sibling.value().map(|v| PyBytes::new(py, v)))?;
+        s.set_item("deleted", sibling.content.is_tombstone())?;
+        s.set_item("dot", (sibling.dot.actor.as_str(), sibling.dot.counter))?;
+        s.set_item("timestamp", sibling.timestamp)?;
+        siblings.append(s)?;
+    }
+    d.set_item("siblings", siblings)?;
+    d.set_item(
+        "clock",
+        Py::new(
+            py,
+            PyVersionVector {
+                vector: object.clock().clone(),
+            },
+        )?,
+    )?;
+    Ok(d)
+}
+
+/// A simulated cluster. See `ringkv.Sim` for the documented API.
+#[pyclass(module = "ringkv._native", name = "Sim")]
+pub struct PySim {
+    /// `None` once a panic in the core retired it.
+    sim: Option<Sim>,
+    /// Why it was retired.
+    failure: Option<String>,
+    /// Seed of the run, kept for messages after a failure.
+    seed: u64,
+}
+
+impl PySim {
+    /// Runs `f` on the simulator, turning a panic into `SimulationError` (and retiring the
+    /// simulator, whose state a panic may have left half-changed).
+    fn guard<T>(&mut self, f: impl FnOnce(&mut Sim) -> T) -> PyResult<T> {
+        let Some(sim) = self.sim.as_mut() else {
+            return Err(errors::simulation(format!(
+                "this simulator (seed {}) stopped after an internal error and cannot be used: {}",
+                self.seed,
+                self.failure.as_deref().unwrap_or("unknown")
+            )));
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(sim))) {
+            Ok(value) => Ok(value),
+            Err(payload) => {
+                let message = errors::panic_message(payload.as_ref());
+                self.sim = None;
+                self.failure = Some(message.clone());
+                Err(errors::simulation(format!(
+                    "internal error in the simulator (seed {}): {message}; please report it with the seed",
+                    self.seed
+                )))
+            }
+        }
+    }
+
+    fn sim(&self) -> PyResult<&Sim> {
+        self.sim.as_ref().ok_or_else(|| {
+            errors::simulation(format!(
+                "this simulator (seed {}) stopped after an internal error and cannot be used: {}",
+                self.seed,
+                self.failure.as_deref().unwrap_or("unknown")
+            ))
+        })
+    }
+
+    fn known(&self, node: &str) -> PyResult<NodeId> {
+        let sim = self.sim()?;
+        let id = NodeId::new(node);
+        let nodes = sim.node_ids();
+        if nodes.contains(&id) {
+            Ok(id)
+        } else {
+            Err(errors::unknown_node(format!(
+                "unknown node {node:?}: the nodes are {}",
+                ids(&nodes).join(", ")
+            )))
+        }
+    }
+
+    fn options(
+        &self,
+        r: Option<&str>,
+        w: Option<&str>,
+        dw: Option<&str>,
+        n: Option<u32>,
+        timeout_ms: Option<u64>,
+    ) -> PyResult<RequestOptions> {
+        let config = self.sim()?.config();
+        let options = RequestOptions {
+            n,
+            r: r.map(|v| quorum("r", v)).transpose()?,
+            w: w.map(|v| quorum("w", v)).transpose()?,
+            dw: dw.map(|v| quorum("dw", v)).transpose()?,
+            timeout_ms,
+        };
+        if let Some(timeout) = timeout_ms {
+            check_ms("timeout_ms", timeout, 1)?;
+        }
+        let props = BucketProps {
+            n: config.n,
+            r: config.r,
+            w: config.w,
+            dw: config.dw,
+            conflict_mode: config.conflict_mode,
+        };
+        props
+            .resolve(&options)
+            .map_err(|e| errors::invalid(format!("invalid quorum: {e}")))?;
+        Ok(options)
+    }
+}
+
+#[pymethods]
+impl PySim {
+    /// A cluster of `nodes` healthy nodes named `n1`, `n2`, ... at time 0.
+    #[new]
+    #[pyo3(signature = (
+        *, nodes = 5, n = 3, r = "quorum", w = "quorum", dw = "0", seed = 0, partitions = 64,
+        strategy = "partitions", tokens_per_capacity = 16, min_delay_ms = 1, max_delay_ms = 10,
+        loss = 0.0, max_disk_latency_ms = 2, request_timeout_ms = 1_000,
+        lose_unsynced_on_crash = false, conflict_mode = "siblings", max_clock_entries = 64,
+        anti_entropy_interval_ms = 250, gossip_interval_ms = 200, max_clock_skew_ms = 0
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        nodes: usize,
+        n: u32,
+        r: &str,
+        w: &str,
+        dw: &str,
+        seed: u64,
+        partitions: u32,
+        strategy: &str,
+        tokens_per_capacity: u32,
+        min_delay_ms: u64,
+        max_delay_ms: u64,
+        loss: f64,
+        max_disk_latency_ms: u64,
+        request_timeout_ms: u64,
+        lose_unsynced_on_crash: bool,
+        conflict_mode: &str,
+        max_clock_entries: usize,
+        anti_entropy_interval_ms: u64,
+        gossip_interval_ms: u64,
+        max_clock_skew_ms: u64,
+    ) -> PyResult<Self> {
+        if nodes == 0 || nodes > MAX_NODES {
+            return Err(errors::invalid(format!(
+                "nodes = {nodes} is out of range 1..={MAX_NODES}"
+            )));
+        }
+        let max_n = nodes.min(MAX_TARGET_N);
+        if n == 0 || n as usize > max_n {
+            return Err(errors::invalid(format!(
+                "n = {n} is out of range 1..={max_n} (a key cannot have more replicas than there are nodes{})",
+                if nodes > MAX_TARGET_N { ", nor more than 16" } else { "" }
+            )));
+        }
+        let conflict_mode = match conflict_mode {
+            "siblings" => ConflictMode::Siblings,
+            "lww" | "last_writer_wins" => ConflictMode::LastWriterWins,
+            other => {
+                return Err(errors::invalid(format!(
+                    "unknown conflict_mode {other:?}: expected \"siblings\" or \"lww\""
+                )))
+            }
+        };
+        let (r, w, dw) = (quorum("r", r)?, quorum("w", w)?, quorum("dw", dw)?);
+        BucketProps {
+            n,
+            r,
+            w,
+            dw,
+            conflict_mode,
+        }
+        .resolve(&RequestOptions::default())
+        .map_err(|e| errors::invalid(format!("invalid quorum: {e}")))?;
+        if min_delay_ms > max_delay_ms {
+            return Err(errors::invalid(format!(
+                "min_delay_ms = {min_delay_ms} is above max_delay_ms = {max_delay_ms}"
+            )));
+        }
+        check_ms("max_delay_ms", max_delay_ms, 0)?;
+        check_ms("max_disk_latency_ms", max_disk_latency_ms, 0)?;
+        check_ms("request_timeout_ms", request_timeout_ms, 1)?;
+        check_ms("anti_entropy_interval_ms", anti_entropy_interval_ms, 1)?;
+        check_ms("gossip_interval_ms", gossip_interval_ms, 1)?;
+        check_ms("max_clock_skew_ms", max_clock_skew_ms, 0)?;
+        if !(0.0..=1.0).contains(&loss) {
+            return Err(errors::invalid(format!(
+                "loss = {loss} is not a probability between 0 and 1"
+            )));
+        }
+        if max_clock_entries == 0 {
+            return Err(errors::invalid("max_clock_entries must be at least 1"));
+        }
+        let config = SimConfig {
+            nodes,
+            n,
+            r,
+            w,
+            dw,
+            conflict_mode,
+            seed,
+            partitions,
+            strategy: crate::ring::strategy(strategy, tokens_per_capacity)?,
+            min_delay_ms,
+            max_delay_ms,
+            loss,
+            max_disk_latency_ms,
+            request_timeout_ms,
+            lose_unsynced_on_crash,
+            max_clock_entries,
+            anti_entropy_interval_ms,
+            gossip_interval_ms,
+            churn: false,
+            max_clock_skew_ms,
+        };
+        // The ring the simulator will build, built here first so that a configuration that
+        // cannot make one is an exception rather than the simulator's panic.
+        let members: Vec<Member> = (1..=nodes)
+            .map(|i| Member::new(NodeId::new(format!("n{i}")), 1))
+            .collect();
+        let ring_config = RingConfig {
+            partitions,
+            strategy: config.strategy.clone(),
+            target_n: n as usize,
+        };
+        Ring::new(ring_config, members)
+            .map_err(|e| errors::invalid(format!("invalid simulator configuration: {e}")))?;
+        let sim = catch_unwind(AssertUnwindSafe(|| Sim::new(config))).map_err(|payload| {
+            errors::simulation(format!(
+                "the simulator could not start: {}",
+                errors::panic_message(payload.as_ref())
+            ))
+        })?;
+        Ok(PySim {
+            sim: Some(sim),
+            failure: None,
+            seed,
+        })
+    }
+
+    /// The configuration, as a dict.
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.sim()?.config();
+        let d = PyDict::new(py);
+        d.set_item("nodes", c.nodes)?;
+        d.set_item("n", c.n)?;
+        d.set_item("r", c.r.to_string())?;
+        d.set_item("w", c.w.to_string())?;
+        d.set_item("dw", c.dw.to_string())?;
+        d.set_item(
+            "conflict_mode",
+            match c.conflict_mode {
+                ConflictMode::Siblings => "siblings",
+                ConflictMode::LastWriterWins => "lww",
+            },
+        )?;
+        d.set_item("seed", c.seed)?;
+        d.set_item("partitions", c.partitions)?;
+        match c.strategy {
+            ringkv_core::ring::Strategy::Partitions => {
+                d.set_item("strategy", "partitions")?;
+                d.set_item("tokens_per_capacity", py.None())?;
+            }
+            ringkv_core::ring::Strategy::Tokens {
+                tokens_per_capacity,
+            } => {
+                d.set_item("strategy", "tokens")?;
+                d.set_item("tokens_per_capacity", tokens_per_capacity)?;
+            }
+        }
+        d.set_item("min_delay_ms", c.min_delay_ms)?;
+        d.set_item("max_delay_ms", c.max_delay_ms)?;
+        d.set_item("loss", c.loss)?;
+        d.set_item("max_disk_latency_ms", c.max_disk_latency_ms)?;
+        d.set_item("request_timeout_ms", c.request_timeout_ms)?;
+        d.set_item("lose_unsynced_on_crash", c.lose_unsynced_on_crash)?;
+        d.set_item("max_clock_entries", c.max_clock_entries)?;
+        d.set_item("anti_entropy_interval_ms", c.anti_entropy_interval_ms)?;
+        d.set_item("gossip_interval_ms", c.gossip_interval_ms)?;
+        d.set_item("max_clock_skew_ms", c.max_clock_skew_ms)?;
+        Ok(d)
+    }
+
+    /// Virtual time now, in milliseconds.
+    fn now(&self) -> PyResult<u64> {
+        Ok(self.sim()?.now())
+    }
+
+    /// Every node, up or crashed, in name order.
+    fn nodes(&self) -> PyResult<Vec<String>> {
+        Ok(ids(&self.sim()?.node_ids()))
+    }
+
+    /// Whether the node is running.
+    fn is_up(&self, node: &str) -> PyResult<bool> {
+        self.known(node)?;
+        Ok(self.sim()?.is_up(node))
+    }
+
+    /// Starts a request and returns its history index; it completes as the simulation runs.
+    #[pyo3(signature = (node, op, bucket, key, value = None, context = None, r = None, w = None, dw = None, n = None, timeout_ms = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &mut self,
+        node: &str,
+        op: &str,
+        bucket: &[u8],
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        context: Option<PyRef<'_, PyContext>>,
+        r: Option<&str>,
+        w: Option<&str>,
+        dw: Option<&str>,
+        n: Option<u32>,
+        timeout_ms: Option<u64>,
+    ) -> PyResult<usize> {
+        self.known(node)?;
+        let options = self.options(r, w, dw, n, timeout_ms)?;
+        // The limits every simulated node applies: checked here so that a request a node would
+        // refuse is an exception and never enters the history.
+        let limits = [
+            ("bucket name", bucket.len(), DEFAULT_MAX_BUCKET_BYTES),
+            ("key", key.len(), DEFAULT_MAX_KEY_BYTES),
+            (
+                "value",
+                value.as_ref().map_or(0, Vec::len),
+                DEFAULT_MAX_VALUE_BYTES,
+            ),
+        ];
+        for (what, len, max) in limits {
+            if len > max {
+                return Err(errors::invalid(format!(
+                    "the {what} is {len} bytes, over the limit of {max}"
+                )));
+            }
+        }
+        let context = context.map(|c| c.context.clone()).unwrap_or_default();
+        let (bucket, key) = (bucket.to_vec(), key.to_vec());
+        let request = match op {
+            "get" => ClientRequest::Get {
+                bucket,
+                key,
+                options,
+            },
+            "put" => ClientRequest::Put {
+                bucket,
+                key,
+                context,
+                value: value.ok_or_else(|| errors::invalid("a put needs a value"))?,
+                options,
+            },
+            "delete" => ClientRequest::Delete {
+                bucket,
+                key,
+                context,
+                options,
+            },
+            other => {
+                return Err(errors::invalid(format!(
+                    "unknown operation {other:?}: expected get, put or delete"
+                )))
+            }
+        };
+        self.guard(|sim| sim.submit(node, request))
+    }
+
+    /// Runs until operation `index` has ended and returns it.
+    fn wait<'py>(&mut self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyDict>> {
+        let len = self.sim()?.history().len();
+        if index >= len {
+            return Err(errors::invalid(format!(
+                "no operation {index}: the history has {len}"
+            )));
+        }
+        loop {
+            let finished = self.guard(|sim| {
+                for _ in 0..WAIT_SLICE_STEPS {
+                    if sim.history()[index].outcome.is_some() || !sim.step() {
+                        return true;
+                    }
+                }
+                sim.history()[index].outcome.is_some()
+            })?;
+            if finished {
+                break;
+            }
+            py.check_signals()?;
+        }
+        operation_dict(py, &self.sim()?.history()[index])
+    }
+
+    /// Operation `index` as it stands, without running.
+    fn operation<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyDict>> {
+        let history = self.sim()?.history();
+        let op = history.get(index).ok_or_else(|| {
+            errors::invalid(format!(
+                "no operation {index}: the history has {}",
+                history.len()
+            ))
+        })?;
+        operation_dict(py, op)
+    }
+
+    /// Every operation so far.
+    fn history<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for op in self.sim()?.history() {
+            list.append(operation_dict(py, op)?)?;
+        }
+        Ok(list)
+    }
+
+    /// Trace entries from `start` on (the trace only grows).
+    #[pyo3(signature = (start = 0))]
+    fn events<'py>(&self, py: Python<'py>, start: usize) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for entry in self.sim()?.trace().iter().skip(start) {
+            list.append(trace_dict(py, entry)?)?;
+        }
+        Ok(list)
+    }
+
+    /// Cuts every link between the groups, both ways.
+    fn partition(&mut self, groups: Vec<Vec<String>>) -> PyResult<()> {
+        for group in &groups {
+            for node in group {
+                self.known(node)?;
+            }
+        }
+        let groups: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(String::as_str).collect())
+            .collect();
+        let slices: Vec<&[&str]> = groups.iter().map(Vec::as_slice).collect();
+        self.guard(|sim| sim.partition(&slices))
+    }
+
+    /// Cuts the link from `from_node` to `to_node` only.
+    fn cut(&mut self, from_node: &str, to_node: &str) -> PyResult<()> {
+        self.known(from_node)?;
+        self.known(to_node)?;
+        self.guard(|sim| sim.cut(from_node, to_node))
+    }
+
+    /// Restores every link.
+    fn heal(&mut self) -> PyResult<()> {
+        self.guard(Sim::heal)
+    }
+
+    /// Sets the probability that a message is lost.
+    fn set_loss(&mut self, loss: f64) -> PyResult<()> {
+        if !(0.0..=1.0).contains(&loss) {
+            return Err(errors::invalid(format!(
+                "loss = {loss} is not a probability between 0 and 1"
+            )));
+        }
+        self.guard(|sim| sim.set_loss(loss))
+    }
+
+    /// Crashes a node (no-op if it is down).
+    fn crash(&mut self, node: &str) -> PyResult<()> {
+        self.known(node)?;
+        self.guard(|sim| sim.crash(node))
+    }
+
+    /// Restarts a crashed node (no-op if it is up).
+    fn restart(&mut self, node: &str) -> PyResult<()> {
+        self.known(node)?;
+        self.guard(|sim| sim.restart(node))
+    }
+
+    /// Damages a node's stored record of a key; returns whether there was one.
+    fn corrupt(&mut self, node: &str, bucket: &[u8], key: &[u8]) -> PyResult<bool> {
+        self.known(node)?;
+        self.guard(|sim| sim.corrupt(node, bucket, key))
+    }
+
+    /// Starts a new node that joins through `n1`.
+    fn join(&mut self, node: &str, capacity: u32) -> PyResult<()> {
+        if node.is_empty() {
+            return Err(errors::invalid("the new node's name is empty"));
+        }
+        if capacity == 0 {
+            return Err(errors::invalid("capacity must be at least 1"));
+        }
+        if self.sim()?.node_ids().contains(&NodeId::new(node)) {
+            return Err(errors::invalid(format!("{node} is already a node")));
+        }
+        self.guard(|sim| sim.join(node, capacity))?;
+        if !self.sim()?.node_ids().contains(&NodeId::new(node)) {
+            return Err(errors::invalid(format!("{node} could not join")));
+        }
+        Ok(())
+    }
+
+    /// Tells a node to leave: it hands its partitions over, then is removed from the ring.
+    fn leave(&mut self, node: &str) -> PyResult<()> {
+        self.known(node)?;
+        self.guard(|sim| sim.leave(node))
+    }
+
+    /// Runs for `ms` of virtual time.
+    fn run(&mut self, py: Python<'_>, ms: u64) -> PyResult<()> {
+        if ms > MAX_RUN_MS {
+            return Err(errors::invalid(format!(
+                "ms = {ms} is above the limit of {MAX_RUN_MS}"
+            )));
+        }
+        let mut remaining = ms;
+        loop {
+            let slice = remaining.min(RUN_SLICE_MS);
+            self.guard(|sim| sim.run(slice))?;
+            remaining -= slice;
+            if remaining == 0 {
+                return Ok(());
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Heals, restarts every node, reads every key back and judges the history.
+    fn check<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let verdict = self.guard(Sim::check)?;
+        verdict_dict(py, &verdict)
+    }
+
+    /// Whether every key's replicas hold equal objects and no hint is left.
+    fn converged(&self) -> PyResult<bool> {
+        Ok(self.sim()?.converged())
+    }
+
+    /// Heals and runs without client reads until converged; how long that took, or `None`.
+    fn heal_and_converge(&mut self, limit_ms: u64) -> PyResult<Option<u64>> {
+        if limit_ms > MAX_RUN_MS {
+            return Err(errors::invalid(format!(
+                "limit_ms = {limit_ms} is above the limit of {MAX_RUN_MS}"
+            )));
+        }
+        self.guard(|sim| sim.heal_and_converge(limit_ms))
+    }
+
+    /// Hints held anywhere, described.
+    fn hints(&self) -> PyResult<Vec<String>> {
+        Ok(self.sim()?.hints())
+    }
+
+    /// The stored object of a key on each of its replicas.
+    fn replicas<'py>(
+        &self,
+        py: Python<'py>,
+        bucket: &[u8],
+        key: &[u8],
+    ) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for replica in self.sim()?.replicas_of(bucket, key) {
+            let d = PyDict::new(py);
+            d.set_item("node", replica.node.as_str())?;
+            match &replica.object {
+                Some(object) => d.set_item("object", object_dict(py, object)?)?,
+                None => d.set_item("object", py.None())?,
+            }
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// The ring the cluster places keys by now.
+    fn ring(&self) -> PyResult<PyRing> {
+        Ok(PyRing::wrap(self.sim()?.ring().clone()))
+    }
+}
