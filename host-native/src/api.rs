@@ -40,7 +40,8 @@ pub struct ErrorBody {
     /// Human-readable reason.
     pub error: String,
     /// Machine-readable class: `bad_request`, `too_large`, `not_found`, `method_not_allowed`,
-    /// `unavailable`, `failed`, `shutting_down`, `overloaded`, `no_ring`.
+    /// `unavailable`, `failed`, `shutting_down` (not started), `outcome_unknown` (abandoned in
+    /// flight at shutdown: a write may or may not be applied), `overloaded`, `no_ring`.
     pub kind: String,
     /// For `unavailable`: the quorum that failed (`read`, `write`, `durable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

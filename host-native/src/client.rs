@@ -1281,6 +1281,9 @@ fn error_from_status(status: StatusCode, body: &Bytes) -> ClientError {
         StatusCode::BAD_REQUEST => ClientError::BadRequest(message),
         StatusCode::PAYLOAD_TOO_LARGE => ClientError::TooLarge(message),
         StatusCode::NOT_FOUND => ClientError::NotFound(message),
+        StatusCode::SERVICE_UNAVAILABLE if kind == "outcome_unknown" => {
+            ClientError::OutcomeUnknown(message)
+        }
         StatusCode::SERVICE_UNAVAILABLE
             if parsed
                 .as_ref()
@@ -1808,6 +1811,22 @@ mod tests {
             ..stale
         };
         assert!(!busy.due(now + interval, interval));
+    }
+
+    #[test]
+    fn a_request_abandoned_at_shutdown_has_an_unknown_outcome() {
+        let body = Bytes::from(
+            serde_json::to_vec(&api::ErrorBody {
+                error: "shut down".into(),
+                kind: "outcome_unknown".into(),
+                quorum: None,
+                needed: None,
+                answered: Vec::new(),
+            })
+            .unwrap(),
+        );
+        let error = error_from_status(StatusCode::SERVICE_UNAVAILABLE, &body);
+        assert!(matches!(error, ClientError::OutcomeUnknown(_)), "{error:?}");
     }
 
     #[tokio::test]

@@ -331,6 +331,9 @@ impl From<NodeError> for Problem {
             NodeError::ShuttingDown => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             }
+            NodeError::Abandoned => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", message)
+            }
         }
     }
 }
@@ -1666,6 +1669,9 @@ mod tests {
             Problem::from(NodeError::ShuttingDown).status,
             StatusCode::SERVICE_UNAVAILABLE
         );
+        let abandoned = Problem::from(NodeError::Abandoned);
+        assert_eq!(abandoned.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(abandoned.kind, "outcome_unknown");
     }
 
     #[tokio::test]

@@ -29,6 +29,12 @@ pub enum NodeError {
     /// The node is shutting down and takes no new requests.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The node shut down while the request was in flight: a write may or may not have been
+    /// applied.
+    #[error(
+        "the node shut down before the request finished; a write may or may not have been applied"
+    )]
+    Abandoned,
 }
 
 /// A snapshot of what the node knows, for `/cluster`, `/ring` and `/health`.
@@ -288,7 +294,7 @@ pub(crate) async fn run(mut task: NodeTask, mut shutdown: tokio::sync::watch::Re
         let _ = join.reply.send(Err(NodeError::ShuttingDown));
     }
     for (_, reply) in replies.drain() {
-        let _ = reply.send(Err(NodeError::ShuttingDown));
+        let _ = reply.send(Err(NodeError::Abandoned));
     }
     // Joins the storage threads and fsyncs: off the async workers, which other nodes of the
     // same process (ringkv dev, tests) still use.
