@@ -44,6 +44,9 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// Longest cluster name or node id a hello may carry, in bytes.
 pub const MAX_HELLO_NAME_BYTES: usize = 1024;
 /// Largest hello frame: magic, version, and two length-prefixed names.
+/// Most peers whose addresses are kept from hellos (the cluster view's members are always kept).
+pub const MAX_PEERS: usize = 4096;
+
 pub const MAX_HELLO_BYTES: usize = 4 + 1 + 3 * (2 + MAX_HELLO_NAME_BYTES);
 /// Length of a frame's length prefix.
 const LENGTH_PREFIX_BYTES: usize = 4;
@@ -504,6 +507,11 @@ impl Shared {
             return;
         }
         let mut known = lock(&self.peers);
+        if !overwrite && !known.contains_key(&id) && known.len() >= MAX_PEERS {
+            // What strangers say of themselves must not grow the table without bound.
+            tracing::debug!(peer = %id, "peer table full: address from a hello not kept");
+            return;
+        }
         if let Some(entry) = known.get(&id) {
             if overwrite {
                 entry.address.send_if_modified(|current| {
