@@ -379,7 +379,10 @@ where
         "/cluster" => {
             only(&method, &[Method::GET], "GET")?;
             let status = node.status().await?;
-            Ok(json_response(StatusCode::OK, &cluster_status(&status)))
+            Ok(readable_anywhere(json_response(
+                StatusCode::OK,
+                &cluster_status(&status),
+            )))
         }
         "/ring" => {
             only(&method, &[Method::GET], "GET")?;
@@ -387,7 +390,10 @@ where
             if status.ring_version.is_none() {
                 return Err(no_ring());
             }
-            Ok(json_response(StatusCode::OK, &ring_doc(&status)))
+            Ok(readable_anywhere(json_response(
+                StatusCode::OK,
+                &ring_doc(&status),
+            )))
         }
         "/cluster/join" => {
             only(&method, &[Method::POST], "POST")?;
@@ -1183,6 +1189,17 @@ fn empty_response(status: StatusCode) -> Response<ResponseBody> {
     response
 }
 
+/// Lets a page served elsewhere (the visualizer's live mode opened from a file or another
+/// server) read the cluster's shape. Only `GET /ring` and `GET /cluster` carry it: they are
+/// read-only and hold no data.
+fn readable_anywhere(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    response.headers_mut().insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<ResponseBody> {
     let (status, bytes) = match serde_json::to_vec(body) {
         Ok(bytes) => (status, bytes),
@@ -1895,6 +1912,12 @@ mod tests {
         let fake = fake_node(canned(), test_status());
         let status = test_status();
         let answer = get(&fake, "/ring").await;
+        assert_eq!(
+            answer
+                .headers
+                .get(http::header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some(&HeaderValue::from_static("*"))
+        );
         assert_eq!(answer.status, StatusCode::OK);
         let ring: api::RingDoc = serde_json::from_slice(&answer.body).unwrap();
         assert_eq!(ring, ring_doc(&status));

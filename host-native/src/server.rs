@@ -476,6 +476,13 @@ fn persist_view(storage: &Storage, node: Node) -> Result<Node, ServerError> {
     Ok(node)
 }
 
+/// The visualizer's folder when `ringkv` runs from a checkout where `bindings-wasm/build.sh`
+/// has built it (so `ringkv dev` serves `/ui` with no configuration).
+fn built_ui_dir() -> Option<PathBuf> {
+    let web = PathBuf::from("bindings-wasm/web");
+    web.join("pkg/ringkv_wasm.js").is_file().then_some(web)
+}
+
 async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(address)
         .await
@@ -621,7 +628,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
         header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
-        ui_dir: config.ui_dir.clone(),
+        ui_dir: config.ui_dir.clone().or_else(built_ui_dir),
         ..HttpConfig::default()
     };
     let mut http_shutdown = shutdown_rx;

@@ -1,0 +1,526 @@
+//! Conversions between the core's types and the plain documents JavaScript receives, and their
+//! TypeScript declarations. Nothing else in the crate touches serde-wasm-bindgen.
+//!
+//! Field names follow the server's JSON (`host-native/src/api.rs`: `RingDoc`, `MemberDoc`,
+//! `PartitionDoc`), so the page draws a simulated ring and a live one with the same code.
+
+use ringkv_core::checker::FinalReplica;
+use ringkv_core::io::{Event, QuorumKind, Reply};
+use ringkv_core::membership::MemberStatus;
+use ringkv_core::ring::Strategy;
+use ringkv_core::sim::{OpKind, OpOutcome, Operation, TraceEntry, TraceKind};
+use ringkv_core::NodeId;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+use crate::Error;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** A ring member as the page gives it. */
+export interface MemberSpec { id: string; capacity?: number; zone?: string | null }
+/** A member as drawn: `status` is joining, up, leaving, down or removed. */
+export interface MemberDoc {
+  id: string; status: string; alive: boolean; zone: string | null; capacity: number;
+  partitions: number; http_addr?: string; peer_addr?: string;
+}
+/** One of the Q partitions; `start` is a 128-bit position as a decimal string. */
+export interface PartitionDoc { id: number; start: string; replicas: string[]; moving_to: string[] }
+/** The same shape as the server's `GET /ring`. */
+export interface RingDoc {
+  version: number | null; partition_count: number; target_n: number; strategy: string;
+  members: MemberDoc[]; partitions: PartitionDoc[];
+}
+/** Where a key lives. `position` is decimal, `position_hex` 32 hex digits, `turn` in [0, 1). */
+export interface KeyDoc {
+  bucket: string; key: string; position: string; position_hex: string; turn: number;
+  partition: number; preference_list: string[]; fallbacks: string[];
+}
+export interface StrategyMove { keys_moved: number; fraction: number }
+/** What a membership change moves: partitions of this ring, and sampled keys for three schemes. */
+export interface MoveReport {
+  partitions_moved: number; moved_partitions: number[]; replica_fraction: number;
+  keys_sampled: number; ring: StrategyMove; modulo: StrategyMove; tokens: StrategyMove;
+}
+/** Simulator options (all optional; quorums are a count, "one", "quorum" or "all"). */
+export interface SimOptions {
+  nodes?: number; n?: number; r?: string; w?: string; seed?: number; partitions?: number;
+  strategy?: "partitions" | "tokens"; tokens_per_capacity?: number; min_delay_ms?: number;
+  max_delay_ms?: number; request_timeout_ms?: number; anti_entropy_interval_ms?: number;
+  gossip_interval_ms?: number; conflict_mode?: "siblings" | "lww";
+}
+/** A client operation and how it ended (`outcome` null while in flight). */
+export interface OperationDoc {
+  index: number; op: "get" | "put" | "delete"; node: string; bucket: string; key: string;
+  value: string | null; invoked_at: number; completed_at: number | null;
+  outcome: "ok" | "unavailable" | "failed" | "rejected" | "refused" | "lost" | null;
+  ok: boolean; values: string[]; context: string | null; replicas: string[]; fallbacks: string[];
+  dot: string | null; error: string | null;
+}
+/** One trace entry; `detail` is a sentence, the other fields depend on `kind`. */
+export interface TraceDoc {
+  index: number; at: number; node: string; kind: string; detail: string;
+  peer: string | null; partition: number | null; repaired: number | null;
+}
+export interface SiblingDoc { value: string | null; deleted: boolean; dot: string }
+export interface ReplicaDoc { node: string; present: boolean; siblings: SiblingDoc[] }
+export interface HintDoc { holder: string; owner: string; bucket: string; key: string }
+/** A simulated node: `status` as the cluster's view has it, `up` whether it runs. */
+export interface NodeDoc {
+  id: string; up: boolean; status: string; capacity: number; partitions: number; hints: number;
+}
+/** One running node's cluster view: what gossip has told it. */
+export interface ViewDoc {
+  node: string; digest: string; ring_version: number | null;
+  members: { id: string; status: string }[];
+}
+"#;
+
+/// A document as a JS value (maps as plain objects; integers must fit in 2^53).
+pub fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, Error> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| Error::Conversion(e.to_string()))
+}
+
+/// A JS value as a document (`what` names the argument in the error).
+pub fn from_js<T: DeserializeOwned>(value: JsValue, what: &str) -> Result<T, Error> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| Error::invalid(format!("{what}: {e}")))
+}
+
+/// A member as the page gives it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberSpec {
+    /// Node id.
+    pub id: String,
+    /// Ring weight (default 1).
+    #[serde(default = "one")]
+    pub capacity: u32,
+    /// Failure domain.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A member as drawn (the server's `MemberDoc`, addresses left out).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberDoc {
+    pub id: String,
+    pub status: String,
+    pub alive: bool,
+    pub zone: Option<String>,
+    pub capacity: u32,
+    pub partitions: u32,
+}
+
+/// One partition (the server's `PartitionDoc`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartitionDoc {
+    pub id: u32,
+    pub start: String,
+    pub replicas: Vec<String>,
+    pub moving_to: Vec<String>,
+}
+
+/// A ring (the server's `RingDoc`, cluster and node left out).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RingDoc {
+    pub version: Option<u64>,
+    pub partition_count: u32,
+    pub target_n: u32,
+    pub strategy: String,
+    pub members: Vec<MemberDoc>,
+    pub partitions: Vec<PartitionDoc>,
+}
+
+/// Where a key lives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyDoc {
+    pub bucket: String,
+    pub key: String,
+    pub position: String,
+    pub position_hex: String,
+    /// The position as a fraction of a turn, for drawing.
+    pub turn: f64,
+    pub partition: u32,
+    pub preference_list: Vec<String>,
+    pub fallbacks: Vec<String>,
+}
+
+/// Keys one placement scheme moves.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StrategyMove {
+    pub keys_moved: u32,
+    pub fraction: f64,
+}
+
+/// What a membership change moves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MoveReport {
+    pub partitions_moved: u32,
+    pub moved_partitions: Vec<u32>,
+    /// Exact fraction of the key space whose replica set (for the ring's `target_n`) changes.
+    pub replica_fraction: f64,
+    pub keys_sampled: u32,
+    /// Sampled keys whose owner changes: this ring, modulo hashing, the tokens strategy.
+    pub ring: StrategyMove,
+    pub modulo: StrategyMove,
+    pub tokens: StrategyMove,
+}
+
+/// A client operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperationDoc {
+    pub index: usize,
+    pub op: String,
+    pub node: String,
+    pub bucket: String,
+    pub key: String,
+    pub value: Option<String>,
+    pub invoked_at: u64,
+    pub completed_at: Option<u64>,
+    pub outcome: Option<String>,
+    pub ok: bool,
+    pub values: Vec<String>,
+    pub context: Option<String>,
+    pub replicas: Vec<String>,
+    pub fallbacks: Vec<String>,
+    pub dot: Option<String>,
+    pub error: Option<String>,
+}
+
+/// One trace entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceDoc {
+    pub index: usize,
+    pub at: u64,
+    pub node: String,
+    pub kind: String,
+    pub detail: String,
+    pub peer: Option<String>,
+    pub partition: Option<u32>,
+    pub repaired: Option<u32>,
+}
+
+/// One version of a value on a replica.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiblingDoc {
+    pub value: Option<String>,
+    pub deleted: bool,
+    pub dot: String,
+}
+
+/// A key's object on one replica.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaDoc {
+    pub node: String,
+    pub present: bool,
+    pub siblings: Vec<SiblingDoc>,
+}
+
+/// A hint: `holder` keeps a write meant for `owner`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HintDoc {
+    pub holder: String,
+    pub owner: String,
+    pub bucket: String,
+    pub key: String,
+}
+
+/// A simulated node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeDoc {
+    pub id: String,
+    pub up: bool,
+    pub status: String,
+    pub capacity: u32,
+    pub partitions: u32,
+    pub hints: u32,
+}
+
+/// A member as one node's view has it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewMemberDoc {
+    pub id: String,
+    pub status: String,
+}
+
+/// One running node's cluster view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewDoc {
+    pub node: String,
+    pub digest: String,
+    pub ring_version: Option<u64>,
+    pub members: Vec<ViewMemberDoc>,
+}
+
+/// Ids as strings.
+pub fn ids(ids: &[NodeId]) -> Vec<String> {
+    ids.iter().map(|id| id.as_str().to_string()).collect()
+}
+
+/// Bytes shown as text (lossy UTF-8).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `partitions` or `tokens`.
+pub fn strategy_name(strategy: &Strategy) -> &'static str {
+    match strategy {
+        Strategy::Partitions => "partitions",
+        Strategy::Tokens { .. } => "tokens",
+    }
+}
+
+/// The status names of the server's JSON.
+pub fn status_name(status: MemberStatus) -> &'static str {
+    match status {
+        MemberStatus::Joining => "joining",
+        MemberStatus::Up => "up",
+        MemberStatus::Leaving => "leaving",
+        MemberStatus::Down => "down",
+        MemberStatus::Removed => "removed",
+    }
+}
+
+fn quorum_name(kind: QuorumKind) -> &'static str {
+    match kind {
+        QuorumKind::Read => "read",
+        QuorumKind::Write => "write",
+        QuorumKind::Durable => "durable",
+    }
+}
+
+/// An operation of the history.
+pub fn operation(op: &Operation) -> OperationDoc {
+    let (name, value) = match &op.kind {
+        OpKind::Get => ("get", None),
+        OpKind::Put { value, .. } => ("put", Some(text(value))),
+        OpKind::Delete { .. } => ("delete", None),
+    };
+    let mut doc = OperationDoc {
+        index: op.index,
+        op: name.to_string(),
+        node: op.node.as_str().to_string(),
+        bucket: text(&op.bucket),
+        key: text(&op.key),
+        value,
+        invoked_at: op.invoked_at,
+        completed_at: op.completed_at,
+        outcome: None,
+        ok: op.is_ok(),
+        values: op.values().iter().map(|v| text(v)).collect(),
+        context: op.context().map(|c| c.to_base64()),
+        replicas: ids(&op.replicas()),
+        fallbacks: Vec::new(),
+        dot: None,
+        error: None,
+    };
+    let (outcome, error) = match &op.outcome {
+        None => (None, None),
+        Some(OpOutcome::Replied(Reply::Got { fallbacks, .. })) => {
+            doc.fallbacks = ids(fallbacks);
+            (Some("ok"), None)
+        }
+        Some(OpOutcome::Replied(Reply::Written { fallbacks, dot, .. })) => {
+            doc.fallbacks = ids(fallbacks);
+            doc.dot = Some(format!("{}:{}", dot.actor.as_str(), dot.counter));
+            (Some("ok"), None)
+        }
+        Some(OpOutcome::Replied(Reply::Unavailable {
+            kind,
+            needed,
+            answered,
+        })) => (
+            Some("unavailable"),
+            Some(format!(
+                "{} quorum not reached: {needed} needed, {} answered in time",
+                quorum_name(*kind),
+                answered.len()
+            )),
+        ),
+        Some(OpOutcome::Replied(Reply::Failed { reason })) => {
+            (Some("failed"), Some(reason.clone()))
+        }
+        Some(OpOutcome::Rejected(e)) => (Some("rejected"), Some(e.to_string())),
+        Some(OpOutcome::Refused) => (
+            Some("refused"),
+            Some(format!("{} is down: nothing was applied", op.node)),
+        ),
+        Some(OpOutcome::Lost) => (
+            Some("lost"),
+            Some(format!(
+                "{} crashed before replying: the write may or may not have been applied",
+                op.node
+            )),
+        ),
+    };
+    doc.outcome = outcome.map(str::to_string);
+    doc.error = error;
+    doc
+}
+
+/// A trace entry.
+pub fn trace(index: usize, entry: &TraceEntry) -> TraceDoc {
+    let mut doc = TraceDoc {
+        index,
+        at: entry.at,
+        node: entry.node.as_str().to_string(),
+        kind: String::new(),
+        detail: String::new(),
+        peer: None,
+        partition: None,
+        repaired: None,
+    };
+    let key = |bucket: &[u8], key: &[u8]| format!("{}/{}", text(bucket), text(key));
+    let (kind, detail) = match &entry.kind {
+        TraceKind::Event(event) => match event {
+            Event::ChecksumFailure {
+                bucket,
+                key: k,
+                detail,
+            } => (
+                "checksum_failure",
+                format!("checksum failure on {}: {detail}", key(bucket, k)),
+            ),
+            Event::ReadRepair {
+                bucket,
+                key: k,
+                replicas,
+            } => (
+                "read_repair",
+                format!(
+                    "read repair of {} on {}",
+                    key(bucket, k),
+                    ids(replicas).join(", ")
+                ),
+            ),
+            Event::QuorumFailed {
+                kind,
+                needed,
+                answered,
+            } => (
+                "quorum_failed",
+                format!(
+                    "{} quorum failed: {answered} of {needed} answered",
+                    quorum_name(*kind)
+                ),
+            ),
+            Event::StorageFailed { error } => {
+                ("storage_failed", format!("storage failed: {error}"))
+            }
+            Event::MessageDropped { from, reason } => {
+                doc.peer = Some(from.as_str().to_string());
+                (
+                    "message_dropped",
+                    format!("message from {from} dropped: {reason}"),
+                )
+            }
+            Event::AntiEntropy {
+                partition,
+                peer,
+                differing,
+                repaired,
+                ..
+            } => {
+                doc.peer = Some(peer.as_str().to_string());
+                doc.partition = Some(partition.0);
+                doc.repaired = Some(*repaired);
+                (
+                    "anti_entropy",
+                    format!(
+                        "anti-entropy of partition {} with {peer}: {differing} differing, {repaired} repaired",
+                        partition.0
+                    ),
+                )
+            }
+            Event::AntiEntropyAbandoned {
+                partition,
+                peer,
+                reason,
+            } => {
+                doc.peer = Some(peer.as_str().to_string());
+                doc.partition = Some(partition.0);
+                (
+                    "anti_entropy_abandoned",
+                    format!(
+                        "anti-entropy of partition {} with {peer} abandoned: {reason}",
+                        partition.0
+                    ),
+                )
+            }
+            Event::TombstoneReaped { bucket, key: k } => (
+                "tombstone_reaped",
+                format!("tombstone of {} reaped", key(bucket, k)),
+            ),
+            Event::PeerDown { peer } => {
+                doc.peer = Some(peer.as_str().to_string());
+                ("peer_down", format!("{} sees {peer} down", entry.node))
+            }
+            Event::PeerUp { peer } => {
+                doc.peer = Some(peer.as_str().to_string());
+                ("peer_up", format!("{} sees {peer} up", entry.node))
+            }
+            Event::DownAlert { peer, down_ms } => {
+                doc.peer = Some(peer.as_str().to_string());
+                (
+                    "down_alert",
+                    format!("{peer} has been down for {down_ms} ms"),
+                )
+            }
+            Event::ViewChanged { digest } => (
+                "view_changed",
+                format!(
+                    "{}'s cluster view changed (digest {digest:016x})",
+                    entry.node
+                ),
+            ),
+            Event::ActorRenewed { actor } => (
+                "actor_renewed",
+                format!("{} uses the new version-vector actor {actor}", entry.node),
+            ),
+        },
+        TraceKind::Dropped { to, reason } => {
+            doc.peer = Some(to.as_str().to_string());
+            if to.as_str().is_empty() {
+                (
+                    "dropped",
+                    format!("message to {} dropped: {reason}", entry.node),
+                )
+            } else {
+                (
+                    "dropped",
+                    format!("message from {} to {to} dropped: {reason}", entry.node),
+                )
+            }
+        }
+        TraceKind::Crashed => ("crashed", format!("{} crashed", entry.node)),
+        TraceKind::Restarted => ("restarted", format!("{} restarted", entry.node)),
+        TraceKind::Links(what) => ("links", what.clone()),
+    };
+    doc.kind = kind.to_string();
+    doc.detail = detail;
+    doc
+}
+
+/// A key's object on one replica.
+pub fn replica(replica: &FinalReplica) -> ReplicaDoc {
+    ReplicaDoc {
+        node: replica.node.as_str().to_string(),
+        present: replica.object.is_some(),
+        siblings: replica
+            .object
+            .iter()
+            .flat_map(|object| object.siblings())
+            .map(|sibling| SiblingDoc {
+                value: sibling.value().map(text),
+                deleted: sibling.content.is_tombstone(),
+                dot: format!("{}:{}", sibling.dot.actor.as_str(), sibling.dot.counter),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,717 @@
+//! The simulator: `ringkv_core::sim::Sim` for JavaScript.
+//!
+//! Configurations and arguments are checked here before the core sees them: the core's `Sim`
+//! panics on a configuration that cannot make a ring, and a panic in this module traps.
+
+use std::collections::BTreeMap;
+
+use ringkv_core::config::{
+    BucketProps, QuorumValue, RequestOptions, DEFAULT_MAX_BUCKET_BYTES, DEFAULT_MAX_KEY_BYTES,
+    DEFAULT_MAX_VALUE_BYTES,
+};
+use ringkv_core::io::{ClientRequest, Space};
+use ringkv_core::membership::RingState;
+use ringkv_core::ring::{Member, Ring as CoreRing, RingConfig, MAX_TARGET_N};
+use ringkv_core::sim::{Sim as CoreSim, SimConfig};
+use ringkv_core::version::{ConflictMode, Context};
+use ringkv_core::NodeId;
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+use crate::interop::{
+    self, ids, status_name, text, HintDoc, MemberDoc, NodeDoc, OperationDoc, ReplicaDoc, RingDoc,
+    TraceDoc, ViewDoc, ViewMemberDoc,
+};
+use crate::ring::{self, Ring};
+use crate::Error;
+
+/// Most nodes a simulated cluster may have.
+const MAX_NODES: usize = 64;
+/// Longest delay, interval or timeout an option may ask for.
+const MAX_MS: u64 = 24 * 60 * 60 * 1_000;
+/// Longest single `run` (virtual time): far from clock overflow, and from freezing the tab.
+const MAX_RUN_MS: f64 = 24.0 * 60.0 * 60.0 * 1_000.0;
+
+/// Simulator options as JavaScript gives them (every field optional).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimOptions {
+    pub nodes: usize,
+    pub n: u32,
+    pub r: String,
+    pub w: String,
+    pub seed: u64,
+    pub partitions: u32,
+    pub strategy: String,
+    pub tokens_per_capacity: u32,
+    pub min_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub request_timeout_ms: u64,
+    pub anti_entropy_interval_ms: u64,
+    pub gossip_interval_ms: u64,
+    pub conflict_mode: String,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        let c = SimConfig::default();
+        SimOptions {
+            nodes: c.nodes,
+            n: c.n,
+            r: "quorum".to_string(),
+            w: "quorum".to_string(),
+            seed: c.seed,
+            partitions: c.partitions,
+            strategy: "partitions".to_string(),
+            tokens_per_capacity: 16,
+            min_delay_ms: c.min_delay_ms,
+            max_delay_ms: c.max_delay_ms,
+            request_timeout_ms: c.request_timeout_ms,
+            anti_entropy_interval_ms: c.anti_entropy_interval_ms,
+            gossip_interval_ms: c.gossip_interval_ms,
+            conflict_mode: "siblings".to_string(),
+        }
+    }
+}
+
+fn quorum(name: &str, value: &str) -> Result<QuorumValue, Error> {
+    value.trim().parse::<QuorumValue>().map_err(|_| {
+        Error::invalid(format!(
+            "{name} = {value:?} is not a quorum: use a count, \"one\", \"quorum\" or \"all\""
+        ))
+    })
+}
+
+fn check_ms(name: &str, value: u64, min: u64) -> Result<(), Error> {
+    if value < min || value > MAX_MS {
+        return Err(Error::invalid(format!(
+            "{name} = {value} is out of range {min}..={MAX_MS}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_sizes(bucket: &str, key: &str, value: &str) -> Result<(), Error> {
+    for (what, len, max) in [
+        ("bucket name", bucket.len(), DEFAULT_MAX_BUCKET_BYTES),
+        ("key", key.len(), DEFAULT_MAX_KEY_BYTES),
+        ("value", value.len(), DEFAULT_MAX_VALUE_BYTES),
+    ] {
+        if len > max {
+            return Err(Error::invalid(format!(
+                "the {what} is {len} bytes, over the limit of {max}"
+            )));
+        }
+    }
+    if bucket.is_empty() || key.is_empty() {
+        return Err(Error::invalid("bucket and key must not be empty"));
+    }
+    Ok(())
+}
+
+fn context(token: Option<String>) -> Result<Option<Context>, Error> {
+    match token.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(token) => Context::from_base64(&token)
+            .map(Some)
+            .map_err(|e| Error::Context(e.to_string())),
+    }
+}
+
+impl SimOptions {
+    /// The core's configuration, or why these options cannot make a cluster.
+    pub fn config(&self) -> Result<SimConfig, Error> {
+        if self.nodes == 0 || self.nodes > MAX_NODES {
+            return Err(Error::invalid(format!(
+                "nodes = {} is out of range 1..={MAX_NODES}",
+                self.nodes
+            )));
+        }
+        let max_n = self.nodes.min(MAX_TARGET_N);
+        if self.n == 0 || self.n as usize > max_n {
+            return Err(Error::invalid(format!(
+                "n = {} is out of range 1..={max_n} (no more replicas than nodes)",
+                self.n
+            )));
+        }
+        let conflict_mode = match self.conflict_mode.as_str() {
+            "siblings" => ConflictMode::Siblings,
+            "lww" => ConflictMode::LastWriterWins,
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown conflict_mode {other:?}: expected \"siblings\" or \"lww\""
+                )))
+            }
+        };
+        let (r, w) = (quorum("r", &self.r)?, quorum("w", &self.w)?);
+        let dw = QuorumValue::Count(0);
+        BucketProps {
+            n: self.n,
+            r,
+            w,
+            dw,
+            conflict_mode,
+        }
+        .resolve(&RequestOptions::default())
+        .map_err(|e| Error::invalid(format!("invalid quorum: {e}")))?;
+        if self.min_delay_ms > self.max_delay_ms {
+            return Err(Error::invalid(format!(
+                "min_delay_ms = {} is above max_delay_ms = {}",
+                self.min_delay_ms, self.max_delay_ms
+            )));
+        }
+        check_ms("max_delay_ms", self.max_delay_ms, 0)?;
+        check_ms("request_timeout_ms", self.request_timeout_ms, 1)?;
+        check_ms("anti_entropy_interval_ms", self.anti_entropy_interval_ms, 1)?;
+        check_ms("gossip_interval_ms", self.gossip_interval_ms, 1)?;
+        let strategy = ring::strategy(&self.strategy, self.tokens_per_capacity)?;
+        // Build the ring the simulator will build, so that a bad one is an error, not a panic.
+        let members = (1..=self.nodes)
+            .map(|i| Member::new(NodeId::new(format!("n{i}")), 1))
+            .collect();
+        let ring_config = RingConfig {
+            partitions: self.partitions,
+            strategy: strategy.clone(),
+            target_n: self.n as usize,
+        };
+        CoreRing::new(ring_config, members)?;
+        Ok(SimConfig {
+            nodes: self.nodes,
+            n: self.n,
+            r,
+            w,
+            dw,
+            conflict_mode,
+            seed: self.seed,
+            partitions: self.partitions,
+            strategy,
+            min_delay_ms: self.min_delay_ms,
+            max_delay_ms: self.max_delay_ms,
+            request_timeout_ms: self.request_timeout_ms,
+            anti_entropy_interval_ms: self.anti_entropy_interval_ms,
+            gossip_interval_ms: self.gossip_interval_ms,
+            ..SimConfig::default()
+        })
+    }
+}
+
+/// A simulated cluster: nodes `n1`, `n2`, ... over the real protocol code, a virtual clock and
+/// a seeded network. Everything is deterministic for a given seed.
+#[wasm_bindgen]
+pub struct Sim {
+    sim: CoreSim,
+}
+
+impl Sim {
+    /// A cluster from checked options.
+    pub fn create(options: &SimOptions) -> Result<Sim, Error> {
+        Ok(Sim {
+            sim: CoreSim::new(options.config()?),
+        })
+    }
+
+    /// The core simulator (read-only).
+    pub fn core(&self) -> &CoreSim {
+        &self.sim
+    }
+
+    fn known(&self, node: &str) -> Result<(), Error> {
+        let nodes = self.sim.node_ids();
+        if nodes.iter().any(|id| id.as_str() == node) {
+            Ok(())
+        } else {
+            Err(Error::UnknownNode {
+                node: node.to_string(),
+                known: ids(&nodes).join(", "),
+            })
+        }
+    }
+
+    fn check_options(&self, options: &RequestOptions) -> Result<(), Error> {
+        let config = self.sim.config();
+        BucketProps {
+            n: config.n,
+            r: config.r,
+            w: config.w,
+            dw: config.dw,
+            conflict_mode: config.conflict_mode,
+        }
+        .resolve(options)
+        .map(|_| ())
+        .map_err(|e| Error::invalid(format!("invalid quorum: {e}")))
+    }
+
+    /// The ring state of the running node with the most advanced view.
+    fn ring_state(&self) -> Option<&RingState> {
+        self.sim
+            .node_ids()
+            .iter()
+            .filter_map(|id| self.sim.view(id.as_str())?.ring())
+            .max_by_key(|state| state.version)
+    }
+
+    /// Member statuses as the most advanced view has them.
+    fn statuses(&self) -> BTreeMap<String, String> {
+        let best = self
+            .sim
+            .node_ids()
+            .into_iter()
+            .filter_map(|id| self.sim.view(id.as_str()))
+            .max_by_key(|view| view.ring().map(|s| s.version));
+        best.map(|view| {
+            view.members()
+                .map(|m| (m.id.as_str().to_string(), status_name(m.status).to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Every node: running or not, status, capacity, partitions owned and hints held.
+    pub fn nodes(&self) -> Vec<NodeDoc> {
+        let ring = self.sim.ring();
+        let counts = ring.partition_counts();
+        let statuses = self.statuses();
+        self.sim
+            .node_ids()
+            .into_iter()
+            .map(|id| {
+                let hints = self.sim.store(id.as_str()).map_or(0, |store| {
+                    store
+                        .iter()
+                        .filter(|(key, _)| matches!(key.space, Space::Hint { .. }))
+                        .count() as u32
+                });
+                let name = id.as_str().to_string();
+                NodeDoc {
+                    up: self.sim.is_up(&name),
+                    status: statuses
+                        .get(&name)
+                        .cloned()
+                        .unwrap_or_else(|| "joining".to_string()),
+                    capacity: ring.member(&id).map_or(1, |m| m.capacity),
+                    partitions: counts.get(&id).copied().unwrap_or(0),
+                    hints,
+                    id: name,
+                }
+            })
+            .collect()
+    }
+
+    /// The ring the cluster places keys by, with statuses and the partitions still moving.
+    pub fn ring_doc(&self) -> RingDoc {
+        let mut doc = Ring::wrap(self.sim.ring().clone()).describe();
+        let statuses = self.statuses();
+        if let Some(state) = self.ring_state() {
+            doc.version = Some(state.version);
+            let moving: BTreeMap<u32, Vec<String>> = state
+                .transfers(doc.target_n as usize)
+                .into_iter()
+                .map(|(p, to)| (p.0, ids(&to)))
+                .collect();
+            for partition in &mut doc.partitions {
+                if let Some(to) = moving.get(&partition.id) {
+                    partition.moving_to = to.clone();
+                }
+            }
+        }
+        for member in &mut doc.members {
+            member.alive = self.sim.is_up(&member.id);
+            if let Some(status) = statuses.get(&member.id) {
+                member.status = status.clone();
+            }
+        }
+        for node in self.nodes() {
+            if !doc.members.iter().any(|m| m.id == node.id) {
+                doc.members.push(MemberDoc {
+                    id: node.id,
+                    status: node.status,
+                    alive: node.up,
+                    zone: None,
+                    capacity: node.capacity,
+                    partitions: 0,
+                });
+            }
+        }
+        doc
+    }
+
+    /// A put at `node`, run to completion (blind without a context).
+    pub fn put(
+        &mut self,
+        node: &str,
+        bucket: &str,
+        key: &str,
+        value: &str,
+        context_token: Option<String>,
+        w: Option<String>,
+    ) -> Result<OperationDoc, Error> {
+        self.known(node)?;
+        check_sizes(bucket, key, value)?;
+        let context = context(context_token)?.unwrap_or_default();
+        let options = RequestOptions {
+            w: w.map(|w| quorum("w", &w)).transpose()?,
+            ..RequestOptions::default()
+        };
+        self.check_options(&options)?;
+        let index = self.sim.submit(
+            node,
+            ClientRequest::Put {
+                bucket: bucket.as_bytes().to_vec(),
+                key: key.as_bytes().to_vec(),
+                context,
+                value: value.as_bytes().to_vec(),
+                options,
+            },
+        );
+        Ok(interop::operation(&self.sim.wait(index)))
+    }
+
+    /// A get at `node`, run to completion, with an optional read quorum.
+    pub fn get(
+        &mut self,
+        node: &str,
+        bucket: &str,
+        key: &str,
+        r: Option<String>,
+    ) -> Result<OperationDoc, Error> {
+        self.known(node)?;
+        check_sizes(bucket, key, "")?;
+        let options = RequestOptions {
+            r: r.map(|r| quorum("r", &r)).transpose()?,
+            ..RequestOptions::default()
+        };
+        self.check_options(&options)?;
+        let op = self
+            .sim
+            .get_with(node, bucket.as_bytes(), key.as_bytes(), options);
+        Ok(interop::operation(&op))
+    }
+
+    /// A delete at `node`, run to completion.
+    pub fn delete(
+        &mut self,
+        node: &str,
+        bucket: &str,
+        key: &str,
+        context_token: Option<String>,
+    ) -> Result<OperationDoc, Error> {
+        self.known(node)?;
+        check_sizes(bucket, key, "")?;
+        let context = context(context_token)?;
+        let op = self
+            .sim
+            .delete(node, bucket.as_bytes(), key.as_bytes(), context.as_ref());
+        Ok(interop::operation(&op))
+    }
+
+    /// Cuts every link between the groups, both ways.
+    pub fn partition(&mut self, groups: Vec<Vec<String>>) -> Result<(), Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        for node in groups.iter().flatten() {
+            self.known(node)?;
+            if !seen.insert(node.clone()) {
+                return Err(Error::invalid(format!("{node} is in more than one group")));
+            }
+        }
+        let groups: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(String::as_str).collect())
+            .collect();
+        let slices: Vec<&[&str]> = groups.iter().map(Vec::as_slice).collect();
+        self.sim.partition(&slices);
+        Ok(())
+    }
+
+    /// Crashes a node (its store survives).
+    pub fn crash(&mut self, node: &str) -> Result<(), Error> {
+        self.known(node)?;
+        self.sim.crash(node);
+        Ok(())
+    }
+
+    /// Restarts a crashed node.
+    pub fn restart(&mut self, node: &str) -> Result<(), Error> {
+        self.known(node)?;
+        self.sim.restart(node);
+        Ok(())
+    }
+
+    /// Starts a new node that joins through `n1`.
+    pub fn join(&mut self, node: &str, capacity: u32) -> Result<(), Error> {
+        if node.trim().is_empty() {
+            return Err(Error::invalid("the new node's name is empty"));
+        }
+        if capacity == 0 || capacity > 64 {
+            return Err(Error::invalid(format!(
+                "capacity = {capacity} is out of range 1..=64"
+            )));
+        }
+        if self.sim.node_ids().len() >= MAX_NODES {
+            return Err(Error::invalid(format!("at most {MAX_NODES} nodes")));
+        }
+        if self.known(node).is_ok() {
+            return Err(Error::invalid(format!("{node} is already a node")));
+        }
+        self.sim.join(node, capacity);
+        self.known(node)
+            .map_err(|_| Error::invalid(format!("{node} could not join")))
+    }
+
+    /// Tells a node to leave: it hands its partitions over, then is removed.
+    pub fn leave(&mut self, node: &str) -> Result<(), Error> {
+        self.known(node)?;
+        self.sim.leave(node);
+        Ok(())
+    }
+
+    /// Runs for `ms` of virtual time.
+    pub fn run(&mut self, ms: f64) -> Result<(), Error> {
+        if !(0.0..=MAX_RUN_MS).contains(&ms) {
+            return Err(Error::invalid(format!(
+                "ms = {ms} is out of range 0..={MAX_RUN_MS}"
+            )));
+        }
+        self.sim.run(ms as u64);
+        Ok(())
+    }
+
+    /// Trace entries from `start` on.
+    pub fn events(&self, start: usize) -> Vec<TraceDoc> {
+        self.sim
+            .trace()
+            .iter()
+            .enumerate()
+            .skip(start)
+            .map(|(i, entry)| interop::trace(i, entry))
+            .collect()
+    }
+
+    /// Every operation so far.
+    pub fn history(&self) -> Vec<OperationDoc> {
+        self.sim.history().iter().map(interop::operation).collect()
+    }
+
+    /// The key's object on each of its replicas.
+    pub fn replicas(&self, bucket: &str, key: &str) -> Vec<ReplicaDoc> {
+        self.sim
+            .replicas_of(bucket.as_bytes(), key.as_bytes())
+            .iter()
+            .map(interop::replica)
+            .collect()
+    }
+
+    /// Every hint held anywhere.
+    pub fn hints(&self) -> Vec<HintDoc> {
+        let mut hints = Vec::new();
+        for id in self.sim.node_ids() {
+            let Some(store) = self.sim.store(id.as_str()) else {
+                continue;
+            };
+            for (key, _) in store.iter() {
+                if let Space::Hint { owner } = &key.space {
+                    hints.push(HintDoc {
+                        holder: id.as_str().to_string(),
+                        owner: owner.as_str().to_string(),
+                        bucket: text(&key.bucket),
+                        key: text(&key.key),
+                    });
+                }
+            }
+        }
+        hints
+    }
+
+    /// Each running node's cluster view: what gossip has told it so far.
+    pub fn views(&self) -> Vec<ViewDoc> {
+        self.sim
+            .node_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let view = self.sim.view(id.as_str())?;
+                Some(ViewDoc {
+                    node: id.as_str().to_string(),
+                    digest: format!("{:016x}", view.digest()),
+                    ring_version: view.ring().map(|s| s.version),
+                    members: view
+                        .members()
+                        .map(|m| ViewMemberDoc {
+                            id: m.id.as_str().to_string(),
+                            status: status_name(m.status).to_string(),
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[wasm_bindgen]
+impl Sim {
+    /// A cluster of `options.nodes` healthy nodes at virtual time 0.
+    #[wasm_bindgen(constructor)]
+    pub fn js_new(
+        #[wasm_bindgen(unchecked_param_type = "SimOptions | undefined")] options: JsValue,
+    ) -> Result<Sim, JsError> {
+        let options: SimOptions = if options.is_undefined() || options.is_null() {
+            SimOptions::default()
+        } else {
+            interop::from_js(options, "options")?
+        };
+        Ok(Sim::create(&options)?)
+    }
+
+    /// Virtual time now, in milliseconds.
+    #[wasm_bindgen(js_name = now)]
+    pub fn js_now(&self) -> f64 {
+        self.sim.now() as f64
+    }
+
+    /// Every node, running or not.
+    #[wasm_bindgen(js_name = nodes, unchecked_return_type = "NodeDoc[]")]
+    pub fn js_nodes(&self) -> Result<JsValue, JsError> {
+        Ok(interop::to_js(&self.nodes())?)
+    }
+
+    /// The ring as drawn (the shape of the server's `GET /ring`).
+    #[wasm_bindgen(js_name = ringDoc, unchecked_return_type = "RingDoc")]
+    pub fn js_ring_doc(&self) -> Result<JsValue, JsError> {
+        Ok(interop::to_js(&self.ring_doc())?)
+    }
+
+    /// The ring the cluster places keys by.
+    #[wasm_bindgen(js_name = ring)]
+    pub fn js_ring(&self) -> Ring {
+        Ring::wrap(self.sim.ring().clone())
+    }
+
+    /// A put at `node`, run to completion; `context` from an earlier read (none: a blind write),
+    /// `w` overrides the write quorum.
+    #[wasm_bindgen(js_name = put, unchecked_return_type = "OperationDoc")]
+    pub fn js_put(
+        &mut self,
+        node: &str,
+        bucket: &str,
+        key: &str,
+        value: &str,
+        context: Option<String>,
+        w: Option<String>,
+    ) -> Result<JsValue, JsError> {
+        Ok(interop::to_js(
+            &self.put(node, bucket, key, value, context, w)?,
+        )?)
+    }
+
+    /// A get at `node`, run to completion; `r` overrides the read quorum.
+    #[wasm_bindgen(js_name = get, unchecked_return_type = "OperationDoc")]
+    pub fn js_get(
+        &mut self,
+        node: &str,
+        bucket: &str,
+        key: &str,
+        r: Option<String>,
+    ) -> Result<JsValue, JsError> {
+        Ok(interop::to_js(&self.get(node, bucket, key, r)?)?)
+    }
+
+    /// A delete at `node`, run to completion.
+    #[wasm_bindgen(js_name = delete, unchecked_return_type = "OperationDoc")]
+    pub fn js_delete(
+        &mut self,
+        node: &str,
+        bucket: &str,
+        key: &str,
+        context: Option<String>,
+    ) -> Result<JsValue, JsError> {
+        Ok(interop::to_js(&self.delete(node, bucket, key, context)?)?)
+    }
+
+    /// Cuts every link between the groups (arrays of node ids), both ways.
+    #[wasm_bindgen(js_name = partition)]
+    pub fn js_partition(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "string[][]")] groups: JsValue,
+    ) -> Result<(), JsError> {
+        Ok(self.partition(interop::from_js(groups, "groups")?)?)
+    }
+
+    /// Restores every link.
+    #[wasm_bindgen(js_name = heal)]
+    pub fn js_heal(&mut self) {
+        self.sim.heal();
+    }
+
+    /// Crashes a node.
+    #[wasm_bindgen(js_name = crash)]
+    pub fn js_crash(&mut self, node: &str) -> Result<(), JsError> {
+        Ok(self.crash(node)?)
+    }
+
+    /// Restarts a crashed node.
+    #[wasm_bindgen(js_name = restart)]
+    pub fn js_restart(&mut self, node: &str) -> Result<(), JsError> {
+        Ok(self.restart(node)?)
+    }
+
+    /// Starts a new node that joins through `n1`.
+    #[wasm_bindgen(js_name = join)]
+    pub fn js_join(&mut self, node: &str, capacity: u32) -> Result<(), JsError> {
+        Ok(self.join(node, capacity)?)
+    }
+
+    /// Tells a node to leave.
+    #[wasm_bindgen(js_name = leave)]
+    pub fn js_leave(&mut self, node: &str) -> Result<(), JsError> {
+        Ok(self.leave(node)?)
+    }
+
+    /// Runs for `ms` of virtual time.
+    #[wasm_bindgen(js_name = run)]
+    pub fn js_run(&mut self, ms: f64) -> Result<(), JsError> {
+        Ok(self.run(ms)?)
+    }
+
+    /// Trace entries from index `start` on (the trace only grows).
+    #[wasm_bindgen(js_name = events, unchecked_return_type = "TraceDoc[]")]
+    pub fn js_events(&self, start: u32) -> Result<JsValue, JsError> {
+        Ok(interop::to_js(&self.events(start as usize))?)
+    }
+
+    /// Length of the trace.
+    #[wasm_bindgen(js_name = eventCount)]
+    pub fn js_event_count(&self) -> u32 {
+        self.sim.trace().len() as u32
+    }
+
+    /// Every operation so far.
+    #[wasm_bindgen(js_name = history, unchecked_return_type = "OperationDoc[]")]
+    pub fn js_history(&self) -> Result<JsValue, JsError> {
+        Ok(interop::to_js(&self.history())?)
+    }
+
+    /// The key's object on each of its replicas.
+    #[wasm_bindgen(js_name = replicas, unchecked_return_type = "ReplicaDoc[]")]
+    pub fn js_replicas(&self, bucket: &str, key: &str) -> Result<JsValue, JsError> {
+        Ok(interop::to_js(&self.replicas(bucket, key))?)
+    }
+
+    /// Every hint held anywhere.
+    #[wasm_bindgen(js_name = hints, unchecked_return_type = "HintDoc[]")]
+    pub fn js_hints(&self) -> Result<JsValue, JsError> {
+        Ok(interop::to_js(&self.hints())?)
+    }
+
+    /// Each running node's cluster view.
+    #[wasm_bindgen(js_name = views, unchecked_return_type = "ViewDoc[]")]
+    pub fn js_views(&self) -> Result<JsValue, JsError> {
+        Ok(interop::to_js(&self.views())?)
+    }
+
+    /// Whether every written key has equal objects on all its replicas and no hint is left.
+    #[wasm_bindgen(js_name = converged)]
+    pub fn js_converged(&self) -> bool {
+        self.sim.converged()
+    }
+}
+
+#[cfg(test)]
+mod tests;
