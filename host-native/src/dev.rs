@@ -101,6 +101,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("  ringkv cluster status --node {node}");
     println!("  curl -i {node}/kv/carts/alice");
     println!("  ringkv bench --nodes {} --duration 10s", urls.join(","));
+    if std::path::Path::new("bindings-wasm/web/pkg/ringkv_wasm.js").is_file() {
+        println!("  open {node}/ui   (the ring visualizer; its live mode draws this cluster)");
+    }
     if args.once {
         println!("(--once: stopping)");
     } else {
