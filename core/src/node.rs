@@ -1913,6 +1913,24 @@ impl Node {
 
     /// After any change of the view: persist it, take up a new ring, and report it.
     fn view_changed(&mut self) {
+        // Start the clock of every member learned from the view, as `from_view` does for the
+        // first ones: a member this node never hears from must be found down, not be taken
+        // for alive forever (a detector deems a peer it never heard from alive).
+        let me = self.config.node_id.clone();
+        let now = self.now;
+        let unknown: Vec<NodeId> = self
+            .view
+            .members()
+            .filter(|m| {
+                m.id != me
+                    && m.status != MemberStatus::Removed
+                    && self.detector.last_heard(&m.id).is_none()
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        for member in unknown {
+            self.detector.heartbeat(&member, now);
+        }
         let digest = self.view.digest();
         self.storage(
             StorageOp::Put {

@@ -59,7 +59,8 @@ pub struct ErrorBody {
 pub struct MemberDoc {
     /// Node id.
     pub id: String,
-    /// `joining`, `up`, `leaving`, `down` or `removed`.
+    /// `joining`, `up`, `leaving`, `down` or `removed`, as the answering node sees it: a member
+    /// its failure detector does not hear from is `down`.
     pub status: String,
     /// Whether the answering node's failure detector hears from it.
     pub alive: bool,

@@ -944,10 +944,20 @@ fn member_docs(status: &NodeStatus) -> Vec<api::MemberDoc> {
     status
         .view
         .members()
-        .map(|member: &MemberInfo| api::MemberDoc {
+        .map(|member: &MemberInfo| {
+            let alive = status.alive.contains(&member.id);
+            // "As this node sees it": a member the failure detector does not hear from is down
+            // here, whatever the view says (the view's Down is only an operator's mark).
+            let seen = match member.status {
+                MemberStatus::Up | MemberStatus::Joining if !alive => MemberStatus::Down,
+                other => other,
+            };
+            (member, alive, seen)
+        })
+        .map(|(member, alive, seen)| api::MemberDoc {
             id: member.id.as_str().to_string(),
-            status: status_name(member.status).to_string(),
-            alive: status.alive.contains(&member.id),
+            status: status_name(seen).to_string(),
+            alive,
             zone: member.zone.clone(),
             capacity: member.capacity,
             peer_addr: member.peer_address.clone(),
@@ -1972,7 +1982,8 @@ mod tests {
             [
                 ("a", "up", true),
                 ("b", "up", true),
-                ("c", "up", false),
+                // Up in the view, but not heard from: down as this node sees it.
+                ("c", "down", false),
                 ("d", "removed", false)
             ]
         );
