@@ -267,3 +267,42 @@ fn a_bootstrapped_node_serves_alone_and_announces_new_addresses() {
     );
     let _: &ClusterView = joiner.view();
 }
+
+#[test]
+fn a_member_learned_from_gossip_and_never_heard_from_is_found_down() {
+    use ringkv_core::membership::{ClusterView, GossipMessage, MemberInfo, MemberStatus};
+
+    let config = NodeConfig::new("n1");
+    let mut node = Node::bootstrap(
+        config.clone(),
+        MemberInfo::new("n1", "127.0.0.1:7001", "127.0.0.1:8001", 1),
+        0,
+    )
+    .unwrap();
+    // n2 gossips a view naming n3, which never says anything itself.
+    let mut view = ClusterView::new(config.cluster.clone()).unwrap();
+    for id in ["n1", "n2", "n3"] {
+        let mut info = MemberInfo::new(id, format!("{id}:7"), format!("{id}:8"), 1);
+        info.status = MemberStatus::Up;
+        view.set_member(info).unwrap();
+    }
+    node.handle_message(
+        10,
+        NodeId::new("n2"),
+        Message::Gossip(GossipMessage::View(Box::new(view))),
+    )
+    .unwrap();
+    let n3 = NodeId::new("n3");
+    assert!(node.view().member(&n3).is_some());
+    // n2 keeps talking, n3 never does.
+    let mut now = 10;
+    for _ in 0..120 {
+        now += 500;
+        node.handle_message(now, NodeId::new("n2"), Message::Ping)
+            .unwrap();
+        node.handle_timeout(now);
+        while node.poll_output().is_some() {}
+    }
+    assert!(node.is_alive(&NodeId::new("n2")));
+    assert!(!node.is_alive(&n3), "a silent member must be found down");
+}
