@@ -101,6 +101,11 @@ pub struct BenchArgs {
     /// Send every request to the given nodes in turn instead of routing to the key's owners.
     #[arg(long)]
     pub no_routing: bool,
+    /// Target throughput in ops/s shared by all workers (0: as fast as they go). A worker that
+    /// falls more than one interval behind its schedule has its latency measured from the
+    /// schedule, so a slow answer also counts against the operations it delayed.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
 }
 
 /// How keys are chosen.
@@ -472,6 +477,8 @@ struct Plan {
     mix: Mix,
     options: Options,
     value: Bytes,
+    /// Time between two operations of one worker, when a rate is set.
+    pace: Option<Duration>,
 }
 
 /// When workers stop.
@@ -582,11 +589,28 @@ async fn worker(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut outcome = WorkerOutcome::new()?;
     let mut contexts = Contexts::default();
+    let mut scheduled = Instant::now();
     while budget.claim() {
         let index = plan.chooser.choose(&mut rng);
         let kind = plan.mix.choose(&mut rng);
         let key = key_name(index);
-        let started = Instant::now();
+        let started = match plan.pace {
+            Some(pace) => {
+                tokio::time::sleep_until(scheduled.into()).await;
+                let this = scheduled;
+                scheduled += pace;
+                // The timer wakes up to a millisecond late, which is not the server's doing; a
+                // worker behind by more than a whole interval is, and is measured from its
+                // schedule.
+                let woke = Instant::now();
+                if woke > this + pace {
+                    this
+                } else {
+                    woke
+                }
+            }
+            None => Instant::now(),
+        };
         let result = match kind {
             OpKind::Get => plan
                 .client
@@ -768,6 +792,8 @@ pub async fn execute(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             timeout_ms: args.timeout_ms,
         },
         value: Bytes::from(value),
+        pace: (args.rate > 0)
+            .then(|| Duration::from_secs_f64(args.concurrency.max(1) as f64 / args.rate as f64)),
     });
 
     let (prefilled, prefill_errors) = if args.prefill {
