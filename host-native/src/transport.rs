@@ -1515,3 +1515,24 @@ mod tests {
         assert_eq!(count(&a.metrics.peer_messages_dropped, "shut_down"), 1);
     }
 }
+
+#[cfg(test)]
+mod hello_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_hello_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Hello::decode(&bytes);
+        }
+
+        #[test]
+        fn hellos_round_trip(cluster in "[a-z0-9-]{0,40}", node in "[a-z0-9.-]{1,40}", address in "[a-z0-9.:]{0,40}") {
+            let hello = Hello { cluster, node_id: NodeId::new(node.as_str()), address };
+            prop_assert_eq!(Hello::decode(&hello.encode().unwrap()).unwrap(), hello);
+        }
+    }
+}
