@@ -78,8 +78,9 @@ const SUSPECT_FOR: Duration = Duration::from_secs(5);
 const MIN_REFRESH_GAP: Duration = Duration::from_millis(500);
 
 /// Idle pooled connections are closed after this, before a server's idle timeout would close
-/// them under a request.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// them under a request: ringkv's server closes a keep-alive connection that sends no request
+/// within its header-read timeout (10 s by default).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Added to a request's `timeout_ms` so the server's own 503 arrives before the client gives up.
 const SERVER_ANSWER_GRACE: Duration = Duration::from_secs(1);
