@@ -78,7 +78,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .iter()
         .map(|s| format!("http://{}", s.client_address))
         .collect();
-    wait_until_settled(&servers).await?;
+    server::wait_until_settled(&servers, Duration::from_secs(60)).await?;
 
     println!(
         "ringkv dev: {} nodes, data in {}",
@@ -125,30 +125,6 @@ fn port_range(first: u16, count: u16) -> Result<Vec<u16>> {
                 .with_context(|| format!("ports from {first} for {count} nodes run past 65535"))
         })
         .collect()
-}
-
-/// Waits until every node routes by the same ring and no partition is moving.
-async fn wait_until_settled(servers: &[RunningServer]) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut versions = Vec::new();
-        let mut moving = 0;
-        let mut members_up = usize::MAX;
-        for server in servers {
-            let status = server.node.status().await?;
-            versions.push(status.ring_version);
-            moving += status.partitions_moving.len();
-            members_up = members_up.min(status.ring.members().len());
-        }
-        let same = versions.windows(2).all(|w| w[0] == w[1]) && versions[0].is_some();
-        if same && moving == 0 && members_up == servers.len() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("the cluster did not settle within 60 s (ring versions {versions:?}, {moving} partitions moving)");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A write, a read, and two concurrent writes read back as siblings, through the client library.

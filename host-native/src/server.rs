@@ -69,6 +69,9 @@ pub enum ServerError {
     /// No seed answered.
     #[error("no seed answered: {0}")]
     Seeds(String),
+    /// A local cluster did not settle in time.
+    #[error("{0}")]
+    NotSettled(String),
     /// A task of the running server stopped on its own.
     #[error("{0}")]
     Stopped(String),
@@ -464,6 +467,41 @@ impl RunningServer {
     /// A sender that starts the shutdown (for signal handlers).
     pub fn shutdown_signal(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
+    }
+}
+
+/// Waits until every server of a local cluster routes by the same ring, holding all of them, with
+/// no partition moving (`ringkv dev` and tests start clusters this way).
+pub async fn wait_until_settled(
+    servers: &[RunningServer],
+    timeout: Duration,
+) -> Result<(), ServerError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut versions = Vec::new();
+        let mut moving = 0;
+        let mut smallest_ring = usize::MAX;
+        for server in servers {
+            let status = server
+                .node
+                .status()
+                .await
+                .map_err(|e| ServerError::Stopped(e.to_string()))?;
+            versions.push(status.ring_version);
+            moving += status.partitions_moving.len();
+            smallest_ring = smallest_ring.min(status.ring.members().len());
+        }
+        let same = versions.windows(2).all(|w| w[0] == w[1])
+            && versions.first().is_some_and(Option::is_some);
+        if same && moving == 0 && smallest_ring == servers.len() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ServerError::NotSettled(format!(
+                "not settled within {timeout:?}: ring versions {versions:?}, {moving} partitions moving"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

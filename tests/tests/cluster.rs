@@ -41,27 +41,10 @@ async fn start_cluster(dir: &std::path::Path, nodes: usize) -> Vec<RunningServer
     servers
 }
 
-/// Waits until every node routes by the same ring holding every node, with nothing moving.
 async fn settle(servers: &[RunningServer]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut versions = Vec::new();
-        let mut settled = true;
-        for server in servers {
-            let status = server.node.status().await.expect("status");
-            versions.push(status.ring_version);
-            settled &=
-                status.partitions_moving.is_empty() && status.ring.members().len() == servers.len();
-        }
-        if settled && versions[0].is_some() && versions.windows(2).all(|w| w[0] == w[1]) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no settled ring after 60 s: {versions:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server::wait_until_settled(servers, Duration::from_secs(60))
+        .await
+        .expect("the cluster settles");
 }
 
 fn client(servers: &[RunningServer]) -> Client {
