@@ -7,11 +7,14 @@
 //! first). The tests run one at a time (the machine may have two cores; several clusters at once
 //! would starve each other's failure detectors). Every process is SIGKILLed when its test ends,
 //! passed or failed; on failure the nodes' logs are printed and the temporary folder is kept.
+mod common;
+
+use common::{free_address, ringkv_binary};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,28 +47,6 @@ w = \"2\"
 
 /// Deadline of every wait for convergence (never an assertion about speed).
 const CONVERGE: Duration = Duration::from_secs(60);
-
-fn ringkv_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/multiprocess-<hash> -> target/<profile>/ringkv
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("ringkv"))
-        .expect("target folder");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p ringkv` first (scripts/test does)",
-        binary.display()
-    );
-    binary
-}
-
-fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
 
 fn all() -> Options {
     Options {

@@ -2,8 +2,11 @@
 //! and restarted from their data folders.
 //!
 //! Needs the `ringkv` binary next to the test executable's folder (`scripts/test` builds it first).
+mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use common::{free_address, ringkv_binary};
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -11,29 +14,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringkv::client::{Client, ClientConfig, ClientError, Options};
-
-fn ringkv_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/processes-<hash> -> target/<profile>/ringkv
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("ringkv"))
-        .expect("target folder");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p ringkv` first (scripts/test does)",
-        binary.display()
-    );
-    binary
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 struct Node {
     child: Child,
@@ -97,8 +77,8 @@ async fn sigkill_under_write_load_loses_no_durably_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let config = single_node_config(dir.path(), "1");
     let data = dir.path().join("data");
-    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let peer = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let http = free_address();
+    let peer = free_address();
     let mut node = start(&data, http, peer, &config);
     let client = client_for(&node);
     wait_healthy(&client, &node).await;
@@ -172,8 +152,8 @@ async fn sigterm_finishes_and_flushes_then_exits_zero() {
     // dw = 0: acknowledged before fsync, so only a clean shutdown's flush keeps them.
     let config = single_node_config(dir.path(), "0");
     let data = dir.path().join("data");
-    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let peer = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let http = free_address();
+    let peer = free_address();
     let mut node = start(&data, http, peer, &config);
     let client = client_for(&node);
     wait_healthy(&client, &node).await;
