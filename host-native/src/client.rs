@@ -449,18 +449,14 @@ impl Client {
         key: &[u8],
         options: &Options,
     ) -> Result<GetResult, ClientError> {
-        let request = self.prepare(
-            Method::GET,
-            checked_kv_path(bucket, key, options)?,
-            Vec::new(),
-            Bytes::new(),
-            options.timeout_ms,
-        );
         let answer = self
-            .execute(
+            .kv_request(
+                Method::GET,
                 Idempotence::Idempotent,
-                self.key_targets(bucket, key),
-                &request,
+                (bucket, key),
+                Vec::new(),
+                Bytes::new(),
+                options,
             )
             .await?;
         decode_get(answer)
@@ -488,18 +484,14 @@ impl Client {
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         ));
-        let request = self.prepare(
-            Method::PUT,
-            checked_kv_path(bucket, key, options)?,
-            headers,
-            value,
-            options.timeout_ms,
-        );
         let answer = self
-            .execute(
+            .kv_request(
+                Method::PUT,
                 Idempotence::AtMostOnce,
-                self.key_targets(bucket, key),
-                &request,
+                (bucket, key),
+                headers,
+                value,
+                options,
             )
             .await?;
         decode_write(answer)
@@ -514,21 +506,38 @@ impl Client {
         context: Option<&str>,
         options: &Options,
     ) -> Result<PutResult, ClientError> {
-        let request = self.prepare(
-            Method::DELETE,
-            checked_kv_path(bucket, key, options)?,
-            context_header(context)?,
-            Bytes::new(),
-            options.timeout_ms,
-        );
         let answer = self
-            .execute(
+            .kv_request(
+                Method::DELETE,
                 Idempotence::AtMostOnce,
-                self.key_targets(bucket, key),
-                &request,
+                (bucket, key),
+                context_header(context)?,
+                Bytes::new(),
+                options,
             )
             .await?;
         decode_write(answer)
+    }
+
+    /// One `/kv/{bucket}/{key}` request, sent to the key's owners first.
+    async fn kv_request(
+        &self,
+        method: Method,
+        idempotence: Idempotence,
+        (bucket, key): (&[u8], &[u8]),
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+        options: &Options,
+    ) -> Result<Answer, ClientError> {
+        let request = self.prepare(
+            method,
+            checked_kv_path(bucket, key, options)?,
+            headers,
+            body,
+            options.timeout_ms,
+        );
+        self.execute(idempotence, self.key_targets(bucket, key), &request)
+            .await
     }
 
     /// `GET /cluster` from `node` (a base URL), or from any node.
