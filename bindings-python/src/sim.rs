@@ -391,6 +391,16 @@ fn verdict_dict<'py>(py: Python<'py>, verdict: &Verdict) -> PyResult<Bound<'py, 
     d.set_item("unreadable", verdict.unreadable.clone())?;
     d.set_item("reused_dots", verdict.reused_dots.clone())?;
     d.set_item("hints_left", verdict.hints_left.clone())?;
+    d.set_item("false_siblings", verdict.false_siblings.clone())?;
+    let stale = PyList::empty(py);
+    for read in &verdict.stale_reads {
+        let r = PyDict::new(py);
+        r.set_item("index", read.index)?;
+        r.set_item("missed", read.missed)?;
+        r.set_item("staleness_ms", read.staleness_ms)?;
+        stale.append(r)?;
+    }
+    d.set_item("stale_reads", stale)?;
     Ok(d)
 }
 

@@ -7,6 +7,12 @@
 //!   context that covers a dot proves a client saw that write.
 //! - **No phantom read.** Every value a get returned was written by some put.
 //! - **Convergence.** After the final read, every replica of every key holds the same object.
+//! - **True siblings.** Two values are siblings at the end only if neither write had seen the
+//!   other: a sibling whose writer's context covers another sibling's dot should have replaced it.
+//!
+//! It also reports, without failing the run, **stale reads**: gets that missed a write
+//! acknowledged before they were invoked. A Dynamo store allows them (sloppy quorums, R + W <= N);
+//! how many and how old the missed write was is what the report shows.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
@@ -37,6 +43,17 @@ pub struct LostWrite {
     pub dot: Dot,
 }
 
+/// A get that missed a write acknowledged before it was invoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleRead {
+    /// History index of the get.
+    pub index: usize,
+    /// History index of the oldest acknowledged write it missed.
+    pub missed: usize,
+    /// How long before the get was invoked that write had been acknowledged, in milliseconds.
+    pub staleness_ms: u64,
+}
+
 /// The checker's findings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -64,6 +81,11 @@ pub struct Verdict {
     /// Hints still held at the end (every hint must be delivered and deleted once the cluster
     /// is healthy).
     pub hints_left: Vec<String>,
+    /// Final siblings that are not concurrent: (history index of the write that had seen the
+    /// other, history index of the other), when both writes are known by their dots.
+    pub false_siblings: Vec<(usize, usize)>,
+    /// Gets that missed an acknowledged write (reported, not a failure).
+    pub stale_reads: Vec<StaleRead>,
 }
 
 impl Verdict {
@@ -75,6 +97,7 @@ impl Verdict {
             && self.unreadable.is_empty()
             && self.hints_left.is_empty()
             && self.reused_dots.is_empty()
+            && self.false_siblings.is_empty()
     }
 }
 
@@ -186,6 +209,192 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
                 });
             }
         }
+
+        // Acknowledged writes to this key by dot, with the context each was made with.
+        let acknowledged: BTreeMap<&Dot, (&Operation, &crate::version::Context)> = history
+            .iter()
+            .filter(same_key)
+            .filter_map(|op| match (&op.outcome, &op.kind) {
+                (
+                    Some(OpOutcome::Replied(Reply::Written { dot, .. })),
+                    OpKind::Put { context, .. } | OpKind::Delete { context },
+                ) => Some((dot, (op, context))),
+                _ => None,
+            })
+            .collect();
+        for sibling in merged.siblings() {
+            let Some((writer, context)) = acknowledged.get(&sibling.dot) else {
+                continue;
+            };
+            for other in merged.siblings() {
+                if other.dot != sibling.dot && context.clock().covers(&other.dot) {
+                    if let Some((seen, _)) = acknowledged.get(&other.dot) {
+                        verdict.false_siblings.push((writer.index, seen.index));
+                    }
+                }
+            }
+        }
+
+        // A reaped key's gets legitimately lose the history of its deletes.
+        if merged.is_empty() {
+            continue;
+        }
+        for get in history.iter().filter(same_key) {
+            let Some(OpOutcome::Replied(Reply::Got { context, .. })) = &get.outcome else {
+                continue;
+            };
+            let oldest_missed = acknowledged
+                .iter()
+                .filter_map(|(dot, (write, _))| {
+                    let completed = write.completed_at?;
+                    (completed < get.invoked_at && !context.clock().covers(dot))
+                        .then_some((completed, write.index))
+                })
+                .min();
+            if let Some((completed, missed)) = oldest_missed {
+                verdict.stale_reads.push(StaleRead {
+                    index: get.index,
+                    missed,
+                    staleness_ms: get.invoked_at - completed,
+                });
+            }
+        }
     }
     verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{ActorId, ConflictMode, Context};
+    use alloc::vec;
+
+    const BUCKET: &[u8] = b"b";
+    const KEY: &[u8] = b"k";
+
+    fn put(index: usize, value: &[u8], context: Context, dot: Dot, at: (u64, u64)) -> Operation {
+        Operation {
+            index,
+            node: NodeId::new("n1"),
+            bucket: BUCKET.to_vec(),
+            key: KEY.to_vec(),
+            kind: OpKind::Put {
+                value: value.to_vec(),
+                context: context.clone(),
+            },
+            invoked_at: at.0,
+            completed_at: Some(at.1),
+            outcome: Some(OpOutcome::Replied(Reply::Written {
+                context,
+                dot,
+                replicas: Vec::new(),
+                durable: Vec::new(),
+                fallbacks: Vec::new(),
+                read_your_writes: true,
+            })),
+        }
+    }
+
+    fn get(index: usize, object: &Object, at: (u64, u64)) -> Operation {
+        Operation {
+            index,
+            node: NodeId::new("n1"),
+            bucket: BUCKET.to_vec(),
+            key: KEY.to_vec(),
+            kind: OpKind::Get,
+            invoked_at: at.0,
+            completed_at: Some(at.1),
+            outcome: Some(OpOutcome::Replied(Reply::Got {
+                values: object.values().map(<[u8]>::to_vec).collect(),
+                context: object.context(),
+                replicas: Vec::new(),
+                fallbacks: Vec::new(),
+                read_your_writes: true,
+            })),
+        }
+    }
+
+    fn finals(read: Operation, object: &Object) -> Finals {
+        let replicas = ["n1", "n2"]
+            .into_iter()
+            .map(|node| FinalReplica {
+                node: NodeId::new(node),
+                object: Some(object.clone()),
+            })
+            .collect();
+        BTreeMap::from([((BUCKET.to_vec(), KEY.to_vec()), (read, replicas))])
+    }
+
+    /// Two writers a and b; b's write is made with `b_context` and both end up in one object.
+    fn two_writes(b_saw_a: bool) -> (Vec<Operation>, Object) {
+        let mut at_a = Object::new();
+        let empty = Context::empty();
+        let dot_a = at_a.update(
+            empty.clock(),
+            &ActorId::new("a"),
+            Content::Value(b"A".to_vec()),
+            1,
+            ConflictMode::Siblings,
+        );
+        let b_context = if b_saw_a {
+            at_a.context()
+        } else {
+            empty.clone()
+        };
+        // b's replica never got a's write, so its object keeps only b's sibling; the merge of
+        // the two replicas then holds both values, whatever b had seen.
+        let mut at_b = Object::new();
+        let dot_b = at_b.update(
+            empty.clock(),
+            &ActorId::new("b"),
+            Content::Value(b"B".to_vec()),
+            2,
+            ConflictMode::Siblings,
+        );
+        let mut merged = at_a.clone();
+        merged.merge(&at_b, ConflictMode::Siblings);
+        assert_eq!(merged.siblings().len(), 2);
+        let history = vec![
+            put(0, b"A", empty, dot_a, (0, 10)),
+            put(1, b"B", b_context, dot_b, (5, 12)),
+        ];
+        (history, merged)
+    }
+
+    #[test]
+    fn concurrent_writes_may_be_siblings() {
+        let (history, merged) = two_writes(false);
+        let read = get(2, &merged, (20, 21));
+        let verdict = check(&history, &finals(read, &merged));
+        assert!(verdict.is_ok(), "{verdict:#?}");
+        assert_eq!(verdict.present, 2);
+    }
+
+    #[test]
+    fn a_sibling_whose_writer_saw_the_other_is_reported() {
+        let (history, merged) = two_writes(true);
+        let read = get(2, &merged, (20, 21));
+        let verdict = check(&history, &finals(read, &merged));
+        assert_eq!(verdict.false_siblings, vec![(1, 0)]);
+        assert!(!verdict.is_ok());
+    }
+
+    #[test]
+    fn a_get_that_misses_an_earlier_acknowledged_write_is_stale() {
+        let (mut history, merged) = two_writes(false);
+        // Invoked at 30, after both writes were acknowledged (10 and 12), it saw neither.
+        history.push(get(2, &Object::new(), (30, 31)));
+        // Invoked at 11, before b's write was acknowledged, and it saw both: not stale.
+        history.push(get(3, &merged, (11, 13)));
+        let verdict = check(&history, &finals(get(4, &merged, (40, 41)), &merged));
+        assert_eq!(
+            verdict.stale_reads,
+            vec![StaleRead {
+                index: 2,
+                missed: 0,
+                staleness_ms: 20,
+            }]
+        );
+        assert!(verdict.is_ok(), "stale reads are reported, not failures");
+    }
 }

@@ -409,6 +409,17 @@ impl Node {
         self.coordinations.len()
     }
 
+    /// The Merkle root of every partition replica whose tree is built from the store. Replicas
+    /// of one partition holding the same objects have the same root, so equal roots across a
+    /// partition's replicas show they have converged.
+    pub fn merkle_roots(&mut self) -> BTreeMap<PartitionId, u64> {
+        self.trees
+            .iter_mut()
+            .filter(|(_, state)| state.built)
+            .map(|(partition, state)| (*partition, state.tree.root()))
+            .collect()
+    }
+
     /// Feeds any input (a convenience over the `handle_*` methods).
     pub fn handle_input(
         &mut self,
@@ -719,7 +730,9 @@ impl Node {
             .collect::<Vec<_>>()
     }
 
-    fn storage_key(&self, bucket: &[u8], key: &[u8]) -> StorageKey {
+    /// Where this node keeps its own replica of `bucket`/`key` (for hosts that inspect a
+    /// replica directly, as a history checker does).
+    pub fn storage_key(&self, bucket: &[u8], key: &[u8]) -> StorageKey {
         StorageKey::data(
             self.ring.partition_of(key_position(bucket, key)),
             bucket,

@@ -21,9 +21,17 @@ fn seeds(default: u64) -> Vec<u64> {
 fn campaign(name: &str, default_seeds: u64, config: impl Fn(u64) -> SimConfig, ops: usize) {
     let mut acked = 0;
     let mut superseded = 0;
+    let mut false_siblings = 0;
     for seed in seeds(default_seeds) {
-        let mut sim = random_run(config(seed), ops, 4);
-        let verdict = sim.check();
+        let config = config(seed);
+        // A truncated clock forgets writes it had seen, so siblings that are not concurrent are
+        // its documented price there, and only there.
+        let truncating = config.max_clock_entries < SimConfig::default().max_clock_entries;
+        let mut sim = random_run(config, ops, 4);
+        let mut verdict = sim.check();
+        if truncating {
+            false_siblings += std::mem::take(&mut verdict.false_siblings).len();
+        }
         assert!(
             verdict.is_ok(),
             "{name}: seed {seed} failed (replay with RINGKV_SEED={seed}): {verdict:#?}"
@@ -31,7 +39,10 @@ fn campaign(name: &str, default_seeds: u64, config: impl Fn(u64) -> SimConfig, o
         acked += verdict.acknowledged_writes;
         superseded += verdict.superseded;
     }
-    println!("{name}: {acked} acknowledged writes checked, {superseded} superseded, none lost");
+    println!(
+        "{name}: {acked} acknowledged writes checked, {superseded} superseded, none lost, \
+         {false_siblings} false siblings from truncated clocks"
+    );
     assert!(
         acked > 0,
         "{name}: the campaign acknowledged no write at all"

@@ -96,6 +96,12 @@ class Verdict:
     reused_dots: List[Tuple[int, int]] = field(default_factory=list)
     #: Hints still held at the end.
     hints_left: List[str] = field(default_factory=list)
+    #: Final siblings that are not concurrent: ``(index of the write that had seen the other,
+    #: index of the other)``.
+    false_siblings: List[Tuple[int, int]] = field(default_factory=list)
+    #: Gets that missed a write acknowledged before they were invoked (reported, not a
+    #: failure): ``{"index", "missed", "staleness_ms"}``.
+    stale_reads: List[Dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -114,6 +120,7 @@ class Verdict:
             (len(self.unreadable), "unreadable keys"),
             (len(self.reused_dots), "reused dots"),
             (len(self.hints_left), "hints left"),
+            (len(self.false_siblings), "false siblings"),
         ]
         found = [f"{count} {what}" for count, what in problems if count]
         return line + ("; " + ", ".join(found) if found else "")
@@ -489,6 +496,8 @@ class Sim:
             unreadable=list(raw["unreadable"]),
             reused_dots=list(raw["reused_dots"]),
             hints_left=list(raw["hints_left"]),
+            false_siblings=list(raw["false_siblings"]),
+            stale_reads=list(raw["stale_reads"]),
         )
 
     def converged(self) -> bool:
