@@ -33,6 +33,9 @@ pub const HEADER_READ_YOUR_WRITES: &str = "x-ringkv-read-your-writes";
 pub const HEADER_SIBLINGS: &str = "x-ringkv-siblings";
 /// The node that coordinated (or forwarded) the request.
 pub const HEADER_NODE: &str = "x-ringkv-node";
+/// On a write's answer: the dot the write was given (`actor:counter`), its identity in every
+/// clock. A history checker uses it to tell which write a stored sibling is.
+pub const HEADER_DOT: &str = "x-ringkv-dot";
 
 /// The body of every error answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +100,10 @@ pub struct ClusterStatus {
     pub in_flight: u64,
     /// Bucket properties set cluster-wide.
     pub buckets: Vec<BucketPropsDoc>,
+    /// Merkle root (16 hex digits) of each partition replica on this node whose tree is built,
+    /// by partition: replicas of a partition with equal roots hold the same objects.
+    #[serde(default)]
+    pub merkle_roots: std::collections::BTreeMap<u32, String>,
 }
 
 /// One partition in `/ring`.

@@ -173,6 +173,8 @@ pub struct PutResult {
     pub fallbacks: Vec<String>,
     /// The node that coordinated the request.
     pub node: Option<String>,
+    /// The dot the write was given (`actor:counter`): which sibling it is in every clock.
+    pub dot: Option<String>,
     /// The base URL the request was sent to.
     pub endpoint: String,
 }
@@ -551,6 +553,30 @@ impl Client {
         };
         let answer = self.get_path(targets, "/cluster").await?;
         decode_json(&answer)
+    }
+
+    /// `GET /replica/{bucket}/{key}` from `node` (a base URL): that node's own stored record of
+    /// the key (decode it with `ringkv_core::version::Object::decode`), `None` when it holds
+    /// none. For checkers and debugging; applications read with [`Client::get`].
+    pub async fn replica(
+        &self,
+        node: &str,
+        bucket: &[u8],
+        key: &[u8],
+    ) -> Result<Option<Bytes>, ClientError> {
+        let path = format!(
+            "/replica/{}/{}",
+            encode_segment(bucket),
+            encode_segment(key)
+        );
+        let answer = self
+            .get_path(vec![normalize_node_url(node)?], &path)
+            .await?;
+        match answer.status {
+            StatusCode::OK => Ok(Some(answer.body)),
+            StatusCode::NOT_FOUND => Ok(None),
+            status => Err(error_from_status(status, &answer.body)),
+        }
     }
 
     /// `GET /ring` from any node; also refreshes the routing table.
@@ -1257,6 +1283,7 @@ fn decode_write(answer: Answer) -> Result<PutResult, ClientError> {
         durable: header_list(headers, api::HEADER_DURABLE),
         fallbacks: header_list(headers, api::HEADER_FALLBACKS),
         node: header_text(headers, api::HEADER_NODE).map(str::to_owned),
+        dot: header_text(headers, api::HEADER_DOT).map(str::to_owned),
         endpoint: answer.endpoint,
     })
 }

@@ -334,6 +334,9 @@ impl From<NodeError> for Problem {
             NodeError::Abandoned => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", message)
             }
+            NodeError::Storage(_) => {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
+            }
         }
     }
 }
@@ -443,6 +446,18 @@ where
             if let Some(file) = path.strip_prefix("/ui/") {
                 only(&method, &[Method::GET], "GET")?;
                 return serve_ui(config, file).await;
+            }
+            if let Some(rest) = path.strip_prefix("/replica/") {
+                only(&method, &[Method::GET], "GET")?;
+                let (bucket, key) = parse_bucket_key(config, rest, "/replica")?;
+                return match node.local_record(bucket, key).await? {
+                    None => Err(Problem::not_found("this node holds no replica of the key")),
+                    Some(record) => {
+                        let mut response = Response::new(Full::new(Bytes::from(record)));
+                        set_header(&mut response, "content-type", "application/octet-stream");
+                        Ok(response)
+                    }
+                };
             }
             if let Some(bucket) = path
                 .strip_prefix("/buckets/")
@@ -565,15 +580,32 @@ fn parse_kv_request<B>(
     request: &Request<B>,
     rest: &str,
 ) -> Result<KvRequest, Problem> {
+    let (bucket, key) = parse_bucket_key(config, rest, "/kv")?;
+    let options = parse_options(request.uri().query())?;
+    let context = parse_context(request)?;
+    Ok(KvRequest {
+        bucket,
+        key,
+        options,
+        context,
+    })
+}
+
+/// Splits and decodes `{bucket}/{key}`, the rest of a path after `prefix`.
+fn parse_bucket_key(
+    config: &HttpConfig,
+    rest: &str,
+    prefix: &str,
+) -> Result<(Vec<u8>, Vec<u8>), Problem> {
     let Some((bucket, key)) = rest.split_once('/') else {
-        return Err(Problem::bad_request(
-            "expected /kv/{bucket}/{key} (percent-encode a '/' in a bucket or key)",
-        ));
+        return Err(Problem::bad_request(format!(
+            "expected {prefix}/{{bucket}}/{{key}} (percent-encode a '/' in a bucket or key)"
+        )));
     };
     if key.contains('/') {
-        return Err(Problem::bad_request(
-            "expected /kv/{bucket}/{key}: the key has an unencoded '/' (send it as %2F)",
-        ));
+        return Err(Problem::bad_request(format!(
+            "expected {prefix}/{{bucket}}/{{key}}: the key has an unencoded '/' (send it as %2F)"
+        )));
     }
     let bucket = decode_segment(bucket);
     let key = decode_segment(key);
@@ -590,14 +622,7 @@ fn parse_kv_request<B>(
             config.max_key_bytes
         )));
     }
-    let options = parse_options(request.uri().query())?;
-    let context = parse_context(request)?;
-    Ok(KvRequest {
-        bucket,
-        key,
-        options,
-        context,
-    })
+    Ok((bucket, key))
 }
 
 fn decode_segment(segment: &str) -> Vec<u8> {
@@ -834,14 +859,15 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
         }
         Reply::Written {
             context,
+            dot,
             replicas,
             durable,
             fallbacks,
             read_your_writes,
-            ..
         } => {
             let mut response = empty_response(StatusCode::NO_CONTENT);
             set_header(&mut response, api::HEADER_CONTEXT, &context.to_base64());
+            set_header(&mut response, api::HEADER_DOT, &dot.to_string());
             set_header(&mut response, api::HEADER_REPLICAS, &join_ids(&replicas));
             set_header(&mut response, api::HEADER_FALLBACKS, &join_ids(&fallbacks));
             set_header(&mut response, api::HEADER_DURABLE, &join_ids(&durable));
@@ -993,6 +1019,11 @@ pub fn cluster_status(status: &NodeStatus) -> api::ClusterStatus {
             .view
             .buckets()
             .map(|(bucket, _, props)| props_doc(bucket, props))
+            .collect(),
+        merkle_roots: status
+            .merkle_roots
+            .iter()
+            .map(|(partition, root)| (partition.0, format!("{root:016x}")))
             .collect(),
     }
 }

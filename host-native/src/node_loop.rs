@@ -1,7 +1,7 @@
 //! The task that owns a [`Node`]: every input goes through one channel into one task, so the
 //! protocol state needs no locks. The rest of the host talks to it through a [`NodeHandle`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ringkv_core::config::BucketProps;
@@ -26,6 +26,9 @@ pub enum NodeError {
     /// A join could not start (the node is not alone, or the seed cannot be reached).
     #[error("cannot join: {0}")]
     Join(String),
+    /// The local store could not be read.
+    #[error("storage: {0}")]
+    Storage(String),
     /// The node is shutting down and takes no new requests.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -58,6 +61,8 @@ pub struct NodeStatus {
     pub in_flight: u64,
     /// Properties of buckets that were never set.
     pub default_bucket: BucketProps,
+    /// Merkle roots of the partition replicas whose trees are built.
+    pub merkle_roots: BTreeMap<PartitionId, u64>,
 }
 
 /// What other tasks ask of the node task.
@@ -76,6 +81,11 @@ pub(crate) enum NodeRequest {
     },
     Status {
         reply: oneshot::Sender<NodeStatus>,
+    },
+    LocalRecord {
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<Option<Vec<u8>>, NodeError>>,
     },
 }
 
@@ -115,6 +125,20 @@ impl NodeHandle {
         let (reply, answer) = oneshot::channel();
         self.send(NodeRequest::Status { reply }).await?;
         answer.await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// This node's own stored replica of a key, as its encoded record, read straight from the
+    /// store (no quorum, no repair): what a history checker compares across replicas. A record
+    /// that fails its checksum reads as `Some(vec![])`.
+    pub async fn local_record(
+        &self,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(NodeRequest::LocalRecord { bucket, key, reply })
+            .await?;
+        answer.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
     /// The node's metrics.
@@ -363,6 +387,17 @@ impl NodeTask {
             NodeRequest::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            NodeRequest::LocalRecord { bucket, key, reply } => {
+                let storage_key = self.node.storage_key(&bucket, &key);
+                let storage = self.storage.clone();
+                // Off the node task: the read waits on the store.
+                tokio::task::spawn_blocking(move || {
+                    let record = storage
+                        .read_now(&storage_key)
+                        .map_err(|error| NodeError::Storage(error.to_string()));
+                    let _ = reply.send(record);
+                });
+            }
             NodeRequest::Join { seed, reply } => match self.prepare_join(&seed).await {
                 Ok(seed_id) => {
                     self.pending_join = Some(PendingJoin {
@@ -477,6 +512,7 @@ impl NodeTask {
             partitions_moving,
             in_flight: self.node.in_flight() as u64,
             default_bucket: self.node.config().default_bucket.clone(),
+            merkle_roots: self.node.merkle_roots(),
         }
     }
 

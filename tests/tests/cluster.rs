@@ -390,3 +390,75 @@ async fn a_lone_node_joins_over_http_and_a_member_leaves_without_losing_data() {
         server.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_inspectable_and_their_merkle_roots_converge() {
+    use ringkv_core::version::Object;
+    let dir = tempfile::tempdir().unwrap();
+    let servers = start_cluster(dir.path(), 3).await;
+    let client = client(&servers);
+    let options = Options {
+        w: Some(QuorumValue::All),
+        ..Options::default()
+    };
+    let mut dots = Vec::new();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let written = client
+            .put(
+                b"b",
+                key.as_bytes(),
+                None,
+                Bytes::from(key.clone()),
+                &options,
+            )
+            .await
+            .unwrap();
+        dots.push((key, written.dot.expect("a write answers with its dot")));
+    }
+    // N = 3 on 3 nodes: every node holds every key, with the write's dot as its only sibling.
+    for server in &servers {
+        let url = format!("http://{}", server.client_address);
+        for (key, dot) in &dots {
+            let record = client
+                .replica(&url, b"b", key.as_bytes())
+                .await
+                .unwrap()
+                .expect("every node is a replica");
+            let object = Object::decode(&record).expect("a whole record");
+            let siblings: Vec<String> = object
+                .siblings()
+                .iter()
+                .map(|s| s.dot.to_string())
+                .collect();
+            assert_eq!(siblings, vec![dot.clone()], "{key} on {url}");
+        }
+        assert_eq!(
+            client.replica(&url, b"b", b"never-written").await.unwrap(),
+            None
+        );
+    }
+    // Every node builds a tree for each of its 64 partitions, and the roots agree.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut roots = Vec::new();
+        for server in &servers {
+            let url = format!("http://{}", server.client_address);
+            roots.push(
+                client
+                    .cluster_status(Some(&url))
+                    .await
+                    .unwrap()
+                    .merkle_roots,
+            );
+        }
+        if roots[0].len() == 64 && roots.iter().all(|r| *r == roots[0]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "roots never agreed: {roots:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
