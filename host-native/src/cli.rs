@@ -795,6 +795,7 @@ mod tests {
             durable: vec!["n1".into()],
             fallbacks: vec!["n4".into()],
             node: Some("n1".into()),
+            dot: Some("n1.1:7".into()),
             endpoint: String::new(),
         };
         let text = describe_write("stored 3 bytes", &result);
@@ -853,6 +854,7 @@ mod tests {
             transfers_pending: moving,
             in_flight: 0,
             buckets: Vec::new(),
+            merkle_roots: Default::default(),
         }
     }
 

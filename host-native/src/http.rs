@@ -1263,7 +1263,7 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Respons
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::pin::Pin;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
@@ -1354,6 +1354,14 @@ mod tests {
                     NodeRequest::Status { reply } => {
                         let _ = reply.send(status.clone());
                     }
+                    NodeRequest::LocalRecord { key, reply, .. } => {
+                        let record = match key.as_slice() {
+                            b"held" => Ok(Some(b"record bytes".to_vec())),
+                            b"unreadable" => Err(NodeError::Storage("disk on fire".into())),
+                            _ => Ok(None),
+                        };
+                        let _ = reply.send(record);
+                    }
                 }
             }
         });
@@ -1403,6 +1411,7 @@ mod tests {
             partitions_moving: vec![(PartitionId(1), vec![NodeId::new("c")])],
             in_flight: 2,
             default_bucket: BucketProps::default(),
+            merkle_roots: BTreeMap::from([(PartitionId(3), 0xabc)]),
         }
     }
 
@@ -1620,6 +1629,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replica_serves_the_local_record_or_404() {
+        let fake = fake_node(canned(), test_status());
+        let held = get(&fake, "/replica/b/held").await;
+        assert_eq!(held.status, StatusCode::OK);
+        assert_eq!(
+            held.header("content-type"),
+            Some("application/octet-stream")
+        );
+        assert_eq!(held.body.as_ref(), b"record bytes");
+        assert_eq!(
+            get(&fake, "/replica/b/other").await.status,
+            StatusCode::NOT_FOUND
+        );
+        let failed = get(&fake, "/replica/b/unreadable").await;
+        assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            get(&fake, "/replica/b").await.status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            get(&fake, "/replica/b/k/x").await.status,
+            StatusCode::BAD_REQUEST
+        );
+        let put = call(
+            &fake,
+            &config(),
+            request(Method::PUT, "/replica/b/held", b"x"),
+        )
+        .await;
+        assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
     async fn put_is_204_with_write_headers_and_passes_value_context_and_options() {
         let fake = fake_node(canned(), test_status());
         let mut put = request(
@@ -1639,6 +1681,7 @@ mod tests {
         assert_eq!(answer.header(api::HEADER_DURABLE), Some("a"));
         assert_eq!(answer.header(api::HEADER_READ_YOUR_WRITES), Some("false"));
         assert_eq!(answer.header(api::HEADER_NODE), Some("a"));
+        assert_eq!(answer.header(api::HEADER_DOT), Some("a.1:1"));
         assert!(answer.header(api::HEADER_CONTEXT).is_some());
         let seen = fake.seen.lock().unwrap().clone();
         assert_eq!(
@@ -1993,6 +2036,10 @@ mod tests {
         assert_eq!(answer.status, StatusCode::OK);
         let cluster: api::ClusterStatus = serde_json::from_slice(&answer.body).unwrap();
         assert_eq!(cluster.node, "a");
+        assert_eq!(
+            cluster.merkle_roots,
+            BTreeMap::from([(3, "0000000000000abc".to_string())])
+        );
         assert_eq!(cluster.claimant.as_deref(), Some("a"));
         assert_eq!(cluster.ring_version, Some(7));
         assert_eq!(

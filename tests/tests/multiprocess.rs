@@ -277,6 +277,7 @@ impl Cluster {
                             transfers_pending: 0,
                             in_flight: 0,
                             buckets: Vec::new(),
+                            merkle_roots: Default::default(),
                         })
                     }
                 }
