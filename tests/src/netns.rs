@@ -24,6 +24,8 @@ use ringkv::client::{Client, ClientConfig};
 pub const HTTP_PORT: u16 = 8087;
 /// Peer port of every node.
 pub const PEER_PORT: u16 = 7087;
+/// Port of node `i`'s delaying proxy on the bridge address: this plus `i`.
+const PROXY_BASE_PORT: u16 = 9100;
 /// Names of everything this harness creates start with this.
 const PREFIX: &str = "rkv";
 
@@ -90,6 +92,8 @@ pub struct NetNode {
     child: Option<Child>,
     /// Whether the process is stopped with SIGSTOP.
     paused: bool,
+    /// The peer address it advertises, when not its own (a proxy).
+    advertise: Option<SocketAddr>,
 }
 
 impl NetNode {
@@ -131,6 +135,17 @@ pub struct NetCluster {
     pub nodes: Vec<NetNode>,
     /// Whether to keep the temporary folder (set when the run failed, for the logs).
     keep_files: bool,
+    /// Delaying proxies in front of every node's peer port, when the cluster has them.
+    proxies: Vec<DelayProxy>,
+}
+
+/// Delay added to every chunk of peer traffic by [`DelayProxy`], drawn uniformly per chunk.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkDelay {
+    /// Least delay.
+    pub min: Duration,
+    /// Greatest delay.
+    pub max: Duration,
 }
 
 impl NetCluster {
@@ -173,6 +188,19 @@ impl NetCluster {
         count: usize,
         config: &str,
     ) -> Result<NetCluster, HarnessError> {
+        Self::start_with(binary, count, config, None).await
+    }
+
+    /// [`NetCluster::start`], with every peer link going through a [`DelayProxy`] that adds
+    /// `delay` when given: each node advertises its proxy as its peer address. (Proxied traffic
+    /// reaches a node from the bridge's address, so iptables faults do not apply to it; process
+    /// faults do.)
+    pub async fn start_with(
+        binary: &Path,
+        count: usize,
+        config: &str,
+        delay: Option<LinkDelay>,
+    ) -> Result<NetCluster, HarnessError> {
         sweep_leftovers();
         let pid = std::process::id();
         let tag = format!("{PREFIX}{pid}");
@@ -189,10 +217,20 @@ impl NetCluster {
             dir: Some(dir),
             nodes: Vec::new(),
             keep_files: false,
+            proxies: Vec::new(),
         };
         cluster.create_bridge()?;
         for i in 1..=count {
             cluster.add_node(i)?;
+        }
+        if let Some(delay) = delay {
+            for i in 0..count {
+                let listen = SocketAddr::from((cluster.gateway(), PROXY_BASE_PORT + i as u16));
+                let target = cluster.nodes[i].peer_address();
+                let proxy = DelayProxy::start(listen, target, delay, i as u64 + 1).await?;
+                cluster.nodes[i].advertise = Some(listen);
+                cluster.proxies.push(proxy);
+            }
         }
         cluster.spawn(0)?;
         cluster.wait_healthy(0, Duration::from_secs(60)).await?;
@@ -248,6 +286,7 @@ impl NetCluster {
             seed,
             child: None,
             paused: false,
+            advertise: None,
         });
         Ok(())
     }
@@ -283,6 +322,9 @@ impl NetCluster {
             .args(["--listen", &http, "--peer-listen", &peer]);
         if let Some(seed) = &node.seed {
             command.args(["--seed", seed]);
+        }
+        if let Some(advertise) = node.advertise {
+            command.args(["--peer-advertise", &advertise.to_string()]);
         }
         // `ip netns exec` execs the server, so the child's pid is the server's.
         let child = command
@@ -533,6 +575,7 @@ impl NetCluster {
 
     /// Removes processes, namespaces and links.
     fn teardown(&mut self) {
+        self.proxies.clear();
         for i in 0..self.nodes.len() {
             self.resume(i);
             self.kill(i);
@@ -584,4 +627,90 @@ fn sweep_leftovers() {
             let _ = run("ip", &["link", "del", name]);
         }
     }
+}
+
+/// A TCP proxy that delays every chunk it forwards by a random time in a range. Order within a
+/// connection is kept (TCP's promise); messages on different links overtake each other, which is
+/// the reordering a peer sees. The kernel here has no netem, so delay comes from user space.
+pub struct DelayProxy {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DelayProxy {
+    /// Listens on `listen` and forwards every connection to `target`.
+    pub async fn start(
+        listen: SocketAddr,
+        target: SocketAddr,
+        delay: LinkDelay,
+        seed: u64,
+    ) -> Result<DelayProxy, HarnessError> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let task = tokio::spawn(async move {
+            let mut connection = 0u64;
+            while let Ok((inbound, _)) = listener.accept().await {
+                connection += 1;
+                let seed = seed.wrapping_mul(1_000_003).wrapping_add(connection);
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    let forward = delayed_copy(in_read, out_write, delay, seed);
+                    let backward = delayed_copy(out_read, in_write, delay, seed ^ 0x5555);
+                    // When either direction ends, both do (the connection is gone).
+                    tokio::select! {
+                        _ = forward => {}
+                        _ = backward => {}
+                    }
+                });
+            }
+        });
+        Ok(DelayProxy { task })
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies `from` to `to`, each chunk delivered at `max(previous delivery, arrival + delay)`.
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: LinkDelay,
+    seed: u64,
+) {
+    use rand::{Rng, SeedableRng};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(256);
+    let reader = async move {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut last = tokio::time::Instant::now();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            let extra = rng.gen_range(delay.min..=delay.max);
+            last = last.max(tokio::time::Instant::now() + extra);
+            if sender.send((last, buffer[..read].to_vec())).await.is_err() {
+                return;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, chunk)) = receiver.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::join!(reader, writer);
 }
