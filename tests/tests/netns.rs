@@ -216,6 +216,43 @@ async fn the_harness_sees_a_write_lost_with_its_only_replica() {
     assert!(!verdict.is_ok());
 }
 
+/// Starts `ringkv bench` against `nodes` for `seconds`, as JSON.
+fn bench(nodes: &[String], seconds: u64, seed: u64) -> std::process::Child {
+    Command::new(ringkv_binary())
+        .args(["bench", "--json", "--no-progress", "--concurrency", "8"])
+        .args([
+            "--keys",
+            "2000",
+            "--mix",
+            "get=60,put=40",
+            "--value-size",
+            "512",
+        ])
+        .args(["--timeout-ms", "2000", "--seed", &seed.to_string()])
+        .args([
+            "--duration",
+            &format!("{seconds}s"),
+            "--nodes",
+            &nodes.join(","),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ringkv bench starts")
+}
+
+/// Waits for a bench and returns its JSON report.
+fn finish_bench(bench: std::process::Child) -> serde_json::Value {
+    let done = bench.wait_with_output().expect("ringkv bench ends");
+    assert!(
+        done.status.success(),
+        "ringkv bench failed: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    serde_json::from_slice(&done.stdout).expect("bench JSON")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_bench_load_with_a_fault_every_few_seconds() {
     if skip() {
@@ -226,37 +263,11 @@ async fn soak_bench_load_with_a_fault_every_few_seconds() {
     let seconds = env_u64("RINGKV_SOAK_SECS", 40);
     let seed = env_u64("RINGKV_JEPSEN_SEED", 42);
     let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
+    // A fault-free run of the same load first: the baseline the faulted run is compared with.
+    let baseline_seconds = (seconds / 4).clamp(5, 30);
+    let baseline = finish_bench(bench(&nodes, baseline_seconds, seed));
     // The bench is the load; the campaign's clients record the history the checker judges.
-    let bench = Command::new(ringkv_binary())
-        .args([
-            "bench",
-            "--json",
-            "--no-progress",
-            "--concurrency",
-            "8",
-            "--keys",
-            "2000",
-        ])
-        .args([
-            "--mix",
-            "get=60,put=40",
-            "--value-size",
-            "512",
-            "--timeout-ms",
-            "2000",
-        ])
-        .args([
-            "--seed",
-            &seed.to_string(),
-            "--duration",
-            &format!("{seconds}s"),
-        ])
-        .args(["--nodes", &nodes.join(",")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ringkv bench starts");
+    let load = bench(&nodes, seconds, seed);
     let config = CampaignConfig {
         seed,
         duration: Duration::from_secs(seconds),
@@ -266,15 +277,28 @@ async fn soak_bench_load_with_a_fault_every_few_seconds() {
         ..CampaignConfig::default()
     };
     let report = campaign("netns-soak", &mut cluster, config).await;
-    let bench = bench.wait_with_output().expect("ringkv bench ends");
-    let text = String::from_utf8_lossy(&bench.stdout);
-    println!("bench under faults: {}", text.trim());
-    assert!(
-        bench.status.success(),
-        "ringkv bench failed: {}",
-        String::from_utf8_lossy(&bench.stderr)
+    let faulted = finish_bench(load);
+    let figure = |summary: &serde_json::Value, path: &[&str]| {
+        path.iter()
+            .fold(summary, |value, key| &value[*key])
+            .as_f64()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "soak: ringkv bench under a fault every {} s: {:.0} ops/s, {:.2}x the fault-free {:.0} ops/s; \
+         get p99 {:.1} ms ({:.2}x), put p99 {:.1} ms ({:.2}x); errors {}",
+        4,
+        figure(&faulted, &["throughput"]),
+        figure(&faulted, &["throughput"]) / figure(&baseline, &["throughput"]).max(1.0),
+        figure(&baseline, &["throughput"]),
+        figure(&faulted, &["per_op", "get", "p99_us"]) / 1000.0,
+        figure(&faulted, &["per_op", "get", "p99_us"])
+            / figure(&baseline, &["per_op", "get", "p99_us"]).max(1.0),
+        figure(&faulted, &["per_op", "put", "p99_us"]) / 1000.0,
+        figure(&faulted, &["per_op", "put", "p99_us"])
+            / figure(&baseline, &["per_op", "put", "p99_us"]).max(1.0),
+        faulted["errors"]
     );
-    let summary: serde_json::Value = serde_json::from_str(text.trim()).expect("bench JSON");
-    assert!(summary["ops"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert!(faulted["ops"].as_u64().unwrap_or(0) > 0, "{faulted}");
     assert_eq!(report.lost, 0);
 }
