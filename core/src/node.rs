@@ -898,7 +898,7 @@ impl Node {
         let Some(Coordination::Get(mut state)) = self.finish(id) else {
             return;
         };
-        if let Some(reply) = state.unavailable() {
+        if let Some(reply) = state.final_reply() {
             self.reply_unavailable(state.client.clone(), reply);
         }
         let stale = state.stale_replicas();

@@ -57,8 +57,34 @@ impl GetState {
             .map(|(n, _)| n)
     }
 
-    /// The reply to send now, if R replies are in and none was sent yet.
+    /// Whether the replies so far say something about the key: a preference-list node answered,
+    /// or some replica holds the key, or every target has answered. Not-founds from fallbacks
+    /// only say that they hold no hint for the key: answering with them alone would report an
+    /// existing key missing while an owner that holds it is still being asked (the network
+    /// harness caught such reads, stale by tens of seconds, when a partition cut two owners off).
+    fn informed(&self) -> bool {
+        self.all_replied()
+            || self.replies.iter().any(|(node, state)| match state {
+                ReplicaState::Found(_) => true,
+                ReplicaState::Missing => self
+                    .replicas
+                    .iter()
+                    .any(|t| t.node == *node && t.hint.is_none()),
+                ReplicaState::Corrupt | ReplicaState::Failed => false,
+            })
+    }
+
+    /// The reply to send now, if R replies are in, they say something about the key (see
+    /// [`GetState::informed`]), and none was sent yet.
     pub fn take_reply(&mut self) -> Option<Reply> {
+        if !self.informed() {
+            return None;
+        }
+        self.got()
+    }
+
+    /// The answer from the replies in, if R of them are and none was sent yet.
+    fn got(&mut self) -> Option<Reply> {
         if self.answered || (self.successful().count() as u32) < self.quorums.r {
             return None;
         }
@@ -73,8 +99,13 @@ impl GetState {
         })
     }
 
-    /// The reply at the deadline when R was not reached.
-    pub fn unavailable(&mut self) -> Option<Reply> {
+    /// The reply at the deadline if none was sent: what R replies say if they came in (only
+    /// from fallbacks, see [`GetState::informed`]: the owners stayed silent), else a quorum
+    /// failure.
+    pub fn final_reply(&mut self) -> Option<Reply> {
+        if let Some(got) = self.got() {
+            return Some(got);
+        }
         if self.answered {
             return None;
         }
@@ -105,5 +136,135 @@ impl GetState {
             })
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{ActorId, Content};
+    use alloc::vec;
+
+    fn target(node: &str, hint: Option<&str>) -> Target {
+        Target {
+            node: NodeId::new(node),
+            hint: hint.map(NodeId::new),
+        }
+    }
+
+    fn state(targets: Vec<Target>, r: u32) -> GetState {
+        GetState {
+            client: Client::Internal,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            quorums: Quorums {
+                n: 3,
+                r,
+                w: 2,
+                dw: 0,
+            },
+            mode: ConflictMode::Siblings,
+            replicas: targets,
+            replies: BTreeMap::new(),
+            merged: Object::new(),
+            answered: false,
+            deadline: 1_000,
+        }
+    }
+
+    fn object(value: &[u8]) -> Object {
+        let mut object = Object::new();
+        object.update(
+            &Default::default(),
+            &ActorId::new("a"),
+            Content::Value(value.to_vec()),
+            1,
+            ConflictMode::Siblings,
+        );
+        object
+    }
+
+    fn values(reply: Option<Reply>) -> Vec<Vec<u8>> {
+        match reply {
+            Some(Reply::Got { values, .. }) => values,
+            other => panic!("expected a Got reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fallback_not_founds_wait_for_the_owner_still_asked() {
+        let mut get = state(
+            vec![
+                target("n1", Some("n2")),
+                target("n5", Some("n3")),
+                target("n4", None),
+            ],
+            2,
+        );
+        get.record(&NodeId::new("n5"), ReplicaState::Missing);
+        get.record(&NodeId::new("n1"), ReplicaState::Missing);
+        assert_eq!(
+            get.take_reply(),
+            None,
+            "two fallbacks' not-founds are not a read"
+        );
+        get.record(&NodeId::new("n4"), ReplicaState::Found(object(b"v")));
+        assert_eq!(values(get.take_reply()), vec![b"v".to_vec()]);
+    }
+
+    #[test]
+    fn an_owner_not_found_or_a_found_anywhere_answers_at_once() {
+        let mut get = state(
+            vec![
+                target("n1", None),
+                target("n5", Some("n3")),
+                target("n4", None),
+            ],
+            2,
+        );
+        get.record(&NodeId::new("n5"), ReplicaState::Missing);
+        get.record(&NodeId::new("n1"), ReplicaState::Missing);
+        assert_eq!(values(get.take_reply()), Vec::<Vec<u8>>::new());
+
+        let mut get = state(
+            vec![
+                target("n1", Some("n2")),
+                target("n5", Some("n3")),
+                target("n4", None),
+            ],
+            2,
+        );
+        get.record(&NodeId::new("n5"), ReplicaState::Found(object(b"hinted")));
+        get.record(&NodeId::new("n1"), ReplicaState::Missing);
+        assert_eq!(values(get.take_reply()), vec![b"hinted".to_vec()]);
+    }
+
+    #[test]
+    fn only_fallbacks_answer_when_all_have_or_at_the_deadline() {
+        // Every target a fallback (the owners are all cut off): all replies in is an answer.
+        let mut get = state(vec![target("n1", Some("n2")), target("n5", Some("n3"))], 2);
+        get.record(&NodeId::new("n5"), ReplicaState::Missing);
+        get.record(&NodeId::new("n1"), ReplicaState::Missing);
+        assert!(get.take_reply().is_some());
+
+        // The owner never answers: at the deadline the fallbacks' answer is given.
+        let mut get = state(
+            vec![
+                target("n1", Some("n2")),
+                target("n5", Some("n3")),
+                target("n4", None),
+            ],
+            2,
+        );
+        get.record(&NodeId::new("n5"), ReplicaState::Missing);
+        get.record(&NodeId::new("n1"), ReplicaState::Missing);
+        assert_eq!(get.take_reply(), None);
+        assert!(matches!(get.final_reply(), Some(Reply::Got { .. })));
+        assert_eq!(get.final_reply(), None, "one answer only");
+
+        // Fewer than R replies at the deadline is a quorum failure.
+        let mut get = state(vec![target("n1", None), target("n4", None)], 2);
+        get.record(&NodeId::new("n1"), ReplicaState::Missing);
+        assert!(matches!(get.final_reply(), Some(Reply::Unavailable { .. })));
     }
 }
