@@ -352,9 +352,8 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let path = request.uri().path().to_string();
-    let mut response = if let Some(rest) = path.strip_prefix("/kv/") {
-        let rest = rest.to_string();
-        kv(node, config, request, &rest).await
+    let mut response = if path.starts_with(KV_PREFIX) {
+        kv(node, config, request).await
     } else {
         route(node, config, request, &path)
             .await
@@ -475,19 +474,39 @@ fn no_ring() -> Problem {
 
 // ----- /kv -----
 
-/// What a `/kv` request asks, parsed and checked.
-struct KvRequest {
-    bucket: Vec<u8>,
-    key: Vec<u8>,
-    options: RequestOptions,
-    context: Context,
+/// The path prefix of the key-value resources.
+const KV_PREFIX: &str = "/kv/";
+
+/// What a `/kv/{bucket}/{key}` request's target and context header ask, parsed and checked (the
+/// method and the body are dealt with apart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvTarget {
+    /// The bucket, percent-decoded (never empty).
+    pub bucket: Vec<u8>,
+    /// The key, percent-decoded (never empty, at most the configured key limit).
+    pub key: Vec<u8>,
+    /// The query's quorum and timeout overrides.
+    pub options: RequestOptions,
+    /// The context header's context ([`Context::empty`] without one).
+    pub context: Context,
+}
+
+/// Why a `/kv` request target was refused: it is answered `400 Bad Request` with this message,
+/// and nothing reaches the node.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadTarget(pub String);
+
+impl From<BadTarget> for Problem {
+    fn from(error: BadTarget) -> Problem {
+        Problem::bad_request(error.0)
+    }
 }
 
 async fn kv<B>(
     node: &NodeHandle,
     config: &HttpConfig,
     request: Request<B>,
-    rest: &str,
 ) -> Response<ResponseBody>
 where
     B: Body,
@@ -503,7 +522,7 @@ where
     };
     let started = Instant::now();
     let metrics = node.metrics();
-    let (response, outcome) = match kv_op(node, config, request, rest, op).await {
+    let (response, outcome) = match kv_op(node, config, request, op).await {
         Ok(answer) => answer,
         Err(problem) => (problem.into_response(), Outcome::Rejected),
     };
@@ -522,14 +541,18 @@ async fn kv_op<B>(
     node: &NodeHandle,
     config: &HttpConfig,
     request: Request<B>,
-    rest: &str,
     op: Op,
 ) -> Result<(Response<ResponseBody>, Outcome), Problem>
 where
     B: Body,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let target = parse_kv_request(config, &request, rest)?;
+    let target = parse_kv_target(
+        request.uri().path(),
+        request.uri().query(),
+        request.headers().get(api::HEADER_CONTEXT),
+        config.max_key_bytes,
+    )?;
     let client_request = match op {
         Op::Get => ClientRequest::Get {
             bucket: target.bucket,
@@ -560,39 +583,47 @@ where
     Ok(reply_response(reply))
 }
 
-fn parse_kv_request<B>(
-    config: &HttpConfig,
-    request: &Request<B>,
-    rest: &str,
-) -> Result<KvRequest, Problem> {
+/// Parses a `/kv/{bucket}/{key}` request: `path` is the request URI's path as sent (still
+/// percent-encoded), `query` its query, `context` the [`api::HEADER_CONTEXT`] header. A pure
+/// function of its arguments, kept apart from the router so that it can be tested and fuzzed
+/// without a server; every refusal is a [`BadTarget`].
+pub fn parse_kv_target(
+    path: &str,
+    query: Option<&str>,
+    context: Option<&HeaderValue>,
+    max_key_bytes: usize,
+) -> Result<KvTarget, BadTarget> {
+    let bad = |message: &str| BadTarget(message.to_string());
+    let Some(rest) = path.strip_prefix(KV_PREFIX) else {
+        return Err(bad("expected /kv/{bucket}/{key}"));
+    };
     let Some((bucket, key)) = rest.split_once('/') else {
-        return Err(Problem::bad_request(
+        return Err(bad(
             "expected /kv/{bucket}/{key} (percent-encode a '/' in a bucket or key)",
         ));
     };
     if key.contains('/') {
-        return Err(Problem::bad_request(
+        return Err(bad(
             "expected /kv/{bucket}/{key}: the key has an unencoded '/' (send it as %2F)",
         ));
     }
     let bucket = decode_segment(bucket);
     let key = decode_segment(key);
     if bucket.is_empty() {
-        return Err(Problem::bad_request("the bucket name is empty"));
+        return Err(bad("the bucket name is empty"));
     }
     if key.is_empty() {
-        return Err(Problem::bad_request("the key is empty"));
+        return Err(bad("the key is empty"));
     }
-    if key.len() > config.max_key_bytes {
-        return Err(Problem::bad_request(format!(
-            "the key is {} bytes, over the limit of {}",
+    if key.len() > max_key_bytes {
+        return Err(BadTarget(format!(
+            "the key is {} bytes, over the limit of {max_key_bytes}",
             key.len(),
-            config.max_key_bytes
         )));
     }
-    let options = parse_options(request.uri().query())?;
-    let context = parse_context(request)?;
-    Ok(KvRequest {
+    let options = parse_options(query)?;
+    let context = parse_context(context)?;
+    Ok(KvTarget {
         bucket,
         key,
         options,
@@ -606,7 +637,7 @@ fn decode_segment(segment: &str) -> Vec<u8> {
 
 /// Parses the query overrides `r`, `w`, `n`, `dw`, `timeout_ms`; anything else is refused so that
 /// a misspelt override is not silently ignored.
-fn parse_options(query: Option<&str>) -> Result<RequestOptions, Problem> {
+fn parse_options(query: Option<&str>) -> Result<RequestOptions, BadTarget> {
     let mut options = RequestOptions::default();
     for pair in query
         .unwrap_or("")
@@ -617,12 +648,12 @@ fn parse_options(query: Option<&str>) -> Result<RequestOptions, Problem> {
         let name = percent_decode_str(name).decode_utf8_lossy().into_owned();
         let value = percent_decode_str(raw)
             .decode_utf8()
-            .map_err(|_| Problem::bad_request(format!("query parameter {name} is not UTF-8")))?;
+            .map_err(|_| BadTarget(format!("query parameter {name} is not UTF-8")))?;
         let value = value.trim();
-        let duplicate = || Problem::bad_request(format!("query parameter {name} is repeated"));
+        let duplicate = || BadTarget(format!("query parameter {name} is repeated"));
         let quorum = |value: &str| {
             parse_quorum(value)
-                .map_err(|error| Problem::bad_request(format!("query parameter {name}: {error}")))
+                .map_err(|error| BadTarget(format!("query parameter {name}: {error}")))
         };
         match name.as_str() {
             "r" if options.r.is_some() => return Err(duplicate()),
@@ -634,27 +665,27 @@ fn parse_options(query: Option<&str>) -> Result<RequestOptions, Problem> {
             "n" if options.n.is_some() => return Err(duplicate()),
             "n" => {
                 options.n = Some(value.parse::<u32>().map_err(|_| {
-                    Problem::bad_request(format!("query parameter n: {value:?} is not a count"))
+                    BadTarget(format!("query parameter n: {value:?} is not a count"))
                 })?)
             }
             "timeout_ms" if options.timeout_ms.is_some() => return Err(duplicate()),
             "timeout_ms" => {
                 let timeout = value.parse::<u64>().map_err(|_| {
-                    Problem::bad_request(format!(
+                    BadTarget(format!(
                         "query parameter timeout_ms: {value:?} is not a number of milliseconds"
                     ))
                 })?;
                 // A request waits in the node (and holds its memory) until its deadline, so the
                 // deadline is bounded.
                 if timeout == 0 || timeout > MAX_TIMEOUT_MS {
-                    return Err(Problem::bad_request(format!(
+                    return Err(BadTarget(format!(
                         "query parameter timeout_ms: {timeout} is outside 1..={MAX_TIMEOUT_MS}"
                     )));
                 }
                 options.timeout_ms = Some(timeout);
             }
             _ => {
-                return Err(Problem::bad_request(format!(
+                return Err(BadTarget(format!(
                     "unknown query parameter {name:?} (expected r, w, n, dw or timeout_ms)"
                 )))
             }
@@ -674,19 +705,19 @@ fn parse_quorum(value: &str) -> Result<QuorumValue, String> {
 }
 
 /// The request's context: empty without the header (or with an empty one), 400 when malformed.
-fn parse_context<B>(request: &Request<B>) -> Result<Context, Problem> {
-    let Some(header) = request.headers().get(api::HEADER_CONTEXT) else {
+fn parse_context(header: Option<&HeaderValue>) -> Result<Context, BadTarget> {
+    let Some(header) = header else {
         return Ok(Context::empty());
     };
     let text = header
         .to_str()
-        .map_err(|_| Problem::bad_request("the context header is not ASCII"))?
+        .map_err(|_| BadTarget("the context header is not ASCII".to_string()))?
         .trim();
     if text.is_empty() {
         return Ok(Context::empty());
     }
     Context::from_base64(text)
-        .map_err(|error| Problem::bad_request(format!("invalid context header: {error}")))
+        .map_err(|error| BadTarget(format!("invalid context header: {error}")))
 }
 
 /// Reads a PUT body: refused by `Content-Length` before any of it is read, and cut off as soon
@@ -2372,3 +2403,4 @@ mod tests {
         assert_send(&future);
     }
 }
+
