@@ -211,6 +211,13 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{QuorumValue, RequestOptions};
+    use crate::io::{QuorumKind, Space};
+    use crate::membership::{ClusterView, MemberInfo};
+    use crate::merkle::MerkleConfig;
+    use crate::version::{ActorId, ConflictMode, Content, Dot, Object};
+    // prop_oneof! with many arms builds a `vec!`, which no_std does not have in scope.
+    use alloc::vec;
     use proptest::prelude::*;
 
     #[test]
@@ -238,6 +245,311 @@ mod tests {
         .encode();
         frame.push(0);
         assert_eq!(Message::decode(&frame), Err(WireError::Malformed));
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..12)
+    }
+
+    fn node() -> impl Strategy<Value = NodeId> {
+        "[a-z0-9.:-]{0,8}".prop_map(NodeId::new)
+    }
+
+    fn nodes() -> impl Strategy<Value = Vec<NodeId>> {
+        proptest::collection::vec(node(), 0..3)
+    }
+
+    fn quorum() -> impl Strategy<Value = Option<QuorumValue>> {
+        proptest::option::of(prop_oneof![
+            Just(QuorumValue::One),
+            Just(QuorumValue::Quorum),
+            Just(QuorumValue::All),
+            any::<u32>().prop_map(QuorumValue::Count),
+        ])
+    }
+
+    fn options() -> impl Strategy<Value = RequestOptions> {
+        (
+            proptest::option::of(any::<u32>()),
+            quorum(),
+            quorum(),
+            quorum(),
+            proptest::option::of(any::<u64>()),
+        )
+            .prop_map(|(n, r, w, dw, timeout_ms)| RequestOptions {
+                n,
+                r,
+                w,
+                dw,
+                timeout_ms,
+            })
+    }
+
+    /// An object (as its record) and its context after a few writes by a few actors.
+    fn object() -> impl Strategy<Value = Object> {
+        proptest::collection::vec((0u8..3, proptest::option::of(bytes()), any::<u64>()), 0..4)
+            .prop_map(|writes| {
+                let mut object = Object::new();
+                for (actor, value, now) in writes {
+                    let content = value.map_or(Content::Tombstone, Content::Value);
+                    let actor = ActorId::new(alloc::format!("n{actor}"));
+                    let context = object.context().into_clock();
+                    object.update(&context, &actor, content, now, ConflictMode::Siblings);
+                }
+                object
+            })
+    }
+
+    fn dot() -> impl Strategy<Value = Dot> {
+        ("[a-z]{1,4}", 1u64..).prop_map(|(actor, counter)| Dot {
+            actor: ActorId::new(actor),
+            counter,
+        })
+    }
+
+    fn client_request() -> impl Strategy<Value = ClientRequest> {
+        prop_oneof![
+            (bytes(), bytes(), options()).prop_map(|(bucket, key, options)| ClientRequest::Get {
+                bucket,
+                key,
+                options
+            }),
+            (bytes(), bytes(), object(), bytes(), options()).prop_map(
+                |(bucket, key, object, value, options)| ClientRequest::Put {
+                    bucket,
+                    key,
+                    context: object.context(),
+                    value,
+                    options,
+                }
+            ),
+            (bytes(), bytes(), object(), options()).prop_map(|(bucket, key, object, options)| {
+                ClientRequest::Delete {
+                    bucket,
+                    key,
+                    context: object.context(),
+                    options,
+                }
+            }),
+        ]
+    }
+
+    fn reply() -> impl Strategy<Value = Reply> {
+        prop_oneof![
+            (
+                proptest::collection::vec(bytes(), 0..3),
+                object(),
+                nodes(),
+                nodes(),
+                any::<bool>()
+            )
+                .prop_map(|(values, object, replicas, fallbacks, read_your_writes)| {
+                    Reply::Got {
+                        values,
+                        context: object.context(),
+                        replicas,
+                        fallbacks,
+                        read_your_writes,
+                    }
+                }),
+            (object(), dot(), nodes(), nodes(), any::<bool>()).prop_map(
+                |(object, dot, replicas, fallbacks, read_your_writes)| Reply::Written {
+                    context: object.context(),
+                    dot,
+                    durable: replicas.iter().take(1).cloned().collect(),
+                    replicas,
+                    fallbacks,
+                    read_your_writes,
+                }
+            ),
+            (any::<u32>(), nodes()).prop_map(|(needed, answered)| Reply::Unavailable {
+                kind: QuorumKind::Write,
+                needed,
+                answered,
+            }),
+            ".{0,12}".prop_map(|reason| Reply::Failed { reason }),
+        ]
+    }
+
+    fn storage_key() -> impl Strategy<Value = StorageKey> {
+        (proptest::option::of(node()), any::<u32>(), bytes(), bytes()).prop_map(
+            |(owner, partition, bucket, key)| StorageKey {
+                space: owner.map_or(Space::Data, |owner| Space::Hint { owner }),
+                partition: PartitionId(partition),
+                bucket,
+                key,
+            },
+        )
+    }
+
+    fn view() -> impl Strategy<Value = ClusterView> {
+        (
+            "[a-z]{1,6}",
+            proptest::collection::btree_set("[a-z0-9]{1,6}", 0..4),
+            1u32..8,
+        )
+            .prop_map(|(cluster, members, capacity)| {
+                let mut view = ClusterView::new(cluster).unwrap();
+                for id in members {
+                    let info = MemberInfo::new(id.as_str(), "p:1", "c:2", capacity);
+                    view.set_member(info).unwrap();
+                }
+                view
+            })
+    }
+
+    fn exchange_request() -> impl Strategy<Value = ExchangeRequest> {
+        prop_oneof![
+            Just(ExchangeRequest::Root),
+            proptest::collection::vec(any::<(u32, u32)>(), 0..4)
+                .prop_map(|nodes| ExchangeRequest::Children { nodes }),
+            proptest::collection::vec(any::<u32>(), 0..4)
+                .prop_map(|segments| ExchangeRequest::Segments { segments }),
+        ]
+    }
+
+    fn exchange_response() -> impl Strategy<Value = ExchangeResponse> {
+        prop_oneof![
+            (1u32..8, 1u32..5, any::<u64>()).prop_map(|(fanout, depth, hash)| {
+                ExchangeResponse::Root {
+                    config: MerkleConfig { fanout, depth },
+                    hash,
+                }
+            }),
+            proptest::collection::vec(
+                (
+                    any::<(u32, u32)>(),
+                    proptest::collection::vec(any::<u64>(), 0..4)
+                ),
+                0..3
+            )
+            .prop_map(ExchangeResponse::Children),
+            proptest::collection::vec(
+                (
+                    any::<u32>(),
+                    proptest::collection::vec(((bytes(), bytes()), any::<u64>()), 0..3)
+                ),
+                0..3
+            )
+            .prop_map(ExchangeResponse::Segments),
+        ]
+    }
+
+    /// Every kind of message, with contents of every shape.
+    fn message() -> impl Strategy<Value = Message> {
+        let hint = || proptest::option::of(node());
+        let read_result = prop_oneof![
+            object().prop_map(|object| ReadResult::Found(object.encode())),
+            Just(ReadResult::NotFound),
+            Just(ReadResult::Corrupt),
+            Just(ReadResult::Failed),
+        ];
+        prop_oneof![
+            (any::<u64>(), client_request())
+                .prop_map(|(id, request)| Message::Forward { id, request }),
+            (any::<u64>(), reply()).prop_map(|(id, reply)| Message::ForwardReply { id, reply }),
+            (any::<u64>(), bytes(), bytes(), hint()).prop_map(|(id, bucket, key, hint)| {
+                Message::Read {
+                    id,
+                    bucket,
+                    key,
+                    hint,
+                }
+            }),
+            (any::<u64>(), read_result).prop_map(|(id, result)| Message::ReadReply { id, result }),
+            (
+                any::<u64>(),
+                bytes(),
+                bytes(),
+                object(),
+                any::<bool>(),
+                hint()
+            )
+                .prop_map(|(id, bucket, key, object, sync, hint)| Message::Write {
+                    id,
+                    bucket,
+                    key,
+                    record: object.encode(),
+                    sync,
+                    hint,
+                }),
+            (any::<u64>(), any::<bool>(), any::<bool>())
+                .prop_map(|(id, stored, synced)| { Message::WriteReply { id, stored, synced } }),
+            (any::<u64>(), any::<u32>(), exchange_request()).prop_map(
+                |(id, partition, request)| Message::Exchange {
+                    id,
+                    partition: PartitionId(partition),
+                    request,
+                }
+            ),
+            (any::<u64>(), proptest::option::of(exchange_response()))
+                .prop_map(|(id, response)| Message::ExchangeReply { id, response }),
+            any::<u64>().prop_map(|digest| Message::Gossip(GossipMessage::Digest(digest))),
+            view().prop_map(
+                |view| Message::Gossip(GossipMessage::View(alloc::boxed::Box::new(view)))
+            ),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                proptest::option::of(storage_key())
+            )
+                .prop_map(|(id, partition, after)| Message::HandoffPull {
+                    id,
+                    partition: PartitionId(partition),
+                    after,
+                }),
+            (
+                any::<u64>(),
+                proptest::collection::vec((storage_key(), bytes()), 0..3),
+                any::<bool>()
+            )
+                .prop_map(|(id, items, done)| Message::HandoffChunk {
+                    id,
+                    items,
+                    done
+                }),
+            (bytes(), bytes(), any::<u64>(), any::<u64>()).prop_map(
+                |(bucket, key, digest, ring_version)| Message::Reap {
+                    bucket,
+                    key,
+                    digest,
+                    ring_version,
+                }
+            ),
+            Just(Message::Ping),
+            Just(Message::Pong),
+            (bytes(), bytes(), object(), hint()).prop_map(|(bucket, key, object, hint)| {
+                Message::Repair {
+                    bucket,
+                    key,
+                    record: object.encode(),
+                    hint,
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn messages_round_trip(message in message()) {
+            let frame = message.encode();
+            prop_assert_eq!(frame[0], WIRE_VERSION);
+            prop_assert_eq!(Message::decode(&frame), Ok(message));
+        }
+
+        #[test]
+        fn a_cut_or_extended_frame_is_refused(message in message(), cut in any::<proptest::sample::Index>(), extra in 1u8..) {
+            let frame = message.encode();
+            // Postcard has no end marker, but a prefix always lacks a field and a suffix is
+            // trailing bytes, so neither decodes (to this message or another).
+            let at = cut.index(frame.len());
+            prop_assert!(Message::decode(&frame[..at]).is_err());
+            let mut longer = frame.clone();
+            longer.push(extra);
+            prop_assert!(Message::decode(&longer).is_err());
+        }
     }
 
     proptest! {

@@ -355,9 +355,8 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let path = request.uri().path().to_string();
-    let mut response = if let Some(rest) = path.strip_prefix("/kv/") {
-        let rest = rest.to_string();
-        kv(node, config, request, &rest).await
+    let mut response = if path.starts_with(KV_PREFIX) {
+        kv(node, config, request).await
     } else {
         route(node, config, request, &path)
             .await
@@ -449,7 +448,7 @@ where
             }
             if let Some(rest) = path.strip_prefix("/replica/") {
                 only(&method, &[Method::GET], "GET")?;
-                let (bucket, key) = parse_bucket_key(config, rest, "/replica")?;
+                let (bucket, key) = parse_bucket_key(rest, "/replica", config.max_key_bytes)?;
                 return match node.local_record(bucket, key).await? {
                     None => Err(Problem::not_found("this node holds no replica of the key")),
                     Some(record) => {
@@ -490,19 +489,39 @@ fn no_ring() -> Problem {
 
 // ----- /kv -----
 
-/// What a `/kv` request asks, parsed and checked.
-struct KvRequest {
-    bucket: Vec<u8>,
-    key: Vec<u8>,
-    options: RequestOptions,
-    context: Context,
+/// The path prefix of the key-value resources.
+const KV_PREFIX: &str = "/kv/";
+
+/// What a `/kv/{bucket}/{key}` request's target and context header ask, parsed and checked (the
+/// method and the body are dealt with apart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvTarget {
+    /// The bucket, percent-decoded (never empty).
+    pub bucket: Vec<u8>,
+    /// The key, percent-decoded (never empty, at most the configured key limit).
+    pub key: Vec<u8>,
+    /// The query's quorum and timeout overrides.
+    pub options: RequestOptions,
+    /// The context header's context ([`Context::empty`] without one).
+    pub context: Context,
+}
+
+/// Why a `/kv` request target was refused: it is answered `400 Bad Request` with this message,
+/// and nothing reaches the node.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadTarget(pub String);
+
+impl From<BadTarget> for Problem {
+    fn from(error: BadTarget) -> Problem {
+        Problem::bad_request(error.0)
+    }
 }
 
 async fn kv<B>(
     node: &NodeHandle,
     config: &HttpConfig,
     request: Request<B>,
-    rest: &str,
 ) -> Response<ResponseBody>
 where
     B: Body,
@@ -518,7 +537,7 @@ where
     };
     let started = Instant::now();
     let metrics = node.metrics();
-    let (response, outcome) = match kv_op(node, config, request, rest, op).await {
+    let (response, outcome) = match kv_op(node, config, request, op).await {
         Ok(answer) => answer,
         Err(problem) => (problem.into_response(), Outcome::Rejected),
     };
@@ -537,14 +556,18 @@ async fn kv_op<B>(
     node: &NodeHandle,
     config: &HttpConfig,
     request: Request<B>,
-    rest: &str,
     op: Op,
 ) -> Result<(Response<ResponseBody>, Outcome), Problem>
 where
     B: Body,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let target = parse_kv_request(config, &request, rest)?;
+    let target = parse_kv_target(
+        request.uri().path(),
+        request.uri().query(),
+        request.headers().get(api::HEADER_CONTEXT),
+        config.max_key_bytes,
+    )?;
     let client_request = match op {
         Op::Get => ClientRequest::Get {
             bucket: target.bucket,
@@ -575,15 +598,23 @@ where
     Ok(reply_response(reply))
 }
 
-fn parse_kv_request<B>(
-    config: &HttpConfig,
-    request: &Request<B>,
-    rest: &str,
-) -> Result<KvRequest, Problem> {
-    let (bucket, key) = parse_bucket_key(config, rest, "/kv")?;
-    let options = parse_options(request.uri().query())?;
-    let context = parse_context(request)?;
-    Ok(KvRequest {
+/// Parses a `/kv/{bucket}/{key}` request: `path` is the request URI's path as sent (still
+/// percent-encoded), `query` its query, `context` the [`api::HEADER_CONTEXT`] header. A pure
+/// function of its arguments, kept apart from the router so that it can be tested and fuzzed
+/// without a server (see [`crate::fuzzing::http_request`]); every refusal is a [`BadTarget`].
+pub fn parse_kv_target(
+    path: &str,
+    query: Option<&str>,
+    context: Option<&HeaderValue>,
+    max_key_bytes: usize,
+) -> Result<KvTarget, BadTarget> {
+    let Some(rest) = path.strip_prefix(KV_PREFIX) else {
+        return Err(BadTarget("expected /kv/{bucket}/{key}".to_string()));
+    };
+    let (bucket, key) = parse_bucket_key(rest, "/kv", max_key_bytes)?;
+    let options = parse_options(query)?;
+    let context = parse_context(context)?;
+    Ok(KvTarget {
         bucket,
         key,
         options,
@@ -593,33 +624,32 @@ fn parse_kv_request<B>(
 
 /// Splits and decodes `{bucket}/{key}`, the rest of a path after `prefix`.
 fn parse_bucket_key(
-    config: &HttpConfig,
     rest: &str,
     prefix: &str,
-) -> Result<(Vec<u8>, Vec<u8>), Problem> {
+    max_key_bytes: usize,
+) -> Result<(Vec<u8>, Vec<u8>), BadTarget> {
     let Some((bucket, key)) = rest.split_once('/') else {
-        return Err(Problem::bad_request(format!(
+        return Err(BadTarget(format!(
             "expected {prefix}/{{bucket}}/{{key}} (percent-encode a '/' in a bucket or key)"
         )));
     };
     if key.contains('/') {
-        return Err(Problem::bad_request(format!(
+        return Err(BadTarget(format!(
             "expected {prefix}/{{bucket}}/{{key}}: the key has an unencoded '/' (send it as %2F)"
         )));
     }
     let bucket = decode_segment(bucket);
     let key = decode_segment(key);
     if bucket.is_empty() {
-        return Err(Problem::bad_request("the bucket name is empty"));
+        return Err(BadTarget("the bucket name is empty".to_string()));
     }
     if key.is_empty() {
-        return Err(Problem::bad_request("the key is empty"));
+        return Err(BadTarget("the key is empty".to_string()));
     }
-    if key.len() > config.max_key_bytes {
-        return Err(Problem::bad_request(format!(
-            "the key is {} bytes, over the limit of {}",
+    if key.len() > max_key_bytes {
+        return Err(BadTarget(format!(
+            "the key is {} bytes, over the limit of {max_key_bytes}",
             key.len(),
-            config.max_key_bytes
         )));
     }
     Ok((bucket, key))
@@ -631,7 +661,7 @@ fn decode_segment(segment: &str) -> Vec<u8> {
 
 /// Parses the query overrides `r`, `w`, `n`, `dw`, `timeout_ms`; anything else is refused so that
 /// a misspelt override is not silently ignored.
-fn parse_options(query: Option<&str>) -> Result<RequestOptions, Problem> {
+fn parse_options(query: Option<&str>) -> Result<RequestOptions, BadTarget> {
     let mut options = RequestOptions::default();
     for pair in query
         .unwrap_or("")
@@ -642,12 +672,12 @@ fn parse_options(query: Option<&str>) -> Result<RequestOptions, Problem> {
         let name = percent_decode_str(name).decode_utf8_lossy().into_owned();
         let value = percent_decode_str(raw)
             .decode_utf8()
-            .map_err(|_| Problem::bad_request(format!("query parameter {name} is not UTF-8")))?;
+            .map_err(|_| BadTarget(format!("query parameter {name} is not UTF-8")))?;
         let value = value.trim();
-        let duplicate = || Problem::bad_request(format!("query parameter {name} is repeated"));
+        let duplicate = || BadTarget(format!("query parameter {name} is repeated"));
         let quorum = |value: &str| {
             parse_quorum(value)
-                .map_err(|error| Problem::bad_request(format!("query parameter {name}: {error}")))
+                .map_err(|error| BadTarget(format!("query parameter {name}: {error}")))
         };
         match name.as_str() {
             "r" if options.r.is_some() => return Err(duplicate()),
@@ -659,27 +689,27 @@ fn parse_options(query: Option<&str>) -> Result<RequestOptions, Problem> {
             "n" if options.n.is_some() => return Err(duplicate()),
             "n" => {
                 options.n = Some(value.parse::<u32>().map_err(|_| {
-                    Problem::bad_request(format!("query parameter n: {value:?} is not a count"))
+                    BadTarget(format!("query parameter n: {value:?} is not a count"))
                 })?)
             }
             "timeout_ms" if options.timeout_ms.is_some() => return Err(duplicate()),
             "timeout_ms" => {
                 let timeout = value.parse::<u64>().map_err(|_| {
-                    Problem::bad_request(format!(
+                    BadTarget(format!(
                         "query parameter timeout_ms: {value:?} is not a number of milliseconds"
                     ))
                 })?;
                 // A request waits in the node (and holds its memory) until its deadline, so the
                 // deadline is bounded.
                 if timeout == 0 || timeout > MAX_TIMEOUT_MS {
-                    return Err(Problem::bad_request(format!(
+                    return Err(BadTarget(format!(
                         "query parameter timeout_ms: {timeout} is outside 1..={MAX_TIMEOUT_MS}"
                     )));
                 }
                 options.timeout_ms = Some(timeout);
             }
             _ => {
-                return Err(Problem::bad_request(format!(
+                return Err(BadTarget(format!(
                     "unknown query parameter {name:?} (expected r, w, n, dw or timeout_ms)"
                 )))
             }
@@ -699,19 +729,19 @@ fn parse_quorum(value: &str) -> Result<QuorumValue, String> {
 }
 
 /// The request's context: empty without the header (or with an empty one), 400 when malformed.
-fn parse_context<B>(request: &Request<B>) -> Result<Context, Problem> {
-    let Some(header) = request.headers().get(api::HEADER_CONTEXT) else {
+fn parse_context(header: Option<&HeaderValue>) -> Result<Context, BadTarget> {
+    let Some(header) = header else {
         return Ok(Context::empty());
     };
     let text = header
         .to_str()
-        .map_err(|_| Problem::bad_request("the context header is not ASCII"))?
+        .map_err(|_| BadTarget("the context header is not ASCII".to_string()))?
         .trim();
     if text.is_empty() {
         return Ok(Context::empty());
     }
     Context::from_base64(text)
-        .map_err(|error| Problem::bad_request(format!("invalid context header: {error}")))
+        .map_err(|error| BadTarget(format!("invalid context header: {error}")))
 }
 
 /// Reads a PUT body: refused by `Content-Length` before any of it is read, and cut off as soon
@@ -2448,5 +2478,142 @@ mod tests {
             std::future::pending(),
         );
         assert_send(&future);
+    }
+}
+
+#[cfg(test)]
+mod target_properties {
+    use http::{HeaderValue, StatusCode};
+    use proptest::prelude::*;
+    use ringkv_core::config::{QuorumValue, RequestOptions};
+    use ringkv_core::version::{ActorId, ConflictMode, Content, Context, Object};
+
+    use super::{parse_kv_target, KvTarget, Problem, MAX_TIMEOUT_MS};
+
+    /// `bytes` percent-encoded the way any client might: each byte as `%XX` or `%xx`, or as
+    /// itself where that is unambiguous, as `escape` chooses.
+    fn encode(bytes: &[u8], escape: &[u8]) -> String {
+        let mut out = String::new();
+        for (index, &byte) in bytes.iter().enumerate() {
+            let choice = escape.get(index).copied().unwrap_or(0) % 3;
+            if byte.is_ascii_alphanumeric() && choice == 0 {
+                out.push(char::from(byte));
+            } else if choice == 1 {
+                out.push_str(&format!("%{byte:02x}"));
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        out
+    }
+
+    fn quorum() -> impl Strategy<Value = Option<QuorumValue>> {
+        proptest::option::of(prop_oneof![
+            Just(QuorumValue::One),
+            Just(QuorumValue::Quorum),
+            Just(QuorumValue::All),
+            any::<u32>().prop_map(QuorumValue::Count),
+        ])
+    }
+
+    fn options() -> impl Strategy<Value = RequestOptions> {
+        (
+            proptest::option::of(any::<u32>()),
+            quorum(),
+            quorum(),
+            quorum(),
+            proptest::option::of(1..=MAX_TIMEOUT_MS),
+        )
+            .prop_map(|(n, r, w, dw, timeout_ms)| RequestOptions {
+                n,
+                r,
+                w,
+                dw,
+                timeout_ms,
+            })
+    }
+
+    /// The context after writes by `writers` actors (empty for none).
+    fn context(writers: u8) -> Context {
+        let mut object = Object::new();
+        for actor in 0..writers {
+            let actor = ActorId::new(format!("n{actor}"));
+            let value = Content::Value(vec![actor.as_str().len() as u8]);
+            object.update(
+                &Default::default(),
+                &actor,
+                value,
+                1,
+                ConflictMode::Siblings,
+            );
+        }
+        object.context()
+    }
+
+    fn query(options: &RequestOptions) -> Option<String> {
+        let mut pairs = Vec::new();
+        for (name, value) in [("r", options.r), ("w", options.w), ("dw", options.dw)] {
+            if let Some(value) = value {
+                pairs.push(format!("{name}={value}"));
+            }
+        }
+        if let Some(n) = options.n {
+            pairs.push(format!("n={n}"));
+        }
+        if let Some(timeout) = options.timeout_ms {
+            pairs.push(format!("timeout_ms={timeout}"));
+        }
+        (!pairs.is_empty()).then(|| pairs.join("&"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn percent_encoded_targets_parse_back_to_the_same_bytes(
+            bucket in proptest::collection::vec(any::<u8>(), 1..40),
+            key in proptest::collection::vec(any::<u8>(), 1..40),
+            escape in proptest::collection::vec(any::<u8>(), 40),
+            options in options(),
+            writers in 0u8..4,
+        ) {
+            let context = context(writers);
+            let path = format!("/kv/{}/{}", encode(&bucket, &escape), encode(&key, &escape));
+            let header = (!context.is_empty())
+                .then(|| HeaderValue::from_str(&context.to_base64()).unwrap());
+            let parsed = parse_kv_target(&path, query(&options).as_deref(), header.as_ref(), 40);
+            prop_assert_eq!(parsed, Ok(KvTarget { bucket, key, options, context }));
+        }
+
+        #[test]
+        fn garbage_targets_never_panic_and_are_refused_with_400(
+            path in "(/kv/)?[^?#]{0,40}",
+            query in proptest::option::of(".{0,40}"),
+            header in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+        ) {
+            let header = header.and_then(|bytes| HeaderValue::from_bytes(&bytes).ok());
+            match parse_kv_target(&path, query.as_deref(), header.as_ref(), 10) {
+                Err(refusal) => {
+                    let problem = Problem::from(refusal);
+                    prop_assert_eq!(problem.status, StatusCode::BAD_REQUEST);
+                    prop_assert!(!problem.message.is_empty());
+                }
+                Ok(target) => {
+                    prop_assert!(!target.bucket.is_empty() && !target.key.is_empty());
+                    prop_assert!(target.key.len() <= 10);
+                }
+            }
+        }
+
+        #[test]
+        fn the_fuzz_check_holds_on_near_valid_targets(
+            bucket in "[a-z%0-9/]{0,6}",
+            key in "[a-z%0-9/]{0,6}",
+            query in "[a-z_&=%0-9]{0,30}",
+            header in "[A-Za-z0-9_ -]{0,12}",
+        ) {
+            let input = format!("/kv/{bucket}/{key}?{query}\n{header}");
+            crate::fuzzing::http_request(input.as_bytes());
+        }
     }
 }

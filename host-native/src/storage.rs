@@ -569,7 +569,7 @@ fn gauge_value(count: u64) -> i64 {
 
 /// Why a stored frame could not be turned back into its record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum FrameError {
+pub(crate) enum FrameError {
     #[error("frame of {0} bytes is shorter than its header")]
     Short(usize),
     #[error("unknown frame format {0}")]
@@ -584,7 +584,7 @@ enum FrameError {
 
 /// The frame stored for `record`. The checksum covers the uncompressed record, so it also
 /// checks the decompression.
-fn encode_frame(record: &[u8], compression: Compression) -> Vec<u8> {
+pub(crate) fn encode_frame(record: &[u8], compression: Compression) -> Vec<u8> {
     let checksum = crc32fast::hash(record);
     let compressed = match compression {
         Compression::None => None,
@@ -605,7 +605,7 @@ fn encode_frame(record: &[u8], compression: Compression) -> Vec<u8> {
 }
 
 /// The record in `frame`, checked.
-fn decode_frame(frame: &[u8]) -> Result<Vec<u8>, FrameError> {
+pub(crate) fn decode_frame(frame: &[u8]) -> Result<Vec<u8>, FrameError> {
     let Some((header, payload)) = frame.split_first_chunk::<FRAME_HEADER_LEN>() else {
         return Err(FrameError::Short(frame.len()));
     };
@@ -626,7 +626,7 @@ fn decode_frame(frame: &[u8]) -> Result<Vec<u8>, FrameError> {
     Ok(record)
 }
 
-fn decompress_lz4(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+pub(crate) fn decompress_lz4(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     let (size, body) = lz4_flex::block::uncompressed_size(payload)
         .map_err(|error| FrameError::Decompress(error.to_string()))?;
     if size > body.len().saturating_mul(LZ4_MAX_RATIO).saturating_add(16) {
@@ -2457,6 +2457,23 @@ mod frame_properties {
         #[test]
         fn arbitrary_bytes_never_panic_the_frame_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_frame(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_lz4_payloads_never_panic_or_inflate_past_the_ratio(
+            payload in proptest::collection::vec(any::<u8>(), 0..512),
+            declared in 0u32..8192,
+        ) {
+            // A plausible declared size in front, so that decompression itself is reached
+            // (random frames almost never get past the header).
+            let mut frame = vec![FRAME_FORMAT_V1, COMPRESSION_LZ4, 0, 0, 0, 0];
+            frame.extend_from_slice(&declared.to_le_bytes());
+            frame.extend_from_slice(&payload);
+            let _ = decode_frame(&frame);
+            if let Ok(record) = decompress_lz4(&frame[FRAME_HEADER_LEN..]) {
+                prop_assert_eq!(record.len(), declared as usize);
+                prop_assert!(record.len() <= payload.len() * LZ4_MAX_RATIO + 16);
+            }
         }
 
         #[test]

@@ -279,9 +279,14 @@ fn take_name(rest: &mut &[u8]) -> Result<String, TransportError> {
 
 /// Frames: a big-endian `u32` length, then the bytes. The length is checked against `limit`
 /// before the body is read, so an announced size never causes an allocation beyond the limit.
+///
+/// A pure function of the bytes read so far, so [`crate::fuzzing::peer_frame`] drives it with
+/// arbitrary streams exactly as a connection's reader does.
 #[derive(Debug)]
-struct FrameCodec {
-    limit: usize,
+pub(crate) struct FrameCodec {
+    /// Largest frame accepted: [`MAX_HELLO_BYTES`] until the handshake is done, then the
+    /// configured `max_frame_bytes`.
+    pub(crate) limit: usize,
 }
 
 impl Decoder for FrameCodec {
