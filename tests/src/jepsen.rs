@@ -384,6 +384,8 @@ fn undo(cluster: &mut NetCluster, active: Active) -> Result<(), HarnessError> {
 /// The figures of one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// The worst stale read, with the write it missed (for a look at why).
+    pub worst_stale_read: Option<(Operation, Operation)>,
     /// Campaign name.
     pub name: String,
     /// Seed.
@@ -602,7 +604,13 @@ pub async fn run_campaign_then(
         .iter()
         .filter(|op| matches!(op.outcome, Some(OpOutcome::Replied(Reply::Got { .. }))))
         .count();
+    let worst_stale_read = verdict
+        .stale_reads
+        .iter()
+        .max_by_key(|s| s.staleness_ms)
+        .map(|s| (history[s.index].clone(), history[s.missed].clone()));
     let report = Report {
+        worst_stale_read,
         name: name.to_string(),
         seed: config.seed,
         operations,
