@@ -169,12 +169,12 @@ pub async fn serve(
             // that stalls in the handshake gains nothing over one that stalls after it.
             deadline: tokio::time::Instant::now() + config.header_read_timeout,
         };
-        let tls = tls.clone();
+        let acceptor = tls.clone();
         let metrics = Arc::clone(&metrics);
         connections.spawn(async move {
             let _slot = slot;
             let _open = open;
-            let Some(acceptor) = tls else {
+            let Some(acceptor) = acceptor else {
                 return connection.serve(stream).await;
             };
             match tokio::time::timeout_at(connection.deadline, acceptor.accept(stream)).await {
