@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// http://127.0.0.1:8087); the ring leads requests to the owners.
     #[arg(long = "nodes", visible_alias = "node", value_delimiter = ',')]
     pub nodes: Vec<String>,
+    /// PEM CA file that https:// nodes' certificates must chain to (default: the Mozilla roots).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// How long to measure, like `500ms`, `30s`, `2m` (10s when neither this nor --ops is given).
     #[arg(long, value_parser = parse_duration, conflicts_with = "ops")]
     pub duration: Option<Duration>,
@@ -760,6 +763,7 @@ pub async fn execute(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let seed = args.seed.unwrap_or_else(|| rand::thread_rng().next_u64());
     let client = Client::new(ClientConfig {
         nodes: crate::cli::resolve_nodes(&args.nodes),
+        ca_file: args.ca_file.clone(),
         ring_refresh: if args.no_routing {
             Duration::ZERO
         } else {

@@ -2,7 +2,8 @@
 //! status|join|leave|remove`, as clap argument structs and `run_*` functions.
 //!
 //! Every command takes `--node URL` (repeatable or comma-separated; default `$RINGKV_NODE`, else
-//! `http://127.0.0.1:8087`). Bucket and key are taken as raw OS strings, so any bytes the shell can
+//! `http://127.0.0.1:8087`; `https://` URLs are reached over TLS, checked against `--ca-file`
+//! when given). Bucket and key are taken as raw OS strings, so any bytes the shell can
 //! pass work.
 //!
 //! Output conventions, so that `ringkv get b k > file` and `ringkv get b k | tool` work:
@@ -74,6 +75,10 @@ pub struct NodeArgs {
     /// $RINGKV_NODE, else http://127.0.0.1:8087).
     #[arg(long = "node", value_delimiter = ',')]
     pub nodes: Vec<String>,
+    /// PEM CA file that https:// nodes' certificates must chain to (default: the Mozilla
+    /// roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -99,6 +104,7 @@ impl NodeArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::new(ClientConfig {
             nodes: self.resolved(),
+            ca_file: self.ca_file.clone(),
             ring_refresh: Duration::ZERO,
             ..ClientConfig::default()
         })?)
@@ -674,10 +680,12 @@ mod tests {
         assert_eq!(resolve_nodes_from(&[], None), [DEFAULT_NODE]);
         let two = NodeArgs {
             nodes: vec!["http://a:1".into(), "http://b:1".into()],
+            ..NodeArgs::default()
         };
         assert!(two.single().is_err());
         let one = NodeArgs {
             nodes: vec!["http://a:1".into()],
+            ..NodeArgs::default()
         };
         assert_eq!(one.single().unwrap(), "http://a:1");
     }
@@ -881,9 +889,12 @@ mod tests {
             answer(200, &[], &serde_json::to_vec(&doc).unwrap())
         })
         .await;
-        let text = cluster_status_text(&NodeArgs { nodes: vec![first] })
-            .await
-            .unwrap();
+        let text = cluster_status_text(&NodeArgs {
+            nodes: vec![first],
+            ..NodeArgs::default()
+        })
+        .await
+        .unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
@@ -946,7 +957,10 @@ mod tests {
             bucket: "b".into(),
             key: "k".into(),
             context: None,
-            node: NodeArgs { nodes: vec![url] },
+            node: NodeArgs {
+                nodes: vec![url],
+                ..NodeArgs::default()
+            },
             w: None,
             dw: None,
             n: None,

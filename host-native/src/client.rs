@@ -13,8 +13,15 @@
 //! The ring is re-read in the background every [`ClientConfig::ring_refresh`] and soon after a
 //! connection failure. A node that refused a connection is tried last for a few seconds.
 //!
-//! A member's `http_addr` is used as `http://{http_addr}`; a wildcard address
-//! (`0.0.0.0`, `[::]`) is replaced by the host of the node the ring document came from.
+//! A member's `http_addr` is used as `{scheme}://{http_addr}`, with the scheme of the node the
+//! ring document came from (a cluster serves HTTPS on every node or on none); a wildcard address
+//! (`0.0.0.0`, `[::]`) is replaced by that node's host.
+//!
+//! ## HTTPS
+//!
+//! `https://` node URLs are reached over TLS (rustls); the server's certificate must name the
+//! host of the URL and chain to [`ClientConfig::ca_file`] when one is given, else to the Mozilla
+//! roots. A failed TLS handshake is a connection failure: nothing was sent.
 //!
 //! ## Retries
 //!
@@ -41,6 +48,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -49,6 +57,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -88,8 +97,12 @@ const SERVER_ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// How to reach the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// Base URLs of nodes to start from, like `http://127.0.0.1:8087` (`http://` may be left out).
+    /// Base URLs of nodes to start from, like `http://127.0.0.1:8087` or `https://db1:8087`
+    /// (`http://` may be left out).
     pub nodes: Vec<String>,
+    /// PEM file of the CA (or self-signed certificate) that `https://` nodes' certificates must
+    /// chain to; `None`: the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
     /// Longest wait for one attempt's answer.
     pub request_timeout: Duration,
     /// Longest wait for a TCP connection (keep it below `request_timeout`: a connect timeout is a
@@ -109,6 +122,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             nodes: vec![String::from("http://127.0.0.1:8087")],
+            ca_file: None,
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             ring_refresh: Duration::from_secs(10),
@@ -228,9 +242,12 @@ pub enum ClientError {
     /// The answer could not be understood.
     #[error("cannot decode the answer: {0}")]
     Decode(String),
-    /// A node address is not a usable `http://host:port` URL.
+    /// A node address is not a usable `http://host:port` or `https://host:port` URL.
     #[error("invalid node address: {0}")]
     InvalidNode(String),
+    /// The TLS settings (the CA file) are unusable.
+    #[error("TLS settings: {0}")]
+    Tls(String),
     /// The configuration names no node.
     #[error("no nodes configured")]
     NoNodes,
@@ -333,7 +350,7 @@ struct Prepared {
     timeout: Duration,
 }
 
-type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+type HttpClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A cluster client. Cloning is cheap: clones share the connection pool and the ring.
 #[derive(Clone)]
@@ -419,6 +436,17 @@ impl Client {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
+        // The TLS layer above takes https:// URLs; this one must let them through.
+        connector.enforce_http(false);
+        let tls = crate::tls::client_config(config.ca_file.as_deref())
+            .map_err(|error| ClientError::Tls(error.to_string()))?;
+        // HTTP/1 only, as over plain TCP: the pool keeps one request per connection, which
+        // spreads load the same way whatever the scheme.
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -439,7 +467,7 @@ impl Client {
         })
     }
 
-    /// The configured nodes, normalized to `http://host:port`.
+    /// The configured nodes, normalized to `http://host:port` or `https://host:port`.
     pub fn nodes(&self) -> &[String] {
         &self.inner.nodes
     }
@@ -978,7 +1006,8 @@ fn json_body<T: serde::Serialize>(value: &T) -> Result<Option<Bytes>, ClientErro
         .map_err(|error| ClientError::BadRequest(format!("cannot encode the request: {error}")))
 }
 
-/// Normalizes a node address to `http://host:port` (no path, no trailing slash).
+/// Normalizes a node address to `http://host:port` or `https://host:port` (no path, no trailing
+/// slash; no scheme means `http://`).
 pub fn normalize_node_url(node: &str) -> Result<String, ClientError> {
     let trimmed = node.trim().trim_end_matches('/');
     let with_scheme = if trimmed.contains("://") {
@@ -989,11 +1018,14 @@ pub fn normalize_node_url(node: &str) -> Result<String, ClientError> {
     let uri: Uri = with_scheme
         .parse()
         .map_err(|error| ClientError::InvalidNode(format!("{node:?}: {error}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(ClientError::InvalidNode(format!(
-            "{node:?}: only http:// is supported"
-        )));
-    }
+    let scheme = match uri.scheme_str() {
+        Some(scheme @ ("http" | "https")) => scheme,
+        _ => {
+            return Err(ClientError::InvalidNode(format!(
+                "{node:?}: only http:// and https:// are supported"
+            )))
+        }
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| ClientError::InvalidNode(format!("{node:?}: no host")))?;
@@ -1005,24 +1037,32 @@ pub fn normalize_node_url(node: &str) -> Result<String, ClientError> {
             "{node:?}: a node address has no path"
         )));
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
 }
 
-/// The base URL of a member, from its `client_address`. A wildcard IP (the server listens on all
-/// interfaces) is replaced by the host of `source`, the node that described the member.
+/// The base URL of a member, from its `client_address`, with the scheme of `source`, the node
+/// that described the member (HTTPS is a cluster-wide setting). A wildcard IP (the server
+/// listens on all interfaces) is replaced by the host of `source`.
 pub fn member_url(client_address: &str, source: &str) -> Option<String> {
     let client_address = client_address.trim();
     if client_address.is_empty() {
         return None;
     }
+    let source: Option<Uri> = source.parse().ok();
+    let scheme = match source.as_ref().and_then(Uri::scheme_str) {
+        Some("https") => "https",
+        _ => "http",
+    };
     if let Ok(address) = client_address.parse::<SocketAddr>() {
         if address.ip().is_unspecified() {
-            let source: Uri = source.parse().ok()?;
-            let host = source.host()?;
-            return normalize_node_url(&format!("{host}:{}", address.port())).ok();
+            let host = source.as_ref()?.host()?;
+            return normalize_node_url(&format!("{scheme}://{host}:{}", address.port())).ok();
         }
     }
-    normalize_node_url(client_address).ok()
+    if client_address.contains("://") {
+        return normalize_node_url(client_address).ok();
+    }
+    normalize_node_url(&format!("{scheme}://{client_address}")).ok()
 }
 
 /// Percent-encodes one path segment (bucket or key, arbitrary bytes). Segments of dots only are
@@ -1649,14 +1689,39 @@ mod tests {
     }
 
     #[test]
+    fn an_unusable_ca_file_is_a_tls_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("ca.pem");
+        std::fs::write(&garbage, "not PEM").unwrap();
+        for ca_file in [garbage, dir.path().join("absent.pem")] {
+            let result = Client::new(ClientConfig {
+                nodes: vec!["https://127.0.0.1:1".into()],
+                ca_file: Some(ca_file),
+                ..ClientConfig::default()
+            });
+            assert!(matches!(result, Err(ClientError::Tls(_))), "{result:?}");
+        }
+    }
+
+    #[test]
     fn node_urls_are_normalized() {
         assert_eq!(
             normalize_node_url("127.0.0.1:8087").unwrap(),
             "http://127.0.0.1:8087"
         );
         assert_eq!(normalize_node_url(" http://h:1/ ").unwrap(), "http://h:1");
-        assert!(normalize_node_url("https://h:1").is_err());
+        assert_eq!(normalize_node_url("https://h:1/").unwrap(), "https://h:1");
+        assert!(normalize_node_url("ftp://h:1").is_err());
         assert!(normalize_node_url("http://h:1/path").is_err());
+        // Members of an HTTPS cluster are reached over HTTPS.
+        assert_eq!(
+            member_url("10.0.0.5:8087", "https://10.0.0.1:8087").unwrap(),
+            "https://10.0.0.5:8087"
+        );
+        assert_eq!(
+            member_url("0.0.0.0:9000", "https://db1:8087").unwrap(),
+            "https://db1:9000"
+        );
         assert!(normalize_node_url("").is_err());
         assert_eq!(
             member_url("0.0.0.0:9000", "http://10.1.2.3:8087").unwrap(),
@@ -1897,6 +1962,7 @@ mod tests {
             ring_refresh: Duration::ZERO,
             max_idle_per_host: 4,
             max_value_bytes: 1024,
+            ca_file: None,
         })
         .unwrap()
     }

@@ -365,6 +365,8 @@ pub fn seeds() -> Vec<Seed> {
         cluster: "prod".into(),
         node_id: NodeId::new("n1"),
         address: "10.0.0.1:7087".into(),
+        uses_secret: true,
+        nonce: [7; crate::transport::NONCE_BYTES],
     }
     .encode()
     .expect("short names");

@@ -1,8 +1,9 @@
 //! The client HTTP API (contract in [`crate::api`]) served over a [`NodeHandle`] with hyper 1.x.
 //!
 //! [`serve`] runs the accept loop: HTTP/1.1 (keep-alive) and HTTP/2 with prior knowledge on the
-//! same port, a connection limit, a header read timeout against slow clients, and a graceful
-//! shutdown that lets requests in flight finish. [`handle`] is the router as a plain function, so
+//! same port, optionally inside TLS ([`HttpConfig::tls`]), a connection limit, a header read
+//! timeout against slow clients (which also bounds the TLS handshake), and a graceful shutdown
+//! that lets requests in flight finish. [`handle`] is the router as a plain function, so
 //! every route can be tested without a socket.
 //!
 //! The host holds no protocol logic: this module only translates HTTP into
@@ -39,6 +40,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::api;
 use crate::metrics::{Metrics, Op, OpLabels, Outcome, RequestLabels};
@@ -73,6 +75,9 @@ pub struct HttpConfig {
     pub body_read_timeout: Duration,
     /// Directory of the web UI's static files, served under `/ui`.
     pub ui_dir: Option<PathBuf>,
+    /// Serve HTTPS with this TLS configuration (`None`: plain HTTP). The handshake must end
+    /// within `header_read_timeout`, counted from the accept, like the first request.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for HttpConfig {
@@ -86,6 +91,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             ui_dir: None,
+            tls: None,
         }
     }
 }
@@ -119,6 +125,7 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     let builder = Arc::new(builder);
+    let tls = config.tls.clone().map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -152,42 +159,34 @@ pub async fn serve(
         // Small answers should not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let open = OpenConnection::new(Arc::clone(&metrics));
-        let first_request = Arc::new(Notify::new());
-        let service = {
-            let node = node.clone();
-            let config = Arc::clone(&config);
-            let first_request = Arc::clone(&first_request);
-            service_fn(move |request| {
-                first_request.notify_one();
-                let node = node.clone();
-                let config = Arc::clone(&config);
-                async move { Ok::<_, Infallible>(handle(&node, &config, request).await) }
-            })
+        let connection = Connection {
+            node: node.clone(),
+            config: Arc::clone(&config),
+            builder: Arc::clone(&builder),
+            watcher: graceful.watcher(),
+            peer,
+            // One deadline for the TLS handshake and the first request together, so a client
+            // that stalls in the handshake gains nothing over one that stalls after it.
+            deadline: tokio::time::Instant::now() + config.header_read_timeout,
         };
-        let watcher = graceful.watcher();
-        let builder = Arc::clone(&builder);
-        let header_read_timeout = config.header_read_timeout;
+        let acceptor = tls.clone();
+        let metrics = Arc::clone(&metrics);
         connections.spawn(async move {
             let _slot = slot;
             let _open = open;
-            let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-            tokio::pin!(connection);
-            // hyper's header timeout starts only once it knows the protocol (HTTP/1), and HTTP/2
-            // has none: a client that never completes its first request is cut off here.
-            let finished = tokio::select! {
-                result = &mut connection => Some(result),
-                () = first_request.notified() => None,
-                () = tokio::time::sleep(header_read_timeout) => {
-                    tracing::debug!(%peer, "HTTP connection closed: no request in time");
-                    return;
+            let Some(acceptor) = acceptor else {
+                return connection.serve(stream).await;
+            };
+            match tokio::time::timeout_at(connection.deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => connection.serve(stream).await,
+                Ok(Err(error)) => {
+                    Metrics::count(&metrics.http_tls_handshakes_failed, "error");
+                    tracing::debug!(%peer, %error, "HTTPS connection closed: TLS handshake failed");
                 }
-            };
-            let result = match finished {
-                Some(result) => result,
-                None => connection.await,
-            };
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+                Err(_) => {
+                    Metrics::count(&metrics.http_tls_handshakes_failed, "timeout");
+                    tracing::debug!(%peer, "HTTPS connection closed: no TLS handshake in time");
+                }
             }
         });
     };
@@ -201,6 +200,62 @@ pub async fn serve(
     }
     connections.shutdown().await;
     result
+}
+
+/// One accepted connection, ready to be served once its stream (TCP or TLS) is.
+struct Connection {
+    node: NodeHandle,
+    config: Arc<HttpConfig>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: std::net::SocketAddr,
+    /// When the first request must have arrived.
+    deadline: tokio::time::Instant,
+}
+
+impl Connection {
+    async fn serve<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            node,
+            config,
+            builder,
+            watcher,
+            peer,
+            deadline,
+        } = self;
+        let first_request = Arc::new(Notify::new());
+        let service = {
+            let first_request = Arc::clone(&first_request);
+            service_fn(move |request| {
+                first_request.notify_one();
+                let node = node.clone();
+                let config = Arc::clone(&config);
+                async move { Ok::<_, Infallible>(handle(&node, &config, request).await) }
+            })
+        };
+        let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::pin!(connection);
+        // hyper's header timeout starts only once it knows the protocol (HTTP/1), and HTTP/2
+        // has none: a client that never completes its first request is cut off here.
+        let finished = tokio::select! {
+            result = &mut connection => Some(result),
+            () = first_request.notified() => None,
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(%peer, "HTTP connection closed: no request in time");
+                return;
+            }
+        };
+        let result = match finished {
+            Some(result) => result,
+            None => connection.await,
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+        }
+    }
 }
 
 enum AcceptFailure {
@@ -2454,6 +2509,135 @@ mod tests {
         server.stop.send(()).unwrap();
         server.done.await.unwrap().unwrap();
         assert_eq!(fake.handle.metrics().http_connections.get(), 0);
+    }
+
+    /// An HTTP/1 client over TLS, trusting `ca`.
+    async fn https_client(
+        address: std::net::SocketAddr,
+        ca: &Path,
+    ) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+        let mut tls = crate::tls::client_config(Some(ca)).unwrap();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(
+                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+                stream,
+            )
+            .await
+            .unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        sender
+    }
+
+    fn tls_failures(fake: &FakeNode, reason: &str) -> u64 {
+        fake.handle
+            .metrics()
+            .http_tls_handshakes_failed
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .get()
+    }
+
+    #[tokio::test]
+    async fn https_is_served_and_plain_http_to_it_fails_cleanly() {
+        let files = crate::tls::test_certs::generate();
+        let fake = fake_node(canned(), test_status());
+        let tls = crate::tls::http_server_config(&files.cert, &files.key).unwrap();
+        let server = start(
+            &fake,
+            HttpConfig {
+                tls: Some(tls),
+                ..config()
+            },
+        )
+        .await;
+        let mut client = https_client(server.address, &files.ca).await;
+        let response = client.send_request(get_request("/kv/b/one")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"the value");
+
+        // Plain HTTP on the TLS port: closed at once (with a TLS alert), never answered.
+        let mut plain = tokio::net::TcpStream::connect(server.address)
+            .await
+            .unwrap();
+        plain
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+        assert!(closed.is_ok(), "plain HTTP to the TLS port hung");
+        assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+        assert_eq!(tls_failures(&fake, "error"), 1);
+
+        // A client that does not trust the certificate gives up; the server goes on.
+        let other = crate::tls::test_certs::generate();
+        let stream = tokio::net::TcpStream::connect(server.address)
+            .await
+            .unwrap();
+        let untrusted = tokio_rustls::TlsConnector::from(Arc::new(
+            crate::tls::client_config(Some(&other.ca)).unwrap(),
+        ))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            stream,
+        )
+        .await;
+        assert!(untrusted.is_err());
+
+        let response = client.send_request(get_request("/health")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut second = https_client(server.address, &files.ca).await;
+        let response = second.send_request(get_request("/health")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        drop((client, second));
+        server.stop.send(()).unwrap();
+        server.done.await.unwrap().unwrap();
+        assert_eq!(fake.handle.metrics().http_connections.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_tls_handshake_is_cut_by_the_header_timeout() {
+        let files = crate::tls::test_certs::generate();
+        let fake = fake_node(canned(), test_status());
+        let server = start(
+            &fake,
+            HttpConfig {
+                tls: Some(crate::tls::http_server_config(&files.cert, &files.key).unwrap()),
+                header_read_timeout: Duration::from_millis(200),
+                max_connections: 2,
+                ..config()
+            },
+        )
+        .await;
+        // Silence, then a TLS record header announcing a ClientHello that never comes.
+        for partial in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00]] {
+            let started = Instant::now();
+            let mut stream = tokio::net::TcpStream::connect(server.address)
+                .await
+                .unwrap();
+            stream.write_all(partial).await.unwrap();
+            let mut buffer = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer)).await;
+            assert!(closed.is_ok(), "connection kept open after {partial:?}");
+            assert!(started.elapsed() >= Duration::from_millis(150));
+        }
+        assert_eq!(tls_failures(&fake, "timeout"), 2);
+        // The slots were given back: a real client is served.
+        let mut client = https_client(server.address, &files.ca).await;
+        let response = client.send_request(get_request("/health")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        drop(client);
+        server.stop.send(()).unwrap();
+        server.done.await.unwrap().unwrap();
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! A server process per machine ([`server`]) owns one protocol [`Node`](ringkv_core::node::Node)
 //! in one task ([`node_loop`]), keeps its records on disk ([`storage`]), talks to its peers over
-//! TCP ([`transport`]) and to clients over HTTP ([`http`], contract in [`api`]). The [`client`]
-//! library routes requests to a key's owners; [`bench`] is the load generator. [`fuzzing`] holds
-//! the checks the fuzz targets and the decoder regression tests share.
+//! TCP ([`transport`]) and to clients over HTTP ([`http`], contract in [`api`]), either of them
+//! optionally over TLS ([`tls`]). The [`client`] library routes requests to a key's owners;
+//! [`bench`] is the load generator. [`fuzzing`] holds the checks the fuzz targets and the decoder
+//! regression tests share.
 //!
 //! The host holds no protocol logic: placement, versions, quorums, hints, trees and membership
 //! are decided in `ringkv-core`.
@@ -19,4 +20,5 @@ pub mod metrics;
 pub mod node_loop;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod transport;

@@ -102,6 +102,26 @@ struct ServerArgs {
     /// Value compression on disk: none or lz4.
     #[arg(long)]
     compression: Option<String>,
+    /// PEM certificate of the HTTP API (with --tls-key: serve HTTPS).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// PEM certificate presented to peers (with --peer-tls-key and --peer-tls-ca: mutual TLS
+    /// on every peer link).
+    #[arg(long)]
+    peer_tls_cert: Option<PathBuf>,
+    /// PEM private key of --peer-tls-cert.
+    #[arg(long)]
+    peer_tls_key: Option<PathBuf>,
+    /// PEM CA that signed every node's peer certificate.
+    #[arg(long)]
+    peer_tls_ca: Option<PathBuf>,
+    /// File holding the cluster secret peers must prove they know (no flag takes the secret
+    /// itself: command lines are visible to every user of the machine).
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -139,6 +159,22 @@ impl ServerArgs {
         }
         if let Some(v) = self.cluster {
             config.cluster = v;
+        }
+        for (flag, setting) in [
+            (self.tls_cert, &mut config.tls_cert),
+            (self.tls_key, &mut config.tls_key),
+            (self.peer_tls_cert, &mut config.peer_tls_cert),
+            (self.peer_tls_key, &mut config.peer_tls_key),
+            (self.peer_tls_ca, &mut config.peer_tls_ca),
+        ] {
+            if flag.is_some() {
+                *setting = flag;
+            }
+        }
+        if self.cluster_secret_file.is_some() {
+            // The flag replaces a secret from the file rather than clashing with it.
+            config.cluster_secret = None;
+            config.cluster_secret_file = self.cluster_secret_file;
         }
         if let Some(v) = self.compression {
             config.compression = match v.as_str() {
@@ -185,11 +221,16 @@ pub(crate) async fn termination() {
 
 async fn run_server(args: ServerArgs) -> Result<()> {
     let config = args.into_config()?;
+    let scheme = if config.tls_cert.is_some() {
+        "HTTPS"
+    } else {
+        "HTTP"
+    };
     let running = server::start(config)
         .await
         .context("the server could not start")?;
     println!(
-        "ringkv {} serving HTTP on {} and peers on {}",
+        "ringkv {} serving {scheme} on {} and peers on {}",
         running.node.node_id(),
         running.client_address,
         running.peer_address

@@ -99,7 +99,10 @@ pub struct Metrics {
     pub peer_messages_received: Counter,
     /// Peer messages dropped, by reason (`queue_full`, `no_address`, `refused_by_node`, ...).
     pub peer_messages_dropped: Family<ReasonLabels, Counter>,
-    /// Peer connections closed for a bad frame or handshake, by reason.
+    /// Peer connections closed for a bad frame or handshake, by reason: `bad_handshake`,
+    /// `wrong_cluster`, `bad_secret` (no or wrong proof of the cluster secret), `tls` (a failed
+    /// TLS handshake: no certificate, one the cluster CA did not sign, not TLS at all),
+    /// `timeout`, `too_large`, `garbage`, ...
     pub peer_frames_rejected: Family<ReasonLabels, Counter>,
     /// Open peer connections (both directions).
     pub peer_connections: Gauge,
@@ -111,6 +114,9 @@ pub struct Metrics {
     pub http_connections: Gauge,
     /// HTTP connections refused at the connection limit.
     pub http_connections_refused: Counter,
+    /// HTTPS connections closed before a request because their TLS handshake failed (`error`)
+    /// or did not finish within the header-read timeout (`timeout`).
+    pub http_tls_handshakes_failed: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -248,6 +254,12 @@ impl Metrics {
             "HTTP connections refused at the limit",
             http_connections_refused.clone(),
         );
+        let http_tls_handshakes_failed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_tls_handshakes_failed",
+            "HTTPS connections closed for a failed or unfinished TLS handshake, by reason",
+            http_tls_handshakes_failed.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -271,6 +283,7 @@ impl Metrics {
             tombstones_reaped,
             http_connections,
             http_connections_refused,
+            http_tls_handshakes_failed,
         }
     }
 

@@ -28,7 +28,8 @@ use crate::http::{self, HttpConfig};
 use crate::metrics::Metrics;
 use crate::node_loop::{self, Clock, NodeHandle, NodeTask};
 use crate::storage::{Compression, CompressionPolicy, Storage, StorageConfig};
-use crate::transport::{Transport, TransportConfig};
+use crate::tls::{self, PeerTls, TlsError};
+use crate::transport::{ClusterSecret, Transport, TransportConfig};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,32 @@ pub enum ServerError {
     /// The core refused the configuration.
     #[error("node configuration: {0}")]
     Node(#[from] ringkv_core::error::ConfigError),
+    /// A certificate, key or CA file is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// A secret given in the configuration: serialized as is, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(..)")
+    }
+}
+
+/// The TLS and authentication settings built from a [`ServerConfig`] (see
+/// [`ServerConfig::security`]).
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// HTTPS for the API.
+    pub http_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Mutual TLS for peer links.
+    pub peer_tls: Option<PeerTls>,
+    /// The cluster secret peers prove.
+    pub secret: Option<ClusterSecret>,
 }
 
 /// Default properties of buckets nobody configured, as written in the config file.
@@ -207,6 +234,22 @@ pub struct ServerConfig {
     pub ui_dir: Option<PathBuf>,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout_ms: u64,
+    /// PEM certificate (chain) of the HTTP API; with `tls_key`, the API serves HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate this node presents to peers (as server and as client); with
+    /// `peer_tls_key` and `peer_tls_ca`, every peer link is mutual TLS.
+    pub peer_tls_cert: Option<PathBuf>,
+    /// PEM private key of `peer_tls_cert`.
+    pub peer_tls_key: Option<PathBuf>,
+    /// PEM CA that signs every node's peer certificate; peers are checked against it.
+    pub peer_tls_ca: Option<PathBuf>,
+    /// Secret (at least 16 bytes) every peer must prove it knows; prefer `cluster_secret_file`.
+    pub cluster_secret: Option<SecretString>,
+    /// File holding the cluster secret (surrounding whitespace, such as a final newline, is
+    /// not part of it).
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -242,6 +285,13 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             ui_dir: None,
             drain_timeout_ms: 10_000,
+            tls_cert: None,
+            tls_key: None,
+            peer_tls_cert: None,
+            peer_tls_key: None,
+            peer_tls_ca: None,
+            cluster_secret: None,
+            cluster_secret_file: None,
         }
     }
 }
@@ -256,6 +306,69 @@ impl ServerConfig {
         toml::from_str(&text).map_err(|e| ServerError::ConfigFile {
             path: path.to_path_buf(),
             message: e.to_string(),
+        })
+    }
+
+    /// Reads and checks the certificate, key and secret files, so that a half-configured or
+    /// unreadable setting stops the start with a message naming it (no listener is bound and
+    /// the data folder is not touched before this succeeds).
+    pub fn security(&self) -> Result<Security, ServerError> {
+        let http_tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(tls::http_server_config(cert, key)?),
+            (Some(_), None) => {
+                return Err(ServerError::Config(
+                    "tls_cert is set without tls_key: HTTPS needs both".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ServerError::Config(
+                    "tls_key is set without tls_cert: HTTPS needs both".into(),
+                ))
+            }
+        };
+        let peer_tls = match (&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => Some(PeerTls::from_files(cert, key, ca)?),
+            (cert, key, ca) => {
+                let missing: Vec<&str> = [
+                    ("peer_tls_cert", cert.is_none()),
+                    ("peer_tls_key", key.is_none()),
+                    ("peer_tls_ca", ca.is_none()),
+                ]
+                .into_iter()
+                .filter_map(|(name, missing)| missing.then_some(name))
+                .collect();
+                return Err(ServerError::Config(format!(
+                    "peer TLS needs peer_tls_cert, peer_tls_key and peer_tls_ca; missing {}",
+                    missing.join(" and ")
+                )));
+            }
+        };
+        let secret = match (&self.cluster_secret, &self.cluster_secret_file) {
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(ServerError::Config(
+                    "set cluster_secret or cluster_secret_file, not both".into(),
+                ))
+            }
+            (Some(SecretString(text)), None) => Some(
+                ClusterSecret::new(text.as_bytes())
+                    .map_err(|e| ServerError::Config(format!("cluster_secret: {e}")))?,
+            ),
+            (None, Some(path)) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    ServerError::Config(format!("cluster_secret_file {}: {e}", path.display()))
+                })?;
+                Some(ClusterSecret::new(bytes.trim_ascii()).map_err(|e| {
+                    ServerError::Config(format!("cluster_secret_file {}: {e}", path.display()))
+                })?)
+            }
+        };
+        Ok(Security {
+            http_tls,
+            peer_tls,
+            secret,
         })
     }
 
@@ -529,6 +642,7 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
 
 /// Opens storage, binds both listeners, builds (or restores) the node and starts its tasks.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let security = config.security()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Identity {
         path: config.data_dir.clone(),
         message: format!("cannot create the data folder: {e}"),
@@ -582,6 +696,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             node_id: node_id.clone(),
             cluster: config.cluster.clone(),
             advertised_address: advertised_peer.clone(),
+            tls: security.peer_tls,
+            secret: security.secret,
             ..TransportConfig::default()
         },
         peer_listener,
@@ -667,6 +783,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         max_value_bytes: config.max_value_bytes,
         header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
         ui_dir: config.ui_dir.clone().or_else(built_ui_dir),
+        tls: security.http_tls,
         ..HttpConfig::default()
     };
     let mut http_shutdown = shutdown_rx;
@@ -678,7 +795,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             let _ = http_shutdown.wait_for(|stop| *stop).await;
         },
     ));
-    tracing::info!(node = %node_id, http = %client_address, peer = %peer_address, "serving");
+    tracing::info!(
+        node = %node_id,
+        http = %client_address,
+        peer = %peer_address,
+        https = config.tls_cert.is_some(),
+        peer_tls = config.peer_tls_cert.is_some(),
+        cluster_secret = config.cluster_secret.is_some() || config.cluster_secret_file.is_some(),
+        "serving"
+    );
     Ok(RunningServer {
         node: handle,
         client_address,
@@ -687,4 +812,144 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         node_task,
         http_task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::test_certs;
+
+    fn config_error(config: &ServerConfig) -> String {
+        match config.security() {
+            Ok(_) => panic!("accepted: {config:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn security_settings_are_read_from_toml_and_typos_refused() {
+        let config: ServerConfig = toml::from_str(
+            r#"
+            tls_cert = "/etc/ringkv/http.pem"
+            tls_key = "/etc/ringkv/http.key"
+            peer_tls_cert = "/etc/ringkv/peer.pem"
+            peer_tls_key = "/etc/ringkv/peer.key"
+            peer_tls_ca = "/etc/ringkv/ca.pem"
+            cluster_secret = "0123456789abcdef"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.peer_tls_ca,
+            Some(PathBuf::from("/etc/ringkv/ca.pem"))
+        );
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        assert!(toml::from_str::<ServerConfig>("tls_crt = \"x\"").is_err());
+    }
+
+    #[test]
+    fn complete_settings_build() {
+        let files = test_certs::generate();
+        let secret_file = files.dir.path().join("secret");
+        std::fs::write(&secret_file, "a cluster secret of some length\n").unwrap();
+        let config = ServerConfig {
+            tls_cert: Some(files.cert.clone()),
+            tls_key: Some(files.key.clone()),
+            peer_tls_cert: Some(files.cert.clone()),
+            peer_tls_key: Some(files.key.clone()),
+            peer_tls_ca: Some(files.ca.clone()),
+            cluster_secret_file: Some(secret_file),
+            ..ServerConfig::default()
+        };
+        let security = config.security().unwrap();
+        assert!(security.http_tls.is_some() && security.peer_tls.is_some());
+        // The final newline is not part of the secret.
+        assert_eq!(
+            security.secret,
+            Some(ClusterSecret::new("a cluster secret of some length").unwrap())
+        );
+        let plain = ServerConfig::default().security().unwrap();
+        assert!(plain.http_tls.is_none() && plain.peer_tls.is_none() && plain.secret.is_none());
+    }
+
+    #[test]
+    fn half_configured_or_unreadable_settings_are_clear_errors() {
+        let files = test_certs::generate();
+        let garbage = files.dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let base = ServerConfig::default;
+
+        let error = config_error(&ServerConfig {
+            tls_cert: Some(files.cert.clone()),
+            ..base()
+        });
+        assert!(error.contains("tls_cert is set without tls_key"), "{error}");
+        let error = config_error(&ServerConfig {
+            tls_key: Some(files.key.clone()),
+            ..base()
+        });
+        assert!(error.contains("tls_key is set without tls_cert"), "{error}");
+        let error = config_error(&ServerConfig {
+            tls_cert: Some(garbage.clone()),
+            tls_key: Some(files.key.clone()),
+            ..base()
+        });
+        assert!(
+            error.contains("garbage.pem") && error.contains("no PEM certificate"),
+            "{error}"
+        );
+        let error = config_error(&ServerConfig {
+            peer_tls_cert: Some(files.cert.clone()),
+            peer_tls_key: Some(files.key.clone()),
+            ..base()
+        });
+        assert!(error.contains("missing peer_tls_ca"), "{error}");
+        let error = config_error(&ServerConfig {
+            peer_tls_cert: Some(files.cert.clone()),
+            peer_tls_key: Some(files.key.clone()),
+            peer_tls_ca: Some(garbage.clone()),
+            ..base()
+        });
+        assert!(
+            error.contains("CA") && error.contains("garbage.pem"),
+            "{error}"
+        );
+        let error = config_error(&ServerConfig {
+            cluster_secret: Some(SecretString("short".into())),
+            ..base()
+        });
+        assert!(error.contains("at least 16"), "{error}");
+        let error = config_error(&ServerConfig {
+            cluster_secret: Some(SecretString("0123456789abcdef".into())),
+            cluster_secret_file: Some(garbage.clone()),
+            ..base()
+        });
+        assert!(error.contains("not both"), "{error}");
+        let error = config_error(&ServerConfig {
+            cluster_secret_file: Some(files.dir.path().join("absent")),
+            ..base()
+        });
+        assert!(error.contains("cluster_secret_file"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_setting_stops_the_start_before_the_data_folder_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let result = start(ServerConfig {
+            data_dir: data_dir.clone(),
+            tls_cert: Some(dir.path().join("absent.pem")),
+            tls_key: Some(dir.path().join("absent.key")),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..ServerConfig::default()
+        })
+        .await;
+        let Err(error) = result else {
+            panic!("started with missing certificate files");
+        };
+        assert!(matches!(error, ServerError::Tls(_)), "{error}");
+        assert!(error.to_string().contains("absent.pem"), "{error}");
+        assert!(!data_dir.exists());
+    }
 }

@@ -8,9 +8,16 @@
 //! On the wire every frame is a big-endian `u32` length followed by that many bytes; the length
 //! is checked against the limit before anything is read or allocated for the body. The first
 //! frame each side sends is a hello (see [`Hello`]): magic `RKV\0`, the transport protocol
-//! version, the cluster name and the sender's node id. Every later frame is one
-//! [`Message::encode`]. A frame that is too large or does not decode closes that connection
-//! (counted in `peer_frames_rejected`); nothing a peer sends can stop the node.
+//! version, the cluster name, the sender's node id and address, whether it uses a cluster
+//! secret, and a fresh random nonce. With a [`ClusterSecret`], each side then proves it knows
+//! the secret (see [`handshake_dial`]); a peer that cannot is refused before any message of its
+//! is decoded. Every later frame is one [`Message::encode`]. A frame that is too large or does
+//! not decode closes that connection (counted in `peer_frames_rejected`); nothing a peer sends
+//! can stop the node.
+//!
+//! With [`PeerTls`] every connection is mutual TLS first (each side's certificate checked
+//! against the cluster CA, the dialed host's name against the accepting side's certificate),
+//! and the frames above travel inside it. The TLS handshake counts in `handshake_timeout`.
 //!
 //! Loss is tolerated by the protocol (it retries, repairs and hands off), so [`Transport::send`]
 //! never blocks: a message for a full queue or an unknown peer is dropped and counted.
@@ -24,11 +31,12 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use futures_util::StreamExt;
-use rand::Rng;
+use hmac::{Hmac, Mac};
+use rand::{Rng, RngCore};
 use ringkv_core::id::NodeId;
 use ringkv_core::wire::{self, Message, WireError};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -36,18 +44,29 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::tls::{self, PeerTls};
 
 /// Magic bytes that open every hello frame.
 pub const HELLO_MAGIC: [u8; 4] = *b"RKV\0";
 /// Version of the transport protocol (the hello and framing; messages carry their own version).
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version 2 added the secret flag and the nonce to the hello, and the proofs after it.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Longest cluster name or node id a hello may carry, in bytes.
 pub const MAX_HELLO_NAME_BYTES: usize = 1024;
-/// Largest hello frame: magic, version, and two length-prefixed names.
+/// Bytes of the random nonce in every hello.
+pub const NONCE_BYTES: usize = 32;
+/// Bytes of a proof of the cluster secret (an HMAC-SHA256).
+pub const PROOF_BYTES: usize = 32;
+/// Shortest cluster secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 16;
+/// Largest hello frame: magic, version, three length-prefixed names, flags and the nonce.
+pub const MAX_HELLO_BYTES: usize = 4 + 1 + 3 * (2 + MAX_HELLO_NAME_BYTES) + 1 + NONCE_BYTES;
 /// Most peers whose addresses are kept from hellos (the cluster view's members are always kept).
 pub const MAX_PEERS: usize = 4096;
-
-pub const MAX_HELLO_BYTES: usize = 4 + 1 + 3 * (2 + MAX_HELLO_NAME_BYTES);
+/// The hello flag saying the sender proves, and asks for proof of, the cluster secret.
+const FLAG_SECRET: u8 = 0b0000_0001;
+/// What every proof's MAC starts with, so a MAC made for anything else never passes for one.
+const PROOF_DOMAIN: &[u8] = b"ringkv peer proof v2\0";
 /// Length of a frame's length prefix.
 const LENGTH_PREFIX_BYTES: usize = 4;
 /// Most messages written between two flushes (bounds the time a batch holds the socket).
@@ -83,6 +102,71 @@ pub struct TransportConfig {
     /// Where peers reach this node (sent in the hello, so that a node that has never heard of
     /// this one, such as a seed answering a newcomer's first gossip, can answer); may be empty.
     pub advertised_address: String,
+    /// Mutual TLS on every peer connection (`None`: plain TCP).
+    pub tls: Option<PeerTls>,
+    /// The secret peers must prove they know (`None`: no proof asked or given; a peer that
+    /// has a secret refuses this node, and this node refuses a peer that has one).
+    pub secret: Option<ClusterSecret>,
+}
+
+/// A secret shared by the nodes of a cluster, proven in every peer handshake without being
+/// sent. Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret(Arc<[u8]>);
+
+impl ClusterSecret {
+    /// A secret of at least [`MIN_SECRET_BYTES`] bytes (shorter ones would be guessable from a
+    /// recorded handshake).
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<ClusterSecret, SecretTooShort> {
+        let bytes = bytes.into();
+        if bytes.len() < MIN_SECRET_BYTES {
+            return Err(SecretTooShort {
+                length: bytes.len(),
+            });
+        }
+        Ok(ClusterSecret(bytes.into()))
+    }
+
+    /// A MAC keyed with the secret, over [`PROOF_DOMAIN`] and the proving side's role.
+    fn mac(&self, role: Role) -> Result<Hmac<Sha256>, TransportError> {
+        // HMAC takes keys of any length; the error cannot happen, but is not unwrapped.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .map_err(|_| TransportError::Unauthenticated("the secret is not a usable key"))?;
+        mac.update(PROOF_DOMAIN);
+        mac.update(role.label());
+        Ok(mac)
+    }
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
+}
+
+/// A cluster secret shorter than [`MIN_SECRET_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("the cluster secret has {length} bytes; at least {MIN_SECRET_BYTES} are needed")]
+pub struct SecretTooShort {
+    /// Its length.
+    pub length: usize,
+}
+
+/// Which side of a handshake made a proof: part of what is MACed, so that a proof cannot be
+/// sent back to the side that made it.
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    Dialer,
+    Acceptor,
+}
+
+impl Role {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Role::Dialer => b"dialer\0",
+            Role::Acceptor => b"acceptor\0",
+        }
+    }
 }
 
 impl Default for TransportConfig {
@@ -98,6 +182,8 @@ impl Default for TransportConfig {
             backoff_max: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),
             advertised_address: String::new(),
+            tls: None,
+            secret: None,
         }
     }
 }
@@ -126,6 +212,19 @@ pub enum TransportError {
     /// The hello was not a valid one.
     #[error("bad handshake: {0}")]
     BadHandshake(&'static str),
+    /// The peer did not prove it knows the cluster secret (or has one when this node has
+    /// none): nothing it sends is read.
+    #[error("peer not authenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// The TLS handshake failed (no or an untrusted certificate, a name mismatch, not TLS).
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
+    /// The dialed address has no host a certificate can name.
+    #[error("{address} has no host name or IP address to check a certificate against")]
+    NoServerName {
+        /// The address dialed.
+        address: String,
+    },
     /// The peer belongs to another cluster.
     #[error("peer is in cluster {found:?}, not {expected:?}")]
     WrongCluster {
@@ -183,6 +282,8 @@ impl TransportError {
         match self {
             TransportError::HandshakeTimeout => Some("timeout"),
             TransportError::BadHandshake(_) => Some("bad_handshake"),
+            TransportError::Unauthenticated(_) => Some("bad_secret"),
+            TransportError::Tls(_) => Some("tls"),
             TransportError::WrongCluster { .. } => Some("wrong_cluster"),
             TransportError::SelfConnection => Some("self"),
             TransportError::WrongPeer { .. } => Some("wrong_peer"),
@@ -193,6 +294,7 @@ impl TransportError {
             | TransportError::Truncated
             | TransportError::Closed
             | TransportError::NameTooLong { .. }
+            | TransportError::NoServerName { .. }
             | TransportError::ShutDown
             | TransportError::Io(_) => None,
         }
@@ -208,17 +310,24 @@ pub struct Hello {
     pub node_id: NodeId,
     /// Where peers reach the sender (empty when it did not say).
     pub address: String,
+    /// Whether the sender proves, and asks for proof of, the cluster secret after the hellos.
+    pub uses_secret: bool,
+    /// Fresh random bytes: the other side's proof covers them, so no recorded proof is ever
+    /// valid again.
+    pub nonce: [u8; NONCE_BYTES],
 }
 
 impl Hello {
     /// Encodes `RKV\0`, [`PROTOCOL_VERSION`], then the cluster, the node id and the advertised
-    /// address, each as a big-endian `u16` length and UTF-8 bytes.
+    /// address, each as a big-endian `u16` length and UTF-8 bytes, then a flags byte (bit 0:
+    /// [`Hello::uses_secret`]; the others zero) and the [`NONCE_BYTES`]-byte nonce.
     pub fn encode(&self) -> Result<Vec<u8>, TransportError> {
         let cluster = self.cluster.as_bytes();
         let node = self.node_id.as_str().as_bytes();
         let address = self.address.as_bytes();
-        let mut out =
-            Vec::with_capacity(4 + 1 + 2 + cluster.len() + 2 + node.len() + 2 + address.len());
+        let mut out = Vec::with_capacity(
+            4 + 1 + 2 + cluster.len() + 2 + node.len() + 2 + address.len() + 1 + NONCE_BYTES,
+        );
         out.extend_from_slice(&HELLO_MAGIC);
         out.push(PROTOCOL_VERSION);
         for (what, name) in [
@@ -233,6 +342,8 @@ impl Hello {
             out.put_u16(name.len() as u16);
             out.extend_from_slice(name);
         }
+        out.push(if self.uses_secret { FLAG_SECRET } else { 0 });
+        out.extend_from_slice(&self.nonce);
         Ok(out)
     }
 
@@ -249,6 +360,15 @@ impl Hello {
         let cluster = take_name(&mut rest)?;
         let node = take_name(&mut rest)?;
         let address = take_name(&mut rest)?;
+        if rest.len() < 1 + NONCE_BYTES {
+            return Err(TransportError::BadHandshake("truncated hello"));
+        }
+        let flags = rest.get_u8();
+        if flags & !FLAG_SECRET != 0 {
+            return Err(TransportError::BadHandshake("unknown flags in hello"));
+        }
+        let mut nonce = [0u8; NONCE_BYTES];
+        rest.copy_to_slice(&mut nonce);
         if !rest.is_empty() {
             return Err(TransportError::BadHandshake(
                 "trailing bytes after the hello",
@@ -258,6 +378,8 @@ impl Hello {
             cluster,
             node_id: NodeId::new(node),
             address,
+            uses_secret: flags & FLAG_SECRET != 0,
+            nonce,
         })
     }
 }
@@ -325,7 +447,7 @@ impl Decoder for FrameCodec {
 /// The writing half of a connection: frames are gathered in a buffer and written out when it
 /// is large or on [`FrameWriter::flush`], so a batch of small messages costs few syscalls.
 struct FrameWriter {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     buffer: BytesMut,
     limit: usize,
 }
@@ -373,13 +495,14 @@ impl FrameWriter {
     }
 }
 
-type FrameReader = FramedRead<OwnedReadHalf, FrameCodec>;
+/// The halves of a connection, plain TCP or TLS (boxed: the framing does not care which).
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+type FrameReader = FramedRead<ReadHalf, FrameCodec>;
 
-/// Splits a connected stream into framed halves limited to hello-sized frames.
-fn framed(stream: TcpStream) -> Result<(FrameReader, FrameWriter), TransportError> {
-    stream.set_nodelay(true)?;
-    let (read, write) = stream.into_split();
-    Ok((
+/// Framed halves limited to hello-sized frames.
+fn framed(read: ReadHalf, write: WriteHalf) -> (FrameReader, FrameWriter) {
+    (
         FramedRead::new(
             read,
             FrameCodec {
@@ -391,31 +514,151 @@ fn framed(stream: TcpStream) -> Result<(FrameReader, FrameWriter), TransportErro
             buffer: BytesMut::new(),
             limit: MAX_HELLO_BYTES,
         },
-    ))
+    )
 }
 
-async fn write_hello(writer: &mut FrameWriter, hello: &Hello) -> Result<(), TransportError> {
-    writer.feed(&hello.encode()?).await?;
+/// A TLS handshake's failure: rustls's refusals (bad certificate, not TLS) arrive as
+/// `InvalidData` and are the peer's doing; anything else is the network's.
+fn tls_failure(error: io::Error) -> TransportError {
+    if error.kind() == io::ErrorKind::InvalidData {
+        TransportError::Tls(error)
+    } else {
+        TransportError::Io(error)
+    }
+}
+
+/// The dialing side's connection: TLS when configured (checking that the certificate names
+/// the host of `address`), else the TCP stream itself.
+async fn secure_outbound(
+    config: &TransportConfig,
+    stream: TcpStream,
+    address: &str,
+) -> Result<(FrameReader, FrameWriter), TransportError> {
+    stream.set_nodelay(true)?;
+    match &config.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            Ok(framed(Box::new(read), Box::new(write)))
+        }
+        Some(peer_tls) => {
+            let name = tls::server_name(address).ok_or_else(|| TransportError::NoServerName {
+                address: address.to_string(),
+            })?;
+            let stream = peer_tls
+                .connector
+                .connect(name, stream)
+                .await
+                .map_err(tls_failure)?;
+            let (read, write) = tokio::io::split(stream);
+            Ok(framed(Box::new(read), Box::new(write)))
+        }
+    }
+}
+
+/// The accepting side's connection: TLS when configured (the dialer must present a
+/// certificate of the cluster CA), else the TCP stream itself.
+async fn secure_inbound(
+    config: &TransportConfig,
+    stream: TcpStream,
+) -> Result<(FrameReader, FrameWriter), TransportError> {
+    stream.set_nodelay(true)?;
+    match &config.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            Ok(framed(Box::new(read), Box::new(write)))
+        }
+        Some(peer_tls) => {
+            let stream = peer_tls
+                .acceptor
+                .accept(stream)
+                .await
+                .map_err(tls_failure)?;
+            let (read, write) = tokio::io::split(stream);
+            Ok(framed(Box::new(read), Box::new(write)))
+        }
+    }
+}
+
+async fn write_frame(writer: &mut FrameWriter, frame: &[u8]) -> Result<(), TransportError> {
+    writer.feed(frame).await?;
     writer.flush().await
 }
 
-async fn read_hello(reader: &mut FrameReader) -> Result<Hello, TransportError> {
+/// Reads one handshake frame (a hello or a proof).
+async fn read_handshake_frame(reader: &mut FrameReader) -> Result<BytesMut, TransportError> {
     match reader.next().await {
         None => Err(TransportError::Closed),
         Some(Err(TransportError::Truncated)) => Err(TransportError::BadHandshake(
-            "connection closed in the middle of the hello",
+            "connection closed in the middle of a handshake frame",
         )),
         Some(Err(error)) => Err(error),
-        Some(Ok(frame)) => Hello::decode(&frame),
+        Some(Ok(frame)) => Ok(frame),
     }
 }
 
-fn our_hello(config: &TransportConfig) -> Hello {
-    Hello {
+/// Reads a hello; returns it with its exact bytes, which the proofs cover.
+async fn read_hello(reader: &mut FrameReader) -> Result<(Hello, BytesMut), TransportError> {
+    let frame = read_handshake_frame(reader).await?;
+    Ok((Hello::decode(&frame)?, frame))
+}
+
+/// This node's hello, with a fresh nonce from the operating system's CSPRNG.
+fn our_hello(config: &TransportConfig) -> Result<Hello, TransportError> {
+    let mut nonce = [0u8; NONCE_BYTES];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut nonce)
+        .map_err(io::Error::other)?;
+    Ok(Hello {
         cluster: config.cluster.clone(),
         node_id: config.node_id.clone(),
         address: config.advertised_address.clone(),
+        uses_secret: config.secret.is_some(),
+        nonce,
+    })
+}
+
+/// The MAC a `role` side sends to prove it knows the secret: over the role and both hellos
+/// exactly as sent (so both nonces, both ids, the cluster and the addresses), each with its
+/// length so that no two transcripts read the same.
+fn proof_mac(
+    secret: &ClusterSecret,
+    role: Role,
+    acceptor_hello: &[u8],
+    dialer_hello: &[u8],
+) -> Result<Hmac<Sha256>, TransportError> {
+    let mut mac = secret.mac(role)?;
+    for hello in [acceptor_hello, dialer_hello] {
+        // Hellos are far below 4 GiB (MAX_HELLO_BYTES).
+        mac.update(&(hello.len() as u32).to_be_bytes());
+        mac.update(hello);
     }
+    Ok(mac)
+}
+
+/// Checks that both sides agree on using a secret: one without would hang on the other's proof
+/// or read it as a message.
+fn check_secret_use(config: &TransportConfig, remote: &Hello) -> Result<(), TransportError> {
+    match (config.secret.is_some(), remote.uses_secret) {
+        (true, false) => Err(TransportError::Unauthenticated(
+            "the peer has no cluster secret",
+        )),
+        (false, true) => Err(TransportError::Unauthenticated(
+            "the peer uses a cluster secret and this node has none",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Reads the other side's proof and checks it in constant time.
+async fn verify_proof(
+    reader: &mut FrameReader,
+    expected: Hmac<Sha256>,
+) -> Result<(), TransportError> {
+    let proof = read_handshake_frame(reader).await?;
+    // verify_slice compares in constant time (and refuses any length but the MAC's).
+    expected
+        .verify_slice(&proof)
+        .map_err(|_| TransportError::Unauthenticated("wrong proof of the cluster secret"))
 }
 
 /// The dialing side of the handshake: reads the accepting side's hello, then introduces itself
@@ -424,37 +667,52 @@ fn our_hello(config: &TransportConfig) -> Hello {
 /// for an impostor). Returns the accepting side's hello; the caller decides what to do with a
 /// hello naming this node.
 ///
-/// Issue 8 (cluster secret) goes here and in [`handshake_accept`]: each hello will carry a
-/// nonce, and after the hellos each side sends an HMAC of the other's nonce under the cluster
-/// secret and checks the one it receives before the connection is trusted.
+/// With a cluster secret, the hellos are followed by two proofs, each an HMAC-SHA256 under the
+/// secret of a role label and both hellos as sent (see [`proof_mac`]): the dialer sends its
+/// proof first, the acceptor checks it, then sends its own, which the dialer checks. The dialer
+/// goes first so that a stranger who connects learns no MAC at all; each side's proof covers
+/// the other's fresh nonce, so a recorded proof is worthless, and its role label, so a proof
+/// cannot be reflected. The secret proves membership of the handshake only: against someone on
+/// the path who could take over the connection afterwards, TLS is what protects the link.
 async fn handshake_dial(
     config: &TransportConfig,
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
 ) -> Result<Hello, TransportError> {
-    let remote = read_hello(reader).await?;
+    let (remote, remote_bytes) = read_hello(reader).await?;
     if remote.node_id == config.node_id {
         return Ok(remote);
     }
-    write_hello(writer, &our_hello(config)).await?;
+    let ours = our_hello(config)?.encode()?;
+    write_frame(writer, &ours).await?;
     if remote.cluster != config.cluster {
         return Err(TransportError::WrongCluster {
             expected: config.cluster.clone(),
             found: remote.cluster,
         });
     }
+    check_secret_use(config, &remote)?;
+    if let Some(secret) = &config.secret {
+        let proof = proof_mac(secret, Role::Dialer, &remote_bytes, &ours)?;
+        write_frame(writer, &proof.finalize().into_bytes()).await?;
+        let expected = proof_mac(secret, Role::Acceptor, &remote_bytes, &ours)?;
+        verify_proof(reader, expected).await?;
+    }
     Ok(remote)
 }
 
 /// The accepting side of the handshake: introduces itself, then reads and checks the dialer's
-/// hello. Returns the dialer's id. See [`handshake_dial`] for where issue 8's challenge goes.
+/// hello and, with a cluster secret, its proof (before answering with its own, see
+/// [`handshake_dial`]). Returns the dialer's hello; no frame of a dialer that fails here is
+/// ever decoded as a message.
 async fn handshake_accept(
     config: &TransportConfig,
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
 ) -> Result<Hello, TransportError> {
-    write_hello(writer, &our_hello(config)).await?;
-    let remote = read_hello(reader).await?;
+    let ours = our_hello(config)?.encode()?;
+    write_frame(writer, &ours).await?;
+    let (remote, remote_bytes) = read_hello(reader).await?;
     if remote.cluster != config.cluster {
         return Err(TransportError::WrongCluster {
             expected: config.cluster.clone(),
@@ -463,6 +721,13 @@ async fn handshake_accept(
     }
     if remote.node_id == config.node_id {
         return Err(TransportError::SelfConnection);
+    }
+    check_secret_use(config, &remote)?;
+    if let Some(secret) = &config.secret {
+        let expected = proof_mac(secret, Role::Dialer, &ours, &remote_bytes)?;
+        verify_proof(reader, expected).await?;
+        let proof = proof_mac(secret, Role::Acceptor, &ours, &remote_bytes)?;
+        write_frame(writer, &proof.finalize().into_bytes()).await?;
     }
     Ok(remote)
 }
@@ -713,14 +978,14 @@ async fn dial(
             address: address.to_string(),
             source,
         })?;
-    let (mut reader, mut writer) = framed(stream)?;
-    let hello = tokio::time::timeout(
-        config.handshake_timeout,
-        handshake_dial(config, &mut reader, &mut writer),
-    )
-    .await
-    .map_err(|_| TransportError::HandshakeTimeout)??;
-    Ok((hello, reader, writer))
+    let handshake = async {
+        let (mut reader, mut writer) = secure_outbound(config, stream, address).await?;
+        let hello = handshake_dial(config, &mut reader, &mut writer).await?;
+        Ok::<_, TransportError>((hello, reader, writer))
+    };
+    tokio::time::timeout(config.handshake_timeout, handshake)
+        .await
+        .map_err(|_| TransportError::HandshakeTimeout)?
 }
 
 async fn accept_loop(
@@ -759,21 +1024,21 @@ async fn serve_inbound(
     inbound: mpsc::Sender<(NodeId, Message)>,
 ) {
     let config = &shared.config;
-    let (mut reader, mut writer) = match framed(stream) {
-        Ok(halves) => halves,
-        Err(error) => return shared.reject(&error, &remote.to_string()),
+    // The TLS handshake is inside the timeout too: a silent dialer holds nothing for long.
+    let handshake = async {
+        let (mut reader, mut writer) = secure_inbound(config, stream).await?;
+        let hello = handshake_accept(config, &mut reader, &mut writer).await?;
+        Ok::<_, TransportError>((hello, reader, writer))
     };
     let handshake = tokio::select! {
         _ = shared.shutdown.cancelled() => return,
-        result = tokio::time::timeout(
-            config.handshake_timeout,
-            handshake_accept(config, &mut reader, &mut writer),
-        ) => result.unwrap_or(Err(TransportError::HandshakeTimeout)),
+        result = tokio::time::timeout(config.handshake_timeout, handshake) =>
+            result.unwrap_or(Err(TransportError::HandshakeTimeout)),
     };
-    let peer = match handshake {
-        Ok(hello) => {
+    let (peer, mut reader, writer) = match handshake {
+        Ok((hello, reader, writer)) => {
             shared.learn_address(&hello.node_id, &hello.address);
-            hello.node_id
+            (hello.node_id, reader, writer)
         }
         Err(error) => return shared.reject(&error, &remote.to_string()),
     };
@@ -1087,6 +1352,7 @@ mod tests {
     use crate::metrics::ReasonLabels;
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
+    use std::path::Path;
     use tokio::io::AsyncReadExt;
     use wire::ReadResult;
 
@@ -1173,26 +1439,50 @@ mod tests {
         out
     }
 
+    /// Reads one frame off a raw stream.
+    async fn read_raw_frame(stream: &mut TcpStream) -> Vec<u8> {
+        let mut length = [0u8; 4];
+        stream.read_exact(&mut length).await.unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+        stream.read_exact(&mut body).await.unwrap();
+        body
+    }
+
+    fn raw_hello(id: &str, cluster: &str, uses_secret: bool, nonce: u8) -> Vec<u8> {
+        Hello {
+            cluster: cluster.to_string(),
+            node_id: NodeId::new(id),
+            address: String::new(),
+            uses_secret,
+            nonce: [nonce; NONCE_BYTES],
+        }
+        .encode()
+        .unwrap()
+    }
+
     /// A raw connection that has done a proper handshake as node `id` of `cluster`.
     async fn raw_peer(target: &Node, id: &str, cluster: &str) -> TcpStream {
         let mut stream = TcpStream::connect(target.transport.local_addr())
             .await
             .unwrap();
-        let mut length = [0u8; 4];
-        stream.read_exact(&mut length).await.unwrap();
-        let mut hello = vec![0u8; u32::from_be_bytes(length) as usize];
-        stream.read_exact(&mut hello).await.unwrap();
+        let hello = read_raw_frame(&mut stream).await;
         assert_eq!(Hello::decode(&hello).unwrap().cluster, "c");
-        let ours = Hello {
-            cluster: cluster.to_string(),
-            node_id: NodeId::new(id),
-            address: String::new(),
-        };
         stream
-            .write_all(&frame(&ours.encode().unwrap()))
+            .write_all(&frame(&raw_hello(id, cluster, false, 0)))
             .await
             .unwrap();
         stream
+    }
+
+    fn secret(text: &str) -> ClusterSecret {
+        ClusterSecret::new(format!("{text:0<16}")).unwrap()
+    }
+
+    fn with_secret(node: &str, cluster: &str, text: &str) -> TransportConfig {
+        TransportConfig {
+            secret: Some(secret(text)),
+            ..config(node, cluster)
+        }
     }
 
     /// Reads until the transport closes the connection (EOF or reset).
@@ -1216,10 +1506,24 @@ mod tests {
             cluster: "prod".into(),
             node_id: NodeId::new("n1"),
             address: "10.0.0.1:7087".into(),
+            uses_secret: true,
+            nonce: [7; NONCE_BYTES],
         };
         let encoded = hello.encode().unwrap();
         assert_eq!(&encoded[..4], b"RKV\0");
+        assert_eq!(encoded[4], 2);
         assert_eq!(Hello::decode(&encoded).unwrap(), hello);
+        // Version 1 hellos (no flags, no nonce) are refused, not misread.
+        let mut version_1 = encoded[..encoded.len() - 1 - NONCE_BYTES].to_vec();
+        version_1[4] = 1;
+        assert!(Hello::decode(&version_1).is_err());
+        let mut unknown_flag = encoded.clone();
+        let flags_at = encoded.len() - 1 - NONCE_BYTES;
+        unknown_flag[flags_at] |= 0b10;
+        assert!(matches!(
+            Hello::decode(&unknown_flag),
+            Err(TransportError::BadHandshake("unknown flags in hello"))
+        ));
         for cut in 0..encoded.len() {
             assert!(
                 Hello::decode(&encoded[..cut]).is_err(),
@@ -1234,13 +1538,44 @@ mod tests {
         assert!(Hello::decode(&wrong_version).is_err());
         let too_long = Hello {
             cluster: "x".repeat(MAX_HELLO_NAME_BYTES + 1),
-            node_id: NodeId::new("n1"),
-            address: String::new(),
+            ..hello.clone()
         };
         assert!(matches!(
             too_long.encode(),
             Err(TransportError::NameTooLong { .. })
         ));
+        // The largest hello fits the hello frame limit exactly.
+        let longest = Hello {
+            cluster: "x".repeat(MAX_HELLO_NAME_BYTES),
+            node_id: NodeId::new("y".repeat(MAX_HELLO_NAME_BYTES)),
+            address: "z".repeat(MAX_HELLO_NAME_BYTES),
+            ..hello
+        };
+        assert_eq!(longest.encode().unwrap().len(), MAX_HELLO_BYTES);
+    }
+
+    #[test]
+    fn proofs_depend_on_the_secret_the_role_and_both_hellos() {
+        let proof = |secret: &ClusterSecret, role, acceptor: &[u8], dialer: &[u8]| {
+            proof_mac(secret, role, acceptor, dialer)
+                .unwrap()
+                .finalize()
+                .into_bytes()
+        };
+        let (a, b) = (raw_hello("a", "c", true, 1), raw_hello("b", "c", true, 2));
+        let s = secret("s");
+        let reference = proof(&s, Role::Dialer, &a, &b);
+        assert_eq!(reference.len(), PROOF_BYTES);
+        assert_eq!(reference, proof(&s, Role::Dialer, &a, &b));
+        assert_ne!(reference, proof(&secret("t"), Role::Dialer, &a, &b));
+        assert_ne!(reference, proof(&s, Role::Acceptor, &a, &b));
+        assert_ne!(reference, proof(&s, Role::Dialer, &b, &a));
+        assert_ne!(
+            reference,
+            proof(&s, Role::Dialer, &raw_hello("a", "c", true, 3), &b)
+        );
+        assert!(ClusterSecret::new("short").is_err());
+        assert_eq!(format!("{s:?}"), "ClusterSecret(..)");
     }
 
     #[test]
@@ -1435,6 +1770,163 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn peers_sharing_the_secret_talk_and_others_are_refused() {
+        let mut a = start_on(with_secret("a", "c", "right"), "127.0.0.1:0").await;
+        let mut b = start_on(with_secret("b", "c", "right"), "127.0.0.1:0").await;
+        introduce(&a, &b, "a", "b");
+        a.transport.send(&NodeId::new("b"), numbered(1));
+        assert_eq!(receive(&mut b).await, (NodeId::new("a"), numbered(1)));
+        b.transport.send(&NodeId::new("a"), numbered(2));
+        assert_eq!(receive(&mut a).await, (NodeId::new("b"), numbered(2)));
+
+        // A wrong secret: its proof fails at b, which never answers with its own.
+        let wrong = start_on(with_secret("w", "c", "wrong"), "127.0.0.1:0").await;
+        // No secret at all: each side sees the other's hello does not match its own.
+        let none = start("n", "c").await;
+        for stranger in [&wrong, &none] {
+            stranger
+                .transport
+                .set_addresses([(NodeId::new("b"), b.transport.local_addr().to_string())]);
+            stranger.transport.send(&NodeId::new("b"), numbered(66));
+        }
+        eventually(|| rejected(&b, "bad_secret") >= 2).await;
+        eventually(|| rejected(&none, "bad_secret") >= 1).await;
+        assert!(matches!(
+            none.transport
+                .identify(&b.transport.local_addr().to_string())
+                .await,
+            Err(TransportError::Unauthenticated(_))
+        ));
+        assert!(wrong
+            .transport
+            .identify(&b.transport.local_addr().to_string())
+            .await
+            .is_err());
+
+        // b goes on serving a, and nothing of the strangers' reached it.
+        a.transport.send(&NodeId::new("b"), numbered(3));
+        assert_eq!(receive(&mut b).await, (NodeId::new("a"), numbered(3)));
+        assert_eq!(b.metrics.peer_messages_received.get(), 2);
+        assert!(b.inbound.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_recorded_proof_does_not_open_a_second_connection() {
+        let s = secret("right");
+        let mut b = start_on(with_secret("b", "c", "right"), "127.0.0.1:0").await;
+        let ours = raw_hello("x", "c", true, 9);
+
+        // A raw dialer that knows the secret gets in and is heard.
+        let mut first = TcpStream::connect(b.transport.local_addr()).await.unwrap();
+        let theirs = read_raw_frame(&mut first).await;
+        first.write_all(&frame(&ours)).await.unwrap();
+        let recorded = proof_mac(&s, Role::Dialer, &theirs, &ours)
+            .unwrap()
+            .finalize()
+            .into_bytes();
+        first.write_all(&frame(&recorded)).await.unwrap();
+        let answer = read_raw_frame(&mut first).await;
+        proof_mac(&s, Role::Acceptor, &theirs, &ours)
+            .unwrap()
+            .verify_slice(&answer)
+            .expect("the acceptor's proof does not check");
+        first
+            .write_all(&frame(&numbered(1).encode()))
+            .await
+            .unwrap();
+        assert_eq!(receive(&mut b).await, (NodeId::new("x"), numbered(1)));
+
+        // The same proof replayed on a new connection: b's nonce is new, so it fails.
+        let mut replay = TcpStream::connect(b.transport.local_addr()).await.unwrap();
+        let fresh = read_raw_frame(&mut replay).await;
+        assert_ne!(fresh, theirs);
+        replay.write_all(&frame(&ours)).await.unwrap();
+        replay.write_all(&frame(&recorded)).await.unwrap();
+        replay.write_all(&frame(&numbered(2).encode())).await.ok();
+        closed_by_remote(&mut replay).await;
+        eventually(|| rejected(&b, "bad_secret") == 1).await;
+
+        // A stranger claiming a secret and sending a message where the proof goes: refused
+        // without the message being decoded.
+        let mut stranger = TcpStream::connect(b.transport.local_addr()).await.unwrap();
+        read_raw_frame(&mut stranger).await;
+        stranger.write_all(&frame(&ours)).await.unwrap();
+        stranger.write_all(&frame(&numbered(3).encode())).await.ok();
+        closed_by_remote(&mut stranger).await;
+        eventually(|| rejected(&b, "bad_secret") == 2).await;
+        assert_eq!(b.metrics.peer_messages_received.get(), 1);
+        assert!(b.inbound.try_recv().is_err());
+    }
+
+    fn with_tls(node: &str, files: &crate::tls::test_certs::Files, ca: &Path) -> TransportConfig {
+        TransportConfig {
+            tls: Some(PeerTls::from_files(&files.cert, &files.key, ca).unwrap()),
+            handshake_timeout: Duration::from_millis(500),
+            ..with_secret(node, "c", "right")
+        }
+    }
+
+    #[tokio::test]
+    async fn peers_over_mutual_tls_talk_and_untrusted_ones_are_refused() {
+        let cluster = crate::tls::test_certs::generate();
+        let mut a = start_on(with_tls("a", &cluster, &cluster.ca), "127.0.0.1:0").await;
+        let mut b = start_on(with_tls("b", &cluster, &cluster.ca), "127.0.0.1:0").await;
+        introduce(&a, &b, "a", "b");
+        for i in 0..50 {
+            a.transport.send(&NodeId::new("b"), numbered(i));
+        }
+        for i in 0..50 {
+            assert_eq!(receive(&mut b).await, (NodeId::new("a"), numbered(i)));
+        }
+        b.transport.send(&NodeId::new("a"), Message::Ping);
+        assert_eq!(receive(&mut a).await, (NodeId::new("b"), Message::Ping));
+        let b_address = b.transport.local_addr().to_string();
+
+        // A node of another CA does not trust b's certificate (and b would not trust its own).
+        let other = crate::tls::test_certs::generate();
+        let foreign = start_on(with_tls("f", &other, &other.ca), "127.0.0.1:0").await;
+        assert!(matches!(
+            foreign.transport.identify(&b_address).await,
+            Err(TransportError::Tls(_))
+        ));
+        assert_eq!(rejected(&foreign, "tls"), 0, "identify counts nothing");
+        // One that trusts b's CA but presents a certificate of another CA: b refuses it.
+        let impostor = start_on(with_tls("i", &other, &cluster.ca), "127.0.0.1:0").await;
+        impostor
+            .transport
+            .set_addresses([(NodeId::new("b"), b_address.clone())]);
+        impostor.transport.send(&NodeId::new("b"), numbered(66));
+        eventually(|| rejected(&b, "tls") >= 2).await;
+
+        // A plain-TCP peer waits for a hello that never comes, and b for a ClientHello: both
+        // are cut by the handshake timeout.
+        let plain = start_on(
+            TransportConfig {
+                handshake_timeout: Duration::from_millis(500),
+                ..with_secret("p", "c", "right")
+            },
+            "127.0.0.1:0",
+        )
+        .await;
+        assert!(matches!(
+            plain.transport.identify(&b_address).await,
+            Err(TransportError::HandshakeTimeout)
+        ));
+        eventually(|| rejected(&b, "timeout") >= 1).await;
+        // A silent connection is cut too.
+        let started = std::time::Instant::now();
+        let mut silent = TcpStream::connect(b.transport.local_addr()).await.unwrap();
+        closed_by_remote(&mut silent).await;
+        assert!(started.elapsed() < Duration::from_secs(3));
+        eventually(|| rejected(&b, "timeout") >= 2).await;
+
+        // b still serves a; nothing else reached it.
+        a.transport.send(&NodeId::new("b"), Message::Pong);
+        assert_eq!(receive(&mut b).await, (NodeId::new("a"), Message::Pong));
+        assert_eq!(b.metrics.peer_messages_received.get(), 51);
+    }
+
+    #[tokio::test]
     async fn a_hello_claiming_our_own_id_is_refused() {
         let b = start("b", "c").await;
         let mut raw = raw_peer(&b, "b", "c").await;
@@ -1534,9 +2026,25 @@ mod hello_properties {
             let _ = Hello::decode(&bytes);
         }
 
+        /// Arbitrary bytes after a valid hello's magic and version reach the name, flags and
+        /// nonce parsing, which random bytes alone almost never do.
         #[test]
-        fn hellos_round_trip(cluster in "[a-z0-9-]{0,40}", node in "[a-z0-9.-]{1,40}", address in "[a-z0-9.:]{0,40}") {
-            let hello = Hello { cluster, node_id: NodeId::new(node.as_str()), address };
+        fn arbitrary_hello_bodies_never_panic_the_decoder(tail in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let mut bytes = HELLO_MAGIC.to_vec();
+            bytes.push(PROTOCOL_VERSION);
+            bytes.extend_from_slice(&tail);
+            let _ = Hello::decode(&bytes);
+        }
+
+        #[test]
+        fn hellos_round_trip(
+            cluster in "[a-z0-9-]{0,40}",
+            node in "[a-z0-9.-]{1,40}",
+            address in "[a-z0-9.:]{0,40}",
+            uses_secret in any::<bool>(),
+            nonce in any::<[u8; NONCE_BYTES]>(),
+        ) {
+            let hello = Hello { cluster, node_id: NodeId::new(node.as_str()), address, uses_secret, nonce };
             prop_assert_eq!(Hello::decode(&hello.encode().unwrap()).unwrap(), hello);
         }
     }

@@ -1035,14 +1035,17 @@ async fn bad_input_is_answered_with_its_status_and_the_node_stays_healthy() {
 
     // Garbage on the peer port: the connection is closed, the node goes on.
     let peer = cluster.nodes[0].peer;
-    // Hellos as the transport encodes them: magic, version, then cluster, node id and address
-    // (each a u16 length and the bytes), in a u32-length frame.
+    // Hellos as the transport encodes them: magic, version 2, then cluster, node id and address
+    // (each a u16 length and the bytes), flags (no cluster secret) and a 32-byte nonce, in a
+    // u32-length frame.
     let hello = |cluster: &str, node: &str| {
-        let mut body = b"RKV\0\x01".to_vec();
+        let mut body = b"RKV\0\x02".to_vec();
         for name in [cluster, node, "127.0.0.1:1"] {
             body.extend_from_slice(&(name.len() as u16).to_be_bytes());
             body.extend_from_slice(name.as_bytes());
         }
+        body.push(0);
+        body.extend_from_slice(&[0x5a; 32]);
         let mut frame = (body.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
         frame
