@@ -87,6 +87,9 @@ pub struct Metrics {
     pub partitions_moving: Gauge,
     /// Records that failed their checksum (in the engine's record frame or in core's object).
     pub checksum_failures: Counter,
+    /// Database files found damaged at start-up and moved aside (`on_damaged_store =
+    /// "quarantine"`): the node started empty and is being refilled from its replicas.
+    pub stores_quarantined: Counter,
     /// Storage operations that failed, by reason (`full`, `io`).
     pub storage_failures: Family<ReasonLabels, Counter>,
     /// Operations per group commit.
@@ -180,6 +183,12 @@ impl Metrics {
             "Stored records that failed their checksum",
             checksum_failures.clone(),
         );
+        let stores_quarantined = Counter::default();
+        registry.register(
+            "stores_quarantined",
+            "Damaged database files moved aside at start-up (the node started empty)",
+            stores_quarantined.clone(),
+        );
         let storage_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "storage_failures",
@@ -259,6 +268,7 @@ impl Metrics {
             read_repairs,
             partitions_moving,
             checksum_failures,
+            stores_quarantined,
             storage_failures,
             commit_batch,
             commit_seconds,
