@@ -397,7 +397,8 @@ impl Storage {
         completions: UnboundedSender<(OpId, StorageResult)>,
     ) -> Result<Storage, StorageOpenError> {
         let path = opener.path().to_path_buf();
-        let (db, hints) = open_database(&opener).map_err(|error| error.into_open_error(&path))?;
+        let (db, hints) =
+            open_database(&opener, &metrics).map_err(|error| error.into_open_error(&path))?;
         metrics.hints_pending.set(gauge_value(hints));
         let shared = Arc::new(Shared {
             db: RwLock::new(Some((0, db))),
@@ -918,9 +919,28 @@ impl Opener {
         }
     }
 
-    fn open(&self) -> Result<Database, DatabaseError> {
+    /// Opens the file; also says whether redb's crash recovery found the newest commit damaged
+    /// (its page checksums wrong: a torn last write) and went back to the commit before it.
+    fn open(&self) -> Result<(Database, bool), DatabaseError> {
+        let rolled_back = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut builder = redb::Builder::new();
+        {
+            let rolled_back = Arc::clone(&rolled_back);
+            // redb 2.6 reports recovery progress 0.0, 0.6 and 0.9 in every recovery, and 0.3 only
+            // after it found the newest commit damaged, before rolling it back.
+            builder.set_repair_callback(move |session| {
+                if (0.2..0.4).contains(&session.progress()) {
+                    rolled_back.store(true, Ordering::Release);
+                }
+            });
+        }
+        let db = self.open_with(&builder)?;
+        Ok((db, rolled_back.load(Ordering::Acquire)))
+    }
+
+    fn open_with(&self, builder: &redb::Builder) -> Result<Database, DatabaseError> {
         match self {
-            Opener::File(path) => redb::Builder::new().create(path),
+            Opener::File(path) => builder.create(path),
             #[cfg(test)]
             Opener::Faulty { path, faults } => {
                 let file = std::fs::OpenOptions::new()
@@ -929,7 +949,7 @@ impl Opener {
                     .create(true)
                     .truncate(false)
                     .open(path)?;
-                redb::Builder::new().create_with_backend(tests::FaultyBackend {
+                builder.create_with_backend(tests::FaultyBackend {
                     file: redb::backends::FileBackend::new(file)?,
                     faults: Arc::clone(faults),
                 })
@@ -938,20 +958,35 @@ impl Opener {
     }
 }
 
-/// Opens the database, creates the table if it is new and counts the hints.
-fn open_database(opener: &Opener) -> Result<(Database, u64), OpenFailure> {
+/// Opens the database, creates the table if it is new and counts the hints. A newest commit
+/// that redb's recovery found damaged and rolled back is logged and counted in
+/// `stores_rolled_back`: this replica lost those writes, and anti-entropy and read repair bring
+/// them back from the others.
+fn open_database(opener: &Opener, metrics: &Metrics) -> Result<(Database, u64), OpenFailure> {
     // redb 2.6 asserts on some damage instead of returning an error: a file shorter than its
     // header says (a torn tail) panics in its page manager. That is a damaged file, not a bug
     // of ours, and must not kill the node (or the writer thread, on a reopen). Unwinding drops
     // redb's half-built handle, which closes the file and its lock.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        open_database_unguarded(opener)
+        open_database_unguarded(opener, metrics)
     }))
     .unwrap_or_else(|panic| Err(OpenFailure::Panicked(panic_message(panic.as_ref()))))
 }
 
-fn open_database_unguarded(opener: &Opener) -> Result<(Database, u64), OpenFailure> {
-    let db = opener.open().map_err(OpenFailure::Database)?;
+fn open_database_unguarded(
+    opener: &Opener,
+    metrics: &Metrics,
+) -> Result<(Database, u64), OpenFailure> {
+    let (db, rolled_back) = opener.open().map_err(OpenFailure::Database)?;
+    if rolled_back {
+        metrics.stores_rolled_back.inc();
+        tracing::error!(
+            db = %opener.path().display(),
+            "the newest commit of the database was damaged (a torn write): redb went back to the \
+             commit before it, so this replica lost those writes; anti-entropy and read repair \
+             restore them from the other replicas"
+        );
+    }
     let prepared = (|| -> Result<u64, Failure> {
         let txn = db.begin_write()?;
         txn.open_table(RECORDS)?;
@@ -1413,7 +1448,7 @@ impl Writer {
 
     /// Opens the database (the old handle must be closed); on failure schedules a retry.
     fn open_again(&mut self) -> Option<(Database, u64)> {
-        match open_database(&self.opener) {
+        match open_database(&self.opener, &self.shared.metrics) {
             Ok(opened) => {
                 self.next_reopen = None;
                 tracing::info!(db = %self.shared.path.display(), "database reopened");
@@ -2093,7 +2128,7 @@ mod tests {
             path: dir.path().join("x.redb"),
             faults: Arc::clone(&faults),
         };
-        let (db, _) = open_database(&opener).unwrap();
+        let (db, _) = open_database(&opener, &Metrics::new()).unwrap();
         let put = |value: &[u8]| Mutation {
             key: b"k".to_vec(),
             frame: Some(value.to_vec()),
@@ -2115,7 +2150,7 @@ mod tests {
         ));
         drop(db);
         // Still full: the repair only rewrites blocks already on disk, so it succeeds.
-        let (db, _) = open_database(&opener).unwrap();
+        let (db, _) = open_database(&opener, &Metrics::new()).unwrap();
         let txn = db.begin_read().unwrap();
         let table = txn.open_table(RECORDS).unwrap();
         let frame = table.get(b"k".as_slice()).unwrap().unwrap();
@@ -2615,6 +2650,45 @@ mod tests {
         assert_eq!(
             std::fs::metadata(copy.join(&aside[0])).unwrap().len(),
             length - 4096
+        );
+        storage.shutdown().unwrap();
+    }
+
+    #[test]
+    fn a_torn_newest_commit_is_rolled_back_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Harness::open(config(dir.path()));
+        for i in 0..50 {
+            h.put(&data(i % 16, &format!("k{i}")), &[7u8; 300], true);
+        }
+        let marker = b"the newest value, torn".repeat(10);
+        h.put(&data(3, "newest"), &marker, true);
+        let copy = dir.path().join("crashed");
+        std::fs::create_dir_all(&copy).unwrap();
+        let file = copy.join(DB_FILE_NAME);
+        std::fs::copy(dir.path().join("data").join(DB_FILE_NAME), &file).unwrap();
+        h.storage.shutdown().unwrap();
+        // The pages the newest commit wrote its value to are garbage, as after a torn write.
+        let mut bytes = std::fs::read(&file).unwrap();
+        let pages: std::collections::BTreeSet<usize> = bytes
+            .windows(marker.len())
+            .enumerate()
+            .filter(|(_, window)| *window == marker.as_slice())
+            .map(|(at, _)| at / 4096 * 4096)
+            .collect();
+        assert!(!pages.is_empty());
+        for &page in &pages {
+            bytes[page..page + 4096].fill(0xA5);
+        }
+        std::fs::write(&file, bytes).unwrap();
+        let (tx, _rx) = unbounded_channel();
+        let metrics = Arc::new(Metrics::new());
+        let storage = Storage::open(StorageConfig::new(&copy), Arc::clone(&metrics), tx).unwrap();
+        assert_eq!(metrics.stores_rolled_back.get(), 1);
+        assert_eq!(storage.read_now(&data(3, "newest")).unwrap(), None);
+        assert_eq!(
+            storage.read_now(&data(1, "k1")).unwrap(),
+            Some(vec![7u8; 300])
         );
         storage.shutdown().unwrap();
     }
