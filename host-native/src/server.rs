@@ -737,3 +737,72 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         http_task,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::DB_FILE_NAME;
+
+    fn damaged_folder(seeds: Vec<String>) -> (tempfile::TempDir, ServerConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            node_id: Some("n1".into()),
+            data_dir: dir.path().to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seeds,
+            ..ServerConfig::default()
+        };
+        claim_identity(&config.data_dir, &config).unwrap();
+        std::fs::write(dir.path().join(DB_FILE_NAME), vec![0xA5; 64 * 1024]).unwrap();
+        (dir, config)
+    }
+
+    fn moved_aside(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|entry| {
+                entry.as_ref().is_ok_and(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{DB_FILE_NAME}.damaged-"))
+                })
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_damaged_store_is_left_in_place_without_seeds_or_when_refused() {
+        let (dir, config) = damaged_folder(Vec::new());
+        match start(config).await {
+            Err(ServerError::DamagedStore { advice, .. }) => assert!(advice.contains("--seed")),
+            other => panic!("started over a damaged store: {:?}", other.err()),
+        }
+        assert!(dir.path().join(DB_FILE_NAME).exists());
+        assert_eq!(moved_aside(dir.path()), 0);
+
+        let (dir, mut config) = damaged_folder(vec!["127.0.0.1:1".into()]);
+        config.on_damaged_store = OnDamagedStore::Refuse;
+        match start(config).await {
+            Err(ServerError::DamagedStore { advice, .. }) => assert!(advice.contains("refuse")),
+            other => panic!("started over a damaged store: {:?}", other.err()),
+        }
+        assert_eq!(moved_aside(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_store_is_moved_aside_when_the_node_has_seeds() {
+        // The seed does not answer, so the start fails after storage was opened: the damaged
+        // file has been moved aside and an empty one created.
+        let (dir, config) = damaged_folder(vec!["127.0.0.1:1".into()]);
+        match start(config).await {
+            Err(ServerError::Seeds(_)) => {}
+            other => panic!(
+                "expected the unreachable seed to fail the start: {:?}",
+                other.err()
+            ),
+        }
+        assert_eq!(moved_aside(dir.path()), 1);
+        assert!(dir.path().join(DB_FILE_NAME).exists());
+    }
+}
