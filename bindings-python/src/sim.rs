@@ -174,6 +174,10 @@ fn operation_dict<'py>(py: Python<'py>, op: &Operation) -> PyResult<Bound<'py, P
                 outcome = Some("failed");
                 error = Some(reason.clone());
             }
+            Reply::StorageFull { reason } => {
+                outcome = Some("storage_full");
+                error = Some(reason.clone());
+            }
         },
         Some(OpOutcome::Rejected(e)) => {
             outcome = Some("rejected");

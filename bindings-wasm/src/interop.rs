@@ -346,6 +346,9 @@ pub fn operation(op: &Operation) -> OperationDoc {
         Some(OpOutcome::Replied(Reply::Failed { reason })) => {
             (Some("failed"), Some(reason.clone()))
         }
+        Some(OpOutcome::Replied(Reply::StorageFull { reason })) => {
+            (Some("storage_full"), Some(reason.clone()))
+        }
         Some(OpOutcome::Rejected(e)) => (Some("rejected"), Some(e.to_string())),
         Some(OpOutcome::Refused) => (
             Some("refused"),

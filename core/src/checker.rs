@@ -166,6 +166,7 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
                         OpOutcome::Rejected(_)
                             | OpOutcome::Refused
                             | OpOutcome::Replied(Reply::Failed { .. })
+                            | OpOutcome::Replied(Reply::StorageFull { .. })
                     )
                 )
             })

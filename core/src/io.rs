@@ -138,6 +138,12 @@ pub enum Reply {
         /// What went wrong, for the client.
         reason: String,
     },
+    /// The coordinator's disk is full: its local write failed before any replica was asked, so
+    /// nothing was written. (Last, so that the encoding of the other variants is unchanged.)
+    StorageFull {
+        /// The storage engine's description.
+        reason: String,
+    },
 }
 
 /// Which kind of record a storage key names. Data sorts before hints, so a host can keep both in

@@ -29,7 +29,7 @@ use crate::error::{CommandError, ConfigError, MessageError, RequestError};
 use crate::id::NodeId;
 use crate::io::{
     ClientRequest, Command, Event, Input, OpId, Output, QuorumKind, Reply, RequestId, ScanRange,
-    Space, StorageKey, StorageOp, StorageResult,
+    Space, StorageErrorKind, StorageKey, StorageOp, StorageResult,
 };
 use crate::membership::{
     choose_gossip_peer, handle_gossip, ClusterView, FailureDetector, GossipMessage, Liveness,
@@ -1022,9 +1022,14 @@ impl Node {
     }
 
     fn coordinated_write_failed(&mut self, id: CoordinationId, reason: alloc::string::String) {
+        self.coordinated_write_refused(id, Reply::Failed { reason });
+    }
+
+    /// Ends a put whose local write failed with `reply` (nothing was sent to other replicas).
+    fn coordinated_write_refused(&mut self, id: CoordinationId, reply: Reply) {
         if let Some(Coordination::Put(state)) = self.finish(id) {
             if !state.answered {
-                self.reply(state.client, Reply::Failed { reason });
+                self.reply(state.client, reply);
             }
         }
     }
@@ -1535,7 +1540,16 @@ impl Node {
         let synced = match result {
             StorageResult::Written { synced } => synced,
             StorageResult::Failed(error) => {
-                self.local_write_failed(&key, error.to_string());
+                // A full disk is told apart: the client should hear "no space", not "failed".
+                let reply = match error.kind {
+                    StorageErrorKind::Full => Reply::StorageFull {
+                        reason: error.message.clone(),
+                    },
+                    StorageErrorKind::Io => Reply::Failed {
+                        reason: error.to_string(),
+                    },
+                };
+                self.local_write_refused(&key, reply);
                 return;
             }
             _ => {
@@ -1581,6 +1595,11 @@ impl Node {
     }
 
     fn local_write_failed(&mut self, key: &StorageKey, reason: alloc::string::String) {
+        self.local_write_refused(key, Reply::Failed { reason });
+    }
+
+    /// A local write failed: `reply` is the answer if this node coordinates the write.
+    fn local_write_refused(&mut self, key: &StorageKey, reply: Reply) {
         // A record of a partition being pulled may be the one that failed: that partition's
         // pulls start over rather than be recorded as received without it.
         if key.space == Space::Data {
@@ -1596,7 +1615,7 @@ impl Node {
             return;
         };
         match write.kind {
-            LocalWriteKind::Coordinate { id, .. } => self.coordinated_write_failed(id, reason),
+            LocalWriteKind::Coordinate { id, .. } => self.coordinated_write_refused(id, reply),
             LocalWriteKind::Merge { reply_to, .. } => {
                 if let Some((to, id)) = reply_to {
                     self.send(

@@ -41,6 +41,9 @@
 //! - A `503` quorum failure is returned as [`ClientError::Unavailable`] and never retried
 //!   automatically: a write that missed its quorum may still have been applied on some replicas.
 //!   A read that meets a node without a ring or shutting down is tried on the next node.
+//! - A `507` (the coordinator's disk is full) says that nothing was written, so a key write is
+//!   tried on the next node (which coordinates it with its own disk); after the last,
+//!   [`ClientError::StorageFull`].
 //!
 //! The HTTP pool itself only re-sends a request when the pooled connection was found closed before
 //! any byte of the request was written, which is safe for writes too.
@@ -217,6 +220,10 @@ pub enum ClientError {
     /// A non-key resource does not exist (404).
     #[error("not found: {0}")]
     NotFound(String),
+    /// The coordinating node's disk is full (507): nothing was written. Another node may take
+    /// the write.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// Any other error answer.
     #[error("server answered {status} ({kind}): {message}")]
     Server {
@@ -870,6 +877,10 @@ impl Client {
                         ));
                         continue;
                     }
+                    // Nothing was written: safe to try the next node, writes included.
+                    if !last && answer.status == StatusCode::INSUFFICIENT_STORAGE {
+                        continue;
+                    }
                     return Ok(answer);
                 }
                 Err(failure) => {
@@ -1358,6 +1369,7 @@ fn error_from_status(status: StatusCode, body: &Bytes) -> ClientError {
         StatusCode::BAD_REQUEST => ClientError::BadRequest(message),
         StatusCode::PAYLOAD_TOO_LARGE => ClientError::TooLarge(message),
         StatusCode::NOT_FOUND => ClientError::NotFound(message),
+        StatusCode::INSUFFICIENT_STORAGE => ClientError::StorageFull(message),
         StatusCode::SERVICE_UNAVAILABLE if kind == "outcome_unknown" => {
             ClientError::OutcomeUnknown(message)
         }
@@ -2193,6 +2205,43 @@ mod tests {
             .await;
         assert!(
             matches!(refused, Err(ClientError::Connect(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_for_a_full_disk_goes_to_the_next_node() {
+        let full_body = br#"{"error":"the disk of this node is full","kind":"storage_full"}"#;
+        let (full, full_log) = spawn(move |_| answer(507, &[], full_body)).await;
+        let (live, log) = spawn(|_| answer(204, &[("x-ringkv-context", "c")], b"")).await;
+        let client = client(vec![full.clone(), live.clone()]);
+        for _ in 0..2 {
+            let written = client
+                .put(
+                    b"b",
+                    b"k",
+                    None,
+                    Bytes::from_static(b"v"),
+                    &Options::default(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(written.endpoint, live);
+        }
+        assert_eq!(log.lock().unwrap().len(), 2);
+        assert!(!full_log.lock().unwrap().is_empty());
+        let only_full = self::client(vec![full]);
+        let refused = only_full
+            .put(
+                b"b",
+                b"k",
+                None,
+                Bytes::from_static(b"v"),
+                &Options::default(),
+            )
+            .await;
+        assert!(
+            matches!(&refused, Err(ClientError::StorageFull(message)) if message.contains("full")),
             "{refused:?}"
         );
     }

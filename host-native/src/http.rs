@@ -988,6 +988,17 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", reason).into_response(),
             Outcome::Failed,
         ),
+        // 507 Insufficient Storage (RFC 4918): the coordinator's disk is full and nothing was
+        // written; reads keep working, and the write may succeed through another node.
+        Reply::StorageFull { reason } => (
+            Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                format!("the disk of this node is full, nothing was written: {reason}"),
+            )
+            .into_response(),
+            Outcome::Failed,
+        ),
     }
 }
 
@@ -1517,7 +1528,7 @@ mod tests {
     }
 
     /// Answers by key: `one`, `many`, `deleted`, `absent`, `down`, `broken`, `refused`,
-    /// anything else a single value (puts and deletes are written).
+    /// anything else a single value (puts and deletes are written, but to `full`).
     fn canned() -> Answer {
         Box::new(|request| {
             let key = request.target().1.to_vec();
@@ -1530,6 +1541,9 @@ mod tests {
                         kind: QuorumKind::Write,
                         needed: 2,
                         answered: ids(&["a"]),
+                    },
+                    b"full" => Reply::StorageFull {
+                        reason: "no space left on device".into(),
                     },
                     _ => Reply::Written {
                         context: some_context(),
@@ -1834,6 +1848,10 @@ mod tests {
         assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(failed.error().kind, "failed");
         assert_eq!(failed.error().error, "disk on fire");
+        let full = call(&fake, &config(), request(Method::PUT, "/kv/b/full", b"x")).await;
+        assert_eq!(full.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(full.error().kind, "storage_full");
+        assert!(full.error().error.contains("disk"), "{:?}", full.error());
         let refused = get(&fake, "/kv/b/refused").await;
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.error().kind, "no_ring");

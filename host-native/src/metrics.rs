@@ -87,6 +87,12 @@ pub struct Metrics {
     pub partitions_moving: Gauge,
     /// Records that failed their checksum (in the engine's record frame or in core's object).
     pub checksum_failures: Counter,
+    /// Database files found damaged at start-up and moved aside (`on_damaged_store =
+    /// "quarantine"`): the node started empty and is being refilled from its replicas.
+    pub stores_quarantined: Counter,
+    /// Crash recoveries that found the newest commit damaged and went back to the one before it
+    /// (this replica lost those writes; the others have them).
+    pub stores_rolled_back: Counter,
     /// Storage operations that failed, by reason (`full`, `io`).
     pub storage_failures: Family<ReasonLabels, Counter>,
     /// Operations per group commit.
@@ -186,6 +192,18 @@ impl Metrics {
             "Stored records that failed their checksum",
             checksum_failures.clone(),
         );
+        let stores_quarantined = Counter::default();
+        registry.register(
+            "stores_quarantined",
+            "Damaged database files moved aside at start-up (the node started empty)",
+            stores_quarantined.clone(),
+        );
+        let stores_rolled_back = Counter::default();
+        registry.register(
+            "stores_rolled_back",
+            "Crash recoveries that rolled back a damaged newest commit",
+            stores_rolled_back.clone(),
+        );
         let storage_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "storage_failures",
@@ -271,6 +289,8 @@ impl Metrics {
             read_repairs,
             partitions_moving,
             checksum_failures,
+            stores_quarantined,
+            stores_rolled_back,
             storage_failures,
             commit_batch,
             commit_seconds,

@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 use crate::http::{self, HttpConfig};
 use crate::metrics::Metrics;
 use crate::node_loop::{self, Clock, NodeHandle, NodeTask};
-use crate::storage::{Compression, CompressionPolicy, Storage, StorageConfig};
+use crate::storage::{
+    Compression, CompressionPolicy, OnDamagedStore, Storage, StorageConfig, StorageOpenError,
+};
 use crate::tls::{self, PeerTls, TlsError};
 use crate::transport::{ClusterSecret, Transport, TransportConfig};
 
@@ -64,6 +66,16 @@ pub enum ServerError {
     /// Storage could not be opened.
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageOpenError),
+    /// The database is damaged, and the policy (or the lack of seeds) says not to start empty.
+    #[error("the database {path} is damaged ({message}); {advice}")]
+    DamagedStore {
+        /// The database file.
+        path: PathBuf,
+        /// What the storage engine said.
+        message: String,
+        /// What the operator can do.
+        advice: &'static str,
+    },
     /// The persisted cluster view could not be read.
     #[error("persisted cluster view: {0}")]
     View(String),
@@ -222,6 +234,12 @@ pub struct ServerConfig {
     /// dw; `false` commits dw = 0 writes without fsync and makes them durable every
     /// `flush_interval_ms` (for disks whose fsync is slow).
     pub durable_commits: bool,
+    /// What to do when the database file is found damaged at start-up: `quarantine` (default)
+    /// moves it aside as `ringkv.redb.damaged-<unix ms>` and starts empty, to be refilled from
+    /// the replicas by anti-entropy and read repair; `refuse` does not start. Quarantine applies
+    /// only with `seeds`: a node without seeds and without its persisted view would found a new
+    /// cluster of its own, so then the node refuses whatever this says.
+    pub on_damaged_store: OnDamagedStore,
     /// With `durable_commits = false`: how often writes committed without fsync are made durable.
     pub flush_interval_ms: u64,
     /// Most writes in one group commit.
@@ -279,6 +297,7 @@ impl Default for ServerConfig {
             max_value_bytes: node.max_value_bytes,
             max_key_bytes: DEFAULT_HTTP_MAX_KEY_BYTES,
             durable_commits: true,
+            on_damaged_store: OnDamagedStore::Quarantine,
             flush_interval_ms: 20,
             max_batch_ops: 512,
             max_connections: 1024,
@@ -653,7 +672,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let metrics = Arc::new(Metrics::new());
     let (completions_tx, completions) = mpsc::unbounded_channel();
-    let storage = Storage::open(
+    // Starting empty is safe only for a node that rejoins through seeds: the persisted view is
+    // in the damaged file, and a node with neither would bootstrap a cluster of its own. Its
+    // version-vector actor is new either way (the incarnation was bumped above).
+    let on_damaged = match config.on_damaged_store {
+        OnDamagedStore::Quarantine if config.seeds.is_empty() => OnDamagedStore::Refuse,
+        policy => policy,
+    };
+    let opened = Storage::open(
         StorageConfig {
             compression: CompressionPolicy {
                 default: config.compression,
@@ -666,11 +692,34 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
             max_batch_ops: config.max_batch_ops.max(1),
             durable_commits: config.durable_commits,
+            on_damaged,
             ..StorageConfig::new(config.data_dir.clone())
         },
         metrics.clone(),
         completions_tx,
-    )?;
+    );
+    let storage = match opened {
+        Ok(storage) => storage,
+        Err(StorageOpenError::Corrupt { path, message }) => {
+            let advice = match config.on_damaged_store {
+                OnDamagedStore::Refuse => {
+                    "not started (on_damaged_store = \"refuse\"): restore the file, or move it \
+                     aside and restart with --seed to be refilled from the replicas"
+                }
+                OnDamagedStore::Quarantine => {
+                    "not moved aside, as no --seed is given to rejoin through (without its view \
+                     the node would found a new cluster): restart with --seed <peer> to start \
+                     empty and be refilled from the replicas, or restore the file"
+                }
+            };
+            return Err(ServerError::DamagedStore {
+                path,
+                message,
+                advice,
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
 
     let http_listener = bind(config.listen).await?;
     let peer_listener = bind(config.peer_listen).await?;
@@ -951,5 +1000,70 @@ mod tests {
         assert!(matches!(error, ServerError::Tls(_)), "{error}");
         assert!(error.to_string().contains("absent.pem"), "{error}");
         assert!(!data_dir.exists());
+    }
+
+    use crate::storage::DB_FILE_NAME;
+
+    fn damaged_folder(seeds: Vec<String>) -> (tempfile::TempDir, ServerConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            node_id: Some("n1".into()),
+            data_dir: dir.path().to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seeds,
+            ..ServerConfig::default()
+        };
+        claim_identity(&config.data_dir, &config).unwrap();
+        std::fs::write(dir.path().join(DB_FILE_NAME), vec![0xA5; 64 * 1024]).unwrap();
+        (dir, config)
+    }
+
+    fn moved_aside(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|entry| {
+                entry.as_ref().is_ok_and(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{DB_FILE_NAME}.damaged-"))
+                })
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_damaged_store_is_left_in_place_without_seeds_or_when_refused() {
+        let (dir, config) = damaged_folder(Vec::new());
+        match start(config).await {
+            Err(ServerError::DamagedStore { advice, .. }) => assert!(advice.contains("--seed")),
+            other => panic!("started over a damaged store: {:?}", other.err()),
+        }
+        assert!(dir.path().join(DB_FILE_NAME).exists());
+        assert_eq!(moved_aside(dir.path()), 0);
+
+        let (dir, mut config) = damaged_folder(vec!["127.0.0.1:1".into()]);
+        config.on_damaged_store = OnDamagedStore::Refuse;
+        match start(config).await {
+            Err(ServerError::DamagedStore { advice, .. }) => assert!(advice.contains("refuse")),
+            other => panic!("started over a damaged store: {:?}", other.err()),
+        }
+        assert_eq!(moved_aside(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_store_is_moved_aside_when_the_node_has_seeds() {
+        // The seed does not answer, so the start fails after storage was opened: the damaged
+        // file has been moved aside and an empty one created.
+        let (dir, config) = damaged_folder(vec!["127.0.0.1:1".into()]);
+        match start(config).await {
+            Err(ServerError::Seeds(_)) => {}
+            other => panic!(
+                "expected the unreachable seed to fail the start: {:?}",
+                other.err()
+            ),
+        }
+        assert_eq!(moved_aside(dir.path()), 1);
+        assert!(dir.path().join(DB_FILE_NAME).exists());
     }
 }

@@ -98,6 +98,35 @@ const REOPEN_RETRY: Duration = Duration::from_secs(1);
 /// failed group is answered with the last error instead of being tried.
 const MAX_IO_RETRY_FAILURES: usize = 1;
 
+/// What [`Storage::open`] does with a database file it finds damaged (redb reports it
+/// corrupted, or panics opening it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDamagedStore {
+    /// Fail to open ([`StorageOpenError::Corrupt`]); the file stays where it is.
+    #[default]
+    Refuse,
+    /// Rename the file to `ringkv.redb.damaged-<unix ms>` (never delete it), count it in
+    /// `stores_quarantined`, log an error and start with an empty database. Only safe where the
+    /// records have other replicas to be refilled from, and where a restart may not reuse a
+    /// version-vector actor of the old file (the server's incarnation guarantees that).
+    Quarantine,
+}
+
+impl FromStr for OnDamagedStore {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<OnDamagedStore, String> {
+        match name {
+            "refuse" => Ok(OnDamagedStore::Refuse),
+            "quarantine" => Ok(OnDamagedStore::Quarantine),
+            other => Err(format!(
+                "unknown damaged-store policy {other:?} (expected refuse or quarantine)"
+            )),
+        }
+    }
+}
+
 /// How records of a bucket are compressed on disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -191,6 +220,8 @@ pub struct StorageConfig {
     /// fsync made the periodic flush a latency stall of tens of milliseconds (see the issue
     /// note); turn it off for disks whose fsync is slow.
     pub durable_commits: bool,
+    /// What to do if the database file is damaged when it is opened.
+    pub on_damaged: OnDamagedStore,
 }
 
 impl StorageConfig {
@@ -204,6 +235,7 @@ impl StorageConfig {
             flush_interval: Duration::from_millis(200),
             reader_threads: 2,
             durable_commits: true,
+            on_damaged: OnDamagedStore::Refuse,
         }
     }
 }
@@ -241,6 +273,15 @@ pub enum StorageOpenError {
         path: PathBuf,
         /// What went wrong.
         message: String,
+    },
+    /// The file was damaged and could not be moved aside (`OnDamagedStore::Quarantine`).
+    #[error("the database {path} is corrupt and could not be moved aside: {source}")]
+    Quarantine {
+        /// The database file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
     },
     /// A storage thread could not be started.
     #[error("cannot start a storage thread: {0}")]
@@ -323,7 +364,30 @@ impl Storage {
             source,
         })?;
         let file = config.path.join(DB_FILE_NAME);
-        Storage::open_with(config, Opener::File(file), metrics, completions)
+        let opened = Storage::open_with(
+            config.clone(),
+            Opener::File(file.clone()),
+            Arc::clone(&metrics),
+            completions.clone(),
+        );
+        match opened {
+            Err(StorageOpenError::Corrupt { path, message })
+                if config.on_damaged == OnDamagedStore::Quarantine =>
+            {
+                let aside = quarantine(&path)
+                    .map_err(|source| StorageOpenError::Quarantine { path, source })?;
+                tracing::error!(
+                    db = %file.display(),
+                    moved_to = %aside.display(),
+                    damage = %message,
+                    "the database is damaged: moved aside, starting with an empty store that \
+                     anti-entropy and read repair refill from the other replicas"
+                );
+                metrics.stores_quarantined.inc();
+                Storage::open_with(config, Opener::File(file), metrics, completions)
+            }
+            other => other,
+        }
     }
 
     fn open_with(
@@ -333,7 +397,8 @@ impl Storage {
         completions: UnboundedSender<(OpId, StorageResult)>,
     ) -> Result<Storage, StorageOpenError> {
         let path = opener.path().to_path_buf();
-        let (db, hints) = open_database(&opener).map_err(|error| error.into_open_error(&path))?;
+        let (db, hints) =
+            open_database(&opener, &metrics).map_err(|error| error.into_open_error(&path))?;
         metrics.hints_pending.set(gauge_value(hints));
         let shared = Arc::new(Shared {
             db: RwLock::new(Some((0, db))),
@@ -738,6 +803,8 @@ failure_from_redb!(
 enum OpenFailure {
     Database(DatabaseError),
     Prepare(Failure),
+    /// redb panicked opening the file.
+    Panicked(String),
 }
 
 impl OpenFailure {
@@ -750,6 +817,10 @@ impl OpenFailure {
             OpenFailure::Database(DatabaseError::Storage(redb::StorageError::Corrupted(
                 message,
             ))) => StorageOpenError::Corrupt { path, message },
+            OpenFailure::Panicked(message) => StorageOpenError::Corrupt {
+                path,
+                message: format!("redb panicked opening it: {message}"),
+            },
             OpenFailure::Prepare(failure) if failure.corrupted => StorageOpenError::Corrupt {
                 path,
                 message: failure.error.message,
@@ -784,12 +855,50 @@ impl fmt::Display for OpenFailure {
         match self {
             OpenFailure::Database(error) => error.fmt(f),
             OpenFailure::Prepare(failure) => failure.error.message.fmt(f),
+            OpenFailure::Panicked(message) => write!(f, "redb panicked: {message}"),
         }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Opening
+
+/// Renames a damaged database file to `<name>.damaged-<unix ms>` beside it (never over an
+/// existing file) and makes the rename durable. Kept, not deleted: it may hold the only copy of
+/// something, and it is evidence of what went wrong.
+fn quarantine(path: &Path) -> io::Result<PathBuf> {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    let mut name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("the database path has no file name"))?
+        .to_os_string();
+    name.push(format!(".damaged-{millis}"));
+    let aside = path.with_file_name(name);
+    if aside.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} already exists", aside.display()),
+        ));
+    }
+    std::fs::rename(path, &aside)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(aside)
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
 
 /// How the database file is opened (tests open it through a fault-injecting backend).
 enum Opener {
@@ -810,9 +919,28 @@ impl Opener {
         }
     }
 
-    fn open(&self) -> Result<Database, DatabaseError> {
+    /// Opens the file; also says whether redb's crash recovery found the newest commit damaged
+    /// (its page checksums wrong: a torn last write) and went back to the commit before it.
+    fn open(&self) -> Result<(Database, bool), DatabaseError> {
+        let rolled_back = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut builder = redb::Builder::new();
+        {
+            let rolled_back = Arc::clone(&rolled_back);
+            // redb 2.6 reports recovery progress 0.0, 0.6 and 0.9 in every recovery, and 0.3 only
+            // after it found the newest commit damaged, before rolling it back.
+            builder.set_repair_callback(move |session| {
+                if (0.2..0.4).contains(&session.progress()) {
+                    rolled_back.store(true, Ordering::Release);
+                }
+            });
+        }
+        let db = self.open_with(&builder)?;
+        Ok((db, rolled_back.load(Ordering::Acquire)))
+    }
+
+    fn open_with(&self, builder: &redb::Builder) -> Result<Database, DatabaseError> {
         match self {
-            Opener::File(path) => redb::Builder::new().create(path),
+            Opener::File(path) => builder.create(path),
             #[cfg(test)]
             Opener::Faulty { path, faults } => {
                 let file = std::fs::OpenOptions::new()
@@ -821,7 +949,7 @@ impl Opener {
                     .create(true)
                     .truncate(false)
                     .open(path)?;
-                redb::Builder::new().create_with_backend(tests::FaultyBackend {
+                builder.create_with_backend(tests::FaultyBackend {
                     file: redb::backends::FileBackend::new(file)?,
                     faults: Arc::clone(faults),
                 })
@@ -830,9 +958,35 @@ impl Opener {
     }
 }
 
-/// Opens the database, creates the table if it is new and counts the hints.
-fn open_database(opener: &Opener) -> Result<(Database, u64), OpenFailure> {
-    let db = opener.open().map_err(OpenFailure::Database)?;
+/// Opens the database, creates the table if it is new and counts the hints. A newest commit
+/// that redb's recovery found damaged and rolled back is logged and counted in
+/// `stores_rolled_back`: this replica lost those writes, and anti-entropy and read repair bring
+/// them back from the others.
+fn open_database(opener: &Opener, metrics: &Metrics) -> Result<(Database, u64), OpenFailure> {
+    // redb 2.6 asserts on some damage instead of returning an error: a file shorter than its
+    // header says (a torn tail) panics in its page manager. That is a damaged file, not a bug
+    // of ours, and must not kill the node (or the writer thread, on a reopen). Unwinding drops
+    // redb's half-built handle, which closes the file and its lock.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        open_database_unguarded(opener, metrics)
+    }))
+    .unwrap_or_else(|panic| Err(OpenFailure::Panicked(panic_message(panic.as_ref()))))
+}
+
+fn open_database_unguarded(
+    opener: &Opener,
+    metrics: &Metrics,
+) -> Result<(Database, u64), OpenFailure> {
+    let (db, rolled_back) = opener.open().map_err(OpenFailure::Database)?;
+    if rolled_back {
+        metrics.stores_rolled_back.inc();
+        tracing::error!(
+            db = %opener.path().display(),
+            "the newest commit of the database was damaged (a torn write): redb went back to the \
+             commit before it, so this replica lost those writes; anti-entropy and read repair \
+             restore them from the other replicas"
+        );
+    }
     let prepared = (|| -> Result<u64, Failure> {
         let txn = db.begin_write()?;
         txn.open_table(RECORDS)?;
@@ -1294,7 +1448,7 @@ impl Writer {
 
     /// Opens the database (the old handle must be closed); on failure schedules a retry.
     fn open_again(&mut self) -> Option<(Database, u64)> {
-        match open_database(&self.opener) {
+        match open_database(&self.opener, &self.shared.metrics) {
             Ok(opened) => {
                 self.next_reopen = None;
                 tracing::info!(db = %self.shared.path.display(), "database reopened");
@@ -1974,7 +2128,7 @@ mod tests {
             path: dir.path().join("x.redb"),
             faults: Arc::clone(&faults),
         };
-        let (db, _) = open_database(&opener).unwrap();
+        let (db, _) = open_database(&opener, &Metrics::new()).unwrap();
         let put = |value: &[u8]| Mutation {
             key: b"k".to_vec(),
             frame: Some(value.to_vec()),
@@ -1996,7 +2150,7 @@ mod tests {
         ));
         drop(db);
         // Still full: the repair only rewrites blocks already on disk, so it succeeds.
-        let (db, _) = open_database(&opener).unwrap();
+        let (db, _) = open_database(&opener, &Metrics::new()).unwrap();
         let txn = db.begin_read().unwrap();
         let table = txn.open_table(RECORDS).unwrap();
         let frame = table.get(b"k".as_slice()).unwrap().unwrap();
@@ -2436,6 +2590,131 @@ mod tests {
         match Storage::open(StorageConfig::new(&garbage), metrics, tx) {
             Err(StorageOpenError::Corrupt { .. }) => {}
             other => panic!("garbage file gave {:?}", other.err()),
+        }
+    }
+
+    /// Written through, then the process "dies" without a clean close (the file is copied while
+    /// open), so redb must recover it on the next open.
+    fn crashed_copy(dir: &Path) -> PathBuf {
+        let mut h = Harness::open(config(dir));
+        for i in 0..200 {
+            assert_eq!(
+                h.put(&data(i % 16, &format!("k{i}")), &[7u8; 300], true),
+                StorageResult::Written { synced: true }
+            );
+        }
+        let copy = dir.join("crashed");
+        std::fs::create_dir_all(&copy).unwrap();
+        std::fs::copy(dir.join("data").join(DB_FILE_NAME), copy.join(DB_FILE_NAME)).unwrap();
+        h.storage.shutdown().unwrap();
+        copy
+    }
+
+    #[test]
+    fn a_torn_tail_is_corrupt_not_a_panic_and_quarantine_moves_it_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = crashed_copy(dir.path());
+        let file = copy.join(DB_FILE_NAME);
+        let length = std::fs::metadata(&file).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(length - 4096)
+            .unwrap();
+        let (tx, _rx) = unbounded_channel();
+        let metrics = Arc::new(Metrics::new());
+        // redb 2.6 asserts on a file shorter than its header says: caught, reported as corrupt.
+        match Storage::open(StorageConfig::new(&copy), Arc::clone(&metrics), tx.clone()) {
+            Err(StorageOpenError::Corrupt { message, .. }) => {
+                assert!(message.contains("panicked"), "{message}")
+            }
+            other => panic!("a truncated file gave {:?}", other.err()),
+        }
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), length - 4096);
+
+        let quarantine = StorageConfig {
+            on_damaged: OnDamagedStore::Quarantine,
+            ..StorageConfig::new(&copy)
+        };
+        let storage = Storage::open(quarantine, Arc::clone(&metrics), tx).unwrap();
+        assert_eq!(storage.read_now(&data(1, "k1")).unwrap(), None);
+        assert_eq!(metrics.stores_quarantined.get(), 1);
+        let aside: Vec<String> = std::fs::read_dir(&copy)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(&format!("{DB_FILE_NAME}.damaged-")))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        // Kept byte for byte.
+        assert_eq!(
+            std::fs::metadata(copy.join(&aside[0])).unwrap().len(),
+            length - 4096
+        );
+        storage.shutdown().unwrap();
+    }
+
+    #[test]
+    fn a_torn_newest_commit_is_rolled_back_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Harness::open(config(dir.path()));
+        for i in 0..50 {
+            h.put(&data(i % 16, &format!("k{i}")), &[7u8; 300], true);
+        }
+        let marker = b"the newest value, torn".repeat(10);
+        h.put(&data(3, "newest"), &marker, true);
+        let copy = dir.path().join("crashed");
+        std::fs::create_dir_all(&copy).unwrap();
+        let file = copy.join(DB_FILE_NAME);
+        std::fs::copy(dir.path().join("data").join(DB_FILE_NAME), &file).unwrap();
+        h.storage.shutdown().unwrap();
+        // The pages the newest commit wrote its value to are garbage, as after a torn write.
+        let mut bytes = std::fs::read(&file).unwrap();
+        let pages: std::collections::BTreeSet<usize> = bytes
+            .windows(marker.len())
+            .enumerate()
+            .filter(|(_, window)| *window == marker.as_slice())
+            .map(|(at, _)| at / 4096 * 4096)
+            .collect();
+        assert!(!pages.is_empty());
+        for &page in &pages {
+            bytes[page..page + 4096].fill(0xA5);
+        }
+        std::fs::write(&file, bytes).unwrap();
+        let (tx, _rx) = unbounded_channel();
+        let metrics = Arc::new(Metrics::new());
+        let storage = Storage::open(StorageConfig::new(&copy), Arc::clone(&metrics), tx).unwrap();
+        assert_eq!(metrics.stores_rolled_back.get(), 1);
+        assert_eq!(storage.read_now(&data(3, "newest")).unwrap(), None);
+        assert_eq!(
+            storage.read_now(&data(1, "k1")).unwrap(),
+            Some(vec![7u8; 300])
+        );
+        storage.shutdown().unwrap();
+    }
+
+    #[test]
+    fn damaged_pages_found_by_crash_recovery_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = crashed_copy(dir.path());
+        let file = copy.join(DB_FILE_NAME);
+        let mut bytes = std::fs::read(&file).unwrap();
+        // Every stored value: recovery verifies redb's page checksums and finds them all wrong.
+        let value = [7u8; 300];
+        let mut flipped = 0;
+        let mut at = 0;
+        while let Some(found) = bytes[at..].windows(300).position(|w| w == value) {
+            let start = at + found;
+            bytes[start + 100] ^= 0xff;
+            flipped += 1;
+            at = start + 300;
+        }
+        assert!(flipped >= 200, "{flipped} values found");
+        std::fs::write(&file, bytes).unwrap();
+        let (tx, _rx) = unbounded_channel();
+        match Storage::open(StorageConfig::new(&copy), Arc::new(Metrics::new()), tx) {
+            Err(StorageOpenError::Corrupt { .. }) => {}
+            other => panic!("damaged pages gave {:?}", other.err()),
         }
     }
 }

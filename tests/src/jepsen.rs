@@ -216,6 +216,10 @@ fn failed(error: &ClientError, kind: QuorumKind) -> OpOutcome {
             answered: node_ids(answered),
         }),
         ClientError::Connect(_) => OpOutcome::Refused,
+        // Every node tried refused it before writing anything.
+        ClientError::StorageFull(reason) => OpOutcome::Replied(Reply::StorageFull {
+            reason: reason.clone(),
+        }),
         ClientError::BadRequest(reason) | ClientError::TooLarge(reason) => {
             OpOutcome::Replied(Reply::Failed {
                 reason: reason.clone(),
@@ -490,7 +494,10 @@ fn outcome_name(outcome: &Option<OpOutcome>) -> &'static str {
     match outcome {
         Some(OpOutcome::Replied(Reply::Got { .. } | Reply::Written { .. })) => "ok",
         Some(OpOutcome::Replied(Reply::Unavailable { .. })) => "unavailable",
-        Some(OpOutcome::Replied(Reply::Failed { .. }) | OpOutcome::Rejected(_)) => "failed",
+        Some(
+            OpOutcome::Replied(Reply::Failed { .. } | Reply::StorageFull { .. })
+            | OpOutcome::Rejected(_),
+        ) => "failed",
         Some(OpOutcome::Refused) => "refused",
         Some(OpOutcome::Lost) | None => "unknown",
     }

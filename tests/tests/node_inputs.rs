@@ -158,7 +158,7 @@ fn a_full_disk_fails_the_write_clearly_and_keeps_what_was_stored() {
             o,
             Output::Reply {
                 request_id: 2,
-                reply: Reply::Failed { .. }
+                reply: Reply::StorageFull { .. }
             }
         )),
         "{outputs:?}"

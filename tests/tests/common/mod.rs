@@ -1,5 +1,7 @@
 //! What the multi-process tests share: finding the `ringkv` binary and free loopback ports.
 
+pub mod cluster;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
