@@ -1898,20 +1898,18 @@ mod tests {
         impostor.transport.send(&NodeId::new("b"), numbered(66));
         eventually(|| rejected(&b, "tls") >= 2).await;
 
-        // A plain-TCP peer waits for a hello that never comes, and b for a ClientHello: both
-        // are cut by the handshake timeout.
+        // A plain-TCP peer waits for a hello that never comes, and b for a ClientHello: b's
+        // handshake timeout (500 ms) cuts it. The plain peer waits longer, so that its own
+        // timeout cannot close the connection first (which b would count as a TLS failure).
         let plain = start_on(
             TransportConfig {
-                handshake_timeout: Duration::from_millis(500),
+                handshake_timeout: Duration::from_secs(5),
                 ..with_secret("p", "c", "right")
             },
             "127.0.0.1:0",
         )
         .await;
-        assert!(matches!(
-            plain.transport.identify(&b_address).await,
-            Err(TransportError::HandshakeTimeout)
-        ));
+        assert!(plain.transport.identify(&b_address).await.is_err());
         eventually(|| rejected(&b, "timeout") >= 1).await;
         // A silent connection is cut too.
         let started = std::time::Instant::now();
