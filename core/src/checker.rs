@@ -156,7 +156,7 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
         // Contexts of the writes to this key that may have been applied: acknowledged ones, and
         // those that failed their quorum or were cut off by a crash (the coordinator may have
         // stored them). Writes a node refused outright, or failed before storing, never were.
-        let contexts: Vec<&crate::version::Context> = history
+        let contexts: Vec<(&crate::version::Context, bool)> = history
             .iter()
             .filter(same_key)
             .filter(|op| {
@@ -171,8 +171,20 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
                 )
             })
             .filter_map(|op| match &op.kind {
-                OpKind::Put { context, .. } | OpKind::Delete { context } => Some(context),
+                OpKind::Put { context, .. } => Some((context, false)),
+                OpKind::Delete { context } => Some((context, true)),
                 OpKind::Get => None,
+            })
+            .collect();
+        let acknowledged_contexts: Vec<&crate::version::Context> = history
+            .iter()
+            .filter(same_key)
+            .filter_map(|op| match (&op.outcome, &op.kind) {
+                (
+                    Some(OpOutcome::Replied(Reply::Written { .. })),
+                    OpKind::Put { context, .. } | OpKind::Delete { context },
+                ) => Some(context),
+                _ => None,
             })
             .collect();
         let mut dots_seen: BTreeMap<&Dot, usize> = BTreeMap::new();
@@ -201,7 +213,17 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
                 .any(|s| s.dot == *dot && s.content == written)
             {
                 verdict.present += 1;
-            } else if contexts.iter().any(|c| c.clock().covers(dot)) {
+            } else if acknowledged_contexts.iter().any(|c| c.clock().covers(dot))
+                || (contexts.iter().any(|(c, _)| c.clock().covers(dot))
+                    && merged.clock().covers(dot))
+                || (merged.is_empty()
+                    && contexts
+                        .iter()
+                        .any(|(c, delete)| *delete && c.clock().covers(dot)))
+            {
+                // Seen by a later write that was applied: an acknowledged one (which is checked
+                // in turn), or one of unknown outcome whose history reached the replicas. A
+                // successor that was never applied supersedes nothing.
                 verdict.superseded += 1;
             } else {
                 verdict.lost.push(LostWrite {
@@ -378,6 +400,41 @@ mod tests {
         let verdict = check(&history, &finals(read, &merged));
         assert_eq!(verdict.false_siblings, vec![(1, 0)]);
         assert!(!verdict.is_ok());
+    }
+
+    #[test]
+    fn a_successor_that_was_never_applied_supersedes_nothing() {
+        // a's write is acknowledged; a write of unknown outcome made with a context covering it
+        // never reached a replica, and the replicas hold only b's concurrent write: a's write is
+        // lost, whatever that successor had seen.
+        let empty = Context::empty();
+        let mut at_a = Object::new();
+        let dot_a = at_a.update(
+            empty.clock(),
+            &ActorId::new("a"),
+            Content::Value(b"A".to_vec()),
+            1,
+            ConflictMode::Siblings,
+        );
+        let mut at_b = Object::new();
+        let dot_b = at_b.update(
+            empty.clock(),
+            &ActorId::new("b"),
+            Content::Value(b"B".to_vec()),
+            2,
+            ConflictMode::Siblings,
+        );
+        let mut unknown = put(2, b"C", at_a.context(), dot_a.clone(), (20, 30));
+        unknown.outcome = Some(OpOutcome::Lost);
+        let history = vec![
+            put(0, b"A", empty.clone(), dot_a, (0, 10)),
+            put(1, b"B", empty, dot_b, (0, 10)),
+            unknown,
+        ];
+        let verdict = check(&history, &finals(get(3, &at_b, (40, 41)), &at_b));
+        assert_eq!(verdict.lost.len(), 1, "{verdict:#?}");
+        assert_eq!(verdict.lost[0].index, 0);
+        assert_eq!(verdict.present, 1);
     }
 
     #[test]

@@ -25,6 +25,16 @@ use serde::Serialize;
 
 use crate::netns::{HarnessError, NetCluster};
 
+/// The reason recorded for an acknowledged write whose answer had no dot.
+const MISSING_DOT: &str = "acknowledged without x-ringkv-dot";
+
+fn failure(command: &str, detail: String) -> HarnessError {
+    HarnessError::Command {
+        command: command.into(),
+        detail,
+    }
+}
+
 /// The bucket every campaign writes.
 pub const BUCKET: &[u8] = b"jepsen";
 
@@ -107,6 +117,7 @@ impl Default for CampaignConfig {
 pub struct Recorder {
     started: Instant,
     operations: Arc<Mutex<Vec<Operation>>>,
+    missing_dots: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Default for Recorder {
@@ -114,6 +125,7 @@ impl Default for Recorder {
         Recorder {
             started: Instant::now(),
             operations: Arc::new(Mutex::new(Vec::new())),
+            missing_dots: Arc::default(),
         }
     }
 }
@@ -142,6 +154,11 @@ impl Recorder {
 
     /// Records how operation `index` ended.
     fn complete(&self, index: usize, outcome: OpOutcome) {
+        if matches!(&outcome, OpOutcome::Replied(Reply::Failed { reason }) if reason == MISSING_DOT)
+        {
+            self.missing_dots
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let now = self.now();
         let mut operations = self.operations.lock().expect("history lock");
         operations[index].completed_at = Some(now);
@@ -198,8 +215,10 @@ fn written(result: &PutResult) -> OpOutcome {
             fallbacks: node_ids(&result.fallbacks),
             read_your_writes: true,
         }),
-        // Acknowledged, but the checker could not tell which sibling it is.
-        None => OpOutcome::Lost,
+        // Acknowledged, but the checker could not tell which sibling it is: the campaign fails.
+        None => OpOutcome::Replied(Reply::Failed {
+            reason: MISSING_DOT.into(),
+        }),
     }
 }
 
@@ -320,7 +339,7 @@ enum Active {
 pub type FaultCounts = BTreeMap<FaultKind, u64>;
 
 /// Injects one fault of `kind`, chosen with `rng`.
-fn inject(
+async fn inject(
     cluster: &mut NetCluster,
     kind: FaultKind,
     rng: &mut ChaCha8Rng,
@@ -366,7 +385,7 @@ fn inject(
             (Active::Paused(node), format!("SIGSTOP {node}"))
         }
         FaultKind::Restart => {
-            cluster.terminate(node);
+            cluster.terminate(node).await;
             cluster.spawn(node)?;
             (Active::Nothing, format!("restart {node}"))
         }
@@ -541,42 +560,37 @@ pub async fn run_campaign_then(
     let mut faults = FaultCounts::new();
     let mut fault_log = Vec::new();
     let started = Instant::now();
-    let mut round = 0usize;
-    let mut kinds = config.faults.clone();
-    while started.elapsed() + config.fault_for < config.duration && !kinds.is_empty() {
-        tokio::time::sleep(config.quiet_for).await;
-        // Every kind once per cycle, in a seeded order, so a short run still sees each.
-        if round % kinds.len() == 0 {
-            for i in (1..kinds.len()).rev() {
-                kinds.swap(i, rng.gen_range(0..=i));
-            }
-        }
-        let kind = kinds[round % kinds.len()];
-        round += 1;
-        let (active, what) = inject(cluster, kind, &mut rng)?;
-        *faults.entry(kind).or_default() += 1;
-        fault_log.push((started.elapsed().as_millis() as u64, what));
-        tokio::time::sleep(config.fault_for).await;
-        undo(cluster, active)?;
-        let crashed = cluster.exited();
-        if !crashed.is_empty() {
-            return Err(HarnessError::Command {
-                command: "nemesis".into(),
-                detail: format!("nodes exited on their own: {crashed:?}"),
-            });
-        }
-    }
-    let remaining = config.duration.saturating_sub(started.elapsed());
-    tokio::time::sleep(remaining).await;
+    let nemesis = nemesis(
+        cluster,
+        config,
+        &mut rng,
+        &mut faults,
+        &mut fault_log,
+        started,
+    )
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    // Heal everything before the clients' last requests end.
+    // Heal everything before the clients' last requests end, also when the nemesis failed.
     cluster.heal()?;
     for i in 0..cluster.nodes.len() {
         cluster.resume(i);
         cluster.spawn(i)?;
     }
     for worker in workers {
-        let _ = worker.await;
+        if let Err(error) = worker.await {
+            return Err(failure("client", format!("a client task failed: {error}")));
+        }
+    }
+    nemesis?;
+    if recorder
+        .missing_dots
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
+    {
+        return Err(failure(
+            "client",
+            "acknowledged writes came without x-ringkv-dot: the checker cannot place them".into(),
+        ));
     }
     after_load(cluster);
     let healed = Instant::now();
@@ -642,6 +656,45 @@ pub async fn run_campaign_then(
     Ok((report, verdict))
 }
 
+/// Injects faults, one at a time, until `config.duration` is over.
+async fn nemesis(
+    cluster: &mut NetCluster,
+    config: &CampaignConfig,
+    rng: &mut ChaCha8Rng,
+    faults: &mut FaultCounts,
+    fault_log: &mut Vec<(u64, String)>,
+    started: Instant,
+) -> Result<(), HarnessError> {
+    let mut round = 0usize;
+    let mut kinds = config.faults.clone();
+    while started.elapsed() + config.fault_for < config.duration && !kinds.is_empty() {
+        tokio::time::sleep(config.quiet_for).await;
+        // Every kind once per cycle, in a seeded order, so a short run still sees each.
+        if round % kinds.len() == 0 {
+            for i in (1..kinds.len()).rev() {
+                kinds.swap(i, rng.gen_range(0..=i));
+            }
+        }
+        let kind = kinds[round % kinds.len()];
+        round += 1;
+        let (active, what) = inject(cluster, kind, rng).await?;
+        *faults.entry(kind).or_default() += 1;
+        fault_log.push((started.elapsed().as_millis() as u64, what));
+        tokio::time::sleep(config.fault_for).await;
+        undo(cluster, active)?;
+        let crashed = cluster.exited();
+        if !crashed.is_empty() {
+            return Err(failure(
+                "nemesis",
+                format!("nodes exited on their own: {crashed:?}"),
+            ));
+        }
+    }
+    let remaining = config.duration.saturating_sub(started.elapsed());
+    tokio::time::sleep(remaining).await;
+    Ok(())
+}
+
 /// Waits until no node holds a hint and every partition's replicas report equal Merkle roots.
 /// Returns how long each took from `since` (`None`: not within `within`) and the hints left.
 async fn wait_converged(
@@ -682,17 +735,18 @@ async fn roots_agree(
     let Ok(ring) = cluster.client(0, Duration::from_secs(5)).ring().await else {
         return false;
     };
-    ring.partitions.iter().all(|partition| {
-        let roots: Vec<Option<&String>> = partition
-            .replicas
-            .iter()
-            .map(|id| {
-                let i = cluster.index_of(id)?;
-                statuses[i].as_ref()?.merkle_roots.get(&partition.id)
-            })
-            .collect();
-        roots.iter().all(|r| r.is_some() && *r == roots[0])
-    })
+    !ring.partitions.is_empty()
+        && ring.partitions.iter().all(|partition| {
+            let roots: Vec<Option<&String>> = partition
+                .replicas
+                .iter()
+                .map(|id| {
+                    let i = cluster.index_of(id)?;
+                    statuses[i].as_ref()?.merkle_roots.get(&partition.id)
+                })
+                .collect();
+            roots.iter().all(|r| r.is_some() && *r == roots[0])
+        })
 }
 
 /// Reads every key of the history back with R = all, and fetches each replica's own record.
@@ -742,9 +796,18 @@ async fn read_back(
             let Some(i) = cluster.index_of(&owner) else {
                 continue;
             };
-            let object = match client.replica(&cluster.nodes[i].url(), BUCKET, &key).await {
-                Ok(Some(record)) => Object::decode(&record).ok(),
-                _ => None,
+            // Once converged, every owner answers, and with a whole record or none: anything
+            // else would hide a replica from the checker.
+            let url = cluster.nodes[i].url();
+            let object = match client.replica(&url, BUCKET, &key).await {
+                Ok(Some(record)) => Some(Object::decode(&record).map_err(|error| {
+                    failure(
+                        &url,
+                        format!("its record of {key:?} does not decode: {error}"),
+                    )
+                })?),
+                Ok(None) => None,
+                Err(error) => return Err(failure(&url, format!("GET /replica failed: {error}"))),
             };
             replicas.push(FinalReplica {
                 node: NodeId::new(owner),

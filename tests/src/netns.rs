@@ -259,6 +259,20 @@ impl NetCluster {
         let namespace = format!("{}n{i}", self.tag);
         let veth = format!("{}v{i}", self.tag);
         let ip = Ipv4Addr::new(10, self.subnet.0, self.subnet.1, 10 + i as u8);
+        // Known before it exists, so that teardown removes it even if a later step fails.
+        let path = self.path().to_path_buf();
+        let seed = self.nodes.first().map(|n| n.peer_address().to_string());
+        self.nodes.push(NetNode {
+            data_dir: path.join(&id),
+            log: path.join(format!("{id}.log")),
+            id,
+            namespace: namespace.clone(),
+            ip,
+            seed,
+            child: None,
+            paused: false,
+            advertise: None,
+        });
         run("ip", &["netns", "add", &namespace])?;
         run(
             "ip",
@@ -275,19 +289,6 @@ impl NetCluster {
         in_ns(&["ip", "link", "set", "lo", "up"])?;
         in_ns(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         in_ns(&["ip", "link", "set", "eth0", "up"])?;
-        let path = self.path().to_path_buf();
-        let seed = self.nodes.first().map(|n| n.peer_address().to_string());
-        self.nodes.push(NetNode {
-            data_dir: path.join(&id),
-            log: path.join(format!("{id}.log")),
-            id,
-            namespace,
-            ip,
-            seed,
-            child: None,
-            paused: false,
-            advertise: None,
-        });
         Ok(())
     }
 
@@ -350,8 +351,9 @@ impl NetCluster {
         node.paused = false;
     }
 
-    /// SIGTERM node `i` and wait (up to 30 s, then SIGKILL) for it to exit.
-    pub fn terminate(&mut self, i: usize) {
+    /// SIGTERM node `i` and wait (up to 30 s, then SIGKILL) for it to exit, without holding up
+    /// the clients' tasks.
+    pub async fn terminate(&mut self, i: usize) {
         self.resume(i);
         let node = &mut self.nodes[i];
         if let Some(mut child) = node.child.take() {
@@ -361,7 +363,7 @@ impl NetCluster {
                 if let Ok(Some(_)) = child.try_wait() {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -618,6 +620,11 @@ fn sweep_leftovers() {
     for line in output("ip", &["netns", "list"]).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
         if dead_tag(name).is_some() {
+            // Servers a killed run left behind would go on loading the machine.
+            for pid in output("ip", &["netns", "pids", name]).split_whitespace() {
+                let _ = run("kill", &["-CONT", pid]);
+                let _ = run("kill", &["-KILL", pid]);
+            }
             let _ = run("ip", &["netns", "del", name]);
         }
     }

@@ -216,9 +216,21 @@ async fn the_harness_sees_a_write_lost_with_its_only_replica() {
     assert!(!verdict.is_ok());
 }
 
+/// A running `ringkv bench`, killed if the test ends before it does.
+struct Bench(Option<std::process::Child>);
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts `ringkv bench` against `nodes` for `seconds`, as JSON.
-fn bench(nodes: &[String], seconds: u64, seed: u64) -> std::process::Child {
-    Command::new(ringkv_binary())
+fn bench(nodes: &[String], seconds: u64, seed: u64) -> Bench {
+    let child = Command::new(ringkv_binary())
         .args(["bench", "--json", "--no-progress", "--concurrency", "8"])
         .args([
             "--keys",
@@ -239,12 +251,14 @@ fn bench(nodes: &[String], seconds: u64, seed: u64) -> std::process::Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("ringkv bench starts")
+        .expect("ringkv bench starts");
+    Bench(Some(child))
 }
 
 /// Waits for a bench and returns its JSON report.
-fn finish_bench(bench: std::process::Child) -> serde_json::Value {
-    let done = bench.wait_with_output().expect("ringkv bench ends");
+fn finish_bench(mut bench: Bench) -> serde_json::Value {
+    let child = bench.0.take().expect("a running bench");
+    let done = child.wait_with_output().expect("ringkv bench ends");
     assert!(
         done.status.success(),
         "ringkv bench failed: {}",
