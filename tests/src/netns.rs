@@ -149,8 +149,14 @@ pub struct LinkDelay {
 }
 
 impl NetCluster {
-    /// Why this machine cannot run the harness, if it cannot.
+    /// Why this machine cannot run the harness, if it cannot (probed once per process: tests
+    /// running side by side would otherwise race on the probe's namespace).
     pub fn unavailable() -> Option<String> {
+        static PROBED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        PROBED.get_or_init(Self::probe).clone()
+    }
+
+    fn probe() -> Option<String> {
         let uid = output("id", &["-u"]);
         if uid.trim() != "0" {
             return Some(format!(
