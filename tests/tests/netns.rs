@@ -7,13 +7,13 @@
 //! varies: these are real processes). `RINGKV_JEPSEN_SECS` lengthens the campaign (default 30),
 //! `RINGKV_SOAK_SECS` the soak (default 40). Reports go to `target/jepsen/*.json`.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ringkv::api::BucketPropsDoc;
 use ringkv_tests::jepsen::{self, CampaignConfig, FaultKind};
 use ringkv_tests::netns::{LinkDelay, NetCluster};
+use ringkv_tests::ringkv_binary;
 
 /// One cluster at a time: a 2-core machine cannot run two without starving failure detectors.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -30,21 +30,6 @@ n = 3
 r = \"2\"
 w = \"2\"
 ";
-
-fn ringkv_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("ringkv"))
-        .expect("target folder");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p ringkv` first (scripts/test does)",
-        binary.display()
-    );
-    binary
-}
 
 /// Whether to skip: the harness cannot run here. `RINGKV_REQUIRE_NETNS=1` (set by
 /// `scripts/test` when it runs as root) turns a skip into a failure, so CI cannot pass by not
