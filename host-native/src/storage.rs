@@ -68,6 +68,11 @@ use crate::metrics::Metrics;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "ringkv.redb";
+/// The marker [`Storage::open`] leaves in the data directory when it moves a damaged database
+/// aside: the node lost its persisted view, so it must rejoin its cluster through seeds and may
+/// not found a new one. It names the file moved aside; the server removes it once the node has
+/// joined and persisted its view.
+pub const MUST_REJOIN_FILE_NAME: &str = "must-rejoin";
 
 /// How long writes fail at once after the disk was found full, before it is tried again.
 pub const FULL_BACKOFF: Duration = Duration::from_secs(1);
@@ -374,7 +379,7 @@ impl Storage {
             Err(StorageOpenError::Corrupt { path, message })
                 if config.on_damaged == OnDamagedStore::Quarantine =>
             {
-                let aside = quarantine(&path)
+                let aside = quarantine(&config.path, &path)
                     .map_err(|source| StorageOpenError::Quarantine { path, source })?;
                 tracing::error!(
                     db = %file.display(),
@@ -866,7 +871,7 @@ impl fmt::Display for OpenFailure {
 /// Renames a damaged database file to `<name>.damaged-<unix ms>` beside it (never over an
 /// existing file) and makes the rename durable. Kept, not deleted: it may hold the only copy of
 /// something, and it is evidence of what went wrong.
-fn quarantine(path: &Path) -> io::Result<PathBuf> {
+fn quarantine(dir: &Path, path: &Path) -> io::Result<PathBuf> {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis());
@@ -882,11 +887,51 @@ fn quarantine(path: &Path) -> io::Result<PathBuf> {
             format!("{} already exists", aside.display()),
         ));
     }
+    // The marker is durable before the file moves: a crash in between leaves the damaged file
+    // in place (moved aside again at the next start) or a marker with no view, never an empty
+    // store that could be mistaken for a new node's.
+    write_must_rejoin(dir, &aside)?;
     std::fs::rename(path, &aside)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(aside)
+}
+
+/// Durably writes the [`MUST_REJOIN_FILE_NAME`] marker naming `aside` (file and folder synced).
+fn write_must_rejoin(dir: &Path, aside: &Path) -> io::Result<()> {
+    use std::io::Write as _;
+    let marker = dir.join(MUST_REJOIN_FILE_NAME);
+    let temporary = dir.join(format!("{MUST_REJOIN_FILE_NAME}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    writeln!(
+        file,
+        "the damaged database was moved to {}; this node lost its cluster view and must \
+         rejoin through --seed",
+        aside.display()
+    )?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, &marker)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The content of the [`MUST_REJOIN_FILE_NAME`] marker in `dir`, if there is one.
+pub fn must_rejoin(dir: &Path) -> io::Result<Option<String>> {
+    match std::fs::read_to_string(dir.join(MUST_REJOIN_FILE_NAME)) {
+        Ok(text) => Ok(Some(text.trim().to_string())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Removes the [`MUST_REJOIN_FILE_NAME`] marker from `dir` (durably; no marker is fine).
+pub fn clear_must_rejoin(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_file(dir.join(MUST_REJOIN_FILE_NAME)) {
+        Ok(()) => std::fs::File::open(dir)?.sync_all(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 /// The text of a caught panic.
