@@ -37,7 +37,9 @@
 //! fault-injecting backend). So the writer reopens the database after such an error; opening
 //! runs redb's repair, which goes back to the last durable commit. A failed commit is therefore
 //! not applied: a full disk shows as `ENOSPC` on a page write, before the commit is complete.
-//! (A failed *fsync* stays ambiguous, as in any database: the commit may survive the reopen.)
+//! (A failed *fsync* stays ambiguous, as in any database: the commit may survive the reopen. So
+//! an `ENOSPC` from fsync is reported as `Io`, never `Full`: `Full`, HTTP 507, tells the client
+//! nothing was written.)
 //! Writes committed without fsync since the last durable commit (answered `synced: false`) are
 //! kept in memory and applied again after the reopen; if that fails too they are lost, as in a
 //! crash, and a warning says how many. After a `Full` failure, new writes fail at once for
@@ -945,6 +947,40 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// A storage backend whose failed fsync is never reported as a full disk. A page write failing
+/// with `ENOSPC` happens before the commit is complete (the reopen's repair goes back to the
+/// last durable commit), so `Full` (HTTP 507, "nothing was written") is true of it; after a
+/// failed fsync the commit may still be on disk, so its `ENOSPC` must be an ordinary I/O failure
+/// (outcome unknown), not a `Full` that lets a client send the write elsewhere.
+#[derive(Debug)]
+struct SyncFailureIsAmbiguous<B>(B);
+
+impl<B: redb::StorageBackend> redb::StorageBackend for SyncFailureIsAmbiguous<B> {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, io::Error> {
+        self.0.read(offset, len)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self, eventual: bool) -> Result<(), io::Error> {
+        self.0.sync_data(eventual).map_err(|error| {
+            io::Error::other(format!(
+                "fsync failed, the commit may or may not be on disk: {error}"
+            ))
+        })
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.0.write(offset, data)
+    }
+}
+
 /// How the database file is opened (tests open it through a fault-injecting backend).
 enum Opener {
     File(PathBuf),
@@ -985,7 +1021,17 @@ impl Opener {
 
     fn open_with(&self, builder: &redb::Builder) -> Result<Database, DatabaseError> {
         match self {
-            Opener::File(path) => builder.create(path),
+            Opener::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)?;
+                builder.create_with_backend(SyncFailureIsAmbiguous(
+                    redb::backends::FileBackend::new(file)?,
+                ))
+            }
             #[cfg(test)]
             Opener::Faulty { path, faults } => {
                 let file = std::fs::OpenOptions::new()
@@ -994,10 +1040,10 @@ impl Opener {
                     .create(true)
                     .truncate(false)
                     .open(path)?;
-                builder.create_with_backend(tests::FaultyBackend {
+                builder.create_with_backend(SyncFailureIsAmbiguous(tests::FaultyBackend {
                     file: redb::backends::FileBackend::new(file)?,
                     faults: Arc::clone(faults),
-                })
+                }))
             }
         }
     }
@@ -1736,6 +1782,9 @@ mod tests {
         pub poison: Mutex<Option<Vec<u8>>>,
         /// The next this many writes fail with EIO.
         pub fail_writes: AtomicUsize,
+        /// Every fsync fails with ENOSPC (after the pages were written: the commit may be on
+        /// disk, as with a file system that allocates at writeback).
+        pub fail_syncs_full: AtomicBool,
         /// Held by a test to stop the writer thread inside a write.
         pub gate: Mutex<()>,
         /// Blocks of the file written so far (allocated on disk).
@@ -1748,6 +1797,7 @@ mod tests {
                 full: AtomicBool::new(false),
                 poison: Mutex::new(None),
                 fail_writes: AtomicUsize::new(0),
+                fail_syncs_full: AtomicBool::new(false),
                 gate: Mutex::new(()),
                 written: Mutex::new(std::collections::HashSet::new()),
             }
@@ -1780,6 +1830,9 @@ mod tests {
         }
 
         fn sync_data(&self, eventual: bool) -> Result<(), io::Error> {
+            if self.faults.fail_syncs_full.load(Ordering::SeqCst) {
+                return Err(enospc());
+            }
             self.file.sync_data(eventual)
         }
 
@@ -2259,6 +2312,56 @@ mod tests {
         let mut h = Harness::open(config(dir.path()));
         assert_eq!(h.get(&a), Some(b"later".to_vec()));
         assert_eq!(h.get(&data(1, "c")), None);
+    }
+
+    #[test]
+    fn a_failed_fsync_on_a_full_disk_is_not_reported_as_full() {
+        // The pages are written, the fsync fails with ENOSPC: the commit may be on disk, so the
+        // answer must not be `Full` (507, "nothing was written") but an ordinary failure.
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let opener = Opener::Faulty {
+            path: dir.path().join("x.redb"),
+            faults: Arc::clone(&faults),
+        };
+        let (db, _) = open_database(&opener, &Metrics::new()).unwrap();
+        let put = Mutation {
+            key: b"k".to_vec(),
+            frame: Some(b"v".to_vec()),
+            hint: false,
+        };
+        faults.fail_syncs_full.store(true, Ordering::SeqCst);
+        let failure = apply(&db, [&put].into_iter(), true).unwrap_err();
+        assert_eq!(
+            failure.error.kind,
+            StorageErrorKind::Io,
+            "{:?}",
+            failure.error
+        );
+        assert!(failure.reopen);
+        drop(db);
+
+        faults.fail_syncs_full.store(false, Ordering::SeqCst);
+        let mut h = Harness::open_faulty(config(dir.path()), Arc::clone(&faults));
+        faults.fail_syncs_full.store(true, Ordering::SeqCst);
+        match h.put(&data(1, "a"), b"x", true) {
+            StorageResult::Failed(error) => assert_eq!(error.kind, StorageErrorKind::Io),
+            other => panic!("write with a failing fsync answered {other:?}"),
+        }
+        assert_eq!(h.failures("full"), 0);
+        assert!(h.failures("io") >= 1);
+        faults.fail_syncs_full.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match h.put(&data(1, "a"), b"y", true) {
+                StorageResult::Written { synced: true } => break,
+                StorageResult::Failed(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => panic!("write after the fsync recovered answered {other:?}"),
+            }
+        }
+        h.storage.shutdown().unwrap();
     }
 
     #[test]
