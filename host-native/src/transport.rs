@@ -38,7 +38,7 @@ use ringkv_core::wire::{self, Message, WireError};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
@@ -91,6 +91,10 @@ pub struct TransportConfig {
     pub connect_timeout: Duration,
     /// Time the hello exchange may take once connected.
     pub handshake_timeout: Duration,
+    /// Inbound connections still in their handshake (not yet authenticated) at once; more are
+    /// closed as soon as accepted and counted in `peer_frames_rejected` as
+    /// `too_many_handshakes`, so strangers cannot hold unbounded sockets and tasks (default 64).
+    pub max_pending_handshakes: usize,
     /// First delay before dialing a peer again after a failure.
     pub backoff_min: Duration,
     /// Longest delay between two dials of a peer.
@@ -178,6 +182,7 @@ impl Default for TransportConfig {
             queue_capacity: 4096,
             connect_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 64,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),
@@ -993,6 +998,7 @@ async fn accept_loop(
     listener: TcpListener,
     inbound: mpsc::Sender<(NodeId, Message)>,
 ) {
+    let handshakes = Arc::new(Semaphore::new(shared.config.max_pending_handshakes.max(1)));
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -1000,11 +1006,19 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, remote)) => {
+                let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                    // Closed at once: no task, no timer, the socket freed now.
+                    drop(stream);
+                    Metrics::count(&shared.metrics.peer_frames_rejected, "too_many_handshakes");
+                    tracing::debug!(%remote, "too many peer handshakes in progress: connection closed");
+                    continue;
+                };
                 shared.spawn(serve_inbound(
                     shared.clone(),
                     stream,
                     remote,
                     inbound.clone(),
+                    permit,
                 ));
             }
             Err(error) => {
@@ -1022,6 +1036,7 @@ async fn serve_inbound(
     stream: TcpStream,
     remote: SocketAddr,
     inbound: mpsc::Sender<(NodeId, Message)>,
+    handshake_permit: OwnedSemaphorePermit,
 ) {
     let config = &shared.config;
     // The TLS handshake is inside the timeout too: a silent dialer holds nothing for long.
@@ -1042,6 +1057,8 @@ async fn serve_inbound(
         }
         Err(error) => return shared.reject(&error, &remote.to_string()),
     };
+    // Authenticated (as far as the configuration asks): no longer a pending handshake.
+    drop(handshake_permit);
     tracing::debug!(%peer, %remote, "inbound peer connection");
     let _gauge = ConnectionGauge::open(&shared.metrics);
     reader.decoder_mut().limit = config.max_frame_bytes;
@@ -1922,6 +1939,42 @@ mod tests {
         a.transport.send(&NodeId::new("b"), Message::Pong);
         assert_eq!(receive(&mut b).await, (NodeId::new("a"), Message::Pong));
         assert_eq!(b.metrics.peer_messages_received.get(), 51);
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_pending_handshake_cap_are_closed_at_once() {
+        let b = start_on(
+            TransportConfig {
+                max_pending_handshakes: 2,
+                handshake_timeout: Duration::from_secs(30),
+                ..config("b", "c")
+            },
+            "127.0.0.1:0",
+        )
+        .await;
+        // Two silent connections hold both handshake slots.
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(TcpStream::connect(b.transport.local_addr()).await.unwrap());
+        }
+        // The third is closed at once, long before the handshake timeout.
+        let mut third = TcpStream::connect(b.transport.local_addr()).await.unwrap();
+        closed_by_remote(&mut third).await;
+        eventually(|| rejected(&b, "too_many_handshakes") == 1).await;
+        // A real peer still gets through once a slot is free again.
+        drop(silent);
+        let a = start("a", "c").await;
+        let b_address = b.transport.local_addr().to_string();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if a.transport.identify(&b_address).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("a peer could not connect after the slots were freed");
     }
 
     #[tokio::test]
