@@ -685,7 +685,10 @@ async fn handshake_dial(
     writer: &mut FrameWriter,
 ) -> Result<Hello, TransportError> {
     let (remote, remote_bytes) = read_hello(reader).await?;
-    if remote.node_id == config.node_id {
+    // Reached ourselves (a seed list naming this node). Without a secret, say so at once; with
+    // one, a hello claiming our id proves nothing (anyone listening at a seed's address can
+    // send it), so the proofs run as with any peer: only our own listener can answer them.
+    if remote.node_id == config.node_id && config.secret.is_none() {
         return Ok(remote);
     }
     let ours = our_hello(config)?.encode()?;
@@ -724,7 +727,8 @@ async fn handshake_accept(
             found: remote.cluster,
         });
     }
-    if remote.node_id == config.node_id {
+    let claims_self = remote.node_id == config.node_id;
+    if claims_self && config.secret.is_none() {
         return Err(TransportError::SelfConnection);
     }
     check_secret_use(config, &remote)?;
@@ -733,6 +737,11 @@ async fn handshake_accept(
         verify_proof(reader, expected).await?;
         let proof = proof_mac(secret, Role::Acceptor, &ours, &remote_bytes)?;
         write_frame(writer, &proof.finalize().into_bytes()).await?;
+    }
+    if claims_self {
+        // This node identifying itself through a seed list, proven above (our own dialer, or
+        // a relay to it): answered, then closed without counting a rejection.
+        return Err(TransportError::Closed);
     }
     Ok(remote)
 }
@@ -2006,6 +2015,42 @@ mod tests {
         raw.write_all(&frame(b"not a hello")).await.unwrap();
         closed_by_remote(&mut raw).await;
         eventually(|| rejected(&a, "bad_handshake") == 1).await;
+        assert_eq!(rejected(&a, "self"), 0);
+    }
+
+    #[tokio::test]
+    async fn with_a_secret_an_unproven_hello_claiming_our_id_is_not_taken_for_ourselves() {
+        let a = start_on(with_secret("a", "c", "s"), "127.0.0.1:0").await;
+        // Our own address, with the secret: identified as ourselves after the proofs.
+        let a_address = a.transport.local_addr().to_string();
+        assert_eq!(
+            a.transport.identify(&a_address).await.unwrap(),
+            NodeId::new("a")
+        );
+        // A listener without the secret that claims to be "a" (and to use a secret).
+        let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake_address = fake.local_addr().unwrap().to_string();
+        let impostor = tokio::spawn(async move {
+            let (mut stream, _) = fake.accept().await.unwrap();
+            stream
+                .write_all(&frame(&raw_hello("a", "c", true, 0)))
+                .await
+                .unwrap();
+            // Reads whatever the dialer sends, proves nothing, then hangs up.
+            let mut buffer = [0u8; 1024];
+            while let Ok(Ok(read)) = tokio::time::timeout(WAIT, stream.read(&mut buffer)).await {
+                if read == 0 {
+                    break;
+                }
+                let _ = stream.write_all(&frame(&[0u8; 32])).await;
+            }
+        });
+        let answer = a.transport.identify(&fake_address).await;
+        assert!(
+            answer.is_err(),
+            "an unproven self answer was accepted: {answer:?}"
+        );
+        impostor.abort();
         assert_eq!(rejected(&a, "self"), 0);
     }
 
