@@ -310,7 +310,7 @@ impl Default for ServerConfig {
             max_value_bytes: node.max_value_bytes,
             max_key_bytes: DEFAULT_HTTP_MAX_KEY_BYTES,
             durable_commits: true,
-            on_damaged_store: OnDamagedStore::Quarantine,
+            on_damaged_store: OnDamagedStore::default(),
             flush_interval_ms: 20,
             max_batch_ops: 512,
             max_connections: 1024,
@@ -1011,6 +1011,17 @@ mod tests {
             ..base()
         });
         assert!(error.contains("cluster_secret_file"), "{error}");
+    }
+
+    #[test]
+    fn the_damaged_store_policy_has_one_default() {
+        assert_eq!(OnDamagedStore::default(), OnDamagedStore::Quarantine);
+        assert_eq!(
+            ServerConfig::default().on_damaged_store,
+            OnDamagedStore::default()
+        );
+        let parsed: ServerConfig = toml::from_str("").unwrap();
+        assert_eq!(parsed.on_damaged_store, OnDamagedStore::default());
     }
 
     #[tokio::test]

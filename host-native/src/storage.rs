@@ -106,17 +106,19 @@ const REOPEN_RETRY: Duration = Duration::from_secs(1);
 const MAX_IO_RETRY_FAILURES: usize = 1;
 
 /// What [`Storage::open`] does with a database file it finds damaged (redb reports it
-/// corrupted, or panics opening it).
+/// corrupted, or panics opening it). The default is the server's policy (`Quarantine`, which
+/// the server applies only when it has seeds to rejoin through); [`StorageConfig::new`], which
+/// cannot know that, asks for `Refuse`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnDamagedStore {
     /// Fail to open ([`StorageOpenError::Corrupt`]); the file stays where it is.
-    #[default]
     Refuse,
     /// Rename the file to `ringkv.redb.damaged-<unix ms>` (never delete it), count it in
     /// `stores_quarantined`, log an error and start with an empty database. Only safe where the
     /// records have other replicas to be refilled from, and where a restart may not reuse a
     /// version-vector actor of the old file (the server's incarnation guarantees that).
+    #[default]
     Quarantine,
 }
 
@@ -242,6 +244,8 @@ impl StorageConfig {
             flush_interval: Duration::from_millis(200),
             reader_threads: 2,
             durable_commits: true,
+            // Not the default policy: storage alone does not know whether the records can be
+            // refilled from other replicas (the server decides, see `OnDamagedStore`).
             on_damaged: OnDamagedStore::Refuse,
         }
     }
