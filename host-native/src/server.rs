@@ -28,7 +28,8 @@ use crate::http::{self, HttpConfig};
 use crate::metrics::Metrics;
 use crate::node_loop::{self, Clock, NodeHandle, NodeTask};
 use crate::storage::{
-    Compression, CompressionPolicy, OnDamagedStore, Storage, StorageConfig, StorageOpenError,
+    self, Compression, CompressionPolicy, OnDamagedStore, Storage, StorageConfig, StorageOpenError,
+    MUST_REJOIN_FILE_NAME,
 };
 use crate::tls::{self, PeerTls, TlsError};
 use crate::transport::{ClusterSecret, Transport, TransportConfig};
@@ -75,6 +76,18 @@ pub enum ServerError {
         message: String,
         /// What the operator can do.
         advice: &'static str,
+    },
+    /// A damaged store was moved aside earlier (the `must-rejoin` marker is in the data folder):
+    /// the node lost its view and may only rejoin its cluster through seeds, never found one.
+    #[error(
+        "refusing to start a new cluster: {marker}; start with --seed <peer> to rejoin the \
+         cluster (remove {path} only if this node should really found a new cluster)"
+    )]
+    MustRejoin {
+        /// The marker file.
+        path: PathBuf,
+        /// What it says.
+        marker: String,
     },
     /// The persisted cluster view could not be read.
     #[error("persisted cluster view: {0}")]
@@ -297,7 +310,7 @@ impl Default for ServerConfig {
             max_value_bytes: node.max_value_bytes,
             max_key_bytes: DEFAULT_HTTP_MAX_KEY_BYTES,
             durable_commits: true,
-            on_damaged_store: OnDamagedStore::Quarantine,
+            on_damaged_store: OnDamagedStore::default(),
             flush_interval_ms: 20,
             max_batch_ops: 512,
             max_connections: 1024,
@@ -782,6 +795,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let persisted = storage
         .read_now(&StorageKey::view())
         .map_err(|e| ServerError::View(e.to_string()))?;
+    let marker_path = config.data_dir.join(MUST_REJOIN_FILE_NAME);
+    let marker_error = |e: std::io::Error| ServerError::Identity {
+        path: marker_path.clone(),
+        message: format!("cannot read or remove the must-rejoin marker: {e}"),
+    };
+    let must_rejoin = storage::must_rejoin(&config.data_dir).map_err(marker_error)?;
     let node = match persisted {
         Some(bytes) => {
             let view = ClusterView::decode(&bytes).map_err(|e| ServerError::View(e.to_string()))?;
@@ -798,11 +817,24 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             tracing::info!(node = %node_id, seeds = ?seed_ids, "joining through the seeds");
             persist_view(&storage, Node::join_as(node_config, me.clone(), now)?)?
         }
+        None if must_rejoin.is_some() => {
+            return Err(ServerError::MustRejoin {
+                path: marker_path.clone(),
+                marker: must_rejoin.unwrap_or_default(),
+            });
+        }
         None => {
             tracing::info!(node = %node_id, "starting a new cluster");
             persist_view(&storage, Node::bootstrap(node_config, me.clone(), now)?)?
         }
     };
+
+    // The view is persisted (restored, or stored by the join above): a restart now finds its
+    // cluster, so the node no longer needs seeds to be kept from founding one.
+    if must_rejoin.is_some() {
+        storage::clear_must_rejoin(&config.data_dir).map_err(marker_error)?;
+        tracing::info!(node = %node_id, "rejoined after a damaged store: must-rejoin marker removed");
+    }
 
     let (requests_tx, requests) = mpsc::channel(4096);
     let handle = NodeHandle {
@@ -981,6 +1013,17 @@ mod tests {
         assert!(error.contains("cluster_secret_file"), "{error}");
     }
 
+    #[test]
+    fn the_damaged_store_policy_has_one_default() {
+        assert_eq!(OnDamagedStore::default(), OnDamagedStore::Quarantine);
+        assert_eq!(
+            ServerConfig::default().on_damaged_store,
+            OnDamagedStore::default()
+        );
+        let parsed: ServerConfig = toml::from_str("").unwrap();
+        assert_eq!(parsed.on_damaged_store, OnDamagedStore::default());
+    }
+
     #[tokio::test]
     async fn a_bad_setting_stops_the_start_before_the_data_folder_is_touched() {
         let dir = tempfile::tempdir().unwrap();
@@ -1065,5 +1108,59 @@ mod tests {
         }
         assert_eq!(moved_aside(dir.path()), 1);
         assert!(dir.path().join(DB_FILE_NAME).exists());
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_store_was_moved_aside_refuses_to_found_a_cluster_until_it_rejoins() {
+        let (dir, config) = damaged_folder(vec!["127.0.0.1:1".into()]);
+        assert!(matches!(
+            start(config.clone()).await,
+            Err(ServerError::Seeds(_))
+        ));
+        let marker = dir.path().join(MUST_REJOIN_FILE_NAME);
+        let text = std::fs::read_to_string(&marker).unwrap();
+        assert!(text.contains(".damaged-"), "{text}");
+
+        // Without seeds the empty store (no view) must not become a new cluster.
+        let alone = ServerConfig {
+            seeds: Vec::new(),
+            ..config.clone()
+        };
+        match start(alone.clone()).await {
+            Err(error @ ServerError::MustRejoin { .. }) => {
+                let text = error.to_string();
+                assert!(text.contains("--seed") && text.contains("rejoin"), "{text}");
+            }
+            Err(other) => panic!("expected MustRejoin, got {other}"),
+            Ok(server) => {
+                server.shutdown().await;
+                panic!("founded a new cluster after its store was moved aside");
+            }
+        }
+        assert!(marker.exists());
+
+        // Rejoining through a live seed persists the view and removes the marker; after that a
+        // restart without seeds restores the view.
+        let seed_dir = tempfile::tempdir().unwrap();
+        let seed = start(ServerConfig {
+            node_id: Some("n0".into()),
+            data_dir: seed_dir.path().to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..ServerConfig::default()
+        })
+        .await
+        .unwrap();
+        let rejoined = start(ServerConfig {
+            seeds: vec![seed.peer_address.to_string()],
+            ..config
+        })
+        .await
+        .unwrap();
+        assert!(!marker.exists());
+        rejoined.shutdown().await;
+        seed.shutdown().await;
+        let restarted = start(alone).await.unwrap();
+        restarted.shutdown().await;
     }
 }

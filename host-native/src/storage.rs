@@ -37,7 +37,9 @@
 //! fault-injecting backend). So the writer reopens the database after such an error; opening
 //! runs redb's repair, which goes back to the last durable commit. A failed commit is therefore
 //! not applied: a full disk shows as `ENOSPC` on a page write, before the commit is complete.
-//! (A failed *fsync* stays ambiguous, as in any database: the commit may survive the reopen.)
+//! (A failed *fsync* stays ambiguous, as in any database: the commit may survive the reopen. So
+//! an `ENOSPC` from fsync is reported as `Io`, never `Full`: `Full`, HTTP 507, tells the client
+//! nothing was written.)
 //! Writes committed without fsync since the last durable commit (answered `synced: false`) are
 //! kept in memory and applied again after the reopen; if that fails too they are lost, as in a
 //! crash, and a warning says how many. After a `Full` failure, new writes fail at once for
@@ -68,6 +70,11 @@ use crate::metrics::Metrics;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "ringkv.redb";
+/// The marker [`Storage::open`] leaves in the data directory when it moves a damaged database
+/// aside: the node lost its persisted view, so it must rejoin its cluster through seeds and may
+/// not found a new one. It names the file moved aside; the server removes it once the node has
+/// joined and persisted its view.
+pub const MUST_REJOIN_FILE_NAME: &str = "must-rejoin";
 
 /// How long writes fail at once after the disk was found full, before it is tried again.
 pub const FULL_BACKOFF: Duration = Duration::from_secs(1);
@@ -99,17 +106,19 @@ const REOPEN_RETRY: Duration = Duration::from_secs(1);
 const MAX_IO_RETRY_FAILURES: usize = 1;
 
 /// What [`Storage::open`] does with a database file it finds damaged (redb reports it
-/// corrupted, or panics opening it).
+/// corrupted, or panics opening it). The default is the server's policy (`Quarantine`, which
+/// the server applies only when it has seeds to rejoin through); [`StorageConfig::new`], which
+/// cannot know that, asks for `Refuse`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnDamagedStore {
     /// Fail to open ([`StorageOpenError::Corrupt`]); the file stays where it is.
-    #[default]
     Refuse,
     /// Rename the file to `ringkv.redb.damaged-<unix ms>` (never delete it), count it in
     /// `stores_quarantined`, log an error and start with an empty database. Only safe where the
     /// records have other replicas to be refilled from, and where a restart may not reuse a
     /// version-vector actor of the old file (the server's incarnation guarantees that).
+    #[default]
     Quarantine,
 }
 
@@ -235,6 +244,8 @@ impl StorageConfig {
             flush_interval: Duration::from_millis(200),
             reader_threads: 2,
             durable_commits: true,
+            // Not the default policy: storage alone does not know whether the records can be
+            // refilled from other replicas (the server decides, see `OnDamagedStore`).
             on_damaged: OnDamagedStore::Refuse,
         }
     }
@@ -374,7 +385,7 @@ impl Storage {
             Err(StorageOpenError::Corrupt { path, message })
                 if config.on_damaged == OnDamagedStore::Quarantine =>
             {
-                let aside = quarantine(&path)
+                let aside = quarantine(&config.path, &path)
                     .map_err(|source| StorageOpenError::Quarantine { path, source })?;
                 tracing::error!(
                     db = %file.display(),
@@ -866,7 +877,7 @@ impl fmt::Display for OpenFailure {
 /// Renames a damaged database file to `<name>.damaged-<unix ms>` beside it (never over an
 /// existing file) and makes the rename durable. Kept, not deleted: it may hold the only copy of
 /// something, and it is evidence of what went wrong.
-fn quarantine(path: &Path) -> io::Result<PathBuf> {
+fn quarantine(dir: &Path, path: &Path) -> io::Result<PathBuf> {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis());
@@ -882,11 +893,51 @@ fn quarantine(path: &Path) -> io::Result<PathBuf> {
             format!("{} already exists", aside.display()),
         ));
     }
+    // The marker is durable before the file moves: a crash in between leaves the damaged file
+    // in place (moved aside again at the next start) or a marker with no view, never an empty
+    // store that could be mistaken for a new node's.
+    write_must_rejoin(dir, &aside)?;
     std::fs::rename(path, &aside)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(aside)
+}
+
+/// Durably writes the [`MUST_REJOIN_FILE_NAME`] marker naming `aside` (file and folder synced).
+fn write_must_rejoin(dir: &Path, aside: &Path) -> io::Result<()> {
+    use std::io::Write as _;
+    let marker = dir.join(MUST_REJOIN_FILE_NAME);
+    let temporary = dir.join(format!("{MUST_REJOIN_FILE_NAME}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    writeln!(
+        file,
+        "the damaged database was moved to {}; this node lost its cluster view and must \
+         rejoin through --seed",
+        aside.display()
+    )?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, &marker)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The content of the [`MUST_REJOIN_FILE_NAME`] marker in `dir`, if there is one.
+pub fn must_rejoin(dir: &Path) -> io::Result<Option<String>> {
+    match std::fs::read_to_string(dir.join(MUST_REJOIN_FILE_NAME)) {
+        Ok(text) => Ok(Some(text.trim().to_string())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Removes the [`MUST_REJOIN_FILE_NAME`] marker from `dir` (durably; no marker is fine).
+pub fn clear_must_rejoin(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_file(dir.join(MUST_REJOIN_FILE_NAME)) {
+        Ok(()) => std::fs::File::open(dir)?.sync_all(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 /// The text of a caught panic.
@@ -897,6 +948,40 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         text.clone()
     } else {
         "a panic without a message".to_string()
+    }
+}
+
+/// A storage backend whose failed fsync is never reported as a full disk. A page write failing
+/// with `ENOSPC` happens before the commit is complete (the reopen's repair goes back to the
+/// last durable commit), so `Full` (HTTP 507, "nothing was written") is true of it; after a
+/// failed fsync the commit may still be on disk, so its `ENOSPC` must be an ordinary I/O failure
+/// (outcome unknown), not a `Full` that lets a client send the write elsewhere.
+#[derive(Debug)]
+struct SyncFailureIsAmbiguous<B>(B);
+
+impl<B: redb::StorageBackend> redb::StorageBackend for SyncFailureIsAmbiguous<B> {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, io::Error> {
+        self.0.read(offset, len)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self, eventual: bool) -> Result<(), io::Error> {
+        self.0.sync_data(eventual).map_err(|error| {
+            io::Error::other(format!(
+                "fsync failed, the commit may or may not be on disk: {error}"
+            ))
+        })
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.0.write(offset, data)
     }
 }
 
@@ -940,7 +1025,17 @@ impl Opener {
 
     fn open_with(&self, builder: &redb::Builder) -> Result<Database, DatabaseError> {
         match self {
-            Opener::File(path) => builder.create(path),
+            Opener::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)?;
+                builder.create_with_backend(SyncFailureIsAmbiguous(
+                    redb::backends::FileBackend::new(file)?,
+                ))
+            }
             #[cfg(test)]
             Opener::Faulty { path, faults } => {
                 let file = std::fs::OpenOptions::new()
@@ -949,10 +1044,10 @@ impl Opener {
                     .create(true)
                     .truncate(false)
                     .open(path)?;
-                builder.create_with_backend(tests::FaultyBackend {
+                builder.create_with_backend(SyncFailureIsAmbiguous(tests::FaultyBackend {
                     file: redb::backends::FileBackend::new(file)?,
                     faults: Arc::clone(faults),
-                })
+                }))
             }
         }
     }
@@ -1691,6 +1786,9 @@ mod tests {
         pub poison: Mutex<Option<Vec<u8>>>,
         /// The next this many writes fail with EIO.
         pub fail_writes: AtomicUsize,
+        /// Every fsync fails with ENOSPC (after the pages were written: the commit may be on
+        /// disk, as with a file system that allocates at writeback).
+        pub fail_syncs_full: AtomicBool,
         /// Held by a test to stop the writer thread inside a write.
         pub gate: Mutex<()>,
         /// Blocks of the file written so far (allocated on disk).
@@ -1703,6 +1801,7 @@ mod tests {
                 full: AtomicBool::new(false),
                 poison: Mutex::new(None),
                 fail_writes: AtomicUsize::new(0),
+                fail_syncs_full: AtomicBool::new(false),
                 gate: Mutex::new(()),
                 written: Mutex::new(std::collections::HashSet::new()),
             }
@@ -1735,6 +1834,9 @@ mod tests {
         }
 
         fn sync_data(&self, eventual: bool) -> Result<(), io::Error> {
+            if self.faults.fail_syncs_full.load(Ordering::SeqCst) {
+                return Err(enospc());
+            }
             self.file.sync_data(eventual)
         }
 
@@ -2214,6 +2316,56 @@ mod tests {
         let mut h = Harness::open(config(dir.path()));
         assert_eq!(h.get(&a), Some(b"later".to_vec()));
         assert_eq!(h.get(&data(1, "c")), None);
+    }
+
+    #[test]
+    fn a_failed_fsync_on_a_full_disk_is_not_reported_as_full() {
+        // The pages are written, the fsync fails with ENOSPC: the commit may be on disk, so the
+        // answer must not be `Full` (507, "nothing was written") but an ordinary failure.
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let opener = Opener::Faulty {
+            path: dir.path().join("x.redb"),
+            faults: Arc::clone(&faults),
+        };
+        let (db, _) = open_database(&opener, &Metrics::new()).unwrap();
+        let put = Mutation {
+            key: b"k".to_vec(),
+            frame: Some(b"v".to_vec()),
+            hint: false,
+        };
+        faults.fail_syncs_full.store(true, Ordering::SeqCst);
+        let failure = apply(&db, [&put].into_iter(), true).unwrap_err();
+        assert_eq!(
+            failure.error.kind,
+            StorageErrorKind::Io,
+            "{:?}",
+            failure.error
+        );
+        assert!(failure.reopen);
+        drop(db);
+
+        faults.fail_syncs_full.store(false, Ordering::SeqCst);
+        let mut h = Harness::open_faulty(config(dir.path()), Arc::clone(&faults));
+        faults.fail_syncs_full.store(true, Ordering::SeqCst);
+        match h.put(&data(1, "a"), b"x", true) {
+            StorageResult::Failed(error) => assert_eq!(error.kind, StorageErrorKind::Io),
+            other => panic!("write with a failing fsync answered {other:?}"),
+        }
+        assert_eq!(h.failures("full"), 0);
+        assert!(h.failures("io") >= 1);
+        faults.fail_syncs_full.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match h.put(&data(1, "a"), b"y", true) {
+                StorageResult::Written { synced: true } => break,
+                StorageResult::Failed(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => panic!("write after the fsync recovered answered {other:?}"),
+            }
+        }
+        h.storage.shutdown().unwrap();
     }
 
     #[test]

@@ -38,7 +38,7 @@ use ringkv_core::wire::{self, Message, WireError};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
@@ -91,6 +91,10 @@ pub struct TransportConfig {
     pub connect_timeout: Duration,
     /// Time the hello exchange may take once connected.
     pub handshake_timeout: Duration,
+    /// Inbound connections still in their handshake (not yet authenticated) at once; more are
+    /// closed as soon as accepted and counted in `peer_frames_rejected` as
+    /// `too_many_handshakes`, so strangers cannot hold unbounded sockets and tasks (default 64).
+    pub max_pending_handshakes: usize,
     /// First delay before dialing a peer again after a failure.
     pub backoff_min: Duration,
     /// Longest delay between two dials of a peer.
@@ -178,6 +182,7 @@ impl Default for TransportConfig {
             queue_capacity: 4096,
             connect_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 64,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),
@@ -680,7 +685,10 @@ async fn handshake_dial(
     writer: &mut FrameWriter,
 ) -> Result<Hello, TransportError> {
     let (remote, remote_bytes) = read_hello(reader).await?;
-    if remote.node_id == config.node_id {
+    // Reached ourselves (a seed list naming this node). Without a secret, say so at once; with
+    // one, a hello claiming our id proves nothing (anyone listening at a seed's address can
+    // send it), so the proofs run as with any peer: only our own listener can answer them.
+    if remote.node_id == config.node_id && config.secret.is_none() {
         return Ok(remote);
     }
     let ours = our_hello(config)?.encode()?;
@@ -719,7 +727,8 @@ async fn handshake_accept(
             found: remote.cluster,
         });
     }
-    if remote.node_id == config.node_id {
+    let claims_self = remote.node_id == config.node_id;
+    if claims_self && config.secret.is_none() {
         return Err(TransportError::SelfConnection);
     }
     check_secret_use(config, &remote)?;
@@ -728,6 +737,11 @@ async fn handshake_accept(
         verify_proof(reader, expected).await?;
         let proof = proof_mac(secret, Role::Acceptor, &ours, &remote_bytes)?;
         write_frame(writer, &proof.finalize().into_bytes()).await?;
+    }
+    if claims_self {
+        // This node identifying itself through a seed list, proven above (our own dialer, or
+        // a relay to it): answered, then closed without counting a rejection.
+        return Err(TransportError::Closed);
     }
     Ok(remote)
 }
@@ -993,6 +1007,7 @@ async fn accept_loop(
     listener: TcpListener,
     inbound: mpsc::Sender<(NodeId, Message)>,
 ) {
+    let handshakes = Arc::new(Semaphore::new(shared.config.max_pending_handshakes.max(1)));
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -1000,11 +1015,19 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, remote)) => {
+                let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                    // Closed at once: no task, no timer, the socket freed now.
+                    drop(stream);
+                    Metrics::count(&shared.metrics.peer_frames_rejected, "too_many_handshakes");
+                    tracing::debug!(%remote, "too many peer handshakes in progress: connection closed");
+                    continue;
+                };
                 shared.spawn(serve_inbound(
                     shared.clone(),
                     stream,
                     remote,
                     inbound.clone(),
+                    permit,
                 ));
             }
             Err(error) => {
@@ -1022,6 +1045,7 @@ async fn serve_inbound(
     stream: TcpStream,
     remote: SocketAddr,
     inbound: mpsc::Sender<(NodeId, Message)>,
+    handshake_permit: OwnedSemaphorePermit,
 ) {
     let config = &shared.config;
     // The TLS handshake is inside the timeout too: a silent dialer holds nothing for long.
@@ -1042,6 +1066,8 @@ async fn serve_inbound(
         }
         Err(error) => return shared.reject(&error, &remote.to_string()),
     };
+    // Authenticated (as far as the configuration asks): no longer a pending handshake.
+    drop(handshake_permit);
     tracing::debug!(%peer, %remote, "inbound peer connection");
     let _gauge = ConnectionGauge::open(&shared.metrics);
     reader.decoder_mut().limit = config.max_frame_bytes;
@@ -1925,6 +1951,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connections_beyond_the_pending_handshake_cap_are_closed_at_once() {
+        let b = start_on(
+            TransportConfig {
+                max_pending_handshakes: 2,
+                handshake_timeout: Duration::from_secs(30),
+                ..config("b", "c")
+            },
+            "127.0.0.1:0",
+        )
+        .await;
+        // Two silent connections hold both handshake slots.
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(TcpStream::connect(b.transport.local_addr()).await.unwrap());
+        }
+        // The third is closed at once, long before the handshake timeout.
+        let mut third = TcpStream::connect(b.transport.local_addr()).await.unwrap();
+        closed_by_remote(&mut third).await;
+        eventually(|| rejected(&b, "too_many_handshakes") == 1).await;
+        // A real peer still gets through once a slot is free again.
+        drop(silent);
+        let a = start("a", "c").await;
+        let b_address = b.transport.local_addr().to_string();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if a.transport.identify(&b_address).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("a peer could not connect after the slots were freed");
+    }
+
+    #[tokio::test]
     async fn a_hello_claiming_our_own_id_is_refused() {
         let b = start("b", "c").await;
         let mut raw = raw_peer(&b, "b", "c").await;
@@ -1953,6 +2015,42 @@ mod tests {
         raw.write_all(&frame(b"not a hello")).await.unwrap();
         closed_by_remote(&mut raw).await;
         eventually(|| rejected(&a, "bad_handshake") == 1).await;
+        assert_eq!(rejected(&a, "self"), 0);
+    }
+
+    #[tokio::test]
+    async fn with_a_secret_an_unproven_hello_claiming_our_id_is_not_taken_for_ourselves() {
+        let a = start_on(with_secret("a", "c", "s"), "127.0.0.1:0").await;
+        // Our own address, with the secret: identified as ourselves after the proofs.
+        let a_address = a.transport.local_addr().to_string();
+        assert_eq!(
+            a.transport.identify(&a_address).await.unwrap(),
+            NodeId::new("a")
+        );
+        // A listener without the secret that claims to be "a" (and to use a secret).
+        let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake_address = fake.local_addr().unwrap().to_string();
+        let impostor = tokio::spawn(async move {
+            let (mut stream, _) = fake.accept().await.unwrap();
+            stream
+                .write_all(&frame(&raw_hello("a", "c", true, 0)))
+                .await
+                .unwrap();
+            // Reads whatever the dialer sends, proves nothing, then hangs up.
+            let mut buffer = [0u8; 1024];
+            while let Ok(Ok(read)) = tokio::time::timeout(WAIT, stream.read(&mut buffer)).await {
+                if read == 0 {
+                    break;
+                }
+                let _ = stream.write_all(&frame(&[0u8; 32])).await;
+            }
+        });
+        let answer = a.transport.identify(&fake_address).await;
+        assert!(
+            answer.is_err(),
+            "an unproven self answer was accepted: {answer:?}"
+        );
+        impostor.abort();
         assert_eq!(rejected(&a, "self"), 0);
     }
 
