@@ -95,6 +95,9 @@ struct TreeState {
     cursor: Option<StorageKey>,
     /// When the build finished.
     built_at: Millis,
+    /// Keys whose digest changed while a page of the building scan was being read: the page
+    /// may hold what they were before, so its entries for them are stale and skipped.
+    touched_while_scanning: Option<BTreeSet<(Vec<u8>, Vec<u8>)>>,
 }
 
 /// A partition this node pulls from a current replica before it owns it under the next ring.
@@ -1562,11 +1565,7 @@ impl Node {
         };
         if key.space == Space::Data {
             if let Some((object, _)) = &write.result {
-                let digest = object_digest(object);
-                let config = self.config.merkle;
-                if let Some(tree) = self.tree_for(key.partition, config) {
-                    tree.update(&key.bucket, &key.key, Some(digest));
-                }
+                self.set_in_tree(&key, Some(object_digest(object)));
             }
         }
         match write.kind {
@@ -2346,9 +2345,24 @@ impl Node {
                 built: false,
                 cursor: None,
                 built_at: 0,
+                touched_while_scanning: None,
             }),
         };
         Some(&mut state.tree)
+    }
+
+    /// Sets a key's digest in its partition's tree (`None`: the key is absent or damaged).
+    fn set_in_tree(&mut self, key: &StorageKey, digest: Option<u64>) {
+        let config = self.config.merkle;
+        if self.tree_for(key.partition, config).is_none() {
+            return;
+        }
+        if let Some(state) = self.trees.get_mut(&key.partition) {
+            state.tree.update(&key.bucket, &key.key, digest);
+            if let Some(touched) = &mut state.touched_while_scanning {
+                touched.insert((key.bucket.clone(), key.key.clone()));
+            }
+        }
     }
 
     /// An anti-entropy round: build the next tree not yet built from the store, and start an
@@ -2436,15 +2450,16 @@ impl Node {
     /// A damaged record is as good as missing: leaving it out of the tree lets the next
     /// exchange find the key and repair it from a peer.
     fn forget_in_tree(&mut self, key: &StorageKey) {
-        if key.space == Space::Data {
-            if let Some(state) = self.trees.get_mut(&key.partition) {
-                state.tree.update(&key.bucket, &key.key, None);
-            }
+        if key.space == Space::Data && self.trees.contains_key(&key.partition) {
+            self.set_in_tree(key, None);
         }
     }
 
     fn request_tree_page(&mut self, partition: PartitionId) {
-        let after = self.trees.get(&partition).and_then(|t| t.cursor.clone());
+        let after = self.trees.get_mut(&partition).and_then(|t| {
+            t.touched_while_scanning = Some(BTreeSet::new());
+            t.cursor.clone()
+        });
         self.tree_building = true;
         self.storage(
             StorageOp::Scan {
@@ -2466,7 +2481,12 @@ impl Node {
         let Some(state) = self.trees.get_mut(&partition) else {
             return;
         };
+        // A write that landed after the page was read is newer than the page's record.
+        let touched = state.touched_while_scanning.take().unwrap_or_default();
         for (key, record) in &items {
+            if touched.contains(&(key.bucket.clone(), key.key.clone())) {
+                continue;
+            }
             match Object::decode(record) {
                 Ok(object) => {
                     state

@@ -603,9 +603,9 @@ pub async fn run_campaign_then(
     let finals = read_back(cluster, &history, &recorder).await?;
     let mut verdict = checker::check(&history, &finals);
     verdict.hints_left = hints_left;
-    if merkle_converged.is_none() {
+    if let Err(differing) = &merkle_converged {
         verdict.divergent.push(format!(
-            "Merkle roots still differ after {:?}",
+            "Merkle roots still differ after {:?}: {differing}",
             config.converge_within
         ));
     }
@@ -701,9 +701,10 @@ async fn wait_converged(
     cluster: &NetCluster,
     since: Instant,
     within: Duration,
-) -> (Option<Duration>, Option<Duration>, Vec<String>) {
+) -> (Option<Duration>, Result<Duration, String>, Vec<String>) {
     let mut hints_drained = None;
     let mut merkle = None;
+    let mut roots_differ = String::from("never compared");
     let mut hints_left = Vec::new();
     while since.elapsed() < within && (hints_drained.is_none() || merkle.is_none()) {
         let statuses = cluster.statuses().await;
@@ -719,34 +720,57 @@ async fn wait_converged(
         if hints_drained.is_none() && hints_left.is_empty() {
             hints_drained = Some(since.elapsed());
         }
-        if merkle.is_none() && roots_agree(cluster, &statuses).await {
-            merkle = Some(since.elapsed());
+        if merkle.is_none() {
+            match roots_agree(cluster, &statuses).await {
+                Ok(()) => merkle = Some(since.elapsed()),
+                Err(differing) => roots_differ = differing,
+            }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    (hints_drained, merkle, hints_left)
+    (hints_drained, merkle.ok_or(roots_differ), hints_left)
 }
 
 /// Whether every partition's replicas (by the ring) all report the same built root.
+/// `Ok` when they do; else the partitions that differ, with each replica's root (`-`: none
+/// built or no answer).
 async fn roots_agree(
     cluster: &NetCluster,
     statuses: &[Option<ringkv::api::ClusterStatus>],
-) -> bool {
-    let Ok(ring) = cluster.client(0, Duration::from_secs(5)).ring().await else {
-        return false;
-    };
-    !ring.partitions.is_empty()
-        && ring.partitions.iter().all(|partition| {
-            let roots: Vec<Option<&String>> = partition
+) -> Result<(), String> {
+    let ring = cluster
+        .client(0, Duration::from_secs(5))
+        .ring()
+        .await
+        .map_err(|error| format!("no ring: {error}"))?;
+    if ring.partitions.is_empty() {
+        return Err("the ring has no partitions".into());
+    }
+    let mut differing = Vec::new();
+    for partition in &ring.partitions {
+        let roots: Vec<Option<&String>> = partition
+            .replicas
+            .iter()
+            .map(|id| {
+                let i = cluster.index_of(id)?;
+                statuses[i].as_ref()?.merkle_roots.get(&partition.id)
+            })
+            .collect();
+        if !roots.iter().all(|r| r.is_some() && *r == roots[0]) {
+            let described: Vec<String> = partition
                 .replicas
                 .iter()
-                .map(|id| {
-                    let i = cluster.index_of(id)?;
-                    statuses[i].as_ref()?.merkle_roots.get(&partition.id)
-                })
+                .zip(&roots)
+                .map(|(id, root)| format!("{id}={}", root.map_or("-", |r| r.as_str())))
                 .collect();
-            roots.iter().all(|r| r.is_some() && *r == roots[0])
-        })
+            differing.push(format!("p{}: {}", partition.id, described.join(" ")));
+        }
+    }
+    if differing.is_empty() {
+        Ok(())
+    } else {
+        Err(differing.join("; "))
+    }
 }
 
 /// Reads every key of the history back with R = all, and fetches each replica's own record.
