@@ -306,3 +306,82 @@ fn a_member_learned_from_gossip_and_never_heard_from_is_found_down() {
     assert!(node.is_alive(&NodeId::new("n2")));
     assert!(!node.is_alive(&n3), "a silent member must be found down");
 }
+
+/// Runs the node's timers up to `until`, performing every storage operation at once except a
+/// scan of `hold`'s partition, which is returned unperformed (op id and operation) when it
+/// comes.
+fn run_until(
+    node: &mut Node,
+    store: &mut MemStore,
+    until: u64,
+    hold: Option<ringkv_core::ring::PartitionId>,
+) -> Option<(ringkv_core::io::OpId, ringkv_core::io::StorageOp)> {
+    use ringkv_core::io::{ScanRange, StorageOp};
+    while let Some(at) = node.poll_timeout() {
+        if at > until {
+            break;
+        }
+        node.handle_timeout(at);
+        while let Some(output) = node.poll_output() {
+            if let Output::Storage { op_id, op } = output {
+                if let StorageOp::Scan {
+                    range: ScanRange::Partition(p),
+                    ..
+                } = &op
+                {
+                    if Some(*p) == hold {
+                        return Some((op_id, op));
+                    }
+                }
+                let result = store.apply(&op);
+                node.handle_storage(at, op_id, result);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_write_during_a_tree_build_page_is_not_overwritten_by_the_page() {
+    // The host reads a build page on one thread while writes commit on another: a page read
+    // before a write may arrive after it. The page's stale digest must not replace the write's,
+    // or the tree differs from the store until its next rebuild (hours) and anti-entropy never
+    // settles. (A 240 s soak between network namespaces caught it.)
+    let mut node = single_node();
+    let mut store = MemStore::new();
+    let key_of = |node: &Node| node.storage_key(b"b", b"k");
+    let partition = key_of(&node).partition;
+    let mut request_id = 0;
+    let mut write = |node: &mut Node, store: &mut MemStore, value: &[u8], now: u64| {
+        request_id += 1;
+        node.handle_client(
+            now,
+            request_id,
+            put(b"k", value.to_vec(), RequestOptions::default()),
+        )
+        .unwrap();
+        drive(node, store, now);
+    };
+    write(&mut node, &mut store, b"old", 0);
+
+    let (scan_id, scan) = run_until(&mut node, &mut store, 3_600_000, Some(partition))
+        .expect("the tree of the key's partition is built");
+    let now = node.poll_timeout().unwrap_or(0).saturating_sub(1);
+    // The page is read now (it holds "old"), the write lands, then the page arrives.
+    let stale_page = store.apply(&scan);
+    write(&mut node, &mut store, b"new", now);
+    node.handle_storage(now, scan_id, stale_page);
+    run_until(&mut node, &mut store, now + 3_600_000, None);
+
+    // A node that builds its trees from the final store is the reference.
+    let mut fresh = single_node();
+    let mut fresh_store = store.clone();
+    run_until(&mut fresh, &mut fresh_store, 3_600_000, None);
+    let built = node.merkle_roots();
+    let reference = fresh.merkle_roots();
+    assert!(
+        reference.contains_key(&partition),
+        "the reference tree is built"
+    );
+    assert_eq!(built.get(&partition), reference.get(&partition));
+}
