@@ -259,6 +259,9 @@ pub struct ServerConfig {
     pub max_batch_ops: usize,
     /// Most HTTP connections at once.
     pub max_connections: usize,
+    /// Most inbound peer connections still in their handshake (not yet authenticated) at once;
+    /// more are closed at once and counted as `too_many_handshakes`.
+    pub max_pending_handshakes: usize,
     /// Time a client has to send its request headers.
     pub header_read_timeout_ms: u64,
     /// Where the visualizer's built files are (served at `/ui`).
@@ -314,6 +317,7 @@ impl Default for ServerConfig {
             flush_interval_ms: 20,
             max_batch_ops: 512,
             max_connections: 1024,
+            max_pending_handshakes: TransportConfig::default().max_pending_handshakes,
             header_read_timeout_ms: 10_000,
             ui_dir: None,
             drain_timeout_ms: 10_000,
@@ -760,6 +764,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             advertised_address: advertised_peer.clone(),
             tls: security.peer_tls,
             secret: security.secret,
+            max_pending_handshakes: config.max_pending_handshakes,
             ..TransportConfig::default()
         },
         peer_listener,
@@ -905,6 +910,13 @@ mod tests {
             Ok(_) => panic!("accepted: {config:?}"),
             Err(error) => error.to_string(),
         }
+    }
+
+    #[test]
+    fn the_pending_handshake_cap_is_a_setting() {
+        assert_eq!(ServerConfig::default().max_pending_handshakes, 64);
+        let config: ServerConfig = toml::from_str("max_pending_handshakes = 8").unwrap();
+        assert_eq!(config.max_pending_handshakes, 8);
     }
 
     #[test]
