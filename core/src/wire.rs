@@ -115,8 +115,8 @@ pub enum Message {
     /// [`handle_gossip`](crate::membership::handle_gossip)).
     Gossip(GossipMessage),
     /// A receiver of `partition` under the next ring asks a current replica for the partition's
-    /// records after `after` (hand-over, in bounded, resumable chunks).
-    HandoffPull {
+    /// records after `after` (a transfer, in bounded, resumable chunks).
+    TransferPull {
         /// The receiver's id for the transfer.
         id: CoordinationId,
         /// The partition.
@@ -124,8 +124,8 @@ pub enum Message {
         /// Resume point: the last key of the previous chunk.
         after: Option<StorageKey>,
     },
-    /// One chunk of a hand-over; `done` when the partition has nothing after it.
-    HandoffChunk {
+    /// One chunk of a transfer; `done` when the partition has nothing after it.
+    TransferChunk {
         /// The receiver's id.
         id: CoordinationId,
         /// Keys and records.
@@ -231,6 +231,38 @@ mod tests {
             hint: Some(NodeId::new("n3")),
         };
         assert_eq!(Message::decode(&message.encode()), Ok(message));
+    }
+
+    /// Frames written before variants were renamed (`HandoffPull`/`HandoffChunk` became
+    /// `TransferPull`/`TransferChunk`) still decode: postcard encodes a variant by its position,
+    /// so renaming is free and reordering is not. The bytes are what the old names produced.
+    #[test]
+    fn frames_of_older_versions_still_decode() {
+        fn bytes(hex: &str) -> Vec<u8> {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        }
+        let key = StorageKey::data(PartitionId(7), b"b", b"k");
+        let pull = Message::TransferPull {
+            id: 5,
+            partition: PartitionId(7),
+            after: Some(key.clone()),
+        };
+        let chunk = Message::TransferChunk {
+            id: 5,
+            items: alloc::vec![(key, b"rec".to_vec())],
+            done: true,
+        };
+        for (message, old) in [
+            (pull, "010905070100070162016b"),
+            (chunk, "010a050100070162016b0372656301"),
+            (Message::Ping, "010c"),
+        ] {
+            assert_eq!(Message::decode(&bytes(old)), Ok(message.clone()));
+            assert_eq!(message.encode(), bytes(old));
+        }
     }
 
     #[test]
@@ -493,7 +525,7 @@ mod tests {
                 any::<u32>(),
                 proptest::option::of(storage_key())
             )
-                .prop_map(|(id, partition, after)| Message::HandoffPull {
+                .prop_map(|(id, partition, after)| Message::TransferPull {
                     id,
                     partition: PartitionId(partition),
                     after,
@@ -503,7 +535,7 @@ mod tests {
                 proptest::collection::vec((storage_key(), bytes()), 0..3),
                 any::<bool>()
             )
-                .prop_map(|(id, items, done)| Message::HandoffChunk {
+                .prop_map(|(id, items, done)| Message::TransferChunk {
                     id,
                     items,
                     done

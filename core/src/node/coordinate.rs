@@ -1,0 +1,540 @@
+//! Coordination of client requests: a get collecting R replies, a put (or delete) counting W
+//! acknowledgements, a request forwarded to an owner, and their deadlines. The per-request state
+//! machines are in [`crate::coordinator`]; this is where the node starts, advances and ends them.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use super::{LocalWrite, LocalWriteKind, Node};
+use crate::config::{Millis, Quorums};
+use crate::coordinator::get::{GetState, ReplicaState};
+use crate::coordinator::put::PutState;
+use crate::coordinator::{Client, ForwardState, Target};
+use crate::id::NodeId;
+use crate::io::{ClientRequest, Event, QuorumKind, Reply, RequestId, StorageKey};
+use crate::version::{Content, Context, Dot, Object};
+use crate::wire::{CoordinationId, Message, ReadResult};
+
+/// One client request being coordinated or forwarded here.
+#[derive(Debug)]
+enum Request {
+    Get(GetState),
+    Put(PutState),
+    Forward(ForwardState),
+}
+
+impl Request {
+    fn deadline(&self) -> Millis {
+        match self {
+            Request::Get(s) => s.deadline,
+            Request::Put(s) => s.deadline,
+            Request::Forward(s) => s.deadline,
+        }
+    }
+}
+
+/// The coordination state: client requests, apart from the reads the node makes for itself.
+#[derive(Debug, Default)]
+pub(super) struct Requests {
+    /// Client requests (this node's clients' and those forwarded to it), by coordination id.
+    active: BTreeMap<CoordinationId, Request>,
+    /// Reads the node makes for itself: anti-entropy repairs and reap checks. They are
+    /// coordinated like a client's get, but no client waits for them.
+    background_reads: BTreeMap<CoordinationId, GetState>,
+    /// Request ids of this node's clients not answered yet.
+    pub(super) client_ids: BTreeSet<RequestId>,
+}
+
+impl Requests {
+    /// Client requests in flight (background reads are not counted).
+    pub(super) fn client_count(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Whether a request or background read waits under `id`.
+    pub(super) fn contains(&self, id: CoordinationId) -> bool {
+        self.active.contains_key(&id) || self.background_reads.contains_key(&id)
+    }
+
+    pub(super) fn get(&self, id: CoordinationId) -> Option<&GetState> {
+        match self.active.get(&id) {
+            Some(Request::Get(state)) => Some(state),
+            _ => self.background_reads.get(&id),
+        }
+    }
+
+    pub(super) fn get_mut(&mut self, id: CoordinationId) -> Option<&mut GetState> {
+        match self.active.get_mut(&id) {
+            Some(Request::Get(state)) => Some(state),
+            _ => self.background_reads.get_mut(&id),
+        }
+    }
+
+    pub(super) fn put_mut(&mut self, id: CoordinationId) -> Option<&mut PutState> {
+        match self.active.get_mut(&id) {
+            Some(Request::Put(state)) => Some(state),
+            _ => None,
+        }
+    }
+}
+
+impl Node {
+    fn arm(&mut self, id: CoordinationId, request: Request) {
+        self.arm_deadline(id, request.deadline());
+        self.requests.active.insert(id, request);
+    }
+
+    fn finish(&mut self, id: CoordinationId) -> Option<Request> {
+        let request = self.requests.active.remove(&id)?;
+        self.disarm_deadline(id, request.deadline());
+        Some(request)
+    }
+
+    fn arm_get(&mut self, id: CoordinationId, state: GetState) {
+        if matches!(state.client, Client::Internal | Client::Reap) {
+            self.arm_deadline(id, state.deadline);
+            self.requests.background_reads.insert(id, state);
+        } else {
+            self.arm(id, Request::Get(state));
+        }
+    }
+
+    fn finish_get(&mut self, id: CoordinationId) -> Option<GetState> {
+        if let Some(state) = self.requests.background_reads.remove(&id) {
+            self.disarm_deadline(id, state.deadline);
+            return Some(state);
+        }
+        match self.requests.active.get(&id) {
+            Some(Request::Get(_)) => match self.finish(id) {
+                Some(Request::Get(state)) => Some(state),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn finish_put(&mut self, id: CoordinationId) -> Option<PutState> {
+        match self.requests.active.get(&id) {
+            Some(Request::Put(_)) => match self.finish(id) {
+                Some(Request::Put(state)) => Some(state),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    // ----- coordination: get -----
+
+    pub(super) fn start_get(
+        &mut self,
+        client: Client,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        quorums: Quorums,
+        replicas: Vec<NodeId>,
+        timeout: Millis,
+    ) {
+        let id = self.new_coordination_id();
+        let replicas = self.targets(&bucket, &key, replicas);
+        for target in &replicas {
+            self.send(
+                target.node.clone(),
+                Message::Read {
+                    id,
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    hint: target.hint.clone(),
+                },
+            );
+        }
+        let state = GetState {
+            client,
+            mode: self.mode(&bucket),
+            bucket,
+            key,
+            quorums,
+            replicas,
+            replies: BTreeMap::new(),
+            merged: Object::new(),
+            answered: false,
+            deadline: self.now.saturating_add(timeout),
+        };
+        self.arm_get(id, state);
+    }
+
+    pub(super) fn on_read_reply(&mut self, from: NodeId, id: CoordinationId, result: ReadResult) {
+        let Some(state) = self.requests.get(id) else {
+            return;
+        };
+        let replica_state = match result {
+            ReadResult::Found(record) => match Object::decode(&record) {
+                Ok(object) => ReplicaState::Found(object),
+                Err(error) => {
+                    let (bucket, key) = (state.bucket.clone(), state.key.clone());
+                    self.event(Event::ChecksumFailure {
+                        bucket,
+                        key,
+                        detail: format!("record from {from}: {error}"),
+                    });
+                    ReplicaState::Corrupt
+                }
+            },
+            ReadResult::NotFound => ReplicaState::Missing,
+            ReadResult::Corrupt => ReplicaState::Corrupt,
+            ReadResult::Failed => ReplicaState::Failed,
+        };
+        let Some(state) = self.requests.get_mut(id) else {
+            return;
+        };
+        state.record(&from, replica_state);
+        let reply = state.take_reply();
+        let client = state.client.clone();
+        let done = state.all_replied();
+        if let Some(reply) = reply {
+            self.reply(client, reply);
+        }
+        if done {
+            self.end_get(id);
+        }
+    }
+
+    /// Ends a get: answers if it never did, and repairs the replicas that replied stale.
+    pub(super) fn end_get(&mut self, id: CoordinationId) {
+        let Some(mut state) = self.finish_get(id) else {
+            return;
+        };
+        if let Some(reply) = state.final_reply() {
+            self.reply_unavailable(state.client.clone(), reply);
+        }
+        let stale = state.stale_replicas();
+        if state.client == Client::Reap {
+            self.maybe_reap(&state, stale.is_empty());
+        }
+        if !self.config.read_repair || stale.is_empty() {
+            return;
+        }
+        let record = state.merged.encode();
+        for target in &stale {
+            self.send(
+                target.node.clone(),
+                Message::Repair {
+                    bucket: state.bucket.clone(),
+                    key: state.key.clone(),
+                    record: record.clone(),
+                    hint: target.hint.clone(),
+                },
+            );
+        }
+        self.event(Event::ReadRepair {
+            bucket: state.bucket,
+            key: state.key,
+            replicas: stale.into_iter().map(|t| t.node).collect(),
+        });
+    }
+
+    // ----- coordination: put and delete -----
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_put(
+        &mut self,
+        client: Client,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        context: Context,
+        content: Content,
+        quorums: Quorums,
+        replicas: Vec<NodeId>,
+        timeout: Millis,
+    ) {
+        let id = self.new_coordination_id();
+        let storage_key = self.storage_key(&bucket, &key);
+        let replicas = self.targets(&bucket, &key, replicas);
+        let state = PutState {
+            client,
+            quorums,
+            replicas,
+            acked: Vec::new(),
+            durable: BTreeSet::new(),
+            refused: BTreeSet::new(),
+            written: None,
+            answered: false,
+            deadline: self.now.saturating_add(timeout),
+        };
+        self.arm(id, Request::Put(state));
+        self.enqueue_local_write(LocalWrite {
+            key: storage_key,
+            kind: LocalWriteKind::Coordinate {
+                id,
+                context: context.clock().clone(),
+                content,
+            },
+            sync: quorums.dw > 0,
+            result: None,
+        });
+    }
+
+    /// The coordinator's own write is stored: replicate to the others and count it.
+    pub(super) fn coordinated_write_stored(
+        &mut self,
+        id: CoordinationId,
+        key: &StorageKey,
+        object: &Object,
+        dot: Dot,
+        synced: bool,
+    ) {
+        let me = self.config.node_id.clone();
+        let Some(state) = self.requests.put_mut(id) else {
+            return;
+        };
+        state.written = Some((object.context(), dot));
+        state.record(&me, true, synced);
+        let sync = state.quorums.dw > 0;
+        let others: Vec<Target> = state
+            .replicas
+            .iter()
+            .filter(|t| t.node != me)
+            .cloned()
+            .collect();
+        let receivers = self.pending_receivers(&key.bucket, &key.key);
+        if !others.is_empty() || !receivers.is_empty() {
+            let record = object.encode();
+            for receiver in receivers {
+                self.send(
+                    receiver,
+                    Message::Repair {
+                        bucket: key.bucket.clone(),
+                        key: key.key.clone(),
+                        record: record.clone(),
+                        hint: None,
+                    },
+                );
+            }
+            for target in others {
+                self.send(
+                    target.node,
+                    Message::Write {
+                        id,
+                        bucket: key.bucket.clone(),
+                        key: key.key.clone(),
+                        record: record.clone(),
+                        sync,
+                        hint: target.hint,
+                    },
+                );
+            }
+        }
+        self.advance_put(id);
+    }
+
+    pub(super) fn coordinated_write_failed(
+        &mut self,
+        id: CoordinationId,
+        reason: alloc::string::String,
+    ) {
+        self.coordinated_write_refused(id, Reply::Failed { reason });
+    }
+
+    /// Ends a put whose local write failed with `reply` (nothing was sent to other replicas).
+    pub(super) fn coordinated_write_refused(&mut self, id: CoordinationId, reply: Reply) {
+        if let Some(state) = self.finish_put(id) {
+            if !state.answered {
+                self.reply(state.client, reply);
+            }
+        }
+    }
+
+    pub(super) fn on_write_reply(
+        &mut self,
+        from: NodeId,
+        id: CoordinationId,
+        stored: bool,
+        synced: bool,
+    ) {
+        if self.hints.deliveries.contains_key(&id) {
+            self.on_delivery_ack(&from, id, stored, synced);
+            return;
+        }
+        let Some(state) = self.requests.put_mut(id) else {
+            return;
+        };
+        state.record(&from, stored, synced);
+        self.advance_put(id);
+    }
+
+    pub(super) fn advance_put(&mut self, id: CoordinationId) {
+        let Some(state) = self.requests.put_mut(id) else {
+            return;
+        };
+        let reply = state.take_reply();
+        let client = state.client.clone();
+        let all = state.all_answered();
+        if let Some(reply) = reply {
+            self.reply(client, reply);
+        }
+        if all {
+            self.end_put(id);
+        }
+    }
+
+    pub(super) fn end_put(&mut self, id: CoordinationId) {
+        let Some(mut state) = self.finish_put(id) else {
+            return;
+        };
+        if let Some(reply) = state.unavailable() {
+            self.reply_unavailable(state.client, reply);
+        }
+    }
+
+    // ----- forwarding -----
+
+    pub(super) fn forward(
+        &mut self,
+        request_id: RequestId,
+        request: ClientRequest,
+        quorums: Quorums,
+        replicas: &[NodeId],
+        timeout: Millis,
+    ) {
+        // The first replica that is reachable (not suspected, and alive to the failure detector)
+        // coordinates; if none is, the first one still gets its chance.
+        let target = replicas
+            .iter()
+            .find(|r| self.reachable(r))
+            .unwrap_or(&replicas[0])
+            .clone();
+        let id = self.new_coordination_id();
+        self.send(target.clone(), Message::Forward { id, request });
+        let state = ForwardState {
+            request_id,
+            target,
+            needed: quorums.w,
+            deadline: self.now.saturating_add(timeout),
+        };
+        self.arm(id, Request::Forward(state));
+    }
+
+    pub(super) fn on_forward(&mut self, from: NodeId, id: CoordinationId, request: ClientRequest) {
+        let client = Client::Remote {
+            from: from.clone(),
+            id,
+        };
+        let quorums = match self.validate(&request) {
+            Ok(quorums) => quorums,
+            Err(error) => {
+                self.reply(
+                    client,
+                    Reply::Failed {
+                        reason: error.to_string(),
+                    },
+                );
+                return;
+            }
+        };
+        let (bucket, key) = request.target();
+        let replicas = self.preference_list(bucket, key, quorums.n);
+        if !replicas.contains(self.id()) {
+            // Views of the ring differ; forwarding again could loop.
+            self.reply(
+                client,
+                Reply::Failed {
+                    reason: format!("{} is not a replica of this key", self.id()),
+                },
+            );
+            return;
+        }
+        // The forwarder's own timer bounds the request; this one ends earlier, so that its
+        // answer (which replicas acknowledged) reaches the forwarder before that timer fires.
+        let timeout = request
+            .options()
+            .timeout_ms
+            .unwrap_or(self.config.request_timeout_ms);
+        let timeout = timeout - timeout / 4;
+        let (content, bucket, key, context) = match request {
+            ClientRequest::Put {
+                bucket,
+                key,
+                context,
+                value,
+                ..
+            } => (Content::Value(value), bucket, key, context),
+            ClientRequest::Delete {
+                bucket,
+                key,
+                context,
+                ..
+            } => (Content::Tombstone, bucket, key, context),
+            ClientRequest::Get { bucket, key, .. } => {
+                self.start_get(client, bucket, key, quorums, replicas, timeout);
+                return;
+            }
+        };
+        self.start_put(
+            client, bucket, key, context, content, quorums, replicas, timeout,
+        );
+    }
+
+    pub(super) fn on_forward_reply(&mut self, from: NodeId, id: CoordinationId, reply: Reply) {
+        match self.requests.active.get(&id) {
+            Some(Request::Forward(state)) if state.target == from => {}
+            _ => return,
+        }
+        if let Some(Request::Forward(state)) = self.finish(id) {
+            self.reply(Client::Local(state.request_id), reply);
+        }
+    }
+
+    // ----- deadlines -----
+
+    /// A request's (or background read's) deadline passed: the replicas that stayed silent are
+    /// suspected, and the request ends with what it has.
+    pub(super) fn on_request_deadline(&mut self, id: CoordinationId) {
+        let silent: Vec<NodeId> = match (self.requests.get(id), self.requests.active.get(&id)) {
+            (Some(s), _) => s
+                .replicas
+                .iter()
+                .map(|t| &t.node)
+                .filter(|r| !s.replies.contains_key(*r))
+                .cloned()
+                .collect(),
+            // Before the local write is done nobody else was asked: a slow disk is not a reason
+            // to suspect the peers.
+            (None, Some(Request::Put(s))) if s.written.is_none() => Vec::new(),
+            (None, Some(Request::Put(s))) => s
+                .replicas
+                .iter()
+                .map(|t| &t.node)
+                .filter(|r| !s.acked.contains(*r) && !s.refused.contains(*r))
+                .cloned()
+                .collect(),
+            (None, Some(Request::Forward(s))) => alloc::vec![s.target.clone()],
+            (None, Some(Request::Get(_))) | (None, None) => return,
+        };
+        for node in silent {
+            if node != self.config.node_id {
+                self.routing.suspects.insert(node);
+            }
+        }
+        if self.requests.get(id).is_some() {
+            self.end_get(id);
+            return;
+        }
+        match self.requests.active.get(&id) {
+            Some(Request::Put(_)) => self.end_put(id),
+            Some(Request::Forward(_)) => {
+                if let Some(Request::Forward(state)) = self.finish(id) {
+                    self.reply_unavailable(
+                        Client::Local(state.request_id),
+                        Reply::Unavailable {
+                            kind: QuorumKind::Write,
+                            needed: state.needed,
+                            answered: Vec::new(),
+                        },
+                    );
+                }
+            }
+            Some(Request::Get(_)) | None => {}
+        }
+    }
+}

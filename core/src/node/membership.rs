@@ -1,0 +1,239 @@
+//! Membership: the cluster view (a CRDT kept in step by gossip), operator commands, the
+//! claimant's staged ring changes, the failure detector's verdicts, and taking up a new ring.
+
+use alloc::collections::BTreeSet;
+use alloc::format;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use super::{Node, PendingOp};
+use crate::config::{Millis, RequestOptions};
+use crate::error::CommandError;
+use crate::id::NodeId;
+use crate::io::{Command, Event, StorageKey, StorageOp};
+use crate::membership::{
+    choose_gossip_peer, handle_gossip, ClusterView, FailureDetector, GossipMessage, Liveness,
+    MemberStatus,
+};
+use crate::ring::PartitionId;
+use crate::wire::Message;
+
+/// The membership state.
+#[derive(Debug)]
+pub(super) struct Membership {
+    /// This node's view of the cluster, kept in step with the others' by gossip.
+    pub(super) view: ClusterView,
+    /// Liveness of peers, from all traffic (gossip included).
+    pub(super) detector: FailureDetector,
+    /// Peers down long enough to have raised their alert.
+    pub(super) alerted: BTreeSet<NodeId>,
+}
+
+impl Membership {
+    pub(super) fn new(view: ClusterView, detector: FailureDetector) -> Membership {
+        Membership {
+            view,
+            detector,
+            alerted: BTreeSet::new(),
+        }
+    }
+}
+
+impl Node {
+    // ----- membership -----
+
+    /// This node's view of the cluster.
+    pub fn view(&self) -> &ClusterView {
+        &self.membership.view
+    }
+
+    /// An operator command. On `Err` nothing changed.
+    pub fn handle_command(&mut self, now: Millis, command: Command) -> Result<(), CommandError> {
+        self.advance(now);
+        match command {
+            Command::SetBucket { bucket, props } => {
+                let max = self.max_n();
+                if props.n == 0 || props.n as usize > max {
+                    return Err(CommandError::NOutOfRange { n: props.n, max });
+                }
+                props.resolve(&RequestOptions::default())?;
+                self.membership.view.set_bucket(bucket, props)?;
+            }
+            Command::Leave => {
+                let me = self.config.node_id.clone();
+                self.membership.view.set_status(&me, MemberStatus::Leaving);
+            }
+            Command::Remove { node } => {
+                self.membership
+                    .view
+                    .set_status(&node, MemberStatus::Removed);
+            }
+        }
+        self.view_changed();
+        self.drain_loopback();
+        Ok(())
+    }
+
+    /// Where peers and clients reach this node now (a host calls it at start, since a restarted
+    /// node may listen elsewhere). Changes the view, and so gossips, only when they differ.
+    pub fn announce(
+        &mut self,
+        now: Millis,
+        peer_address: &str,
+        client_address: &str,
+    ) -> Result<(), CommandError> {
+        self.advance(now);
+        let me = self.config.node_id.clone();
+        let Some(mut info) = self.membership.view.member(&me).cloned() else {
+            return Ok(());
+        };
+        if info.peer_address == peer_address && info.client_address == client_address {
+            return Ok(());
+        }
+        info.peer_address = peer_address.to_string();
+        info.client_address = client_address.to_string();
+        self.membership.view.set_member(info)?;
+        self.view_changed();
+        self.drain_loopback();
+        Ok(())
+    }
+
+    /// After any change of the view: persist it, take up a new ring, and report it.
+    pub(super) fn view_changed(&mut self) {
+        // Start the clock of every member learned from the view, as `from_view` does for the
+        // first ones: a member this node never hears from must be found down, not be taken
+        // for alive forever (a detector deems a peer it never heard from alive).
+        let me = self.config.node_id.clone();
+        let now = self.now;
+        let unknown: Vec<NodeId> = self
+            .membership
+            .view
+            .members()
+            .filter(|m| {
+                m.id != me
+                    && m.status != MemberStatus::Removed
+                    && self.membership.detector.last_heard(&m.id).is_none()
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        for member in unknown {
+            self.membership.detector.heartbeat(&member, now);
+        }
+        let digest = self.membership.view.digest();
+        self.storage(
+            StorageOp::Put {
+                key: StorageKey::view(),
+                record: self.membership.view.encode(),
+                sync: true,
+            },
+            PendingOp::PersistView,
+        );
+        let version = self.membership.view.ring().map(|s| s.version);
+        if version != self.routing.ring_version {
+            if let Some(state) = self.membership.view.ring() {
+                self.routing.ring = state.ring.clone();
+                self.routing.ring_version = version;
+                // Trees of partitions this node no longer holds are dropped; new ones get built.
+                let mine: BTreeSet<PartitionId> = self.my_partitions().into_iter().collect();
+                self.anti_entropy.trees.retain(|p, _| mine.contains(p));
+                // A node that sees itself in the ring it routes by is up.
+                let me = self.config.node_id.clone();
+                if self.routing.ring.member(&me).is_some()
+                    && self
+                        .membership
+                        .view
+                        .member(&me)
+                        .is_some_and(|m| m.status == MemberStatus::Joining)
+                {
+                    self.membership.view.set_status(&me, MemberStatus::Up);
+                }
+            }
+        }
+        self.event(Event::ViewChanged { digest });
+    }
+
+    /// A gossip round: start a push-pull exchange with one peer, and report liveness changes.
+    pub(super) fn gossip_tick(&mut self) {
+        self.membership_step();
+        let now = self.now;
+        let detector = &self.membership.detector;
+        let suspects = &self.routing.suspects;
+        let partner = choose_gossip_peer(
+            &self.config.node_id,
+            &self.membership.view,
+            &|peer: &NodeId| detector.is_alive(peer, now) && !suspects.contains(peer),
+            &self.config.gossip.seeds,
+            &mut self.rng,
+        );
+        if let Some(partner) = partner {
+            let digest = self.membership.view.digest();
+            self.send(partner, Message::Gossip(GossipMessage::Digest(digest)));
+        }
+        for change in self.membership.detector.poll_changes(now) {
+            match change {
+                Liveness::Down { peer, .. } => self.event(Event::PeerDown { peer }),
+                Liveness::Up { peer } => {
+                    self.membership.alerted.remove(&peer);
+                    self.event(Event::PeerUp { peer });
+                }
+            }
+        }
+        let members: Vec<NodeId> = self
+            .membership
+            .view
+            .members()
+            .filter(|m| m.id != self.config.node_id && m.status != MemberStatus::Removed)
+            .map(|m| m.id.clone())
+            .collect();
+        // Peers we believe down are pinged every round: gossip only goes to live peers, so two
+        // nodes that each think the other down would otherwise never hear from each other.
+        for peer in &members {
+            if !self.reachable(peer) {
+                self.send(peer.clone(), Message::Ping);
+            }
+        }
+        for peer in members {
+            if let Some(down_ms) = self.membership.detector.down_for(&peer, now) {
+                if down_ms >= self.config.down_alert_ms
+                    && self.membership.alerted.insert(peer.clone())
+                {
+                    self.event(Event::DownAlert { peer, down_ms });
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_gossip(&mut self, from: NodeId, gossip: GossipMessage) {
+        let before = self.membership.view.digest();
+        match handle_gossip(&mut self.membership.view, &gossip) {
+            Ok(reply) => {
+                if let Some(reply) = reply {
+                    self.send(from, Message::Gossip(reply));
+                }
+                if self.membership.view.digest() != before {
+                    self.view_changed();
+                }
+            }
+            Err(error) => self.event(Event::MessageDropped {
+                from,
+                reason: format!("gossip: {error}"),
+            }),
+        }
+    }
+
+    /// The claimant advances membership changes; every node pulls what it must receive under
+    /// the next ring ([`Node::transfer_step`]), and records finished transfers in the view.
+    pub(super) fn membership_step(&mut self) {
+        let me = self.config.node_id.clone();
+        let n = self.max_n();
+        if self.membership.view.claimant() == Some(&me) {
+            let config = self.config.ring.clone();
+            if let Ok(true) = self.membership.view.advance(&me, &config, n) {
+                self.view_changed();
+            }
+        }
+        if self.transfer_step() {
+            self.view_changed();
+        }
+    }
+}

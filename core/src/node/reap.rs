@@ -1,0 +1,116 @@
+//! Tombstone reaping: a deleted key's tombstone leaves the disk once the grace period is over
+//! and every replica is known to hold that very tombstone (a read of all N, none a fallback,
+//! under a ring that is not moving). A write since the check keeps the key.
+
+use alloc::vec::Vec;
+
+use super::Node;
+use crate::config::Quorums;
+use crate::coordinator::get::{GetState, ReplicaState};
+use crate::coordinator::Client;
+use crate::io::StorageKey;
+use crate::merkle::object_digest;
+use crate::version::Object;
+use crate::wire::Message;
+
+use super::DeleteCondition;
+
+impl Node {
+    /// A tombstone met while building a tree: if this node is the key's first replica and the
+    /// grace period is over, check whether every replica has it.
+    pub(super) fn consider_reaping(&mut self, key: &StorageKey, object: &Object) {
+        if !object.is_deleted() || self.routing.ring_version.is_none() {
+            return;
+        }
+        // Not while the ring is moving: a receiver might not have the tombstone yet.
+        if self
+            .membership
+            .view
+            .ring()
+            .is_some_and(|s| s.next.is_some())
+        {
+            return;
+        }
+        let newest = object
+            .siblings()
+            .iter()
+            .map(|s| s.timestamp)
+            .max()
+            .unwrap_or(0);
+        if newest.saturating_add(self.config.tombstone_grace_ms) > self.now {
+            return;
+        }
+        let n = self.bucket_props(&key.bucket).n;
+        let replicas = self.preference_list(&key.bucket, &key.key, n);
+        if replicas.first() != Some(&self.config.node_id) {
+            return;
+        }
+        let quorums = Quorums {
+            n,
+            r: n,
+            w: n,
+            dw: 0,
+        };
+        let timeout = self.config.request_timeout_ms;
+        self.start_get(
+            Client::Reap,
+            key.bucket.clone(),
+            key.key.clone(),
+            quorums,
+            replicas,
+            timeout,
+        );
+    }
+
+    /// A reap check ended: when every replica answered with the same tombstone (and none stood
+    /// in as a fallback), all of them delete it.
+    pub(super) fn maybe_reap(&mut self, state: &GetState, all_equal: bool) {
+        let unanimous = state.all_replied()
+            && all_equal
+            && state.replicas.iter().all(|t| t.hint.is_none())
+            && state
+                .replies
+                .values()
+                .all(|r| matches!(r, ReplicaState::Found(_)));
+        if !unanimous || !state.merged.is_deleted() {
+            return;
+        }
+        let digest = object_digest(&state.merged);
+        let Some(ring_version) = self.routing.ring_version else {
+            return;
+        };
+        for target in &state.replicas {
+            self.send(
+                target.node.clone(),
+                Message::Reap {
+                    bucket: state.bucket.clone(),
+                    key: state.key.clone(),
+                    digest,
+                    ring_version,
+                },
+            );
+        }
+    }
+
+    /// The first replica found every replica holding this tombstone: delete it, unless the
+    /// ring changed since the check or a write came since (the condition).
+    pub(super) fn on_reap(
+        &mut self,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        digest: u64,
+        ring_version: u64,
+    ) {
+        // Only under the very ring the check was made in, and not while it moves.
+        let settled = self
+            .membership
+            .view
+            .ring()
+            .is_some_and(|s| s.version == ring_version && s.next.is_none());
+        if !settled {
+            return;
+        }
+        let key = self.storage_key(&bucket, &key);
+        self.delete_if(key, DeleteCondition::Tombstone(digest));
+    }
+}

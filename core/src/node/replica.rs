@@ -1,0 +1,442 @@
+//! The replica side: serving peers' reads, and every local read-modify-write (a coordinated
+//! write, a replica's merge, a conditional delete), queued one at a time per key.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::format;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use super::{Node, PendingOp};
+use crate::id::NodeId;
+use crate::io::{Event, Reply, Space, StorageErrorKind, StorageKey, StorageOp, StorageResult};
+use crate::merkle::object_digest;
+use crate::ring::PartitionId;
+use crate::version::{Content, Dot, Object, VersionVector};
+use crate::wire::{CoordinationId, Message, ReadResult};
+
+/// What a read-modify-write of one local replica does with the record it reads.
+#[derive(Debug)]
+pub(super) enum LocalWriteKind {
+    /// This node coordinates a client's write: it gives the write its dot.
+    Coordinate {
+        id: CoordinationId,
+        context: VersionVector,
+        content: Content,
+    },
+    /// Merge an object from a peer (replication or repair); answer `reply_to` when stored.
+    Merge {
+        object: Object,
+        reply_to: Option<(NodeId, CoordinationId)>,
+    },
+    /// Delete the record, unless it changed since the decision to delete it was made.
+    DeleteIf(DeleteCondition),
+}
+
+/// What a record must still be for a conditional delete to go ahead.
+#[derive(Debug)]
+pub(super) enum DeleteCondition {
+    /// Exactly these bytes: a hint or orphan its owner acknowledged. If it changed since it
+    /// was sent, the change still has to reach the owner, and the next round sends it.
+    Record(Vec<u8>),
+    /// A tombstone with this digest: a reaped key (a write since the check keeps it).
+    Tombstone(u64),
+}
+
+impl DeleteCondition {
+    pub(super) fn holds(&self, record: &[u8]) -> bool {
+        match self {
+            DeleteCondition::Record(delivered) => record == delivered.as_slice(),
+            DeleteCondition::Tombstone(digest) => {
+                Object::decode(record).is_ok_and(|o| o.is_deleted() && object_digest(&o) == *digest)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct LocalWrite {
+    pub(super) key: StorageKey,
+    pub(super) kind: LocalWriteKind,
+    pub(super) sync: bool,
+    /// The object being stored, and for a coordinated write its new dot (set once read).
+    pub(super) result: Option<(Object, Option<Dot>)>,
+}
+
+/// The replica side's state: local read-modify-writes per key. The front one of a key is in
+/// progress and the rest wait, so two writes of one key never interleave (that would lose one,
+/// or reuse a dot).
+#[derive(Debug, Default)]
+pub(super) struct Replica {
+    pub(super) writes: BTreeMap<StorageKey, VecDeque<LocalWrite>>,
+}
+
+impl Replica {
+    /// Whether a local write of a record of `partition` is queued or in progress.
+    pub(super) fn writes_pending_in(&self, partition: PartitionId) -> bool {
+        self.writes
+            .keys()
+            .any(|k| k.space == Space::Data && k.partition == partition)
+    }
+}
+
+impl Node {
+    /// A peer's read of this node's replica (or of a hint it keeps for `hint`'s owner).
+    pub(super) fn on_replica_read(
+        &mut self,
+        from: NodeId,
+        id: CoordinationId,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        hint: Option<NodeId>,
+    ) {
+        match self.replica_key(&bucket, &key, hint) {
+            Some(key) => self.storage(
+                StorageOp::Get { key: key.clone() },
+                PendingOp::ServeRead { to: from, id, key },
+            ),
+            None => self.send(
+                from,
+                Message::ReadReply {
+                    id,
+                    result: ReadResult::Failed,
+                },
+            ),
+        }
+    }
+
+    /// Where this node keeps its copy of a key: its own replica, or a hint for `hint`'s owner.
+    /// `None` for a hint naming a node that is not a member (it could never be handed over).
+    pub(super) fn replica_key(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        hint: Option<NodeId>,
+    ) -> Option<StorageKey> {
+        let data = self.storage_key(bucket, key);
+        match hint {
+            Some(owner) if owner == self.config.node_id => Some(data),
+            Some(owner) if self.routing.ring.member(&owner).is_none() => None,
+            Some(owner) => Some(data.in_space(Space::Hint { owner })),
+            None => Some(data),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_replica_write(
+        &mut self,
+        from: NodeId,
+        id: Option<CoordinationId>,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        record: Vec<u8>,
+        sync: bool,
+        hint: Option<NodeId>,
+    ) {
+        let object = match Object::decode(&record) {
+            Ok(object) => object,
+            Err(error) => {
+                self.event(Event::ChecksumFailure {
+                    bucket,
+                    key,
+                    detail: format!("record sent by {from}: {error}"),
+                });
+                if let Some(id) = id {
+                    self.send(
+                        from,
+                        Message::WriteReply {
+                            id,
+                            stored: false,
+                            synced: false,
+                        },
+                    );
+                }
+                return;
+            }
+        };
+        let Some(storage_key) = self.replica_key(&bucket, &key, hint) else {
+            self.event(Event::MessageDropped {
+                from: from.clone(),
+                reason: "hint for a node that is not a member".to_string(),
+            });
+            if let Some(id) = id {
+                self.send(
+                    from,
+                    Message::WriteReply {
+                        id,
+                        stored: false,
+                        synced: false,
+                    },
+                );
+            }
+            return;
+        };
+        self.enqueue_local_write(LocalWrite {
+            key: storage_key,
+            kind: LocalWriteKind::Merge {
+                object,
+                reply_to: id.map(|id| (from, id)),
+            },
+            sync,
+            result: None,
+        });
+    }
+
+    pub(super) fn serve_read_done(
+        &mut self,
+        to: NodeId,
+        id: CoordinationId,
+        key: StorageKey,
+        result: StorageResult,
+    ) {
+        let result = match result {
+            StorageResult::Record(None) => ReadResult::NotFound,
+            StorageResult::Record(Some(record)) => match Object::decode(&record) {
+                Ok(_) => ReadResult::Found(record),
+                Err(error) => {
+                    self.forget_in_tree(&key);
+                    self.event(Event::ChecksumFailure {
+                        bucket: key.bucket,
+                        key: key.key,
+                        detail: error.to_string(),
+                    });
+                    ReadResult::Corrupt
+                }
+            },
+            _ => ReadResult::Failed,
+        };
+        self.send(to, Message::ReadReply { id, result });
+    }
+
+    // ----- local read-modify-write, one at a time per key -----
+
+    pub(super) fn enqueue_local_write(&mut self, write: LocalWrite) {
+        let key = write.key.clone();
+        let queue = self.replica.writes.entry(key.clone()).or_default();
+        queue.push_back(write);
+        if queue.len() == 1 {
+            self.storage(
+                StorageOp::Get { key: key.clone() },
+                PendingOp::WriteRead(key),
+            );
+        }
+    }
+
+    pub(super) fn local_write_read_done(&mut self, key: StorageKey, result: StorageResult) {
+        if let Some(LocalWrite {
+            kind: LocalWriteKind::DeleteIf(condition),
+            ..
+        }) = self.replica.writes.get(&key).and_then(VecDeque::front)
+        {
+            let holds =
+                matches!(&result, StorageResult::Record(Some(record)) if condition.holds(record));
+            let reaping = matches!(condition, DeleteCondition::Tombstone(_));
+            if !holds {
+                self.pop_local_write(&key);
+                return;
+            }
+            if reaping {
+                self.forget_in_tree(&key);
+                self.event(Event::TombstoneReaped {
+                    bucket: key.bucket.clone(),
+                    key: key.key.clone(),
+                });
+            }
+            self.storage(
+                StorageOp::Delete { key: key.clone() },
+                PendingOp::WriteStore(key),
+            );
+            return;
+        }
+        let local = match result {
+            StorageResult::Record(None) => Ok(Object::new()),
+            StorageResult::Record(Some(record)) => match Object::decode(&record) {
+                Ok(object) => Ok(object),
+                Err(error) => {
+                    self.event(Event::ChecksumFailure {
+                        bucket: key.bucket.clone(),
+                        key: key.key.clone(),
+                        detail: error.to_string(),
+                    });
+                    // The damaged record is treated as missing and overwritten; what it held
+                    // comes back from the other replicas by read repair and anti-entropy.
+                    Err(true)
+                }
+            },
+            _ => Err(false),
+        };
+        let mode = self.mode(&key.bucket);
+        if !self.replica.writes.contains_key(&key) {
+            return;
+        }
+        let (mut object, damaged) = match local {
+            Ok(object) => (object, false),
+            Err(true) => (Object::new(), true),
+            Err(false) => {
+                self.local_write_failed(&key, "storage read failed".to_string());
+                return;
+            }
+        };
+        if damaged && key.space == Space::Data {
+            // This actor's dots for the key are unknown now, and whatever overwrites the record
+            // (our write, or a peer's copy that lacks our latest dots) would let the next write
+            // reissue one. A fresh actor cannot.
+            self.renew_actor();
+        }
+        let actor = self.actor.clone();
+        let max_entries = self.config.max_clock_entries;
+        let now = self.now;
+        let Some(write) = self
+            .replica
+            .writes
+            .get_mut(&key)
+            .and_then(VecDeque::front_mut)
+        else {
+            return;
+        };
+        let dot = match &mut write.kind {
+            LocalWriteKind::Coordinate {
+                context, content, ..
+            } => {
+                let content = core::mem::replace(content, Content::Tombstone);
+                let dot = object.update(context, &actor, content, now, mode);
+                // Clocks are truncated where a write is coordinated, as Riak prunes on put, and
+                // never on merge: replicas that truncated on merge would each keep other
+                // entries and never converge. Our own entry stays, since our next dot for this
+                // key is counted from it.
+                object.truncate_keeping(max_entries, &actor);
+                Some(dot)
+            }
+            LocalWriteKind::Merge {
+                object: incoming, ..
+            } => {
+                object.merge(incoming, mode);
+                None
+            }
+            LocalWriteKind::DeleteIf(_) => None,
+        };
+        let op = StorageOp::Put {
+            key: key.clone(),
+            record: object.encode(),
+            sync: write.sync,
+        };
+        // Kept so the coordinator replicates exactly what it stored.
+        write.result = Some((object, dot));
+        self.storage(op, PendingOp::WriteStore(key));
+    }
+
+    pub(super) fn local_write_stored(&mut self, key: StorageKey, result: StorageResult) {
+        let synced = match result {
+            StorageResult::Written { synced } => synced,
+            StorageResult::Failed(error) => {
+                // A full disk is told apart: the client should hear "no space", not "failed".
+                let reply = match error.kind {
+                    StorageErrorKind::Full => Reply::StorageFull {
+                        reason: error.message.clone(),
+                    },
+                    StorageErrorKind::Io => Reply::Failed {
+                        reason: error.to_string(),
+                    },
+                };
+                self.local_write_refused(&key, reply);
+                return;
+            }
+            _ => {
+                self.local_write_failed(&key, "unexpected storage answer".to_string());
+                return;
+            }
+        };
+        let Some(write) = self.pop_local_write(&key) else {
+            return;
+        };
+        if key.space == Space::Data {
+            if let Some((object, _)) = &write.result {
+                self.set_in_tree(&key, Some(object_digest(object)));
+            }
+        }
+        match write.kind {
+            LocalWriteKind::Coordinate { id, .. } => match write.result {
+                Some((object, Some(dot))) => {
+                    self.coordinated_write_stored(id, &key, &object, dot, synced)
+                }
+                _ => {
+                    self.coordinated_write_failed(id, "internal: write lost its result".to_string())
+                }
+            },
+            LocalWriteKind::Merge { reply_to, .. } => {
+                if let Some((to, id)) = reply_to {
+                    self.send(
+                        to,
+                        Message::WriteReply {
+                            id,
+                            stored: true,
+                            synced,
+                        },
+                    );
+                }
+            }
+            LocalWriteKind::DeleteIf(_) => {}
+        }
+    }
+
+    pub(super) fn local_write_failed(&mut self, key: &StorageKey, reason: alloc::string::String) {
+        self.local_write_refused(key, Reply::Failed { reason });
+    }
+
+    /// A local write failed: `reply` is the answer if this node coordinates the write.
+    pub(super) fn local_write_refused(&mut self, key: &StorageKey, reply: Reply) {
+        // A record of a partition being pulled may be the one that failed: that partition's
+        // pulls start over rather than be recorded as received without it.
+        if key.space == Space::Data {
+            self.transfers.restart(key.partition);
+        }
+        let Some(write) = self.pop_local_write(key) else {
+            return;
+        };
+        match write.kind {
+            LocalWriteKind::Coordinate { id, .. } => self.coordinated_write_refused(id, reply),
+            LocalWriteKind::Merge { reply_to, .. } => {
+                if let Some((to, id)) = reply_to {
+                    self.send(
+                        to,
+                        Message::WriteReply {
+                            id,
+                            stored: false,
+                            synced: false,
+                        },
+                    );
+                }
+            }
+            // The hint (or tombstone) stays, and is tried again.
+            LocalWriteKind::DeleteIf(_) => {}
+        }
+    }
+
+    /// Removes the finished front write of `key` and starts the next one.
+    pub(super) fn pop_local_write(&mut self, key: &StorageKey) -> Option<LocalWrite> {
+        let queue = self.replica.writes.get_mut(key)?;
+        let write = queue.pop_front();
+        if queue.is_empty() {
+            self.replica.writes.remove(key);
+        } else {
+            self.storage(
+                StorageOp::Get { key: key.clone() },
+                PendingOp::WriteRead(key.clone()),
+            );
+        }
+        write
+    }
+
+    /// Deletes a record this node handed over (a hint, an orphan), unless it changed since.
+    pub(super) fn delete_if_unchanged(&mut self, key: StorageKey, delivered: Vec<u8>) {
+        self.delete_if(key, DeleteCondition::Record(delivered));
+    }
+
+    pub(super) fn delete_if(&mut self, key: StorageKey, condition: DeleteCondition) {
+        self.enqueue_local_write(LocalWrite {
+            key,
+            kind: LocalWriteKind::DeleteIf(condition),
+            sync: false,
+            result: None,
+        });
+    }
+}
