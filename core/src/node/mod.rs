@@ -661,3 +661,6 @@ fn id_range_start(incarnation: u64) -> u64 {
 fn actor_name(node: &NodeId, incarnation: u64, generation: u64) -> ActorId {
     ActorId::new(format!("{node}.{incarnation}.{generation}"))
 }
+
+#[cfg(test)]
+mod tests;
