@@ -44,6 +44,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod bucket;
 pub mod checker;
 pub mod config;
 pub mod coordinator;
@@ -53,8 +54,10 @@ pub mod io;
 pub mod membership;
 pub mod merkle;
 pub mod node;
+pub mod request;
 pub mod ring;
 pub mod sim;
+pub mod storage;
 pub mod store;
 pub mod version;
 pub mod wire;

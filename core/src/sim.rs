@@ -26,16 +26,17 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::bucket::{BucketProps, QuorumValue, RequestOptions};
 use crate::checker::{self, FinalReplica, Verdict};
-use crate::config::{BucketProps, Millis, NodeConfig, QuorumValue, RequestOptions};
-use crate::error::RequestError;
-use crate::id::NodeId;
-use crate::io::{
-    ClientRequest, Event, OpId, Output, Reply, RequestId, Space, StorageKey, StorageResult,
-};
+pub use crate::checker::{OpKind, OpOutcome, Operation}; // transitional re-export
+use crate::config::NodeConfig;
+use crate::id::{Millis, NodeId, OpId, RequestId};
+use crate::io::{Event, Output};
 use crate::membership::ClusterView;
 use crate::node::Node;
+use crate::request::ClientRequest;
 use crate::ring::{key_position, Member, Ring, RingConfig, Strategy};
+use crate::storage::{Space, StorageKey, StorageResult};
 use crate::store::MemStore;
 use crate::version::{ConflictMode, Context, Object};
 use crate::wire::Message;
@@ -111,100 +112,6 @@ impl Default for SimConfig {
             gossip_interval_ms: 200,
             max_clock_skew_ms: 0,
             churn: false,
-        }
-    }
-}
-
-/// What a client operation was.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OpKind {
-    /// A get.
-    Get,
-    /// A put of `value` with `context`.
-    Put {
-        /// The value written.
-        value: Vec<u8>,
-        /// The context it was written with.
-        context: Context,
-    },
-    /// A delete with `context`.
-    Delete {
-        /// The context it was made with.
-        context: Context,
-    },
-}
-
-/// How a client operation ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OpOutcome {
-    /// The node replied.
-    Replied(Reply),
-    /// The node refused the request.
-    Rejected(RequestError),
-    /// The node was down: the client could not even connect, so nothing was applied.
-    Refused,
-    /// The node crashed before replying: the operation may or may not have taken effect.
-    Lost,
-}
-
-/// One client operation in the history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Operation {
-    /// Index in the history.
-    pub index: usize,
-    /// The node the client asked.
-    pub node: NodeId,
-    /// Bucket.
-    pub bucket: Vec<u8>,
-    /// Key.
-    pub key: Vec<u8>,
-    /// What was asked.
-    pub kind: OpKind,
-    /// When it was asked.
-    pub invoked_at: Millis,
-    /// When it ended, if it has.
-    pub completed_at: Option<Millis>,
-    /// How it ended, if it has.
-    pub outcome: Option<OpOutcome>,
-}
-
-impl Operation {
-    /// Whether the operation succeeded (a get that met R, a write that met W).
-    pub fn is_ok(&self) -> bool {
-        matches!(
-            self.outcome,
-            Some(OpOutcome::Replied(
-                Reply::Got { .. } | Reply::Written { .. }
-            ))
-        )
-    }
-
-    /// Values a successful get returned (empty otherwise).
-    pub fn values(&self) -> Vec<Vec<u8>> {
-        match &self.outcome {
-            Some(OpOutcome::Replied(Reply::Got { values, .. })) => values.clone(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// The context a successful get or write returned.
-    pub fn context(&self) -> Option<&Context> {
-        match &self.outcome {
-            Some(OpOutcome::Replied(
-                Reply::Got { context, .. } | Reply::Written { context, .. },
-            )) => Some(context),
-            _ => None,
-        }
-    }
-
-    /// Nodes that answered (replied for a get, acknowledged for a write).
-    pub fn replicas(&self) -> Vec<NodeId> {
-        match &self.outcome {
-            Some(OpOutcome::Replied(
-                Reply::Got { replicas, .. } | Reply::Written { replicas, .. },
-            )) => replicas.clone(),
-            Some(OpOutcome::Replied(Reply::Unavailable { answered, .. })) => answered.clone(),
-            _ => Vec::new(),
         }
     }
 }
