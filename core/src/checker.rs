@@ -82,7 +82,51 @@ pub struct Operation {
     pub outcome: Option<OpOutcome>,
 }
 
+impl OpKind {
+    /// `get`, `put` or `delete`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Get => "get",
+            OpKind::Put { .. } => "put",
+            OpKind::Delete { .. } => "delete",
+        }
+    }
+}
+
+impl OpOutcome {
+    /// `ok`, `unavailable`, `failed`, `storage_full` (see [`Reply::outcome`]), `rejected`,
+    /// `refused` or `lost`: the outcome names of the bindings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpOutcome::Replied(reply) => reply.outcome(),
+            OpOutcome::Rejected(_) => "rejected",
+            OpOutcome::Refused => "refused",
+            OpOutcome::Lost => "lost",
+        }
+    }
+}
+
 impl Operation {
+    /// Why the operation did not succeed, as one line naming the node (`None` while in flight
+    /// and for a success).
+    pub fn error(&self) -> Option<String> {
+        let node = &self.node;
+        Some(match self.outcome.as_ref()? {
+            OpOutcome::Replied(Reply::Got { .. } | Reply::Written { .. }) => return None,
+            OpOutcome::Replied(Reply::Failed { reason } | Reply::StorageFull { reason }) => {
+                reason.clone()
+            }
+            OpOutcome::Replied(reply) => format!("{reply}"),
+            OpOutcome::Rejected(error) => format!("{error}"),
+            OpOutcome::Refused => {
+                format!("{node} is down: the connection was refused, nothing was applied")
+            }
+            OpOutcome::Lost => format!(
+                "{node} crashed before replying: the operation may or may not have been applied"
+            ),
+        })
+    }
+
     /// Whether the operation succeeded (a get that met R, a write that met W).
     pub fn is_ok(&self) -> bool {
         matches!(

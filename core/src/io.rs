@@ -8,6 +8,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::BucketProps;
@@ -25,7 +26,13 @@ pub use crate::storage::{
 }; // transitional re-export
 
 /// Something that happened, for logs and metrics. Events never require an action from the host.
+///
+/// Serialized with stable snake_case variant names (the same as [`Event::kind`]), so hosts and
+/// bindings can pass events through as documents. New kinds of event will be added: match with a
+/// wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Event {
     /// A stored record failed its checksum; the replica is treated as missing and will be repaired.
     ChecksumFailure {
@@ -124,6 +131,110 @@ pub enum Event {
         /// The new actor.
         actor: String,
     },
+}
+
+impl Event {
+    /// The event's kind as a stable snake_case name (`checksum_failure`, `peer_down`, ...): its
+    /// serde variant name, for logs, metrics labels and the bindings.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ChecksumFailure { .. } => "checksum_failure",
+            Event::ReadRepair { .. } => "read_repair",
+            Event::QuorumFailed { .. } => "quorum_failed",
+            Event::StorageFailed { .. } => "storage_failed",
+            Event::MessageDropped { .. } => "message_dropped",
+            Event::AntiEntropy { .. } => "anti_entropy",
+            Event::AntiEntropyAbandoned { .. } => "anti_entropy_abandoned",
+            Event::TombstoneReaped { .. } => "tombstone_reaped",
+            Event::PeerDown { .. } => "peer_down",
+            Event::PeerUp { .. } => "peer_up",
+            Event::DownAlert { .. } => "down_alert",
+            Event::ViewChanged { .. } => "view_changed",
+            Event::ActorRenewed { .. } => "actor_renewed",
+        }
+    }
+}
+
+/// `bucket/key` for a line of text: lossy UTF-8, since keys are bytes.
+struct KeyText<'a>(&'a [u8], &'a [u8]);
+
+impl fmt::Display for KeyText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            String::from_utf8_lossy(self.0),
+            String::from_utf8_lossy(self.1)
+        )
+    }
+}
+
+/// One human-readable line, as the simulator's trace and the bindings show it.
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::ChecksumFailure {
+                bucket,
+                key,
+                detail,
+            } => write!(f, "checksum failure on {}: {detail}", KeyText(bucket, key)),
+            Event::ReadRepair {
+                bucket,
+                key,
+                replicas,
+            } => {
+                write!(f, "read repair of {} on ", KeyText(bucket, key))?;
+                for (i, replica) in replicas.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{replica}")?;
+                }
+                Ok(())
+            }
+            Event::QuorumFailed {
+                kind,
+                needed,
+                answered,
+            } => write!(f, "{kind} quorum failed: {answered} of {needed} answered"),
+            Event::StorageFailed { error } => write!(f, "storage failed: {error}"),
+            Event::MessageDropped { from, reason } => {
+                write!(f, "message from {from} dropped: {reason}")
+            }
+            Event::AntiEntropy {
+                partition,
+                peer,
+                differing,
+                repaired,
+                ..
+            } => write!(
+                f,
+                "anti-entropy of partition {} with {peer}: {differing} differing, {repaired} repaired",
+                partition.0
+            ),
+            Event::AntiEntropyAbandoned {
+                partition,
+                peer,
+                reason,
+            } => write!(
+                f,
+                "anti-entropy of partition {} with {peer} abandoned: {reason}",
+                partition.0
+            ),
+            Event::TombstoneReaped { bucket, key } => {
+                write!(f, "tombstone of {} reaped", KeyText(bucket, key))
+            }
+            Event::PeerDown { peer } => write!(f, "{peer} is down"),
+            Event::PeerUp { peer } => write!(f, "{peer} is up"),
+            Event::DownAlert { peer, down_ms } => {
+                write!(f, "{peer} has been down for {down_ms} ms")
+            }
+            Event::ViewChanged { digest } => {
+                write!(f, "cluster view changed (digest {digest:016x})")
+            }
+            Event::ActorRenewed { actor } => write!(f, "new version-vector actor {actor}"),
+        }
+    }
 }
 
 /// What the node wants done. Drain with [`Node::poll_output`](crate::node::Node::poll_output)

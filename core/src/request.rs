@@ -269,3 +269,88 @@ impl fmt::Display for Reply {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::QuorumValue;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    fn put(bucket: &[u8], key: &[u8], value: &[u8]) -> ClientRequest {
+        ClientRequest::Put {
+            bucket: bucket.to_vec(),
+            key: key.to_vec(),
+            context: Context::default(),
+            value: value.to_vec(),
+            options: RequestOptions::default(),
+        }
+    }
+
+    #[test]
+    fn check_refuses_what_a_node_refuses() {
+        let props = BucketProps::default();
+        let limits = RequestLimits {
+            max_key_bytes: 3,
+            max_bucket_bytes: 2,
+            max_value_bytes: 4,
+        };
+        let q = put(b"b", b"k", b"v").check(&props, &limits).unwrap();
+        assert_eq!((q.n, q.r, q.w, q.dw), (3, 2, 2, 0));
+        assert_eq!(
+            put(b"b", b"", b"v").check(&props, &limits),
+            Err(RequestError::EmptyKey)
+        );
+        assert_eq!(
+            put(b"b", b"long", b"v").check(&props, &limits),
+            Err(RequestError::KeyTooLarge { len: 4, max: 3 })
+        );
+        assert_eq!(
+            put(b"bkt", b"k", b"v").check(&props, &limits),
+            Err(RequestError::BucketTooLarge { len: 3, max: 2 })
+        );
+        assert_eq!(
+            put(b"b", b"k", b"value").check(&props, &limits),
+            Err(RequestError::ValueTooLarge { len: 5, max: 4 })
+        );
+        // A get has no value to check, but its quorum overrides are checked against N.
+        let get = ClientRequest::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: RequestOptions {
+                r: Some(QuorumValue::Count(4)),
+                ..Default::default()
+            },
+        };
+        assert!(matches!(
+            get.check(&props, &limits),
+            Err(RequestError::Quorum(_))
+        ));
+        let limits = RequestLimits::default();
+        assert_eq!(limits.max_value_bytes, DEFAULT_MAX_VALUE_BYTES);
+        let big = vec![0u8; DEFAULT_MAX_VALUE_BYTES + 1];
+        assert!(put(b"b", b"k", &big).check(&props, &limits).is_err());
+    }
+
+    #[test]
+    fn replies_read_as_one_line() {
+        let unavailable = Reply::Unavailable {
+            kind: QuorumKind::Write,
+            needed: 2,
+            answered: vec![NodeId::new("n1")],
+        };
+        assert_eq!(unavailable.outcome(), "unavailable");
+        assert_eq!(
+            unavailable.to_string(),
+            "write quorum not reached: 2 needed, 1 answered in time"
+        );
+        let failed = Reply::Failed {
+            reason: "disk".into(),
+        };
+        assert_eq!(
+            (failed.outcome(), failed.to_string().as_str()),
+            ("failed", "failed: disk")
+        );
+        assert_eq!(QuorumKind::Durable.to_string(), "durable");
+    }
+}

@@ -2243,3 +2243,48 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod vocabulary_tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn strategies_parse_and_display_their_names() {
+        assert_eq!("partitions".parse(), Ok(Strategy::Partitions));
+        assert_eq!(
+            " Tokens".parse(),
+            Ok(Strategy::Tokens {
+                tokens_per_capacity: DEFAULT_TOKENS_PER_CAPACITY
+            })
+        );
+        assert_eq!(
+            Strategy::named("tokens", 4),
+            Ok(Strategy::Tokens {
+                tokens_per_capacity: 4
+            })
+        );
+        assert_eq!(Strategy::named("partitions", 4), Ok(Strategy::Partitions));
+        assert!("vnodes".parse::<Strategy>().is_err());
+        let tokens = Strategy::named("tokens", 4).unwrap();
+        assert_eq!(
+            (tokens.to_string().as_str(), tokens.tokens_per_capacity()),
+            ("tokens", Some(4))
+        );
+        assert_eq!(Strategy::Partitions.tokens_per_capacity(), None);
+    }
+
+    #[test]
+    fn member_specs_are_trimmed_and_blank_ids_refused() {
+        let m = Member::from_spec(" n1 ", 2, Some(" z1 ")).unwrap();
+        assert_eq!(
+            (m.id.as_str(), m.capacity, m.zone.as_deref()),
+            ("n1", 2, Some("z1"))
+        );
+        assert_eq!(Member::from_spec("n1", 1, Some("  ")).unwrap().zone, None);
+        assert_eq!(
+            Member::from_spec("  ", 1, None),
+            Err(RingError::EmptyMemberId)
+        );
+    }
+}

@@ -265,8 +265,9 @@ pub enum StorageOp {
     },
 }
 
-/// Why a storage operation failed.
+/// Why a storage operation failed. More kinds may be added: match with a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum StorageErrorKind {
     /// No space left; nothing of the operation was applied.
     Full,

@@ -1791,3 +1791,27 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod conflict_mode_names {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn conflict_modes_parse_every_accepted_name_and_display_the_short_one() {
+        for (name, mode) in [
+            ("siblings", ConflictMode::Siblings),
+            ("lww", ConflictMode::LastWriterWins),
+            ("last_writer_wins", ConflictMode::LastWriterWins),
+            (" LWW ", ConflictMode::LastWriterWins),
+        ] {
+            assert_eq!(name.parse::<ConflictMode>(), Ok(mode), "{name}");
+        }
+        assert_eq!(ConflictMode::LastWriterWins.to_string(), "lww");
+        assert_eq!(ConflictMode::Siblings.to_string(), "siblings");
+        assert_eq!(
+            "newest".parse::<ConflictMode>(),
+            Err(ConflictModeError("newest".into()))
+        );
+    }
+}

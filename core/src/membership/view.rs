@@ -1704,3 +1704,24 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod status_names {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in [
+            MemberStatus::Joining,
+            MemberStatus::Up,
+            MemberStatus::Leaving,
+            MemberStatus::Down,
+            MemberStatus::Removed,
+        ] {
+            assert_eq!(status.to_string().parse(), Ok(status));
+        }
+        assert_eq!(" UP ".parse(), Ok(MemberStatus::Up));
+        assert!("gone".parse::<MemberStatus>().is_err());
+    }
+}
