@@ -1,5 +1,9 @@
 //! The history checker: judges a recorded run once the cluster has healed and been read back.
 //!
+//! The history is a list of [`Operation`]s, as the simulator ([`crate::sim`]) records them and as
+//! the real-cluster harness (`tests/src/jepsen.rs`) records them from HTTP clients: both feed
+//! this module, which depends on neither.
+//!
 //! It asserts, in the spirit of Jepsen's set-full checker:
 //! - **No lost acknowledged write.** Every write acknowledged to its client (its dot is in the
 //!   reply) is, in the final state of its key, either still a sibling or superseded: some write
@@ -20,10 +24,148 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::id::NodeId;
-use crate::io::Reply;
-use crate::sim::{OpKind, OpOutcome, Operation};
-use crate::version::{Content, Dot, Object};
+use crate::error::RequestError;
+use crate::id::{Millis, NodeId};
+use crate::request::Reply;
+use crate::version::{Content, Context, Dot, Object};
+
+/// What a client operation was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpKind {
+    /// A get.
+    Get,
+    /// A put of `value` with `context`.
+    Put {
+        /// The value written.
+        value: Vec<u8>,
+        /// The context it was written with.
+        context: Context,
+    },
+    /// A delete with `context`.
+    Delete {
+        /// The context it was made with.
+        context: Context,
+    },
+}
+
+/// How a client operation ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpOutcome {
+    /// The node replied.
+    Replied(Reply),
+    /// The node refused the request.
+    Rejected(RequestError),
+    /// The node was down: the client could not even connect, so nothing was applied.
+    Refused,
+    /// The node crashed before replying: the operation may or may not have taken effect.
+    Lost,
+}
+
+/// One client operation in the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Index in the history.
+    pub index: usize,
+    /// The node the client asked.
+    pub node: NodeId,
+    /// Bucket.
+    pub bucket: Vec<u8>,
+    /// Key.
+    pub key: Vec<u8>,
+    /// What was asked.
+    pub kind: OpKind,
+    /// When it was asked.
+    pub invoked_at: Millis,
+    /// When it ended, if it has.
+    pub completed_at: Option<Millis>,
+    /// How it ended, if it has.
+    pub outcome: Option<OpOutcome>,
+}
+
+impl OpKind {
+    /// `get`, `put` or `delete`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Get => "get",
+            OpKind::Put { .. } => "put",
+            OpKind::Delete { .. } => "delete",
+        }
+    }
+}
+
+impl OpOutcome {
+    /// `ok`, `unavailable`, `failed`, `storage_full` (see [`Reply::outcome`]), `rejected`,
+    /// `refused` or `lost`: the outcome names of the bindings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpOutcome::Replied(reply) => reply.outcome(),
+            OpOutcome::Rejected(_) => "rejected",
+            OpOutcome::Refused => "refused",
+            OpOutcome::Lost => "lost",
+        }
+    }
+}
+
+impl Operation {
+    /// Why the operation did not succeed, as one line naming the node (`None` while in flight
+    /// and for a success).
+    pub fn error(&self) -> Option<String> {
+        let node = &self.node;
+        Some(match self.outcome.as_ref()? {
+            OpOutcome::Replied(Reply::Got { .. } | Reply::Written { .. }) => return None,
+            OpOutcome::Replied(Reply::Failed { reason } | Reply::StorageFull { reason }) => {
+                reason.clone()
+            }
+            OpOutcome::Replied(reply) => format!("{reply}"),
+            OpOutcome::Rejected(error) => format!("{error}"),
+            OpOutcome::Refused => {
+                format!("{node} is down: the connection was refused, nothing was applied")
+            }
+            OpOutcome::Lost => format!(
+                "{node} crashed before replying: the operation may or may not have been applied"
+            ),
+        })
+    }
+
+    /// Whether the operation succeeded (a get that met R, a write that met W).
+    pub fn is_ok(&self) -> bool {
+        matches!(
+            self.outcome,
+            Some(OpOutcome::Replied(
+                Reply::Got { .. } | Reply::Written { .. }
+            ))
+        )
+    }
+
+    /// Values a successful get returned (empty otherwise).
+    pub fn values(&self) -> Vec<Vec<u8>> {
+        match &self.outcome {
+            Some(OpOutcome::Replied(Reply::Got { values, .. })) => values.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The context a successful get or write returned.
+    pub fn context(&self) -> Option<&Context> {
+        match &self.outcome {
+            Some(OpOutcome::Replied(
+                Reply::Got { context, .. } | Reply::Written { context, .. },
+            )) => Some(context),
+            _ => None,
+        }
+    }
+
+    /// Nodes that answered (replied for a get, acknowledged for a write).
+    pub fn replicas(&self) -> Vec<NodeId> {
+        match &self.outcome {
+            Some(OpOutcome::Replied(
+                Reply::Got { replicas, .. } | Reply::Written { replicas, .. },
+            )) => replicas.clone(),
+            Some(OpOutcome::Replied(Reply::Unavailable { answered, .. })) => answered.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
 
 /// One replica's stored object after the run (`None`: no record, or one that failed its checks).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

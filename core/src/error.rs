@@ -1,39 +1,9 @@
 //! Typed errors of the core. Each variant's doc says what it did to the node's state.
 
-use alloc::string::String;
 use serde::{Deserialize, Serialize};
 
-use crate::io::RequestId;
-
-/// A quorum value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[non_exhaustive]
-pub enum QuorumError {
-    /// The value was neither `one`, `quorum`, `all` nor a number. Nothing was changed.
-    #[error("quorum value {0:?} is not one, quorum, all or a number")]
-    NotANumber(String),
-    /// r or w resolved to 0, or any quorum to more than N. Nothing was changed.
-    #[error("{name} = {count} is out of range for n = {n}")]
-    OutOfRange {
-        /// Which quorum (`r`, `w`, `dw`).
-        name: String,
-        /// The resolved count.
-        count: u32,
-        /// The replication factor it was checked against.
-        n: u32,
-    },
-    /// N was 0. Nothing was changed.
-    #[error("n must be at least 1")]
-    ZeroN,
-    /// A request asked for more replicas than its bucket keeps. Nothing was changed.
-    #[error("n = {requested} is above the bucket's n = {bucket}")]
-    NAboveBucket {
-        /// N the request asked for.
-        requested: u32,
-        /// N of the bucket.
-        bucket: u32,
-    },
-}
+pub use crate::bucket::QuorumError; // transitional re-export
+use crate::id::RequestId;
 
 /// Why a client request was refused before any work was done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -1,8 +1,25 @@
-//! Identities of the physical nodes of a cluster.
+//! Identities and time: the names of nodes, requests, storage operations and coordinations, and
+//! the millisecond clock values every input carries.
+//!
+//! A leaf module: it imports nothing else of the crate, so every other module may use it without
+//! creating an import cycle.
 
 use alloc::string::String;
 use core::fmt;
 use serde::{Deserialize, Serialize};
+
+/// Milliseconds since an epoch the host picks. The core never reads a clock: every `now` is an input.
+pub type Millis = u64;
+
+/// Id of a client request, chosen by the host; unique among the requests in flight on one node.
+pub type RequestId = u64;
+
+/// Id a coordinator gives to one request it coordinates; replies carry it back.
+pub type CoordinationId = u64;
+
+/// Id of a storage operation, chosen by the node; the host answers with the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OpId(pub u64);
 
 /// The name of one physical node (a server process with its own store), such as `"n1"`.
 ///

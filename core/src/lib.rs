@@ -122,6 +122,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod bucket;
 pub mod checker;
 pub mod config;
 pub mod coordinator;
@@ -131,8 +132,10 @@ pub mod io;
 pub mod membership;
 pub mod merkle;
 pub mod node;
+pub mod request;
 pub mod ring;
 pub mod sim;
+pub mod storage;
 pub mod store;
 pub mod version;
 pub mod wire;

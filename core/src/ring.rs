@@ -42,6 +42,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
+use core::fmt;
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
@@ -143,6 +144,21 @@ impl Member {
         self.zone = Some(zone.into());
         self
     }
+
+    /// A member as an operator or a binding names it: the id and the zone are trimmed, an empty
+    /// (or blank) zone is no zone, and a blank id is refused. Capacity is checked when a ring is
+    /// built ([`RingError::ZeroCapacity`]).
+    pub fn from_spec(id: &str, capacity: u32, zone: Option<&str>) -> Result<Member, RingError> {
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(RingError::EmptyMemberId);
+        }
+        let member = Member::new(id, capacity);
+        Ok(match zone.map(str::trim).filter(|z| !z.is_empty()) {
+            Some(zone) => member.in_zone(zone),
+            None => member,
+        })
+    }
 }
 
 /// How partitions of the key space are given to members.
@@ -156,6 +172,68 @@ pub enum Strategy {
         /// Tokens per unit of capacity; at least 1.
         tokens_per_capacity: u32,
     },
+}
+
+/// Tokens per unit of capacity of the tokens strategy when a name alone selects it.
+pub const DEFAULT_TOKENS_PER_CAPACITY: u32 = 16;
+
+impl Strategy {
+    /// `partitions` or `tokens`: the strategy's name, without its parameter.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Partitions => "partitions",
+            Strategy::Tokens { .. } => "tokens",
+        }
+    }
+
+    /// Tokens per unit of capacity for the tokens strategy, `None` for partitions.
+    pub fn tokens_per_capacity(&self) -> Option<u32> {
+        match self {
+            Strategy::Partitions => None,
+            Strategy::Tokens {
+                tokens_per_capacity,
+            } => Some(*tokens_per_capacity),
+        }
+    }
+
+    /// The strategy named `name` (as [`FromStr`](core::str::FromStr) parses it), with
+    /// `tokens_per_capacity` for the tokens strategy (ignored for partitions).
+    pub fn named(name: &str, tokens_per_capacity: u32) -> Result<Strategy, StrategyError> {
+        match name.parse::<Strategy>()? {
+            Strategy::Tokens { .. } => Ok(Strategy::Tokens {
+                tokens_per_capacity,
+            }),
+            partitions => Ok(partitions),
+        }
+    }
+}
+
+/// Writes the name only ([`Strategy::name`]); tokens per capacity is a parameter of its own.
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A strategy name that is neither `partitions` nor `tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown strategy {0:?}: expected partitions or tokens")]
+pub struct StrategyError(pub String);
+
+impl core::str::FromStr for Strategy {
+    type Err = StrategyError;
+
+    /// Parses `partitions` or `tokens` (any case, surrounding spaces ignored); `tokens` has
+    /// [`DEFAULT_TOKENS_PER_CAPACITY`] (see [`Strategy::named`] for another count).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "partitions" => Ok(Strategy::Partitions),
+            "tokens" => Ok(Strategy::Tokens {
+                tokens_per_capacity: DEFAULT_TOKENS_PER_CAPACITY,
+            }),
+            _ => Err(StrategyError(String::from(s))),
+        }
+    }
 }
 
 /// The parameters of a ring, fixed for the life of a cluster.
@@ -214,6 +292,9 @@ pub enum RingError {
     /// The membership is empty; no ring is built.
     #[error("a ring needs at least one member")]
     NoMembers,
+    /// A member's id is empty or blank; no member (and so no ring) is built.
+    #[error("a member's id is empty")]
+    EmptyMemberId,
     /// A member has capacity 0; no ring is built.
     #[error("member {member} has capacity 0")]
     ZeroCapacity {
@@ -2160,5 +2241,50 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod vocabulary_tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn strategies_parse_and_display_their_names() {
+        assert_eq!("partitions".parse(), Ok(Strategy::Partitions));
+        assert_eq!(
+            " Tokens".parse(),
+            Ok(Strategy::Tokens {
+                tokens_per_capacity: DEFAULT_TOKENS_PER_CAPACITY
+            })
+        );
+        assert_eq!(
+            Strategy::named("tokens", 4),
+            Ok(Strategy::Tokens {
+                tokens_per_capacity: 4
+            })
+        );
+        assert_eq!(Strategy::named("partitions", 4), Ok(Strategy::Partitions));
+        assert!("vnodes".parse::<Strategy>().is_err());
+        let tokens = Strategy::named("tokens", 4).unwrap();
+        assert_eq!(
+            (tokens.to_string().as_str(), tokens.tokens_per_capacity()),
+            ("tokens", Some(4))
+        );
+        assert_eq!(Strategy::Partitions.tokens_per_capacity(), None);
+    }
+
+    #[test]
+    fn member_specs_are_trimmed_and_blank_ids_refused() {
+        let m = Member::from_spec(" n1 ", 2, Some(" z1 ")).unwrap();
+        assert_eq!(
+            (m.id.as_str(), m.capacity, m.zone.as_deref()),
+            ("n1", 2, Some("z1"))
+        );
+        assert_eq!(Member::from_spec("n1", 1, Some("  ")).unwrap().zone, None);
+        assert_eq!(
+            Member::from_spec("  ", 1, None),
+            Err(RingError::EmptyMemberId)
+        );
     }
 }

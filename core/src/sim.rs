@@ -20,22 +20,24 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::fmt;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::bucket::{BucketProps, QuorumError, QuorumValue, RequestOptions};
 use crate::checker::{self, FinalReplica, Verdict};
-use crate::config::{BucketProps, Millis, NodeConfig, QuorumValue, RequestOptions};
-use crate::error::RequestError;
-use crate::id::NodeId;
-use crate::io::{
-    ClientRequest, Event, OpId, Output, Reply, RequestId, Space, StorageKey, StorageResult,
-};
+pub use crate::checker::{OpKind, OpOutcome, Operation}; // transitional re-export
+use crate::config::NodeConfig;
+use crate::id::{Millis, NodeId, OpId, RequestId};
+use crate::io::{Event, Output};
 use crate::membership::ClusterView;
 use crate::node::Node;
-use crate::ring::{key_position, Member, Ring, RingConfig, Strategy};
+use crate::request::ClientRequest;
+use crate::ring::{key_position, Member, Ring, RingConfig, RingError, Strategy};
+use crate::storage::{Space, StorageKey, StorageResult};
 use crate::store::MemStore;
 use crate::version::{ConflictMode, Context, Object};
 use crate::wire::Message;
@@ -115,98 +117,126 @@ impl Default for SimConfig {
     }
 }
 
-/// What a client operation was.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OpKind {
-    /// A get.
-    Get,
-    /// A put of `value` with `context`.
-    Put {
-        /// The value written.
-        value: Vec<u8>,
-        /// The context it was written with.
-        context: Context,
+/// Longest delay, latency, interval, timeout or clock skew a simulator configuration may ask for
+/// (a day): longer means nothing in a simulated run and keeps clock arithmetic far from overflow.
+pub const MAX_SIM_MS: Millis = 24 * 60 * 60 * 1_000;
+
+/// A simulator configuration that cannot make a cluster. No simulator is built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimConfigError {
+    /// `nodes` is 0.
+    #[error("nodes must be at least 1")]
+    NoNodes,
+    /// N is 0, above the number of nodes (a key cannot have more replicas than there are
+    /// nodes) or above [`MAX_TARGET_N`](crate::ring::MAX_TARGET_N).
+    #[error("n = {n} is out of range 1..={max} (at most one replica per node, and at most {limit})", limit = crate::ring::MAX_TARGET_N)]
+    NOutOfRange {
+        /// The configured N.
+        n: u32,
+        /// The largest N these nodes allow.
+        max: usize,
     },
-    /// A delete with `context`.
-    Delete {
-        /// The context it was made with.
-        context: Context,
+    /// R, W or DW is invalid for N.
+    #[error("invalid quorum: {0}")]
+    Quorum(#[from] QuorumError),
+    /// The shortest message delay is above the longest.
+    #[error("min_delay_ms = {min} is above max_delay_ms = {max}")]
+    DelayRange {
+        /// `min_delay_ms`.
+        min: Millis,
+        /// `max_delay_ms`.
+        max: Millis,
     },
+    /// A time is out of its range (0, for a timeout or an interval, or above [`MAX_SIM_MS`]).
+    #[error("{name} = {value} is out of range {min}..={max}")]
+    TimeOutOfRange {
+        /// The field.
+        name: &'static str,
+        /// Its value.
+        value: Millis,
+        /// The smallest value allowed.
+        min: Millis,
+        /// The largest value allowed.
+        max: Millis,
+    },
+    /// The loss probability is not between 0 and 1.
+    #[error("loss = {0} is not a probability between 0 and 1")]
+    Loss(f64),
+    /// `max_clock_entries` is 0.
+    #[error("max_clock_entries must be at least 1")]
+    ZeroClockEntries,
+    /// No ring can be made of these nodes with this partition count and strategy.
+    #[error("invalid ring: {0}")]
+    Ring(#[from] RingError),
 }
 
-/// How a client operation ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OpOutcome {
-    /// The node replied.
-    Replied(Reply),
-    /// The node refused the request.
-    Rejected(RequestError),
-    /// The node was down: the client could not even connect, so nothing was applied.
-    Refused,
-    /// The node crashed before replying: the operation may or may not have taken effect.
-    Lost,
+impl SimConfig {
+    /// Checks that the configuration can make a cluster: what [`Sim::try_new`] checks before it
+    /// builds one.
+    pub fn validate(&self) -> Result<(), SimConfigError> {
+        if self.nodes == 0 {
+            return Err(SimConfigError::NoNodes);
+        }
+        let max_n = self.nodes.min(crate::ring::MAX_TARGET_N);
+        if self.n == 0 || self.n as usize > max_n {
+            return Err(SimConfigError::NOutOfRange {
+                n: self.n,
+                max: max_n,
+            });
+        }
+        self.default_bucket().resolve(&RequestOptions::default())?;
+        if self.min_delay_ms > self.max_delay_ms {
+            return Err(SimConfigError::DelayRange {
+                min: self.min_delay_ms,
+                max: self.max_delay_ms,
+            });
+        }
+        for (name, value, min) in [
+            ("max_delay_ms", self.max_delay_ms, 0),
+            ("max_disk_latency_ms", self.max_disk_latency_ms, 0),
+            ("request_timeout_ms", self.request_timeout_ms, 1),
+            ("anti_entropy_interval_ms", self.anti_entropy_interval_ms, 1),
+            ("gossip_interval_ms", self.gossip_interval_ms, 1),
+            ("max_clock_skew_ms", self.max_clock_skew_ms, 0),
+        ] {
+            if value < min || value > MAX_SIM_MS {
+                return Err(SimConfigError::TimeOutOfRange {
+                    name,
+                    value,
+                    min,
+                    max: MAX_SIM_MS,
+                });
+            }
+        }
+        // `!contains` rather than `<`/`>`, so that NaN is refused too.
+        if !(0.0..=1.0).contains(&self.loss) {
+            return Err(SimConfigError::Loss(self.loss));
+        }
+        if self.max_clock_entries == 0 {
+            return Err(SimConfigError::ZeroClockEntries);
+        }
+        Ring::new(ring_config(self), initial_members(self.nodes))?;
+        Ok(())
+    }
+
+    /// The properties of the simulated cluster's default bucket.
+    pub fn default_bucket(&self) -> BucketProps {
+        BucketProps {
+            n: self.n,
+            r: self.r,
+            w: self.w,
+            dw: self.dw,
+            conflict_mode: self.conflict_mode,
+        }
+    }
 }
 
-/// One client operation in the history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Operation {
-    /// Index in the history.
-    pub index: usize,
-    /// The node the client asked.
-    pub node: NodeId,
-    /// Bucket.
-    pub bucket: Vec<u8>,
-    /// Key.
-    pub key: Vec<u8>,
-    /// What was asked.
-    pub kind: OpKind,
-    /// When it was asked.
-    pub invoked_at: Millis,
-    /// When it ended, if it has.
-    pub completed_at: Option<Millis>,
-    /// How it ended, if it has.
-    pub outcome: Option<OpOutcome>,
-}
-
-impl Operation {
-    /// Whether the operation succeeded (a get that met R, a write that met W).
-    pub fn is_ok(&self) -> bool {
-        matches!(
-            self.outcome,
-            Some(OpOutcome::Replied(
-                Reply::Got { .. } | Reply::Written { .. }
-            ))
-        )
-    }
-
-    /// Values a successful get returned (empty otherwise).
-    pub fn values(&self) -> Vec<Vec<u8>> {
-        match &self.outcome {
-            Some(OpOutcome::Replied(Reply::Got { values, .. })) => values.clone(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// The context a successful get or write returned.
-    pub fn context(&self) -> Option<&Context> {
-        match &self.outcome {
-            Some(OpOutcome::Replied(
-                Reply::Got { context, .. } | Reply::Written { context, .. },
-            )) => Some(context),
-            _ => None,
-        }
-    }
-
-    /// Nodes that answered (replied for a get, acknowledged for a write).
-    pub fn replicas(&self) -> Vec<NodeId> {
-        match &self.outcome {
-            Some(OpOutcome::Replied(
-                Reply::Got { replicas, .. } | Reply::Written { replicas, .. },
-            )) => replicas.clone(),
-            Some(OpOutcome::Replied(Reply::Unavailable { answered, .. })) => answered.clone(),
-            _ => Vec::new(),
-        }
-    }
+/// Nodes `n1`, `n2`, ... with capacity 1.
+fn initial_members(nodes: usize) -> Vec<Member> {
+    (1..=nodes)
+        .map(|i| Member::new(NodeId::new(format!("n{i}")), 1))
+        .collect()
 }
 
 /// Something notable in a run, for the trace.
@@ -238,6 +268,39 @@ pub struct TraceEntry {
     pub node: NodeId,
     /// What happened.
     pub kind: TraceKind,
+}
+
+impl TraceKind {
+    /// A stable snake_case name: the event's [`Event::kind`], or `dropped`, `crashed`,
+    /// `restarted`, `links`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TraceKind::Event(event) => event.kind(),
+            TraceKind::Dropped { .. } => "dropped",
+            TraceKind::Crashed => "crashed",
+            TraceKind::Restarted => "restarted",
+            TraceKind::Links(_) => "links",
+        }
+    }
+}
+
+/// One human-readable line (without the time): what happened, and where.
+impl fmt::Display for TraceEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let node = &self.node;
+        match &self.kind {
+            TraceKind::Event(event) => write!(f, "{node}: {event}"),
+            TraceKind::Dropped { to, reason } if to.as_str().is_empty() => {
+                write!(f, "message to {node} dropped: {reason}")
+            }
+            TraceKind::Dropped { to, reason } => {
+                write!(f, "message from {node} to {to} dropped: {reason}")
+            }
+            TraceKind::Crashed => write!(f, "{node} crashed"),
+            TraceKind::Restarted => write!(f, "{node} restarted"),
+            TraceKind::Links(what) => f.write_str(what),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -294,17 +357,12 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// A cluster of `config.nodes` healthy nodes at time 0.
-    ///
-    /// # Panics
-    /// If the configuration cannot make a ring (no nodes, Q not a power of two): a simulator set-up
-    /// error, not a runtime condition.
-    pub fn new(config: SimConfig) -> Sim {
-        let members: Vec<Member> = (1..=config.nodes)
-            .map(|i| Member::new(NodeId::new(format!("n{i}")), 1))
-            .collect();
-        let ring = Ring::new(ring_config(&config), members.clone())
-            .expect("simulator configuration must make a valid ring");
+    /// A cluster of `config.nodes` healthy nodes at time 0, or why the configuration cannot
+    /// make one ([`SimConfig::validate`]).
+    pub fn try_new(config: SimConfig) -> Result<Sim, SimConfigError> {
+        config.validate()?;
+        let members = initial_members(config.nodes);
+        let ring = Ring::new(ring_config(&config), members.clone())?;
         let mut sim = Sim {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             loss: config.loss,
@@ -335,7 +393,16 @@ impl Sim {
             );
         }
         sim.members = members;
-        sim
+        Ok(sim)
+    }
+
+    /// [`Sim::try_new`] for configurations known to be valid (tests, examples).
+    ///
+    /// # Panics
+    /// If the configuration is invalid ([`SimConfig::validate`]): a simulator set-up error, not a
+    /// runtime condition.
+    pub fn new(config: SimConfig) -> Sim {
+        Sim::try_new(config).unwrap_or_else(|e| panic!("invalid simulator configuration: {e}"))
     }
 
     fn make_node(
@@ -1202,4 +1269,121 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
         }
     }
     sim
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn bad_configurations_are_errors_not_panics() {
+        let ok = SimConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let cases = [
+            (
+                SimConfig {
+                    nodes: 0,
+                    ..ok.clone()
+                },
+                "nodes must be at least 1",
+            ),
+            (
+                SimConfig {
+                    nodes: 2,
+                    ..ok.clone()
+                },
+                "n = 3 is out of range 1..=2",
+            ),
+            (
+                SimConfig {
+                    w: QuorumValue::Count(4),
+                    ..ok.clone()
+                },
+                "invalid quorum: w = 4",
+            ),
+            (
+                SimConfig {
+                    min_delay_ms: 20,
+                    ..ok.clone()
+                },
+                "min_delay_ms = 20 is above max_delay_ms = 10",
+            ),
+            (
+                SimConfig {
+                    gossip_interval_ms: 0,
+                    ..ok.clone()
+                },
+                "gossip_interval_ms = 0 is out of range 1..=",
+            ),
+            (
+                SimConfig {
+                    max_clock_skew_ms: MAX_SIM_MS + 1,
+                    ..ok.clone()
+                },
+                "max_clock_skew_ms",
+            ),
+            (
+                SimConfig {
+                    loss: f64::NAN,
+                    ..ok.clone()
+                },
+                "not a probability",
+            ),
+            (
+                SimConfig {
+                    max_clock_entries: 0,
+                    ..ok.clone()
+                },
+                "max_clock_entries",
+            ),
+            (
+                SimConfig {
+                    partitions: 3,
+                    ..ok.clone()
+                },
+                "power of two",
+            ),
+        ];
+        for (config, expected) in cases {
+            let error = Sim::try_new(config.clone()).err().unwrap_or_else(|| {
+                panic!("{config:?} accepted");
+            });
+            assert!(error.to_string().contains(expected), "{error}");
+            // Compared as text: `Loss(NaN)` is not equal to itself.
+            assert_eq!(
+                config.validate().unwrap_err().to_string(),
+                error.to_string()
+            );
+        }
+        assert!(Sim::try_new(ok).is_ok());
+    }
+
+    #[test]
+    fn trace_entries_and_events_read_as_lines() {
+        let entry = TraceEntry {
+            at: 5,
+            node: NodeId::new("n1"),
+            kind: TraceKind::Event(Event::PeerDown {
+                peer: NodeId::new("n2"),
+            }),
+        };
+        assert_eq!(entry.to_string(), "n1: n2 is down");
+        assert_eq!(entry.kind.name(), "peer_down");
+        let repair = Event::ReadRepair {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            replicas: alloc::vec![NodeId::new("n2"), NodeId::new("n3")],
+        };
+        assert_eq!(repair.to_string(), "read repair of b/k on n2, n3");
+        assert_eq!(repair.kind(), "read_repair");
+        let crashed = TraceEntry {
+            kind: TraceKind::Crashed,
+            ..entry
+        };
+        assert_eq!(
+            (crashed.to_string().as_str(), crashed.kind.name()),
+            ("n1 crashed", "crashed")
+        );
+    }
 }

@@ -10,10 +10,11 @@ use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::ops::Bound;
 
-use crate::io::{
-    BatchOp, Output, StorageError, StorageErrorKind, StorageKey, StorageOp, StorageResult,
-};
+use crate::io::Output;
 use crate::node::Node;
+use crate::storage::{
+    BatchOp, StorageError, StorageErrorKind, StorageKey, StorageOp, StorageResult,
+};
 
 /// An in-memory store with a durable layer and a volatile (unsynced) overlay.
 #[derive(Clone, Debug, Default)]
@@ -235,8 +236,8 @@ pub fn drive(node: &mut Node, store: &mut MemStore, now: u64) -> Vec<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{ScanRange, Space};
     use crate::ring::PartitionId;
+    use crate::storage::{ScanRange, Space};
     use crate::NodeId;
     use alloc::vec;
 

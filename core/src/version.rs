@@ -468,6 +468,40 @@ pub enum ConflictMode {
     LastWriterWins,
 }
 
+impl ConflictMode {
+    /// `siblings` or `lww`: the name configurations, the HTTP API and the bindings use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictMode::Siblings => "siblings",
+            ConflictMode::LastWriterWins => "lww",
+        }
+    }
+}
+
+impl fmt::Display for ConflictMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A conflict mode name that is neither `siblings`, `lww` nor `last_writer_wins`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown conflict mode {0:?}: expected siblings or lww")]
+pub struct ConflictModeError(pub String);
+
+impl core::str::FromStr for ConflictMode {
+    type Err = ConflictModeError;
+
+    /// Parses `siblings`, `lww` or `last_writer_wins` (any case, surrounding spaces ignored).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "siblings" => Ok(ConflictMode::Siblings),
+            "lww" | "last_writer_wins" => Ok(ConflictMode::LastWriterWins),
+            _ => Err(ConflictModeError(String::from(s))),
+        }
+    }
+}
+
 /// A stored object: sibling values with one causal history.
 ///
 /// Invariant: siblings sorted by dot, unique dots, every sibling's dot covered by `clock`. Every
@@ -1754,6 +1788,30 @@ mod tests {
         assert_eq!(
             Object::decode(&bytes).unwrap().values().next(),
             Some(&big[..])
+        );
+    }
+}
+
+#[cfg(test)]
+mod conflict_mode_names {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn conflict_modes_parse_every_accepted_name_and_display_the_short_one() {
+        for (name, mode) in [
+            ("siblings", ConflictMode::Siblings),
+            ("lww", ConflictMode::LastWriterWins),
+            ("last_writer_wins", ConflictMode::LastWriterWins),
+            (" LWW ", ConflictMode::LastWriterWins),
+        ] {
+            assert_eq!(name.parse::<ConflictMode>(), Ok(mode), "{name}");
+        }
+        assert_eq!(ConflictMode::LastWriterWins.to_string(), "lww");
+        assert_eq!(ConflictMode::Siblings.to_string(), "siblings");
+        assert_eq!(
+            "newest".parse::<ConflictMode>(),
+            Err(ConflictModeError("newest".into()))
         );
     }
 }

@@ -8,18 +8,18 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
-use crate::io::{ClientRequest, Reply, StorageKey};
 use crate::membership::GossipMessage;
 use crate::merkle::{ExchangeRequest, ExchangeResponse};
+use crate::request::{ClientRequest, Reply};
 use crate::ring::PartitionId;
+use crate::storage::StorageKey;
 
 /// Version byte of the wire format.
 pub const WIRE_VERSION: u8 = 1;
 /// Largest frame a peer accepts: the largest value plus generous room for keys and clocks.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
-/// Id a coordinator gives to one request it coordinates; replies carry it back.
-pub type CoordinationId = u64;
+pub use crate::id::CoordinationId; // transitional re-export
 
 /// What one replica answered to a read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,10 +211,11 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{QuorumValue, RequestOptions};
-    use crate::io::{QuorumKind, Space};
+    use crate::bucket::{QuorumValue, RequestOptions};
     use crate::membership::{ClusterView, MemberInfo};
     use crate::merkle::MerkleConfig;
+    use crate::request::QuorumKind;
+    use crate::storage::Space;
     use crate::version::{ActorId, ConflictMode, Content, Dot, Object};
     // prop_oneof! with many arms builds a `vec!`, which no_std does not have in scope.
     use alloc::vec;

@@ -1225,15 +1225,10 @@ fn parse_props(doc: &api::BucketPropsDoc) -> Result<BucketProps, Problem> {
     let quorum = |name: &str, value: &str| {
         parse_quorum(value.trim()).map_err(|error| Problem::bad_request(format!("{name}: {error}")))
     };
-    let conflict_mode = match doc.conflict_mode.trim().to_ascii_lowercase().as_str() {
-        "siblings" => ConflictMode::Siblings,
-        "lww" | "last_writer_wins" => ConflictMode::LastWriterWins,
-        other => {
-            return Err(Problem::bad_request(format!(
-                "conflict_mode {other:?} is neither siblings nor lww"
-            )))
-        }
-    };
+    let conflict_mode = doc
+        .conflict_mode
+        .parse::<ConflictMode>()
+        .map_err(|e| Problem::bad_request(format!("conflict_mode: {e}")))?;
     Ok(BucketProps {
         n: doc.n,
         r: quorum("r", &doc.r)?,

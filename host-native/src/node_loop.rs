@@ -634,6 +634,7 @@ impl NodeTask {
             Event::ActorRenewed { actor } => {
                 tracing::warn!(%actor, "version actor renewed after a damaged record");
             }
+            other => tracing::debug!(event = %other, "node event"),
         }
     }
 }

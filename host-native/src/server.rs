@@ -168,15 +168,10 @@ impl BucketDefaults {
                 .parse::<QuorumValue>()
                 .map_err(|e| ServerError::Config(format!("bucket.{name} = {value:?}: {e}")))
         };
-        let conflict_mode = match self.conflict_mode.as_str() {
-            "siblings" => ConflictMode::Siblings,
-            "lww" | "last_writer_wins" => ConflictMode::LastWriterWins,
-            other => {
-                return Err(ServerError::Config(format!(
-                    "bucket.conflict_mode = {other:?}: expected siblings or lww"
-                )))
-            }
-        };
+        let conflict_mode = self
+            .conflict_mode
+            .parse::<ConflictMode>()
+            .map_err(|e| ServerError::Config(format!("bucket.conflict_mode: {e}")))?;
         let props = BucketProps {
             n: self.n,
             r: quorum("r", &self.r)?,
@@ -431,17 +426,10 @@ impl ServerConfig {
         config.cluster = self.cluster.clone();
         config.ring = RingConfig {
             partitions: self.partitions,
-            strategy: match self.strategy.as_str() {
-                "partitions" => Strategy::Partitions,
-                "tokens" => Strategy::Tokens {
-                    tokens_per_capacity: 16,
-                },
-                other => {
-                    return Err(ServerError::Config(format!(
-                        "strategy = {other:?}: expected partitions or tokens"
-                    )))
-                }
-            },
+            strategy: self
+                .strategy
+                .parse::<Strategy>()
+                .map_err(|e| ServerError::Config(format!("strategy: {e}")))?,
             target_n: self.target_n,
         };
         config.default_bucket = self.bucket.to_props()?;

@@ -1129,6 +1129,7 @@ impl Shared {
         let reason = match error.kind {
             StorageErrorKind::Full => "full",
             StorageErrorKind::Io => "io",
+            _ => "other",
         };
         Metrics::count(&self.metrics.storage_failures, reason);
     }

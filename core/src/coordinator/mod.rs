@@ -4,10 +4,7 @@
 pub(crate) mod get;
 pub(crate) mod put;
 
-use crate::config::Millis;
-use crate::id::NodeId;
-use crate::io::RequestId;
-use crate::wire::CoordinationId;
+use crate::id::{CoordinationId, Millis, NodeId, RequestId};
 
 /// Who is waiting for a coordination's reply.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,9 +6,9 @@ use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
 use super::{fallbacks_among, Client, Target};
-use crate::config::{Millis, Quorums};
-use crate::id::NodeId;
-use crate::io::{QuorumKind, Reply};
+use crate::bucket::Quorums;
+use crate::id::{Millis, NodeId};
+use crate::request::{QuorumKind, Reply};
 use crate::version::{Context, Dot};
 
 #[derive(Clone, Debug)]

@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Millis;
+use crate::id::Millis;
 use crate::id::NodeId;
 
 /// Intervals longer than this (about 49.7 days) are recorded as this, so that the running sums

@@ -78,11 +78,11 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Millis;
+use crate::id::Millis;
 use crate::id::NodeId;
 
 pub use detector::{DetectorConfig, FailureDetector, Liveness};
-pub use view::{ClusterView, MemberInfo, MemberStatus, RingState, ViewError};
+pub use view::{ClusterView, MemberInfo, MemberStatus, MemberStatusError, RingState, ViewError};
 
 /// How a node gossips.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use md5::{Digest as _, Md5};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
-use crate::config::BucketProps;
+use crate::bucket::BucketProps;
 use crate::id::NodeId;
 use crate::ring::{Member, PartitionId, Ring, RingConfig, RingError};
 
@@ -61,6 +61,46 @@ pub enum MemberStatus {
     /// Gone for good. The entry stays as a tombstone so that gossip from nodes that have not heard
     /// of the removal cannot bring the member back; re-joining takes a higher version.
     Removed,
+}
+
+impl MemberStatus {
+    /// `joining`, `up`, `leaving`, `down` or `removed`: the names of the HTTP API and the bindings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Joining => "joining",
+            MemberStatus::Up => "up",
+            MemberStatus::Leaving => "leaving",
+            MemberStatus::Down => "down",
+            MemberStatus::Removed => "removed",
+        }
+    }
+}
+
+impl core::fmt::Display for MemberStatus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A member status name that is none of `joining`, `up`, `leaving`, `down`, `removed`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown member status {0:?}: expected joining, up, leaving, down or removed")]
+pub struct MemberStatusError(pub String);
+
+impl core::str::FromStr for MemberStatus {
+    type Err = MemberStatusError;
+
+    /// Parses a name as [`MemberStatus::as_str`] writes it (any case, surrounding spaces ignored).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "joining" => Ok(MemberStatus::Joining),
+            "up" => Ok(MemberStatus::Up),
+            "leaving" => Ok(MemberStatus::Leaving),
+            "down" => Ok(MemberStatus::Down),
+            "removed" => Ok(MemberStatus::Removed),
+            _ => Err(MemberStatusError(String::from(s))),
+        }
+    }
 }
 
 /// One member's entry in the view.
@@ -888,7 +928,7 @@ fn check_count(what: &'static str, size: usize, max: usize) -> Result<(), ViewEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::QuorumValue;
+    use crate::bucket::QuorumValue;
     use crate::ring::Strategy as Placement;
     use proptest::prelude::*;
     use std::format;
@@ -1662,5 +1702,26 @@ mod tests {
                 prop_assert_eq!(ClusterView::decode(&view.encode()), Ok(view));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod status_names {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in [
+            MemberStatus::Joining,
+            MemberStatus::Up,
+            MemberStatus::Leaving,
+            MemberStatus::Down,
+            MemberStatus::Removed,
+        ] {
+            assert_eq!(status.to_string().parse(), Ok(status));
+        }
+        assert_eq!(" UP ".parse(), Ok(MemberStatus::Up));
+        assert!("gone".parse::<MemberStatus>().is_err());
     }
 }

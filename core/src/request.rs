@@ -1,0 +1,356 @@
+//! The request/reply vocabulary: what a client asks of a node ([`ClientRequest`]), what it gets
+//! back ([`Reply`]), and the one check every request passes before any work is done
+//! ([`ClientRequest::check`]), shared by the node and the bindings so that they refuse the same
+//! requests with the same errors.
+//!
+//! Peer messages carry requests and replies (a forwarded write), so this module sits below
+//! [`crate::wire`] and [`crate::io`].
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::{BucketProps, Quorums, RequestOptions};
+use crate::error::RequestError;
+use crate::id::NodeId;
+use crate::version::{Context, Dot};
+
+/// Largest key accepted, in bytes.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 64 * 1024;
+/// Largest bucket name accepted, in bytes.
+pub const DEFAULT_MAX_BUCKET_BYTES: usize = 1024;
+/// Largest value accepted, in bytes.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The size limits a node applies to client requests (see
+/// [`NodeConfig::request_limits`](crate::config::NodeConfig::request_limits)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLimits {
+    /// Largest key accepted, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest bucket name accepted, in bytes.
+    pub max_bucket_bytes: usize,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_bucket_bytes: DEFAULT_MAX_BUCKET_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+/// What a client asks of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Read a key: all its siblings and one context.
+    Get {
+        /// Bucket name.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// Quorum and timeout overrides.
+        options: RequestOptions,
+    },
+    /// Write a value. It replaces exactly the siblings `context` has seen; with an empty context it
+    /// adds a sibling.
+    Put {
+        /// Bucket name.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// Context from an earlier get (or put), or empty.
+        context: Context,
+        /// The value.
+        value: Vec<u8>,
+        /// Quorum and timeout overrides.
+        options: RequestOptions,
+    },
+    /// Delete: a put of a tombstone, with the same context rules.
+    Delete {
+        /// Bucket name.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// Context from an earlier get, or empty.
+        context: Context,
+        /// Quorum and timeout overrides.
+        options: RequestOptions,
+    },
+}
+
+impl ClientRequest {
+    /// The bucket and key the request is about.
+    pub fn target(&self) -> (&[u8], &[u8]) {
+        match self {
+            ClientRequest::Get { bucket, key, .. }
+            | ClientRequest::Put { bucket, key, .. }
+            | ClientRequest::Delete { bucket, key, .. } => (bucket, key),
+        }
+    }
+
+    /// The request's overrides.
+    pub fn options(&self) -> &RequestOptions {
+        match self {
+            ClientRequest::Get { options, .. }
+            | ClientRequest::Put { options, .. }
+            | ClientRequest::Delete { options, .. } => options,
+        }
+    }
+
+    /// Checks the request against the size limits and resolves its quorums against the
+    /// properties of its bucket: the check a node makes before it does any work for a request,
+    /// public so that a binding or a client refuses exactly what a node would, with the same error.
+    ///
+    /// The key must be non-empty and within `limits`, the bucket name and a put's value within
+    /// `limits`, and the quorums valid for N (see [`BucketProps::resolve`]). Checks nothing that
+    /// depends on a node's state (such as a request id in flight).
+    pub fn check(
+        &self,
+        props: &BucketProps,
+        limits: &RequestLimits,
+    ) -> Result<Quorums, RequestError> {
+        let (bucket, key) = self.target();
+        if key.is_empty() {
+            return Err(RequestError::EmptyKey);
+        }
+        if key.len() > limits.max_key_bytes {
+            return Err(RequestError::KeyTooLarge {
+                len: key.len(),
+                max: limits.max_key_bytes,
+            });
+        }
+        if bucket.len() > limits.max_bucket_bytes {
+            return Err(RequestError::BucketTooLarge {
+                len: bucket.len(),
+                max: limits.max_bucket_bytes,
+            });
+        }
+        if let ClientRequest::Put { value, .. } = self {
+            if value.len() > limits.max_value_bytes {
+                return Err(RequestError::ValueTooLarge {
+                    len: value.len(),
+                    max: limits.max_value_bytes,
+                });
+            }
+        }
+        Ok(props.resolve(self.options())?)
+    }
+}
+
+/// Which quorum a request failed to reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuorumKind {
+    /// R replies to a get.
+    Read,
+    /// W acknowledgements of a put.
+    Write,
+    /// DW durable acknowledgements of a put.
+    Durable,
+}
+
+impl QuorumKind {
+    /// `read`, `write` or `durable`: the name logs, metrics and the bindings use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuorumKind::Read => "read",
+            QuorumKind::Write => "write",
+            QuorumKind::Durable => "durable",
+        }
+    }
+}
+
+impl fmt::Display for QuorumKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer to a client request. Quorum failures are outcomes, not errors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// A get reached R replies.
+    Got {
+        /// Live sibling values; empty when the key is absent or deleted.
+        values: Vec<Vec<u8>>,
+        /// Context to pass to the next put; non-empty for a deleted key (its tombstone's history).
+        context: Context,
+        /// Replicas whose replies were merged.
+        replicas: Vec<NodeId>,
+        /// Of those, the fallbacks that stood in for unreachable preference-list nodes.
+        fallbacks: Vec<NodeId>,
+        /// False when `r + w <= n` for this request and the bucket's w.
+        read_your_writes: bool,
+    },
+    /// A put or delete reached W acknowledgements (DW of them durable).
+    Written {
+        /// Context of the object at the coordinator after the write.
+        context: Context,
+        /// The dot the write was given: its identity in every clock.
+        dot: Dot,
+        /// Replicas that acknowledged before the reply.
+        replicas: Vec<NodeId>,
+        /// Of those, the ones that had made it durable.
+        durable: Vec<NodeId>,
+        /// Of those, the fallbacks that stood in for unreachable preference-list nodes (a sloppy
+        /// quorum): they hold the write as a hint until the owner is back.
+        fallbacks: Vec<NodeId>,
+        /// False when `r + w <= n` for this request and the bucket's r.
+        read_your_writes: bool,
+    },
+    /// The quorum was not reached before the timeout. A write may still have been applied on the
+    /// replicas that answered and on the coordinator.
+    Unavailable {
+        /// Which quorum failed.
+        kind: QuorumKind,
+        /// How many were needed.
+        needed: u32,
+        /// Replicas that answered in time.
+        answered: Vec<NodeId>,
+    },
+    /// The request could not be carried out (a storage failure on the coordinator, say).
+    Failed {
+        /// What went wrong, for the client.
+        reason: String,
+    },
+    /// The coordinator's disk is full: its local write failed before any replica was asked, so
+    /// nothing was written. (Last, so that the encoding of the other variants is unchanged.)
+    StorageFull {
+        /// The storage engine's description.
+        reason: String,
+    },
+}
+
+impl Reply {
+    /// `ok` (a get that met R, a write that met W), `unavailable`, `failed` or `storage_full`:
+    /// the outcome name the bindings and logs use.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Reply::Got { .. } | Reply::Written { .. } => "ok",
+            Reply::Unavailable { .. } => "unavailable",
+            Reply::Failed { .. } => "failed",
+            Reply::StorageFull { .. } => "storage_full",
+        }
+    }
+}
+
+/// One human-readable line, for logs and the bindings' error texts (values are not shown: they
+/// may be large or binary).
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Got {
+                values, replicas, ..
+            } => write!(
+                f,
+                "got {} value(s) from {} replica(s)",
+                values.len(),
+                replicas.len()
+            ),
+            Reply::Written { dot, replicas, .. } => {
+                write!(f, "written as {dot} on {} replica(s)", replicas.len())
+            }
+            Reply::Unavailable {
+                kind,
+                needed,
+                answered,
+            } => write!(
+                f,
+                "{kind} quorum not reached: {needed} needed, {} answered in time",
+                answered.len()
+            ),
+            Reply::Failed { reason } => write!(f, "failed: {reason}"),
+            Reply::StorageFull { reason } => write!(f, "storage full: {reason}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::QuorumValue;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    fn put(bucket: &[u8], key: &[u8], value: &[u8]) -> ClientRequest {
+        ClientRequest::Put {
+            bucket: bucket.to_vec(),
+            key: key.to_vec(),
+            context: Context::default(),
+            value: value.to_vec(),
+            options: RequestOptions::default(),
+        }
+    }
+
+    #[test]
+    fn check_refuses_what_a_node_refuses() {
+        let props = BucketProps::default();
+        let limits = RequestLimits {
+            max_key_bytes: 3,
+            max_bucket_bytes: 2,
+            max_value_bytes: 4,
+        };
+        let q = put(b"b", b"k", b"v").check(&props, &limits).unwrap();
+        assert_eq!((q.n, q.r, q.w, q.dw), (3, 2, 2, 0));
+        assert_eq!(
+            put(b"b", b"", b"v").check(&props, &limits),
+            Err(RequestError::EmptyKey)
+        );
+        assert_eq!(
+            put(b"b", b"long", b"v").check(&props, &limits),
+            Err(RequestError::KeyTooLarge { len: 4, max: 3 })
+        );
+        assert_eq!(
+            put(b"bkt", b"k", b"v").check(&props, &limits),
+            Err(RequestError::BucketTooLarge { len: 3, max: 2 })
+        );
+        assert_eq!(
+            put(b"b", b"k", b"value").check(&props, &limits),
+            Err(RequestError::ValueTooLarge { len: 5, max: 4 })
+        );
+        // A get has no value to check, but its quorum overrides are checked against N.
+        let get = ClientRequest::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: RequestOptions {
+                r: Some(QuorumValue::Count(4)),
+                ..Default::default()
+            },
+        };
+        assert!(matches!(
+            get.check(&props, &limits),
+            Err(RequestError::Quorum(_))
+        ));
+        let limits = RequestLimits::default();
+        assert_eq!(limits.max_value_bytes, DEFAULT_MAX_VALUE_BYTES);
+        let big = vec![0u8; DEFAULT_MAX_VALUE_BYTES + 1];
+        assert!(put(b"b", b"k", &big).check(&props, &limits).is_err());
+    }
+
+    #[test]
+    fn replies_read_as_one_line() {
+        let unavailable = Reply::Unavailable {
+            kind: QuorumKind::Write,
+            needed: 2,
+            answered: vec![NodeId::new("n1")],
+        };
+        assert_eq!(unavailable.outcome(), "unavailable");
+        assert_eq!(
+            unavailable.to_string(),
+            "write quorum not reached: 2 needed, 1 answered in time"
+        );
+        let failed = Reply::Failed {
+            reason: "disk".into(),
+        };
+        assert_eq!(
+            (failed.outcome(), failed.to_string().as_str()),
+            ("failed", "failed: disk")
+        );
+        assert_eq!(QuorumKind::Durable.to_string(), "durable");
+    }
+}
