@@ -12,30 +12,16 @@ use crate::errors;
 pub type MemberSpec = (String, u32, Option<String>);
 
 /// The strategy named `partitions` or `tokens`.
-pub fn strategy(name: &str, tokens_per_capacity: u32) -> PyResult<Strategy> {
-    match name {
-        "partitions" => Ok(Strategy::Partitions),
-        "tokens" => Ok(Strategy::Tokens {
-            tokens_per_capacity,
-        }),
-        other => Err(errors::invalid(format!(
-            "unknown strategy {other:?}: expected \"partitions\" or \"tokens\""
-        ))),
-    }
+fn strategy(name: &str, tokens_per_capacity: u32) -> PyResult<Strategy> {
+    Strategy::named(name, tokens_per_capacity).map_err(|e| errors::invalid(e.to_string()))
 }
 
 fn members(specs: Vec<MemberSpec>) -> PyResult<Vec<Member>> {
     specs
         .into_iter()
         .map(|(name, capacity, zone)| {
-            if name.is_empty() {
-                return Err(errors::invalid("a member name is empty"));
-            }
-            let member = Member::new(NodeId::new(name), capacity);
-            Ok(match zone {
-                Some(zone) => member.in_zone(zone),
-                None => member,
-            })
+            Member::from_spec(&name, capacity, zone.as_deref())
+                .map_err(|e| errors::invalid(format!("invalid ring: {e}")))
         })
         .collect()
 }
@@ -117,21 +103,13 @@ impl PyRing {
     /// `partitions` or `tokens`.
     #[getter]
     fn strategy(&self) -> &'static str {
-        match self.ring.config().strategy {
-            Strategy::Partitions => "partitions",
-            Strategy::Tokens { .. } => "tokens",
-        }
+        self.ring.config().strategy.name()
     }
 
     /// Tokens per unit of capacity (tokens strategy), else `None`.
     #[getter]
     fn tokens_per_capacity(&self) -> Option<u32> {
-        match self.ring.config().strategy {
-            Strategy::Partitions => None,
-            Strategy::Tokens {
-                tokens_per_capacity,
-            } => Some(tokens_per_capacity),
-        }
+        self.ring.config().strategy.tokens_per_capacity()
     }
 
     /// The 128-bit ring position of a key (MD5 of the bucket and key).

@@ -1,22 +1,20 @@
 //! The simulator: [`ringkv_core::sim::Sim`] for Python.
 //!
-//! Configurations are checked here before the core sees them (the core's `Sim::new` panics on a
-//! configuration that cannot make a ring), and every call into the simulator runs under
-//! `catch_unwind`: a panic retires the simulator and raises `SimulationError` instead of crossing
-//! the FFI boundary. Long runs go in slices with a check for Ctrl-C in between.
+//! Arguments are converted here and checked by the core (`Sim::try_new`, `ClientRequest::check`),
+//! so Python refuses exactly what the core refuses, with the core's words. Every call into the
+//! simulator runs under `catch_unwind`: a panic retires the simulator and raises `SimulationError`
+//! instead of crossing the FFI boundary. Long runs go in slices with a check for Ctrl-C in between.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
-use ringkv_core::checker::Verdict;
-use ringkv_core::config::{
-    BucketProps, QuorumValue, RequestOptions, DEFAULT_MAX_BUCKET_BYTES, DEFAULT_MAX_KEY_BYTES,
-    DEFAULT_MAX_VALUE_BYTES,
-};
-use ringkv_core::io::{ClientRequest, Event, QuorumKind, Reply};
-use ringkv_core::ring::{Member, Ring, RingConfig, MAX_TARGET_N};
-use ringkv_core::sim::{OpKind, OpOutcome, Operation, Sim, SimConfig, TraceEntry, TraceKind};
+use ringkv_core::bucket::{QuorumValue, RequestOptions};
+use ringkv_core::checker::{OpKind, OpOutcome, Operation, Verdict};
+use ringkv_core::io::Event;
+use ringkv_core::request::{ClientRequest, Reply, RequestLimits};
+use ringkv_core::ring::Strategy;
+use ringkv_core::sim::{Sim, SimConfig, TraceEntry, TraceKind, MAX_SIM_MS};
 use ringkv_core::version::{ConflictMode, Context, Object};
 use ringkv_core::NodeId;
 
@@ -26,8 +24,6 @@ use crate::version::{PyContext, PyVersionVector};
 
 /// Most nodes a simulated cluster may start with.
 const MAX_NODES: usize = 1_000;
-/// Longest delay, latency, skew, interval or timeout a configuration or request may ask for.
-const MAX_MS: u64 = 24 * 60 * 60 * 1_000;
 /// Longest single `run` (about 31 years of virtual time): keeps clock arithmetic far from overflow.
 const MAX_RUN_MS: u64 = 1_000_000_000_000;
 /// Virtual time run between two checks for Ctrl-C.
@@ -36,36 +32,9 @@ const RUN_SLICE_MS: u64 = 1_000;
 const WAIT_SLICE_STEPS: usize = 20_000;
 
 fn quorum(name: &str, value: &str) -> PyResult<QuorumValue> {
-    value.trim().parse::<QuorumValue>().map_err(|_| {
-        errors::invalid(format!(
-            "{name} = {value:?} is not a quorum: use a count, \"one\", \"quorum\" or \"all\""
-        ))
-    })
-}
-
-fn check_ms(name: &str, value: u64, min: u64) -> PyResult<()> {
-    if value < min || value > MAX_MS {
-        return Err(errors::invalid(format!(
-            "{name} = {value} is out of range {min}..={MAX_MS}"
-        )));
-    }
-    Ok(())
-}
-
-fn op_name(kind: &OpKind) -> &'static str {
-    match kind {
-        OpKind::Get => "get",
-        OpKind::Put { .. } => "put",
-        OpKind::Delete { .. } => "delete",
-    }
-}
-
-fn quorum_name(kind: QuorumKind) -> &'static str {
-    match kind {
-        QuorumKind::Read => "read",
-        QuorumKind::Write => "write",
-        QuorumKind::Durable => "durable",
-    }
+    value
+        .parse::<QuorumValue>()
+        .map_err(|e| errors::invalid(format!("{name} = {value:?} is not a quorum: {e}")))
 }
 
 fn ids(ids: &[NodeId]) -> Vec<String> {
@@ -93,7 +62,7 @@ fn context_object(py: Python<'_>, context: &Context) -> PyResult<Py<PyContext>> 
 fn operation_dict<'py>(py: Python<'py>, op: &Operation) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("index", op.index)?;
-    d.set_item("op", op_name(&op.kind))?;
+    d.set_item("op", op.kind.name())?;
     d.set_item("node", op.node.as_str())?;
     d.set_item("bucket", PyBytes::new(py, &op.bucket))?;
     d.set_item("key", PyBytes::new(py, &op.key))?;
@@ -123,81 +92,43 @@ fn operation_dict<'py>(py: Python<'py>, op: &Operation) -> PyResult<Bound<'py, P
         },
     )?;
     d.set_item("replicas", ids(&op.replicas()))?;
-    let mut outcome: Option<&str> = None;
     let mut fallbacks: Vec<String> = Vec::new();
     let mut durable: Vec<String> = Vec::new();
     let mut dot: Option<(String, u64)> = None;
     let mut read_your_writes: Option<bool> = None;
     let mut quorum: Option<&str> = None;
     let mut needed: Option<u32> = None;
-    let mut error: Option<String> = None;
     match &op.outcome {
-        None => {}
-        Some(OpOutcome::Replied(reply)) => match reply {
-            Reply::Got {
-                fallbacks: f,
-                read_your_writes: ryw,
-                ..
-            } => {
-                outcome = Some("ok");
-                fallbacks = ids(f);
-                read_your_writes = Some(*ryw);
-            }
-            Reply::Written {
-                dot: d,
-                durable: du,
-                fallbacks: f,
-                read_your_writes: ryw,
-                ..
-            } => {
-                outcome = Some("ok");
-                fallbacks = ids(f);
-                durable = ids(du);
-                dot = Some((d.actor.as_str().to_string(), d.counter));
-                read_your_writes = Some(*ryw);
-            }
-            Reply::Unavailable {
-                kind,
-                needed: n,
-                answered,
-            } => {
-                outcome = Some("unavailable");
-                quorum = Some(quorum_name(*kind));
-                needed = Some(*n);
-                error = Some(format!(
-                    "{} quorum not reached: {n} needed, {} answered in time",
-                    quorum_name(*kind),
-                    answered.len()
-                ));
-            }
-            Reply::Failed { reason } => {
-                outcome = Some("failed");
-                error = Some(reason.clone());
-            }
-            Reply::StorageFull { reason } => {
-                outcome = Some("storage_full");
-                error = Some(reason.clone());
-            }
-        },
-        Some(OpOutcome::Rejected(e)) => {
-            outcome = Some("rejected");
-            error = Some(e.to_string());
+        Some(OpOutcome::Replied(Reply::Got {
+            fallbacks: f,
+            read_your_writes: ryw,
+            ..
+        })) => {
+            fallbacks = ids(f);
+            read_your_writes = Some(*ryw);
         }
-        Some(OpOutcome::Refused) => {
-            outcome = Some("refused");
-            error = Some(format!(
-                "{} is down: the connection was refused, nothing was applied",
-                op.node
-            ));
+        Some(OpOutcome::Replied(Reply::Written {
+            dot: d,
+            durable: du,
+            fallbacks: f,
+            read_your_writes: ryw,
+            ..
+        })) => {
+            fallbacks = ids(f);
+            durable = ids(du);
+            dot = Some((d.actor.as_str().to_string(), d.counter));
+            read_your_writes = Some(*ryw);
         }
-        Some(OpOutcome::Lost) => {
-            outcome = Some("lost");
-            error = Some(format!(
-                "{} crashed before replying: the operation may or may not have been applied",
-                op.node
-            ));
+        Some(OpOutcome::Replied(Reply::Unavailable {
+            kind, needed: n, ..
+        })) => {
+            quorum = Some(kind.as_str());
+            needed = Some(*n);
         }
+        _ => {}
     }
+    let outcome = op.outcome.as_ref().map(OpOutcome::name);
+    let error = op.error();
     d.set_item("outcome", outcome)?;
     d.set_item("fallbacks", fallbacks)?;
     d.set_item("durable", durable)?;
@@ -209,65 +140,42 @@ fn operation_dict<'py>(py: Python<'py>, op: &Operation) -> PyResult<Bound<'py, P
     Ok(d)
 }
 
-fn event_fields<'py>(py: Python<'py>, d: &Bound<'py, PyDict>, event: &Event) -> PyResult<String> {
-    let key_text = |bucket: &[u8], key: &[u8]| {
-        format!(
-            "{}/{}",
-            String::from_utf8_lossy(bucket),
-            String::from_utf8_lossy(key)
-        )
-    };
-    Ok(match event {
+/// The event's own fields (the kind and the line of text come from the core).
+fn event_fields<'py>(py: Python<'py>, d: &Bound<'py, PyDict>, event: &Event) -> PyResult<()> {
+    match event {
         Event::ChecksumFailure {
             bucket,
             key,
             detail,
         } => {
-            d.set_item("kind", "checksum_failure")?;
             d.set_item("bucket", text_or_bytes(py, bucket))?;
             d.set_item("key", text_or_bytes(py, key))?;
             d.set_item("reason", detail)?;
-            format!("checksum failure on {}: {detail}", key_text(bucket, key))
         }
         Event::ReadRepair {
             bucket,
             key,
             replicas,
         } => {
-            d.set_item("kind", "read_repair")?;
             d.set_item("bucket", text_or_bytes(py, bucket))?;
             d.set_item("key", text_or_bytes(py, key))?;
             d.set_item("replicas", ids(replicas))?;
-            format!(
-                "read repair of {} on {}",
-                key_text(bucket, key),
-                ids(replicas).join(",")
-            )
         }
         Event::QuorumFailed {
             kind,
             needed,
             answered,
         } => {
-            d.set_item("kind", "quorum_failed")?;
-            d.set_item("quorum", quorum_name(*kind))?;
+            d.set_item("quorum", kind.as_str())?;
             d.set_item("needed", needed)?;
             d.set_item("answered", answered)?;
-            format!(
-                "{} quorum failed: {answered} of {needed} answered",
-                quorum_name(*kind)
-            )
         }
         Event::StorageFailed { error } => {
-            d.set_item("kind", "storage_failed")?;
             d.set_item("reason", error.to_string())?;
-            format!("storage failed: {error}")
         }
         Event::MessageDropped { from, reason } => {
-            d.set_item("kind", "message_dropped")?;
             d.set_item("peer", from.as_str())?;
             d.set_item("reason", reason)?;
-            format!("message from {from} dropped: {reason}")
         }
         Event::AntiEntropy {
             partition,
@@ -276,64 +184,42 @@ fn event_fields<'py>(py: Python<'py>, d: &Bound<'py, PyDict>, event: &Event) -> 
             repaired,
             requests,
         } => {
-            d.set_item("kind", "anti_entropy")?;
             d.set_item("partition", partition.0)?;
             d.set_item("peer", peer.as_str())?;
             d.set_item("differing", differing)?;
             d.set_item("repaired", repaired)?;
             d.set_item("requests", requests)?;
-            format!(
-                "anti-entropy of partition {} with {peer}: {differing} differing, {repaired} repaired",
-                partition.0
-            )
         }
         Event::AntiEntropyAbandoned {
             partition,
             peer,
             reason,
         } => {
-            d.set_item("kind", "anti_entropy_abandoned")?;
             d.set_item("partition", partition.0)?;
             d.set_item("peer", peer.as_str())?;
             d.set_item("reason", reason)?;
-            format!(
-                "anti-entropy of partition {} with {peer} abandoned: {reason}",
-                partition.0
-            )
         }
         Event::TombstoneReaped { bucket, key } => {
-            d.set_item("kind", "tombstone_reaped")?;
             d.set_item("bucket", text_or_bytes(py, bucket))?;
             d.set_item("key", text_or_bytes(py, key))?;
-            format!("tombstone of {} reaped", key_text(bucket, key))
         }
-        Event::PeerDown { peer } => {
-            d.set_item("kind", "peer_down")?;
+        Event::PeerDown { peer } | Event::PeerUp { peer } => {
             d.set_item("peer", peer.as_str())?;
-            format!("{peer} is down")
-        }
-        Event::PeerUp { peer } => {
-            d.set_item("kind", "peer_up")?;
-            d.set_item("peer", peer.as_str())?;
-            format!("{peer} is up")
         }
         Event::DownAlert { peer, down_ms } => {
-            d.set_item("kind", "down_alert")?;
             d.set_item("peer", peer.as_str())?;
             d.set_item("down_ms", down_ms)?;
-            format!("{peer} has been down for {down_ms} ms")
         }
         Event::ViewChanged { digest } => {
-            d.set_item("kind", "view_changed")?;
             d.set_item("digest", digest)?;
-            format!("cluster view changed (digest {digest:016x})")
         }
         Event::ActorRenewed { actor } => {
-            d.set_item("kind", "actor_renewed")?;
             d.set_item("actor", actor)?;
-            format!("new version-vector actor {actor}")
         }
-    })
+        // A kind this binding does not know yet: its kind and line are enough.
+        _ => {}
+    }
+    Ok(())
 }
 
 /// One trace entry as plain data: `at`, `node`, `kind`, `detail` and the kind's own fields.
@@ -341,31 +227,16 @@ fn trace_dict<'py>(py: Python<'py>, entry: &TraceEntry) -> PyResult<Bound<'py, P
     let d = PyDict::new(py);
     d.set_item("at", entry.at)?;
     d.set_item("node", entry.node.as_str())?;
-    let detail = match &entry.kind {
+    d.set_item("kind", entry.kind.name())?;
+    match &entry.kind {
         TraceKind::Event(event) => event_fields(py, &d, event)?,
         TraceKind::Dropped { to, reason } => {
-            d.set_item("kind", "dropped")?;
             d.set_item("to", to.as_str())?;
             d.set_item("reason", reason)?;
-            if to.as_str().is_empty() {
-                format!("message to {} dropped: {reason}", entry.node)
-            } else {
-                format!("message from {} to {to} dropped: {reason}", entry.node)
-            }
         }
-        TraceKind::Crashed => {
-            d.set_item("kind", "crashed")?;
-            format!("{} crashed", entry.node)
-        }
-        TraceKind::Restarted => {
-            d.set_item("kind", "restarted")?;
-            format!("{} restarted", entry.node)
-        }
-        TraceKind::Links(what) => {
-            d.set_item("kind", "links")?;
-            what.clone()
-        }
-    };
+        TraceKind::Crashed | TraceKind::Restarted | TraceKind::Links(_) => {}
+    }
+    let detail = entry.to_string();
     d.set_item("detail", detail)?;
     Ok(d)
 }
@@ -509,16 +380,15 @@ impl PySim {
             timeout_ms,
         };
         if let Some(timeout) = timeout_ms {
-            check_ms("timeout_ms", timeout, 1)?;
+            // The simulator's own range for times, so that a deadline cannot overflow.
+            if timeout == 0 || timeout > MAX_SIM_MS {
+                return Err(errors::invalid(format!(
+                    "timeout_ms = {timeout} is out of range 1..={MAX_SIM_MS}"
+                )));
+            }
         }
-        let props = BucketProps {
-            n: config.n,
-            r: config.r,
-            w: config.w,
-            dw: config.dw,
-            conflict_mode: config.conflict_mode,
-        };
-        props
+        config
+            .default_bucket()
             .resolve(&options)
             .map_err(|e| errors::invalid(format!("invalid quorum: {e}")))?;
         Ok(options)
@@ -559,66 +429,27 @@ impl PySim {
         gossip_interval_ms: u64,
         max_clock_skew_ms: u64,
     ) -> PyResult<Self> {
+        // A limit of this binding (memory and time a notebook can afford), not of the core.
         if nodes == 0 || nodes > MAX_NODES {
             return Err(errors::invalid(format!(
                 "nodes = {nodes} is out of range 1..={MAX_NODES}"
             )));
         }
-        let max_n = nodes.min(MAX_TARGET_N);
-        if n == 0 || n as usize > max_n {
-            return Err(errors::invalid(format!(
-                "n = {n} is out of range 1..={max_n} (a key cannot have more replicas than there are nodes{})",
-                if nodes > MAX_TARGET_N { ", nor more than 16" } else { "" }
-            )));
-        }
-        let conflict_mode = match conflict_mode {
-            "siblings" => ConflictMode::Siblings,
-            "lww" | "last_writer_wins" => ConflictMode::LastWriterWins,
-            other => {
-                return Err(errors::invalid(format!(
-                    "unknown conflict_mode {other:?}: expected \"siblings\" or \"lww\""
-                )))
-            }
-        };
-        let (r, w, dw) = (quorum("r", r)?, quorum("w", w)?, quorum("dw", dw)?);
-        BucketProps {
-            n,
-            r,
-            w,
-            dw,
-            conflict_mode,
-        }
-        .resolve(&RequestOptions::default())
-        .map_err(|e| errors::invalid(format!("invalid quorum: {e}")))?;
-        if min_delay_ms > max_delay_ms {
-            return Err(errors::invalid(format!(
-                "min_delay_ms = {min_delay_ms} is above max_delay_ms = {max_delay_ms}"
-            )));
-        }
-        check_ms("max_delay_ms", max_delay_ms, 0)?;
-        check_ms("max_disk_latency_ms", max_disk_latency_ms, 0)?;
-        check_ms("request_timeout_ms", request_timeout_ms, 1)?;
-        check_ms("anti_entropy_interval_ms", anti_entropy_interval_ms, 1)?;
-        check_ms("gossip_interval_ms", gossip_interval_ms, 1)?;
-        check_ms("max_clock_skew_ms", max_clock_skew_ms, 0)?;
-        if !(0.0..=1.0).contains(&loss) {
-            return Err(errors::invalid(format!(
-                "loss = {loss} is not a probability between 0 and 1"
-            )));
-        }
-        if max_clock_entries == 0 {
-            return Err(errors::invalid("max_clock_entries must be at least 1"));
-        }
+        let conflict_mode = conflict_mode
+            .parse::<ConflictMode>()
+            .map_err(|e| errors::invalid(e.to_string()))?;
+        let strategy = Strategy::named(strategy, tokens_per_capacity)
+            .map_err(|e| errors::invalid(e.to_string()))?;
         let config = SimConfig {
             nodes,
             n,
-            r,
-            w,
-            dw,
+            r: quorum("r", r)?,
+            w: quorum("w", w)?,
+            dw: quorum("dw", dw)?,
             conflict_mode,
             seed,
             partitions,
-            strategy: crate::ring::strategy(strategy, tokens_per_capacity)?,
+            strategy,
             min_delay_ms,
             max_delay_ms,
             loss,
@@ -631,24 +462,14 @@ impl PySim {
             churn: false,
             max_clock_skew_ms,
         };
-        // The ring the simulator will build, built here first so that a configuration that
-        // cannot make one is an exception rather than the simulator's panic.
-        let members: Vec<Member> = (1..=nodes)
-            .map(|i| Member::new(NodeId::new(format!("n{i}")), 1))
-            .collect();
-        let ring_config = RingConfig {
-            partitions,
-            strategy: config.strategy.clone(),
-            target_n: n as usize,
-        };
-        Ring::new(ring_config, members)
-            .map_err(|e| errors::invalid(format!("invalid simulator configuration: {e}")))?;
-        let sim = catch_unwind(AssertUnwindSafe(|| Sim::new(config))).map_err(|payload| {
-            errors::simulation(format!(
-                "the simulator could not start: {}",
-                errors::panic_message(payload.as_ref())
-            ))
-        })?;
+        let sim = catch_unwind(AssertUnwindSafe(|| Sim::try_new(config)))
+            .map_err(|payload| {
+                errors::simulation(format!(
+                    "the simulator could not start: {}",
+                    errors::panic_message(payload.as_ref())
+                ))
+            })?
+            .map_err(|e| errors::invalid(e.to_string()))?;
         Ok(PySim {
             sim: Some(sim),
             failure: None,
@@ -665,27 +486,11 @@ impl PySim {
         d.set_item("r", c.r.to_string())?;
         d.set_item("w", c.w.to_string())?;
         d.set_item("dw", c.dw.to_string())?;
-        d.set_item(
-            "conflict_mode",
-            match c.conflict_mode {
-                ConflictMode::Siblings => "siblings",
-                ConflictMode::LastWriterWins => "lww",
-            },
-        )?;
+        d.set_item("conflict_mode", c.conflict_mode.to_string())?;
         d.set_item("seed", c.seed)?;
         d.set_item("partitions", c.partitions)?;
-        match c.strategy {
-            ringkv_core::ring::Strategy::Partitions => {
-                d.set_item("strategy", "partitions")?;
-                d.set_item("tokens_per_capacity", py.None())?;
-            }
-            ringkv_core::ring::Strategy::Tokens {
-                tokens_per_capacity,
-            } => {
-                d.set_item("strategy", "tokens")?;
-                d.set_item("tokens_per_capacity", tokens_per_capacity)?;
-            }
-        }
+        d.set_item("strategy", c.strategy.name())?;
+        d.set_item("tokens_per_capacity", c.strategy.tokens_per_capacity())?;
         d.set_item("min_delay_ms", c.min_delay_ms)?;
         d.set_item("max_delay_ms", c.max_delay_ms)?;
         d.set_item("loss", c.loss)?;
@@ -734,24 +539,6 @@ impl PySim {
     ) -> PyResult<usize> {
         self.known(node)?;
         let options = self.options(r, w, dw, n, timeout_ms)?;
-        // The limits every simulated node applies: checked here so that a request a node would
-        // refuse is an exception and never enters the history.
-        let limits = [
-            ("bucket name", bucket.len(), DEFAULT_MAX_BUCKET_BYTES),
-            ("key", key.len(), DEFAULT_MAX_KEY_BYTES),
-            (
-                "value",
-                value.as_ref().map_or(0, Vec::len),
-                DEFAULT_MAX_VALUE_BYTES,
-            ),
-        ];
-        for (what, len, max) in limits {
-            if len > max {
-                return Err(errors::invalid(format!(
-                    "the {what} is {len} bytes, over the limit of {max}"
-                )));
-            }
-        }
         let context = context.map(|c| c.context.clone()).unwrap_or_default();
         let (bucket, key) = (bucket.to_vec(), key.to_vec());
         let request = match op {
@@ -779,6 +566,14 @@ impl PySim {
                 )))
             }
         };
+        // The check every simulated node makes, made here too so that a request a node would
+        // refuse is an exception and never enters the history.
+        request
+            .check(
+                &self.sim()?.config().default_bucket(),
+                &RequestLimits::default(),
+            )
+            .map_err(|e| errors::invalid(e.to_string()))?;
         self.guard(|sim| sim.submit(node, request))
     }
 

@@ -96,7 +96,7 @@ def test_invalid_quorums_per_call(sim: ringkv.Sim, call, message: str) -> None:
         ({"partitions": 100}, "partition count 100 is not a power of two"),
         ({"nodes": 5, "partitions": 4}, "5 members cannot share 4 partitions"),
         ({"strategy": "rings"}, 'unknown strategy "rings"'),
-        ({"conflict_mode": "newest"}, 'unknown conflict_mode "newest"'),
+        ({"conflict_mode": "newest"}, 'unknown conflict mode "newest"'),
         ({"loss": 1.5}, "loss = 1.5 is not a probability"),
         ({"loss": float("nan")}, "is not a probability"),
         ({"request_timeout_ms": 0}, "request_timeout_ms = 0 is out of range"),

@@ -104,3 +104,11 @@ def test_the_simulators_ring_is_the_same_ring() -> None:
     for key in ("cart", "alice", "bob"):
         assert sim.preference_list(key) == ring.preference_list(key)
         assert sorted(sim.put(key, b"v", w="all").replicas) == sorted(ring.preference_list(key))
+
+
+def test_member_names_and_zones_are_trimmed() -> None:
+    # The core parses member specs for both bindings: names and zones are trimmed alike.
+    ring = ringkv.Ring(members={" n1 ": 1, "n2": 1}, zones={" n1 ": " z1 "}, partitions=8, n=2)
+    assert sorted(ring.members) == ["n1", "n2"]
+    assert ring.zones["n1"] == "z1"
+

@@ -255,6 +255,13 @@ def test_lww_buckets_lose_concurrent_writes(seed: int) -> None:
     assert len(sim.get("k", r="all").values) == 1
 
 
+@pytest.mark.parametrize("name", ["lww", "last_writer_wins", "LWW"])
+def test_every_spelling_of_last_writer_wins_is_accepted(name: str) -> None:
+    # The core parses conflict modes for every binding and the server: they accept the same names.
+    sim = ringkv.Sim(nodes=3, conflict_mode=name)
+    assert sim.config["conflict_mode"] == "lww"
+
+
 def test_join_takes_partitions(seed: int) -> None:
     sim = ringkv.Sim(nodes=3, seed=seed)
     sim.put("k", b"v")

@@ -1,6 +1,7 @@
 //! The binding layer's error: thrown to JavaScript as an `Error` with this message.
 
 use ringkv_core::ring::RingError;
+use ringkv_core::sim::SimConfigError;
 
 /// Why a call was refused. JavaScript sees `new Error(error.to_string())`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -20,6 +21,9 @@ pub enum Error {
     /// A membership or configuration no ring can be built from.
     #[error("invalid ring: {0}")]
     Ring(#[from] RingError),
+    /// Simulator options the core refuses.
+    #[error("invalid options: {0}")]
+    Config(#[from] SimConfigError),
     /// A context that is not one ringkv issued.
     #[error("invalid context: {0}")]
     Context(String),

@@ -4,11 +4,10 @@
 //! Field names follow the server's JSON (`host-native/src/api.rs`: `RingDoc`, `MemberDoc`,
 //! `PartitionDoc`), so the page draws a simulated ring and a live one with the same code.
 
-use ringkv_core::checker::FinalReplica;
-use ringkv_core::io::{Event, QuorumKind, Reply};
-use ringkv_core::membership::MemberStatus;
-use ringkv_core::ring::Strategy;
-use ringkv_core::sim::{OpKind, OpOutcome, Operation, TraceEntry, TraceKind};
+use ringkv_core::checker::{FinalReplica, OpKind, OpOutcome, Operation};
+use ringkv_core::io::Event;
+use ringkv_core::request::Reply;
+use ringkv_core::sim::{TraceEntry, TraceKind};
 use ringkv_core::NodeId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -48,13 +47,13 @@ export interface SimOptions {
   nodes?: number; n?: number; r?: string; w?: string; seed?: number; partitions?: number;
   strategy?: "partitions" | "tokens"; tokens_per_capacity?: number; min_delay_ms?: number;
   max_delay_ms?: number; request_timeout_ms?: number; anti_entropy_interval_ms?: number;
-  gossip_interval_ms?: number; conflict_mode?: "siblings" | "lww";
+  gossip_interval_ms?: number; conflict_mode?: "siblings" | "lww" | "last_writer_wins";
 }
 /** A client operation and how it ended (`outcome` null while in flight). */
 export interface OperationDoc {
   index: number; op: "get" | "put" | "delete"; node: string; bucket: string; key: string;
   value: string | null; invoked_at: number; completed_at: number | null;
-  outcome: "ok" | "unavailable" | "failed" | "rejected" | "refused" | "lost" | null;
+  outcome: "ok" | "unavailable" | "failed" | "storage_full" | "rejected" | "refused" | "lost" | null;
   ok: boolean; values: string[]; context: string | null; replicas: string[]; fallbacks: string[];
   dot: string | null; error: string | null;
 }
@@ -268,246 +267,79 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `partitions` or `tokens`.
-pub fn strategy_name(strategy: &Strategy) -> &'static str {
-    match strategy {
-        Strategy::Partitions => "partitions",
-        Strategy::Tokens { .. } => "tokens",
-    }
-}
-
-/// The status names of the server's JSON.
-pub fn status_name(status: MemberStatus) -> &'static str {
-    match status {
-        MemberStatus::Joining => "joining",
-        MemberStatus::Up => "up",
-        MemberStatus::Leaving => "leaving",
-        MemberStatus::Down => "down",
-        MemberStatus::Removed => "removed",
-    }
-}
-
-fn quorum_name(kind: QuorumKind) -> &'static str {
-    match kind {
-        QuorumKind::Read => "read",
-        QuorumKind::Write => "write",
-        QuorumKind::Durable => "durable",
-    }
-}
-
-/// An operation of the history.
+/// An operation of the history (its name, outcome and error text are the core's).
 pub fn operation(op: &Operation) -> OperationDoc {
-    let (name, value) = match &op.kind {
-        OpKind::Get => ("get", None),
-        OpKind::Put { value, .. } => ("put", Some(text(value))),
-        OpKind::Delete { .. } => ("delete", None),
+    let value = match &op.kind {
+        OpKind::Put { value, .. } => Some(text(value)),
+        _ => None,
     };
-    let mut doc = OperationDoc {
+    let (fallbacks, dot) = match &op.outcome {
+        Some(OpOutcome::Replied(Reply::Got { fallbacks, .. })) => (ids(fallbacks), None),
+        Some(OpOutcome::Replied(Reply::Written { fallbacks, dot, .. })) => {
+            (ids(fallbacks), Some(dot.to_string()))
+        }
+        _ => (Vec::new(), None),
+    };
+    OperationDoc {
         index: op.index,
-        op: name.to_string(),
+        op: op.kind.name().to_string(),
         node: op.node.as_str().to_string(),
         bucket: text(&op.bucket),
         key: text(&op.key),
         value,
         invoked_at: op.invoked_at,
         completed_at: op.completed_at,
-        outcome: None,
+        outcome: op.outcome.as_ref().map(|o| o.name().to_string()),
         ok: op.is_ok(),
         values: op.values().iter().map(|v| text(v)).collect(),
         context: op.context().map(|c| c.to_base64()),
         replicas: ids(&op.replicas()),
-        fallbacks: Vec::new(),
-        dot: None,
-        error: None,
-    };
-    let (outcome, error) = match &op.outcome {
-        None => (None, None),
-        Some(OpOutcome::Replied(Reply::Got { fallbacks, .. })) => {
-            doc.fallbacks = ids(fallbacks);
-            (Some("ok"), None)
-        }
-        Some(OpOutcome::Replied(Reply::Written { fallbacks, dot, .. })) => {
-            doc.fallbacks = ids(fallbacks);
-            doc.dot = Some(format!("{}:{}", dot.actor.as_str(), dot.counter));
-            (Some("ok"), None)
-        }
-        Some(OpOutcome::Replied(Reply::Unavailable {
-            kind,
-            needed,
-            answered,
-        })) => (
-            Some("unavailable"),
-            Some(format!(
-                "{} quorum not reached: {needed} needed, {} answered in time",
-                quorum_name(*kind),
-                answered.len()
-            )),
-        ),
-        Some(OpOutcome::Replied(Reply::Failed { reason })) => {
-            (Some("failed"), Some(reason.clone()))
-        }
-        Some(OpOutcome::Replied(Reply::StorageFull { reason })) => {
-            (Some("storage_full"), Some(reason.clone()))
-        }
-        Some(OpOutcome::Rejected(e)) => (Some("rejected"), Some(e.to_string())),
-        Some(OpOutcome::Refused) => (
-            Some("refused"),
-            Some(format!("{} is down: nothing was applied", op.node)),
-        ),
-        Some(OpOutcome::Lost) => (
-            Some("lost"),
-            Some(format!(
-                "{} crashed before replying: the write may or may not have been applied",
-                op.node
-            )),
-        ),
-    };
-    doc.outcome = outcome.map(str::to_string);
-    doc.error = error;
-    doc
+        fallbacks,
+        dot,
+        error: op.error(),
+    }
 }
 
-/// A trace entry.
+/// A trace entry (its kind and line of text are the core's).
 pub fn trace(index: usize, entry: &TraceEntry) -> TraceDoc {
-    let mut doc = TraceDoc {
+    let (mut peer, mut partition, mut repaired) = (None, None, None);
+    match &entry.kind {
+        TraceKind::Event(
+            Event::MessageDropped { from: p, .. }
+            | Event::PeerDown { peer: p }
+            | Event::PeerUp { peer: p }
+            | Event::DownAlert { peer: p, .. }
+            | Event::AntiEntropyAbandoned { peer: p, .. },
+        )
+        | TraceKind::Dropped { to: p, .. } => peer = Some(p.as_str().to_string()),
+        TraceKind::Event(Event::AntiEntropy {
+            partition: part,
+            peer: p,
+            repaired: r,
+            ..
+        }) => {
+            peer = Some(p.as_str().to_string());
+            partition = Some(part.0);
+            repaired = Some(*r);
+        }
+        _ => {}
+    }
+    if let TraceKind::Event(Event::AntiEntropyAbandoned {
+        partition: part, ..
+    }) = &entry.kind
+    {
+        partition = Some(part.0);
+    }
+    TraceDoc {
         index,
         at: entry.at,
         node: entry.node.as_str().to_string(),
-        kind: String::new(),
-        detail: String::new(),
-        peer: None,
-        partition: None,
-        repaired: None,
-    };
-    let key = |bucket: &[u8], key: &[u8]| format!("{}/{}", text(bucket), text(key));
-    let (kind, detail) = match &entry.kind {
-        TraceKind::Event(event) => match event {
-            Event::ChecksumFailure {
-                bucket,
-                key: k,
-                detail,
-            } => (
-                "checksum_failure",
-                format!("checksum failure on {}: {detail}", key(bucket, k)),
-            ),
-            Event::ReadRepair {
-                bucket,
-                key: k,
-                replicas,
-            } => (
-                "read_repair",
-                format!(
-                    "read repair of {} on {}",
-                    key(bucket, k),
-                    ids(replicas).join(", ")
-                ),
-            ),
-            Event::QuorumFailed {
-                kind,
-                needed,
-                answered,
-            } => (
-                "quorum_failed",
-                format!(
-                    "{} quorum failed: {answered} of {needed} answered",
-                    quorum_name(*kind)
-                ),
-            ),
-            Event::StorageFailed { error } => {
-                ("storage_failed", format!("storage failed: {error}"))
-            }
-            Event::MessageDropped { from, reason } => {
-                doc.peer = Some(from.as_str().to_string());
-                (
-                    "message_dropped",
-                    format!("message from {from} dropped: {reason}"),
-                )
-            }
-            Event::AntiEntropy {
-                partition,
-                peer,
-                differing,
-                repaired,
-                ..
-            } => {
-                doc.peer = Some(peer.as_str().to_string());
-                doc.partition = Some(partition.0);
-                doc.repaired = Some(*repaired);
-                (
-                    "anti_entropy",
-                    format!(
-                        "anti-entropy of partition {} with {peer}: {differing} differing, {repaired} repaired",
-                        partition.0
-                    ),
-                )
-            }
-            Event::AntiEntropyAbandoned {
-                partition,
-                peer,
-                reason,
-            } => {
-                doc.peer = Some(peer.as_str().to_string());
-                doc.partition = Some(partition.0);
-                (
-                    "anti_entropy_abandoned",
-                    format!(
-                        "anti-entropy of partition {} with {peer} abandoned: {reason}",
-                        partition.0
-                    ),
-                )
-            }
-            Event::TombstoneReaped { bucket, key: k } => (
-                "tombstone_reaped",
-                format!("tombstone of {} reaped", key(bucket, k)),
-            ),
-            Event::PeerDown { peer } => {
-                doc.peer = Some(peer.as_str().to_string());
-                ("peer_down", format!("{} sees {peer} down", entry.node))
-            }
-            Event::PeerUp { peer } => {
-                doc.peer = Some(peer.as_str().to_string());
-                ("peer_up", format!("{} sees {peer} up", entry.node))
-            }
-            Event::DownAlert { peer, down_ms } => {
-                doc.peer = Some(peer.as_str().to_string());
-                (
-                    "down_alert",
-                    format!("{peer} has been down for {down_ms} ms"),
-                )
-            }
-            Event::ViewChanged { digest } => (
-                "view_changed",
-                format!(
-                    "{}'s cluster view changed (digest {digest:016x})",
-                    entry.node
-                ),
-            ),
-            Event::ActorRenewed { actor } => (
-                "actor_renewed",
-                format!("{} uses the new version-vector actor {actor}", entry.node),
-            ),
-        },
-        TraceKind::Dropped { to, reason } => {
-            doc.peer = Some(to.as_str().to_string());
-            if to.as_str().is_empty() {
-                (
-                    "dropped",
-                    format!("message to {} dropped: {reason}", entry.node),
-                )
-            } else {
-                (
-                    "dropped",
-                    format!("message from {} to {to} dropped: {reason}", entry.node),
-                )
-            }
-        }
-        TraceKind::Crashed => ("crashed", format!("{} crashed", entry.node)),
-        TraceKind::Restarted => ("restarted", format!("{} restarted", entry.node)),
-        TraceKind::Links(what) => ("links", what.clone()),
-    };
-    doc.kind = kind.to_string();
-    doc.detail = detail;
-    doc
+        kind: entry.kind.name().to_string(),
+        detail: entry.to_string(),
+        peer,
+        partition,
+        repaired,
+    }
 }
 
 /// A key's object on one replica.

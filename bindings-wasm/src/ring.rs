@@ -1,5 +1,6 @@
 //! Placement: `ringkv_core::ring::Ring` for JavaScript.
 
+use ringkv_core::request::DEFAULT_MAX_KEY_BYTES;
 use ringkv_core::ring::{
     key_position, Member, PartitionId, Ring as CoreRing, RingConfig, Strategy, MAX_TARGET_N,
 };
@@ -7,8 +8,7 @@ use ringkv_core::NodeId;
 use wasm_bindgen::prelude::*;
 
 use crate::interop::{
-    self, ids, strategy_name, KeyDoc, MemberDoc, MemberSpec, MoveReport, PartitionDoc, RingDoc,
-    StrategyMove,
+    self, ids, KeyDoc, MemberDoc, MemberSpec, MoveReport, PartitionDoc, RingDoc, StrategyMove,
 };
 use crate::Error;
 
@@ -17,8 +17,8 @@ use crate::Error;
 pub const COMPARISON_TOKENS: u32 = 16;
 /// Most keys a move comparison samples.
 pub const MAX_SAMPLE: u32 = 1_000_000;
-/// Longest bucket name or key the layer hashes.
-const MAX_KEY_BYTES: usize = 64 * 1024;
+/// Longest bucket name or key the layer hashes: a node's key limit.
+const MAX_KEY_BYTES: usize = DEFAULT_MAX_KEY_BYTES;
 
 /// The placement of the key space on a membership (immutable).
 #[wasm_bindgen]
@@ -27,30 +27,19 @@ pub struct Ring {
     pub(crate) ring: CoreRing,
 }
 
-pub(crate) fn strategy(name: &str, tokens_per_capacity: u32) -> Result<Strategy, Error> {
-    match name {
-        "partitions" => Ok(Strategy::Partitions),
-        "tokens" => Ok(Strategy::Tokens {
-            tokens_per_capacity,
-        }),
-        other => Err(Error::invalid(format!(
-            "unknown strategy {other:?}: expected \"partitions\" or \"tokens\""
-        ))),
-    }
+fn strategy(name: &str, tokens_per_capacity: u32) -> Result<Strategy, Error> {
+    Strategy::named(name, tokens_per_capacity).map_err(|e| Error::invalid(e.to_string()))
 }
 
 fn members(specs: Vec<MemberSpec>) -> Result<Vec<Member>, Error> {
     specs
         .into_iter()
         .map(|spec| {
-            if spec.id.trim().is_empty() {
-                return Err(Error::invalid("a member's id is empty"));
-            }
-            let member = Member::new(NodeId::new(spec.id), spec.capacity);
-            Ok(match spec.zone.filter(|z| !z.is_empty()) {
-                Some(zone) => member.in_zone(zone),
-                None => member,
-            })
+            Ok(Member::from_spec(
+                &spec.id,
+                spec.capacity,
+                spec.zone.as_deref(),
+            )?)
         })
         .collect()
 }
@@ -123,7 +112,7 @@ impl Ring {
             version: None,
             partition_count: ring.partition_count(),
             target_n: target_n as u32,
-            strategy: strategy_name(&ring.config().strategy).to_string(),
+            strategy: ring.config().strategy.to_string(),
             members: ring
                 .members()
                 .iter()
@@ -401,6 +390,23 @@ mod tests {
         assert!(ring.compare(&ring, 0).is_err());
         let err = ring.with_members(vec![spec("a", 0, None)]).unwrap_err();
         assert!(err.to_string().contains("capacity 0"), "{err}");
+    }
+
+    #[test]
+    fn member_ids_and_zones_are_trimmed_as_in_python() {
+        // The core parses member specs for both bindings.
+        let ring = Ring::create(
+            vec![spec(" a ", 1, Some(" z1 ")), spec("b", 1, Some(""))],
+            8,
+            2,
+            "partitions",
+            16,
+        )
+        .unwrap();
+        let specs = ring.member_specs();
+        assert_eq!(specs[0].id, "a");
+        assert_eq!(specs[0].zone.as_deref(), Some("z1"));
+        assert_eq!(specs[1].zone, None);
     }
 
     #[test]

@@ -1,34 +1,30 @@
 //! The simulator: `ringkv_core::sim::Sim` for JavaScript.
 //!
-//! Configurations and arguments are checked here before the core sees them: the core's `Sim`
-//! panics on a configuration that cannot make a ring, and a panic in this module traps.
+//! Arguments are converted here and checked by the core (`Sim::try_new`, `ClientRequest::check`),
+//! so the page is refused exactly what the core refuses, with the core's words: a panic in this
+//! module would trap.
 
 use std::collections::BTreeMap;
 
-use ringkv_core::config::{
-    BucketProps, QuorumValue, RequestOptions, DEFAULT_MAX_BUCKET_BYTES, DEFAULT_MAX_KEY_BYTES,
-    DEFAULT_MAX_VALUE_BYTES,
-};
-use ringkv_core::io::{ClientRequest, Space};
+use ringkv_core::bucket::{QuorumValue, RequestOptions};
 use ringkv_core::membership::RingState;
-use ringkv_core::ring::{Member, Ring as CoreRing, RingConfig, MAX_TARGET_N};
+use ringkv_core::request::{ClientRequest, RequestLimits};
+use ringkv_core::ring::Strategy;
 use ringkv_core::sim::{Sim as CoreSim, SimConfig};
+use ringkv_core::storage::Space;
 use ringkv_core::version::{ConflictMode, Context};
-use ringkv_core::NodeId;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use crate::interop::{
-    self, ids, status_name, text, HintDoc, MemberDoc, NodeDoc, OperationDoc, ReplicaDoc, RingDoc,
-    TraceDoc, ViewDoc, ViewMemberDoc,
+    self, ids, text, HintDoc, MemberDoc, NodeDoc, OperationDoc, ReplicaDoc, RingDoc, TraceDoc,
+    ViewDoc, ViewMemberDoc,
 };
-use crate::ring::{self, Ring};
+use crate::ring::Ring;
 use crate::Error;
 
 /// Most nodes a simulated cluster may have.
 const MAX_NODES: usize = 64;
-/// Longest delay, interval or timeout an option may ask for.
-const MAX_MS: u64 = 24 * 60 * 60 * 1_000;
 /// Longest single `run` (virtual time): far from clock overflow, and from freezing the tab.
 const MAX_RUN_MS: f64 = 24.0 * 60.0 * 60.0 * 1_000.0;
 
@@ -75,34 +71,13 @@ impl Default for SimOptions {
 }
 
 fn quorum(name: &str, value: &str) -> Result<QuorumValue, Error> {
-    value.trim().parse::<QuorumValue>().map_err(|_| {
-        Error::invalid(format!(
-            "{name} = {value:?} is not a quorum: use a count, \"one\", \"quorum\" or \"all\""
-        ))
-    })
+    value
+        .parse::<QuorumValue>()
+        .map_err(|e| Error::invalid(format!("{name} = {value:?} is not a quorum: {e}")))
 }
 
-fn check_ms(name: &str, value: u64, min: u64) -> Result<(), Error> {
-    if value < min || value > MAX_MS {
-        return Err(Error::invalid(format!(
-            "{name} = {value} is out of range {min}..={MAX_MS}"
-        )));
-    }
-    Ok(())
-}
-
-fn check_sizes(bucket: &str, key: &str, value: &str) -> Result<(), Error> {
-    for (what, len, max) in [
-        ("bucket name", bucket.len(), DEFAULT_MAX_BUCKET_BYTES),
-        ("key", key.len(), DEFAULT_MAX_KEY_BYTES),
-        ("value", value.len(), DEFAULT_MAX_VALUE_BYTES),
-    ] {
-        if len > max {
-            return Err(Error::invalid(format!(
-                "the {what} is {len} bytes, over the limit of {max}"
-            )));
-        }
-    }
+/// The page's own rule: a key the visualizer can show and type names a bucket and a key.
+fn check_names(bucket: &str, key: &str) -> Result<(), Error> {
     if bucket.is_empty() || key.is_empty() {
         return Err(Error::invalid("bucket and key must not be empty"));
     }
@@ -121,77 +96,36 @@ fn context(token: Option<String>) -> Result<Option<Context>, Error> {
 impl SimOptions {
     /// The core's configuration, or why these options cannot make a cluster.
     pub fn config(&self) -> Result<SimConfig, Error> {
+        // A limit of the page (a tab draws every node), not of the core.
         if self.nodes == 0 || self.nodes > MAX_NODES {
             return Err(Error::invalid(format!(
                 "nodes = {} is out of range 1..={MAX_NODES}",
                 self.nodes
             )));
         }
-        let max_n = self.nodes.min(MAX_TARGET_N);
-        if self.n == 0 || self.n as usize > max_n {
-            return Err(Error::invalid(format!(
-                "n = {} is out of range 1..={max_n} (no more replicas than nodes)",
-                self.n
-            )));
-        }
-        let conflict_mode = match self.conflict_mode.as_str() {
-            "siblings" => ConflictMode::Siblings,
-            "lww" => ConflictMode::LastWriterWins,
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown conflict_mode {other:?}: expected \"siblings\" or \"lww\""
-                )))
-            }
-        };
-        let (r, w) = (quorum("r", &self.r)?, quorum("w", &self.w)?);
-        let dw = QuorumValue::Count(0);
-        BucketProps {
-            n: self.n,
-            r,
-            w,
-            dw,
-            conflict_mode,
-        }
-        .resolve(&RequestOptions::default())
-        .map_err(|e| Error::invalid(format!("invalid quorum: {e}")))?;
-        if self.min_delay_ms > self.max_delay_ms {
-            return Err(Error::invalid(format!(
-                "min_delay_ms = {} is above max_delay_ms = {}",
-                self.min_delay_ms, self.max_delay_ms
-            )));
-        }
-        check_ms("max_delay_ms", self.max_delay_ms, 0)?;
-        check_ms("request_timeout_ms", self.request_timeout_ms, 1)?;
-        check_ms("anti_entropy_interval_ms", self.anti_entropy_interval_ms, 1)?;
-        check_ms("gossip_interval_ms", self.gossip_interval_ms, 1)?;
-        let strategy = ring::strategy(&self.strategy, self.tokens_per_capacity)?;
-        // Build the ring the simulator will build, so that a bad one is an error, not a panic.
-        let members = (1..=self.nodes)
-            .map(|i| Member::new(NodeId::new(format!("n{i}")), 1))
-            .collect();
-        let ring_config = RingConfig {
-            partitions: self.partitions,
-            strategy: strategy.clone(),
-            target_n: self.n as usize,
-        };
-        CoreRing::new(ring_config, members)?;
-        Ok(SimConfig {
+        let config = SimConfig {
             nodes: self.nodes,
             n: self.n,
-            r,
-            w,
-            dw,
-            conflict_mode,
+            r: quorum("r", &self.r)?,
+            w: quorum("w", &self.w)?,
+            dw: QuorumValue::Count(0),
+            conflict_mode: self
+                .conflict_mode
+                .parse::<ConflictMode>()
+                .map_err(|e| Error::invalid(e.to_string()))?,
             seed: self.seed,
             partitions: self.partitions,
-            strategy,
+            strategy: Strategy::named(&self.strategy, self.tokens_per_capacity)
+                .map_err(|e| Error::invalid(e.to_string()))?,
             min_delay_ms: self.min_delay_ms,
             max_delay_ms: self.max_delay_ms,
             request_timeout_ms: self.request_timeout_ms,
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
             gossip_interval_ms: self.gossip_interval_ms,
             ..SimConfig::default()
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -206,7 +140,7 @@ impl Sim {
     /// A cluster from checked options.
     pub fn create(options: &SimOptions) -> Result<Sim, Error> {
         Ok(Sim {
-            sim: CoreSim::new(options.config()?),
+            sim: CoreSim::try_new(options.config()?)?,
         })
     }
 
@@ -227,18 +161,16 @@ impl Sim {
         }
     }
 
-    fn check_options(&self, options: &RequestOptions) -> Result<(), Error> {
-        let config = self.sim.config();
-        BucketProps {
-            n: config.n,
-            r: config.r,
-            w: config.w,
-            dw: config.dw,
-            conflict_mode: config.conflict_mode,
-        }
-        .resolve(options)
-        .map(|_| ())
-        .map_err(|e| Error::invalid(format!("invalid quorum: {e}")))
+    /// The check every simulated node makes, made here so that a request a node would refuse
+    /// is an error and never enters the history.
+    fn check(&self, request: &ClientRequest) -> Result<(), Error> {
+        request
+            .check(
+                &self.sim.config().default_bucket(),
+                &RequestLimits::default(),
+            )
+            .map(|_| ())
+            .map_err(|e| Error::invalid(e.to_string()))
     }
 
     /// The ring state of the running node with the most advanced view.
@@ -260,7 +192,7 @@ impl Sim {
             .max_by_key(|view| view.ring().map(|s| s.version));
         best.map(|view| {
             view.members()
-                .map(|m| (m.id.as_str().to_string(), status_name(m.status).to_string()))
+                .map(|m| (m.id.as_str().to_string(), m.status.to_string()))
                 .collect()
         })
         .unwrap_or_default()
@@ -346,23 +278,21 @@ impl Sim {
         w: Option<String>,
     ) -> Result<OperationDoc, Error> {
         self.known(node)?;
-        check_sizes(bucket, key, value)?;
+        check_names(bucket, key)?;
         let context = context(context_token)?.unwrap_or_default();
         let options = RequestOptions {
             w: w.map(|w| quorum("w", &w)).transpose()?,
             ..RequestOptions::default()
         };
-        self.check_options(&options)?;
-        let index = self.sim.submit(
-            node,
-            ClientRequest::Put {
-                bucket: bucket.as_bytes().to_vec(),
-                key: key.as_bytes().to_vec(),
-                context,
-                value: value.as_bytes().to_vec(),
-                options,
-            },
-        );
+        let request = ClientRequest::Put {
+            bucket: bucket.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+            context,
+            value: value.as_bytes().to_vec(),
+            options,
+        };
+        self.check(&request)?;
+        let index = self.sim.submit(node, request);
         Ok(interop::operation(&self.sim.wait(index)))
     }
 
@@ -375,12 +305,16 @@ impl Sim {
         r: Option<String>,
     ) -> Result<OperationDoc, Error> {
         self.known(node)?;
-        check_sizes(bucket, key, "")?;
+        check_names(bucket, key)?;
         let options = RequestOptions {
             r: r.map(|r| quorum("r", &r)).transpose()?,
             ..RequestOptions::default()
         };
-        self.check_options(&options)?;
+        self.check(&ClientRequest::Get {
+            bucket: bucket.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+            options: options.clone(),
+        })?;
         let op = self
             .sim
             .get_with(node, bucket.as_bytes(), key.as_bytes(), options);
@@ -396,8 +330,14 @@ impl Sim {
         context_token: Option<String>,
     ) -> Result<OperationDoc, Error> {
         self.known(node)?;
-        check_sizes(bucket, key, "")?;
+        check_names(bucket, key)?;
         let context = context(context_token)?;
+        self.check(&ClientRequest::Delete {
+            bucket: bucket.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+            context: context.clone().unwrap_or_default(),
+            options: RequestOptions::default(),
+        })?;
         let op = self
             .sim
             .delete(node, bucket.as_bytes(), key.as_bytes(), context.as_ref());
@@ -536,7 +476,7 @@ impl Sim {
                         .members()
                         .map(|m| ViewMemberDoc {
                             id: m.id.as_str().to_string(),
-                            status: status_name(m.status).to_string(),
+                            status: m.status.to_string(),
                         })
                         .collect(),
                 })

@@ -3,9 +3,14 @@
 //! The protocol of ringkv, a Dynamo-style key-value store, as pure state machines: placement on a
 //! consistent-hash ring ([`ring`]), dotted version vectors and siblings ([`version`]), quorum
 //! coordination ([`node`], [`coordinator`]), anti-entropy Merkle trees ([`merkle`]), the cluster
-//! view and failure detector ([`membership`]), storage as effects ([`io`], [`store`]), the peer
-//! wire format ([`wire`]), and a deterministic cluster simulator with a history checker ([`sim`],
-//! [`checker`]).
+//! view and failure detector ([`membership`]), storage as effects ([`storage`], [`store`]), the
+//! peer wire format ([`wire`]), and a deterministic cluster simulator ([`sim`]) with a history
+//! checker ([`checker`]).
+//!
+//! The vocabulary every part shares sits at the bottom of the module graph, which has no cycle
+//! (`tests/tests/core_modules.rs` checks it): ids and time ([`id`]), bucket properties and
+//! quorums ([`bucket`]), requests and replies with the one request check ([`request`]), and the
+//! node's inputs and outputs ([`io`]).
 //!
 //! This crate never reads a clock, opens a file or a socket, spawns a thread, or draws global
 //! randomness. Time is a number of milliseconds passed in with every input; randomness is a seeded

@@ -289,6 +289,9 @@ impl fmt::Display for TraceEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let node = &self.node;
         match &self.kind {
+            // What a node's failure detector concludes is its own view, not a fact: say whose.
+            TraceKind::Event(Event::PeerDown { peer }) => write!(f, "{node} sees {peer} down"),
+            TraceKind::Event(Event::PeerUp { peer }) => write!(f, "{node} sees {peer} up"),
             TraceKind::Event(event) => write!(f, "{node}: {event}"),
             TraceKind::Dropped { to, reason } if to.as_str().is_empty() => {
                 write!(f, "message to {node} dropped: {reason}")
@@ -1368,7 +1371,7 @@ mod tests {
                 peer: NodeId::new("n2"),
             }),
         };
-        assert_eq!(entry.to_string(), "n1: n2 is down");
+        assert_eq!(entry.to_string(), "n1 sees n2 down");
         assert_eq!(entry.kind.name(), "peer_down");
         let repair = Event::ReadRepair {
             bucket: b"b".to_vec(),
@@ -1377,6 +1380,11 @@ mod tests {
         };
         assert_eq!(repair.to_string(), "read repair of b/k on n2, n3");
         assert_eq!(repair.kind(), "read_repair");
+        let repaired = TraceEntry {
+            kind: TraceKind::Event(repair.clone()),
+            ..entry.clone()
+        };
+        assert_eq!(repaired.to_string(), "n1: read repair of b/k on n2, n3");
         let crashed = TraceEntry {
             kind: TraceKind::Crashed,
             ..entry

@@ -211,8 +211,8 @@ class Sim:
         max_disk_latency_ms: longest storage operation.
         request_timeout_ms: how long a coordinator waits for its quorum.
         lose_unsynced_on_crash: whether a crash loses the writes a node never fsynced.
-        conflict_mode: ``"siblings"`` (keep concurrent writes) or ``"lww"``
-            (last writer wins: concurrent writes are lost).
+        conflict_mode: ``"siblings"`` (keep concurrent writes) or ``"lww"``, also spelled
+            ``"last_writer_wins"`` (last writer wins: concurrent writes are lost).
         max_clock_entries, anti_entropy_interval_ms, gossip_interval_ms, max_clock_skew_ms:
             see ``ringkv_core::sim::SimConfig``.
 

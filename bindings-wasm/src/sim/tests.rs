@@ -175,6 +175,29 @@ fn history_and_operations_are_plain_documents() {
 }
 
 #[test]
+fn every_spelling_of_last_writer_wins_is_accepted() {
+    // The drift this binding had: it refused "last_writer_wins", which Python and the server take.
+    for name in ["lww", "last_writer_wins", "LWW"] {
+        let sim = Sim::create(&SimOptions {
+            conflict_mode: name.into(),
+            ..SimOptions::default()
+        })
+        .unwrap();
+        assert_eq!(
+            sim.core().config().conflict_mode,
+            ringkv_core::version::ConflictMode::LastWriterWins
+        );
+    }
+    let err = Sim::create(&SimOptions {
+        conflict_mode: "newest".into(),
+        ..SimOptions::default()
+    })
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("unknown conflict mode"), "{err}");
+}
+
+#[test]
 fn bad_arguments_are_errors_with_messages() {
     let bad = |options: SimOptions| Sim::create(&options).err().unwrap().to_string();
     assert!(bad(SimOptions {
