@@ -18,6 +18,9 @@ const NEIGHBOR_CAP: usize = 2 * (MAX_TARGET_N - 1);
 /// cannot be avoided (fewer nodes or zones than replicas) do not make the claim quadratic.
 const REPAIR_BUDGET: u64 = 1 << 22;
 
+/// At most this many passes of the repair over the movable partitions.
+const REPAIR_PASSES: usize = 8;
+
 /// Partitions each member should own: `⌊Q·c/C⌋`, plus one for the `Q - Σ⌊Q·c/C⌋` members with the
 /// largest remainders `Q·c mod C`, ties to the lower index (members are sorted by id).
 pub(super) fn target_counts(partitions: u32, members: &[Member]) -> Vec<u32> {
@@ -163,8 +166,10 @@ impl Claimants {
 /// One lap round the ring hands out the unowned partitions and releases surplus partitions where a
 /// schedule spreads the releases evenly round the ring (so a joining node's partitions are spread
 /// too) and the taker does not add conflicts. Later laps, ever less choosy, release whatever surplus
-/// is left. A final repair swaps owners between newly handed-out partitions where that removes
-/// conflicts (this moves nothing more: those partitions move anyway, between the same members).
+/// is left. A final repair swaps owners between newly handed-out partitions, and between those and
+/// the partitions donors keep, where that removes conflicts (this moves nothing more: it only changes
+/// which partitions move, see [`repair`]). Without conflicts a member is a replica of exactly
+/// `target_n` partitions per partition it owns, so replica load is as balanced as ownership.
 /// Cost: O(Q · takers · target_n) per lap, plus a bounded repair.
 pub(super) fn claim(
     target_n: usize,
@@ -271,42 +276,65 @@ pub(super) fn claim(
             }
         }
     }
-    repair(&layout, zone_count, target_n, &previous, &mut owner);
+    let donors: Vec<bool> = initial_surplus.iter().map(|&s| s > 0).collect();
+    repair(
+        &layout, zone_count, target_n, &previous, &donors, &mut owner,
+    );
     owner
 }
 
-/// Swaps owners between partitions that changed hands in this claim where that lowers the number of
-/// same-node (then same-zone) neighbours. Each swap keeps every member's count, and both partitions
-/// were moving anyway, so the number of moves stays the minimum.
+/// The partitions whose owner the repair may still choose: those that change hands in this claim,
+/// and those a donor (a member that had a surplus to give up) keeps. Which of a donor's partitions
+/// it gives up is free, so the repair may trade a kept partition for a released one.
+fn movable(previous: &[u32], donors: &[bool], owner: &[u32]) -> Vec<usize> {
+    (0..owner.len())
+        .filter(|&p| owner[p] != previous[p] || donors[owner[p] as usize])
+        .collect()
+}
+
+/// Whether swapping the owners of `p` and `q` keeps the number of partitions that change hands
+/// (which the claim made the minimum, so it can only stay equal). A swap that keeps the minimum
+/// also keeps every move going from a departed or shrinking member to a growing one.
+fn keeps_moves(previous: &[u32], owner: &[u32], p: usize, q: usize) -> bool {
+    let moved = |r: usize, o: u32| u32::from(o != previous[r]);
+    moved(p, owner[q]) + moved(q, owner[p]) <= moved(p, owner[p]) + moved(q, owner[q])
+}
+
+/// Swaps owners between movable partitions (see [`movable`]) where that lowers the number of
+/// same-node (then same-zone) neighbours. Each swap keeps every member's count and the number of
+/// partitions that change hands, so the claim stays minimal.
+///
+/// Trading a donor's kept partitions matters when a batch of members joins: the hand-out laps give
+/// the joiners the first partitions that conflict, so a member that owned a long run (say the only
+/// member before) would otherwise keep the run's tail whole, and be the replica of few partitions.
 fn repair(
     layout: &Layout<'_>,
     zone_count: usize,
     target_n: usize,
     previous: &[u32],
+    donors: &[bool],
     owner: &mut [u32],
 ) {
-    let changed: Vec<usize> = (0..owner.len())
-        .filter(|&p| owner[p] != previous[p])
-        .collect();
-    if changed.len() < 2 || layout.window == 0 {
+    let movable = movable(previous, donors, owner);
+    if movable.len() < 2 || layout.window == 0 {
         return;
     }
     // With fewer zones than replicas, zone conflicts cannot all go: only node conflicts are worth
     // the work then.
     let zones_matter = zone_count >= target_n;
     let mut budget = REPAIR_BUDGET;
-    for _pass in 0..3 {
+    for _pass in 0..REPAIR_PASSES {
         let mut improved = false;
-        for &p in &changed {
+        for &p in &movable {
             let a = owner[p];
             let here = layout.conflicts(owner, a, p);
             if here.0 == 0 && (here.1 == 0 || !zones_matter) {
                 continue;
             }
             let mut best: Option<((i64, i64), usize)> = None;
-            for &q in &changed {
+            for &q in &movable {
                 let b = owner[q];
-                if b == a {
+                if b == a || !keeps_moves(previous, owner, p, q) {
                     continue;
                 }
                 if budget == 0 {
