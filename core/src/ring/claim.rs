@@ -368,3 +368,361 @@ fn add(a: (u32, u32), b: (u32, u32)) -> (i64, i64) {
         i64::from(a.1) + i64::from(b.1),
     )
 }
+#[cfg(test)]
+mod tests {
+    //! Replica balance of the claim: every member's *replica load* (the number of partitions whose
+    //! preference list for `n` holds it) against its capacity-weighted share of `Q·n`.
+    use super::super::*;
+    use alloc::format;
+    use proptest::prelude::{prop, prop_assert, prop_assert_eq, proptest};
+    use proptest::strategy::Strategy as PropStrategy;
+    use proptest::test_runner::{Config as ProptestConfig, TestCaseError};
+    use std::collections::BTreeSet;
+
+    const N: usize = 3;
+
+    fn config(partitions: u32) -> RingConfig {
+        RingConfig {
+            partitions,
+            strategy: Strategy::Partitions,
+            target_n: N,
+        }
+    }
+
+    fn named(prefix: &str, ids: core::ops::RangeInclusive<usize>) -> Vec<Member> {
+        ids.map(|i| Member::new(format!("{prefix}{i}"), 1))
+            .collect()
+    }
+
+    fn zone_key(m: &Member) -> String {
+        m.zone
+            .clone()
+            .map_or(format!("node {}", m.id), |z| format!("zone {z}"))
+    }
+
+    /// Each member's replica load for `n`, counted from the partitions' preference lists.
+    fn loads(ring: &Ring, n: usize) -> BTreeMap<NodeId, u32> {
+        let mut load: BTreeMap<NodeId, u32> =
+            ring.members().iter().map(|m| (m.id.clone(), 0)).collect();
+        for p in 0..ring.partition_count() {
+            for id in ring.partition_preference_list(PartitionId(p), n) {
+                *load.get_mut(&id).expect("a member") += 1;
+            }
+        }
+        load
+    }
+
+    /// Loads in member order, for printing and comparing.
+    fn load_vec(ring: &Ring) -> Vec<u32> {
+        loads(ring, N).into_values().collect()
+    }
+
+    /// `x_i = clamp(λ·w_i, lo_i, hi_i)` with `λ` chosen so that the `x_i` add up to `total`.
+    fn water_fill(w: &[f64], lo: &[f64], hi: &[f64], total: f64) -> Vec<f64> {
+        let fill = |l: f64| -> Vec<f64> {
+            (0..w.len())
+                .map(|i| (l * w[i]).clamp(lo[i], hi[i]))
+                .collect()
+        };
+        let (mut low, mut high) = (0.0f64, 1e12f64);
+        for _ in 0..200 {
+            let mid = (low + high) / 2.0;
+            if fill(mid).iter().sum::<f64>() < total {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        fill(high)
+    }
+
+    /// Each member's capacity-weighted share of the `Q·k` replicas (`k = min(n, members)`), within
+    /// what placement allows: a member is at most once in a list (so at most `Q`), and zones come
+    /// first. With at least `k` zones a zone is at most once in a list (at most `Q`); with fewer,
+    /// every zone is in every list (at least `Q`). Zones get their share by zone capacity under
+    /// those limits, and split it among their members by capacity (each at most `Q`).
+    fn ideal(ring: &Ring, n: usize) -> BTreeMap<NodeId, f64> {
+        let q = f64::from(ring.partition_count());
+        let k = n.min(ring.members().len());
+        let mut zones: BTreeMap<String, Vec<&Member>> = BTreeMap::new();
+        for m in ring.members() {
+            zones.entry(zone_key(m)).or_default().push(m);
+        }
+        let count = zones.len();
+        let groups: Vec<&Vec<&Member>> = zones.values().collect();
+        let capacity = |g: &[&Member]| g.iter().map(|m| f64::from(m.capacity)).collect::<Vec<_>>();
+        let weights: Vec<f64> = groups.iter().map(|g| capacity(g).iter().sum()).collect();
+        let low: Vec<f64> = groups
+            .iter()
+            .map(|_| if count <= k { q } else { 0.0 })
+            .collect();
+        let high: Vec<f64> = groups
+            .iter()
+            .map(|g| {
+                if count >= k {
+                    q
+                } else {
+                    q * g.len().min(k + 1 - count) as f64
+                }
+            })
+            .collect();
+        let zone_loads = water_fill(&weights, &low, &high, q * k as f64);
+        let mut ideal = BTreeMap::new();
+        for (g, total) in groups.iter().zip(zone_loads) {
+            let split = water_fill(&capacity(g), &vec![0.0; g.len()], &vec![q; g.len()], total);
+            for (m, x) in g.iter().zip(split) {
+                ideal.insert(m.id.clone(), x);
+            }
+        }
+        ideal
+    }
+
+    /// Whether the members leave the claim room to keep `n` consecutive partitions on distinct
+    /// nodes (and distinct zones, when zones are declared) with slack: no member, and no zone, owns
+    /// more than `Q / (n + 1)` partitions, and there are no zones or at least `n` of them. Then
+    /// replica load follows ownership. (When one member or zone owns more than `Q / n`, consecutive
+    /// repeats cannot be avoided, and how much a small member replicates depends on where its few
+    /// partitions sit between the big ones; the claim does not yet balance that.)
+    fn roomy(ring: &Ring, n: usize) -> bool {
+        let cap = ring.partition_count() / (n as u32 + 1);
+        let counts = ring.partition_counts();
+        let mut zones: BTreeMap<String, u32> = BTreeMap::new();
+        for m in ring.members() {
+            *zones.entry(zone_key(m)).or_default() += counts[&m.id];
+        }
+        let no_zones = ring.members().iter().all(|m| m.zone.is_none());
+        (no_zones || zones.len() >= n) && zones.values().all(|&c| c <= cap)
+    }
+
+    /// THE BOUND: where [`roomy`], every member's replica load for N = 3 is within 25% + 2
+    /// partitions of its ideal share ([`ideal`]). The 2 partitions cover rounding of owner counts
+    /// (each is within one of its share, and a member replicates about N per partition owned). The
+    /// 25% covers what the claim's repair (a local search over swaps that remove consecutive
+    /// repeats) leaves behind when it stops short of a repeat-free layout: over 15,000 random rings
+    /// (fresh, batched and single joins and leaves, capacities 1..=4, 1..=12 members, Q 64 and
+    /// 256, with and without zones) the worst seen was 20% + 2; most rings are repeat-free, where
+    /// the load is exactly N times the owner count. Every member whatever the membership: at most
+    /// Q (once per list), and the lists are collision-free.
+    fn check_replicas(ring: &Ring) -> Result<(), String> {
+        let load = loads(ring, N);
+        let ideal = ideal(ring, N);
+        let q = ring.partition_count();
+        let by_id: BTreeMap<&NodeId, &Member> = ring.members().iter().map(|m| (&m.id, m)).collect();
+        let zones: BTreeSet<String> = ring.members().iter().map(zone_key).collect();
+        for p in 0..q {
+            let list = ring.partition_preference_list(PartitionId(p), N);
+            let nodes: BTreeSet<&NodeId> = list.iter().collect();
+            if nodes.len() != list.len() || list.len() != N.min(ring.members().len()) {
+                return Err(format!("partition {p}: list {list:?}"));
+            }
+            let in_zones: BTreeSet<String> = list.iter().map(|id| zone_key(by_id[id])).collect();
+            if zones.len() >= N && in_zones.len() != N {
+                return Err(format!("partition {p}: zones repeat in {list:?}"));
+            }
+        }
+        let roomy = roomy(ring, N);
+        for (id, &l) in &load {
+            let x = ideal[id];
+            if l > q || (roomy && (f64::from(l) - x).abs() > 0.25 * x + 2.0) {
+                return Err(format!("{id} replicates {l}, ideal {x:.1}: {load:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// First ownership: each member owns ⌊share⌋ or ⌈share⌉ of the Q partitions.
+    fn check_owners(ring: &Ring) -> Result<(), String> {
+        let total: u32 = ring.members().iter().map(|m| m.capacity).sum();
+        let counts = ring.partition_counts();
+        for m in ring.members() {
+            let share =
+                f64::from(ring.partition_count()) * f64::from(m.capacity) / f64::from(total);
+            if (f64::from(counts[&m.id]) - share).abs() >= 1.0 {
+                return Err(format!("{} owns {}, share {share}", m.id, counts[&m.id]));
+            }
+        }
+        Ok(())
+    }
+
+    /// The fewest partitions changed hands: the departed members' and the shrinking ones' surplus.
+    fn check_minimal(old: &Ring, new: &Ring) -> Result<(), String> {
+        let before = old.partition_counts();
+        let after = new.partition_counts();
+        let least: u32 = before
+            .iter()
+            .map(|(id, &c)| after.get(id).map_or(c, |&a| c.saturating_sub(a)))
+            .sum();
+        let moved = old.partitions_moved(new);
+        if moved != least as usize {
+            return Err(format!("{moved} partitions moved, {least} had to"));
+        }
+        Ok(())
+    }
+
+    fn check(old: Option<&Ring>, ring: &Ring) -> Result<(), TestCaseError> {
+        let members = ring.members().to_vec();
+        check_replicas(ring).map_err(TestCaseError::fail)?;
+        check_owners(ring).map_err(TestCaseError::fail)?;
+        if let Some(old) = old {
+            check_minimal(old, ring).map_err(TestCaseError::fail)?;
+            let mut reversed = members.clone();
+            reversed.reverse();
+            prop_assert_eq!(&old.with_members(reversed).expect("valid"), ring);
+        } else {
+            let mut reversed = members.clone();
+            reversed.reverse();
+            prop_assert_eq!(
+                &Ring::new(ring.config().clone(), reversed).expect("valid"),
+                ring
+            );
+        }
+        Ok(())
+    }
+
+    /// `count` members named `{prefix}{i}`, capacities 1..=4, in one of `zones` zones if any.
+    fn arb_batch(
+        prefix: &'static str,
+        count: core::ops::RangeInclusive<usize>,
+        zones: Option<usize>,
+    ) -> impl PropStrategy<Value = Vec<Member>> {
+        prop::collection::vec((1u32..=4, 0usize..5), count).prop_map(move |specs| {
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (capacity, zone))| {
+                    let member = Member::new(format!("{prefix}{i}"), capacity);
+                    match zones {
+                        Some(zones) => member.in_zone(format!("z{}", zone % zones)),
+                        None => member,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn arb_zones() -> impl PropStrategy<Value = Option<usize>> {
+        prop::option::of(1usize..=5)
+    }
+
+    fn arb_q() -> impl PropStrategy<Value = u32> {
+        prop::sample::select(vec![64u32, 256])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// (a) A fresh ring of all the members at once.
+        #[test]
+        fn fresh_rings_balance_replicas(
+            (q, members) in (arb_q(), arb_zones())
+                .prop_flat_map(|(q, zones)| (prop::strategy::Just(q), arb_batch("a", 1..=12, zones))),
+        ) {
+            let ring = Ring::new(config(q), members).expect("valid");
+            check(None, &ring)?;
+        }
+
+        /// (b) A batch of members joining an existing ring together.
+        #[test]
+        fn batch_joins_balance_replicas(
+            (q, first, batch) in (arb_q(), arb_zones(), 1usize..=11).prop_flat_map(|(q, zones, m)| (
+                prop::strategy::Just(q),
+                arb_batch("a", 1..=m, zones),
+                arb_batch("b", 1..=(12 - m), zones),
+            )),
+        ) {
+            let ring = Ring::new(config(q), first.clone()).expect("valid");
+            let all: Vec<Member> = first.into_iter().chain(batch).collect();
+            let joined = ring.with_members(all).expect("valid");
+            check(Some(&ring), &joined)?;
+        }
+
+        /// (c) Sequences of single and batched joins and leaves.
+        #[test]
+        fn join_and_leave_sequences_balance_replicas(
+            (q, first, joins, leaves) in (arb_q(), arb_zones()).prop_flat_map(|(q, zones)| (
+                prop::strategy::Just(q),
+                arb_batch("a", 1..=6, zones),
+                prop::collection::vec(
+                    prop::strategy::Union::new([
+                        arb_batch("j", 1..=1, zones).boxed(),
+                        arb_batch("j", 1..=4, zones).boxed(),
+                    ]),
+                    4,
+                ),
+                prop::collection::vec(prop::collection::vec(prop::num::usize::ANY, 0..=3), 4),
+            )),
+        ) {
+            let mut ring = Ring::new(config(q), first.clone()).expect("valid");
+            check(None, &ring)?;
+            let mut members = first;
+            for (step, (join, leave)) in joins.into_iter().zip(leaves).enumerate() {
+                for i in leave {
+                    if members.len() > 1 {
+                        members.remove(i % members.len());
+                    }
+                }
+                for mut m in join {
+                    if members.len() < 12 {
+                        m.id = NodeId::new(format!("s{step}{}", m.id));
+                        members.push(m);
+                    }
+                }
+                let next = ring.with_members(members.clone()).expect("valid");
+                check(Some(&ring), &next)?;
+                ring = next;
+            }
+        }
+
+        /// A single uniform member joining moves the fewest partitions, and the share of keys whose
+        /// replica set changes is at least the newcomer's share of replicas (it has to get them)
+        /// and, once there are N members (before that every list grows), at most N times the owner
+        /// moves.
+        #[test]
+        fn a_single_join_moves_near_the_ideal(start in 1usize..=11, q in arb_q()) {
+            let ring = Ring::new(config(q), named("n", 1..=start)).expect("valid");
+            let joined = ring.with_members(named("n", 1..=start + 1)).expect("valid");
+            check_minimal(&ring, &joined).map_err(TestCaseError::fail)?;
+            let moved = ring.moved_fraction(&joined, N);
+            let newcomer = f64::from(loads(&joined, N)[&NodeId::new(format!("n{}", start + 1))]);
+            let owners = ring.partitions_moved(&joined) as f64;
+            prop_assert!(moved >= newcomer / f64::from(q) - 1e-12);
+            if start >= N {
+                prop_assert!(moved <= N as f64 * owners / f64::from(q) + 1e-12);
+            }
+        }
+    }
+
+    /// The reported scenarios: 4 and 5 members started together (the first alone, the others
+    /// joining it in one batch), and n1, then n2 + n3 together, then n4. Before the fix the member
+    /// that started alone kept its partitions as one run and was the replica of few partitions:
+    /// 66/255/255/192, 54/204/204/153/153, and 87/170/255/256.
+    #[test]
+    fn members_joining_together_share_replicas_evenly() {
+        let alone = Ring::new(config(256), named("n", 1..=1)).expect("valid");
+        let four = alone.with_members(named("n", 1..=4)).expect("valid");
+        std::println!("4 together: {:?}", load_vec(&four));
+        assert_eq!(load_vec(&four), vec![192; 4]);
+        let five = alone.with_members(named("n", 1..=5)).expect("valid");
+        std::println!("5 together: {:?}", load_vec(&five));
+        assert!(load_vec(&five).iter().all(|&l| (153..=154).contains(&l)));
+        let three = alone.with_members(named("n", 1..=3)).expect("valid");
+        let then_four = three.with_members(named("n", 1..=4)).expect("valid");
+        std::println!("1, 2+3, 4: {:?}", load_vec(&then_four));
+        assert_eq!(load_vec(&then_four), vec![192; 4]);
+        // The newcomer gets three quarters of the keys, not all of them.
+        assert_eq!(three.moved_fraction(&then_four, N), 0.75);
+        // One at a time.
+        let mut ring = alone;
+        for count in 2..=6 {
+            let next = ring.with_members(named("n", 1..=count)).expect("valid");
+            std::println!(
+                "one at a time, {count}: {:?}, moved {}",
+                load_vec(&next),
+                ring.moved_fraction(&next, N)
+            );
+            check_replicas(&next).expect("balanced");
+            ring = next;
+        }
+        assert_eq!(load_vec(&ring), vec![129, 129, 129, 129, 126, 126]);
+    }
+}
