@@ -26,7 +26,7 @@ use ringkv_core::config::QuorumValue;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::client::{Client, ClientConfig, ClientError, Options};
+use ringkv_client::{Client, ClientConfig, ClientError, Options};
 
 /// The largest `--value-size` accepted (the server refuses far smaller values anyway).
 const MAX_VALUE_SIZE: u64 = 1 << 30;
@@ -994,8 +994,8 @@ pub fn render_table(report: &BenchReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::test_server::{answer, spawn};
     use clap::Parser;
+    use ringkv_client::http::test_server::{answer, spawn};
 
     #[derive(Parser)]
     struct Command {

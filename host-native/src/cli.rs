@@ -29,8 +29,8 @@ use futures_util::future::join_all;
 use ringkv_core::config::QuorumValue;
 use tokio::io::AsyncReadExt;
 
-use crate::api;
-use crate::client::{member_url, Client, ClientConfig, GetResult, Options, PutResult};
+use ringkv_client::api;
+use ringkv_client::{member_url, Client, ClientConfig, GetResult, Options, PutResult};
 
 /// The node commands talk to when neither `--node` nor `$RINGKV_NODE` names one.
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:8087";
@@ -640,8 +640,8 @@ pub async fn run_cluster_remove(args: ClusterRemoveArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::test_server::{answer, spawn};
     use clap::Parser;
+    use ringkv_client::http::test_server::{answer, spawn};
 
     #[derive(Parser)]
     struct Cli {

@@ -1,4 +1,4 @@
-//! The client HTTP API (contract in [`crate::api`]) served over a [`NodeHandle`] with hyper 1.x.
+//! The client HTTP API (contract in [`ringkv_client::api`]) served over a [`NodeHandle`] with hyper 1.x.
 //!
 //! [`serve`] runs the accept loop: HTTP/1.1 (keep-alive) and HTTP/2 with prior knowledge on the
 //! same port, optionally inside TLS ([`HttpConfig::tls`]), a connection limit, a header read
@@ -42,9 +42,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api;
 use crate::metrics::{Metrics, Op, OpLabels, Outcome, RequestLabels};
 use crate::node_loop::{NodeError, NodeHandle, NodeStatus};
+use ringkv_client::api;
 
 /// The body of every response [`handle`] builds (answers are small or already in memory).
 pub type ResponseBody = Full<Bytes>;
