@@ -22,11 +22,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use ringkv_core::config::QuorumValue;
+use ringkv_client::{Client, ClientConfig, ClientError, Options};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use ringkv_client::{Client, ClientConfig, ClientError, Options};
+use crate::cli::RequestArgs;
 
 /// The largest `--value-size` accepted (the server refuses far smaller values anyway).
 const MAX_VALUE_SIZE: u64 = 1 << 30;
@@ -71,21 +71,9 @@ pub struct BenchArgs {
     /// Relative weights of operation kinds, like `get=90,put=10` (missing kinds weigh 0).
     #[arg(long, value_parser = parse_mix, default_value = "get=50,put=50,delete=0")]
     pub mix: Mix,
-    /// Read quorum override (`one`, `quorum`, `all` or a count).
-    #[arg(long)]
-    pub r: Option<QuorumValue>,
-    /// Write quorum override.
-    #[arg(long)]
-    pub w: Option<QuorumValue>,
-    /// Durable-write quorum override.
-    #[arg(long)]
-    pub dw: Option<QuorumValue>,
-    /// Replication factor override.
-    #[arg(long)]
-    pub n: Option<u32>,
-    /// Server-side deadline per request, in milliseconds.
-    #[arg(long)]
-    pub timeout_ms: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub request: RequestArgs,
     /// Bucket to use.
     #[arg(long, default_value = "bench")]
     pub bucket: String,
@@ -788,13 +776,7 @@ pub async fn execute(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         bucket: args.bucket.clone().into_bytes(),
         chooser,
         mix: args.mix,
-        options: Options {
-            r: args.r,
-            w: args.w,
-            dw: args.dw,
-            n: args.n,
-            timeout_ms: args.timeout_ms,
-        },
+        options: args.request.options(),
         value: Bytes::from(value),
         pace: (args.rate > 0)
             .then(|| Duration::from_secs_f64(args.concurrency.max(1) as f64 / args.rate as f64)),

@@ -26,11 +26,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use futures_util::future::join_all;
-use ringkv_core::config::QuorumValue;
-use tokio::io::AsyncReadExt;
-
 use ringkv_client::api;
 use ringkv_client::{member_url, Client, ClientConfig, GetResult, Options, PutResult};
+use ringkv_core::config::QuorumValue;
+use tokio::io::AsyncReadExt;
 
 /// The node commands talk to when neither `--node` nor `$RINGKV_NODE` names one.
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:8087";
@@ -111,6 +110,41 @@ impl NodeArgs {
     }
 }
 
+/// Per-request overrides of the bucket's properties: the quorum flags of `get`, `put`, `delete`
+/// and `bench`. A flag left out keeps the bucket's value; the server checks the values (400 when
+/// out of range).
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
+pub struct RequestArgs {
+    /// Read quorum (`one`, `quorum`, `all` or a count).
+    #[arg(long)]
+    pub r: Option<QuorumValue>,
+    /// Write quorum.
+    #[arg(long)]
+    pub w: Option<QuorumValue>,
+    /// Durable-write quorum.
+    #[arg(long)]
+    pub dw: Option<QuorumValue>,
+    /// Replication factor for this request.
+    #[arg(long)]
+    pub n: Option<u32>,
+    /// Server-side deadline per request, in milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl RequestArgs {
+    /// The client's options for these flags.
+    pub fn options(&self) -> Options {
+        Options {
+            r: self.r,
+            w: self.w,
+            dw: self.dw,
+            n: self.n,
+            timeout_ms: self.timeout_ms,
+        }
+    }
+}
+
 /// A key that holds no value.
 #[derive(Debug, thiserror::Error)]
 #[error("not found: {bucket}/{key}")]
@@ -135,27 +169,16 @@ pub struct GetArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
-    /// Read quorum (`one`, `quorum`, `all` or a count).
-    #[arg(long)]
-    pub r: Option<QuorumValue>,
-    /// Replication factor for this request.
-    #[arg(long)]
-    pub n: Option<u32>,
-    /// Server-side deadline, in milliseconds.
-    #[arg(long)]
-    pub timeout_ms: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub request: RequestArgs,
 }
 
 /// Reads a key and prints it (see the module doc for where each part goes). A missing key is a
 /// [`NotFound`] error.
 pub async fn run_get(args: GetArgs) -> anyhow::Result<()> {
     let client = args.node.client()?;
-    let options = Options {
-        r: args.r,
-        n: args.n,
-        timeout_ms: args.timeout_ms,
-        ..Options::default()
-    };
+    let options = args.request.options();
     let result = client
         .get(&os_bytes(&args.bucket), &os_bytes(&args.key), &options)
         .await?;
@@ -291,18 +314,9 @@ pub struct PutArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
-    /// Write quorum.
-    #[arg(long)]
-    pub w: Option<QuorumValue>,
-    /// Durable-write quorum.
-    #[arg(long)]
-    pub dw: Option<QuorumValue>,
-    /// Replication factor for this request.
-    #[arg(long)]
-    pub n: Option<u32>,
-    /// Server-side deadline, in milliseconds.
-    #[arg(long)]
-    pub timeout_ms: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub request: RequestArgs,
 }
 
 /// The value of a put: the argument, the file, or stdin.
@@ -330,13 +344,7 @@ async fn read_value(value: Option<&OsStr>, file: Option<&PathBuf>) -> anyhow::Re
 pub async fn run_put(args: PutArgs) -> anyhow::Result<()> {
     let value = read_value(args.value.as_deref(), args.file.as_ref()).await?;
     let client = args.node.client()?;
-    let options = Options {
-        w: args.w,
-        dw: args.dw,
-        n: args.n,
-        timeout_ms: args.timeout_ms,
-        ..Options::default()
-    };
+    let options = args.request.options();
     let length = value.len();
     let result = client
         .put(
@@ -367,30 +375,15 @@ pub struct DeleteArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
-    /// Write quorum.
-    #[arg(long)]
-    pub w: Option<QuorumValue>,
-    /// Durable-write quorum.
-    #[arg(long)]
-    pub dw: Option<QuorumValue>,
-    /// Replication factor for this request.
-    #[arg(long)]
-    pub n: Option<u32>,
-    /// Server-side deadline, in milliseconds.
-    #[arg(long)]
-    pub timeout_ms: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub request: RequestArgs,
 }
 
 /// Deletes a key and prints the replicas that acknowledged.
 pub async fn run_delete(args: DeleteArgs) -> anyhow::Result<()> {
     let client = args.node.client()?;
-    let options = Options {
-        w: args.w,
-        dw: args.dw,
-        n: args.n,
-        timeout_ms: args.timeout_ms,
-        ..Options::default()
-    };
+    let options = args.request.options();
     let result = client
         .delete(
             &os_bytes(&args.bucket),

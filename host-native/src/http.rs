@@ -19,6 +19,7 @@ use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Body;
+use ringkv_client::api;
 use ringkv_core::config::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use ringkv_core::error::RequestError;
 use ringkv_core::id::NodeId;
@@ -26,7 +27,6 @@ use ringkv_core::io::Command;
 use serde::Serialize;
 
 use crate::node_loop::{NodeError, NodeHandle};
-use ringkv_client::api;
 
 mod buckets;
 mod cluster;

@@ -1,6 +1,7 @@
 use super::*;
 use clap::Parser;
 use ringkv_client::http::test_server::{answer, spawn};
+use ringkv_core::config::QuorumValue;
 
 #[derive(Parser)]
 struct Command {
@@ -152,7 +153,7 @@ fn arguments() {
     assert_eq!(args.duration, Some(Duration::from_secs(120)));
     assert_eq!(args.value_size, 4096);
     assert_eq!(args.distribution, KeyDistribution::Zipfian);
-    assert_eq!(args.w, Some(QuorumValue::All));
+    assert_eq!(args.request.w, Some(QuorumValue::All));
     assert!(parse(&["--duration", "1s", "--ops", "5"]).is_err());
     assert!(parse(&["--mix", "get=0"]).is_err());
     assert!(parse(&["--w", "most"]).is_err());

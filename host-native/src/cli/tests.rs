@@ -65,13 +65,13 @@ fn arguments() {
     };
     assert_eq!(get.bucket, "b");
     assert_eq!(get.node.nodes, ["http://x:1", "http://y:2"]);
-    assert_eq!(get.r, Some(QuorumValue::All));
+    assert_eq!(get.request.r, Some(QuorumValue::All));
     let Command::Put(put) = parse(&["put", "b", "k", "v", "--context", "c", "--dw", "1"]).unwrap()
     else {
         panic!("not a put")
     };
     assert_eq!(put.value.as_deref(), Some(OsStr::new("v")));
-    assert_eq!(put.dw, Some(QuorumValue::Count(1)));
+    assert_eq!(put.request.dw, Some(QuorumValue::Count(1)));
     assert!(parse(&["put", "b", "k", "v", "--file", "f"]).is_err());
     let Command::Cluster {
         command: ClusterCommand::Join(join),
@@ -319,10 +319,7 @@ async fn quorum_failure_is_an_error_with_the_server_message() {
             nodes: vec![url],
             ..NodeArgs::default()
         },
-        w: None,
-        dw: None,
-        n: None,
-        timeout_ms: None,
+        request: RequestArgs::default(),
     };
     let error = run_delete(args).await.unwrap_err().to_string();
     assert!(

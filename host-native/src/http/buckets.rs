@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Body;
+use ringkv_client::api;
 use ringkv_core::config::BucketProps;
 use ringkv_core::io::Command;
 use ringkv_core::version::ConflictMode;
@@ -12,7 +13,6 @@ use super::cluster::props_doc;
 use super::kv::parse_quorum;
 use super::*;
 use crate::node_loop::NodeHandle;
-use ringkv_client::api;
 
 pub(super) async fn bucket_props<B>(
     node: &NodeHandle,

@@ -1,5 +1,6 @@
 //! `/cluster`, `/ring` and `/health`: the node's status as the API's documents.
 
+use ringkv_client::api;
 use ringkv_core::config::BucketProps;
 use ringkv_core::id::NodeId;
 use ringkv_core::membership::{MemberInfo, MemberStatus};
@@ -7,7 +8,6 @@ use ringkv_core::ring::{PartitionId, Strategy};
 use ringkv_core::version::ConflictMode;
 
 use crate::node_loop::NodeStatus;
-use ringkv_client::api;
 
 fn status_name(status: MemberStatus) -> &'static str {
     match status {

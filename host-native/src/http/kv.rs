@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use percent_encoding::percent_decode_str;
+use ringkv_client::api;
 use ringkv_core::config::{QuorumValue, RequestOptions};
 use ringkv_core::id::NodeId;
 use ringkv_core::io::{ClientRequest, QuorumKind, Reply};
@@ -19,7 +20,6 @@ use serde::de::DeserializeOwned;
 use super::*;
 use crate::metrics::{Metrics, Op, OpLabels, Outcome, RequestLabels};
 use crate::node_loop::NodeHandle;
-use ringkv_client::api;
 
 /// The path prefix of the key-value resources.
 pub(super) const KV_PREFIX: &str = "/kv/";
