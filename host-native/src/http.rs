@@ -7,7 +7,7 @@
 //! every route can be tested without a socket.
 //!
 //! The host holds no protocol logic: this module only translates HTTP into
-//! [`ClientRequest`]s and [`Command`]s and the node's answers back into HTTP.
+//! [`ClientRequest`](ringkv_core::io::ClientRequest)s and [`Command`]s and the node's answers back into HTTP.
 
 use std::error::Error as StdError;
 use std::path::PathBuf;

@@ -94,7 +94,7 @@ pub fn cluster_status(status: &NodeStatus) -> api::ClusterStatus {
     }
 }
 
-/// The `/ring` document for a node's status (version 0 when the node has no ring; [`handle`]
+/// The `/ring` document for a node's status (version 0 when the node has no ring; [`handle`](super::handle)
 /// answers 503 then).
 pub fn ring_doc(status: &NodeStatus) -> api::RingDoc {
     let ring = &status.ring;
