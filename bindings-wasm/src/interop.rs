@@ -1,9 +1,11 @@
 //! Conversions between the core's types and the plain documents JavaScript receives, and their
 //! TypeScript declarations. Nothing else in the crate touches serde-wasm-bindgen.
 //!
-//! Field names follow the server's JSON (`host-native/src/api.rs`: `RingDoc`, `MemberDoc`,
-//! `PartitionDoc`), so the page draws a simulated ring and a live one with the same code.
+//! Members and partitions are the server's own documents ([`MemberDoc`] and [`PartitionDoc`]
+//! from `ringkv_client::api`), so the page draws a simulated ring and a live one with the same
+//! code.
 
+pub use ringkv_client::api::{MemberDoc, PartitionDoc};
 use ringkv_core::checker::{FinalReplica, OpKind, OpOutcome, Operation};
 use ringkv_core::io::Event;
 use ringkv_core::request::Reply;
@@ -19,10 +21,11 @@ use crate::Error;
 const TS_TYPES: &'static str = r#"
 /** A ring member as the page gives it. */
 export interface MemberSpec { id: string; capacity?: number; zone?: string | null }
-/** A member as drawn: `status` is joining, up, leaving, down or removed. */
+/** A member as drawn: `status` is joining, up, leaving, down or removed; the addresses are
+ * empty in the simulator. */
 export interface MemberDoc {
   id: string; status: string; alive: boolean; zone: string | null; capacity: number;
-  partitions: number; http_addr?: string; peer_addr?: string;
+  partitions: number; http_addr: string; peer_addr: string;
 }
 /** One of the Q partitions; `start` is a 128-bit position as a decimal string. */
 export interface PartitionDoc { id: number; start: string; replicas: string[]; moving_to: string[] }
@@ -105,27 +108,9 @@ fn one() -> u32 {
     1
 }
 
-/// A member as drawn (the server's `MemberDoc`, addresses left out).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MemberDoc {
-    pub id: String,
-    pub status: String,
-    pub alive: bool,
-    pub zone: Option<String>,
-    pub capacity: u32,
-    pub partitions: u32,
-}
-
-/// One partition (the server's `PartitionDoc`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PartitionDoc {
-    pub id: u32,
-    pub start: String,
-    pub replicas: Vec<String>,
-    pub moving_to: Vec<String>,
-}
-
-/// A ring (the server's `RingDoc`, cluster and node left out).
+/// A ring: the server's [`ringkv_client::api::RingDoc`] with its members and partitions, but
+/// with no cluster or answering node, and a `version` that is null until the simulated cluster
+/// has a ring (the server's document exists only once it has one).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RingDoc {
     pub version: Option<u64>,

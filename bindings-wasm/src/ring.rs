@@ -122,6 +122,9 @@ impl Ring {
                     alive: true,
                     zone: m.zone.clone(),
                     capacity: m.capacity,
+                    // A simulated member has no sockets.
+                    http_addr: String::new(),
+                    peer_addr: String::new(),
                     partitions: counts.get(&m.id).copied().unwrap_or(0),
                 })
                 .collect(),

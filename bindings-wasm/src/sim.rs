@@ -260,6 +260,8 @@ impl Sim {
                     alive: node.up,
                     zone: None,
                     capacity: node.capacity,
+                    http_addr: String::new(),
+                    peer_addr: String::new(),
                     partitions: 0,
                 });
             }

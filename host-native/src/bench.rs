@@ -22,11 +22,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use ringkv_core::config::QuorumValue;
+use ringkv_client::{Client, ClientConfig, ClientError, Options};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::client::{Client, ClientConfig, ClientError, Options};
+use crate::cli::RequestArgs;
 
 /// The largest `--value-size` accepted (the server refuses far smaller values anyway).
 const MAX_VALUE_SIZE: u64 = 1 << 30;
@@ -71,21 +71,9 @@ pub struct BenchArgs {
     /// Relative weights of operation kinds, like `get=90,put=10` (missing kinds weigh 0).
     #[arg(long, value_parser = parse_mix, default_value = "get=50,put=50,delete=0")]
     pub mix: Mix,
-    /// Read quorum override (`one`, `quorum`, `all` or a count).
-    #[arg(long)]
-    pub r: Option<QuorumValue>,
-    /// Write quorum override.
-    #[arg(long)]
-    pub w: Option<QuorumValue>,
-    /// Durable-write quorum override.
-    #[arg(long)]
-    pub dw: Option<QuorumValue>,
-    /// Replication factor override.
-    #[arg(long)]
-    pub n: Option<u32>,
-    /// Server-side deadline per request, in milliseconds.
-    #[arg(long)]
-    pub timeout_ms: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub request: RequestArgs,
     /// Bucket to use.
     #[arg(long, default_value = "bench")]
     pub bucket: String,
@@ -788,13 +776,7 @@ pub async fn execute(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         bucket: args.bucket.clone().into_bytes(),
         chooser,
         mix: args.mix,
-        options: Options {
-            r: args.r,
-            w: args.w,
-            dw: args.dw,
-            n: args.n,
-            timeout_ms: args.timeout_ms,
-        },
+        options: args.request.options(),
         value: Bytes::from(value),
         pace: (args.rate > 0)
             .then(|| Duration::from_secs_f64(args.concurrency.max(1) as f64 / args.rate as f64)),
@@ -992,268 +974,4 @@ pub fn render_table(report: &BenchReport) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::client::test_server::{answer, spawn};
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Command {
-        #[command(flatten)]
-        args: BenchArgs,
-    }
-
-    fn parse(arguments: &[&str]) -> Result<BenchArgs, clap::Error> {
-        Command::try_parse_from(std::iter::once("bench").chain(arguments.iter().copied()))
-            .map(|command| command.args)
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration(" 1h "), Ok(Duration::from_secs(3600)));
-        for bad in [
-            "",
-            "s",
-            "0s",
-            "1.5s",
-            "10x",
-            "-1s",
-            "ms10",
-            "99999999999999999999s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("100"), Ok(100));
-        assert_eq!(parse_size("100B"), Ok(100));
-        assert_eq!(parse_size("4KiB"), Ok(4096));
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("2mb"), Ok(2_000_000));
-        assert_eq!(parse_size("0"), Ok(0));
-        for bad in [
-            "",
-            "KiB",
-            "1.5KiB",
-            "4 parsecs",
-            "2GiB",
-            "99999999999999999999",
-        ] {
-            assert!(parse_size(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn mixes() {
-        assert_eq!(
-            parse_mix("get=50,put=50,delete=0"),
-            Ok(Mix {
-                get: 50,
-                put: 50,
-                delete: 0
-            })
-        );
-        assert_eq!(
-            parse_mix(" PUT=1 , get=3"),
-            Ok(Mix {
-                get: 3,
-                put: 1,
-                delete: 0
-            })
-        );
-        for bad in [
-            "",
-            "get=0,put=0",
-            "get",
-            "get=x",
-            "get=-1",
-            "scan=5",
-            "get=1,get=2",
-            "get=1;put=2",
-        ] {
-            assert!(parse_mix(bad).is_err(), "{bad:?}");
-        }
-        let mix = parse_mix("get=1,put=2,delete=1").unwrap();
-        let kinds: Vec<OpKind> = (0..4).map(|roll| mix.kind_for(roll)).collect();
-        assert_eq!(
-            kinds,
-            [OpKind::Get, OpKind::Put, OpKind::Put, OpKind::Delete]
-        );
-        let only_puts = parse_mix("put=7").unwrap();
-        let mut rng = StdRng::seed_from_u64(1);
-        assert!((0..100).all(|_| only_puts.choose(&mut rng) == OpKind::Put));
-    }
-
-    #[test]
-    fn key_choices_stay_in_range() {
-        let mut rng = StdRng::seed_from_u64(7);
-        for (distribution, exponent) in [
-            (KeyDistribution::Uniform, 0.99),
-            (KeyDistribution::Zipfian, 0.99),
-            (KeyDistribution::Zipfian, 2.5),
-        ] {
-            for keys in [1u64, 2, 100] {
-                let chooser = KeyChooser::new(distribution, keys, exponent).unwrap();
-                let mut hits = vec![0u32; keys as usize];
-                for _ in 0..5_000 {
-                    let key = chooser.choose(&mut rng);
-                    assert!(key < keys, "{distribution:?} {keys}: {key}");
-                    hits[key as usize] += 1;
-                }
-                if distribution == KeyDistribution::Zipfian && keys == 100 {
-                    // Key 0 is the hottest by far.
-                    assert!(hits[0] > hits[50] * 5, "{hits:?}");
-                    assert_eq!(hits.iter().max(), Some(&hits[0]));
-                }
-            }
-        }
-        assert!(KeyChooser::new(KeyDistribution::Uniform, 0, 1.0).is_err());
-        assert!(KeyChooser::new(KeyDistribution::Zipfian, 10, 0.0).is_err());
-        assert!(KeyChooser::new(KeyDistribution::Zipfian, 10, f64::NAN).is_err());
-    }
-
-    #[test]
-    fn arguments() {
-        let args = parse(&[]).unwrap();
-        assert_eq!(args.concurrency, 64);
-        assert_eq!(args.keys, 10_000);
-        assert_eq!(args.value_size, 100);
-        assert_eq!(args.mix, parse_mix("get=50,put=50").unwrap());
-        assert!(args.nodes.is_empty());
-        assert_eq!(args.duration, None);
-        let args = parse(&[
-            "--nodes",
-            "http://a:1,http://b:2",
-            "--duration",
-            "2m",
-            "--value-size",
-            "4KiB",
-            "--distribution",
-            "zipfian",
-            "--w",
-            "all",
-            "--seed",
-            "9",
-        ])
-        .unwrap();
-        assert_eq!(args.nodes, ["http://a:1", "http://b:2"]);
-        assert_eq!(args.duration, Some(Duration::from_secs(120)));
-        assert_eq!(args.value_size, 4096);
-        assert_eq!(args.distribution, KeyDistribution::Zipfian);
-        assert_eq!(args.w, Some(QuorumValue::All));
-        assert!(parse(&["--duration", "1s", "--ops", "5"]).is_err());
-        assert!(parse(&["--mix", "get=0"]).is_err());
-        assert!(parse(&["--w", "most"]).is_err());
-    }
-
-    #[tokio::test]
-    async fn a_short_run_counts_every_operation() {
-        let (url, log) = spawn(|request| match request.method.as_str() {
-            "GET" if request.uri.starts_with("/kv/") => {
-                answer(200, &[("x-ringkv-context", "ctx-from-read")], b"value")
-            }
-            "PUT" | "DELETE" => answer(204, &[("x-ringkv-context", "ctx-from-write")], b""),
-            _ => answer(404, &[], b""),
-        })
-        .await;
-        let args = parse(&[
-            "--nodes",
-            &url,
-            "--ops",
-            "300",
-            "--concurrency",
-            "4",
-            "--keys",
-            "20",
-            "--mix",
-            "get=40,put=40,delete=20",
-            "--value-size",
-            "1KiB",
-            "--prefill",
-            "--no-progress",
-            "--seed",
-            "3",
-        ])
-        .unwrap();
-        let report = execute(&args).await.unwrap();
-        assert_eq!(report.ops, 300);
-        assert_eq!(report.errors.total(), 0, "{:?}", report.error_samples);
-        let counted: u64 = report.per_op.values().map(|stats| stats.count).sum();
-        assert_eq!(counted, 300);
-        assert!(report.per_op.values().all(|stats| stats.count > 0));
-        assert!(report.per_op["get"].p50_us <= report.per_op["get"].max_us);
-        assert_eq!(report.prefilled, 20);
-        assert_eq!(report.seed, 3);
-
-        let log = log.lock().unwrap();
-        let kv: Vec<_> = log
-            .iter()
-            .filter(|r| r.uri.starts_with("/kv/bench/key-"))
-            .collect();
-        // 300 measured operations plus a read and a write per key for the prefill.
-        assert_eq!(kv.len(), 300 + 2 * 20);
-        let puts: Vec<_> = kv
-            .iter()
-            .filter(|r| r.method == http::Method::PUT)
-            .collect();
-        assert!(puts.iter().all(|r| r.body.len() == 1024));
-        // With 20 keys and 4 workers, every measured write is preceded by a read or a write of
-        // its key by the same worker, except the first touch of each key by each worker.
-        let with_context = puts
-            .iter()
-            .filter(|r| r.headers.contains_key("x-ringkv-context"))
-            .count();
-        assert!(
-            with_context > puts.len() / 2,
-            "{with_context} of {}",
-            puts.len()
-        );
-
-        let table = render_table(&report);
-        assert!(table.contains("300 ops"), "{table}");
-        let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["per_op"]["put"]["count"], report.per_op["put"].count);
-        assert_eq!(json["errors"]["unavailable"], 0);
-    }
-
-    #[tokio::test]
-    async fn failures_are_counted_by_kind() {
-        let (url, _) = spawn(|request| match request.method.as_str() {
-            "PUT" => answer(
-                503,
-                &[],
-                br#"{"error":"write quorum not met","kind":"unavailable","needed":2,"answered":[]}"#,
-            ),
-            _ => answer(500, &[], b"boom"),
-        })
-        .await;
-        let args = parse(&[
-            "--nodes",
-            &url,
-            "--ops",
-            "40",
-            "--concurrency",
-            "2",
-            "--keys",
-            "5",
-            "--mix",
-            "get=1,put=1",
-            "--no-progress",
-            "--no-routing",
-        ])
-        .unwrap();
-        let report = execute(&args).await.unwrap();
-        assert_eq!(report.ops, 40);
-        assert_eq!(report.errors.unavailable + report.errors.other, 40);
-        assert!(report.errors.unavailable > 0 && report.errors.other > 0);
-        assert!(report.per_op.values().all(|stats| stats.count == 0));
-        assert_eq!(report.error_samples.len(), 2);
-    }
-}
+mod tests;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
 use clap::Args;
-use ringkv::client::{Client, ClientConfig, Options};
 use ringkv::server::{self, RunningServer, ServerConfig};
+use ringkv_client::{Client, ClientConfig, Options};
 
 /// Flags of `ringkv dev`.
 #[derive(Args)]

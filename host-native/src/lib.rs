@@ -2,18 +2,17 @@
 //!
 //! A server process per machine ([`server`]) owns one protocol [`Node`](ringkv_core::node::Node)
 //! in one task ([`node_loop`]), keeps its records on disk ([`storage`]), talks to its peers over
-//! TCP ([`transport`]) and to clients over HTTP ([`http`], contract in [`api`]), either of them
-//! optionally over TLS ([`tls`]). The [`client`] library routes requests to a key's owners;
-//! [`bench`] is the load generator. [`fuzzing`] holds the checks the fuzz targets and the decoder
+//! TCP ([`transport`]) and to clients over HTTP ([`http`], contract in [`ringkv_client::api`]),
+//! either of them optionally over TLS ([`tls`]). The client library, which routes requests to a
+//! key's owners, is the `ringkv-client` crate; the CLI ([`cli`]) and [`bench`], the load
+//! generator, use it. [`fuzzing`] holds the checks the fuzz targets and the decoder
 //! regression tests share.
 //!
 //! The host holds no protocol logic: placement, versions, quorums, hints, trees and membership
 //! are decided in `ringkv-core`.
 
-pub mod api;
 pub mod bench;
 pub mod cli;
-pub mod client;
 pub mod fuzzing;
 pub mod http;
 pub mod metrics;

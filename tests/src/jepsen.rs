@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringkv::client::{Client, ClientError, GetResult, Options, PutResult};
+use ringkv_client::{Client, ClientError, GetResult, Options, PutResult};
 use ringkv_core::checker::{self, FinalReplica, Finals, OpKind, OpOutcome, Operation, Verdict};
 use ringkv_core::config::QuorumValue;
 use ringkv_core::id::NodeId;
@@ -736,7 +736,7 @@ async fn wait_converged(
 /// built or no answer).
 async fn roots_agree(
     cluster: &NetCluster,
-    statuses: &[Option<ringkv::api::ClusterStatus>],
+    statuses: &[Option<ringkv_client::api::ClusterStatus>],
 ) -> Result<(), String> {
     let ring = cluster
         .client(0, Duration::from_secs(5))

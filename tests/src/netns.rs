@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringkv::client::{Client, ClientConfig};
+use ringkv_client::{Client, ClientConfig};
 
 /// HTTP port of every node (each in its own namespace).
 pub const HTTP_PORT: u16 = 8087;
@@ -546,7 +546,7 @@ impl NetCluster {
     }
 
     /// Each node's `/cluster` document, by node index (`None` if it did not answer).
-    pub async fn statuses(&self) -> Vec<Option<ringkv::api::ClusterStatus>> {
+    pub async fn statuses(&self) -> Vec<Option<ringkv_client::api::ClusterStatus>> {
         let mut out = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let client = self.client(i, Duration::from_secs(5));

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringkv::client::{Client, ClientConfig, ClientError, Options};
 use ringkv::server::{self, RunningServer, ServerConfig};
+use ringkv_client::{Client, ClientConfig, ClientError, Options};
 use ringkv_core::config::QuorumValue;
 
 fn config(dir: &std::path::Path, name: &str, seeds: Vec<String>) -> ServerConfig {

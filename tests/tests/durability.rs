@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringkv::client::{Client, ClientError, Options};
+use ringkv_client::{Client, ClientError, Options};
 use ringkv_core::config::QuorumValue;
 
 /// One test at a time.

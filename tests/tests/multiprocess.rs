@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringkv::client::{ClientError, Options};
+use ringkv_client::{ClientError, Options};
 use ringkv_core::config::QuorumValue;
 
 /// One test at a time.
@@ -189,9 +189,9 @@ async fn siblings_and_reconciliation_over_http() {
             content_type.starts_with("multipart/mixed"),
             "{content_type}"
         );
-        let boundary = ringkv::client::multipart_boundary(content_type).unwrap();
+        let boundary = ringkv_client::multipart_boundary(content_type).unwrap();
         let parts =
-            ringkv::client::parse_multipart(&Bytes::from(answer.body.clone()), &boundary).unwrap();
+            ringkv_client::parse_multipart(&Bytes::from(answer.body.clone()), &boundary).unwrap();
         assert_eq!(sorted(&parts), expected, "via {}", node.id);
         context = answer
             .header("x-ringkv-context")

@@ -10,7 +10,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ringkv::api::BucketPropsDoc;
+use ringkv_client::api::BucketPropsDoc;
 use ringkv_tests::jepsen::{self, CampaignConfig, FaultKind};
 use ringkv_tests::netns::{LinkDelay, NetCluster};
 use ringkv_tests::ringkv_binary;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringkv::client::{Client, ClientConfig, ClientError, Options};
+use ringkv_client::{Client, ClientConfig, ClientError, Options};
 
 struct Node {
     child: Child,

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringkv::client::{Client, ClientConfig, Options};
 use ringkv::metrics::{Metrics, ReasonLabels};
 use ringkv::server::{self, RunningServer, SecretString, ServerConfig, ServerError};
 use ringkv::tls::PeerTls;
 use ringkv::transport::{ClusterSecret, Transport, TransportConfig};
+use ringkv_client::{Client, ClientConfig, Options};
 use ringkv_core::config::{QuorumValue, RequestOptions};
 use ringkv_core::id::NodeId;
 use ringkv_core::io::ClientRequest;

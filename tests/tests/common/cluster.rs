@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringkv::api::{ClusterStatus, RingDoc};
-use ringkv::client::{Client, ClientConfig, ClientError, Options};
+use ringkv_client::api::{ClusterStatus, RingDoc};
+use ringkv_client::{Client, ClientConfig, ClientError, Options};
 use ringkv_core::config::QuorumValue;
 use ringkv_core::ring::{key_position, partition_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,5 +1,7 @@
-//! The HTTP API's contract, shared by the server ([`crate::http`]) and the client
-//! ([`crate::client`]): header names, query parameters and the JSON documents.
+//! The HTTP API's contract, shared by the server (the `ringkv` crate's `http` module) and the
+//! client (`Client`, behind the `http` feature): header names, query parameters and the JSON
+//! documents. It needs only serde, so it compiles without the `http` feature (the WebAssembly
+//! bindings use it that way).
 //!
 //! | request | answer |
 //! |---|---|

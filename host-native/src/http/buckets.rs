@@ -1,0 +1,64 @@
+//! `/buckets/{bucket}/props`: reading and setting bucket properties.
+
+use std::error::Error as StdError;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Body;
+use ringkv_client::api;
+use ringkv_core::config::BucketProps;
+use ringkv_core::io::Command;
+use ringkv_core::version::ConflictMode;
+
+use super::cluster::props_doc;
+use super::kv::parse_quorum;
+use super::*;
+use crate::node_loop::NodeHandle;
+
+pub(super) async fn bucket_props<B>(
+    node: &NodeHandle,
+    config: &HttpConfig,
+    request: Request<B>,
+    bucket: Vec<u8>,
+) -> Result<Response<ResponseBody>, Problem>
+where
+    B: Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    if bucket.is_empty() {
+        return Err(Problem::bad_request("the bucket name is empty"));
+    }
+    match *request.method() {
+        Method::GET => {
+            let status = node.status().await?;
+            let props = status
+                .view
+                .bucket(&bucket)
+                .unwrap_or(&status.default_bucket);
+            Ok(json_response(StatusCode::OK, &props_doc(&bucket, props)))
+        }
+        Method::PUT => {
+            let doc: api::BucketPropsDoc = read_json(request, config).await?;
+            let props = parse_props(&doc)?;
+            node.command(Command::SetBucket { bucket, props }).await?;
+            Ok(empty_response(StatusCode::NO_CONTENT))
+        }
+        ref other => Err(Problem::method_not_allowed(other, "GET, PUT")),
+    }
+}
+
+fn parse_props(doc: &api::BucketPropsDoc) -> Result<BucketProps, Problem> {
+    let quorum = |name: &str, value: &str| {
+        parse_quorum(value.trim()).map_err(|error| Problem::bad_request(format!("{name}: {error}")))
+    };
+    let conflict_mode = doc
+        .conflict_mode
+        .parse::<ConflictMode>()
+        .map_err(|e| Problem::bad_request(format!("conflict_mode: {e}")))?;
+    Ok(BucketProps {
+        n: doc.n,
+        r: quorum("r", &doc.r)?,
+        w: quorum("w", &doc.w)?,
+        dw: quorum("dw", &doc.dw)?,
+        conflict_mode,
+    })
+}

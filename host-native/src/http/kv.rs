@@ -1,0 +1,515 @@
+//! `/kv/{bucket}/{key}`: parsing the target, options and context, and turning the node's reply
+//! into an answer (siblings as `multipart/mixed`).
+
+use std::error::Error as StdError;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use percent_encoding::percent_decode_str;
+use ringkv_client::api;
+use ringkv_core::config::{QuorumValue, RequestOptions};
+use ringkv_core::id::NodeId;
+use ringkv_core::io::{ClientRequest, QuorumKind, Reply};
+use ringkv_core::version::Context;
+use serde::de::DeserializeOwned;
+
+use super::*;
+use crate::metrics::{Metrics, Op, OpLabels, Outcome, RequestLabels};
+use crate::node_loop::NodeHandle;
+
+/// The path prefix of the key-value resources.
+pub(super) const KV_PREFIX: &str = "/kv/";
+
+/// What a `/kv/{bucket}/{key}` request's target and context header ask, parsed and checked (the
+/// method and the body are dealt with apart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvTarget {
+    /// The bucket, percent-decoded (never empty).
+    pub bucket: Vec<u8>,
+    /// The key, percent-decoded (never empty, at most the configured key limit).
+    pub key: Vec<u8>,
+    /// The query's quorum and timeout overrides.
+    pub options: RequestOptions,
+    /// The context header's context ([`Context::empty`] without one).
+    pub context: Context,
+}
+
+/// Why a `/kv` request target was refused: it is answered `400 Bad Request` with this message,
+/// and nothing reaches the node.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadTarget(pub String);
+
+impl From<BadTarget> for Problem {
+    fn from(error: BadTarget) -> Problem {
+        Problem::bad_request(error.0)
+    }
+}
+
+pub(super) async fn kv<B>(
+    node: &NodeHandle,
+    config: &HttpConfig,
+    request: Request<B>,
+) -> Response<ResponseBody>
+where
+    B: Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let op = match *request.method() {
+        Method::GET => Op::Get,
+        Method::PUT => Op::Put,
+        Method::DELETE => Op::Delete,
+        ref other => {
+            return Problem::method_not_allowed(other, "GET, PUT, DELETE").into_response();
+        }
+    };
+    let started = Instant::now();
+    let metrics = node.metrics();
+    let (response, outcome) = match kv_op(node, config, request, op).await {
+        Ok(answer) => answer,
+        Err(problem) => (problem.into_response(), Outcome::Rejected),
+    };
+    metrics
+        .requests
+        .get_or_create(&RequestLabels { op, outcome })
+        .inc();
+    metrics
+        .request_seconds
+        .get_or_create(&OpLabels { op })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn kv_op<B>(
+    node: &NodeHandle,
+    config: &HttpConfig,
+    request: Request<B>,
+    op: Op,
+) -> Result<(Response<ResponseBody>, Outcome), Problem>
+where
+    B: Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let target = parse_kv_target(
+        request.uri().path(),
+        request.uri().query(),
+        request.headers().get(api::HEADER_CONTEXT),
+        config.max_key_bytes,
+    )?;
+    let client_request = match op {
+        Op::Get => ClientRequest::Get {
+            bucket: target.bucket,
+            key: target.key,
+            options: target.options,
+        },
+        Op::Delete => ClientRequest::Delete {
+            bucket: target.bucket,
+            key: target.key,
+            context: target.context,
+            options: target.options,
+        },
+        Op::Put => {
+            let value = read_value(request, config).await?;
+            ClientRequest::Put {
+                bucket: target.bucket,
+                key: target.key,
+                context: target.context,
+                value: value.to_vec(),
+                options: target.options,
+            }
+        }
+    };
+    let reply = node.client(client_request).await?;
+    if let Reply::Unavailable { kind, .. } = &reply {
+        Metrics::count(&node.metrics().quorum_failures, quorum_name(*kind));
+    }
+    Ok(reply_response(reply))
+}
+
+/// Parses a `/kv/{bucket}/{key}` request: `path` is the request URI's path as sent (still
+/// percent-encoded), `query` its query, `context` the [`api::HEADER_CONTEXT`] header. A pure
+/// function of its arguments, kept apart from the router so that it can be tested and fuzzed
+/// without a server (see [`crate::fuzzing::http_request`]); every refusal is a [`BadTarget`].
+pub fn parse_kv_target(
+    path: &str,
+    query: Option<&str>,
+    context: Option<&HeaderValue>,
+    max_key_bytes: usize,
+) -> Result<KvTarget, BadTarget> {
+    let Some(rest) = path.strip_prefix(KV_PREFIX) else {
+        return Err(BadTarget("expected /kv/{bucket}/{key}".to_string()));
+    };
+    let (bucket, key) = parse_bucket_key(rest, "/kv", max_key_bytes)?;
+    let options = parse_options(query)?;
+    let context = parse_context(context)?;
+    Ok(KvTarget {
+        bucket,
+        key,
+        options,
+        context,
+    })
+}
+
+/// Splits and decodes `{bucket}/{key}`, the rest of a path after `prefix`.
+pub(super) fn parse_bucket_key(
+    rest: &str,
+    prefix: &str,
+    max_key_bytes: usize,
+) -> Result<(Vec<u8>, Vec<u8>), BadTarget> {
+    let Some((bucket, key)) = rest.split_once('/') else {
+        return Err(BadTarget(format!(
+            "expected {prefix}/{{bucket}}/{{key}} (percent-encode a '/' in a bucket or key)"
+        )));
+    };
+    if key.contains('/') {
+        return Err(BadTarget(format!(
+            "expected {prefix}/{{bucket}}/{{key}}: the key has an unencoded '/' (send it as %2F)"
+        )));
+    }
+    let bucket = decode_segment(bucket);
+    let key = decode_segment(key);
+    if bucket.is_empty() {
+        return Err(BadTarget("the bucket name is empty".to_string()));
+    }
+    if key.is_empty() {
+        return Err(BadTarget("the key is empty".to_string()));
+    }
+    if key.len() > max_key_bytes {
+        return Err(BadTarget(format!(
+            "the key is {} bytes, over the limit of {max_key_bytes}",
+            key.len(),
+        )));
+    }
+    Ok((bucket, key))
+}
+
+pub(super) fn decode_segment(segment: &str) -> Vec<u8> {
+    percent_decode_str(segment).collect()
+}
+
+/// Parses the query overrides `r`, `w`, `n`, `dw`, `timeout_ms`; anything else is refused so that
+/// a misspelt override is not silently ignored.
+fn parse_options(query: Option<&str>) -> Result<RequestOptions, BadTarget> {
+    let mut options = RequestOptions::default();
+    for pair in query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+    {
+        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode_str(name).decode_utf8_lossy().into_owned();
+        let value = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| BadTarget(format!("query parameter {name} is not UTF-8")))?;
+        let value = value.trim();
+        let duplicate = || BadTarget(format!("query parameter {name} is repeated"));
+        let quorum = |value: &str| {
+            parse_quorum(value)
+                .map_err(|error| BadTarget(format!("query parameter {name}: {error}")))
+        };
+        match name.as_str() {
+            "r" if options.r.is_some() => return Err(duplicate()),
+            "r" => options.r = Some(quorum(value)?),
+            "w" if options.w.is_some() => return Err(duplicate()),
+            "w" => options.w = Some(quorum(value)?),
+            "dw" if options.dw.is_some() => return Err(duplicate()),
+            "dw" => options.dw = Some(quorum(value)?),
+            "n" if options.n.is_some() => return Err(duplicate()),
+            "n" => {
+                options.n = Some(value.parse::<u32>().map_err(|_| {
+                    BadTarget(format!("query parameter n: {value:?} is not a count"))
+                })?)
+            }
+            "timeout_ms" if options.timeout_ms.is_some() => return Err(duplicate()),
+            "timeout_ms" => {
+                let timeout = value.parse::<u64>().map_err(|_| {
+                    BadTarget(format!(
+                        "query parameter timeout_ms: {value:?} is not a number of milliseconds"
+                    ))
+                })?;
+                // A request waits in the node (and holds its memory) until its deadline, so the
+                // deadline is bounded.
+                if timeout == 0 || timeout > MAX_TIMEOUT_MS {
+                    return Err(BadTarget(format!(
+                        "query parameter timeout_ms: {timeout} is outside 1..={MAX_TIMEOUT_MS}"
+                    )));
+                }
+                options.timeout_ms = Some(timeout);
+            }
+            _ => {
+                return Err(BadTarget(format!(
+                    "unknown query parameter {name:?} (expected r, w, n, dw or timeout_ms)"
+                )))
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// `QuorumValue::from_str`, with a clear message for an empty value too.
+pub(super) fn parse_quorum(value: &str) -> Result<QuorumValue, String> {
+    if value.is_empty() {
+        return Err("empty value (expected one, quorum, all or a count)".to_string());
+    }
+    value
+        .parse::<QuorumValue>()
+        .map_err(|error| error.to_string())
+}
+
+/// The request's context: empty without the header (or with an empty one), 400 when malformed.
+fn parse_context(header: Option<&HeaderValue>) -> Result<Context, BadTarget> {
+    let Some(header) = header else {
+        return Ok(Context::empty());
+    };
+    let text = header
+        .to_str()
+        .map_err(|_| BadTarget("the context header is not ASCII".to_string()))?
+        .trim();
+    if text.is_empty() {
+        return Ok(Context::empty());
+    }
+    Context::from_base64(text)
+        .map_err(|error| BadTarget(format!("invalid context header: {error}")))
+}
+
+/// Reads a PUT body: refused by `Content-Length` before any of it is read, and cut off as soon
+/// as a body without one passes the limit.
+async fn read_value<B>(request: Request<B>, config: &HttpConfig) -> Result<Bytes, Problem>
+where
+    B: Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let limit = config.max_value_bytes;
+    if let Some(length) = request.headers().get(CONTENT_LENGTH) {
+        let length = length
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .ok_or_else(|| Problem::bad_request("invalid Content-Length"))?;
+        if length > limit as u64 {
+            return Err(value_too_large(limit));
+        }
+    }
+    read_limited(request.into_body(), limit, config.body_read_timeout)
+        .await
+        .map_err(|problem| match problem {
+            BodyProblem::TooLarge => value_too_large(limit),
+            BodyProblem::Other(problem) => problem,
+        })
+}
+
+fn value_too_large(limit: usize) -> Problem {
+    Problem::too_large(format!("the value is over the limit of {limit} bytes"))
+}
+
+enum BodyProblem {
+    TooLarge,
+    Other(Problem),
+}
+
+async fn read_limited<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, BodyProblem>
+where
+    B: Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(BodyProblem::Other(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "bad_request",
+            format!("the request body did not arrive within {timeout:?}"),
+        ))),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(BodyProblem::TooLarge)
+        }
+        Ok(Err(error)) => Err(BodyProblem::Other(Problem::bad_request(format!(
+            "could not read the request body: {error}"
+        )))),
+        Ok(Ok(collected)) => {
+            let mut data = collected.aggregate();
+            Ok(data.copy_to_bytes(data.remaining()))
+        }
+    }
+}
+
+pub(super) async fn read_json<T, B>(request: Request<B>, config: &HttpConfig) -> Result<T, Problem>
+where
+    T: DeserializeOwned,
+    B: Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let body = read_limited(
+        request.into_body(),
+        MAX_JSON_BODY_BYTES,
+        config.body_read_timeout,
+    )
+    .await
+    .map_err(|problem| match problem {
+        BodyProblem::TooLarge => Problem::too_large(format!(
+            "the JSON body is over the limit of {MAX_JSON_BODY_BYTES} bytes"
+        )),
+        BodyProblem::Other(problem) => problem,
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|error| Problem::bad_request(format!("invalid JSON body: {error}")))
+}
+
+fn quorum_name(kind: QuorumKind) -> &'static str {
+    match kind {
+        QuorumKind::Read => "read",
+        QuorumKind::Write => "write",
+        QuorumKind::Durable => "durable",
+    }
+}
+
+fn join_ids(ids: &[NodeId]) -> String {
+    ids.iter().map(NodeId::as_str).collect::<Vec<_>>().join(",")
+}
+
+/// The HTTP answer to a node's reply, with the outcome it counts as.
+fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
+    match reply {
+        Reply::Got {
+            mut values,
+            context,
+            replicas,
+            fallbacks,
+            read_your_writes,
+        } => {
+            let mut response = match values.len() {
+                0 => {
+                    let mut response = empty_response(StatusCode::NOT_FOUND);
+                    // A tombstone's context lets the next put supersede the delete.
+                    if !context.is_empty() {
+                        set_header(&mut response, api::HEADER_CONTEXT, &context.to_base64());
+                    }
+                    response
+                }
+                1 => {
+                    let value = values.pop().unwrap_or_default();
+                    let mut response = Response::new(Full::new(Bytes::from(value)));
+                    set_header(&mut response, "content-type", "application/octet-stream");
+                    set_header(&mut response, api::HEADER_CONTEXT, &context.to_base64());
+                    response
+                }
+                count => {
+                    let boundary = pick_boundary(&values);
+                    let body = multipart_body(&values, &boundary);
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    *response.status_mut() = StatusCode::MULTIPLE_CHOICES;
+                    set_header(
+                        &mut response,
+                        "content-type",
+                        &format!("multipart/mixed; boundary={boundary}"),
+                    );
+                    set_header(&mut response, api::HEADER_SIBLINGS, &count.to_string());
+                    set_header(&mut response, api::HEADER_CONTEXT, &context.to_base64());
+                    response
+                }
+            };
+            set_header(&mut response, api::HEADER_REPLICAS, &join_ids(&replicas));
+            set_header(&mut response, api::HEADER_FALLBACKS, &join_ids(&fallbacks));
+            set_header(
+                &mut response,
+                api::HEADER_READ_YOUR_WRITES,
+                if read_your_writes { "true" } else { "false" },
+            );
+            (response, Outcome::Ok)
+        }
+        Reply::Written {
+            context,
+            dot,
+            replicas,
+            durable,
+            fallbacks,
+            read_your_writes,
+        } => {
+            let mut response = empty_response(StatusCode::NO_CONTENT);
+            set_header(&mut response, api::HEADER_CONTEXT, &context.to_base64());
+            set_header(&mut response, api::HEADER_DOT, &dot.to_string());
+            set_header(&mut response, api::HEADER_REPLICAS, &join_ids(&replicas));
+            set_header(&mut response, api::HEADER_FALLBACKS, &join_ids(&fallbacks));
+            set_header(&mut response, api::HEADER_DURABLE, &join_ids(&durable));
+            set_header(
+                &mut response,
+                api::HEADER_READ_YOUR_WRITES,
+                if read_your_writes { "true" } else { "false" },
+            );
+            (response, Outcome::Ok)
+        }
+        Reply::Unavailable {
+            kind,
+            needed,
+            answered,
+        } => {
+            let body = api::ErrorBody {
+                error: format!(
+                    "{} quorum not reached: {needed} needed, {} answered in time",
+                    quorum_name(kind),
+                    answered.len()
+                ),
+                kind: "unavailable".to_string(),
+                quorum: Some(quorum_name(kind).to_string()),
+                needed: Some(needed),
+                answered: answered.iter().map(|id| id.as_str().to_string()).collect(),
+            };
+            (
+                json_response(StatusCode::SERVICE_UNAVAILABLE, &body),
+                Outcome::Unavailable,
+            )
+        }
+        Reply::Failed { reason } => (
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", reason).into_response(),
+            Outcome::Failed,
+        ),
+        // 507 Insufficient Storage (RFC 4918): the coordinator's disk is full and nothing was
+        // written; reads keep working, and the write may succeed through another node.
+        Reply::StorageFull { reason } => (
+            Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                format!("the disk of this node is full, nothing was written: {reason}"),
+            )
+            .into_response(),
+            Outcome::Failed,
+        ),
+    }
+}
+
+/// A random multipart boundary that occurs in none of the values (so no value can end a part).
+pub(super) fn pick_boundary(values: &[Vec<u8>]) -> String {
+    loop {
+        let boundary = format!("ringkv-{:032x}", rand::random::<u128>());
+        let needle = boundary.as_bytes();
+        let clashes = values
+            .iter()
+            .any(|value| value.windows(needle.len()).any(|window| window == needle));
+        if !clashes {
+            return boundary;
+        }
+    }
+}
+
+/// RFC 2046 `multipart/mixed`: each part is `--boundary CRLF headers CRLF CRLF value`, the CRLF
+/// before the next delimiter belonging to the delimiter; the body ends with `--boundary--`.
+fn multipart_body(values: &[Vec<u8>], boundary: &str) -> Vec<u8> {
+    let size = values
+        .iter()
+        .map(|value| value.len() + boundary.len() + 64)
+        .sum::<usize>();
+    let mut body = Vec::with_capacity(size + boundary.len() + 8);
+    for value in values {
+        body.extend_from_slice(b"--");
+        body.extend_from_slice(boundary.as_bytes());
+        body.extend_from_slice(b"\r\nContent-Type: application/octet-stream\r\n\r\n");
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--");
+    body.extend_from_slice(boundary.as_bytes());
+    body.extend_from_slice(b"--\r\n");
+    body
+}
