@@ -141,7 +141,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(1),
             ring_refresh: Duration::from_secs(10),
             max_idle_per_host: 64,
-            max_value_bytes: ringkv_core::config::DEFAULT_MAX_VALUE_BYTES,
+            max_value_bytes: ringkv_core::request::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }

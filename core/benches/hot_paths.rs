@@ -1,9 +1,10 @@
 //! The coordinator's hot path: one put and one get through a node, storage answered inline.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use ringkv_core::config::{NodeConfig, QuorumValue, RequestOptions};
-use ringkv_core::io::ClientRequest;
+use ringkv_core::bucket::{QuorumValue, RequestOptions};
+use ringkv_core::config::NodeConfig;
 use ringkv_core::node::Node;
+use ringkv_core::request::ClientRequest;
 use ringkv_core::ring::Member;
 use ringkv_core::store::{drive, MemStore};
 use ringkv_core::version::ConflictMode;
@@ -61,8 +62,8 @@ fn baseline(c: &mut Criterion) {
             id += 1;
             let key = (id % 1024).to_be_bytes().to_vec();
             let position = ringkv_core::ring::key_position(b"bench", &key);
-            let op = ringkv_core::io::StorageOp::Put {
-                key: ringkv_core::io::StorageKey::data(
+            let op = ringkv_core::storage::StorageOp::Put {
+                key: ringkv_core::storage::StorageKey::data(
                     ringkv_core::ring::PartitionId((position >> 120) as u32),
                     b"bench",
                     &key,

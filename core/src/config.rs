@@ -8,17 +8,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-pub use crate::bucket::{BucketProps, QuorumValue, Quorums, RequestOptions}; // transitional re-export
-use crate::id::NodeId;
+use crate::bucket::BucketProps;
+use crate::id::{Millis, NodeId};
 use crate::membership::{DetectorConfig, GossipConfig};
 use crate::merkle::MerkleConfig;
-use crate::request::RequestLimits;
-pub use crate::request::{
-    DEFAULT_MAX_BUCKET_BYTES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES,
-}; // transitional re-export
+use crate::request::{
+    RequestLimits, DEFAULT_MAX_BUCKET_BYTES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES,
+};
 use crate::ring::RingConfig;
-
-pub use crate::id::Millis; // transitional re-export
 
 /// Everything a [`Node`](crate::node::Node) needs to know about itself and its cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,7 @@
 //! Typed errors of the core. Each variant's doc says what it did to the node's state.
-
 use serde::{Deserialize, Serialize};
 
-pub use crate::bucket::QuorumError; // transitional re-export
+use crate::bucket::QuorumError;
 use crate::id::RequestId;
 
 /// Why a client request was refused before any work was done.

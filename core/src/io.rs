@@ -13,17 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::BucketProps;
 use crate::error::RequestError;
-use crate::id::{Millis, NodeId};
+use crate::id::{Millis, NodeId, OpId, RequestId};
+use crate::request::{ClientRequest, QuorumKind, Reply};
 use crate::ring::PartitionId;
+use crate::storage::{StorageError, StorageOp, StorageResult};
 use crate::wire::Message;
-
-// Transitional re-exports: these types moved to `id`, `request` and `storage`.
-pub use crate::id::{OpId, RequestId}; // transitional re-export
-pub use crate::request::{ClientRequest, QuorumKind, Reply}; // transitional re-export
-pub use crate::storage::{
-    BatchOp, ScanRange, Space, StorageError, StorageErrorKind, StorageKey, StorageKeyError,
-    StorageOp, StorageResult,
-}; // transitional re-export
 
 /// Something that happened, for logs and metrics. Events never require an action from the host.
 ///

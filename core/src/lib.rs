@@ -21,13 +21,13 @@
 //! ## The node and its host
 //! One [`Node`](node::Node) per server. Everything that happens to it is an input (`handle_*`);
 //! everything it wants done is an output ([`Output`](io::Output), drained with `poll_output`):
-//! send a [`Message`](wire::Message) to a peer, perform a [`StorageOp`](io::StorageOp) and answer
+//! send a [`Message`](wire::Message) to a peer, perform a [`StorageOp`](storage::StorageOp) and answer
 //! it with its op id, reply to a client, or report an [`Event`](io::Event). `poll_timeout` says
 //! when to call `handle_timeout` next. A host is a loop; a whole one, with an in-memory store
 //! answering storage at once and the peer transport left out:
 //! ```
-//! use ringkv_core::{config::{NodeConfig, QuorumValue, RequestOptions}, node::Node, ring::Member};
-//! use ringkv_core::io::{ClientRequest, Output, Reply};
+//! use ringkv_core::{bucket::{QuorumValue, RequestOptions}, config::NodeConfig, node::Node};
+//! use ringkv_core::{io::Output, request::{ClientRequest, Reply}, ring::Member};
 //! use ringkv_core::store::MemStore;
 //!
 //! let mut config = NodeConfig::new("n1");
@@ -91,7 +91,7 @@
 //! 4. Each replica merges the object into its own ([`version::Object::merge`]) and acknowledges;
 //!    with `dw`, after an fsync. Once W have acknowledged (DW durably) the client is answered with
 //!    the new context; the others still get the write. Too few acknowledgements by the deadline
-//!    is a [`Reply::Unavailable`](io::Reply::Unavailable) saying how many answered: an outcome,
+//!    is a [`Reply::Unavailable`](request::Reply::Unavailable) saying how many answered: an outcome,
 //!    not an error.
 //!
 //! ## The life of a get

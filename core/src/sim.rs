@@ -22,14 +22,13 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::checker::{self, FinalReplica, OpKind, OpOutcome, Operation, Verdict};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::{BucketProps, QuorumError, QuorumValue, RequestOptions};
-use crate::checker::{self, FinalReplica, Verdict};
-pub use crate::checker::{OpKind, OpOutcome, Operation}; // transitional re-export
 use crate::config::NodeConfig;
 use crate::id::{Millis, NodeId, OpId, RequestId};
 use crate::io::{Event, Output};
@@ -313,9 +312,10 @@ enum Pending {
         to: NodeId,
         message: Message,
     },
+    /// A storage result on its way back. After a crash it reaches the restarted node, which
+    /// ignores it: op ids are per incarnation.
     Storage {
         node: NodeId,
-        incarnation: u64,
         op_id: OpId,
         result: StorageResult,
     },
@@ -900,17 +900,14 @@ impl Sim {
             }
             Pending::Storage {
                 node,
-                incarnation,
                 op_id,
                 result,
             } => {
                 if let Some(sim_node) = self.nodes.get_mut(&node) {
-                    if sim_node.incarnation == incarnation {
-                        let local = now + sim_node.skew;
-                        if let Some(n) = sim_node.node.as_mut() {
-                            n.handle_storage(local, op_id, result);
-                            self.pump(&node);
-                        }
+                    let local = now + sim_node.skew;
+                    if let Some(n) = sim_node.node.as_mut() {
+                        n.handle_storage(local, op_id, result);
+                        self.pump(&node);
                     }
                 }
             }
@@ -974,14 +971,12 @@ impl Sim {
                     // Applied now, answered later: a crash in between leaves the write done but
                     // unacknowledged, as on a real disk.
                     let result = sim_node.store.apply(&op);
-                    let incarnation = sim_node.incarnation;
                     let latency = self.rng.gen_range(0..=self.config.max_disk_latency_ms);
                     let at = self.now + latency;
                     self.schedule(
                         at,
                         Pending::Storage {
                             node: id.clone(),
-                            incarnation,
                             op_id,
                             result,
                         },

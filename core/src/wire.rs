@@ -7,7 +7,7 @@
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::id::NodeId;
+use crate::id::{CoordinationId, NodeId};
 use crate::membership::GossipMessage;
 use crate::merkle::{ExchangeRequest, ExchangeResponse};
 use crate::request::{ClientRequest, Reply};
@@ -18,8 +18,6 @@ use crate::storage::StorageKey;
 pub const WIRE_VERSION: u8 = 1;
 /// Largest frame a peer accepts: the largest value plus generous room for keys and clocks.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-
-pub use crate::id::CoordinationId; // transitional re-export
 
 /// What one replica answered to a read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

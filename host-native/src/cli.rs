@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use ringkv_client::api;
 use ringkv_client::{member_url, Client, ClientConfig, GetResult, Options, PutResult};
-use ringkv_core::config::QuorumValue;
+use ringkv_core::bucket::QuorumValue;
 use tokio::io::AsyncReadExt;
 
 /// The node commands talk to when neither `--node` nor `$RINGKV_NODE` names one.

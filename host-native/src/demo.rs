@@ -2,9 +2,10 @@
 //! the deterministic simulator, no sockets or disks.
 
 use anyhow::{bail, Result};
-use ringkv_core::config::{QuorumValue, RequestOptions};
-use ringkv_core::io::Reply;
-use ringkv_core::sim::{random_run, OpOutcome, Operation, Sim, SimConfig};
+use ringkv_core::bucket::{QuorumValue, RequestOptions};
+use ringkv_core::checker::{OpOutcome, Operation};
+use ringkv_core::request::Reply;
+use ringkv_core::sim::{random_run, Sim, SimConfig};
 use ringkv_core::version::Context;
 
 fn show(label: &str, op: &Operation) {

@@ -20,10 +20,10 @@
 use bytes::BytesMut;
 use http::HeaderValue;
 use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
-use ringkv_core::config::{QuorumValue, RequestOptions};
+use ringkv_core::bucket::{QuorumValue, RequestOptions};
 use ringkv_core::id::NodeId;
-use ringkv_core::io::ClientRequest;
 use ringkv_core::membership::{ClusterView, GossipMessage, MemberInfo};
+use ringkv_core::request::ClientRequest;
 use ringkv_core::version::{
     checksum, ActorId, ConflictMode, Content, Context, Object, VersionVector, CONTEXT_FORMAT,
     RECORD_FORMAT,

@@ -7,7 +7,7 @@
 //! every route can be tested without a socket.
 //!
 //! The host holds no protocol logic: this module only translates HTTP into
-//! [`ClientRequest`](ringkv_core::io::ClientRequest)s and [`Command`]s and the node's answers back into HTTP.
+//! [`ClientRequest`](ringkv_core::request::ClientRequest)s and [`Command`]s and the node's answers back into HTTP.
 
 use std::error::Error as StdError;
 use std::path::PathBuf;
@@ -20,10 +20,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Body;
 use ringkv_client::api;
-use ringkv_core::config::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use ringkv_core::error::RequestError;
 use ringkv_core::id::NodeId;
 use ringkv_core::io::Command;
+use ringkv_core::request::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use serde::Serialize;
 
 use crate::node_loop::{NodeError, NodeHandle};

@@ -4,7 +4,7 @@
 //! in one task ([`node_loop`]), keeps its records on disk ([`storage`]), talks to its peers over
 //! TCP ([`transport`]) and to clients over HTTP ([`http`], contract in [`ringkv_client::api`]),
 //! either of them optionally over TLS ([`tls`]). The client library, which routes requests to a
-//! key's owners, is the `ringkv-client` crate; the CLI ([`cli`]) and [`bench`], the load
+//! key's owners, is the `ringkv-client` crate; the CLI ([`cli`]) and [`bench`](mod@bench), the load
 //! generator, use it. [`fuzzing`] holds the checks the fuzz targets and the decoder
 //! regression tests share.
 //!

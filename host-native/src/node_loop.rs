@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use ringkv_core::config::BucketProps;
+use ringkv_core::bucket::BucketProps;
 use ringkv_core::error::{CommandError, RequestError};
 use ringkv_core::id::NodeId;
-use ringkv_core::io::{ClientRequest, Command, Reply};
+use ringkv_core::io::Command;
 use ringkv_core::membership::ClusterView;
+use ringkv_core::request::{ClientRequest, Reply};
 use ringkv_core::ring::{PartitionId, Ring};
 use tokio::sync::{mpsc, oneshot};
 
@@ -164,10 +165,13 @@ impl NodeHandle {
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ringkv_core::config::{Millis, NodeConfig};
-use ringkv_core::io::{Event, OpId, Output, RequestId, StorageResult};
+use ringkv_core::id::{Millis, OpId, RequestId};
+
+use ringkv_core::config::NodeConfig;
+use ringkv_core::io::{Event, Output};
 use ringkv_core::membership::MemberInfo;
 use ringkv_core::node::Node;
+use ringkv_core::storage::StorageResult;
 use ringkv_core::wire::Message;
 
 use crate::storage::Storage;
@@ -478,7 +482,7 @@ impl NodeTask {
         let storage = self.storage.clone();
         let view = node.view().encode();
         let persisted = tokio::task::spawn_blocking(move || {
-            storage.write_now(&ringkv_core::io::StorageKey::view(), view)
+            storage.write_now(&ringkv_core::storage::StorageKey::view(), view)
         })
         .await;
         if !matches!(persisted, Ok(Ok(()))) {

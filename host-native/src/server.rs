@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringkv_core::config::{BucketProps, NodeConfig, QuorumValue};
+use ringkv_core::bucket::{BucketProps, QuorumValue};
+
+use ringkv_core::config::NodeConfig;
 use ringkv_core::id::NodeId;
-use ringkv_core::io::StorageKey;
 use ringkv_core::membership::{ClusterView, MemberInfo};
 use ringkv_core::node::Node;
 use ringkv_core::ring::{RingConfig, Strategy};
+use ringkv_core::storage::StorageKey;
 use ringkv_core::version::ConflictMode;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;

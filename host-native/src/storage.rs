@@ -58,8 +58,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use redb::{Database, TableDefinition};
-use ringkv_core::io::{
-    BatchOp, OpId, Space, StorageError, StorageErrorKind, StorageKey, StorageOp, StorageResult,
+use ringkv_core::id::OpId;
+use ringkv_core::storage::{
+    BatchOp, Space, StorageError, StorageErrorKind, StorageKey, StorageOp, StorageResult,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;

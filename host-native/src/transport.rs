@@ -10,7 +10,7 @@
 //! frame each side sends is a hello (see [`Hello`]): magic `RKV\0`, the transport protocol
 //! version, the cluster name, the sender's node id and address, whether it uses a cluster
 //! secret, and a fresh random nonce. With a [`ClusterSecret`], each side then proves it knows
-//! the secret (see [`handshake_dial`](handshake::handshake_dial)); a peer that cannot is refused before any message of its
+//! the secret (see `handshake::handshake_dial`); a peer that cannot is refused before any message of its
 //! is decoded. Every later frame is one [`Message::encode`]. A frame that is too large or does
 //! not decode closes that connection (counted in `peer_frames_rejected`); nothing a peer sends
 //! can stop the node.

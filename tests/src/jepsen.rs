@@ -14,10 +14,10 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv_client::{Client, ClientError, GetResult, Options, PutResult};
+use ringkv_core::bucket::QuorumValue;
 use ringkv_core::checker::{self, FinalReplica, Finals, OpKind, OpOutcome, Operation, Verdict};
-use ringkv_core::config::QuorumValue;
 use ringkv_core::id::NodeId;
-use ringkv_core::io::{QuorumKind, Reply};
+use ringkv_core::request::{QuorumKind, Reply};
 use ringkv_core::ring::{key_position, partition_of};
 
 use ringkv_core::version::{ActorId, Context, Dot, Object};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ringkv::server::{self, RunningServer, ServerConfig};
 use ringkv_client::{Client, ClientConfig, ClientError, Options};
-use ringkv_core::config::QuorumValue;
+use ringkv_core::bucket::QuorumValue;
 
 fn config(dir: &std::path::Path, name: &str, seeds: Vec<String>) -> ServerConfig {
     ServerConfig {

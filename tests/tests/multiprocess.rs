@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringkv_client::{ClientError, Options};
-use ringkv_core::config::QuorumValue;
+use ringkv_core::bucket::QuorumValue;
 
 /// One test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -1,10 +1,12 @@
 //! Bad input to a node gets a typed error and changes nothing.
 
 use proptest::prelude::*;
-use ringkv_core::config::{NodeConfig, QuorumValue, RequestOptions};
-use ringkv_core::error::{MessageError, QuorumError, RequestError};
-use ringkv_core::io::{ClientRequest, Output, Reply};
+use ringkv_core::bucket::{QuorumError, QuorumValue, RequestOptions};
+use ringkv_core::config::NodeConfig;
+use ringkv_core::error::{MessageError, RequestError};
+use ringkv_core::io::Output;
 use ringkv_core::node::Node;
+use ringkv_core::request::{ClientRequest, Reply};
 use ringkv_core::ring::Member;
 use ringkv_core::store::{drive, MemStore};
 use ringkv_core::version::Context;
@@ -205,8 +207,9 @@ proptest! {
 
 #[test]
 fn a_bootstrapped_node_serves_alone_and_announces_new_addresses() {
-    use ringkv_core::io::{Event, StorageKey, StorageOp};
+    use ringkv_core::io::Event;
     use ringkv_core::membership::{ClusterView, MemberInfo, MemberStatus};
+    use ringkv_core::storage::{StorageKey, StorageOp};
 
     let mut config = NodeConfig::new("n1");
     config.default_bucket.n = 1;
@@ -315,8 +318,8 @@ fn run_until(
     store: &mut MemStore,
     until: u64,
     hold: Option<ringkv_core::ring::PartitionId>,
-) -> Option<(ringkv_core::io::OpId, ringkv_core::io::StorageOp)> {
-    use ringkv_core::io::{ScanRange, StorageOp};
+) -> Option<(ringkv_core::id::OpId, ringkv_core::storage::StorageOp)> {
+    use ringkv_core::storage::{ScanRange, StorageOp};
     while let Some(at) = node.poll_timeout() {
         if at > until {
             break;

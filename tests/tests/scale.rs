@@ -62,7 +62,7 @@ fn placement_as_the_cluster_grows() {
 #[test]
 #[ignore = "a 1,000-node simulation; minutes in release"]
 fn gossip_spreads_a_change_through_a_thousand_simulated_nodes() {
-    use ringkv_core::config::BucketProps;
+    use ringkv_core::bucket::BucketProps;
     use ringkv_core::io::Command;
     use ringkv_core::sim::{Sim, SimConfig};
     println!("| nodes | gossip interval | rounds until every view has the change | simulated ms |");

@@ -16,9 +16,9 @@ use ringkv::server::{self, RunningServer, SecretString, ServerConfig, ServerErro
 use ringkv::tls::PeerTls;
 use ringkv::transport::{ClusterSecret, Transport, TransportConfig};
 use ringkv_client::{Client, ClientConfig, Options};
-use ringkv_core::config::{QuorumValue, RequestOptions};
+use ringkv_core::bucket::{QuorumValue, RequestOptions};
 use ringkv_core::id::NodeId;
-use ringkv_core::io::ClientRequest;
+use ringkv_core::request::ClientRequest;
 use ringkv_core::version::Context;
 use ringkv_core::wire::Message;
 

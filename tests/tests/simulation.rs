@@ -1,7 +1,7 @@
 //! Seeded simulation campaigns over the real protocol core. Every failure prints its seed; replay
 //! one with `RINGKV_SEED=<seed> cargo test -p ringkv-tests --test simulation`.
 
-use ringkv_core::config::QuorumValue;
+use ringkv_core::bucket::QuorumValue;
 use ringkv_core::io::Event;
 use ringkv_core::sim::{random_run, Sim, SimConfig, TraceKind};
 use ringkv_core::version::ConflictMode;
@@ -180,7 +180,7 @@ fn concurrent_writes_across_a_partition_become_siblings_and_reconcile() {
     // Two clients write concurrently from the same context through different coordinators.
     let a = sim.submit(
         "n1",
-        ringkv_core::io::ClientRequest::Put {
+        ringkv_core::request::ClientRequest::Put {
             bucket: b"cart".to_vec(),
             key: b"alice".to_vec(),
             context: context.clone(),
@@ -190,7 +190,7 @@ fn concurrent_writes_across_a_partition_become_siblings_and_reconcile() {
     );
     let b = sim.submit(
         "n3",
-        ringkv_core::io::ClientRequest::Put {
+        ringkv_core::request::ClientRequest::Put {
             bucket: b"cart".to_vec(),
             key: b"alice".to_vec(),
             context,
@@ -230,7 +230,7 @@ fn a_write_on_the_minority_side_is_not_acknowledged_and_not_lost() {
     let majority = sim.put("n2", b"b", b"k", b"majority", None);
     assert!(majority.is_ok());
     sim.heal();
-    let all = ringkv_core::config::RequestOptions {
+    let all = ringkv_core::bucket::RequestOptions {
         r: Some(QuorumValue::All),
         ..Default::default()
     };
@@ -347,19 +347,19 @@ fn a_sloppy_quorum_keeps_writing_and_hands_the_hint_over() {
     let read = sim.get(&coordinator, b"b", b"k");
     let index = sim.submit(
         &coordinator,
-        ringkv_core::io::ClientRequest::Put {
+        ringkv_core::request::ClientRequest::Put {
             bucket: b"b".to_vec(),
             key: b"k".to_vec(),
             context: read.context().cloned().unwrap(),
             value: b"two".to_vec(),
-            options: ringkv_core::config::RequestOptions {
+            options: ringkv_core::bucket::RequestOptions {
                 w: Some(QuorumValue::All),
                 ..Default::default()
             },
         },
     );
     let put = sim.wait(index);
-    let Some(ringkv_core::sim::OpOutcome::Replied(ringkv_core::io::Reply::Written {
+    let Some(ringkv_core::checker::OpOutcome::Replied(ringkv_core::request::Reply::Written {
         replicas,
         fallbacks,
         ..
@@ -421,7 +421,7 @@ fn anti_entropy_repairs_a_replica_nobody_reads() {
     let gets = sim
         .history()
         .iter()
-        .filter(|op| op.kind == ringkv_core::sim::OpKind::Get)
+        .filter(|op| op.kind == ringkv_core::checker::OpKind::Get)
         .count();
     assert_eq!(gets, 0, "no client read helped");
 }
@@ -482,7 +482,7 @@ fn hints_survive_their_holders_crash() {
         .filter(|n| {
             sim.store(n.as_str()).is_some_and(|s| {
                 s.iter()
-                    .any(|(k, _)| matches!(k.space, ringkv_core::io::Space::Hint { .. }))
+                    .any(|(k, _)| matches!(k.space, ringkv_core::storage::Space::Hint { .. }))
             })
         })
         .map(|n| n.to_string())
@@ -716,7 +716,7 @@ fn bucket_n_is_bounded_by_the_rings_target_n() {
         seed: 53,
         ..SimConfig::default()
     });
-    let props = |n| ringkv_core::config::BucketProps {
+    let props = |n| ringkv_core::bucket::BucketProps {
         n,
         r: QuorumValue::One,
         w: QuorumValue::One,
@@ -744,8 +744,9 @@ fn bucket_n_is_bounded_by_the_rings_target_n() {
         .into_iter()
         .filter(|n| {
             sim.store(n.as_str()).is_some_and(|s| {
-                s.iter()
-                    .any(|(k, _)| k.bucket == b"big" && k.space == ringkv_core::io::Space::Data)
+                s.iter().any(|(k, _)| {
+                    k.bucket == b"big" && k.space == ringkv_core::storage::Space::Data
+                })
             })
         })
         .count();

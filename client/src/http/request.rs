@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use ringkv_core::config::QuorumValue;
+use ringkv_core::bucket::QuorumValue;
 
 use super::ClientError;
 use crate::api;

@@ -2,7 +2,7 @@ use super::error::describe_unavailable;
 use super::request::kv_path;
 use super::test_server::{answer, spawn};
 use super::*;
-use ringkv_core::config::QuorumValue;
+use ringkv_core::bucket::QuorumValue;
 use ringkv_core::ring::{key_position, partition_of};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;

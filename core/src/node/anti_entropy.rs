@@ -10,17 +10,18 @@ use alloc::vec::Vec;
 use rand::Rng;
 
 use super::{Node, PendingOp};
-use crate::config::{Millis, Quorums};
+use crate::bucket::Quorums;
 use crate::coordinator::Client;
-use crate::id::NodeId;
-use crate::io::{Event, ScanRange, Space, StorageKey, StorageOp, StorageResult};
+use crate::id::{CoordinationId, Millis, NodeId};
+use crate::io::Event;
 use crate::merkle::{
     object_digest, Exchange, ExchangeRequest, ExchangeResponse, ExchangeStep, MerkleConfig,
     MerkleTree,
 };
 use crate::ring::{PartitionId, Strategy};
+use crate::storage::{ScanRange, Space, StorageKey, StorageOp, StorageResult};
 use crate::version::Object;
-use crate::wire::{CoordinationId, Message};
+use crate::wire::Message;
 
 /// An anti-entropy exchange with one peer over one partition.
 #[derive(Debug)]

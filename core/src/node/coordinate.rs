@@ -8,14 +8,16 @@ use alloc::string::ToString;
 use alloc::vec::Vec;
 
 use super::{LocalWrite, LocalWriteKind, Node};
-use crate::config::{Millis, Quorums};
+use crate::bucket::Quorums;
 use crate::coordinator::get::{GetState, ReplicaState};
 use crate::coordinator::put::PutState;
 use crate::coordinator::{Client, ForwardState, Target};
-use crate::id::NodeId;
-use crate::io::{ClientRequest, Event, QuorumKind, Reply, RequestId, StorageKey};
+use crate::id::{CoordinationId, Millis, NodeId, RequestId};
+use crate::io::Event;
+use crate::request::{ClientRequest, QuorumKind, Reply};
+use crate::storage::StorageKey;
 use crate::version::{Content, Context, Dot, Object};
-use crate::wire::{CoordinationId, Message, ReadResult};
+use crate::wire::{Message, ReadResult};
 
 /// One client request being coordinated or forwarded here.
 #[derive(Debug)]

@@ -8,12 +8,12 @@ use alloc::format;
 use alloc::vec::Vec;
 
 use super::{Node, PendingOp};
-use crate::config::Millis;
-use crate::id::NodeId;
-use crate::io::{Event, ScanRange, Space, StorageKey, StorageOp, StorageResult};
+use crate::id::{CoordinationId, Millis, NodeId};
+use crate::io::Event;
 use crate::ring::{key_position, PartitionId};
+use crate::storage::{ScanRange, Space, StorageKey, StorageOp, StorageResult};
 use crate::version::Object;
-use crate::wire::{CoordinationId, Message};
+use crate::wire::Message;
 
 /// A record (a hint or an orphan) sent to its owner, deleted here when the owner acknowledges
 /// it synced.

@@ -7,15 +7,16 @@ use alloc::string::ToString;
 use alloc::vec::Vec;
 
 use super::{Node, PendingOp};
-use crate::config::{Millis, RequestOptions};
+use crate::bucket::RequestOptions;
 use crate::error::CommandError;
-use crate::id::NodeId;
-use crate::io::{Command, Event, StorageKey, StorageOp};
+use crate::id::{Millis, NodeId};
+use crate::io::{Command, Event};
 use crate::membership::{
     choose_gossip_peer, handle_gossip, ClusterView, FailureDetector, GossipMessage, Liveness,
     MemberStatus,
 };
 use crate::ring::PartitionId;
+use crate::storage::{StorageKey, StorageOp};
 use crate::wire::Message;
 
 /// The membership state.

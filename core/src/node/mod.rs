@@ -30,18 +30,17 @@ use alloc::vec::Vec;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::config::{Millis, NodeConfig};
+use crate::config::NodeConfig;
 use crate::coordinator::Client;
 use crate::error::{ConfigError, MessageError, RequestError};
-use crate::id::NodeId;
-use crate::io::{
-    ClientRequest, Event, Input, OpId, Output, Reply, RequestId, StorageKey, StorageOp,
-    StorageResult,
-};
+use crate::id::{CoordinationId, Millis, NodeId, OpId, RequestId};
+use crate::io::{Event, Input, Output};
 use crate::membership::{ClusterView, FailureDetector, MemberInfo, MemberStatus};
+use crate::request::{ClientRequest, Reply};
 use crate::ring::{Member, PartitionId, Ring};
+use crate::storage::{StorageKey, StorageOp, StorageResult};
 use crate::version::{ActorId, Content};
-use crate::wire::{CoordinationId, Message};
+use crate::wire::Message;
 
 use anti_entropy::AntiEntropy;
 use coordinate::Requests;
@@ -420,24 +419,27 @@ impl Node {
     }
 
     /// The result of the storage operation `op_id`. Results for unknown ids (answered twice, or
-    /// from before a restart) are ignored.
+    /// meant for an earlier incarnation, whose op ids lie in another range) are ignored: a host
+    /// need not tell a previous incarnation's late results apart.
     pub fn handle_storage(&mut self, now: Millis, op_id: OpId, result: StorageResult) {
         self.advance(now);
+        let Some(purpose) = self.pending_ops.remove(&op_id) else {
+            return;
+        };
         if let StorageResult::Failed(error) = &result {
             self.event(Event::StorageFailed {
                 error: error.clone(),
             });
         }
-        match self.pending_ops.remove(&op_id) {
-            None => {}
-            Some(PendingOp::ServeRead { to, id, key }) => self.serve_read_done(to, id, key, result),
-            Some(PendingOp::WriteRead(key)) => self.local_write_read_done(key, result),
-            Some(PendingOp::WriteStore(key)) => self.local_write_stored(key, result),
-            Some(PendingOp::HintScan) => self.hints_scanned(result),
-            Some(PendingOp::TreeBuild(partition)) => self.tree_page(partition, result),
-            Some(PendingOp::PersistView) => {}
-            Some(PendingOp::OrphanScan(partition)) => self.orphans_scanned(partition, result),
-            Some(PendingOp::ServeTransfer { to, id }) => self.transfer_page_read(to, id, result),
+        match purpose {
+            PendingOp::ServeRead { to, id, key } => self.serve_read_done(to, id, key, result),
+            PendingOp::WriteRead(key) => self.local_write_read_done(key, result),
+            PendingOp::WriteStore(key) => self.local_write_stored(key, result),
+            PendingOp::HintScan => self.hints_scanned(result),
+            PendingOp::TreeBuild(partition) => self.tree_page(partition, result),
+            PendingOp::PersistView => {}
+            PendingOp::OrphanScan(partition) => self.orphans_scanned(partition, result),
+            PendingOp::ServeTransfer { to, id } => self.transfer_page_read(to, id, result),
         }
         self.drain_loopback();
     }

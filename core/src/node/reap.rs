@@ -5,11 +5,11 @@
 use alloc::vec::Vec;
 
 use super::Node;
-use crate::config::Quorums;
+use crate::bucket::Quorums;
 use crate::coordinator::get::{GetState, ReplicaState};
 use crate::coordinator::Client;
-use crate::io::StorageKey;
 use crate::merkle::object_digest;
+use crate::storage::StorageKey;
 use crate::version::Object;
 use crate::wire::Message;
 

@@ -7,12 +7,14 @@ use alloc::string::ToString;
 use alloc::vec::Vec;
 
 use super::{Node, PendingOp};
-use crate::id::NodeId;
-use crate::io::{Event, Reply, Space, StorageErrorKind, StorageKey, StorageOp, StorageResult};
+use crate::id::{CoordinationId, NodeId};
+use crate::io::Event;
 use crate::merkle::object_digest;
+use crate::request::Reply;
 use crate::ring::PartitionId;
+use crate::storage::{Space, StorageErrorKind, StorageKey, StorageOp, StorageResult};
 use crate::version::{Content, Dot, Object, VersionVector};
-use crate::wire::{CoordinationId, Message, ReadResult};
+use crate::wire::{Message, ReadResult};
 
 /// What a read-modify-write of one local replica does with the record it reads.
 #[derive(Debug)]

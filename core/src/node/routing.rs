@@ -5,12 +5,13 @@ use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
 use super::Node;
-use crate::config::{BucketProps, Quorums};
+use crate::bucket::{BucketProps, Quorums};
 use crate::coordinator::Target;
 use crate::error::RequestError;
 use crate::id::NodeId;
-use crate::io::{ClientRequest, StorageKey};
+use crate::request::ClientRequest;
 use crate::ring::{key_position, Ring};
+use crate::storage::StorageKey;
 use crate::version::ConflictMode;
 
 /// The routing state: the ring requests are routed by and the peers suspected of not answering.
@@ -34,32 +35,10 @@ impl Routing {
 }
 
 impl Node {
+    /// The one request check ([`ClientRequest::check`]) with the props and limits in force here.
     pub(super) fn validate(&self, request: &ClientRequest) -> Result<Quorums, RequestError> {
-        let (bucket, key) = request.target();
-        if key.is_empty() {
-            return Err(RequestError::EmptyKey);
-        }
-        if key.len() > self.config.max_key_bytes {
-            return Err(RequestError::KeyTooLarge {
-                len: key.len(),
-                max: self.config.max_key_bytes,
-            });
-        }
-        if bucket.len() > self.config.max_bucket_bytes {
-            return Err(RequestError::BucketTooLarge {
-                len: bucket.len(),
-                max: self.config.max_bucket_bytes,
-            });
-        }
-        if let ClientRequest::Put { value, .. } = request {
-            if value.len() > self.config.max_value_bytes {
-                return Err(RequestError::ValueTooLarge {
-                    len: value.len(),
-                    max: self.config.max_value_bytes,
-                });
-            }
-        }
-        Ok(self.bucket_props(bucket).resolve(request.options())?)
+        let (bucket, _) = request.target();
+        request.check(self.bucket_props(bucket), &self.config.request_limits())
     }
 
     pub(super) fn preference_list(&self, bucket: &[u8], key: &[u8], n: u32) -> Vec<NodeId> {

@@ -3,9 +3,12 @@
 use alloc::vec::Vec;
 
 use super::Node;
-use crate::config::{NodeConfig, RequestOptions};
-use crate::io::{ClientRequest, Output, Space};
+use crate::bucket::RequestOptions;
+use crate::config::NodeConfig;
+use crate::io::Output;
+use crate::request::ClientRequest;
 use crate::ring::Member;
+use crate::storage::Space;
 use crate::store::{drive, MemStore};
 use crate::version::{ActorId, ConflictMode, Content, Object, VersionVector};
 use crate::wire::Message;
@@ -32,7 +35,7 @@ fn node_with_a_hint() -> (Node, MemStore) {
     let hint = node.storage_key(b"b", b"k").in_space(Space::Hint {
         owner: NodeId::new("n2"),
     });
-    store.apply(&crate::io::StorageOp::Put {
+    store.apply(&crate::storage::StorageOp::Put {
         key: hint,
         record: object.encode(),
         sync: true,

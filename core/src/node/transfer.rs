@@ -7,12 +7,11 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use super::{Node, PendingOp};
-use crate::config::Millis;
-use crate::id::NodeId;
-use crate::io::{ScanRange, Space, StorageKey, StorageOp, StorageResult};
+use crate::id::{CoordinationId, Millis, NodeId};
 use crate::membership::MemberStatus;
 use crate::ring::{key_position, PartitionId};
-use crate::wire::{CoordinationId, Message};
+use crate::storage::{ScanRange, Space, StorageKey, StorageOp, StorageResult};
+use crate::wire::Message;
 
 /// A partition this node pulls from a current replica before it owns it under the next ring.
 #[derive(Debug)]

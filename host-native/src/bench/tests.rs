@@ -1,7 +1,7 @@
 use super::*;
 use clap::Parser;
 use ringkv_client::http::test_server::{answer, spawn};
-use ringkv_core::config::QuorumValue;
+use ringkv_core::bucket::QuorumValue;
 
 #[derive(Parser)]
 struct Command {

@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Body;
 use ringkv_client::api;
-use ringkv_core::config::BucketProps;
+use ringkv_core::bucket::BucketProps;
 use ringkv_core::io::Command;
 use ringkv_core::version::ConflictMode;
 

@@ -1,7 +1,7 @@
 //! `/cluster`, `/ring` and `/health`: the node's status as the API's documents.
 
 use ringkv_client::api;
-use ringkv_core::config::BucketProps;
+use ringkv_core::bucket::BucketProps;
 use ringkv_core::id::NodeId;
 use ringkv_core::membership::{MemberInfo, MemberStatus};
 use ringkv_core::ring::{PartitionId, Strategy};

@@ -11,9 +11,9 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use percent_encoding::percent_decode_str;
 use ringkv_client::api;
-use ringkv_core::config::{QuorumValue, RequestOptions};
+use ringkv_core::bucket::{QuorumValue, RequestOptions};
 use ringkv_core::id::NodeId;
-use ringkv_core::io::{ClientRequest, QuorumKind, Reply};
+use ringkv_core::request::{ClientRequest, QuorumKind, Reply};
 use ringkv_core::version::Context;
 use serde::de::DeserializeOwned;
 

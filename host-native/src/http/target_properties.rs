@@ -1,6 +1,6 @@
 use http::{HeaderValue, StatusCode};
 use proptest::prelude::*;
-use ringkv_core::config::{QuorumValue, RequestOptions};
+use ringkv_core::bucket::{QuorumValue, RequestOptions};
 use ringkv_core::version::{ActorId, ConflictMode, Content, Context, Object};
 
 use super::{parse_kv_target, KvTarget, Problem, MAX_TIMEOUT_MS};

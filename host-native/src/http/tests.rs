@@ -12,10 +12,10 @@ use http::HeaderMap;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use ringkv_core::config::{BucketProps, QuorumValue, RequestOptions};
+use ringkv_core::bucket::{BucketProps, QuorumValue, RequestOptions};
 use ringkv_core::error::CommandError;
-use ringkv_core::io::{ClientRequest, QuorumKind, Reply};
 use ringkv_core::membership::{ClusterView, MemberInfo, MemberStatus};
+use ringkv_core::request::{ClientRequest, QuorumKind, Reply};
 use ringkv_core::ring::{Member, PartitionId, Ring, RingConfig, Strategy};
 use ringkv_core::version::{ActorId, ConflictMode, Content, Context, Dot, Object, VersionVector};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -510,7 +510,7 @@ async fn failures_and_refusals_map_to_their_status() {
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
         (
-            RequestError::Quorum(ringkv_core::error::QuorumError::ZeroN),
+            RequestError::Quorum(ringkv_core::bucket::QuorumError::ZeroN),
             StatusCode::BAD_REQUEST,
         ),
     ];

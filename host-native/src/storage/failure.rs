@@ -5,7 +5,7 @@ use std::io;
 use std::path::Path;
 
 use redb::DatabaseError;
-use ringkv_core::io::{StorageError, StorageErrorKind};
+use ringkv_core::storage::{StorageError, StorageErrorKind};
 
 use super::*;
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use redb::{Database, DatabaseError};
-use ringkv_core::io::{ScanRange, StorageKey};
+use ringkv_core::storage::{ScanRange, StorageKey};
 
 use super::*;
 use crate::metrics::Metrics;

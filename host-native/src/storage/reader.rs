@@ -3,7 +3,9 @@
 use std::ops::Bound;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 
-use ringkv_core::io::{OpId, ScanRange, StorageKey, StorageResult};
+use ringkv_core::id::OpId;
+
+use ringkv_core::storage::{ScanRange, StorageKey, StorageResult};
 
 use super::*;
 

@@ -5,7 +5,8 @@ use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability};
-use ringkv_core::io::{BatchOp, OpId, Space, StorageError, StorageErrorKind, StorageResult};
+use ringkv_core::id::OpId;
+use ringkv_core::storage::{BatchOp, Space, StorageError, StorageErrorKind, StorageResult};
 
 use super::*;
 

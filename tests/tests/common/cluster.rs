@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ringkv_client::api::{ClusterStatus, RingDoc};
 use ringkv_client::{Client, ClientConfig, ClientError, Options};
-use ringkv_core::config::QuorumValue;
+use ringkv_core::bucket::QuorumValue;
 use ringkv_core::ring::{key_position, partition_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
