@@ -504,7 +504,7 @@ function renderLive() {
   const moving = ring.partitions.filter((p) => p.moving_to.length);
   if (activeTab === "live") {
     drawRing(doc, { title: `Live ring of ${ring.cluster}`, centre: [`ring v${ring.version}`, `${ring.partition_count} partitions`],
-      caption: `As ${ring.node} sees it. Faded arcs: owner down; dashed band: partition being handed over.` });
+      caption: `As ${ring.node} sees it. Faded arcs: owner down; dashed band: partition being transferred.` });
   }
   $("live-summary").replaceChildren(
     h("dt", { text: "Cluster" }), h("dd", { text: cluster.cluster }),

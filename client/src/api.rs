@@ -96,7 +96,7 @@ pub struct ClusterStatus {
     pub members: Vec<MemberDoc>,
     /// Hints this node holds for unreachable owners.
     pub hints_pending: u64,
-    /// Partitions whose hand-over to the next ring is not done.
+    /// Partitions whose transfer to the next ring is not done.
     pub transfers_pending: u32,
     /// Requests this node coordinates now.
     pub in_flight: u64,

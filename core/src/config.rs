@@ -47,10 +47,11 @@ pub struct NodeConfig {
     pub max_clock_entries: usize,
     /// Whether gets repair stale replicas.
     pub read_repair: bool,
-    /// How often hints are handed over to their owners.
-    pub handoff_interval_ms: Millis,
-    /// Hints sent per hand-over round (the rate limit).
-    pub handoff_batch: usize,
+    /// How often hints are delivered to their owners (hinted hand-off), taking turns with the
+    /// orphan scan.
+    pub hint_delivery_interval_ms: Millis,
+    /// Hints (or orphaned records) sent per delivery round (the rate limit).
+    pub hint_delivery_batch: usize,
     /// How often a node starts an anti-entropy exchange (one partition, one peer at a time).
     pub anti_entropy_interval_ms: Millis,
     /// Shape of the Merkle trees; every node of a cluster must use the same.
@@ -66,7 +67,7 @@ pub struct NodeConfig {
     /// rebuilt tree (Riak's AAE rebuilds for the same reason).
     pub tree_rebuild_interval_ms: Millis,
     /// How long a tombstone stays after every replica has it before it is reaped. Long
-    /// enough for hints and hand-overs holding older versions to arrive (they would resurrect a
+    /// enough for hints and transfers holding older versions to arrive (they would resurrect a
     /// reaped key).
     pub tombstone_grace_ms: Millis,
     /// The cluster's name: views (and so nodes) of different clusters never merge.
@@ -95,8 +96,8 @@ impl NodeConfig {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_clock_entries: 64,
             read_repair: true,
-            handoff_interval_ms: 1_000,
-            handoff_batch: 32,
+            hint_delivery_interval_ms: 1_000,
+            hint_delivery_batch: 32,
             anti_entropy_interval_ms: 5_000,
             merkle: MerkleConfig::default(),
             exchange_max_items: 64,

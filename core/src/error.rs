@@ -99,7 +99,7 @@ pub enum InputError {
 #[non_exhaustive]
 pub enum CommandError {
     /// A bucket's N must be between 1 and the ring's `target_n` (the replicas every node plans
-    /// placement, hand-over and anti-entropy for).
+    /// placement, transfers and anti-entropy for).
     #[error("n = {n} is out of range 1..={max}")]
     NOutOfRange {
         /// N asked for.

@@ -82,7 +82,7 @@ pub struct SimConfig {
     /// How often each node gossips (and so how fast failures are detected).
     pub gossip_interval_ms: Millis,
     /// Whether [`random_run`] also adds nodes and makes nodes leave (membership churn, with
-    /// hand-over under the other faults).
+    /// transfers under the other faults).
     pub churn: bool,
     /// Each node's clock runs ahead of the simulation's by a fixed random amount up to this:
     /// clock skew, seen in write timestamps (last-writer-wins, truncation) and deadlines.
@@ -1063,7 +1063,7 @@ impl Sim {
     }
 
     /// Heals the cluster and runs, without any client read, until [`Sim::converged`]: hinted
-    /// hand-over and anti-entropy alone bring every replica up to date. Returns how long that
+    /// hint delivery, transfers and anti-entropy alone bring every replica up to date. Returns how long that
     /// took, or `None` if it had not happened after `limit_ms`.
     pub fn heal_and_converge(&mut self, limit_ms: Millis) -> Option<Millis> {
         self.heal();
@@ -1082,9 +1082,9 @@ impl Sim {
         None
     }
 
-    /// Heals the cluster (links, loss, crashed nodes), lets hints be handed over, reads every key
+    /// Heals the cluster (links, loss, crashed nodes), lets hints be delivered, reads every key
     /// of the history with R = all so read repair converges the replicas, lets the hints that
-    /// made be handed over too, and judges the history.
+    /// made be delivered too, and judges the history.
     pub fn check(&mut self) -> Verdict {
         self.heal();
         self.loss = 0.0;
@@ -1153,7 +1153,7 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
         // Membership churn, now and then: a node joins, or one leaves (never the seed, and
         // never below three members).
         if sim.config.churn && issued < operations && rng.gen_ratio(1, 25) {
-            // Counted here, not from the ring: a leave takes effect only after its hand-over,
+            // Counted here, not from the ring: a leave takes effect only after its transfer,
             // and the operator must not let the cluster shrink below N meanwhile.
             if rng.gen_bool(0.5) || active.len() <= sim.config.n as usize {
                 joined += 1;

@@ -1082,7 +1082,7 @@ mod tests {
             content: Option<Vec<u8>>,
             jitter: u64,
         },
-        /// `to` merges `from`'s object (read repair, anti-entropy, handoff).
+        /// `to` merges `from`'s object (read repair, anti-entropy, hint delivery).
         Sync { from: usize, to: usize },
         /// `replica` truncates its clock, keeping its own actor's entry.
         Truncate { replica: usize, max: usize },

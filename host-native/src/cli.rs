@@ -545,13 +545,13 @@ fn render_status(
         "CAPACITY",
         "PARTITIONS",
         "HINTS",
-        "HANDOFFS",
+        "TRANSFERS",
         "ADDRESS",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for member in &status.members {
         let own = views.get(&member.id).and_then(Option::as_ref);
-        let (hints, handoffs) = match own {
+        let (hints, transfers) = match own {
             Some(own) => (
                 own.hints_pending.to_string(),
                 own.transfers_pending.to_string(),
@@ -572,7 +572,7 @@ fn render_status(
             member.capacity.to_string(),
             member.partitions.to_string(),
             hints,
-            handoffs,
+            transfers,
             member.http_addr.clone(),
         ]);
     }
@@ -594,7 +594,7 @@ fn render_status(
         text.push('\n');
     }
     text.push_str(&format!(
-        "* answered this status; HINTS and HANDOFFS are each member's own count ('?': no answer)\n\
+        "* answered this status; HINTS and TRANSFERS are each member's own count ('?': no answer)\n\
          in flight on {}: {}\n",
         status.node, status.in_flight
     ));

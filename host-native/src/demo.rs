@@ -81,7 +81,7 @@ pub fn story(seed: u64) -> Result<()> {
     );
 
     sim.heal();
-    println!("-- heal; the hints are handed over to their owners");
+    println!("-- heal; the hints are delivered to their owners");
     sim.run(5_000);
     let all = RequestOptions {
         r: Some(QuorumValue::All),

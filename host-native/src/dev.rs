@@ -64,7 +64,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             seeds: first_peer.iter().cloned().collect(),
             // Quick gossip and repair, so changes show within a second or two.
             gossip_interval_ms: 200,
-            handoff_interval_ms: 500,
+            hint_delivery_interval_ms: 500,
             anti_entropy_interval_ms: 2_000,
             ..ServerConfig::default()
         };

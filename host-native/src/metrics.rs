@@ -83,7 +83,7 @@ pub struct Metrics {
     pub anti_entropy_exchanges: Counter,
     /// Replicas read repair updated.
     pub read_repairs: Counter,
-    /// Partitions whose hand-over to the next ring is not done.
+    /// Partitions whose transfer to the next ring is not done.
     pub partitions_moving: Gauge,
     /// Records that failed their checksum (in the engine's record frame or in core's object).
     pub checksum_failures: Counter,
@@ -183,7 +183,7 @@ impl Metrics {
         let partitions_moving = Gauge::default();
         registry.register(
             "partitions_moving",
-            "Partitions whose hand-over is not done",
+            "Partitions whose transfer is not done",
             partitions_moving.clone(),
         );
         let checksum_failures = Counter::default();

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 
 /// Why the node task did not carry out a request.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// The core refused the request before starting it (bad input, no ring yet, ...).
     #[error(transparent)]
@@ -443,7 +444,7 @@ impl NodeTask {
 
     /// Replaces the lone node by one joining the seed's cluster, once no storage operation of the
     /// old node is in flight. Only the construction is here; joining itself (gossip, claim,
-    /// hand-over) is the core's.
+    /// transfer) is the core's.
     async fn switch_to_joining(&mut self) {
         let Some(PendingJoin {
             seed_id,

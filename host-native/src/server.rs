@@ -38,6 +38,7 @@ use crate::transport::{ClusterSecret, Transport, TransportConfig};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
@@ -234,8 +235,10 @@ pub struct ServerConfig {
     pub gossip_interval_ms: u64,
     /// Anti-entropy interval.
     pub anti_entropy_interval_ms: u64,
-    /// Hinted hand-off interval.
-    pub handoff_interval_ms: u64,
+    /// How often hints are delivered to their owners (hinted hand-off). Also read under its
+    /// earlier name, `handoff_interval_ms`.
+    #[serde(alias = "handoff_interval_ms")]
+    pub hint_delivery_interval_ms: u64,
     /// Largest value accepted.
     pub max_value_bytes: usize,
     /// Largest key accepted (default [`DEFAULT_HTTP_MAX_KEY_BYTES`]).
@@ -306,7 +309,7 @@ impl Default for ServerConfig {
             request_timeout_ms: node.request_timeout_ms,
             gossip_interval_ms: node.gossip.interval_ms,
             anti_entropy_interval_ms: node.anti_entropy_interval_ms,
-            handoff_interval_ms: node.handoff_interval_ms,
+            hint_delivery_interval_ms: node.hint_delivery_interval_ms,
             max_value_bytes: node.max_value_bytes,
             max_key_bytes: DEFAULT_HTTP_MAX_KEY_BYTES,
             durable_commits: true,
@@ -438,7 +441,7 @@ impl ServerConfig {
         config.request_timeout_ms = self.request_timeout_ms;
         config.gossip.interval_ms = self.gossip_interval_ms;
         config.anti_entropy_interval_ms = self.anti_entropy_interval_ms;
-        config.handoff_interval_ms = self.handoff_interval_ms;
+        config.hint_delivery_interval_ms = self.hint_delivery_interval_ms;
         config.max_value_bytes = self.max_value_bytes;
         config.max_key_bytes = self.max_key_bytes;
         Ok(config)

@@ -269,6 +269,7 @@ impl StorageConfig {
 
 /// Why [`Storage::open`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StorageOpenError {
     /// The data directory could not be created.
     #[error("cannot create the data directory {path}: {source}")]

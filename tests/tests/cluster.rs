@@ -18,7 +18,7 @@ fn config(dir: &std::path::Path, name: &str, seeds: Vec<String>) -> ServerConfig
         seeds,
         partitions: 64,
         gossip_interval_ms: 100,
-        handoff_interval_ms: 200,
+        hint_delivery_interval_ms: 200,
         anti_entropy_interval_ms: 500,
         request_timeout_ms: 2_000,
         ..ServerConfig::default()
@@ -357,7 +357,7 @@ async fn a_lone_node_joins_over_http_and_a_member_leaves_without_losing_data() {
         "{status:?}"
     );
 
-    // n1 leaves: its partitions are handed over before it drops out of the ring.
+    // n1 leaves: its partitions are transferred before it drops out of the ring.
     let n1_url = format!("http://{}", servers[0].client_address);
     client.leave(&n1_url).await.expect("leave accepted");
     let remaining = &servers[1..];

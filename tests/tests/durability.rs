@@ -134,7 +134,7 @@ async fn wrong_reads_through(
 const LAZY_FSYNC: &str = "\
 partitions = 64
 gossip_interval_ms = 100
-handoff_interval_ms = 200
+hint_delivery_interval_ms = 200
 anti_entropy_interval_ms = 300
 request_timeout_ms = 2000
 durable_commits = false

@@ -1089,7 +1089,7 @@ async fn join_a_fourth_node_and_leave_one_under_read_load() {
     cluster.wait_settled(&[0, 1, 2, 3]).await;
     let after_join = reads.load(Ordering::Relaxed);
 
-    // n1 (the seed, and the claimant) leaves: its partitions are handed over first.
+    // n1 (the seed, and the claimant) leaves: its partitions are transferred first.
     let leaver = 0;
     cluster
         .pinned_client(&[1])

@@ -22,7 +22,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const CONFIG: &str = "\
 partitions = 64
 gossip_interval_ms = 200
-handoff_interval_ms = 300
+hint_delivery_interval_ms = 300
 anti_entropy_interval_ms = 500
 request_timeout_ms = 2000
 [bucket]

@@ -74,7 +74,7 @@ fn config(
         seeds,
         partitions: 64,
         gossip_interval_ms: 100,
-        handoff_interval_ms: 200,
+        hint_delivery_interval_ms: 200,
         anti_entropy_interval_ms: 500,
         request_timeout_ms: 2_000,
         tls_cert: Some(certs.cert.clone()),

@@ -371,7 +371,7 @@ fn a_sloppy_quorum_keeps_writing_and_hands_the_hint_over() {
     assert_eq!(fallbacks.len(), 1, "a fallback stood in for {down}");
     assert!(!owners.contains(&fallbacks[0]));
     assert_eq!(sim.hints().len(), 1, "{:?}", sim.hints());
-    // The owner comes back: the hint is handed over and deleted.
+    // The owner comes back: the hint is delivered and deleted.
     sim.restart(&down);
     sim.run(10_000);
     assert!(sim.hints().is_empty(), "{:?}", sim.hints());
@@ -428,7 +428,7 @@ fn anti_entropy_repairs_a_replica_nobody_reads() {
 
 #[test]
 fn replicas_converge_without_reads_within_a_bound() {
-    // After a faulty run, hand-over and anti-entropy alone converge every replica; the bound is
+    // After a faulty run, hint delivery and anti-entropy alone converge every replica; the bound is
     // generous, and the distribution is printed.
     let mut times = Vec::new();
     for seed in seeds(40) {

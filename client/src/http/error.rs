@@ -7,6 +7,7 @@ use crate::api;
 
 /// Why a request failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The server could not gather a quorum (503). A write may have been applied on some replicas.
     #[error("{}", describe_unavailable(.message, .quorum.as_deref(), *.needed, .answered))]

@@ -26,7 +26,7 @@
 //!
 //! A member's life: a new node adds itself as `Joining` and gossips with a seed; the claimant puts
 //! it in the next ring; the node sets itself `Up` once it sees itself in the ring. `Leaving` takes
-//! a member out of the next ring, and `Removed` (after its data is handed over) retires it for
+//! a member out of the next ring, and `Removed` (after its data is transferred) retires it for
 //! good.
 //! The first node of a cluster simply adds itself as `Up`.
 //!

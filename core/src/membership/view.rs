@@ -183,11 +183,11 @@ pub struct RingState {
     pub claimant: NodeId,
     /// The placement itself.
     pub ring: Ring,
-    /// The ring the cluster is moving to, while partitions are handed over; see
+    /// The ring the cluster is moving to, while partitions are transferred; see
     /// [`ClusterView::advance`].
     #[serde(default)]
     pub next: Option<Ring>,
-    /// Hand-overs done for `next`: (partition, receiving node). Merged by union.
+    /// Transfers done for `next`: (partition, receiving node). Merged by union.
     #[serde(default)]
     pub transferred: BTreeSet<(u32, NodeId)>,
 }
@@ -214,7 +214,7 @@ impl RingState {
             .collect()
     }
 
-    /// Whether every hand-over to `next` is done.
+    /// Whether every transfer to `next` is done.
     pub fn transfers_done(&self, n: usize) -> bool {
         self.transfers(n).iter().all(|(p, receivers)| {
             receivers
@@ -510,7 +510,7 @@ impl ClusterView {
                     self.ring = Some(theirs.clone());
                     changed = true;
                 }
-                // The same claim: hand-overs done are a grow-only set.
+                // The same claim: transfers done are a grow-only set.
                 (Ordering::Equal, Some(ours)) => {
                     for done in &theirs.transferred {
                         changed |= ours.transferred.insert(done.clone());
@@ -599,12 +599,12 @@ impl ClusterView {
         Ok(true)
     }
 
-    /// The claimant's step of a membership change with hand-over, called on the claimant `me`
+    /// The claimant's step of a membership change with transfers, called on the claimant `me`
     /// every gossip round:
     /// - no ring yet: claims one at once (a new cluster has no data to move);
     /// - the target membership differs from the ring's and nothing is moving: sets the next ring
     ///   ([`Ring::with_members`], fewest partitions moved), so the receivers start pulling;
-    /// - every hand-over to the next ring is done: makes it the ring everyone routes by, marks
+    /// - every transfer to the next ring is done: makes it the ring everyone routes by, marks
     ///   Leaving members that hold nothing Removed and Joining members Up.
     ///
     /// A change of membership while a move is under way waits for the move to finish. Returns
@@ -888,7 +888,7 @@ fn compare_members(a: &MemberInfo, b: &MemberInfo) -> Ordering {
 
 /// The total order of rings: version, then the *lower* claimant, then encoding. `Greater` wins.
 /// The total order of ring states: version, then lower claimant, then the rings' encodings.
-/// `Equal` means the same claim (its hand-over sets may differ, and merge by union).
+/// `Equal` means the same claim (its transfer sets may differ, and merge by union).
 fn compare_rings(a: &RingState, b: &RingState) -> Ordering {
     a.version
         .cmp(&b.version)

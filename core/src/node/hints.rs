@@ -1,4 +1,4 @@
-//! Hinted hand-off, and the hand-over of orphaned records: a node delivers what it should not
+//! Hint delivery (hinted hand-off), and the delivery of orphaned records: a node delivers what it should not
 //! keep to the nodes that should, synced there, then deletes its copy. Hints are the writes a
 //! fallback took for an unreachable owner (sloppy quorum); orphans are records of partitions
 //! this node no longer holds (after a ring change, or a write through a stale view).
@@ -69,7 +69,7 @@ impl Node {
             StorageOp::Scan {
                 range: ScanRange::Hints,
                 after: self.hints.cursor.clone(),
-                limit: self.config.handoff_batch.max(1),
+                limit: self.config.hint_delivery_batch.max(1),
             },
             PendingOp::HintScan,
         );
@@ -90,7 +90,7 @@ impl Node {
                 continue;
             };
             if let Err(error) = Object::decode(&record) {
-                // A damaged hint cannot be handed over; the owner's copy is repaired by read
+                // A damaged hint cannot be delivered; the owner's copy is repaired by read
                 // repair and anti-entropy from the other replicas instead.
                 self.event(Event::ChecksumFailure {
                     bucket: hint_key.bucket.clone(),
@@ -165,7 +165,7 @@ impl Node {
             StorageOp::Scan {
                 range: ScanRange::Partition(partition),
                 after,
-                limit: self.config.handoff_batch.max(1),
+                limit: self.config.hint_delivery_batch.max(1),
             },
             PendingOp::OrphanScan(partition),
         );
@@ -182,7 +182,7 @@ impl Node {
         } else {
             Some((partition, items.last().map(|(key, _)| key.clone())))
         };
-        // Partitions with nothing to hand over are skipped at once (up to one pass round the
+        // Partitions with nothing to deliver are skipped at once (up to one pass round the
         // ring per round), so a node that left finds its records in seconds, not minutes.
         if items.is_empty() && done {
             self.orphans.empty_streak += 1;
@@ -211,7 +211,7 @@ impl Node {
                 self.delete_if_unchanged(key.clone(), record);
                 continue;
             };
-            // An old tombstone is dropped, not handed over: its replicas may have reaped it,
+            // An old tombstone is dropped, not delivered: its replicas may have reaped it,
             // and handing it back would bring it back.
             let newest = object
                 .siblings()

@@ -56,7 +56,7 @@ enum Timer {
     /// A deadline of whatever waits under this coordination id: a client request, a hint
     /// delivery or a Merkle exchange (ids are unique across them).
     Deadline(CoordinationId),
-    /// Time to deliver some hints (or hand over orphaned records).
+    /// Time to deliver some hints (or orphaned records).
     HintDelivery,
     /// Time to build a tree or start an exchange.
     AntiEntropy,
@@ -215,7 +215,7 @@ impl Node {
             }
         }
         let gossip_interval = config.gossip.interval_ms.max(1);
-        let hint_interval = config.handoff_interval_ms.max(1);
+        let hint_interval = config.hint_delivery_interval_ms.max(1);
         let ae_interval = config.anti_entropy_interval_ms.max(1);
         Ok(Node {
             actor: actor_name(&config.node_id, config.incarnation, 0),
@@ -474,7 +474,7 @@ impl Node {
                     self.hint_delivery_tick();
                     self.timers.insert((
                         self.now
-                            .saturating_add(self.config.handoff_interval_ms.max(1)),
+                            .saturating_add(self.config.hint_delivery_interval_ms.max(1)),
                         Timer::HintDelivery,
                     ));
                 }

@@ -107,7 +107,7 @@ impl Node {
     }
 
     /// Where this node keeps its copy of a key: its own replica, or a hint for `hint`'s owner.
-    /// `None` for a hint naming a node that is not a member (it could never be handed over).
+    /// `None` for a hint naming a node that is not a member (it could never be delivered).
     pub(super) fn replica_key(
         &self,
         bucket: &[u8],
@@ -428,7 +428,7 @@ impl Node {
         write
     }
 
-    /// Deletes a record this node handed over (a hint, an orphan), unless it changed since.
+    /// Deletes a record this node delivered (a hint, an orphan), unless it changed since.
     pub(super) fn delete_if_unchanged(&mut self, key: StorageKey, delivered: Vec<u8>) {
         self.delete_if(key, DeleteCondition::Record(delivered));
     }

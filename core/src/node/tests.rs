@@ -19,7 +19,7 @@ use crate::NodeId;
 fn node_with_a_hint() -> (Node, MemStore) {
     let mut config = NodeConfig::new("n1");
     config.request_timeout_ms = 600_000;
-    config.handoff_interval_ms = 1_000;
+    config.hint_delivery_interval_ms = 1_000;
     config.anti_entropy_interval_ms = 1_000;
     let members = ["n1", "n2", "n3"].map(|id| Member::new(id, 1)).to_vec();
     let node = Node::new(config, members, 0).unwrap();

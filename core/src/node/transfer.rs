@@ -193,7 +193,7 @@ impl Node {
             if item.space != Space::Data || item.partition != partition {
                 continue;
             }
-            // Synced: the hand-over is recorded as done once these are stored, and the switch
+            // Synced: the transfer is recorded as done once these are stored, and the switch
             // that follows may leave this node the only new holder of some of them.
             self.on_replica_write(
                 from.clone(),
@@ -234,7 +234,7 @@ impl Node {
     }
 
     /// Nodes that will hold the key under the next ring but do not now: writes are copied to
-    /// them while the partition is handed over, so nothing written during the move is missed.
+    /// them while the partition is transferred, so nothing written during the move is missed.
     pub(super) fn pending_receivers(&self, bucket: &[u8], key: &[u8]) -> Vec<NodeId> {
         let Some(state) = self.membership.view.ring() else {
             return Vec::new();

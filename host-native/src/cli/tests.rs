@@ -277,7 +277,7 @@ async fn cluster_status_asks_every_member() {
             "CAPACITY",
             "PARTITIONS",
             "HINTS",
-            "HANDOFFS"
+            "TRANSFERS"
         ]
     );
     assert_eq!(

@@ -5,12 +5,11 @@ use std::error::Error as StdError;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Body;
 use ringkv_client::api;
-use ringkv_core::bucket::BucketProps;
+use ringkv_core::bucket::{BucketProps, QuorumValue};
 use ringkv_core::io::Command;
 use ringkv_core::version::ConflictMode;
 
 use super::cluster::props_doc;
-use super::kv::parse_quorum;
 use super::*;
 use crate::node_loop::NodeHandle;
 
@@ -48,7 +47,9 @@ where
 
 fn parse_props(doc: &api::BucketPropsDoc) -> Result<BucketProps, Problem> {
     let quorum = |name: &str, value: &str| {
-        parse_quorum(value.trim()).map_err(|error| Problem::bad_request(format!("{name}: {error}")))
+        value
+            .parse::<QuorumValue>()
+            .map_err(|error| Problem::bad_request(format!("{name}: {error}")))
     };
     let conflict_mode = doc
         .conflict_mode

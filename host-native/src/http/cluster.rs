@@ -4,27 +4,9 @@ use ringkv_client::api;
 use ringkv_core::bucket::BucketProps;
 use ringkv_core::id::NodeId;
 use ringkv_core::membership::{MemberInfo, MemberStatus};
-use ringkv_core::ring::{PartitionId, Strategy};
-use ringkv_core::version::ConflictMode;
+use ringkv_core::ring::PartitionId;
 
 use crate::node_loop::NodeStatus;
-
-fn status_name(status: MemberStatus) -> &'static str {
-    match status {
-        MemberStatus::Joining => "joining",
-        MemberStatus::Up => "up",
-        MemberStatus::Leaving => "leaving",
-        MemberStatus::Down => "down",
-        MemberStatus::Removed => "removed",
-    }
-}
-
-fn conflict_mode_name(mode: ConflictMode) -> &'static str {
-    match mode {
-        ConflictMode::Siblings => "siblings",
-        ConflictMode::LastWriterWins => "lww",
-    }
-}
 
 fn member_docs(status: &NodeStatus) -> Vec<api::MemberDoc> {
     // A joining node without a ring owns nothing, whatever placeholder ring it routes by.
@@ -48,7 +30,7 @@ fn member_docs(status: &NodeStatus) -> Vec<api::MemberDoc> {
         })
         .map(|(member, alive, seen)| api::MemberDoc {
             id: member.id.as_str().to_string(),
-            status: status_name(seen).to_string(),
+            status: seen.as_str().to_string(),
             alive,
             zone: member.zone.clone(),
             capacity: member.capacity,
@@ -66,7 +48,7 @@ pub(super) fn props_doc(bucket: &[u8], props: &BucketProps) -> api::BucketPropsD
         r: props.r.to_string(),
         w: props.w.to_string(),
         dw: props.dw.to_string(),
-        conflict_mode: conflict_mode_name(props.conflict_mode).to_string(),
+        conflict_mode: props.conflict_mode.as_str().to_string(),
     }
 }
 
@@ -126,11 +108,7 @@ pub fn ring_doc(status: &NodeStatus) -> api::RingDoc {
         version: status.ring_version.unwrap_or(0),
         partition_count: ring.partition_count(),
         target_n: u32::try_from(target_n).unwrap_or(u32::MAX),
-        strategy: match ring.config().strategy {
-            Strategy::Partitions => "partitions",
-            Strategy::Tokens { .. } => "tokens",
-        }
-        .to_string(),
+        strategy: ring.config().strategy.name().to_string(),
         members: member_docs(status),
         partitions,
     }

@@ -125,7 +125,7 @@ where
     };
     let reply = node.client(client_request).await?;
     if let Reply::Unavailable { kind, .. } = &reply {
-        Metrics::count(&node.metrics().quorum_failures, quorum_name(*kind));
+        Metrics::count(&node.metrics().quorum_failures, QuorumKind::as_str(*kind));
     }
     Ok(reply_response(reply))
 }
@@ -208,7 +208,8 @@ fn parse_options(query: Option<&str>) -> Result<RequestOptions, BadTarget> {
         let value = value.trim();
         let duplicate = || BadTarget(format!("query parameter {name} is repeated"));
         let quorum = |value: &str| {
-            parse_quorum(value)
+            value
+                .parse::<QuorumValue>()
                 .map_err(|error| BadTarget(format!("query parameter {name}: {error}")))
         };
         match name.as_str() {
@@ -248,16 +249,6 @@ fn parse_options(query: Option<&str>) -> Result<RequestOptions, BadTarget> {
         }
     }
     Ok(options)
-}
-
-/// `QuorumValue::from_str`, with a clear message for an empty value too.
-pub(super) fn parse_quorum(value: &str) -> Result<QuorumValue, String> {
-    if value.is_empty() {
-        return Err("empty value (expected one, quorum, all or a count)".to_string());
-    }
-    value
-        .parse::<QuorumValue>()
-        .map_err(|error| error.to_string())
 }
 
 /// The request's context: empty without the header (or with an empty one), 400 when malformed.
@@ -357,14 +348,6 @@ where
         .map_err(|error| Problem::bad_request(format!("invalid JSON body: {error}")))
 }
 
-fn quorum_name(kind: QuorumKind) -> &'static str {
-    match kind {
-        QuorumKind::Read => "read",
-        QuorumKind::Write => "write",
-        QuorumKind::Durable => "durable",
-    }
-}
-
 fn join_ids(ids: &[NodeId]) -> String {
     ids.iter().map(NodeId::as_str).collect::<Vec<_>>().join(",")
 }
@@ -448,11 +431,11 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
             let body = api::ErrorBody {
                 error: format!(
                     "{} quorum not reached: {needed} needed, {} answered in time",
-                    quorum_name(kind),
+                    QuorumKind::as_str(kind),
                     answered.len()
                 ),
                 kind: "unavailable".to_string(),
-                quorum: Some(quorum_name(kind).to_string()),
+                quorum: Some(QuorumKind::as_str(kind).to_string()),
                 needed: Some(needed),
                 answered: answered.iter().map(|id| id.as_str().to_string()).collect(),
             };

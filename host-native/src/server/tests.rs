@@ -16,6 +16,15 @@ fn the_pending_handshake_cap_is_a_setting() {
 }
 
 #[test]
+fn hint_delivery_interval_is_read_under_its_name_and_its_earlier_one() {
+    let new: ServerConfig = toml::from_str("hint_delivery_interval_ms = 250").unwrap();
+    let old: ServerConfig = toml::from_str("handoff_interval_ms = 250").unwrap();
+    assert_eq!(new.hint_delivery_interval_ms, 250);
+    assert_eq!(old.hint_delivery_interval_ms, 250);
+    assert_ne!(ServerConfig::default().hint_delivery_interval_ms, 250);
+}
+
+#[test]
 fn security_settings_are_read_from_toml_and_typos_refused() {
     let config: ServerConfig = toml::from_str(
         r#"

@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 pub const CONFIG: &str = "\
 partitions = 64
 gossip_interval_ms = 100
-handoff_interval_ms = 200
+hint_delivery_interval_ms = 200
 anti_entropy_interval_ms = 300
 request_timeout_ms = 2000
 [bucket]
