@@ -203,10 +203,51 @@ fn rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
     }
 }
 
+/// Files of modules declared out of line under `#[cfg(test)]` (`#[cfg(test)] mod tests;`): a
+/// module's tests, which may use anything, like its inline `#[cfg(test)]` items.
+fn test_module_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut test_files = BTreeSet::new();
+    for file in files {
+        let code = strip_comments_and_strings(&std::fs::read_to_string(file).unwrap());
+        // Where the file's child modules live: beside it for `mod.rs` and `lib.rs`, else in the
+        // folder named after it.
+        let stem = file.file_stem().unwrap().to_str().unwrap();
+        let parent = file.parent().unwrap();
+        let children = if stem == "mod" || stem == "lib" {
+            parent.to_path_buf()
+        } else {
+            parent.join(stem)
+        };
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find("#[cfg(test)]") {
+            rest = &rest[at + "#[cfg(test)]".len()..];
+            let item = rest.trim_start();
+            let Some(declaration) = item.strip_prefix("mod ") else {
+                continue;
+            };
+            let name = ident_prefix(declaration.trim_start());
+            if declaration.trim_start()[name.len()..]
+                .trim_start()
+                .starts_with(';')
+            {
+                let file = children.join(format!("{name}.rs"));
+                if files.contains(&file) {
+                    test_files.insert(file);
+                }
+                let folder = children.join(name);
+                test_files.extend(files.iter().filter(|f| f.starts_with(&folder)).cloned());
+            }
+        }
+    }
+    test_files
+}
+
 /// The top-level module graph of the crate whose sources are in `src`.
 fn module_graph(src: &Path) -> Graph {
     let mut files = Vec::new();
     rust_files(src, &mut files);
+    let test_files = test_module_files(&files);
+    files.retain(|f| !test_files.contains(f));
     let module_of = |path: &Path| -> Option<String> {
         let relative = path.strip_prefix(src).unwrap();
         let first = relative
@@ -455,4 +496,32 @@ fn a_module_graph_with_a_cycle_fails_the_check() {
     .unwrap();
     let graph = module_graph(src);
     assert_eq!(cycles(&graph), vec![vec!["a", "b", "c", "a"]]);
+}
+
+#[test]
+fn out_of_line_test_modules_are_tests_too() {
+    // `a/tests.rs` and `b/tests/` are `#[cfg(test)] mod tests;` of `a` and `b`: their imports of
+    // `b` and `a` are no edges, so there is no cycle; `c.rs`'s plain `mod d;` still counts.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::write(src.join("lib.rs"), "pub mod a; pub mod b; pub mod c;").unwrap();
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::fs::write(src.join("a/mod.rs"), "#[cfg(test)]\nmod tests;").unwrap();
+    std::fs::write(src.join("a/tests.rs"), "use crate::b::B;").unwrap();
+    std::fs::write(
+        src.join("b.rs"),
+        "pub struct B(crate::a::A);\n#[cfg(test)] mod tests;",
+    )
+    .unwrap();
+    std::fs::create_dir_all(src.join("b/tests")).unwrap();
+    std::fs::write(src.join("b/tests/mod.rs"), "mod more;").unwrap();
+    std::fs::write(src.join("b/tests/more.rs"), "use crate::a::A;").unwrap();
+    std::fs::write(src.join("c.rs"), "mod d;").unwrap();
+    std::fs::create_dir_all(src.join("c")).unwrap();
+    std::fs::write(src.join("c/d.rs"), "use crate::b::B;").unwrap();
+    let graph = module_graph(src);
+    assert!(cycles(&graph).is_empty(), "{graph:?}");
+    assert!(graph["b"].contains("a"));
+    assert!(!graph["a"].contains("b"));
+    assert!(graph["c"].contains("b"));
 }
