@@ -428,7 +428,7 @@ fn describe_write(done: &str, result: &PutResult) -> String {
 /// `ringkv cluster ...`.
 #[derive(Clone, Debug, clap::Subcommand)]
 pub enum ClusterCommand {
-    /// Show the members, their state, the partitions they own and the hand-offs under way.
+    /// Show the members, their state, the partitions they own and the transfers under way.
     Status(ClusterStatusArgs),
     /// Make a node that is alone join the cluster of a seed.
     Join(ClusterJoinArgs),
@@ -490,7 +490,7 @@ pub async fn run_cluster_status(args: ClusterStatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cluster as one node sees it, with each member's own hints and hand-offs, asked of the
+/// The cluster as one node sees it, with each member's own hints and transfers, asked of the
 /// members concurrently (`?` for members that do not answer).
 pub async fn cluster_status_text(nodes: &NodeArgs) -> anyhow::Result<String> {
     let client = nodes.client()?;
