@@ -254,8 +254,8 @@ pub(crate) async fn run(mut task: NodeTask, mut shutdown: tokio::sync::watch::Re
     task.drain_outputs(&mut replies);
     let mut draining_since: Option<tokio::time::Instant> = None;
     loop {
-        // Deadlines first, whatever else is busy: request timeouts, gossip and hint delivery must not
-        // starve behind a stream of messages.
+        // Deadlines first, whatever else is busy: request timeouts, gossip and hint delivery
+        // must not starve behind a stream of messages.
         let now = task.clock.now();
         if task
             .node
