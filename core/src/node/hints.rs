@@ -213,15 +213,7 @@ impl Node {
             };
             // An old tombstone is dropped, not delivered: its replicas may have reaped it,
             // and handing it back would bring it back.
-            let newest = object
-                .siblings()
-                .iter()
-                .map(|s| s.timestamp)
-                .max()
-                .unwrap_or(0);
-            if object.is_deleted()
-                && newest.saturating_add(self.config.tombstone_grace_ms) <= self.now
-            {
+            if self.tombstone_past_grace(&object) {
                 self.delete_if_unchanged(key.clone(), record);
                 continue;
             }

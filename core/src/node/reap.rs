@@ -31,13 +31,7 @@ impl Node {
         {
             return;
         }
-        let newest = object
-            .siblings()
-            .iter()
-            .map(|s| s.timestamp)
-            .max()
-            .unwrap_or(0);
-        if newest.saturating_add(self.config.tombstone_grace_ms) > self.now {
+        if !self.tombstone_past_grace(object) {
             return;
         }
         let n = self.bucket_props(&key.bucket).n;
@@ -90,6 +84,18 @@ impl Node {
                 },
             );
         }
+    }
+
+    /// Whether `object` is a tombstone whose newest write is older than the grace period: only
+    /// then may it leave the disk (reaped, or an orphan dropped rather than delivered).
+    pub(super) fn tombstone_past_grace(&self, object: &Object) -> bool {
+        let newest = object
+            .siblings()
+            .iter()
+            .map(|s| s.timestamp)
+            .max()
+            .unwrap_or(0);
+        object.is_deleted() && newest.saturating_add(self.config.tombstone_grace_ms) <= self.now
     }
 
     /// The first replica found every replica holding this tombstone: delete it, unless the
