@@ -4,7 +4,7 @@
 
 use alloc::vec::Vec;
 
-use super::Node;
+use super::{DeleteCondition, Node};
 use crate::bucket::Quorums;
 use crate::coordinator::get::{GetState, ReplicaState};
 use crate::coordinator::Client;
@@ -12,8 +12,6 @@ use crate::merkle::object_digest;
 use crate::storage::StorageKey;
 use crate::version::Object;
 use crate::wire::Message;
-
-use super::DeleteCondition;
 
 impl Node {
     /// A tombstone met while building a tree: if this node is the key's first replica and the
