@@ -45,8 +45,11 @@ pub struct ErrorBody {
     /// Human-readable reason.
     pub error: String,
     /// Machine-readable class: `bad_request`, `too_large`, `not_found`, `method_not_allowed`,
-    /// `unavailable`, `failed`, `shutting_down` (not started), `outcome_unknown` (abandoned in
-    /// flight at shutdown: a write may or may not be applied), `overloaded`, `no_ring`.
+    /// `unavailable` (a quorum not reached, and the request had no effect), `failed`,
+    /// `shutting_down` (not started), `outcome_unknown` (a write whose quorum was not reached in
+    /// time, or that was abandoned in flight at shutdown: it may or may not take effect; read
+    /// before retrying), `overloaded`, `no_ring`, `too_few_members` (the cluster is smaller than
+    /// the quorum asked for: the message names the fix).
     pub kind: String,
     /// For `unavailable`: the quorum that failed (`read`, `write`, `durable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -37,6 +37,12 @@ pub struct NodeConfig {
     pub buckets: BTreeMap<Vec<u8>, BucketProps>,
     /// Default time a coordinator waits for a quorum.
     pub request_timeout_ms: Millis,
+    /// Percent of a request's timeout after which a replica that has not answered is joined by
+    /// the next reachable node of the extended preference list (with a hint naming it), and a
+    /// forwarded write whose coordinator has not been heard from since is coordinated here.
+    /// A cut that the failure detector has not noticed yet then costs this much, not the whole
+    /// timeout. 100 turns it off.
+    pub fallback_after_percent: u32,
     /// Largest key accepted.
     pub max_key_bytes: usize,
     /// Largest bucket name accepted.
@@ -91,6 +97,7 @@ impl NodeConfig {
             default_bucket: BucketProps::default(),
             buckets: BTreeMap::new(),
             request_timeout_ms: 5_000,
+            fallback_after_percent: 20,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_bucket_bytes: DEFAULT_MAX_BUCKET_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
@@ -115,6 +122,13 @@ impl NodeConfig {
     /// The properties in force for `bucket`.
     pub fn bucket(&self, bucket: &[u8]) -> &BucketProps {
         self.buckets.get(bucket).unwrap_or(&self.default_bucket)
+    }
+
+    /// When a request started at `now` with `timeout` turns to fallbacks (see
+    /// [`NodeConfig::fallback_after_percent`]).
+    pub fn fallback_at(&self, now: Millis, timeout: Millis) -> Millis {
+        let percent = u64::from(self.fallback_after_percent.min(100));
+        now.saturating_add(timeout.saturating_mul(percent) / 100)
     }
 
     /// The size limits this node applies to client requests (see [`ClientRequest::check`](crate::request::ClientRequest::check)).

@@ -1,4 +1,5 @@
 //! Typed errors of the core. Each variant's doc says what it did to the node's state.
+use alloc::string::String;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::QuorumError;
@@ -42,9 +43,31 @@ pub enum RequestError {
     /// one in flight goes on.
     #[error("request id {0} is already in flight")]
     DuplicateRequestId(RequestId),
+    /// A put or delete carried a context read from another bucket or key (see
+    /// [`Context::check_key`](crate::version::Context::check_key)). The request was dropped; no
+    /// state changed.
+    #[error("{}", crate::version::ContextError::OtherKey)]
+    ContextOfAnotherKey,
     /// The ring has no member to hold the key (an empty cluster). No state changed.
     #[error("the ring has no members")]
     NoReplicas,
+    /// The quorum asked for is larger than the cluster: fewer members than the bucket's N hold
+    /// the key, and fewer than the quorum. No state changed; the request could never succeed.
+    #[error(
+        "{quorum}={needed} cannot be met: the cluster has {members} member(s) for a bucket with \
+         n={n}; ask for a smaller quorum (?{quorum}=1), lower the bucket's n \
+         (PUT /buckets/{{bucket}} with {{\"n\": {members}}}), or add nodes"
+    )]
+    TooFewMembers {
+        /// The quorum's request option: `r` or `w`.
+        quorum: String,
+        /// Its size.
+        needed: u32,
+        /// Members of the ring (distinct nodes that can hold the key).
+        members: usize,
+        /// The bucket's N.
+        n: u32,
+    },
 }
 
 /// Why a peer message was not accepted.

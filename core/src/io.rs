@@ -125,6 +125,22 @@ pub enum Event {
         /// The new actor.
         actor: String,
     },
+    /// A node that holds no replica of the key and reached no owner coordinated a write itself,
+    /// with a dot of a fresh actor (the always-writable path).
+    FallbackCoordinated {
+        /// Bucket.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// The write's dot.
+        dot: crate::version::Dot,
+    },
+    /// A forwarded write's coordinator was not heard from within its share of the timeout (nor
+    /// answered a ping): the write is coordinated elsewhere.
+    ForwardAbandoned {
+        /// The silent coordinator.
+        to: NodeId,
+    },
 }
 
 impl Event {
@@ -145,6 +161,8 @@ impl Event {
             Event::DownAlert { .. } => "down_alert",
             Event::ViewChanged { .. } => "view_changed",
             Event::ActorRenewed { .. } => "actor_renewed",
+            Event::FallbackCoordinated { .. } => "fallback_coordinated",
+            Event::ForwardAbandoned { .. } => "forward_abandoned",
         }
     }
 }
@@ -227,6 +245,15 @@ impl fmt::Display for Event {
                 write!(f, "cluster view changed (digest {digest:016x})")
             }
             Event::ActorRenewed { actor } => write!(f, "new version-vector actor {actor}"),
+            Event::FallbackCoordinated { bucket, key, dot } => write!(
+                f,
+                "{} written as {dot} by a node that holds no replica and reached no owner",
+                KeyText(bucket, key)
+            ),
+            Event::ForwardAbandoned { to } => write!(
+                f,
+                "forwarded write not answered by {to}: coordinated elsewhere"
+            ),
         }
     }
 }

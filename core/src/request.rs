@@ -108,7 +108,7 @@ impl ClientRequest {
     /// public so that a binding or a client refuses exactly what a node would, with the same error.
     ///
     /// The key must be non-empty and within `limits`, the bucket name and a put's value within
-    /// `limits`, and the quorums valid for N (see [`BucketProps::resolve`]). Checks nothing that
+    /// `limits`, a write's context not bound to another key, and the quorums valid for N (see [`BucketProps::resolve`]). Checks nothing that
     /// depends on a node's state (such as a request id in flight).
     pub fn check(
         &self,
@@ -130,6 +130,11 @@ impl ClientRequest {
                 len: bucket.len(),
                 max: limits.max_bucket_bytes,
             });
+        }
+        if let ClientRequest::Put { context, .. } | ClientRequest::Delete { context, .. } = self {
+            if context.check_key(bucket, key).is_err() {
+                return Err(RequestError::ContextOfAnotherKey);
+            }
         }
         if let ClientRequest::Put { value, .. } = self {
             if value.len() > limits.max_value_bytes {
@@ -161,6 +166,15 @@ impl QuorumKind {
             QuorumKind::Read => "read",
             QuorumKind::Write => "write",
             QuorumKind::Durable => "durable",
+        }
+    }
+
+    /// The request option that sets this quorum: `r`, `w` or `dw`.
+    pub fn parameter(self) -> &'static str {
+        match self {
+            QuorumKind::Read => "r",
+            QuorumKind::Write => "w",
+            QuorumKind::Durable => "dw",
         }
     }
 }
@@ -203,8 +217,8 @@ pub enum Reply {
         /// False when `r + w <= n` for this request and the bucket's r.
         read_your_writes: bool,
     },
-    /// The quorum was not reached before the timeout. A write may still have been applied on the
-    /// replicas that answered and on the coordinator.
+    /// The quorum was not reached, and the request certainly had no effect: a get, or a write that
+    /// no replica stored (and none will).
     Unavailable {
         /// Which quorum failed.
         kind: QuorumKind,
@@ -224,10 +238,22 @@ pub enum Reply {
         /// The storage engine's description.
         reason: String,
     },
+    /// A write did not reach its quorum in time, but it may still take effect (or already has,
+    /// on the replicas in `answered` or on the coordinator): it was stored or sent somewhere.
+    /// Retrying it blind can make a sibling of the same value; reading first cannot.
+    OutcomeUnknown {
+        /// Which quorum was not reached.
+        kind: QuorumKind,
+        /// How many were needed.
+        needed: u32,
+        /// Replicas that acknowledged in time.
+        answered: Vec<NodeId>,
+    },
 }
 
 impl Reply {
-    /// `ok` (a get that met R, a write that met W), `unavailable`, `failed` or `storage_full`:
+    /// `ok` (a get that met R, a write that met W), `unavailable`, `outcome_unknown`, `failed` or
+    /// `storage_full`:
     /// the outcome name the bindings and logs use.
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -235,6 +261,45 @@ impl Reply {
             Reply::Unavailable { .. } => "unavailable",
             Reply::Failed { .. } => "failed",
             Reply::StorageFull { .. } => "storage_full",
+            Reply::OutcomeUnknown { .. } => "outcome_unknown",
+        }
+    }
+}
+
+impl Reply {
+    /// The reply with its context (of a get or a write) bound to `bucket`/`key` (see
+    /// [`Context::bound_to`]).
+    pub fn bound_to(self, bucket: &[u8], key: &[u8]) -> Reply {
+        match self {
+            Reply::Got {
+                values,
+                context,
+                replicas,
+                fallbacks,
+                read_your_writes,
+            } => Reply::Got {
+                values,
+                context: context.bound_to(bucket, key),
+                replicas,
+                fallbacks,
+                read_your_writes,
+            },
+            Reply::Written {
+                context,
+                dot,
+                replicas,
+                durable,
+                fallbacks,
+                read_your_writes,
+            } => Reply::Written {
+                context: context.bound_to(bucket, key),
+                dot,
+                replicas,
+                durable,
+                fallbacks,
+                read_your_writes,
+            },
+            other => other,
         }
     }
 }
@@ -266,6 +331,16 @@ impl fmt::Display for Reply {
             ),
             Reply::Failed { reason } => write!(f, "failed: {reason}"),
             Reply::StorageFull { reason } => write!(f, "storage full: {reason}"),
+            Reply::OutcomeUnknown {
+                kind,
+                needed,
+                answered,
+            } => write!(
+                f,
+                "outcome unknown: {kind} quorum not reached in time ({needed} needed, {} \
+                 acknowledged); the write may still take effect",
+                answered.len()
+            ),
         }
     }
 }

@@ -66,13 +66,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod context;
 
-pub use context::{Context, ContextError};
+pub use context::{key_fingerprint, Context, ContextError};
 
 /// Format version byte that starts every record written by [`Object::encode`].
 pub const RECORD_FORMAT: u8 = 1;
 
-/// Format version byte that starts every context written by [`Context::encode`].
-pub const CONTEXT_FORMAT: u8 = 1;
+/// Format version byte that starts every context written by [`Context::encode`]. Version 1
+/// carried no key fingerprint; such contexts are refused ([`ContextError::Unbound`]).
+pub const CONTEXT_FORMAT: u8 = 2;
 
 /// Largest encoded context [`Context::decode`] accepts, in bytes. Contexts come from clients, so
 /// their size is bounded before anything is decoded.
@@ -555,7 +556,7 @@ impl Object {
 
     /// The client-facing context for this object (its clock).
     pub fn context(&self) -> Context {
-        Context(self.clock.clone())
+        Context::from_clock(self.clock.clone())
     }
 
     /// A write coordinated by `actor` at time `now` with the client's `context`: drops exactly the
@@ -1517,13 +1518,16 @@ mod tests {
         assert_eq!(Context::decode(&[]), Err(ContextError::Empty));
         assert_eq!(Context::from_base64(""), Err(ContextError::Empty));
         assert_eq!(Context::from_base64("***"), Err(ContextError::Base64));
-        assert_eq!(Context::decode(&[1, 0]), Err(ContextError::Malformed));
+        assert_eq!(
+            Context::decode(&[CONTEXT_FORMAT, 0]),
+            Err(ContextError::Malformed)
+        );
         assert_eq!(
             Context::decode(&[9, 0, 0, 0, 0]),
             Err(ContextError::UnknownVersion(9))
         );
         assert_eq!(
-            Context::decode(&frame(1, &[0, 7])),
+            Context::decode(&frame(CONTEXT_FORMAT, &[0, 0, 7])),
             Err(ContextError::Malformed)
         );
         assert_eq!(
@@ -1567,7 +1571,7 @@ mod tests {
             })
         );
         // A length bomb: a huge declared entry count in a tiny body.
-        let bomb = frame(1, &[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let bomb = frame(CONTEXT_FORMAT, &[0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
         assert_eq!(Context::decode(&bomb), Err(ContextError::Malformed));
     }
 
@@ -1575,18 +1579,18 @@ mod tests {
     fn non_canonical_vectors_are_rejected() {
         // Zero counter: actor "a" (len 1), counter 0, timestamp 0.
         assert_eq!(
-            Context::decode(&frame(1, &[1, 1, b'a', 0, 0])),
+            Context::decode(&frame(CONTEXT_FORMAT, &[0, 1, 1, b'a', 0, 0])),
             Err(ContextError::Malformed)
         );
-        // Repeated actor.
-        let body = [2, 1, b'a', 1, 0, 1, b'a', 2, 0];
+        // Repeated actor (each body starts with fingerprint 0: bound to no key).
+        let body = [0, 2, 1, b'a', 1, 0, 1, b'a', 2, 0];
         assert_eq!(
-            Context::decode(&frame(1, &body)),
+            Context::decode(&frame(CONTEXT_FORMAT, &body)),
             Err(ContextError::Malformed)
         );
-        let ok = [2, 1, b'b', 1, 0, 1, b'a', 2, 0]; // unsorted but unique: accepted
+        let ok = [0, 2, 1, b'b', 1, 0, 1, b'a', 2, 0]; // unsorted but unique: accepted
         assert_eq!(
-            Context::decode(&frame(1, &ok)).map(|c| c.clock().get(&ActorId::new("a"))),
+            Context::decode(&frame(CONTEXT_FORMAT, &ok)).map(|c| c.clock().get(&ActorId::new("a"))),
             Ok(2)
         );
     }

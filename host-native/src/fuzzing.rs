@@ -591,7 +591,7 @@ mod tests {
     #[test]
     fn with_crc_makes_frames_the_decoders_accept() {
         assert_eq!(
-            Context::decode(&with_crc(CONTEXT_FORMAT, &[0])),
+            Context::decode(&with_crc(CONTEXT_FORMAT, &[0, 0])),
             Ok(Context::empty())
         );
         assert_eq!(

@@ -167,8 +167,13 @@ impl From<NodeError> for Problem {
                 RequestError::EmptyKey
                 | RequestError::KeyTooLarge { .. }
                 | RequestError::BucketTooLarge { .. }
-                | RequestError::Quorum(_) => Problem::bad_request(message),
+                | RequestError::Quorum(_)
+                | RequestError::ContextOfAnotherKey => Problem::bad_request(message),
                 RequestError::ValueTooLarge { .. } => Problem::too_large(message),
+                // The cluster is smaller than the quorum: the answer names the fix.
+                RequestError::TooFewMembers { .. } => {
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "too_few_members", message)
+                }
                 RequestError::NoReplicas => {
                     Problem::new(StatusCode::SERVICE_UNAVAILABLE, "no_ring", message)
                 }

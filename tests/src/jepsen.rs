@@ -513,6 +513,7 @@ fn outcome_name(outcome: &Option<OpOutcome>) -> &'static str {
     match outcome {
         Some(OpOutcome::Replied(Reply::Got { .. } | Reply::Written { .. })) => "ok",
         Some(OpOutcome::Replied(Reply::Unavailable { .. })) => "unavailable",
+        Some(OpOutcome::Replied(Reply::OutcomeUnknown { .. })) => "unknown",
         Some(
             OpOutcome::Replied(Reply::Failed { .. } | Reply::StorageFull { .. })
             | OpOutcome::Rejected(_),

@@ -35,6 +35,8 @@ pub(crate) struct GetState {
     pub replies: BTreeMap<NodeId, ReplicaState>,
     pub merged: Object,
     pub answered: bool,
+    /// When replicas still silent are joined by fallbacks.
+    pub fallback_at: Millis,
     pub deadline: Millis,
 }
 
@@ -92,7 +94,7 @@ impl GetState {
         let replicas: Vec<NodeId> = self.successful().cloned().collect();
         Some(Reply::Got {
             values: self.merged.values().map(<[u8]>::to_vec).collect(),
-            context: self.merged.context(),
+            context: self.merged.context().bound_to(&self.bucket, &self.key),
             fallbacks: fallbacks_among(&self.replicas, &replicas),
             replicas,
             read_your_writes: self.quorums.read_your_writes(),
@@ -115,6 +117,15 @@ impl GetState {
             needed: self.quorums.r,
             answered: self.successful().cloned().collect(),
         })
+    }
+
+    /// Targets that have not replied.
+    pub fn silent(&self) -> Vec<Target> {
+        self.replicas
+            .iter()
+            .filter(|t| !self.replies.contains_key(&t.node))
+            .cloned()
+            .collect()
     }
 
     /// Whether every replica has replied.
@@ -168,6 +179,7 @@ mod tests {
             replies: BTreeMap::new(),
             merged: Object::new(),
             answered: false,
+            fallback_at: 200,
             deadline: 1_000,
         }
     }

@@ -41,6 +41,15 @@ pub(crate) fn fallbacks_among(targets: &[Target], nodes: &[NodeId]) -> alloc::ve
 pub(crate) struct ForwardState {
     pub request_id: RequestId,
     pub target: NodeId,
-    pub needed: u32,
+    /// The request, kept to coordinate it here if the target is not heard from.
+    pub request: crate::request::ClientRequest,
+    pub quorums: crate::bucket::Quorums,
+    /// When it was sent: hearing from the target since says it is alive.
+    pub sent_at: Millis,
+    /// Whether the target was pinged once its fallback time came without a word from it.
+    pub probed: bool,
+    /// When a target not heard from since `sent_at` is given up (see
+    /// [`NodeConfig::fallback_after_percent`](crate::config::NodeConfig::fallback_after_percent)).
+    pub fallback_at: Millis,
     pub deadline: Millis,
 }

@@ -1,6 +1,8 @@
 //! A put (or delete): the coordinating replica writes locally first (that fixes the write's dot),
 //! then sends the object to the other replicas; it answers once W have acknowledged, DW of them
-//! durably, and keeps listening for the rest until all answered or the deadline.
+//! durably, and keeps listening for the rest until all answered or the deadline. A node that
+//! holds no replica and can reach no owner coordinates with a dot of a fresh actor instead, and
+//! only sends (see `Node::start_fallback_put`).
 
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
@@ -14,6 +16,8 @@ use crate::version::{Context, Dot};
 #[derive(Clone, Debug)]
 pub(crate) struct PutState {
     pub client: Client,
+    pub bucket: Vec<u8>,
+    pub key: Vec<u8>,
     pub quorums: Quorums,
     pub replicas: Vec<Target>,
     pub acked: Vec<NodeId>,
@@ -21,7 +25,11 @@ pub(crate) struct PutState {
     pub refused: BTreeSet<NodeId>,
     /// Set once the local write is done: the new object's context and the write's dot.
     pub written: Option<(Context, Dot)>,
+    /// The record sent to the replicas (kept to send it to fallbacks of silent ones).
+    pub record: Option<Vec<u8>>,
     pub answered: bool,
+    /// When replicas still silent are joined by fallbacks.
+    pub fallback_at: Millis,
     pub deadline: Millis,
 }
 
@@ -63,7 +71,7 @@ impl PutState {
         }
         self.answered = true;
         Some(Reply::Written {
-            context: context.clone(),
+            context: context.clone().bound_to(&self.bucket, &self.key),
             dot: dot.clone(),
             replicas: self.acked.clone(),
             durable: self.durable_in_ack_order(),
@@ -72,12 +80,16 @@ impl PutState {
         })
     }
 
-    /// The failure reply (deadline passed, or every replica answered without a quorum).
-    pub fn unavailable(&mut self) -> Option<Reply> {
+    /// The failure reply (deadline passed, or every replica answered without a quorum). A write
+    /// some replica stored, or that may still be stored (sent and not answered, or its local
+    /// write still queued), is [`Reply::OutcomeUnknown`]; only one that every replica refused is
+    /// [`Reply::Unavailable`].
+    pub fn failure(&mut self) -> Option<Reply> {
         if self.answered {
             return None;
         }
         self.answered = true;
+        let nothing_stored = self.written.is_some() && self.acked.is_empty() && self.all_answered();
         let (kind, needed, answered) = if (self.acked.len() as u32) < self.quorums.w {
             (QuorumKind::Write, self.quorums.w, self.acked.clone())
         } else {
@@ -87,11 +99,28 @@ impl PutState {
                 self.durable_in_ack_order(),
             )
         };
-        Some(Reply::Unavailable {
-            kind,
-            needed,
-            answered,
+        Some(if nothing_stored {
+            Reply::Unavailable {
+                kind,
+                needed,
+                answered,
+            }
+        } else {
+            Reply::OutcomeUnknown {
+                kind,
+                needed,
+                answered,
+            }
         })
+    }
+
+    /// Targets that have neither acknowledged nor refused.
+    pub fn silent(&self) -> Vec<Target> {
+        self.replicas
+            .iter()
+            .filter(|t| !self.acked.contains(&t.node) && !self.refused.contains(&t.node))
+            .cloned()
+            .collect()
     }
 
     /// Whether every replica has answered.

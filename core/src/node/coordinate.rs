@@ -35,6 +35,34 @@ impl Request {
             Request::Forward(s) => s.deadline,
         }
     }
+
+    fn fallback_at(&self) -> Millis {
+        match self {
+            Request::Get(s) => s.fallback_at,
+            Request::Put(s) => s.fallback_at,
+            Request::Forward(s) => s.fallback_at,
+        }
+    }
+}
+
+/// A write request taken apart: bucket, key, context and what it stores.
+fn write_parts(request: ClientRequest) -> Option<(Vec<u8>, Vec<u8>, Context, Content)> {
+    match request {
+        ClientRequest::Put {
+            bucket,
+            key,
+            context,
+            value,
+            ..
+        } => Some((bucket, key, context, Content::Value(value))),
+        ClientRequest::Delete {
+            bucket,
+            key,
+            context,
+            ..
+        } => Some((bucket, key, context, Content::Tombstone)),
+        ClientRequest::Get { .. } => None,
+    }
 }
 
 /// The coordination state: client requests, apart from the reads the node makes for itself.
@@ -85,12 +113,16 @@ impl Requests {
 impl Node {
     fn arm(&mut self, id: CoordinationId, request: Request) {
         self.arm_deadline(id, request.deadline());
+        self.timers
+            .insert((request.fallback_at(), super::Timer::Fallback(id)));
         self.requests.active.insert(id, request);
     }
 
     fn finish(&mut self, id: CoordinationId) -> Option<Request> {
         let request = self.requests.active.remove(&id)?;
         self.disarm_deadline(id, request.deadline());
+        self.timers
+            .remove(&(request.fallback_at(), super::Timer::Fallback(id)));
         Some(request)
     }
 
@@ -161,6 +193,7 @@ impl Node {
             replies: BTreeMap::new(),
             merged: Object::new(),
             answered: false,
+            fallback_at: self.config.fallback_at(self.now, timeout),
             deadline: self.now.saturating_add(timeout),
         };
         self.arm_get(id, state);
@@ -255,13 +288,17 @@ impl Node {
         let replicas = self.targets(&bucket, &key, replicas);
         let state = PutState {
             client,
+            bucket,
+            key,
             quorums,
             replicas,
             acked: Vec::new(),
             durable: BTreeSet::new(),
             refused: BTreeSet::new(),
             written: None,
+            record: None,
             answered: false,
+            fallback_at: self.config.fallback_at(self.now, timeout),
             deadline: self.now.saturating_add(timeout),
         };
         self.arm(id, Request::Put(state));
@@ -292,6 +329,8 @@ impl Node {
         };
         state.written = Some((object.context(), dot));
         state.record(&me, true, synced);
+        let record = object.encode();
+        state.record = Some(record.clone());
         let sync = state.quorums.dw > 0;
         let others: Vec<Target> = state
             .replicas
@@ -299,35 +338,142 @@ impl Node {
             .filter(|t| t.node != me)
             .cloned()
             .collect();
-        let receivers = self.pending_receivers(&key.bucket, &key.key);
-        if !others.is_empty() || !receivers.is_empty() {
-            let record = object.encode();
-            for receiver in receivers {
-                self.send(
-                    receiver,
-                    Message::Repair {
-                        bucket: key.bucket.clone(),
-                        key: key.key.clone(),
-                        record: record.clone(),
-                        hint: None,
-                    },
-                );
-            }
-            for target in others {
-                self.send(
-                    target.node,
-                    Message::Write {
-                        id,
-                        bucket: key.bucket.clone(),
-                        key: key.key.clone(),
-                        record: record.clone(),
-                        sync,
-                        hint: target.hint,
-                    },
-                );
-            }
-        }
+        self.replicate(id, &key.bucket, &key.key, &record, others, sync);
         self.advance_put(id);
+    }
+
+    /// Sends a coordinated write's record to `targets` (and, as a repair, to the nodes pulling
+    /// its partition for the next ring).
+    fn replicate(
+        &mut self,
+        id: CoordinationId,
+        bucket: &[u8],
+        key: &[u8],
+        record: &[u8],
+        targets: Vec<Target>,
+        sync: bool,
+    ) {
+        for receiver in self.pending_receivers(bucket, key) {
+            self.send(
+                receiver,
+                Message::Repair {
+                    bucket: bucket.to_vec(),
+                    key: key.to_vec(),
+                    record: record.to_vec(),
+                    hint: None,
+                },
+            );
+        }
+        for target in targets {
+            self.send(
+                target.node,
+                Message::Write {
+                    id,
+                    bucket: bucket.to_vec(),
+                    key: key.to_vec(),
+                    record: record.to_vec(),
+                    sync,
+                    hint: target.hint,
+                },
+            );
+        }
+    }
+
+    /// Coordinates a write on a node that holds no replica of the key and reaches no owner
+    /// (all down, cut off, or the forward to one went unanswered): always writable, as long as
+    /// W nodes of the extended preference list take it.
+    ///
+    /// The dot cannot come from a local replica's clock, as an owner's does: this node may have
+    /// issued dots for the key before, as a fallback, and no longer hold them (its hint was
+    /// delivered and deleted), so counting from its own records could reissue one, and a
+    /// replica whose clock covers a dot drops a new write that carries it. Each such write
+    /// gets a fresh actor instead ([`Node::next_fallback_actor`]): its dot is new by
+    /// construction. The cost is one clock entry per such write, pruned like any other by
+    /// truncation where a later write is coordinated. The record holds the context and the new
+    /// sibling only; each replica merges it into what it holds, keeping concurrent siblings.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_fallback_put(
+        &mut self,
+        client: Client,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        context: Context,
+        content: Content,
+        quorums: Quorums,
+        replicas: Vec<NodeId>,
+        timeout: Millis,
+    ) {
+        let id = self.new_coordination_id();
+        let targets = self.targets(&bucket, &key, replicas);
+        let actor = self.next_fallback_actor();
+        let mut object = Object::new();
+        let dot = object.update(
+            context.clock(),
+            &actor,
+            content,
+            self.now,
+            self.mode(&bucket),
+        );
+        object.truncate_keeping(self.config.max_clock_entries, &actor);
+        let record = object.encode();
+        let sync = quorums.dw > 0;
+        let state = PutState {
+            client,
+            bucket: bucket.clone(),
+            key: key.clone(),
+            quorums,
+            replicas: targets.clone(),
+            acked: Vec::new(),
+            durable: BTreeSet::new(),
+            refused: BTreeSet::new(),
+            written: Some((object.context(), dot.clone())),
+            record: Some(record.clone()),
+            answered: false,
+            fallback_at: self.config.fallback_at(self.now, timeout),
+            deadline: self.now.saturating_add(timeout),
+        };
+        self.arm(id, Request::Put(state));
+        self.event(Event::FallbackCoordinated {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            dot,
+        });
+        self.replicate(id, &bucket, &key, &record, targets, sync);
+    }
+
+    /// Where a write goes: coordinated here when this node holds a replica; else forwarded to
+    /// the first reachable owner (a client's write only: a forwarded one is never forwarded
+    /// again, which could loop between nodes whose rings differ); else coordinated here with a
+    /// fresh actor ([`Node::start_fallback_put`]).
+    pub(super) fn route_write(
+        &mut self,
+        client: Client,
+        request: ClientRequest,
+        quorums: Quorums,
+        replicas: Vec<NodeId>,
+        timeout: Millis,
+    ) {
+        let owner = replicas.iter().find(|r| self.reachable(r)).cloned();
+        match (&client, owner) {
+            (Client::Local(request_id), Some(owner)) if !replicas.contains(self.id()) => {
+                let request_id = *request_id;
+                self.forward(request_id, request, quorums, owner, timeout);
+                return;
+            }
+            _ => {}
+        }
+        let Some((bucket, key, context, content)) = write_parts(request) else {
+            return;
+        };
+        if replicas.contains(self.id()) {
+            self.start_put(
+                client, bucket, key, context, content, quorums, replicas, timeout,
+            );
+        } else {
+            self.start_fallback_put(
+                client, bucket, key, context, content, quorums, replicas, timeout,
+            );
+        }
     }
 
     pub(super) fn coordinated_write_failed(
@@ -384,34 +530,38 @@ impl Node {
         let Some(mut state) = self.finish_put(id) else {
             return;
         };
-        if let Some(reply) = state.unavailable() {
+        if let Some(reply) = state.failure() {
             self.reply_unavailable(state.client, reply);
         }
     }
 
     // ----- forwarding -----
 
-    pub(super) fn forward(
+    /// Sends a client's write to `target`, an owner that seems reachable, to coordinate.
+    fn forward(
         &mut self,
         request_id: RequestId,
         request: ClientRequest,
         quorums: Quorums,
-        replicas: &[NodeId],
+        target: NodeId,
         timeout: Millis,
     ) {
-        // The first replica that is reachable (not suspected, and alive to the failure detector)
-        // coordinates; if none is, the first one still gets its chance.
-        let target = replicas
-            .iter()
-            .find(|r| self.reachable(r))
-            .unwrap_or(&replicas[0])
-            .clone();
         let id = self.new_coordination_id();
-        self.send(target.clone(), Message::Forward { id, request });
+        self.send(
+            target.clone(),
+            Message::Forward {
+                id,
+                request: request.clone(),
+            },
+        );
         let state = ForwardState {
             request_id,
             target,
-            needed: quorums.w,
+            request,
+            quorums,
+            sent_at: self.now,
+            probed: false,
+            fallback_at: self.config.fallback_at(self.now, timeout),
             deadline: self.now.saturating_add(timeout),
         };
         self.arm(id, Request::Forward(state));
@@ -436,16 +586,6 @@ impl Node {
         };
         let (bucket, key) = request.target();
         let replicas = self.preference_list(bucket, key, quorums.n);
-        if !replicas.contains(self.id()) {
-            // Views of the ring differ; forwarding again could loop.
-            self.reply(
-                client,
-                Reply::Failed {
-                    reason: format!("{} is not a replica of this key", self.id()),
-                },
-            );
-            return;
-        }
         // The forwarder's own timer bounds the request; this one ends earlier, so that its
         // answer (which replicas acknowledged) reaches the forwarder before that timer fires.
         let timeout = request
@@ -453,28 +593,13 @@ impl Node {
             .timeout_ms
             .unwrap_or(self.config.request_timeout_ms);
         let timeout = timeout - timeout / 4;
-        let (content, bucket, key, context) = match request {
-            ClientRequest::Put {
-                bucket,
-                key,
-                context,
-                value,
-                ..
-            } => (Content::Value(value), bucket, key, context),
-            ClientRequest::Delete {
-                bucket,
-                key,
-                context,
-                ..
-            } => (Content::Tombstone, bucket, key, context),
-            ClientRequest::Get { bucket, key, .. } => {
-                self.start_get(client, bucket, key, quorums, replicas, timeout);
-                return;
-            }
-        };
-        self.start_put(
-            client, bucket, key, context, content, quorums, replicas, timeout,
-        );
+        if let ClientRequest::Get { bucket, key, .. } = request {
+            self.start_get(client, bucket, key, quorums, replicas, timeout);
+            return;
+        }
+        // If views of the ring differ and this node holds no replica, it coordinates as a
+        // fallback would (forwarding again could loop).
+        self.route_write(client, request, quorums, replicas, timeout);
     }
 
     pub(super) fn on_forward_reply(&mut self, from: NodeId, id: CoordinationId, reply: Reply) {
@@ -483,6 +608,9 @@ impl Node {
             _ => return,
         }
         if let Some(Request::Forward(state)) = self.finish(id) {
+            // Peer messages carry contexts without their key binding: bound again here.
+            let (bucket, key) = state.request.target();
+            let reply = reply.bound_to(bucket, key);
             self.reply(Client::Local(state.request_id), reply);
         }
     }
@@ -526,17 +654,122 @@ impl Node {
             Some(Request::Put(_)) => self.end_put(id),
             Some(Request::Forward(_)) => {
                 if let Some(Request::Forward(state)) = self.finish(id) {
+                    // The coordinator may have the write and may still replicate it.
                     self.reply_unavailable(
                         Client::Local(state.request_id),
-                        Reply::Unavailable {
+                        Reply::OutcomeUnknown {
                             kind: QuorumKind::Write,
-                            needed: state.needed,
+                            needed: state.quorums.w,
                             answered: Vec::new(),
                         },
                     );
                 }
             }
             Some(Request::Get(_)) | None => {}
+        }
+    }
+}
+
+impl Node {
+    /// A request's fallback time came (see
+    /// [`NodeConfig::fallback_after_percent`](crate::config::NodeConfig::fallback_after_percent)):
+    /// each replica still silent is joined by the next reachable node of the extended preference
+    /// list, and a forward whose coordinator has not been heard from since is coordinated here.
+    /// Nobody is suspected yet: that waits for the deadline.
+    pub(super) fn on_fallback(&mut self, id: CoordinationId) {
+        match self.requests.active.get(&id) {
+            Some(Request::Get(state)) if !state.answered => {
+                let (bucket, key, n) = (state.bucket.clone(), state.key.clone(), state.quorums.n);
+                let extra =
+                    self.extra_fallbacks(&bucket, &key, n, &state.replicas, &state.silent());
+                for target in &extra {
+                    self.send(
+                        target.node.clone(),
+                        Message::Read {
+                            id,
+                            bucket: bucket.clone(),
+                            key: key.clone(),
+                            hint: target.hint.clone(),
+                        },
+                    );
+                }
+                if let Some(state) = self.requests.get_mut(id) {
+                    state.replicas.extend(extra);
+                }
+            }
+            Some(Request::Put(state)) if !state.answered => {
+                let Some(record) = state.record.clone() else {
+                    // The local write is not done: nobody else was asked yet.
+                    return;
+                };
+                let (bucket, key, n) = (state.bucket.clone(), state.key.clone(), state.quorums.n);
+                let sync = state.quorums.dw > 0;
+                let extra =
+                    self.extra_fallbacks(&bucket, &key, n, &state.replicas, &state.silent());
+                if let Some(state) = self.requests.put_mut(id) {
+                    state.replicas.extend(extra.iter().cloned());
+                }
+                for target in extra {
+                    self.send(
+                        target.node,
+                        Message::Write {
+                            id,
+                            bucket: bucket.clone(),
+                            key: key.clone(),
+                            record: record.clone(),
+                            sync,
+                            hint: target.hint,
+                        },
+                    );
+                }
+            }
+            Some(Request::Forward(state)) => {
+                let heard = self
+                    .membership
+                    .detector
+                    .last_heard(&state.target)
+                    .is_some_and(|at| at > state.sent_at);
+                if heard {
+                    // Alive, and so (most likely) coordinating it: wait for its answer.
+                    return;
+                }
+                if !state.probed {
+                    // Peers are heard from by gossip only now and then: ask it directly, and
+                    // decide when the answer had as long again as half of that wait to come.
+                    let target = state.target.clone();
+                    let wait = (state.fallback_at.saturating_sub(state.sent_at) / 2).max(1);
+                    let at = self.now.saturating_add(wait).min(state.deadline);
+                    let fired = state.fallback_at;
+                    self.send(target, Message::Ping);
+                    self.timers.remove(&(fired, super::Timer::Fallback(id)));
+                    self.timers.insert((at, super::Timer::Fallback(id)));
+                    if let Some(Request::Forward(state)) = self.requests.active.get_mut(&id) {
+                        state.probed = true;
+                        state.fallback_at = at;
+                    }
+                    return;
+                }
+                let Some(Request::Forward(state)) = self.finish(id) else {
+                    return;
+                };
+                // It may yet have received the write: if so, this makes a second sibling of
+                // the same value (as a client's retry would), never a lost write.
+                self.routing.suspects.insert(state.target.clone());
+                self.event(Event::ForwardAbandoned {
+                    to: state.target.clone(),
+                });
+                let (bucket, key) = state.request.target();
+                let replicas = self.preference_list(bucket, key, state.quorums.n);
+                let timeout = state.deadline.saturating_sub(self.now).max(1);
+                self.route_write(
+                    Client::Local(state.request_id),
+                    state.request,
+                    state.quorums,
+                    replicas,
+                    timeout,
+                );
+            }
+            _ => {}
         }
     }
 }

@@ -36,10 +36,10 @@ use crate::error::{ConfigError, MessageError, RequestError};
 use crate::id::{CoordinationId, Millis, NodeId, OpId, RequestId};
 use crate::io::{Event, Input, Output};
 use crate::membership::{ClusterView, FailureDetector, MemberInfo, MemberStatus};
-use crate::request::{ClientRequest, Reply};
+use crate::request::{ClientRequest, QuorumKind, Reply};
 use crate::ring::{Member, PartitionId, Ring};
 use crate::storage::{StorageKey, StorageOp, StorageResult};
-use crate::version::{ActorId, Content};
+use crate::version::ActorId;
 use crate::wire::Message;
 
 use anti_entropy::AntiEntropy;
@@ -56,6 +56,9 @@ enum Timer {
     /// A deadline of whatever waits under this coordination id: a client request, a hint
     /// delivery or a Merkle exchange (ids are unique across them).
     Deadline(CoordinationId),
+    /// A client request's replicas (or forward target) have had their share of its timeout:
+    /// the silent ones are joined by fallbacks.
+    Fallback(CoordinationId),
     /// Time to deliver some hints (or orphaned records).
     HintDelivery,
     /// Time to build a tree or start an exchange.
@@ -103,6 +106,8 @@ pub struct Node {
     /// The actor that issues this node's dots, renewed when a damaged record hides its past dots.
     actor: ActorId,
     actor_generation: u64,
+    /// Actors issued for writes coordinated without a replica (see [`Node::next_fallback_actor`]).
+    fallback_actors: u64,
     outputs: VecDeque<Output>,
     /// Messages this node sent to itself, handled before the current input returns.
     loopback: VecDeque<Message>,
@@ -220,6 +225,7 @@ impl Node {
         Ok(Node {
             actor: actor_name(&config.node_id, config.incarnation, 0),
             actor_generation: 0,
+            fallback_actors: 0,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             // Coordination and storage op ids start in a range of their own per incarnation, so
             // a reply or a storage result meant for a previous incarnation cannot be taken for
@@ -320,56 +326,29 @@ impl Node {
         if replicas.is_empty() {
             return Err(RequestError::NoReplicas);
         }
+        let (kind, needed) = match request {
+            ClientRequest::Get { .. } => (QuorumKind::Read, quorums.r),
+            _ => (QuorumKind::Write, quorums.w),
+        };
+        if (replicas.len() as u32) < needed {
+            return Err(RequestError::TooFewMembers {
+                quorum: kind.parameter().to_string(),
+                needed,
+                members: replicas.len(),
+                n: quorums.n,
+            });
+        }
         self.requests.client_ids.insert(request_id);
         let timeout = request
             .options()
             .timeout_ms
             .unwrap_or(self.config.request_timeout_ms);
+        let client = Client::Local(request_id);
         match request {
-            ClientRequest::Get { bucket, key, .. } => self.start_get(
-                Client::Local(request_id),
-                bucket,
-                key,
-                quorums,
-                replicas,
-                timeout,
-            ),
-            ClientRequest::Put { .. } | ClientRequest::Delete { .. }
-                if !replicas.contains(self.id()) =>
-            {
-                self.forward(request_id, request, quorums, &replicas, timeout)
+            ClientRequest::Get { bucket, key, .. } => {
+                self.start_get(client, bucket, key, quorums, replicas, timeout)
             }
-            ClientRequest::Put {
-                bucket,
-                key,
-                context,
-                value,
-                ..
-            } => self.start_put(
-                Client::Local(request_id),
-                bucket,
-                key,
-                context,
-                Content::Value(value),
-                quorums,
-                replicas,
-                timeout,
-            ),
-            ClientRequest::Delete {
-                bucket,
-                key,
-                context,
-                ..
-            } => self.start_put(
-                Client::Local(request_id),
-                bucket,
-                key,
-                context,
-                Content::Tombstone,
-                quorums,
-                replicas,
-                timeout,
-            ),
+            write => self.route_write(client, write, quorums, replicas, timeout),
         }
         self.drain_loopback();
         Ok(())
@@ -454,6 +433,7 @@ impl Node {
             self.timers.pop_first();
             match timer {
                 Timer::Deadline(id) => self.on_deadline(id),
+                Timer::Fallback(id) => self.on_fallback(id),
                 Timer::Gossip => {
                     self.gossip_tick();
                     self.timers.insert((
@@ -637,6 +617,14 @@ impl Node {
         } else if self.anti_entropy.exchanges.contains_key(&id) {
             self.on_exchange_deadline(id);
         }
+    }
+
+    /// A fresh actor for one write coordinated by a node that holds no replica of its key:
+    /// `{node}.{incarnation}.{generation}.f{n}`. Its last part is not a number, so it can equal
+    /// no [`actor_name`]; incarnations make it new across restarts.
+    fn next_fallback_actor(&mut self) -> ActorId {
+        self.fallback_actors += 1;
+        ActorId::new(format!("{}.f{}", self.actor.as_str(), self.fallback_actors))
     }
 
     fn renew_actor(&mut self) {

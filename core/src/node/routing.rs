@@ -111,6 +111,37 @@ impl Node {
             .collect::<Vec<_>>()
     }
 
+    /// For each of `silent` (targets of a request that have not answered yet), the next reachable
+    /// node of the extended preference list that is not a target yet, standing in for the owner
+    /// the silent one stands for (a fallback that is itself silent is joined by another, for the
+    /// same owner). Fewer when the list runs out.
+    pub(super) fn extra_fallbacks(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        n: u32,
+        targets: &[Target],
+        silent: &[Target],
+    ) -> Vec<Target> {
+        let extended = self
+            .routing
+            .ring
+            .extended_preference_list(key_position(bucket, key), n as usize);
+        let mut fallbacks = extended
+            .into_iter()
+            .filter(|node| !targets.iter().any(|t| t.node == *node) && self.reachable(node));
+        silent
+            .iter()
+            .filter(|t| t.node != self.config.node_id)
+            .map_while(|silent| {
+                fallbacks.next().map(|node| Target {
+                    node,
+                    hint: Some(silent.hint.clone().unwrap_or_else(|| silent.node.clone())),
+                })
+            })
+            .collect()
+    }
+
     /// Where this node keeps its own replica of `bucket`/`key` (for hosts that inspect a
     /// replica directly, as a history checker does).
     pub fn storage_key(&self, bucket: &[u8], key: &[u8]) -> StorageKey {

@@ -11,13 +11,44 @@ use super::{
     MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES,
 };
 
-/// Opaque client context: a version vector. Encoded as `[version byte 1][postcard(VersionVector)]
-/// [crc32 LE]` (the crc covers the version byte and the body), and as unpadded URL-safe base64 over
-/// HTTP.
+/// Opaque client context: a version vector, bound to the bucket and key it was read from by a
+/// fingerprint. Encoded as `[version byte 2][postcard((fingerprint, VersionVector))][crc32 LE]`
+/// (the crc covers the version byte and the body), and as unpadded URL-safe base64 over HTTP.
+///
+/// The fingerprint is what makes a context from another key a clear error rather than a silent
+/// loss: a write replaces exactly the siblings its context has seen, and another key's clock can
+/// cover dots of this one (the same actors count per key), so it would drop values it never
+/// saw. Coordinators bind every context they answer with ([`Context::bound_to`]); the request
+/// check refuses a context bound to another key ([`Context::check_key`]). A context made
+/// in-process from a clock ([`Context::from_clock`]) is unbound and accepted; over the wire an
+/// unbound one cannot be expressed. The fingerprint is not sent between nodes (peer messages
+/// carry the clock only): the node a client talks to checks it, and binds what it answers.
 ///
 /// A client without a context sends none; the host uses [`Context::empty`] then.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Context(pub(super) VersionVector);
+pub struct Context(
+    pub(super) VersionVector,
+    #[serde(skip)] pub(super) Option<u64>,
+);
+
+/// The fingerprint binding a context to `bucket`/`key`: 64 bits of MD5 over a domain tag, the
+/// bucket's length, the bucket and the key, so a context of one key passes for another's by
+/// chance once in 2^64. (Not the ring position: placement and this binding are different
+/// things, and may change apart.)
+pub fn key_fingerprint(bucket: &[u8], key: &[u8]) -> u64 {
+    use md5::{Digest, Md5};
+    let length = u32::try_from(bucket.len()).unwrap_or(u32::MAX);
+    let mut hasher = Md5::new();
+    hasher.update(b"ringkv context key\0");
+    hasher.update(length.to_be_bytes());
+    hasher.update(bucket);
+    hasher.update(key);
+    let digest = hasher.finalize();
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&digest[..8]);
+    // 0 means "bound to no key" in the encoding; a key hashing to it gets 1 instead.
+    u64::from_be_bytes(low).max(1)
+}
 
 impl Context {
     /// The context of a client that has read nothing: a write with it supersedes nothing.
@@ -30,9 +61,31 @@ impl Context {
         &self.0
     }
 
-    /// Wraps a version vector as a context.
+    /// Wraps a version vector as a context bound to no key.
     pub fn from_clock(clock: VersionVector) -> Self {
-        Context(clock)
+        Context(clock, None)
+    }
+
+    /// This context bound to `bucket`/`key` (see [`key_fingerprint`]).
+    pub fn bound_to(mut self, bucket: &[u8], key: &[u8]) -> Self {
+        self.1 = Some(key_fingerprint(bucket, key));
+        self
+    }
+
+    /// The fingerprint of the key this context was read from (`None`: bound to no key).
+    pub fn key_fingerprint(&self) -> Option<u64> {
+        self.1
+    }
+
+    /// Whether this context may be sent with a write of `bucket`/`key`: it is empty, unbound, or
+    /// bound to that key.
+    pub fn check_key(&self, bucket: &[u8], key: &[u8]) -> Result<(), ContextError> {
+        match self.1 {
+            Some(fingerprint) if fingerprint != key_fingerprint(bucket, key) => {
+                Err(ContextError::OtherKey)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Unwraps the version vector.
@@ -45,9 +98,10 @@ impl Context {
         self.0.is_empty()
     }
 
-    /// The binary form: `[1][postcard body][crc32 LE]`.
+    /// The binary form: `[2][postcard((fingerprint, clock))][crc32 LE]`. An unbound context
+    /// is written with fingerprint 0 and decodes unbound.
     pub fn encode(&self) -> Vec<u8> {
-        encode_frame(CONTEXT_FORMAT, &self.0)
+        encode_frame(CONTEXT_FORMAT, &(self.1.unwrap_or(0), &self.0))
     }
 
     /// Decodes the binary form, checking size, version, crc and entry count.
@@ -61,19 +115,21 @@ impl Context {
         let body = open_frame(bytes, CONTEXT_FORMAT).map_err(|e| match e {
             FrameError::Empty => ContextError::Empty,
             FrameError::Short => ContextError::Malformed,
+            FrameError::Version(1) => ContextError::Unbound,
             FrameError::Version(v) => ContextError::UnknownVersion(v),
             FrameError::Checksum => ContextError::Checksum,
         })?;
         // The size check above bounds what decoding can allocate; the entry cap bounds the work
         // every later comparison and merge with this context does.
-        let clock: VersionVector = decode_body(body).ok_or(ContextError::Malformed)?;
+        let (fingerprint, clock): (u64, VersionVector) =
+            decode_body(body).ok_or(ContextError::Malformed)?;
         if clock.len() > MAX_CONTEXT_ENTRIES {
             return Err(ContextError::TooManyEntries {
                 entries: clock.len(),
                 max: MAX_CONTEXT_ENTRIES,
             });
         }
-        Ok(Context(clock))
+        Ok(Context(clock, (fingerprint != 0).then_some(fingerprint)))
     }
 
     /// The HTTP form: unpadded URL-safe base64 of [`Context::encode`].
@@ -144,4 +200,57 @@ pub enum ContextError {
     /// The HTTP form is not unpadded URL-safe base64. Nothing is changed.
     #[error("context is not valid base64")]
     Base64,
+    /// The context was read from another bucket or key: a write with it would replace siblings
+    /// it never saw. Nothing is changed.
+    #[error(
+        "the context was read from another key: send the context of a read of this bucket and \
+         key (or none, to add a sibling)"
+    )]
+    OtherKey,
+    /// A context of the first format, bound to no key. Nothing is changed.
+    #[error("context of an older format, bound to no key: read the key again for a new one")]
+    Unbound,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::ActorId;
+
+    fn clock() -> VersionVector {
+        let mut object = crate::version::Object::new();
+        object.update(
+            &VersionVector::new(),
+            &ActorId::new("a"),
+            crate::version::Content::Value(b"v".to_vec()),
+            1,
+            crate::version::ConflictMode::Siblings,
+        );
+        object.clock().clone()
+    }
+
+    #[test]
+    fn a_bound_context_keeps_its_key_through_both_encodings() {
+        let context = Context::from_clock(clock()).bound_to(b"b", b"k");
+        for decoded in [
+            Context::decode(&context.encode()).unwrap(),
+            Context::from_base64(&context.to_base64()).unwrap(),
+        ] {
+            assert_eq!(decoded, context);
+            assert!(decoded.check_key(b"b", b"k").is_ok());
+            assert_eq!(decoded.check_key(b"b", b"k2"), Err(ContextError::OtherKey));
+            assert_eq!(decoded.check_key(b"b2", b"k"), Err(ContextError::OtherKey));
+            // The bucket's length is hashed: no shifting of bytes between bucket and key.
+            assert_eq!(decoded.check_key(b"bk", b""), Err(ContextError::OtherKey));
+        }
+        let unbound = Context::from_clock(clock());
+        assert_eq!(Context::decode(&unbound.encode()).unwrap(), unbound);
+        assert!(unbound.check_key(b"any", b"key").is_ok());
+    }
+
+    #[test]
+    fn a_first_format_context_is_refused_as_unbound() {
+        let old = super::super::encode_frame(1, &clock());
+        assert_eq!(Context::decode(&old), Err(ContextError::Unbound));
+    }
 }

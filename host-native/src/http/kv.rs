@@ -124,7 +124,7 @@ where
         }
     };
     let reply = node.client(client_request).await?;
-    if let Reply::Unavailable { kind, .. } = &reply {
+    if let Reply::Unavailable { kind, .. } | Reply::OutcomeUnknown { kind, .. } = &reply {
         Metrics::count(&node.metrics().quorum_failures, QuorumKind::as_str(*kind));
     }
     Ok(reply_response(reply))
@@ -435,6 +435,30 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
                     answered.len()
                 ),
                 kind: "unavailable".to_string(),
+                quorum: Some(QuorumKind::as_str(kind).to_string()),
+                needed: Some(needed),
+                answered: answered.iter().map(|id| id.as_str().to_string()).collect(),
+            };
+            (
+                json_response(StatusCode::SERVICE_UNAVAILABLE, &body),
+                Outcome::Unavailable,
+            )
+        }
+        // 503 as for a quorum failure, told apart by its kind: the write may still take effect,
+        // so a client should read before it retries (a blind retry can make a sibling).
+        Reply::OutcomeUnknown {
+            kind,
+            needed,
+            answered,
+        } => {
+            let body = api::ErrorBody {
+                error: format!(
+                    "outcome unknown: {} quorum not reached in time ({needed} needed, {} \
+                     acknowledged); the write may still take effect: read before retrying",
+                    QuorumKind::as_str(kind),
+                    answered.len()
+                ),
+                kind: "outcome_unknown".to_string(),
                 quorum: Some(QuorumKind::as_str(kind).to_string()),
                 needed: Some(needed),
                 answered: answered.iter().map(|id| id.as_str().to_string()).collect(),

@@ -1,0 +1,354 @@
+//! The promises a user meets at the edges of the cluster (issue 14), each a scenario that broke
+//! before: any live node takes a write, a cut the failure detector has not noticed costs a
+//! fraction of the timeout, an answer says `outcome_unknown` whenever a write may still land,
+//! a cluster smaller than the quorum says so, and a node that coordinates without holding a
+//! replica never reissues a dot.
+
+use ringkv_core::bucket::{QuorumValue, RequestOptions};
+use ringkv_core::checker::{OpOutcome, Operation};
+use ringkv_core::config::NodeConfig;
+use ringkv_core::error::RequestError;
+use ringkv_core::io::Event;
+use ringkv_core::node::Node;
+use ringkv_core::request::{ClientRequest, QuorumKind, Reply};
+use ringkv_core::ring::{key_position, Member};
+use ringkv_core::sim::{Sim, SimConfig, TraceKind};
+use ringkv_core::version::Context;
+
+fn put_with(
+    sim: &mut Sim,
+    node: &str,
+    key: &[u8],
+    value: &[u8],
+    context: Option<&Context>,
+    options: RequestOptions,
+) -> Operation {
+    let index = sim.submit(
+        node,
+        ClientRequest::Put {
+            bucket: b"b".to_vec(),
+            key: key.to_vec(),
+            context: context.cloned().unwrap_or_default(),
+            value: value.to_vec(),
+            options,
+        },
+    );
+    sim.wait(index)
+}
+
+fn one() -> RequestOptions {
+    RequestOptions {
+        r: Some(QuorumValue::Count(1)),
+        w: Some(QuorumValue::Count(1)),
+        ..Default::default()
+    }
+}
+
+fn all() -> RequestOptions {
+    RequestOptions {
+        r: Some(QuorumValue::All),
+        ..Default::default()
+    }
+}
+
+fn owners(sim: &Sim, key: &[u8]) -> Vec<String> {
+    sim.ring()
+        .preference_list(key_position(b"b", key), 3)
+        .iter()
+        .map(|n| n.to_string())
+        .collect()
+}
+
+fn sorted(mut values: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    values.sort();
+    values
+}
+
+/// Before: a survivor forwarded every write of a key it did not own to the key's first owner,
+/// even when it knew all of them down, and answered 503 after the whole timeout.
+#[test]
+fn the_last_live_node_takes_writes_of_every_key() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 21,
+        ..SimConfig::default()
+    });
+    let survivor = "n5";
+    for node in ["n1", "n2", "n3", "n4"] {
+        sim.crash(node);
+    }
+    // Long enough for the failure detector to find them down.
+    sim.run(20_000);
+    let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("key-{i}").into_bytes()).collect();
+    let unowned = keys
+        .iter()
+        .filter(|k| !owners(&sim, k).iter().any(|o| o == survivor))
+        .count();
+    assert!(
+        unowned > 5,
+        "the scenario needs keys the survivor does not own"
+    );
+    for key in &keys {
+        let write = put_with(&mut sim, survivor, key, key, None, one());
+        assert!(write.is_ok(), "w=1 through the last live node: {write:?}");
+        let read = sim.get_with(survivor, b"b", key, one());
+        assert_eq!(read.values(), vec![key.clone()], "{read:?}");
+    }
+    assert!(
+        sim.trace()
+            .iter()
+            .any(|t| matches!(&t.kind, TraceKind::Event(Event::FallbackCoordinated { .. }))),
+        "writes of keys it does not own were coordinated by the survivor itself"
+    );
+    for node in ["n1", "n2", "n3", "n4"] {
+        sim.restart(node);
+    }
+    assert!(sim.heal_and_converge(120_000).is_some(), "hints delivered");
+    for key in &keys {
+        let read = sim.get_with("n1", b"b", key, all());
+        assert_eq!(read.values(), vec![key.clone()], "{read:?}");
+    }
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
+}
+
+/// Before: until the failure detector marked the owners across a fresh cut down (seconds),
+/// writes through the near side waited for them and failed at the deadline.
+#[test]
+fn a_cut_the_detector_has_not_seen_costs_a_fraction_of_the_timeout() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 22,
+        ..SimConfig::default()
+    });
+    let timeout = sim.config().request_timeout_ms;
+    let keys: Vec<Vec<u8>> = (0..12).map(|i| format!("cart-{i}").into_bytes()).collect();
+    let mut contexts = Vec::new();
+    for key in &keys {
+        let write = sim.put("n1", b"b", key, b"v1", None);
+        assert!(write.is_ok(), "{write:?}");
+        contexts.push(write.context().cloned());
+    }
+    sim.partition(&[&["n1", "n2"], &["n3", "n4", "n5"]]);
+    let mut fast = 0;
+    for (key, context) in keys.iter().zip(&contexts) {
+        let read = sim.get("n1", b"b", key);
+        assert!(read.is_ok(), "read through the near side: {read:?}");
+        let write = put_with(
+            &mut sim,
+            "n1",
+            key,
+            b"v2",
+            context.as_ref(),
+            RequestOptions::default(),
+        );
+        assert!(write.is_ok(), "write through the near side: {write:?}");
+        let took = write.completed_at.unwrap_or(u64::MAX) - write.invoked_at;
+        assert!(took < timeout, "answered before the deadline: {took} ms");
+        if took <= timeout / 2 {
+            fast += 1;
+        }
+    }
+    assert!(fast > 0, "some writes answered within half of the timeout");
+    sim.heal();
+    assert!(sim.heal_and_converge(120_000).is_some());
+    for key in &keys {
+        let read = sim.get_with("n3", b"b", key, all());
+        assert_eq!(read.values(), vec![b"v2".to_vec()], "{read:?}");
+    }
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
+}
+
+/// Before: a write that failed its quorum was answered `unavailable` though the coordinator had
+/// stored it, and it showed up later.
+#[test]
+fn a_write_that_may_still_land_is_outcome_unknown() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 23,
+        ..SimConfig::default()
+    });
+    let key = b"k";
+    let owners = owners(&sim, key);
+    sim.crash(&owners[2]);
+    let write = put_with(
+        &mut sim,
+        &owners[0],
+        key,
+        b"v",
+        None,
+        RequestOptions {
+            w: Some(QuorumValue::All),
+            ..Default::default()
+        },
+    );
+    match &write.outcome {
+        Some(OpOutcome::Replied(Reply::OutcomeUnknown { kind, answered, .. })) => {
+            assert_eq!(*kind, QuorumKind::Write);
+            assert_eq!(answered.len(), 2, "{answered:?}");
+        }
+        other => panic!("expected outcome_unknown, got {other:?}"),
+    }
+    sim.restart(&owners[2]);
+    assert!(sim.heal_and_converge(60_000).is_some());
+    // It did land: that is what `outcome_unknown` warned of.
+    let read = sim.get_with(&owners[1], b"b", key, all());
+    assert_eq!(read.values(), vec![b"v".to_vec()]);
+    assert!(sim.check().is_ok());
+}
+
+/// A node that coordinates writes of a key it holds no replica of (its owners down) uses a
+/// fresh actor for each: its earlier dots for the key, delivered as hints and deleted here,
+/// are not in any record it holds, and counting from what it holds would reissue one (the
+/// owners would then drop the second write as already seen).
+#[test]
+fn writes_coordinated_without_a_replica_never_reuse_a_dot() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 24,
+        ..SimConfig::default()
+    });
+    let key = (0..)
+        .map(|i| format!("k{i}").into_bytes())
+        .find(|k| !owners(&sim, k).iter().any(|o| o == "n1"))
+        .expect("some key n1 does not own");
+    let key_owners = owners(&sim, &key);
+    for round in [&b"one"[..], &b"two"[..]] {
+        for owner in &key_owners {
+            sim.crash(owner);
+        }
+        sim.run(20_000);
+        let write = put_with(&mut sim, "n1", &key, round, None, one());
+        assert!(write.is_ok(), "{write:?}");
+        for owner in &key_owners {
+            sim.restart(owner);
+        }
+        assert!(sim.heal_and_converge(120_000).is_some());
+        assert!(sim.hints().is_empty(), "{:?}", sim.hints());
+    }
+    let read = sim.get_with(&key_owners[0], b"b", &key, all());
+    assert_eq!(
+        sorted(read.values()),
+        vec![b"one".to_vec(), b"two".to_vec()],
+        "two blind writes are two siblings: {read:?}"
+    );
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
+}
+
+/// Before: a lone founding node answered every write with "2 needed, 1 answered in time" after
+/// the full timeout, naming no fix.
+#[test]
+fn a_cluster_smaller_than_the_quorum_names_the_fix() {
+    let mut node = Node::new(NodeConfig::new("n1"), vec![Member::new("n1", 1)], 0).unwrap();
+    let put = |w: Option<QuorumValue>| ClientRequest::Put {
+        bucket: b"d".to_vec(),
+        key: b"k1".to_vec(),
+        context: Context::default(),
+        value: b"v".to_vec(),
+        options: RequestOptions {
+            w,
+            ..Default::default()
+        },
+    };
+    let error = node.handle_client(1, 1, put(None)).unwrap_err();
+    assert_eq!(
+        error,
+        RequestError::TooFewMembers {
+            quorum: "w".to_string(),
+            needed: 2,
+            members: 1,
+            n: 3
+        }
+    );
+    let message = error.to_string();
+    for fix in ["?w=1", "n", "add nodes", "1 member"] {
+        assert!(message.contains(fix), "{message}");
+    }
+    // What the message suggests works.
+    node.handle_client(1, 2, put(Some(QuorumValue::Count(1))))
+        .unwrap();
+    let mut answered = false;
+    for _ in 0..100 {
+        while let Some(output) = node.poll_output() {
+            match output {
+                ringkv_core::io::Output::Storage { op_id, op } => {
+                    let result = match op {
+                        ringkv_core::storage::StorageOp::Get { .. } => {
+                            ringkv_core::storage::StorageResult::Record(None)
+                        }
+                        _ => ringkv_core::storage::StorageResult::Written { synced: false },
+                    };
+                    node.handle_storage(1, op_id, result);
+                }
+                ringkv_core::io::Output::Reply { reply, .. } => {
+                    assert!(matches!(reply, Reply::Written { .. }), "{reply:?}");
+                    answered = true;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(answered);
+}
+
+/// Before: a context read from key `other`, sent with a write of `victim`, answered success
+/// and silently dropped `victim`'s value (the same actors count per key, so the other key's
+/// clock covered its dot).
+#[test]
+fn a_context_of_another_key_is_refused_and_loses_nothing() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 25,
+        ..SimConfig::default()
+    });
+    assert!(sim.put("n1", b"b", b"victim", b"precious", None).is_ok());
+    assert!(sim.put("n1", b"b", b"other", b"x", None).is_ok());
+    let other = sim.get("n1", b"b", b"other");
+    let context = other.context().cloned().expect("a context");
+    assert_eq!(
+        context.key_fingerprint(),
+        Some(ringkv_core::version::key_fingerprint(b"b", b"other"))
+    );
+    for node in ["n1", "n2", "n3"] {
+        let write = sim.put(node, b"b", b"victim", b"overwrite", Some(&context));
+        assert_eq!(
+            write.outcome,
+            Some(OpOutcome::Rejected(RequestError::ContextOfAnotherKey)),
+            "{write:?}"
+        );
+        let index = sim.submit(
+            node,
+            ClientRequest::Delete {
+                bucket: b"b".to_vec(),
+                key: b"victim".to_vec(),
+                context: context.clone(),
+                options: RequestOptions::default(),
+            },
+        );
+        let delete = sim.wait(index);
+        assert_eq!(
+            delete.outcome,
+            Some(OpOutcome::Rejected(RequestError::ContextOfAnotherKey))
+        );
+    }
+    // The same bytes through the HTTP form: the binding survives base64.
+    let text = context.to_base64();
+    let decoded = Context::from_base64(&text).unwrap();
+    assert!(decoded.check_key(b"b", b"victim").is_err());
+    assert!(decoded.check_key(b"b", b"other").is_ok());
+    let read = sim.get_with("n2", b"b", b"victim", all());
+    assert_eq!(read.values(), vec![b"precious".to_vec()]);
+    // The context of the key itself, from a read or from the write's answer, still works.
+    let own = sim.get("n2", b"b", b"victim");
+    let write = sim.put("n3", b"b", b"victim", b"v2", own.context());
+    assert!(write.is_ok(), "{write:?}");
+    let again = sim.put("n1", b"b", b"victim", b"v3", write.context());
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(
+        sim.get_with("n2", b"b", b"victim", all()).values(),
+        vec![b"v3".to_vec()]
+    );
+    assert!(sim.check().is_ok());
+}
