@@ -323,7 +323,8 @@ impl Sim {
         Ok(interop::operation(&op))
     }
 
-    /// A delete at `node`, run to completion.
+    /// A delete at `node`, run to completion. Without a context the key is read at `node` first
+    /// and what the read returns is deleted (an error when it finds nothing).
     pub fn delete(
         &mut self,
         node: &str,
@@ -333,16 +334,30 @@ impl Sim {
     ) -> Result<OperationDoc, Error> {
         self.known(node)?;
         check_names(bucket, key)?;
-        let context = context(context_token)?;
+        let context = match context(context_token)? {
+            Some(context) => context,
+            None => {
+                // A delete needs the context of a read: read first, as the clients do.
+                let read = self.sim.get(node, bucket.as_bytes(), key.as_bytes());
+                match read.context() {
+                    Some(context) if !read.values().is_empty() => context.clone(),
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "nothing to delete: {bucket}/{key} is absent or already deleted"
+                        )))
+                    }
+                }
+            }
+        };
         self.check(&ClientRequest::Delete {
             bucket: bucket.as_bytes().to_vec(),
             key: key.as_bytes().to_vec(),
-            context: context.clone().unwrap_or_default(),
+            context: context.clone(),
             options: RequestOptions::default(),
         })?;
         let op = self
             .sim
-            .delete(node, bucket.as_bytes(), key.as_bytes(), context.as_ref());
+            .delete(node, bucket.as_bytes(), key.as_bytes(), Some(&context));
         Ok(interop::operation(&op))
     }
 

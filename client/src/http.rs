@@ -332,8 +332,29 @@ impl Client {
         decode_write(answer)
     }
 
-    /// Deletes `bucket`/`key` (writes a tombstone). The context of the last read makes the delete
-    /// replace what it saw.
+    /// Deletes what a read of `bucket`/`key` returns now: reads it (with `options`' r) and
+    /// deletes with that read's context, as Riak's clients do. `Ok(None)` when there was nothing
+    /// to delete (the key is absent or already deleted): nothing was written. Siblings written
+    /// after the read, concurrently, survive the delete (as with [`Client::delete`]).
+    pub async fn delete_current(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        options: &Options,
+    ) -> Result<Option<PutResult>, ClientError> {
+        let read = self.get(bucket, key, options).await?;
+        match read.context {
+            Some(context) if read.found() => self
+                .delete(bucket, key, Some(&context), options)
+                .await
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Deletes `bucket`/`key` (writes a tombstone) superseding what `context`, from the last read
+    /// of the key, has seen. Without a context the server refuses it (400: it would delete
+    /// nothing); [`Client::delete_current`] reads first.
     pub async fn delete(
         &self,
         bucket: &[u8],

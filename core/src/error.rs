@@ -48,6 +48,14 @@ pub enum RequestError {
     /// state changed.
     #[error("{}", crate::version::ContextError::OtherKey)]
     ContextOfAnotherKey,
+    /// A delete carried no context. It would delete nothing (a tombstone supersedes only what its
+    /// context has seen) and must not be answered as a success. The request was dropped; no
+    /// state changed.
+    #[error(
+        "a delete needs the context of a read of the key (it removes exactly what that read saw): \
+         read the key and send its context (the CLI and the clients do this when given none)"
+    )]
+    DeleteWithoutContext,
     /// The ring has no member to hold the key (an empty cluster). No state changed.
     #[error("the ring has no members")]
     NoReplicas,

@@ -71,13 +71,14 @@ pub enum ClientRequest {
         /// Quorum and timeout overrides.
         options: RequestOptions,
     },
-    /// Delete: a put of a tombstone, with the same context rules.
+    /// Delete: a put of a tombstone superseding what `context` has seen. The context is
+    /// required ([`RequestError::DeleteWithoutContext`]): without one it would delete nothing.
     Delete {
         /// Bucket name.
         bucket: Vec<u8>,
         /// Key.
         key: Vec<u8>,
-        /// Context from an earlier get, or empty.
+        /// Context from an earlier get of this key (not empty).
         context: Context,
         /// Quorum and timeout overrides.
         options: RequestOptions,
@@ -108,7 +109,7 @@ impl ClientRequest {
     /// public so that a binding or a client refuses exactly what a node would, with the same error.
     ///
     /// The key must be non-empty and within `limits`, the bucket name and a put's value within
-    /// `limits`, a write's context not bound to another key, and the quorums valid for N (see [`BucketProps::resolve`]). Checks nothing that
+    /// `limits`, a write's context not bound to another key (and a delete's not empty), and the quorums valid for N (see [`BucketProps::resolve`]). Checks nothing that
     /// depends on a node's state (such as a request id in flight).
     pub fn check(
         &self,
@@ -130,6 +131,11 @@ impl ClientRequest {
                 len: bucket.len(),
                 max: limits.max_bucket_bytes,
             });
+        }
+        if let ClientRequest::Delete { context, .. } = self {
+            if context.is_empty() {
+                return Err(RequestError::DeleteWithoutContext);
+            }
         }
         if let ClientRequest::Put { context, .. } | ClientRequest::Delete { context, .. } = self {
             if context.check_key(bucket, key).is_err() {

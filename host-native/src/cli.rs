@@ -369,7 +369,8 @@ pub struct DeleteArgs {
     pub bucket: OsString,
     /// Key.
     pub key: OsString,
-    /// The context of the last read, so the delete covers what that read saw.
+    /// The context of the last read, so the delete covers what that read saw. Without it, the
+    /// key is read first and what that read returns is deleted.
     #[arg(long)]
     pub context: Option<String>,
     #[command(flatten)]
@@ -384,14 +385,23 @@ pub struct DeleteArgs {
 pub async fn run_delete(args: DeleteArgs) -> anyhow::Result<()> {
     let client = args.node.client()?;
     let options = args.request.options();
-    let result = client
-        .delete(
-            &os_bytes(&args.bucket),
-            &os_bytes(&args.key),
-            args.context.as_deref(),
-            &options,
-        )
-        .await?;
+    let (bucket, key) = (os_bytes(&args.bucket), os_bytes(&args.key));
+    let result = match args.context.as_deref() {
+        Some(context) => {
+            client
+                .delete(&bucket, &key, Some(context), &options)
+                .await?
+        }
+        // No context: delete what a read sees now, and say so when that is nothing.
+        None => match client.delete_current(&bucket, &key, &options).await? {
+            Some(result) => result,
+            None => anyhow::bail!(
+                "nothing to delete: {}/{} is absent or already deleted",
+                args.bucket.to_string_lossy(),
+                args.key.to_string_lossy()
+            ),
+        },
+    };
     print!("{}", describe_write("deleted", &result));
     Ok(())
 }

@@ -168,7 +168,8 @@ impl From<NodeError> for Problem {
                 | RequestError::KeyTooLarge { .. }
                 | RequestError::BucketTooLarge { .. }
                 | RequestError::Quorum(_)
-                | RequestError::ContextOfAnotherKey => Problem::bad_request(message),
+                | RequestError::ContextOfAnotherKey
+                | RequestError::DeleteWithoutContext => Problem::bad_request(message),
                 RequestError::ValueTooLarge { .. } => Problem::too_large(message),
                 // The cluster is smaller than the quorum: the answer names the fix.
                 RequestError::TooFewMembers { .. } => {

@@ -352,3 +352,29 @@ fn a_context_of_another_key_is_refused_and_loses_nothing() {
     );
     assert!(sim.check().is_ok());
 }
+
+/// Before: `ringkv put b k v1; ringkv delete b k` answered "deleted: acknowledged by 2
+/// replicas" and `v1` was still there (a tombstone without a context supersedes nothing).
+#[test]
+fn a_delete_without_a_context_is_refused_not_answered_as_done() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 26,
+        ..SimConfig::default()
+    });
+    assert!(sim.put("n1", b"b", b"k", b"v1", None).is_ok());
+    let blind = sim.delete("n2", b"b", b"k", None);
+    assert_eq!(
+        blind.outcome,
+        Some(OpOutcome::Rejected(RequestError::DeleteWithoutContext))
+    );
+    assert!(RequestError::DeleteWithoutContext
+        .to_string()
+        .contains("context of a read"));
+    assert_eq!(sim.get("n3", b"b", b"k").values(), vec![b"v1".to_vec()]);
+    // With the context of a read it deletes what the read saw.
+    let read = sim.get("n3", b"b", b"k");
+    assert!(sim.delete("n3", b"b", b"k", read.context()).is_ok());
+    assert!(sim.get_with("n1", b"b", b"k", all()).values().is_empty());
+    assert!(sim.check().is_ok());
+}

@@ -29,6 +29,7 @@ from ._args import Name, Quorum, name_bytes, optional_integer, optional_quorum, 
 from .errors import (
     ContextError,
     InvalidRequestError,
+    NothingToDeleteError,
     QuorumError,
     RequestTimeoutError,
     RingkvError,
@@ -206,7 +207,7 @@ class Client:
             return QuorumError(
                 message, quorum=doc.get("quorum"), needed=doc.get("needed"), answered=doc.get("answered", [])
             )
-        if status == 408:
+        if status == 408 or kind == "outcome_unknown":
             return RequestTimeoutError(message)
         if status in (400, 413, 414, 431) or kind in ("bad_request", "too_large"):
             if "context" in str(doc.get("error", "")):
@@ -317,12 +318,23 @@ class Client:
         *,
         context: Union[Context, str, None] = None,
         bucket: Optional[Name] = None,
+        r: Optional[Quorum] = None,
         w: Optional[Quorum] = None,
         dw: Optional[Quorum] = None,
         n: Optional[int] = None,
         timeout_ms: Optional[int] = None,
     ) -> Result:
-        """Deletes ``key`` (a tombstone superseding what ``context`` has seen)."""
+        """Deletes ``key``: a tombstone superseding what ``context`` has seen.
+
+        Without a context the key is read first (``r`` as for :meth:`get`) and what that read
+        returns is deleted; :class:`~ringkv.NothingToDeleteError` (a ``KeyError``) when it finds
+        nothing (absent, or already deleted): nothing is written then.
+        """
+        if context is None:
+            read = self.get(key, bucket=bucket, r=r, n=n, timeout_ms=timeout_ms)
+            if not read.values:
+                raise NothingToDeleteError(f"nothing to delete: {key!r} is absent or already deleted")
+            context = read.context
         bucket_b, key_b, path, query, timeout = self._kv(key, bucket, None, w, dw, n, timeout_ms)
         headers: Dict[str, str] = {}
         checked = check_context(context, bucket_b, key_b)

@@ -107,13 +107,24 @@ class ConflictError(RingkvError):
         self.context = context
 
 
+class NothingToDeleteError(RingkvError, KeyError):
+    """A delete without a context read the key first and found nothing to delete (absent, or
+    already deleted): nothing was written. A delete is never answered as a success when it
+    removed nothing."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class UnavailableError(RingkvError, ConnectionError):
     """The node cannot be reached (connection refused, reset) or cannot serve yet (no ring,
     shutting down, overloaded). Nothing was applied when the connection was refused."""
 
 
 class RequestTimeoutError(RingkvError, TimeoutError):
-    """No answer within the client's timeout. A write may or may not have been applied: read
+    """No answer within the client's timeout, or the server's ``outcome_unknown`` (a write whose
+    quorum was not reached in time but which may still take effect). A write may or may not have
+    been applied: read
     the key (and its context) before writing again. ringkv never retries on its own, because a
     blind retry of a put without the new context would add a sibling."""
 

@@ -53,7 +53,7 @@ from ._args import (
     u32,
     value_bytes,
 )
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, NothingToDeleteError
 from .results import Result, key_text
 from .ring import Ring
 from .version import Context, Dot, VectorClock, check_context
@@ -385,6 +385,9 @@ class Sim:
         wait: bool = True,
     ) -> Result:
         """Deletes ``key``: a write of a tombstone that supersedes what ``context`` has seen.
+        Without a context the key is read at ``node`` first and what that read returns is
+        deleted (both show in the history); :class:`~ringkv.NothingToDeleteError` (a
+        ``KeyError``) when the read finds nothing.
 
         >>> import ringkv
         >>> sim = ringkv.Sim(nodes=3, seed=1)
@@ -392,6 +395,12 @@ class Sim:
         >>> sim.delete("cart", context=p.context).ok, sim.get("cart").values
         (True, [])
         """
+        if context is None:
+            # A delete needs the context of a read: read here first, as the live client does.
+            read = self._request("get", key, None, None, node, bucket, r, None, None, n, timeout_ms, True)
+            if not read.values:
+                raise NothingToDeleteError(f"nothing to delete: {key!r} is absent or already deleted")
+            context = read.context
         return self._request("delete", key, None, context, node, bucket, r, w, dw, n, timeout_ms, wait)
 
     def wait(self, request: Union[Result, int]) -> Result:
