@@ -168,14 +168,41 @@ pub struct BucketPropsDoc {
     pub bucket: String,
     /// Replication factor.
     pub n: u32,
-    /// Read quorum.
+    /// Read quorum (default on PUT: `quorum`).
+    #[serde(default = "quorum_text")]
     pub r: String,
-    /// Write quorum.
+    /// Write quorum (default on PUT: `quorum`).
+    #[serde(default = "quorum_text")]
     pub w: String,
-    /// Durable-write quorum.
+    /// Durable-write quorum (default on PUT: `0`).
+    #[serde(default = "zero_text")]
     pub dw: String,
-    /// `siblings` or `lww`.
+    /// `siblings` or `lww` (default on PUT: `siblings`).
+    #[serde(default = "siblings_text")]
     pub conflict_mode: String,
+    /// Past this many siblings a write is reported; 0: never (default on PUT: 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub siblings_warn: Option<u32>,
+    /// A write that would leave more siblings than this (and more than before) is refused with
+    /// 409 (default on PUT: 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_siblings: Option<u32>,
+    /// A write that would make the object larger than this many bytes (and larger than before)
+    /// is refused with 413 (default on PUT: 17 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_object_bytes: Option<u64>,
+}
+
+fn quorum_text() -> String {
+    "quorum".to_string()
+}
+
+fn zero_text() -> String {
+    "0".to_string()
+}
+
+fn siblings_text() -> String {
+    "siblings".to_string()
 }
 
 /// `GET /health`.

@@ -110,6 +110,8 @@ pub struct BucketProps {
     pub dw: QuorumValue,
     /// Siblings (keep concurrent writes) or last-writer-wins (lose all but one concurrent write).
     pub conflict_mode: ConflictMode,
+    /// The bounds a coordinated write must keep its key's object within.
+    pub limits: ObjectLimits,
 }
 
 impl Default for BucketProps {
@@ -120,6 +122,41 @@ impl Default for BucketProps {
             w: QuorumValue::Quorum,
             dw: QuorumValue::Count(0),
             conflict_mode: ConflictMode::Siblings,
+            limits: ObjectLimits::default(),
+        }
+    }
+}
+
+/// Bounds on one key's object, checked where a write is coordinated (as Riak's `warn_siblings`,
+/// `max_siblings` and `max_object_size`): past them a write that would grow the object is
+/// refused with a clear answer, while one that does not grow it (a put with the context that
+/// reconciles the siblings) is always accepted. Replicas merging what a coordinator sent never
+/// refuse: the bound is a promise to clients, not a reason for replicas to diverge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLimits {
+    /// Past this many siblings a write is reported (an event and a metric); 0: never.
+    pub siblings_warn: u32,
+    /// A write that would leave more siblings than this, and more than before, is refused.
+    pub max_siblings: u32,
+    /// A write that would make the object (every sibling, encoded) larger than this, and
+    /// larger than before, is refused.
+    pub max_object_bytes: u64,
+}
+
+/// Default [`ObjectLimits::siblings_warn`].
+pub const DEFAULT_SIBLINGS_WARN: u32 = 25;
+/// Default [`ObjectLimits::max_siblings`].
+pub const DEFAULT_MAX_SIBLINGS: u32 = 100;
+/// Default [`ObjectLimits::max_object_bytes`], 17 MiB: two values of the default largest size
+/// (8 MiB, `request::DEFAULT_MAX_VALUE_BYTES`), and 1 MiB for clocks and smaller siblings.
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 17 * 1024 * 1024;
+
+impl Default for ObjectLimits {
+    fn default() -> Self {
+        ObjectLimits {
+            siblings_warn: DEFAULT_SIBLINGS_WARN,
+            max_siblings: DEFAULT_MAX_SIBLINGS,
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
         }
     }
 }

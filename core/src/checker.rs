@@ -309,6 +309,8 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
                             | OpOutcome::Refused
                             | OpOutcome::Replied(Reply::Failed { .. })
                             | OpOutcome::Replied(Reply::StorageFull { .. })
+                            | OpOutcome::Replied(Reply::TooManySiblings { .. })
+                            | OpOutcome::Replied(Reply::ObjectTooLarge { .. })
                     )
                 )
             })

@@ -135,6 +135,25 @@ pub enum Event {
         /// The write's dot.
         dot: crate::version::Dot,
     },
+    /// A coordinated write left more siblings than the bucket's `siblings_warn`.
+    ManySiblings {
+        /// Bucket.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// Siblings the object now has.
+        siblings: u32,
+    },
+    /// A coordinated write was refused: it would have passed the bucket's `max_siblings` or
+    /// `max_object_bytes` (the reply says which).
+    WriteRefused {
+        /// Bucket.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// `too_many_siblings` or `object_too_large`.
+        bound: String,
+    },
     /// A forwarded write's coordinator was not heard from within its share of the timeout (nor
     /// answered a ping): the write is coordinated elsewhere.
     ForwardAbandoned {
@@ -163,6 +182,8 @@ impl Event {
             Event::ActorRenewed { .. } => "actor_renewed",
             Event::FallbackCoordinated { .. } => "fallback_coordinated",
             Event::ForwardAbandoned { .. } => "forward_abandoned",
+            Event::ManySiblings { .. } => "many_siblings",
+            Event::WriteRefused { .. } => "write_refused",
         }
     }
 }
@@ -250,6 +271,14 @@ impl fmt::Display for Event {
                 "{} written as {dot} by a node that holds no replica and reached no owner",
                 KeyText(bucket, key)
             ),
+            Event::ManySiblings {
+                bucket,
+                key,
+                siblings,
+            } => write!(f, "{} has {siblings} siblings", KeyText(bucket, key)),
+            Event::WriteRefused { bucket, key, bound } => {
+                write!(f, "write of {} refused: {bound}", KeyText(bucket, key))
+            }
             Event::ForwardAbandoned { to } => write!(
                 f,
                 "forwarded write not answered by {to}: coordinated elsewhere"

@@ -244,6 +244,22 @@ pub enum Reply {
         /// The storage engine's description.
         reason: String,
     },
+    /// The write would have left more siblings than the bucket's `max_siblings` (and more than
+    /// before): nothing was written. A write with the context of a read reconciles them.
+    TooManySiblings {
+        /// Siblings the object would have had.
+        siblings: u32,
+        /// The bucket's bound.
+        max: u32,
+    },
+    /// The write would have made the object (every sibling, encoded) larger than the bucket's
+    /// `max_object_bytes` (and larger than before): nothing was written.
+    ObjectTooLarge {
+        /// Bytes the object would have had.
+        bytes: u64,
+        /// The bucket's bound.
+        max: u64,
+    },
     /// A write did not reach its quorum in time, but it may still take effect (or already has,
     /// on the replicas in `answered` or on the coordinator): it was stored or sent somewhere.
     /// Retrying it blind can make a sibling of the same value; reading first cannot.
@@ -268,6 +284,8 @@ impl Reply {
             Reply::Failed { .. } => "failed",
             Reply::StorageFull { .. } => "storage_full",
             Reply::OutcomeUnknown { .. } => "outcome_unknown",
+            Reply::TooManySiblings { .. } => "too_many_siblings",
+            Reply::ObjectTooLarge { .. } => "object_too_large",
         }
     }
 }
@@ -337,6 +355,18 @@ impl fmt::Display for Reply {
             ),
             Reply::Failed { reason } => write!(f, "failed: {reason}"),
             Reply::StorageFull { reason } => write!(f, "storage full: {reason}"),
+            Reply::TooManySiblings { siblings, max } => write!(
+                f,
+                "refused: the key would have {siblings} siblings, over the bucket's max_siblings \
+                 of {max}; read it and write back one value with the read's context to \
+                 reconcile them"
+            ),
+            Reply::ObjectTooLarge { bytes, max } => write!(
+                f,
+                "refused: the key's object would be {bytes} bytes, over the bucket's \
+                 max_object_bytes of {max}; read it and write back with the read's context to \
+                 replace its siblings"
+            ),
             Reply::OutcomeUnknown {
                 kind,
                 needed,

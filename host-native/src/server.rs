@@ -181,6 +181,7 @@ impl BucketDefaults {
             w: quorum("w", &self.w)?,
             dw: quorum("dw", &self.dw)?,
             conflict_mode,
+            limits: Default::default(),
         };
         props
             .resolve(&Default::default())

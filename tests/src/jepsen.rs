@@ -515,7 +515,12 @@ fn outcome_name(outcome: &Option<OpOutcome>) -> &'static str {
         Some(OpOutcome::Replied(Reply::Unavailable { .. })) => "unavailable",
         Some(OpOutcome::Replied(Reply::OutcomeUnknown { .. })) => "unknown",
         Some(
-            OpOutcome::Replied(Reply::Failed { .. } | Reply::StorageFull { .. })
+            OpOutcome::Replied(
+                Reply::Failed { .. }
+                | Reply::StorageFull { .. }
+                | Reply::TooManySiblings { .. }
+                | Reply::ObjectTooLarge { .. },
+            )
             | OpOutcome::Rejected(_),
         ) => "failed",
         Some(OpOutcome::Refused) => "refused",

@@ -176,6 +176,9 @@ async fn the_harness_sees_a_write_lost_with_its_only_replica() {
         w: "1".into(),
         dw: "0".into(),
         conflict_mode: "siblings".into(),
+        siblings_warn: None,
+        max_siblings: None,
+        max_object_bytes: None,
     };
     cluster
         .client(0, Duration::from_secs(5))

@@ -378,3 +378,71 @@ fn a_delete_without_a_context_is_refused_not_answered_as_done() {
     assert!(sim.get_with("n1", b"b", b"k", all()).values().is_empty());
     assert!(sim.check().is_ok());
 }
+
+/// Before: 1,000 blind writes made 1,000 siblings, and 24 blind 1 MiB writes a 25 MB object.
+#[test]
+fn a_bucket_bounds_its_siblings_and_object_size_yet_a_reconciling_write_always_passes() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed: 27,
+        ..SimConfig::default()
+    });
+    let mut props = ringkv_core::bucket::BucketProps::default();
+    props.limits = ringkv_core::bucket::ObjectLimits {
+        siblings_warn: 3,
+        max_siblings: 5,
+        max_object_bytes: 4_000,
+    };
+    assert!(sim.command(
+        "n1",
+        ringkv_core::io::Command::SetBucket {
+            bucket: b"b".to_vec(),
+            props,
+        }
+    ));
+    sim.run(5_000);
+    for i in 0..5 {
+        let write = sim.put("n2", b"b", b"many", format!("v{i}").as_bytes(), None);
+        assert!(write.is_ok(), "{write:?}");
+    }
+    let sixth = sim.put("n3", b"b", b"many", b"v5", None);
+    assert_eq!(
+        sixth.outcome,
+        Some(OpOutcome::Replied(Reply::TooManySiblings {
+            siblings: 6,
+            max: 5
+        }))
+    );
+    assert!(sim.trace().iter().any(|t| matches!(
+        &t.kind,
+        TraceKind::Event(Event::ManySiblings { siblings: 4, .. })
+    )));
+    let read = sim.get_with("n1", b"b", b"many", all());
+    assert_eq!(read.values().len(), 5);
+    let resolved = sim.put("n3", b"b", b"many", b"merged", read.context());
+    assert!(resolved.is_ok(), "a reconciling write passes: {resolved:?}");
+    assert_eq!(
+        sim.get_with("n1", b"b", b"many", all()).values(),
+        vec![b"merged".to_vec()]
+    );
+
+    let big = vec![7u8; 1_500];
+    assert!(sim.put("n1", b"b", b"big", &big, None).is_ok());
+    assert!(sim.put("n1", b"b", b"big", &big, None).is_ok());
+    let third = sim.put("n1", b"b", b"big", &big, None);
+    assert!(
+        matches!(
+            third.outcome,
+            Some(OpOutcome::Replied(Reply::ObjectTooLarge { max: 4_000, .. }))
+        ),
+        "{third:?}"
+    );
+    // One value over the object bound, replacing every sibling it read: accepted.
+    let read = sim.get_with("n1", b"b", b"big", all());
+    let huge = vec![8u8; 5_000];
+    let replaced = sim.put("n2", b"b", b"big", &huge, read.context());
+    assert!(replaced.is_ok(), "{replaced:?}");
+    assert_eq!(sim.get_with("n3", b"b", b"big", all()).values(), vec![huge]);
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
+}

@@ -27,8 +27,9 @@ use crate::bucket::BucketProps;
 use crate::id::NodeId;
 use crate::ring::{Member, PartitionId, Ring, RingConfig, RingError};
 
-/// The format byte that opens [`ClusterView::encode`]'s output.
-pub const VIEW_FORMAT: u8 = 1;
+/// The format byte that opens [`ClusterView::encode`]'s output. Format 1 (bucket properties
+/// without object limits) still decodes, with the default limits.
+pub const VIEW_FORMAT: u8 = 2;
 
 /// The most members a view holds (Removed members included: their entries are tombstones).
 pub const MAX_MEMBERS: usize = 100_000;
@@ -306,6 +307,50 @@ struct ViewRepr {
     members: Vec<MemberInfo>,
     ring: Option<RingState>,
     buckets: BTreeMap<Vec<u8>, (u64, BucketProps)>,
+}
+
+/// A view of format 1, whose bucket properties had no object limits.
+#[derive(Deserialize)]
+struct ViewReprV1 {
+    cluster: String,
+    members: Vec<MemberInfo>,
+    ring: Option<RingState>,
+    buckets: BTreeMap<Vec<u8>, (u64, BucketPropsV1)>,
+}
+
+/// [`BucketProps`] of format 1.
+#[derive(Deserialize)]
+struct BucketPropsV1 {
+    n: u32,
+    r: crate::bucket::QuorumValue,
+    w: crate::bucket::QuorumValue,
+    dw: crate::bucket::QuorumValue,
+    conflict_mode: crate::version::ConflictMode,
+}
+
+impl From<ViewReprV1> for ViewRepr {
+    fn from(old: ViewReprV1) -> ViewRepr {
+        ViewRepr {
+            cluster: old.cluster,
+            members: old.members,
+            ring: old.ring,
+            buckets: old
+                .buckets
+                .into_iter()
+                .map(|(bucket, (version, p))| {
+                    let props = BucketProps {
+                        n: p.n,
+                        r: p.r,
+                        w: p.w,
+                        dw: p.dw,
+                        conflict_mode: p.conflict_mode,
+                        limits: Default::default(),
+                    };
+                    (bucket, (version, props))
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Serializes the members map's values as a sequence, without cloning them into a `ViewRepr`.
@@ -775,7 +820,7 @@ impl ClusterView {
         let (&format, _) = bytes.split_first().ok_or(ViewError::Malformed {
             reason: "empty input",
         })?;
-        if format != VIEW_FORMAT {
+        if format != VIEW_FORMAT && format != 1 {
             return Err(ViewError::UnknownVersion(format));
         }
         if bytes.len() < 1 + CRC_LEN {
@@ -790,12 +835,18 @@ impl ClusterView {
             return Err(ViewError::Corrupt);
         }
         // Decoding the unchecked shape first keeps the invariant that failed in the error.
-        let repr: ViewRepr = match postcard::take_from_bytes(&framed[1..]) {
-            Ok((repr, [])) => repr,
-            _ => {
-                return Err(ViewError::Malformed {
-                    reason: "the body does not decode",
-                })
+        let malformed = ViewError::Malformed {
+            reason: "the body does not decode",
+        };
+        let repr: ViewRepr = if format == 1 {
+            match postcard::take_from_bytes::<ViewReprV1>(&framed[1..]) {
+                Ok((repr, [])) => repr.into(),
+                _ => return Err(malformed),
+            }
+        } else {
+            match postcard::take_from_bytes(&framed[1..]) {
+                Ok((repr, [])) => repr,
+                _ => return Err(malformed),
             }
         };
         ClusterView::try_from(repr)
@@ -1390,6 +1441,46 @@ mod tests {
         let crc = crc32fast::hash(&out);
         out.extend(crc.to_le_bytes());
         out
+    }
+
+    #[test]
+    fn a_view_of_format_1_decodes_with_default_object_limits() {
+        #[derive(Serialize)]
+        struct PropsV1 {
+            n: u32,
+            r: crate::bucket::QuorumValue,
+            w: crate::bucket::QuorumValue,
+            dw: crate::bucket::QuorumValue,
+            conflict_mode: crate::version::ConflictMode,
+        }
+        let mut view = ClusterView::new("c").unwrap();
+        view.set_member(MemberInfo::new(NodeId::new("n1"), "", "", 1))
+            .unwrap();
+        let members: Vec<MemberInfo> = view.members().cloned().collect();
+        let props = PropsV1 {
+            n: 2,
+            r: crate::bucket::QuorumValue::One,
+            w: crate::bucket::QuorumValue::Quorum,
+            dw: crate::bucket::QuorumValue::Count(0),
+            conflict_mode: crate::version::ConflictMode::LastWriterWins,
+        };
+        let buckets: BTreeMap<Vec<u8>, (u64, PropsV1)> =
+            BTreeMap::from([(b"b".to_vec(), (3u64, props))]);
+        let mut bytes = vec![1u8];
+        bytes = postcard::to_extend(&("c", members, None::<RingState>, buckets), bytes).unwrap();
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let decoded = ClusterView::decode(&bytes).unwrap();
+        let props = decoded.bucket(b"b").unwrap();
+        assert_eq!(props.n, 2);
+        assert_eq!(
+            props.conflict_mode,
+            crate::version::ConflictMode::LastWriterWins
+        );
+        assert_eq!(props.limits, crate::bucket::ObjectLimits::default());
+        // Written again, it is of the current format.
+        assert_eq!(decoded.encode()[0], VIEW_FORMAT);
+        assert_eq!(ClusterView::decode(&decoded.encode()).unwrap(), decoded);
     }
 
     #[test]

@@ -286,6 +286,7 @@ impl Node {
         }
         let actor = self.actor.clone();
         let max_entries = self.config.max_clock_entries;
+        let limits = self.bucket_props(&key.bucket).limits;
         let now = self.now;
         let Some(write) = self
             .replica
@@ -295,10 +296,12 @@ impl Node {
         else {
             return;
         };
+        let mut refusal = None;
         let dot = match &mut write.kind {
             LocalWriteKind::Coordinate {
                 context, content, ..
             } => {
+                let before = (object.siblings().len(), object.encoded_len());
                 let content = core::mem::replace(content, Content::Tombstone);
                 let dot = object.update(context, &actor, content, now, mode);
                 // Clocks are truncated where a write is coordinated, as Riak prunes on put, and
@@ -306,6 +309,7 @@ impl Node {
                 // entries and never converge. Our own entry stays, since our next dot for this
                 // key is counted from it.
                 object.truncate_keeping(max_entries, &actor);
+                refusal = past_limits(&object, before, &limits);
                 Some(dot)
             }
             LocalWriteKind::Merge {
@@ -315,6 +319,32 @@ impl Node {
                 None
             }
             LocalWriteKind::DeleteIf(_) => None,
+        };
+        if let Some(reply) = refusal {
+            let bound = reply.outcome().to_string();
+            self.event(Event::WriteRefused {
+                bucket: key.bucket.clone(),
+                key: key.key.clone(),
+                bound,
+            });
+            self.local_write_refused(&key, reply);
+            return;
+        }
+        let siblings = object.siblings().len() as u32;
+        if dot.is_some() && limits.siblings_warn > 0 && siblings > limits.siblings_warn {
+            self.event(Event::ManySiblings {
+                bucket: key.bucket.clone(),
+                key: key.key.clone(),
+                siblings,
+            });
+        }
+        let Some(write) = self
+            .replica
+            .writes
+            .get_mut(&key)
+            .and_then(VecDeque::front_mut)
+        else {
+            return;
         };
         let op = StorageOp::Put {
             key: key.clone(),
@@ -441,4 +471,30 @@ impl Node {
             result: None,
         });
     }
+}
+
+/// The refusal a coordinated write earns if it grew `object` past the bucket's limits
+/// (`before`: its sibling count and encoded size before the write). A write that does not grow
+/// the count (or the size) past its bound is accepted: one carrying the context that reconciles
+/// the siblings always is.
+fn past_limits(
+    object: &Object,
+    (siblings_before, bytes_before): (usize, usize),
+    limits: &crate::bucket::ObjectLimits,
+) -> Option<Reply> {
+    let siblings = object.siblings().len();
+    if siblings > limits.max_siblings as usize && siblings > siblings_before {
+        return Some(Reply::TooManySiblings {
+            siblings: siblings as u32,
+            max: limits.max_siblings,
+        });
+    }
+    let bytes = object.encoded_len() as u64;
+    if bytes > limits.max_object_bytes && bytes > bytes_before as u64 && siblings > 1 {
+        return Some(Reply::ObjectTooLarge {
+            bytes,
+            max: limits.max_object_bytes,
+        });
+    }
+    None
 }

@@ -196,6 +196,7 @@ impl SimConfig {
             w: self.w,
             dw: self.dw,
             conflict_mode: self.conflict_mode,
+            limits: Default::default(),
         }
     }
 }

@@ -182,6 +182,7 @@ impl Sim {
             w: self.config.w,
             dw: self.config.dw,
             conflict_mode: self.config.conflict_mode,
+            limits: Default::default(),
         };
         config
     }

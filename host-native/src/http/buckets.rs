@@ -5,7 +5,10 @@ use std::error::Error as StdError;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Body;
 use ringkv_client::api;
-use ringkv_core::bucket::{BucketProps, QuorumValue};
+use ringkv_core::bucket::{
+    BucketProps, ObjectLimits, QuorumValue, DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_SIBLINGS,
+    DEFAULT_SIBLINGS_WARN,
+};
 use ringkv_core::io::Command;
 use ringkv_core::version::ConflictMode;
 
@@ -61,5 +64,10 @@ fn parse_props(doc: &api::BucketPropsDoc) -> Result<BucketProps, Problem> {
         w: quorum("w", &doc.w)?,
         dw: quorum("dw", &doc.dw)?,
         conflict_mode,
+        limits: ObjectLimits {
+            siblings_warn: doc.siblings_warn.unwrap_or(DEFAULT_SIBLINGS_WARN),
+            max_siblings: doc.max_siblings.unwrap_or(DEFAULT_MAX_SIBLINGS),
+            max_object_bytes: doc.max_object_bytes.unwrap_or(DEFAULT_MAX_OBJECT_BYTES),
+        },
     })
 }

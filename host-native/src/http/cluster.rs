@@ -49,6 +49,9 @@ pub(super) fn props_doc(bucket: &[u8], props: &BucketProps) -> api::BucketPropsD
         w: props.w.to_string(),
         dw: props.dw.to_string(),
         conflict_mode: props.conflict_mode.as_str().to_string(),
+        siblings_warn: Some(props.limits.siblings_warn),
+        max_siblings: Some(props.limits.max_siblings),
+        max_object_bytes: Some(props.limits.max_object_bytes),
     }
 }
 

@@ -468,6 +468,22 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
                 Outcome::Unavailable,
             )
         }
+        // 409: the key's state (its siblings) conflicts with a write that adds another; a write
+        // with the context of a read resolves it.
+        reply @ Reply::TooManySiblings { .. } => (
+            Problem::new(StatusCode::CONFLICT, "too_many_siblings", reply.to_string())
+                .into_response(),
+            Outcome::Failed,
+        ),
+        reply @ Reply::ObjectTooLarge { .. } => (
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "object_too_large",
+                reply.to_string(),
+            )
+            .into_response(),
+            Outcome::Failed,
+        ),
         Reply::Failed { reason } => (
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", reason).into_response(),
             Outcome::Failed,

@@ -174,6 +174,9 @@ async fn bucket_props_get_and_put() {
             w: "quorum".into(),
             dw: "0".into(),
             conflict_mode: "lww".into(),
+            siblings_warn: Some(25),
+            max_siblings: Some(100),
+            max_object_bytes: Some(17 * 1024 * 1024),
         }
     );
     let default: api::BucketPropsDoc =
@@ -197,6 +200,7 @@ async fn bucket_props_get_and_put() {
                 w: QuorumValue::All,
                 dw: QuorumValue::Count(1),
                 conflict_mode: ConflictMode::Siblings,
+                limits: Default::default(),
             },
         }]
     );
