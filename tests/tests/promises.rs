@@ -387,11 +387,13 @@ fn a_bucket_bounds_its_siblings_and_object_size_yet_a_reconciling_write_always_p
         seed: 27,
         ..SimConfig::default()
     });
-    let mut props = ringkv_core::bucket::BucketProps::default();
-    props.limits = ringkv_core::bucket::ObjectLimits {
-        siblings_warn: 3,
-        max_siblings: 5,
-        max_object_bytes: 4_000,
+    let props = ringkv_core::bucket::BucketProps {
+        limits: ringkv_core::bucket::ObjectLimits {
+            siblings_warn: 3,
+            max_siblings: 5,
+            max_object_bytes: 4_000,
+        },
+        ..Default::default()
     };
     assert!(sim.command(
         "n1",
