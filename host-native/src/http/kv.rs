@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
@@ -94,6 +94,7 @@ where
     B: Body,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    refuse_unsupported_headers(request.method(), request.headers())?;
     let target = parse_kv_target(
         request.uri().path(),
         request.uri().query(),
@@ -128,6 +129,45 @@ where
         Metrics::count(&node.metrics().quorum_failures, QuorumKind::as_str(*kind));
     }
     Ok(reply_response(reply))
+}
+
+/// Request headers whose meaning the store does not implement yet, with what is missing. Acting
+/// as if one were absent would break the client's expectation silently (a conditional write
+/// overwriting the value it meant to keep, a value kept that was meant to expire), so a request
+/// that carries one is refused instead.
+const UNSUPPORTED_HEADERS: [(&str, &str); 6] = [
+    ("If-Match", "conditional requests are not implemented"),
+    ("If-None-Match", "conditional requests are not implemented"),
+    (
+        "If-Modified-Since",
+        "conditional requests are not implemented",
+    ),
+    (
+        "If-Unmodified-Since",
+        "conditional requests are not implemented",
+    ),
+    ("X-Ringkv-TTL", "expiry is not implemented"),
+    ("Expires", "expiry is not implemented"),
+];
+
+/// Refuses a `/kv` request that carries a header the store would otherwise ignore (see
+/// [`UNSUPPORTED_HEADERS`]), and a PUT with `Content-Range`: a server that does not do partial
+/// writes must refuse one rather than store the part as the whole (RFC 9110, section 14.5).
+fn refuse_unsupported_headers(method: &Method, headers: &HeaderMap) -> Result<(), BadTarget> {
+    for (name, missing) in UNSUPPORTED_HEADERS {
+        if headers.contains_key(name) {
+            return Err(BadTarget(format!(
+                "the {name} header is not supported yet ({missing}); send the request without it"
+            )));
+        }
+    }
+    if *method == Method::PUT && headers.contains_key(CONTENT_RANGE) {
+        return Err(BadTarget(
+            "a PUT with Content-Range (a partial write) is not supported; send the whole value"
+                .to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a `/kv/{bucket}/{key}` request: `path` is the request URI's path as sent (still

@@ -573,6 +573,66 @@ async fn bad_requests_are_400_and_never_reach_the_node() {
     assert_eq!(rejected.get(), 14);
 }
 
+#[tokio::test]
+async fn headers_the_store_would_ignore_are_400_and_named() {
+    let fake = fake_node(canned(), test_status());
+    let cases = [
+        (Method::PUT, "if-none-match", "*", "If-None-Match"),
+        (Method::PUT, "If-Match", "\"abc\"", "If-Match"),
+        (Method::DELETE, "if-match", "*", "If-Match"),
+        (Method::GET, "if-none-match", "\"abc\"", "If-None-Match"),
+        (
+            Method::PUT,
+            "if-unmodified-since",
+            "Tue, 15 Nov 1994 08:12:31 GMT",
+            "If-Unmodified-Since",
+        ),
+        (
+            Method::GET,
+            "if-modified-since",
+            "Tue, 15 Nov 1994 08:12:31 GMT",
+            "If-Modified-Since",
+        ),
+        (Method::PUT, "x-ringkv-ttl", "60", "X-Ringkv-TTL"),
+        (Method::PUT, "X-RINGKV-TTL", "60", "X-Ringkv-TTL"),
+        (
+            Method::PUT,
+            "expires",
+            "Thu, 01 Dec 2094 16:00:00 GMT",
+            "Expires",
+        ),
+        (
+            Method::PUT,
+            "content-range",
+            "bytes 0-1/10",
+            "Content-Range",
+        ),
+    ];
+    for (method, name, value, named) in cases {
+        let mut sent = request(method.clone(), "/kv/b/k", b"v");
+        sent.headers_mut().insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_static(value),
+        );
+        let answer = call(&fake, &config(), sent).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{method} {name}");
+        let error = answer.error();
+        assert_eq!(error.kind, "bad_request");
+        assert!(error.error.contains(named), "{name}: {}", error.error);
+        assert!(
+            error.error.contains("not supported"),
+            "{name}: {}",
+            error.error
+        );
+    }
+    assert!(fake.seen.lock().unwrap().is_empty());
+    // Content-Range means nothing to a read: it is only refused on a write.
+    let mut read = request(Method::GET, "/kv/b/one", b"");
+    read.headers_mut()
+        .insert("content-range", HeaderValue::from_static("bytes 0-1/10"));
+    assert_eq!(call(&fake, &config(), read).await.status, StatusCode::OK);
+}
+
 /// A body that records whether it was ever polled, and then yields `chunks` chunks of 100
 /// bytes (or forever).
 struct WatchedBody {
