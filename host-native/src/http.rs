@@ -320,7 +320,7 @@ where
                 .and_then(|rest| rest.strip_suffix("/props"))
                 .filter(|bucket| !bucket.contains('/'))
             {
-                let bucket = decode_segment(bucket);
+                let bucket = decode_segment(bucket, "bucket")?;
                 return bucket_props(node, config, request, bucket).await;
             }
             Err(Problem::not_found(format!("no such resource: {path}")))

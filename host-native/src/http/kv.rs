@@ -210,8 +210,8 @@ pub(super) fn parse_bucket_key(
             "expected {prefix}/{{bucket}}/{{key}}: the key has an unencoded '/' (send it as %2F)"
         )));
     }
-    let bucket = decode_segment(bucket);
-    let key = decode_segment(key);
+    let bucket = decode_segment(bucket, "bucket")?;
+    let key = decode_segment(key, "key")?;
     if bucket.is_empty() {
         return Err(BadTarget("the bucket name is empty".to_string()));
     }
@@ -227,8 +227,23 @@ pub(super) fn parse_bucket_key(
     Ok((bucket, key))
 }
 
-pub(super) fn decode_segment(segment: &str) -> Vec<u8> {
-    percent_decode_str(segment).collect()
+/// Percent-decodes one path segment, the `what` (bucket or key) of a request. A `%` not followed
+/// by two hex digits is refused: decoding it leniently (as itself) would make `%zz` and `%25zz`
+/// name the same key. A `+` is a plain `+` in a path (RFC 3986; only form-encoded queries turn it
+/// into a space).
+pub(super) fn decode_segment(segment: &str, what: &str) -> Result<Vec<u8>, BadTarget> {
+    let bytes = segment.as_bytes();
+    for (at, _) in segment.match_indices('%') {
+        let escape = bytes.get(at + 1..at + 3);
+        if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+            let shown = String::from_utf8_lossy(&bytes[at..bytes.len().min(at + 3)]);
+            return Err(BadTarget(format!(
+                "malformed percent-encoding in {what}: {shown:?} (a '%' must be followed by two \
+                 hex digits; send a '%' itself as %25)"
+            )));
+        }
+    }
+    Ok(percent_decode_str(segment).collect())
 }
 
 /// Parses the query overrides `r`, `w`, `n`, `dw`, `timeout_ms`; anything else is refused so that

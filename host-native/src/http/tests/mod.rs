@@ -767,6 +767,40 @@ async fn percent_encoded_binary_keys_reach_the_node_intact() {
 }
 
 #[tokio::test]
+async fn malformed_percent_encoding_is_400_and_never_reaches_the_node() {
+    let fake = fake_node(canned(), test_status());
+    let cases = [
+        ("/kv/b/%zz", "key"),
+        ("/kv/b/%G1", "key"),
+        ("/kv/b/%", "key"),
+        ("/kv/b/%4", "key"),
+        ("/kv/b/k%4", "key"),
+        ("/kv/b/%%41", "key"),
+        ("/kv/b/%4%41", "key"),
+        ("/kv/%zz/k", "bucket"),
+        ("/kv/b%/k", "bucket"),
+        ("/replica/b/%zz", "key"),
+        ("/buckets/%zz/props", "bucket"),
+    ];
+    for (uri, what) in cases {
+        let answer = get(&fake, uri).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{uri}");
+        let error = answer.error().error;
+        assert!(
+            error.starts_with(&format!("malformed percent-encoding in {what}")),
+            "{uri}: {error}"
+        );
+    }
+    let put = call(&fake, &config(), request(Method::PUT, "/kv/b/%zz", b"v")).await;
+    assert_eq!(put.status, StatusCode::BAD_REQUEST);
+    assert!(fake.seen.lock().unwrap().is_empty());
+    // The well-formed spelling of the same characters is a key of its own.
+    assert_eq!(get(&fake, "/kv/b/%25zz").await.status, StatusCode::OK);
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].target(), (&b"b"[..], &b"%zz"[..]));
+}
+
+#[tokio::test]
 async fn metrics_count_kv_requests() {
     let fake = fake_node(canned(), test_status());
     get(&fake, "/kv/b/one").await;
