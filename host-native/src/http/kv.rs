@@ -407,6 +407,18 @@ fn join_ids(ids: &[NodeId]) -> String {
     ids.iter().map(NodeId::as_str).collect::<Vec<_>>().join(",")
 }
 
+/// The body of a quorum failure: an [`api::ErrorBody`] whose `answered` is there even when
+/// nobody answered (`ErrorBody` leaves an empty list out, and "answered: absent" reads as "not
+/// known" rather than "0 answered").
+#[derive(serde::Serialize)]
+struct UnavailableBody<'a> {
+    error: String,
+    kind: &'static str,
+    quorum: &'static str,
+    needed: u32,
+    answered: Vec<&'a str>,
+}
+
 /// The HTTP answer to a node's reply, with the outcome it counts as.
 fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
     match reply {
@@ -483,21 +495,20 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
             needed,
             answered,
         } => {
-            let body = api::ErrorBody {
+            let body = UnavailableBody {
                 error: format!(
                     "{} quorum not reached: {needed} needed, {} answered in time",
                     QuorumKind::as_str(kind),
                     answered.len()
                 ),
-                kind: "unavailable".to_string(),
-                quorum: Some(QuorumKind::as_str(kind).to_string()),
-                needed: Some(needed),
-                answered: answered.iter().map(|id| id.as_str().to_string()).collect(),
+                kind: "unavailable",
+                quorum: QuorumKind::as_str(kind),
+                needed,
+                answered: answered.iter().map(NodeId::as_str).collect(),
             };
-            (
-                json_response(StatusCode::SERVICE_UNAVAILABLE, &body),
-                Outcome::Unavailable,
-            )
+            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+            set_header(&mut response, api::HEADER_REPLICAS, &join_ids(&answered));
+            (response, Outcome::Unavailable)
         }
         // 503 as for a quorum failure, told apart by its kind: the write may still take effect,
         // so a client should read before it retries (a blind retry can make a sibling).

@@ -175,7 +175,7 @@ fn ids(names: &[&str]) -> Vec<NodeId> {
     names.iter().map(|name| NodeId::new(*name)).collect()
 }
 
-/// Answers by key: `one`, `many`, `deleted`, `absent`, `down`, `broken`, `refused`,
+/// Answers by key: `one`, `many`, `deleted`, `absent`, `down`, `nobody`, `broken`, `refused`,
 /// anything else a single value (puts and deletes are written, but to `full`).
 fn canned() -> Answer {
     Box::new(|request| {
@@ -229,6 +229,11 @@ fn canned() -> Answer {
                 kind: QuorumKind::Read,
                 needed: 2,
                 answered: ids(&["a"]),
+            }),
+            b"nobody" => Ok(Reply::Unavailable {
+                kind: QuorumKind::Read,
+                needed: 2,
+                answered: Vec::new(),
             }),
             b"broken" => Ok(Reply::Failed {
                 reason: "disk on fire".into(),
@@ -487,6 +492,26 @@ async fn unavailable_is_503_with_the_quorum_and_counted() {
             });
         assert_eq!(failures.get(), 1, "{reason}");
     }
+}
+
+#[tokio::test]
+async fn unavailable_with_nobody_answering_says_0_answered_everywhere() {
+    let fake = fake_node(canned(), test_status());
+    let answer = get(&fake, "/kv/b/nobody").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(json["answered"], serde_json::json!([]), "{json}");
+    assert_eq!(json["needed"], 2);
+    assert_eq!(json["quorum"], "read");
+    assert!(
+        json["error"].as_str().unwrap().contains("0 answered"),
+        "{json}"
+    );
+    assert_eq!(answer.header(api::HEADER_REPLICAS), Some(""));
+    // The client's reading of it is unchanged.
+    assert_eq!(answer.error().answered, Vec::<String>::new());
+    let some = get(&fake, "/kv/b/down").await;
+    assert_eq!(some.header(api::HEADER_REPLICAS), Some("a"));
 }
 
 #[tokio::test]
