@@ -60,13 +60,15 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let op = match *request.method() {
-        Method::GET => Op::Get,
+        // HEAD is a GET whose answer loses its body below.
+        Method::GET | Method::HEAD => Op::Get,
         Method::PUT => Op::Put,
         Method::DELETE => Op::Delete,
         ref other => {
-            return Problem::method_not_allowed(other, "GET, PUT, DELETE").into_response();
+            return Problem::method_not_allowed(other, "GET, HEAD, PUT, DELETE").into_response();
         }
     };
+    let head = request.method() == Method::HEAD;
     let started = Instant::now();
     let metrics = node.metrics();
     let (response, outcome) = match kv_op(node, config, request, op).await {
@@ -81,7 +83,23 @@ where
         .request_seconds
         .get_or_create(&OpLabels { op })
         .observe(started.elapsed().as_secs_f64());
-    response
+    if head {
+        without_body(response)
+    } else {
+        response
+    }
+}
+
+/// The answer to a HEAD: the GET's status and headers, its `Content-Length` included, and no
+/// body. (hyper leaves the body out of an HTTP/1 answer to HEAD by itself, but not of an HTTP/2
+/// one.)
+fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    let length = body.size_hint().exact().unwrap_or_default();
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
 async fn kv_op<B>(

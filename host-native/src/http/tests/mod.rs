@@ -755,11 +755,54 @@ async fn a_stalled_body_is_408() {
 }
 
 #[tokio::test]
+async fn head_answers_as_get_without_the_body() {
+    let fake = fake_node(canned(), test_status());
+    for uri in [
+        "/kv/b/one",
+        "/kv/b/many",
+        "/kv/b/deleted",
+        "/kv/b/absent",
+        "/kv/b/down",
+        "/kv/b/k?r=two",
+    ] {
+        let got = get(&fake, uri).await;
+        let head = call(&fake, &config(), request(Method::HEAD, uri, b"")).await;
+        assert_eq!(head.status, got.status, "{uri}");
+        assert!(head.body.is_empty(), "{uri}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(got.body.len().to_string().as_str()),
+            "{uri}"
+        );
+        for name in [
+            "content-type",
+            api::HEADER_CONTEXT,
+            api::HEADER_SIBLINGS,
+            api::HEADER_REPLICAS,
+            api::HEADER_FALLBACKS,
+            api::HEADER_READ_YOUR_WRITES,
+            api::HEADER_NODE,
+        ] {
+            if name == "content-type" && got.header(name).is_some_and(|t| t.contains("boundary")) {
+                // A fresh random boundary each time.
+                assert!(head.header(name).unwrap().starts_with("multipart/mixed"));
+                continue;
+            }
+            assert_eq!(head.header(name), got.header(name), "{uri}: {name}");
+        }
+    }
+    let seen = fake.seen.lock().unwrap().clone();
+    assert!(seen
+        .iter()
+        .all(|request| matches!(request, ClientRequest::Get { .. })));
+}
+
+#[tokio::test]
 async fn other_methods_are_405_with_allow() {
     let fake = fake_node(canned(), test_status());
     let answer = call(&fake, &config(), request(Method::POST, "/kv/b/k", b"")).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(answer.header("allow"), Some("GET, PUT, DELETE"));
+    assert_eq!(answer.header("allow"), Some("GET, HEAD, PUT, DELETE"));
     assert_eq!(answer.error().kind, "method_not_allowed");
     let answer = call(&fake, &config(), request(Method::DELETE, "/ring", b"")).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
