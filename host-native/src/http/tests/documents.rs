@@ -266,13 +266,13 @@ async fn ui_files_are_served_without_path_traversal() {
 
 // ----- through a socket -----
 
-struct Server {
-    address: std::net::SocketAddr,
-    stop: oneshot::Sender<()>,
-    done: tokio::task::JoinHandle<std::io::Result<()>>,
+pub(super) struct Server {
+    pub(super) address: std::net::SocketAddr,
+    pub(super) stop: oneshot::Sender<()>,
+    pub(super) done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start(fake: &FakeNode, config: HttpConfig) -> Server {
+pub(super) async fn start(fake: &FakeNode, config: HttpConfig) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

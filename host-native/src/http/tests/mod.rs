@@ -905,3 +905,4 @@ async fn metrics_count_kv_requests() {
 }
 
 mod documents;
+mod lingering;
