@@ -154,19 +154,15 @@ where
 /// overwriting the value it meant to keep, a value kept that was meant to expire), so a request
 /// that carries one is refused instead.
 const UNSUPPORTED_HEADERS: [(&str, &str); 6] = [
-    ("If-Match", "conditional requests are not implemented"),
-    ("If-None-Match", "conditional requests are not implemented"),
-    (
-        "If-Modified-Since",
-        "conditional requests are not implemented",
-    ),
-    (
-        "If-Unmodified-Since",
-        "conditional requests are not implemented",
-    ),
-    ("X-Ringkv-TTL", "expiry is not implemented"),
-    ("Expires", "expiry is not implemented"),
+    ("If-Match", CONDITIONAL),
+    ("If-None-Match", CONDITIONAL),
+    ("If-Modified-Since", CONDITIONAL),
+    ("If-Unmodified-Since", CONDITIONAL),
+    ("X-Ringkv-TTL", EXPIRY),
+    ("Expires", EXPIRY),
 ];
+const CONDITIONAL: &str = "conditional requests are not implemented";
+const EXPIRY: &str = "expiry is not implemented";
 
 /// Refuses a `/kv` request that carries a header the store would otherwise ignore (see
 /// [`UNSUPPORTED_HEADERS`]), and a PUT with `Content-Range`: a server that does not do partial
@@ -429,12 +425,34 @@ fn join_ids(ids: &[NodeId]) -> String {
 /// nobody answered (`ErrorBody` leaves an empty list out, and "answered: absent" reads as "not
 /// known" rather than "0 answered").
 #[derive(serde::Serialize)]
-struct UnavailableBody<'a> {
+struct QuorumFailureBody<'a> {
     error: String,
     kind: &'static str,
     quorum: &'static str,
     needed: u32,
     answered: Vec<&'a str>,
+}
+
+/// The 503 of a quorum not reached (`kind` tells whether the request may still take effect):
+/// the quorum, how many were needed and who answered, in the body and in
+/// [`api::HEADER_REPLICAS`] (empty when nobody did), as every answer names its replicas.
+fn quorum_failure(
+    kind: &'static str,
+    error: String,
+    quorum: QuorumKind,
+    needed: u32,
+    answered: &[NodeId],
+) -> Response<ResponseBody> {
+    let body = QuorumFailureBody {
+        error,
+        kind,
+        quorum: QuorumKind::as_str(quorum),
+        needed,
+        answered: answered.iter().map(NodeId::as_str).collect(),
+    };
+    let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    set_header(&mut response, api::HEADER_REPLICAS, &join_ids(answered));
+    response
 }
 
 /// The HTTP answer to a node's reply, with the outcome it counts as.
@@ -513,19 +531,12 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
             needed,
             answered,
         } => {
-            let body = UnavailableBody {
-                error: format!(
-                    "{} quorum not reached: {needed} needed, {} answered in time",
-                    QuorumKind::as_str(kind),
-                    answered.len()
-                ),
-                kind: "unavailable",
-                quorum: QuorumKind::as_str(kind),
-                needed,
-                answered: answered.iter().map(NodeId::as_str).collect(),
-            };
-            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
-            set_header(&mut response, api::HEADER_REPLICAS, &join_ids(&answered));
+            let error = format!(
+                "{} quorum not reached: {needed} needed, {} answered in time",
+                QuorumKind::as_str(kind),
+                answered.len()
+            );
+            let response = quorum_failure("unavailable", error, kind, needed, &answered);
             (response, Outcome::Unavailable)
         }
         // 503 as for a quorum failure, told apart by its kind: the write may still take effect,
@@ -535,22 +546,14 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
             needed,
             answered,
         } => {
-            let body = api::ErrorBody {
-                error: format!(
-                    "outcome unknown: {} quorum not reached in time ({needed} needed, {} \
-                     acknowledged); the write may still take effect: read before retrying",
-                    QuorumKind::as_str(kind),
-                    answered.len()
-                ),
-                kind: "outcome_unknown".to_string(),
-                quorum: Some(QuorumKind::as_str(kind).to_string()),
-                needed: Some(needed),
-                answered: answered.iter().map(|id| id.as_str().to_string()).collect(),
-            };
-            (
-                json_response(StatusCode::SERVICE_UNAVAILABLE, &body),
-                Outcome::Unavailable,
-            )
+            let error = format!(
+                "outcome unknown: {} quorum not reached in time ({needed} needed, {} \
+                 acknowledged); the write may still take effect: read before retrying",
+                QuorumKind::as_str(kind),
+                answered.len()
+            );
+            let response = quorum_failure("outcome_unknown", error, kind, needed, &answered);
+            (response, Outcome::Unavailable)
         }
         Reply::Failed { reason } => (
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", reason).into_response(),

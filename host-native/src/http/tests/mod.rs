@@ -176,7 +176,8 @@ fn ids(names: &[&str]) -> Vec<NodeId> {
 }
 
 /// Answers by key: `one`, `many`, `deleted`, `absent`, `down`, `nobody`, `broken`, `refused`,
-/// anything else a single value (puts and deletes are written, but to `full`).
+/// anything else a single value (puts and deletes are written, but to `full`, `down` and
+/// `unsure`).
 fn canned() -> Answer {
     Box::new(|request| {
         let key = request.target().1.to_vec();
@@ -189,6 +190,11 @@ fn canned() -> Answer {
                     kind: QuorumKind::Write,
                     needed: 2,
                     answered: ids(&["a"]),
+                },
+                b"unsure" => Reply::OutcomeUnknown {
+                    kind: QuorumKind::Write,
+                    needed: 2,
+                    answered: Vec::new(),
                 },
                 b"full" => Reply::StorageFull {
                     reason: "no space left on device".into(),
@@ -512,6 +518,14 @@ async fn unavailable_with_nobody_answering_says_0_answered_everywhere() {
     assert_eq!(answer.error().answered, Vec::<String>::new());
     let some = get(&fake, "/kv/b/down").await;
     assert_eq!(some.header(api::HEADER_REPLICAS), Some("a"));
+    // A write whose outcome is unknown, nobody having acknowledged it, alike.
+    let unsure = call(&fake, &config(), request(Method::PUT, "/kv/b/unsure", b"x")).await;
+    assert_eq!(unsure.status, StatusCode::SERVICE_UNAVAILABLE);
+    let json: serde_json::Value = serde_json::from_slice(&unsure.body).unwrap();
+    assert_eq!(json["kind"], "outcome_unknown");
+    assert_eq!(json["answered"], serde_json::json!([]), "{json}");
+    assert_eq!(json["needed"], 2);
+    assert_eq!(unsure.header(api::HEADER_REPLICAS), Some(""));
 }
 
 #[tokio::test]
