@@ -2,8 +2,10 @@
 //!
 //! [`serve`] runs the accept loop: HTTP/1.1 (keep-alive) and HTTP/2 with prior knowledge on the
 //! same port, optionally inside TLS ([`HttpConfig::tls`]), a connection limit, a header read
-//! timeout against slow clients (which also bounds the TLS handshake), and a graceful shutdown
-//! that lets requests in flight finish. [`handle`] is the router as a plain function, so
+//! timeout against slow clients (which also bounds the TLS handshake), a lingering close of an
+//! HTTP/1 connection answered before its request body was read (so that a client still sending
+//! the body reads the answer rather than a reset), and a graceful shutdown that lets requests in
+//! flight finish. [`handle`] is the router as a plain function, so
 //! every route can be tested without a socket.
 //!
 //! The host holds no protocol logic: this module only translates HTTP into
@@ -31,6 +33,7 @@ use crate::node_loop::{NodeError, NodeHandle};
 mod buckets;
 mod cluster;
 mod kv;
+mod lingering;
 mod listener;
 #[cfg(test)]
 mod target_properties;
@@ -73,6 +76,13 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// Time a client has to send a request body; a slower one is answered 408.
     pub body_read_timeout: Duration,
+    /// How long an HTTP/1 connection whose answer was sent before its request body was read (a
+    /// 413 from the `Content-Length`, an early 400) stays open to read and discard the rest of
+    /// the body, so that a client still sending it gets to read the answer (a lingering close,
+    /// as nginx does).
+    pub lingering_time: Duration,
+    /// The most body bytes discarded in such a lingering close.
+    pub lingering_bytes: u64,
     /// Directory of the web UI's static files, served under `/ui`.
     pub ui_dir: Option<PathBuf>,
     /// Serve HTTPS with this TLS configuration (`None`: plain HTTP). The handshake must end
@@ -82,7 +92,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     /// 1024 connections, the core's default key and value limits, 10 s for headers, 30 s for a
-    /// body, no UI.
+    /// body, a lingering close of at most 5 s and 64 MiB, no UI.
     fn default() -> Self {
         HttpConfig {
             max_connections: 1024,
@@ -90,6 +100,8 @@ impl Default for HttpConfig {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            lingering_time: Duration::from_secs(5),
+            lingering_bytes: 64 * 1024 * 1024,
             ui_dir: None,
             tls: None,
         }
@@ -321,7 +333,7 @@ where
                 .and_then(|rest| rest.strip_suffix("/props"))
                 .filter(|bucket| !bucket.contains('/'))
             {
-                let bucket = decode_segment(bucket);
+                let bucket = decode_segment(bucket, "bucket")?;
                 return bucket_props(node, config, request, bucket).await;
             }
             Err(Problem::not_found(format!("no such resource: {path}")))

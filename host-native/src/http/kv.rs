@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
@@ -60,13 +60,15 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let op = match *request.method() {
-        Method::GET => Op::Get,
+        // HEAD is a GET whose answer loses its body below.
+        Method::GET | Method::HEAD => Op::Get,
         Method::PUT => Op::Put,
         Method::DELETE => Op::Delete,
         ref other => {
-            return Problem::method_not_allowed(other, "GET, PUT, DELETE").into_response();
+            return Problem::method_not_allowed(other, "GET, HEAD, PUT, DELETE").into_response();
         }
     };
+    let head = request.method() == Method::HEAD;
     let started = Instant::now();
     let metrics = node.metrics();
     let (response, outcome) = match kv_op(node, config, request, op).await {
@@ -81,7 +83,23 @@ where
         .request_seconds
         .get_or_create(&OpLabels { op })
         .observe(started.elapsed().as_secs_f64());
-    response
+    if head {
+        without_body(response)
+    } else {
+        response
+    }
+}
+
+/// The answer to a HEAD: the GET's status and headers, its `Content-Length` included, and no
+/// body. (hyper leaves the body out of an HTTP/1 answer to HEAD by itself, but not of an HTTP/2
+/// one.)
+fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    let length = body.size_hint().exact().unwrap_or_default();
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
 async fn kv_op<B>(
@@ -94,6 +112,7 @@ where
     B: Body,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    refuse_unsupported_headers(request.method(), request.headers())?;
     let target = parse_kv_target(
         request.uri().path(),
         request.uri().query(),
@@ -128,6 +147,41 @@ where
         Metrics::count(&node.metrics().quorum_failures, QuorumKind::as_str(*kind));
     }
     Ok(reply_response(reply))
+}
+
+/// Request headers whose meaning the store does not implement yet, with what is missing. Acting
+/// as if one were absent would break the client's expectation silently (a conditional write
+/// overwriting the value it meant to keep, a value kept that was meant to expire), so a request
+/// that carries one is refused instead.
+const UNSUPPORTED_HEADERS: [(&str, &str); 6] = [
+    ("If-Match", CONDITIONAL),
+    ("If-None-Match", CONDITIONAL),
+    ("If-Modified-Since", CONDITIONAL),
+    ("If-Unmodified-Since", CONDITIONAL),
+    ("X-Ringkv-TTL", EXPIRY),
+    ("Expires", EXPIRY),
+];
+const CONDITIONAL: &str = "conditional requests are not implemented";
+const EXPIRY: &str = "expiry is not implemented";
+
+/// Refuses a `/kv` request that carries a header the store would otherwise ignore (see
+/// [`UNSUPPORTED_HEADERS`]), and a PUT with `Content-Range`: a server that does not do partial
+/// writes must refuse one rather than store the part as the whole (RFC 9110, section 14.5).
+fn refuse_unsupported_headers(method: &Method, headers: &HeaderMap) -> Result<(), BadTarget> {
+    for (name, missing) in UNSUPPORTED_HEADERS {
+        if headers.contains_key(name) {
+            return Err(BadTarget(format!(
+                "the {name} header is not supported yet ({missing}); send the request without it"
+            )));
+        }
+    }
+    if *method == Method::PUT && headers.contains_key(CONTENT_RANGE) {
+        return Err(BadTarget(
+            "a PUT with Content-Range (a partial write) is not supported; send the whole value"
+                .to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a `/kv/{bucket}/{key}` request: `path` is the request URI's path as sent (still
@@ -170,8 +224,8 @@ pub(super) fn parse_bucket_key(
             "expected {prefix}/{{bucket}}/{{key}}: the key has an unencoded '/' (send it as %2F)"
         )));
     }
-    let bucket = decode_segment(bucket);
-    let key = decode_segment(key);
+    let bucket = decode_segment(bucket, "bucket")?;
+    let key = decode_segment(key, "key")?;
     if bucket.is_empty() {
         return Err(BadTarget("the bucket name is empty".to_string()));
     }
@@ -187,8 +241,23 @@ pub(super) fn parse_bucket_key(
     Ok((bucket, key))
 }
 
-pub(super) fn decode_segment(segment: &str) -> Vec<u8> {
-    percent_decode_str(segment).collect()
+/// Percent-decodes one path segment, the `what` (bucket or key) of a request. A `%` not followed
+/// by two hex digits is refused: decoding it leniently (as itself) would make `%zz` and `%25zz`
+/// name the same key. A `+` is a plain `+` in a path (RFC 3986; only form-encoded queries turn it
+/// into a space).
+pub(super) fn decode_segment(segment: &str, what: &str) -> Result<Vec<u8>, BadTarget> {
+    let bytes = segment.as_bytes();
+    for (at, _) in segment.match_indices('%') {
+        let escape = bytes.get(at + 1..at + 3);
+        if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+            let shown = String::from_utf8_lossy(&bytes[at..bytes.len().min(at + 3)]);
+            return Err(BadTarget(format!(
+                "malformed percent-encoding in {what}: {shown:?} (a '%' must be followed by two \
+                 hex digits; send a '%' itself as %25)"
+            )));
+        }
+    }
+    Ok(percent_decode_str(segment).collect())
 }
 
 /// Parses the query overrides `r`, `w`, `n`, `dw`, `timeout_ms`; anything else is refused so that
@@ -352,6 +421,40 @@ fn join_ids(ids: &[NodeId]) -> String {
     ids.iter().map(NodeId::as_str).collect::<Vec<_>>().join(",")
 }
 
+/// The body of a quorum failure: an [`api::ErrorBody`] whose `answered` is there even when
+/// nobody answered (`ErrorBody` leaves an empty list out, and "answered: absent" reads as "not
+/// known" rather than "0 answered").
+#[derive(serde::Serialize)]
+struct QuorumFailureBody<'a> {
+    error: String,
+    kind: &'static str,
+    quorum: &'static str,
+    needed: u32,
+    answered: Vec<&'a str>,
+}
+
+/// The 503 of a quorum not reached (`kind` tells whether the request may still take effect):
+/// the quorum, how many were needed and who answered, in the body and in
+/// [`api::HEADER_REPLICAS`] (empty when nobody did), as every answer names its replicas.
+fn quorum_failure(
+    kind: &'static str,
+    error: String,
+    quorum: QuorumKind,
+    needed: u32,
+    answered: &[NodeId],
+) -> Response<ResponseBody> {
+    let body = QuorumFailureBody {
+        error,
+        kind,
+        quorum: QuorumKind::as_str(quorum),
+        needed,
+        answered: answered.iter().map(NodeId::as_str).collect(),
+    };
+    let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    set_header(&mut response, api::HEADER_REPLICAS, &join_ids(answered));
+    response
+}
+
 /// The HTTP answer to a node's reply, with the outcome it counts as.
 fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
     match reply {
@@ -428,21 +531,13 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
             needed,
             answered,
         } => {
-            let body = api::ErrorBody {
-                error: format!(
-                    "{} quorum not reached: {needed} needed, {} answered in time",
-                    QuorumKind::as_str(kind),
-                    answered.len()
-                ),
-                kind: "unavailable".to_string(),
-                quorum: Some(QuorumKind::as_str(kind).to_string()),
-                needed: Some(needed),
-                answered: answered.iter().map(|id| id.as_str().to_string()).collect(),
-            };
-            (
-                json_response(StatusCode::SERVICE_UNAVAILABLE, &body),
-                Outcome::Unavailable,
-            )
+            let error = format!(
+                "{} quorum not reached: {needed} needed, {} answered in time",
+                QuorumKind::as_str(kind),
+                answered.len()
+            );
+            let response = quorum_failure("unavailable", error, kind, needed, &answered);
+            (response, Outcome::Unavailable)
         }
         // 503 as for a quorum failure, told apart by its kind: the write may still take effect,
         // so a client should read before it retries (a blind retry can make a sibling).
@@ -451,22 +546,14 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
             needed,
             answered,
         } => {
-            let body = api::ErrorBody {
-                error: format!(
-                    "outcome unknown: {} quorum not reached in time ({needed} needed, {} \
-                     acknowledged); the write may still take effect: read before retrying",
-                    QuorumKind::as_str(kind),
-                    answered.len()
-                ),
-                kind: "outcome_unknown".to_string(),
-                quorum: Some(QuorumKind::as_str(kind).to_string()),
-                needed: Some(needed),
-                answered: answered.iter().map(|id| id.as_str().to_string()).collect(),
-            };
-            (
-                json_response(StatusCode::SERVICE_UNAVAILABLE, &body),
-                Outcome::Unavailable,
-            )
+            let error = format!(
+                "outcome unknown: {} quorum not reached in time ({needed} needed, {} \
+                 acknowledged); the write may still take effect: read before retrying",
+                QuorumKind::as_str(kind),
+                answered.len()
+            );
+            let response = quorum_failure("outcome_unknown", error, kind, needed, &answered);
+            (response, Outcome::Unavailable)
         }
         // 409: the key's state (its siblings) conflicts with a write that adds another; a write
         // with the context of a read resolves it.

@@ -6,6 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,6 +17,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::lingering::{Lingering, RequestBody};
 use super::*;
 use crate::metrics::Metrics;
 use crate::node_loop::NodeHandle;
@@ -150,11 +153,21 @@ impl Connection {
         let first_request = Arc::new(Notify::new());
         let service = {
             let first_request = Arc::clone(&first_request);
-            service_fn(move |request| {
+            service_fn(move |request: Request<Incoming>| {
                 first_request.notify_one();
                 let node = node.clone();
                 let config = Arc::clone(&config);
-                async move { Ok::<_, Infallible>(handle(&node, &config, request).await) }
+                async move {
+                    let lingering = Lingering::of(&request, peer);
+                    let (parts, body) = request.into_parts();
+                    // The router reads the body through a reference, so that what it left
+                    // unread is still here to discard once it has answered.
+                    let mut body = RequestBody::new(body);
+                    let request = Request::from_parts(parts, &mut body);
+                    let mut response = handle(&node, &config, request).await;
+                    lingering.close_after(body, &mut response, &config);
+                    Ok::<_, Infallible>(response)
+                }
             })
         };
         let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));

@@ -101,6 +101,27 @@ proptest! {
     }
 
     #[test]
+    fn a_malformed_escape_anywhere_in_a_segment_is_refused(
+        bucket in proptest::collection::vec(any::<u8>(), 1..20),
+        key in proptest::collection::vec(any::<u8>(), 1..20),
+        escape in proptest::collection::vec(any::<u8>(), 20),
+        bad in prop_oneof![Just("%zz"), Just("%G1"), Just("%4g"), Just("%g4"), Just("%%41")],
+        at in any::<proptest::sample::Index>(),
+        in_key in any::<bool>(),
+    ) {
+        let (mut bucket, mut key) = (encode(&bucket, &escape), encode(&key, &escape));
+        let segment = if in_key { &mut key } else { &mut bucket };
+        // Anywhere, even inside a valid escape (which it then breaks too).
+        segment.insert_str(at.index(segment.len() + 1), bad);
+        let what = if in_key { "key" } else { "bucket" };
+        let refusal = parse_kv_target(&format!("/kv/{bucket}/{key}"), None, None, 100).unwrap_err();
+        prop_assert!(
+            refusal.0.starts_with(&format!("malformed percent-encoding in {what}")),
+            "{}", refusal.0
+        );
+    }
+
+    #[test]
     fn garbage_targets_never_panic_and_are_refused_with_400(
         path in "(/kv/)?[^?#]{0,40}",
         query in proptest::option::of(".{0,40}"),

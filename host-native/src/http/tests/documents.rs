@@ -270,13 +270,13 @@ async fn ui_files_are_served_without_path_traversal() {
 
 // ----- through a socket -----
 
-struct Server {
-    address: std::net::SocketAddr,
-    stop: oneshot::Sender<()>,
-    done: tokio::task::JoinHandle<std::io::Result<()>>,
+pub(super) struct Server {
+    pub(super) address: std::net::SocketAddr,
+    pub(super) stop: oneshot::Sender<()>,
+    pub(super) done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start(fake: &FakeNode, config: HttpConfig) -> Server {
+pub(super) async fn start(fake: &FakeNode, config: HttpConfig) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -370,6 +370,56 @@ async fn http2_prior_knowledge_is_served() {
     let response = client.send_request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::MULTIPLE_CHOICES);
     assert_eq!(response.version(), http::Version::HTTP_2);
+    drop(client);
+    server.stop.send(()).unwrap();
+    server.done.await.unwrap().unwrap();
+}
+
+/// hyper leaves the body out of an HTTP/1 answer to HEAD by itself, but not of an HTTP/2 one: on
+/// both, a HEAD has the GET's length and no body, and the connection goes on serving.
+#[tokio::test]
+async fn head_has_no_body_on_the_wire_over_http1_and_http2() {
+    let fake = fake_node(canned(), test_status());
+    let server = start(&fake, config()).await;
+    let head = |uri: &str| {
+        Request::builder()
+            .method(Method::HEAD)
+            .uri(uri)
+            .header("host", "ringkv")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let mut client = http1_client(server.address).await;
+    for _ in 0..2 {
+        let response = client.send_request(head("/kv/b/one")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-length"], "9");
+        assert!(response.headers().contains_key(api::HEADER_CONTEXT));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty());
+        // The next answer on the connection is read from where the HEAD's ended.
+        let response = client.send_request(get_request("/kv/b/one")).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"the value");
+    }
+
+    let stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let (mut client, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = client
+        .send_request(head(&format!("http://{}/kv/b/one", server.address)))
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-length"], "9");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty(), "{body:?}");
     drop(client);
     server.stop.send(()).unwrap();
     server.done.await.unwrap().unwrap();

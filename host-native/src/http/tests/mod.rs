@@ -175,8 +175,9 @@ fn ids(names: &[&str]) -> Vec<NodeId> {
     names.iter().map(|name| NodeId::new(*name)).collect()
 }
 
-/// Answers by key: `one`, `many`, `deleted`, `absent`, `down`, `broken`, `refused`,
-/// anything else a single value (puts and deletes are written, but to `full`).
+/// Answers by key: `one`, `many`, `deleted`, `absent`, `down`, `nobody`, `broken`, `refused`,
+/// anything else a single value (puts and deletes are written, but to `full`, `down` and
+/// `unsure`).
 fn canned() -> Answer {
     Box::new(|request| {
         let key = request.target().1.to_vec();
@@ -189,6 +190,11 @@ fn canned() -> Answer {
                     kind: QuorumKind::Write,
                     needed: 2,
                     answered: ids(&["a"]),
+                },
+                b"unsure" => Reply::OutcomeUnknown {
+                    kind: QuorumKind::Write,
+                    needed: 2,
+                    answered: Vec::new(),
                 },
                 b"full" => Reply::StorageFull {
                     reason: "no space left on device".into(),
@@ -229,6 +235,11 @@ fn canned() -> Answer {
                 kind: QuorumKind::Read,
                 needed: 2,
                 answered: ids(&["a"]),
+            }),
+            b"nobody" => Ok(Reply::Unavailable {
+                kind: QuorumKind::Read,
+                needed: 2,
+                answered: Vec::new(),
             }),
             b"broken" => Ok(Reply::Failed {
                 reason: "disk on fire".into(),
@@ -490,6 +501,34 @@ async fn unavailable_is_503_with_the_quorum_and_counted() {
 }
 
 #[tokio::test]
+async fn unavailable_with_nobody_answering_says_0_answered_everywhere() {
+    let fake = fake_node(canned(), test_status());
+    let answer = get(&fake, "/kv/b/nobody").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(json["answered"], serde_json::json!([]), "{json}");
+    assert_eq!(json["needed"], 2);
+    assert_eq!(json["quorum"], "read");
+    assert!(
+        json["error"].as_str().unwrap().contains("0 answered"),
+        "{json}"
+    );
+    assert_eq!(answer.header(api::HEADER_REPLICAS), Some(""));
+    // The client's reading of it is unchanged.
+    assert_eq!(answer.error().answered, Vec::<String>::new());
+    let some = get(&fake, "/kv/b/down").await;
+    assert_eq!(some.header(api::HEADER_REPLICAS), Some("a"));
+    // A write whose outcome is unknown, nobody having acknowledged it, alike.
+    let unsure = call(&fake, &config(), request(Method::PUT, "/kv/b/unsure", b"x")).await;
+    assert_eq!(unsure.status, StatusCode::SERVICE_UNAVAILABLE);
+    let json: serde_json::Value = serde_json::from_slice(&unsure.body).unwrap();
+    assert_eq!(json["kind"], "outcome_unknown");
+    assert_eq!(json["answered"], serde_json::json!([]), "{json}");
+    assert_eq!(json["needed"], 2);
+    assert_eq!(unsure.header(api::HEADER_REPLICAS), Some(""));
+}
+
+#[tokio::test]
 async fn failures_and_refusals_map_to_their_status() {
     let fake = fake_node(canned(), test_status());
     let failed = get(&fake, "/kv/b/broken").await;
@@ -571,6 +610,66 @@ async fn bad_requests_are_400_and_never_reach_the_node() {
             outcome: Outcome::Rejected,
         });
     assert_eq!(rejected.get(), 14);
+}
+
+#[tokio::test]
+async fn headers_the_store_would_ignore_are_400_and_named() {
+    let fake = fake_node(canned(), test_status());
+    let cases = [
+        (Method::PUT, "if-none-match", "*", "If-None-Match"),
+        (Method::PUT, "If-Match", "\"abc\"", "If-Match"),
+        (Method::DELETE, "if-match", "*", "If-Match"),
+        (Method::GET, "if-none-match", "\"abc\"", "If-None-Match"),
+        (
+            Method::PUT,
+            "if-unmodified-since",
+            "Tue, 15 Nov 1994 08:12:31 GMT",
+            "If-Unmodified-Since",
+        ),
+        (
+            Method::GET,
+            "if-modified-since",
+            "Tue, 15 Nov 1994 08:12:31 GMT",
+            "If-Modified-Since",
+        ),
+        (Method::PUT, "x-ringkv-ttl", "60", "X-Ringkv-TTL"),
+        (Method::PUT, "X-RINGKV-TTL", "60", "X-Ringkv-TTL"),
+        (
+            Method::PUT,
+            "expires",
+            "Thu, 01 Dec 2094 16:00:00 GMT",
+            "Expires",
+        ),
+        (
+            Method::PUT,
+            "content-range",
+            "bytes 0-1/10",
+            "Content-Range",
+        ),
+    ];
+    for (method, name, value, named) in cases {
+        let mut sent = request(method.clone(), "/kv/b/k", b"v");
+        sent.headers_mut().insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_static(value),
+        );
+        let answer = call(&fake, &config(), sent).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{method} {name}");
+        let error = answer.error();
+        assert_eq!(error.kind, "bad_request");
+        assert!(error.error.contains(named), "{name}: {}", error.error);
+        assert!(
+            error.error.contains("not supported"),
+            "{name}: {}",
+            error.error
+        );
+    }
+    assert!(fake.seen.lock().unwrap().is_empty());
+    // Content-Range means nothing to a read: it is only refused on a write.
+    let mut read = request(Method::GET, "/kv/b/one", b"");
+    read.headers_mut()
+        .insert("content-range", HeaderValue::from_static("bytes 0-1/10"));
+    assert_eq!(call(&fake, &config(), read).await.status, StatusCode::OK);
 }
 
 /// A body that records whether it was ever polled, and then yields `chunks` chunks of 100
@@ -670,11 +769,54 @@ async fn a_stalled_body_is_408() {
 }
 
 #[tokio::test]
+async fn head_answers_as_get_without_the_body() {
+    let fake = fake_node(canned(), test_status());
+    for uri in [
+        "/kv/b/one",
+        "/kv/b/many",
+        "/kv/b/deleted",
+        "/kv/b/absent",
+        "/kv/b/down",
+        "/kv/b/k?r=two",
+    ] {
+        let got = get(&fake, uri).await;
+        let head = call(&fake, &config(), request(Method::HEAD, uri, b"")).await;
+        assert_eq!(head.status, got.status, "{uri}");
+        assert!(head.body.is_empty(), "{uri}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(got.body.len().to_string().as_str()),
+            "{uri}"
+        );
+        for name in [
+            "content-type",
+            api::HEADER_CONTEXT,
+            api::HEADER_SIBLINGS,
+            api::HEADER_REPLICAS,
+            api::HEADER_FALLBACKS,
+            api::HEADER_READ_YOUR_WRITES,
+            api::HEADER_NODE,
+        ] {
+            if name == "content-type" && got.header(name).is_some_and(|t| t.contains("boundary")) {
+                // A fresh random boundary each time.
+                assert!(head.header(name).unwrap().starts_with("multipart/mixed"));
+                continue;
+            }
+            assert_eq!(head.header(name), got.header(name), "{uri}: {name}");
+        }
+    }
+    let seen = fake.seen.lock().unwrap().clone();
+    assert!(seen
+        .iter()
+        .all(|request| matches!(request, ClientRequest::Get { .. })));
+}
+
+#[tokio::test]
 async fn other_methods_are_405_with_allow() {
     let fake = fake_node(canned(), test_status());
     let answer = call(&fake, &config(), request(Method::POST, "/kv/b/k", b"")).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(answer.header("allow"), Some("GET, PUT, DELETE"));
+    assert_eq!(answer.header("allow"), Some("GET, HEAD, PUT, DELETE"));
     assert_eq!(answer.error().kind, "method_not_allowed");
     let answer = call(&fake, &config(), request(Method::DELETE, "/ring", b"")).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -704,6 +846,40 @@ async fn percent_encoded_binary_keys_reach_the_node_intact() {
             &[0u8, 255, b'/', b'k', b' ', b'%', b'+'][..]
         )
     );
+}
+
+#[tokio::test]
+async fn malformed_percent_encoding_is_400_and_never_reaches_the_node() {
+    let fake = fake_node(canned(), test_status());
+    let cases = [
+        ("/kv/b/%zz", "key"),
+        ("/kv/b/%G1", "key"),
+        ("/kv/b/%", "key"),
+        ("/kv/b/%4", "key"),
+        ("/kv/b/k%4", "key"),
+        ("/kv/b/%%41", "key"),
+        ("/kv/b/%4%41", "key"),
+        ("/kv/%zz/k", "bucket"),
+        ("/kv/b%/k", "bucket"),
+        ("/replica/b/%zz", "key"),
+        ("/buckets/%zz/props", "bucket"),
+    ];
+    for (uri, what) in cases {
+        let answer = get(&fake, uri).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{uri}");
+        let error = answer.error().error;
+        assert!(
+            error.starts_with(&format!("malformed percent-encoding in {what}")),
+            "{uri}: {error}"
+        );
+    }
+    let put = call(&fake, &config(), request(Method::PUT, "/kv/b/%zz", b"v")).await;
+    assert_eq!(put.status, StatusCode::BAD_REQUEST);
+    assert!(fake.seen.lock().unwrap().is_empty());
+    // The well-formed spelling of the same characters is a key of its own.
+    assert_eq!(get(&fake, "/kv/b/%25zz").await.status, StatusCode::OK);
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].target(), (&b"b"[..], &b"%zz"[..]));
 }
 
 #[tokio::test]
@@ -743,3 +919,4 @@ async fn metrics_count_kv_requests() {
 }
 
 mod documents;
+mod lingering;
