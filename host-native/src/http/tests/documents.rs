@@ -208,7 +208,9 @@ async fn bucket_props_get_and_put() {
         r#"{"n":3,"r":"most","w":"all","dw":"1","conflict_mode":"siblings"}"#,
         r#"{"n":3,"r":"one","w":"all","dw":"1","conflict_mode":"newest"}"#,
         r#"{"n":9,"r":"one","w":"all","dw":"1","conflict_mode":"lww"}"#,
-        r#"{"n":3}"#,
+        // n has no default (the other fields do: a PUT of `{"n":1}` is enough).
+        r#"{"r":"one"}"#,
+        r#"{"n":3,"max_siblings":-1}"#,
     ] {
         let answer = call(&fake, &config(), put(bad)).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
