@@ -629,11 +629,24 @@ async fn worker(
                 )
                 .await
                 .map(|written| contexts.set(index, written.context)),
-            OpKind::Delete => plan
-                .client
-                .delete(&plan.bucket, &key, contexts.get(index), &plan.options)
-                .await
-                .map(|written| contexts.set(index, written.context)),
+            // A delete needs a context: without one from this run, it reads first (as the CLI
+            // does), and finding nothing to delete is not a failure of the store.
+            OpKind::Delete => match contexts.get(index) {
+                Some(context) => plan
+                    .client
+                    .delete(&plan.bucket, &key, Some(context), &plan.options)
+                    .await
+                    .map(|written| contexts.set(index, written.context)),
+                None => plan
+                    .client
+                    .delete_current(&plan.bucket, &key, &plan.options)
+                    .await
+                    .map(|written| {
+                        if let Some(written) = written {
+                            contexts.set(index, written.context);
+                        }
+                    }),
+            },
         };
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         match result {
