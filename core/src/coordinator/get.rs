@@ -93,7 +93,7 @@ impl GetState {
         self.answered = true;
         let replicas: Vec<NodeId> = self.successful().cloned().collect();
         Some(Reply::Got {
-            values: self.merged.values().map(<[u8]>::to_vec).collect(),
+            values: distinct_values(&self.merged),
             context: self.merged.context().bound_to(&self.bucket, &self.key),
             fallbacks: fallbacks_among(&self.replicas, &replicas),
             replicas,
@@ -150,6 +150,21 @@ impl GetState {
     }
 }
 
+/// The object's live values, each distinct value once (in dot order). Siblings with equal bytes
+/// come from one write coordinated twice (a client's retry after `outcome_unknown`, a forward
+/// re-coordinated when its coordinator fell silent) or from writers who agree: there is nothing
+/// for the client to resolve between them. They stay siblings in the object, and the context
+/// covers each, so the next write with it replaces them all.
+fn distinct_values(object: &Object) -> Vec<Vec<u8>> {
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    for value in object.values() {
+        if !values.iter().any(|v| v.as_slice() == value) {
+            values.push(value.to_vec());
+        }
+    }
+    values
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +216,32 @@ mod tests {
             Some(Reply::Got { values, .. }) => values,
             other => panic!("expected a Got reply, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn siblings_of_equal_bytes_are_answered_once() {
+        let mut merged = object(b"v");
+        let mut twin = Object::new();
+        twin.update(
+            &Default::default(),
+            &ActorId::new("b"),
+            Content::Value(b"v".to_vec()),
+            2,
+            ConflictMode::Siblings,
+        );
+        merged.merge(&twin, ConflictMode::Siblings);
+        assert_eq!(merged.values().count(), 2, "two siblings of v kept");
+        let mut other = Object::new();
+        other.update(
+            &Default::default(),
+            &ActorId::new("c"),
+            Content::Value(b"w".to_vec()),
+            3,
+            ConflictMode::Siblings,
+        );
+        merged.merge(&other, ConflictMode::Siblings);
+        assert_eq!(merged.values().count(), 3);
+        assert_eq!(distinct_values(&merged), vec![b"v".to_vec(), b"w".to_vec()]);
     }
 
     #[test]
