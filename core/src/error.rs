@@ -64,7 +64,7 @@ pub enum RequestError {
     #[error(
         "{quorum}={needed} cannot be met: the cluster has {members} member(s) for a bucket with \
          n={n}; ask for a smaller quorum (?{quorum}=1), lower the bucket's n \
-         (PUT /buckets/{{bucket}} with {{\"n\": {members}}}), or add nodes"
+         (PUT /buckets/<bucket>/props with {{\"n\": {members}}}), or add nodes"
     )]
     TooFewMembers {
         /// The quorum's request option: `r` or `w`.

@@ -319,7 +319,7 @@ impl Drop for ConnectionGauge {
 
 /// Where a writer task sends, and the queue it drains.
 struct PeerEntry {
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<connection::Queued>,
     address: watch::Sender<String>,
 }
 
@@ -476,7 +476,7 @@ impl Transport {
             tracing::debug!(peer = %to, "no address for peer: message dropped");
             return;
         };
-        let result = peer.queue.try_send(message);
+        let result = peer.queue.try_send(connection::Queued::new(message));
         drop(peers);
         match result {
             Ok(()) => {}

@@ -65,15 +65,14 @@ impl GetState {
     /// existing key missing while an owner that holds it is still being asked (the network
     /// harness caught such reads, stale by tens of seconds, when a partition cut two owners off).
     fn informed(&self) -> bool {
-        self.all_replied()
-            || self.replies.iter().any(|(node, state)| match state {
-                ReplicaState::Found(_) => true,
-                ReplicaState::Missing => self
-                    .replicas
-                    .iter()
-                    .any(|t| t.node == *node && t.hint.is_none()),
-                ReplicaState::Corrupt | ReplicaState::Failed => false,
-            })
+        self.replies.iter().any(|(node, state)| match state {
+            ReplicaState::Found(_) => true,
+            ReplicaState::Missing => self
+                .replicas
+                .iter()
+                .any(|t| t.node == *node && t.hint.is_none()),
+            ReplicaState::Corrupt | ReplicaState::Failed => false,
+        })
     }
 
     /// The reply to send now, if R replies are in, they say something about the key (see
@@ -101,12 +100,15 @@ impl GetState {
         })
     }
 
-    /// The reply at the deadline if none was sent: what R replies say if they came in (only
-    /// from fallbacks, see [`GetState::informed`]: the owners stayed silent), else a quorum
-    /// failure.
+    /// The reply at the deadline (or once every target replied) if none was sent: what R
+    /// replies say if they say something about the key, else a quorum failure. Not-founds from
+    /// fallbacks alone, every owner silent, are not an answer: a 404 for a key the owners hold
+    /// would be a lie, and `unavailable` is the truth (the outsider's test caught that 404).
     pub fn final_reply(&mut self) -> Option<Reply> {
-        if let Some(got) = self.got() {
-            return Some(got);
+        if self.informed() {
+            if let Some(got) = self.got() {
+                return Some(got);
+            }
         }
         if self.answered {
             return None;
@@ -293,14 +295,17 @@ mod tests {
     }
 
     #[test]
-    fn only_fallbacks_answer_when_all_have_or_at_the_deadline() {
-        // Every target a fallback (the owners are all cut off): all replies in is an answer.
+    fn fallbacks_not_founds_alone_are_unavailable_never_a_404() {
+        // Every target a fallback (the owners are all cut off): their not-founds say nothing
+        // about the key, even once all are in.
         let mut get = state(vec![target("n1", Some("n2")), target("n5", Some("n3"))], 2);
         get.record(&NodeId::new("n5"), ReplicaState::Missing);
         get.record(&NodeId::new("n1"), ReplicaState::Missing);
-        assert!(get.take_reply().is_some());
+        assert_eq!(get.take_reply(), None);
+        assert!(get.all_replied());
+        assert!(matches!(get.final_reply(), Some(Reply::Unavailable { .. })));
 
-        // The owner never answers: at the deadline the fallbacks' answer is given.
+        // The owner never answers: at the deadline, still unavailable.
         let mut get = state(
             vec![
                 target("n1", Some("n2")),
@@ -312,8 +317,14 @@ mod tests {
         get.record(&NodeId::new("n5"), ReplicaState::Missing);
         get.record(&NodeId::new("n1"), ReplicaState::Missing);
         assert_eq!(get.take_reply(), None);
-        assert!(matches!(get.final_reply(), Some(Reply::Got { .. })));
+        assert!(matches!(get.final_reply(), Some(Reply::Unavailable { .. })));
         assert_eq!(get.final_reply(), None, "one answer only");
+
+        // A fallback holding the key (a hint) is an answer.
+        let mut get = state(vec![target("n1", Some("n2")), target("n5", Some("n3"))], 2);
+        get.record(&NodeId::new("n5"), ReplicaState::Found(object(b"hinted")));
+        get.record(&NodeId::new("n1"), ReplicaState::Missing);
+        assert_eq!(values(get.take_reply()), vec![b"hinted".to_vec()]);
 
         // Fewer than R replies at the deadline is a quorum failure.
         let mut get = state(vec![target("n1", None), target("n4", None)], 2);

@@ -197,13 +197,13 @@ enum WriterEnd {
 pub(super) async fn run_writer(
     shared: Arc<Shared>,
     peer: NodeId,
-    mut queue: mpsc::Receiver<Message>,
+    mut queue: mpsc::Receiver<Queued>,
     mut address: watch::Receiver<String>,
 ) {
     let config = &shared.config;
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     // The message taken off the queue that waits for a connection.
-    let mut pending: Option<Message> = None;
+    let mut pending: Option<Queued> = None;
     // Failures since the last connection: only the first of a streak is logged loudly.
     let mut failures: u32 = 0;
     loop {
@@ -293,8 +293,8 @@ async fn pump(
     peer: &NodeId,
     mut reader: FrameReader,
     mut writer: FrameWriter,
-    pending: &mut Option<Message>,
-    queue: &mut mpsc::Receiver<Message>,
+    pending: &mut Option<Queued>,
+    queue: &mut mpsc::Receiver<Queued>,
     address: &mut watch::Receiver<String>,
 ) -> WriterEnd {
     let config = &shared.config;
@@ -373,15 +373,21 @@ async fn write_batch(
     shared: &Shared,
     peer: &NodeId,
     writer: &mut FrameWriter,
-    first: Message,
-    queue: &mut mpsc::Receiver<Message>,
+    first: Queued,
+    queue: &mut mpsc::Receiver<Queued>,
 ) -> Result<(), TransportError> {
     let mut written: u64 = 0;
     let mut next = Some(first);
     let mut taken = 0;
-    while let Some(message) = next.take() {
+    while let Some(queued) = next.take() {
         taken += 1;
-        if let Some(frame) = encode_for_wire(shared, peer, &message) {
+        if queued.is_stale() {
+            // Its forwarder has answered its client long ago: delivered now, the write would
+            // be coordinated a second time (a duplicate sibling, or a value the client has
+            // since replaced coming back).
+            Metrics::count(&shared.metrics.peer_messages_dropped, "stale_forward");
+            tracing::debug!(%peer, "stale forwarded request dropped");
+        } else if let Some(frame) = encode_for_wire(shared, peer, &queued.message) {
             writer.feed(&frame).await?;
             written += 1;
         }
@@ -399,7 +405,7 @@ async fn flush_queue(
     shared: &Shared,
     peer: &NodeId,
     writer: &mut FrameWriter,
-    queue: &mut mpsc::Receiver<Message>,
+    queue: &mut mpsc::Receiver<Queued>,
 ) {
     queue.close();
     while let Some(first) = queue.recv().await {
@@ -410,3 +416,38 @@ async fn flush_queue(
     }
     let _ = writer.close().await;
 }
+
+/// A message in a peer's queue, with when it was queued.
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub(super) message: Message,
+    queued_at: std::time::Instant,
+}
+
+impl Queued {
+    pub(super) fn new(message: Message) -> Queued {
+        Queued {
+            message,
+            queued_at: std::time::Instant::now(),
+        }
+    }
+
+    /// A forwarded client request that waited in the queue (its peer unreachable) longer than
+    /// the request's timeout ([`FORWARD_MAX_AGE`] when it names none): its forwarder has
+    /// answered (or re-coordinated it) already. Other messages are never stale: late writes,
+    /// repairs and gossip are all still right to apply.
+    pub(super) fn is_stale(&self) -> bool {
+        let Message::Forward { request, .. } = &self.message else {
+            return false;
+        };
+        let timeout = request
+            .options()
+            .timeout_ms
+            .map_or(FORWARD_MAX_AGE, std::time::Duration::from_millis);
+        self.queued_at.elapsed() > timeout
+    }
+}
+
+/// How long a forwarded request without a timeout of its own may wait in a queue: the default
+/// request timeout.
+const FORWARD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -737,3 +737,27 @@ async fn shutdown_flushes_queued_messages() {
     a.transport.send(&NodeId::new("b"), Message::Ping);
     assert_eq!(count(&a.metrics.peer_messages_dropped, "shut_down"), 1);
 }
+
+#[test]
+fn a_forward_older_than_its_timeout_is_stale_and_nothing_else_ever_is() {
+    use ringkv_core::bucket::RequestOptions;
+    use ringkv_core::request::ClientRequest;
+    let forward = |timeout_ms| Message::Forward {
+        id: 1,
+        request: ClientRequest::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: RequestOptions {
+                timeout_ms,
+                ..Default::default()
+            },
+        },
+    };
+    let quick = super::connection::Queued::new(forward(Some(1)));
+    let patient = super::connection::Queued::new(forward(Some(60_000)));
+    let ping = super::connection::Queued::new(Message::Ping);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(quick.is_stale());
+    assert!(!patient.is_stale());
+    assert!(!ping.is_stale());
+}
