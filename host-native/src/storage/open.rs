@@ -123,8 +123,16 @@ impl<B: redb::StorageBackend> redb::StorageBackend for SyncFailureIsAmbiguous<B>
     }
 }
 
-/// How the database file is opened (tests open it through a fault-injecting backend).
-pub(super) enum Opener {
+/// How the database file is opened: where, through which backend (tests use a fault-injecting
+/// one), and with how much page cache.
+pub(super) struct Opener {
+    pub(super) backend: Backend,
+    /// redb's page cache in bytes ([`StorageConfig::cache_bytes`]).
+    pub(super) cache_bytes: usize,
+}
+
+/// The file a database is opened from.
+pub(super) enum Backend {
     File(PathBuf),
     #[cfg(test)]
     Faulty {
@@ -135,10 +143,10 @@ pub(super) enum Opener {
 
 impl Opener {
     pub(super) fn path(&self) -> &Path {
-        match self {
-            Opener::File(path) => path,
+        match &self.backend {
+            Backend::File(path) => path,
             #[cfg(test)]
-            Opener::Faulty { path, .. } => path,
+            Backend::Faulty { path, .. } => path,
         }
     }
 
@@ -147,6 +155,9 @@ impl Opener {
     pub(super) fn open(&self) -> Result<(Database, bool), DatabaseError> {
         let rolled_back = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut builder = redb::Builder::new();
+        // redb's default is 1 GiB, and it is no bound in practice: pages read or written stay
+        // cached until the cache is full, so a node's memory grew with its data up to that.
+        builder.set_cache_size(self.cache_bytes);
         {
             let rolled_back = Arc::clone(&rolled_back);
             // redb 2.6 reports recovery progress 0.0, 0.6 and 0.9 in every recovery, and 0.3 only
@@ -162,26 +173,18 @@ impl Opener {
     }
 
     pub(super) fn open_with(&self, builder: &redb::Builder) -> Result<Database, DatabaseError> {
-        match self {
-            Opener::File(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(path)?;
-                builder.create_with_backend(SyncFailureIsAmbiguous(
-                    redb::backends::FileBackend::new(file)?,
-                ))
-            }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.path())?;
+        match &self.backend {
+            Backend::File(_) => builder.create_with_backend(SyncFailureIsAmbiguous(
+                redb::backends::FileBackend::new(file)?,
+            )),
             #[cfg(test)]
-            Opener::Faulty { path, faults } => {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(path)?;
+            Backend::Faulty { faults, .. } => {
                 builder.create_with_backend(SyncFailureIsAmbiguous(tests::FaultyBackend {
                     file: redb::backends::FileBackend::new(file)?,
                     faults: Arc::clone(faults),

@@ -28,6 +28,8 @@ pub(crate) struct Faults {
     pub fail_syncs_full: AtomicBool,
     /// Held by a test to stop the writer thread inside a write.
     pub gate: Mutex<()>,
+    /// Bytes read from the file so far (pages redb did not find in its cache).
+    pub read_bytes: AtomicUsize,
     /// Blocks of the file written so far (allocated on disk).
     written: Mutex<std::collections::HashSet<u64>>,
 }
@@ -40,6 +42,7 @@ impl Default for Faults {
             fail_writes: AtomicUsize::new(0),
             fail_syncs_full: AtomicBool::new(false),
             gate: Mutex::new(()),
+            read_bytes: AtomicUsize::new(0),
             written: Mutex::new(std::collections::HashSet::new()),
         }
     }
@@ -62,6 +65,7 @@ impl redb::StorageBackend for FaultyBackend {
     }
 
     fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, io::Error> {
+        self.faults.read_bytes.fetch_add(len, Ordering::SeqCst);
         self.file.read(offset, len)
     }
 
@@ -126,9 +130,12 @@ impl Harness {
         let metrics = Arc::new(Metrics::new());
         let (tx, completions) = unbounded_channel();
         std::fs::create_dir_all(&config.path).unwrap();
-        let opener = Opener::Faulty {
-            path: config.path.join(DB_FILE_NAME),
-            faults,
+        let opener = Opener {
+            backend: Backend::Faulty {
+                path: config.path.join(DB_FILE_NAME),
+                faults,
+            },
+            cache_bytes: config.cache_bytes,
         };
         let storage = Storage::open_with(config, opener, Arc::clone(&metrics), tx).unwrap();
         Harness {
@@ -463,9 +470,12 @@ fn redb_refuses_everything_after_an_io_error_until_reopened() {
     // answers PreviousIo; a fresh open repairs back to the last durable commit.
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(Faults::default());
-    let opener = Opener::Faulty {
-        path: dir.path().join("x.redb"),
-        faults: Arc::clone(&faults),
+    let opener = Opener {
+        backend: Backend::Faulty {
+            path: dir.path().join("x.redb"),
+            faults: Arc::clone(&faults),
+        },
+        cache_bytes: DEFAULT_CACHE_BYTES,
     };
     let (db, _) = open_database(&opener, &Metrics::new()).unwrap();
     let put = |value: &[u8]| Mutation {
@@ -561,9 +571,12 @@ fn a_failed_fsync_on_a_full_disk_is_not_reported_as_full() {
     // answer must not be `Full` (507, "nothing was written") but an ordinary failure.
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(Faults::default());
-    let opener = Opener::Faulty {
-        path: dir.path().join("x.redb"),
-        faults: Arc::clone(&faults),
+    let opener = Opener {
+        backend: Backend::Faulty {
+            path: dir.path().join("x.redb"),
+            faults: Arc::clone(&faults),
+        },
+        cache_bytes: DEFAULT_CACHE_BYTES,
     };
     let (db, _) = open_database(&opener, &Metrics::new()).unwrap();
     let put = Mutation {
@@ -681,4 +694,5 @@ fn one_bad_op_in_a_group_fails_alone() {
     h.storage.shutdown().unwrap();
 }
 
+mod memory;
 mod reading_and_recovery;
