@@ -96,6 +96,9 @@ pub const MUST_REJOIN_FILE_NAME: &str = "must-rejoin";
 /// own default of 1 GiB. See the README's configuration section for the measurements.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
+/// Bytes of records in one scan page unless configured ([`StorageConfig::max_scan_bytes`]).
+pub const DEFAULT_MAX_SCAN_BYTES: usize = 1 << 20;
+
 /// How long writes fail at once after the disk was found full, before it is tried again.
 pub const FULL_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -256,6 +259,13 @@ pub struct StorageConfig {
     /// pages. It fills up with whatever was last read or written and is never given back, so it
     /// is the node's largest memory consumer; the OS page cache still caches the file beyond it.
     pub cache_bytes: usize,
+    /// Bytes of records in one scan page, at most ([`DEFAULT_MAX_SCAN_BYTES`] by default); a
+    /// page holds at least one record, however large. The node scans in pages of up to a few
+    /// hundred records (Merkle tree builds, partition transfers, hint and orphan scans), and
+    /// each page is held in memory whole, several at once: with values of megabytes, a page of
+    /// records was hundreds of megabytes, and a transfer chunk over the peer frame limit (64
+    /// MiB) was never delivered. The core resumes a page cut short after its last record.
+    pub max_scan_bytes: usize,
 }
 
 impl StorageConfig {
@@ -273,6 +283,7 @@ impl StorageConfig {
             // refilled from other replicas (the server decides, see `OnDamagedStore`).
             on_damaged: OnDamagedStore::Refuse,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            max_scan_bytes: DEFAULT_MAX_SCAN_BYTES,
         }
     }
 }
@@ -485,6 +496,7 @@ impl Storage {
             let reader = Reader {
                 shared: Arc::clone(&shared),
                 requests: Arc::clone(&read_rx),
+                max_scan_bytes: config.max_scan_bytes,
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("ringkv-storage-reader-{index}"))

@@ -28,6 +28,8 @@ pub(super) enum ReadKind {
 pub(super) struct Reader {
     pub(super) shared: Arc<Shared>,
     pub(super) requests: Arc<Mutex<std_mpsc::Receiver<ReadRequest>>>,
+    /// [`StorageConfig::max_scan_bytes`].
+    pub(super) max_scan_bytes: usize,
 }
 
 type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
@@ -138,6 +140,7 @@ impl Reader {
             _ => Bound::Included(start.as_slice()),
         };
         let mut items = Vec::with_capacity(limit.min(1024));
+        let mut bytes = 0usize;
         let mut done = true;
         for entry in table.range::<&[u8]>((lower, Bound::Unbounded))? {
             let (encoded, frame) = entry?;
@@ -151,10 +154,17 @@ impl Reader {
             if !range.contains(&key) {
                 break;
             }
-            if items.len() >= limit {
+            // A page ends at `limit` records, or before the record that would take it past
+            // `max_scan_bytes` (a page always has one record, however large: the caller resumes
+            // after the last record it got).
+            let size = encoded.value().len() + frame.value().len();
+            if items.len() >= limit
+                || (!items.is_empty() && bytes.saturating_add(size) > self.max_scan_bytes)
+            {
                 done = false;
                 break;
             }
+            bytes = bytes.saturating_add(size);
             let record = self.shared.record_or_empty(encoded.value(), frame.value());
             items.push((key, record));
         }
