@@ -258,6 +258,17 @@ pub struct ServerConfig {
     pub flush_interval_ms: u64,
     /// Most writes in one group commit.
     pub max_batch_ops: usize,
+    /// Memory for the storage engine's page cache, in bytes (default
+    /// [`storage::DEFAULT_CACHE_BYTES`], 64 MiB; redb's own default is 1 GiB). The cache keeps
+    /// the pages last read or written, so a node's resident memory grows to about this much
+    /// plus what requests in flight hold; the OS page cache still caches the file beyond it.
+    pub storage_cache_bytes: usize,
+    /// Most bytes of records in one storage scan page (default
+    /// [`storage::DEFAULT_MAX_SCAN_BYTES`], 1 MiB; a page always holds one record, however
+    /// large). Merkle tree builds, partition transfers and hint delivery read the store in pages
+    /// of up to 256 records, several at once, so with large values this bounds what they hold;
+    /// each transfer chunk sent to a joining node is one page.
+    pub storage_scan_bytes: usize,
     /// Most HTTP connections at once.
     pub max_connections: usize,
     /// Most inbound peer connections still in their handshake (not yet authenticated) at once;
@@ -317,6 +328,8 @@ impl Default for ServerConfig {
             on_damaged_store: OnDamagedStore::default(),
             flush_interval_ms: 20,
             max_batch_ops: 512,
+            storage_cache_bytes: storage::DEFAULT_CACHE_BYTES,
+            storage_scan_bytes: storage::DEFAULT_MAX_SCAN_BYTES,
             max_connections: 1024,
             max_pending_handshakes: TransportConfig::default().max_pending_handshakes,
             header_read_timeout_ms: 10_000,
@@ -420,6 +433,28 @@ impl ServerConfig {
                 "{bound} is a wildcard address: set advertise / peer_advertise to where others reach this node"
             ))),
             None => Ok(bound.to_string()),
+        }
+    }
+
+    /// The storage engine's configuration for this node, with the damaged-store policy the
+    /// server settled on (see [`ServerConfig::on_damaged_store`]).
+    pub fn storage_config(&self, on_damaged: OnDamagedStore) -> StorageConfig {
+        StorageConfig {
+            compression: CompressionPolicy {
+                default: self.compression,
+                buckets: self
+                    .bucket_compression
+                    .iter()
+                    .map(|(bucket, c)| (bucket.as_bytes().to_vec(), *c))
+                    .collect(),
+            },
+            flush_interval: Duration::from_millis(self.flush_interval_ms.max(1)),
+            max_batch_ops: self.max_batch_ops.max(1),
+            durable_commits: self.durable_commits,
+            on_damaged,
+            cache_bytes: self.storage_cache_bytes,
+            max_scan_bytes: self.storage_scan_bytes.max(1),
+            ..StorageConfig::new(self.data_dir.clone())
         }
     }
 
@@ -691,21 +726,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         policy => policy,
     };
     let opened = Storage::open(
-        StorageConfig {
-            compression: CompressionPolicy {
-                default: config.compression,
-                buckets: config
-                    .bucket_compression
-                    .iter()
-                    .map(|(bucket, c)| (bucket.as_bytes().to_vec(), *c))
-                    .collect(),
-            },
-            flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
-            max_batch_ops: config.max_batch_ops.max(1),
-            durable_commits: config.durable_commits,
-            on_damaged,
-            ..StorageConfig::new(config.data_dir.clone())
-        },
+        config.storage_config(on_damaged),
         metrics.clone(),
         completions_tx,
     );

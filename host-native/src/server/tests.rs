@@ -16,6 +16,22 @@ fn the_pending_handshake_cap_is_a_setting() {
 }
 
 #[test]
+fn storage_memory_settings_reach_the_storage_config() {
+    let defaults = ServerConfig::default().storage_config(OnDamagedStore::Refuse);
+    assert_eq!(defaults.cache_bytes, storage::DEFAULT_CACHE_BYTES);
+    assert_eq!(defaults.max_scan_bytes, storage::DEFAULT_MAX_SCAN_BYTES);
+    let config: ServerConfig = toml::from_str(
+        "storage_cache_bytes = 16777216\nstorage_scan_bytes = 65536\ndata_dir = \"/d\"",
+    )
+    .unwrap();
+    let storage = config.storage_config(OnDamagedStore::Refuse);
+    assert_eq!(storage.cache_bytes, 16 << 20);
+    assert_eq!(storage.max_scan_bytes, 64 << 10);
+    assert_eq!(storage.path, PathBuf::from("/d"));
+    assert!(toml::from_str::<ServerConfig>("storage_cache = 1").is_err());
+}
+
+#[test]
 fn hint_delivery_interval_is_read_under_its_name_and_its_earlier_one() {
     let new: ServerConfig = toml::from_str("hint_delivery_interval_ms = 250").unwrap();
     let old: ServerConfig = toml::from_str("handoff_interval_ms = 250").unwrap();
