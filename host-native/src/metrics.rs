@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Which client operation.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -123,6 +123,9 @@ pub struct Metrics {
     /// HTTPS connections closed before a request because their TLS handshake failed (`error`)
     /// or did not finish within the header-read timeout (`timeout`).
     pub http_tls_handshakes_failed: Family<ReasonLabels, Counter>,
+    /// The process's resident memory (`VmRSS` of `/proc/self/status`), read at each render; 0
+    /// where there is no `/proc`.
+    pub process_resident_memory: Gauge,
 }
 
 impl Default for Metrics {
@@ -278,6 +281,13 @@ impl Metrics {
             "HTTPS connections closed for a failed or unfinished TLS handshake, by reason",
             http_tls_handshakes_failed.clone(),
         );
+        let process_resident_memory = Gauge::default();
+        registry.register_with_unit(
+            "process_resident_memory",
+            "Resident memory of the node's process (VmRSS), read when rendered",
+            Unit::Bytes,
+            process_resident_memory.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -304,6 +314,7 @@ impl Metrics {
             http_connections,
             http_connections_refused,
             http_tls_handshakes_failed,
+            process_resident_memory,
         }
     }
 
@@ -318,9 +329,48 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some(bytes) = resident_memory_bytes() {
+            self.process_resident_memory
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The process's resident set size, from `VmRSS` in `/proc/self/status` (in kB there, whatever
+/// the page size); `None` without `/proc` (not Linux).
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_memory_is_rendered_in_bytes() {
+        let rendered = Metrics::new().render();
+        let line = rendered
+            .lines()
+            .find(|line| line.starts_with("ringkv_process_resident_memory_bytes "))
+            .unwrap_or_else(|| panic!("no resident memory gauge in {rendered}"));
+        let value: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        if cfg!(target_os = "linux") {
+            // A running test process holds at least its own code and stacks.
+            assert!(value >= 1 << 20, "{line}");
+            assert_eq!(resident_memory_bytes().map(|b| b > 0), Some(true));
+        }
     }
 }
