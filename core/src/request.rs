@@ -291,6 +291,32 @@ impl Reply {
 }
 
 impl Reply {
+    /// The answer to a write that was coordinated a second time after its forward went
+    /// unanswered: a failure of the second coordination says nothing of the first, which may
+    /// still land, so every failure becomes [`Reply::OutcomeUnknown`].
+    pub fn after_abandoned_forward(self) -> Reply {
+        match self {
+            Reply::Got { .. } | Reply::Written { .. } | Reply::OutcomeUnknown { .. } => self,
+            Reply::Unavailable {
+                kind,
+                needed,
+                answered,
+            } => Reply::OutcomeUnknown {
+                kind,
+                needed,
+                answered,
+            },
+            Reply::Failed { .. }
+            | Reply::StorageFull { .. }
+            | Reply::TooManySiblings { .. }
+            | Reply::ObjectTooLarge { .. } => Reply::OutcomeUnknown {
+                kind: QuorumKind::Write,
+                needed: 0,
+                answered: Vec::new(),
+            },
+        }
+    }
+
     /// The reply with its context (of a get or a write) bound to `bucket`/`key` (see
     /// [`Context::bound_to`]).
     pub fn bound_to(self, bucket: &[u8], key: &[u8]) -> Reply {

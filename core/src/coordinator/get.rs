@@ -33,6 +33,10 @@ pub(crate) struct GetState {
     pub mode: ConflictMode,
     pub replicas: Vec<Target>,
     pub replies: BTreeMap<NodeId, ReplicaState>,
+    /// Targets added when replicas stayed silent past the fallback time: their not-founds count
+    /// toward R only once some reply found the key (they stand in for owners that may hold it
+    /// and are only slow, so they must not make a "not found").
+    pub extra: alloc::collections::BTreeSet<NodeId>,
     pub merged: Object,
     pub answered: bool,
     /// When replicas still silent are joined by fallbacks.
@@ -52,10 +56,22 @@ impl GetState {
         self.replies.insert(from.clone(), state);
     }
 
+    fn found_anywhere(&self) -> bool {
+        self.replies
+            .values()
+            .any(|s| matches!(s, ReplicaState::Found(_)))
+    }
+
     fn successful(&self) -> impl Iterator<Item = &NodeId> {
         self.replies
             .iter()
-            .filter(|(_, s)| !matches!(s, ReplicaState::Failed | ReplicaState::Corrupt))
+            .filter(|(n, s)| match s {
+                ReplicaState::Failed | ReplicaState::Corrupt => false,
+                // A late fallback's not-found joins a read that found the key, never makes a
+                // "not found" of its own.
+                ReplicaState::Missing => !self.extra.contains(*n) || self.found_anywhere(),
+                ReplicaState::Found(_) => true,
+            })
             .map(|(n, _)| n)
     }
 
@@ -194,6 +210,7 @@ mod tests {
             mode: ConflictMode::Siblings,
             replicas: targets,
             replies: BTreeMap::new(),
+            extra: Default::default(),
             merged: Object::new(),
             answered: false,
             fallback_at: 200,
@@ -292,6 +309,23 @@ mod tests {
         get.record(&NodeId::new("n5"), ReplicaState::Found(object(b"hinted")));
         get.record(&NodeId::new("n1"), ReplicaState::Missing);
         assert_eq!(values(get.take_reply()), vec![b"hinted".to_vec()]);
+    }
+
+    #[test]
+    fn a_late_fallbacks_not_found_does_not_count_toward_r() {
+        // C (an owner) missed the write; A and B hold it but are slow, and D, asked in A's
+        // place at the fallback time, holds nothing: C and D are not a read of the key.
+        let mut get = state(
+            vec![target("c", None), target("a", None), target("b", None)],
+            2,
+        );
+        get.record(&NodeId::new("c"), ReplicaState::Missing);
+        get.replicas.push(target("d", Some("a")));
+        get.extra.insert(NodeId::new("d"));
+        get.record(&NodeId::new("d"), ReplicaState::Missing);
+        assert_eq!(get.take_reply(), None);
+        get.record(&NodeId::new("a"), ReplicaState::Found(object(b"v")));
+        assert_eq!(values(get.take_reply()), vec![b"v".to_vec()]);
     }
 
     #[test]

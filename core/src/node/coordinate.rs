@@ -75,6 +75,9 @@ pub(super) struct Requests {
     background_reads: BTreeMap<CoordinationId, GetState>,
     /// Request ids of this node's clients not answered yet.
     pub(super) client_ids: BTreeSet<RequestId>,
+    /// Of those, writes whose forward was given up and coordinated again: the first forward
+    /// may still land, so no failure of theirs is certain ([`Reply::after_abandoned_forward`]).
+    pub(super) abandoned_forwards: BTreeSet<RequestId>,
 }
 
 impl Requests {
@@ -191,6 +194,7 @@ impl Node {
             quorums,
             replicas,
             replies: BTreeMap::new(),
+            extra: Default::default(),
             merged: Object::new(),
             answered: false,
             fallback_at: self.config.fallback_at(self.now, timeout),
@@ -694,6 +698,7 @@ impl Node {
                     );
                 }
                 if let Some(state) = self.requests.get_mut(id) {
+                    state.extra.extend(extra.iter().map(|t| t.node.clone()));
                     state.replicas.extend(extra);
                 }
             }
@@ -755,6 +760,8 @@ impl Node {
                 // It may yet have received the write: if so, this makes a second sibling of
                 // the same value (as a client's retry would), never a lost write.
                 self.routing.suspects.insert(state.target.clone());
+                // Whatever the second coordination answers, the first may still land.
+                self.requests.abandoned_forwards.insert(state.request_id);
                 self.event(Event::ForwardAbandoned {
                     to: state.target.clone(),
                 });

@@ -504,6 +504,11 @@ impl Node {
         match client {
             Client::Local(request_id) => {
                 self.requests.client_ids.remove(&request_id);
+                let reply = if self.requests.abandoned_forwards.remove(&request_id) {
+                    reply.after_abandoned_forward()
+                } else {
+                    reply
+                };
                 self.outputs.push_back(Output::Reply { request_id, reply });
             }
             Client::Remote { from, id } => self.send(from, Message::ForwardReply { id, reply }),
