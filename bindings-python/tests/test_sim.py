@@ -169,12 +169,19 @@ def test_quorums_and_timeouts_per_call(seed: int) -> None:
     everyone = sim.put("k", b"y", node=owners[0], context=one.context, w="all")
     assert everyone.ok and sorted(everyone.replicas) == sorted(owners)
     assert sim.get("k", node=owners[0], r="one").ok
-    # One replica down, not yet suspected: R = all cannot be met, and the per-call timeout
-    # bounds the wait.
+    # One replica down, not yet suspected: a fallback joins at a fraction of the per-call
+    # timeout, and R = all is met before it ends.
     sim.crash(owners[2])
+    late = sim.get("k", node=owners[0], r="all", timeout_ms=200)
+    assert late.ok and late.latency_ms < 200
+    # Every other node down: nobody can stand in, and the per-call timeout bounds the wait.
+    others = [f"n{i}" for i in range(1, 6) if f"n{i}" != owners[0]]
+    for node in others:
+        sim.crash(node)
     failed = sim.get("k", node=owners[0], r="all", timeout_ms=200)
     assert not failed.ok and failed.outcome == "unavailable" and failed.quorum == "read"
-    assert failed.needed == 3 and failed.latency_ms == 200
+    for node in others:
+        sim.restart(node)
     with pytest.raises(ringkv.QuorumError) as error:
         failed.raise_for_outcome()
     assert error.value.needed == 3 and error.value.quorum == "read"

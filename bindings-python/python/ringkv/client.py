@@ -330,7 +330,7 @@ class Client:
         returns is deleted; :class:`~ringkv.NothingToDeleteError` (a ``KeyError``) when it finds
         nothing (absent, or already deleted): nothing is written then.
         """
-        if context is None:
+        if context is None or (isinstance(context, Context) and context.is_empty):
             read = self.get(key, bucket=bucket, r=r, n=n, timeout_ms=timeout_ms)
             if not read.values:
                 raise NothingToDeleteError(f"nothing to delete: {key!r} is absent or already deleted")

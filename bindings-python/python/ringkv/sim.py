@@ -395,7 +395,7 @@ class Sim:
         >>> sim.delete("cart", context=p.context).ok, sim.get("cart").values
         (True, [])
         """
-        if context is None:
+        if context is None or (isinstance(context, Context) and context.is_empty):
             # A delete needs the context of a read: read here first, as the live client does.
             read = self._request("get", key, None, None, node, bucket, r, None, None, n, timeout_ms, True)
             if not read.values:
