@@ -290,21 +290,7 @@ impl Node {
         let id = self.new_coordination_id();
         let storage_key = self.storage_key(&bucket, &key);
         let replicas = self.targets(&bucket, &key, replicas);
-        let state = PutState {
-            client,
-            bucket,
-            key,
-            quorums,
-            replicas,
-            acked: Vec::new(),
-            durable: BTreeSet::new(),
-            refused: BTreeSet::new(),
-            written: None,
-            record: None,
-            answered: false,
-            fallback_at: self.config.fallback_at(self.now, timeout),
-            deadline: self.now.saturating_add(timeout),
-        };
+        let state = self.put_state(client, bucket, key, quorums, replicas, timeout);
         self.arm(id, Request::Put(state));
         self.enqueue_local_write(LocalWrite {
             key: storage_key,
@@ -383,6 +369,33 @@ impl Node {
         }
     }
 
+    /// A put starting now, waiting for `replicas`, nothing written yet.
+    fn put_state(
+        &self,
+        client: Client,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        quorums: Quorums,
+        replicas: Vec<Target>,
+        timeout: Millis,
+    ) -> PutState {
+        PutState {
+            client,
+            bucket,
+            key,
+            quorums,
+            replicas,
+            acked: Vec::new(),
+            durable: BTreeSet::new(),
+            refused: BTreeSet::new(),
+            written: None,
+            record: None,
+            answered: false,
+            fallback_at: self.config.fallback_at(self.now, timeout),
+            deadline: self.now.saturating_add(timeout),
+        }
+    }
+
     /// Coordinates a write on a node that holds no replica of the key and reaches no owner
     /// (all down, cut off, or the forward to one went unanswered): always writable, as long as
     /// W nodes of the extended preference list take it.
@@ -421,21 +434,16 @@ impl Node {
         object.truncate_keeping(self.config.max_clock_entries, &actor);
         let record = object.encode();
         let sync = quorums.dw > 0;
-        let state = PutState {
+        let mut state = self.put_state(
             client,
-            bucket: bucket.clone(),
-            key: key.clone(),
+            bucket.clone(),
+            key.clone(),
             quorums,
-            replicas: targets.clone(),
-            acked: Vec::new(),
-            durable: BTreeSet::new(),
-            refused: BTreeSet::new(),
-            written: Some((object.context(), dot.clone())),
-            record: Some(record.clone()),
-            answered: false,
-            fallback_at: self.config.fallback_at(self.now, timeout),
-            deadline: self.now.saturating_add(timeout),
-        };
+            targets.clone(),
+            timeout,
+        );
+        state.written = Some((object.context(), dot.clone()));
+        state.record = Some(record.clone());
         self.arm(id, Request::Put(state));
         self.event(Event::FallbackCoordinated {
             bucket: bucket.clone(),
