@@ -234,7 +234,10 @@ fn trace_dict<'py>(py: Python<'py>, entry: &TraceEntry) -> PyResult<Bound<'py, P
             d.set_item("to", to.as_str())?;
             d.set_item("reason", reason)?;
         }
-        TraceKind::Crashed | TraceKind::Restarted | TraceKind::Links(_) => {}
+        TraceKind::Crashed
+        | TraceKind::Restarted
+        | TraceKind::Links(_)
+        | TraceKind::Decommissioned => {}
     }
     let detail = entry.to_string();
     d.set_item("detail", detail)?;

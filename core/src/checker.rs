@@ -226,6 +226,13 @@ pub struct Verdict {
     /// Final siblings that are not concurrent: (history index of the write that had seen the
     /// other, history index of the other), when both writes are known by their dots.
     pub false_siblings: Vec<(usize, usize)>,
+    /// Final siblings that an acknowledged write or delete had seen and replaced, while that
+    /// write's own sibling is gone: a deleted key (or a replaced value) that came back, say from
+    /// a hint or orphan delivered after the tombstone was reaped. (history index of the write
+    /// that came back, history index of the one that had replaced it.)
+    pub resurrected: Vec<(usize, usize)>,
+    /// Records still on a node's disk when it was discarded after saying it was drained.
+    pub discarded: Vec<String>,
     /// Gets that missed an acknowledged write (reported, not a failure).
     pub stale_reads: Vec<StaleRead>,
 }
@@ -240,6 +247,8 @@ impl Verdict {
             && self.hints_left.is_empty()
             && self.reused_dots.is_empty()
             && self.false_siblings.is_empty()
+            && self.resurrected.is_empty()
+            && self.discarded.is_empty()
     }
 }
 
@@ -399,6 +408,21 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
                         verdict.false_siblings.push((writer.index, seen.index));
                     }
                 }
+            }
+        }
+
+        // What an acknowledged write replaced stays replaced: a final sibling seen by one whose
+        // own sibling is gone (a reaped tombstone, say) came back from somewhere.
+        let present: BTreeSet<&Dot> = merged.siblings().iter().map(|s| &s.dot).collect();
+        for sibling in merged.siblings() {
+            let Some((came_back, _)) = acknowledged.get(&sibling.dot) else {
+                continue;
+            };
+            let replacer = acknowledged.iter().find(|(dot, (_, context))| {
+                !present.contains(*dot) && context.clock().covers(&sibling.dot)
+            });
+            if let Some((_, (replacer, _))) = replacer {
+                verdict.resurrected.push((came_back.index, replacer.index));
             }
         }
 

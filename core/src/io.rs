@@ -160,6 +160,9 @@ pub enum Event {
         /// The silent coordinator.
         to: NodeId,
     },
+    /// This node left the ring and has handed over every hint and orphaned record: it may be
+    /// stopped, and its disk discarded.
+    Drained,
 }
 
 impl Event {
@@ -182,6 +185,7 @@ impl Event {
             Event::ActorRenewed { .. } => "actor_renewed",
             Event::FallbackCoordinated { .. } => "fallback_coordinated",
             Event::ForwardAbandoned { .. } => "forward_abandoned",
+            Event::Drained => "drained",
             Event::ManySiblings { .. } => "many_siblings",
             Event::WriteRefused { .. } => "write_refused",
         }
@@ -282,6 +286,10 @@ impl fmt::Display for Event {
             Event::ForwardAbandoned { to } => write!(
                 f,
                 "forwarded write not answered by {to}: coordinated elsewhere"
+            ),
+            Event::Drained => write!(
+                f,
+                "left the ring and handed everything over: this node may be stopped"
             ),
         }
     }

@@ -453,3 +453,71 @@ fn a_bucket_bounds_its_siblings_and_object_size_yet_a_reconciling_write_always_p
     let verdict = sim.check();
     assert!(verdict.is_ok(), "{verdict:#?}");
 }
+
+/// Before: a tombstone was reaped once its three replicas held it, while a fallback still held
+/// a hint of the value it deleted; delivered after the reap, the hint brought the key back.
+#[test]
+fn a_tombstone_is_not_reaped_while_a_node_holds_a_hint_of_its_partition() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 23,
+        ..SimConfig::default()
+    });
+    let key = b"cart".to_vec();
+    let owners = owners(&sim, &key);
+    let (a, c) = (owners[0].clone(), owners[2].clone());
+    // The third owner is down: the write's third copy goes to fallbacks as hints.
+    sim.crash(&c);
+    sim.run(10_000);
+    let write = sim.put(&a, b"b", &key, b"old", None);
+    assert!(write.is_ok(), "{write:?}");
+    sim.run(1_000);
+    let holders: Vec<String> = sim
+        .node_ids()
+        .into_iter()
+        .map(|n| n.to_string())
+        .filter(|n| {
+            sim.hints()
+                .iter()
+                .any(|h| h.starts_with(&format!("{n} holds")))
+        })
+        .collect();
+    assert!(!holders.is_empty(), "a fallback took a hint");
+    // Every hint holder is cut off from the owner it holds the hint for; the owner comes back.
+    for holder in &holders {
+        sim.cut(holder, &c);
+        sim.cut(&c, holder);
+    }
+    sim.restart(&c);
+    sim.run(10_000);
+    let read = sim.get_with(&a, b"b", &key, all());
+    assert_eq!(read.values(), vec![b"old".to_vec()], "{read:?}");
+    let delete = sim.submit(
+        &a,
+        ClientRequest::Delete {
+            bucket: b"b".to_vec(),
+            key: key.clone(),
+            context: read.context().cloned().expect("a context"),
+            options: RequestOptions {
+                w: Some(QuorumValue::All),
+                ..Default::default()
+            },
+        },
+    );
+    let delete = sim.wait(delete);
+    assert!(delete.is_ok(), "{delete:?}");
+    // Far past the grace period: the three owners hold the same tombstone.
+    sim.run(60_000);
+    assert!(
+        !sim.hints().is_empty(),
+        "the hint is still held, its owner out of reach"
+    );
+    let verdict = sim.check();
+    assert!(
+        verdict.resurrected.is_empty(),
+        "the deleted value came back: {verdict:#?}"
+    );
+    assert!(verdict.is_ok(), "{verdict:#?}");
+    let read = sim.get_with(&a, b"b", &key, all());
+    assert!(read.values().is_empty(), "{read:?}");
+}

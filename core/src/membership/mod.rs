@@ -82,7 +82,9 @@ use crate::id::Millis;
 use crate::id::NodeId;
 
 pub use detector::{DetectorConfig, FailureDetector, Liveness};
-pub use view::{ClusterView, MemberInfo, MemberStatus, MemberStatusError, RingState, ViewError};
+pub use view::{
+    ClusterView, Handoff, MemberInfo, MemberStatus, MemberStatusError, RingState, ViewError,
+};
 
 /// How a node gossips.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,8 +28,9 @@ use crate::id::NodeId;
 use crate::ring::{Member, PartitionId, Ring, RingConfig, RingError};
 
 /// The format byte that opens [`ClusterView::encode`]'s output. Format 1 (bucket properties
-/// without object limits) still decodes, with the default limits.
-pub const VIEW_FORMAT: u8 = 2;
+/// without object limits) still decodes, with the default limits; formats 1 and 2 (members
+/// without a [`Handoff`]) decode with every member's handoff [`Handoff::Unknown`].
+pub const VIEW_FORMAT: u8 = 3;
 
 /// The most members a view holds (Removed members included: their entries are tombstones).
 pub const MAX_MEMBERS: usize = 100_000;
@@ -104,6 +105,35 @@ impl core::str::FromStr for MemberStatus {
     }
 }
 
+/// What a member may still hold of partitions that are not its own (hints it took as a fallback,
+/// orphaned records of partitions it gave up) and must hand to their owners. Each node publishes
+/// its own in its entry; tombstone reaping waits for it ([`ClusterView::handoff_holder`]), and
+/// an operator waits for [`Handoff::Drained`] before stopping a node that left.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Handoff {
+    /// Not known: the node has not finished a scan of its hints and orphans since it started
+    /// (or never said). It may hold records of any partition.
+    #[default]
+    Unknown,
+    /// The partitions it may hold such records of, as of its last complete scan plus whatever
+    /// it took or gave up since.
+    Pending(BTreeSet<u32>),
+    /// It holds no partition in the ring or the next one, and a complete scan since found
+    /// nothing to hand over: it may be stopped and its disk discarded.
+    Drained,
+}
+
+impl Handoff {
+    /// Whether the member may hold records of `partition` that belong to other nodes.
+    pub fn may_hold(&self, partition: u32) -> bool {
+        match self {
+            Handoff::Unknown => true,
+            Handoff::Pending(partitions) => partitions.contains(&partition),
+            Handoff::Drained => false,
+        }
+    }
+}
+
 /// One member's entry in the view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -121,6 +151,41 @@ pub struct MemberInfo {
     pub status: MemberStatus,
     /// Bumped by whoever changes this member's entry; the higher version wins a merge.
     pub version: u64,
+    /// What it may still have to hand over, as it last said (see [`Handoff`]).
+    pub handoff: Handoff,
+}
+
+/// A [`MemberInfo`] of view formats 1 and 2, without a handoff.
+#[derive(Deserialize)]
+struct MemberInfoV2 {
+    id: NodeId,
+    peer_address: String,
+    client_address: String,
+    capacity: u32,
+    zone: Option<String>,
+    status: MemberStatus,
+    version: u64,
+}
+
+impl From<MemberInfoV2> for MemberInfo {
+    fn from(old: MemberInfoV2) -> MemberInfo {
+        MemberInfo {
+            id: old.id,
+            peer_address: old.peer_address,
+            client_address: old.client_address,
+            capacity: old.capacity,
+            zone: old.zone,
+            status: old.status,
+            version: old.version,
+            // A member removed before handoffs were published is taken as drained: nothing
+            // could wait for it, and an unknown handoff would hold tombstones forever.
+            handoff: if old.status == MemberStatus::Removed {
+                Handoff::Drained
+            } else {
+                Handoff::Unknown
+            },
+        }
+    }
 }
 
 impl MemberInfo {
@@ -139,6 +204,7 @@ impl MemberInfo {
             zone: None,
             status: MemberStatus::Joining,
             version: 0,
+            handoff: Handoff::Unknown,
         }
     }
 
@@ -169,6 +235,13 @@ impl MemberInfo {
         }
         if self.capacity == 0 {
             return Err(ViewError::ZeroCapacity(self.id.clone()));
+        }
+        if let Handoff::Pending(partitions) = &self.handoff {
+            check_count(
+                "handoff partition count",
+                partitions.len(),
+                crate::ring::MAX_PARTITIONS as usize,
+            )?;
         }
         Ok(())
     }
@@ -309,11 +382,31 @@ struct ViewRepr {
     buckets: BTreeMap<Vec<u8>, (u64, BucketProps)>,
 }
 
-/// A view of format 1, whose bucket properties had no object limits.
+/// A view of format 2, whose members had no handoff.
+#[derive(Deserialize)]
+struct ViewReprV2 {
+    cluster: String,
+    members: Vec<MemberInfoV2>,
+    ring: Option<RingState>,
+    buckets: BTreeMap<Vec<u8>, (u64, BucketProps)>,
+}
+
+impl From<ViewReprV2> for ViewRepr {
+    fn from(old: ViewReprV2) -> ViewRepr {
+        ViewRepr {
+            cluster: old.cluster,
+            members: old.members.into_iter().map(MemberInfo::from).collect(),
+            ring: old.ring,
+            buckets: old.buckets,
+        }
+    }
+}
+
+/// A view of format 1, whose bucket properties had no object limits (and members no handoff).
 #[derive(Deserialize)]
 struct ViewReprV1 {
     cluster: String,
-    members: Vec<MemberInfo>,
+    members: Vec<MemberInfoV2>,
     ring: Option<RingState>,
     buckets: BTreeMap<Vec<u8>, (u64, BucketPropsV1)>,
 }
@@ -332,7 +425,7 @@ impl From<ViewReprV1> for ViewRepr {
     fn from(old: ViewReprV1) -> ViewRepr {
         ViewRepr {
             cluster: old.cluster,
-            members: old.members,
+            members: old.members.into_iter().map(MemberInfo::from).collect(),
             ring: old.ring,
             buckets: old
                 .buckets
@@ -491,6 +584,40 @@ impl ClusterView {
         let version = info.version;
         self.members.insert(info.id.clone(), info);
         Ok(version)
+    }
+
+    /// Publishes what member `id` may still have to hand over, bumping its version. Returns
+    /// whether anything changed (as [`ClusterView::set_status`]). A node sets its own; an
+    /// operator's removal of a node that is gone for good sets [`Handoff::Drained`] for it.
+    pub fn set_handoff(&mut self, id: &NodeId, handoff: Handoff) -> bool {
+        match self.members.get_mut(id) {
+            Some(member) if member.handoff != handoff => match member.version.checked_add(1) {
+                Some(version) => {
+                    member.handoff = handoff;
+                    member.version = version;
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// A member that may hold hints or orphaned records of `partition` (see [`Handoff`]):
+    /// while there is one, a tombstone of that partition may not be reaped, since the record
+    /// it holds could be older than the delete and would come back once delivered.
+    pub fn handoff_holder(&self, partition: u32) -> Option<&NodeId> {
+        self.members
+            .values()
+            .find(|m| m.handoff.may_hold(partition))
+            .map(|m| &m.id)
+    }
+
+    /// Whether member `id` left and has handed everything over (see [`Handoff::Drained`]).
+    pub fn is_drained(&self, id: &NodeId) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|m| m.handoff == Handoff::Drained && !m.in_target_ring())
     }
 
     /// Changes a member's status, bumping its version. Returns whether anything changed: `false`
@@ -820,7 +947,7 @@ impl ClusterView {
         let (&format, _) = bytes.split_first().ok_or(ViewError::Malformed {
             reason: "empty input",
         })?;
-        if format != VIEW_FORMAT && format != 1 {
+        if !(1..=VIEW_FORMAT).contains(&format) {
             return Err(ViewError::UnknownVersion(format));
         }
         if bytes.len() < 1 + CRC_LEN {
@@ -840,6 +967,11 @@ impl ClusterView {
         };
         let repr: ViewRepr = if format == 1 {
             match postcard::take_from_bytes::<ViewReprV1>(&framed[1..]) {
+                Ok((repr, [])) => repr.into(),
+                _ => return Err(malformed),
+            }
+        } else if format == 2 {
+            match postcard::take_from_bytes::<ViewReprV2>(&framed[1..]) {
                 Ok((repr, [])) => repr.into(),
                 _ => return Err(malformed),
             }
@@ -1403,7 +1535,7 @@ mod tests {
             flipped[bit / 8] ^= 1 << (bit % 8);
             let result = ClusterView::decode(&flipped);
             assert!(result.is_err(), "flip of bit {bit} decoded");
-            if bit < 8 {
+            if bit < 8 && !(1..=VIEW_FORMAT).contains(&flipped[0]) {
                 assert!(matches!(result, Err(ViewError::UnknownVersion(_))));
             } else {
                 assert_eq!(result, Err(ViewError::Corrupt));
@@ -1443,6 +1575,63 @@ mod tests {
         out
     }
 
+    /// A member entry as formats 1 and 2 wrote it: no handoff.
+    fn member_v2(
+        id: &str,
+        status: MemberStatus,
+    ) -> (
+        NodeId,
+        String,
+        String,
+        u32,
+        Option<String>,
+        MemberStatus,
+        u64,
+    ) {
+        (NodeId::new(id), "".into(), "".into(), 1, None, status, 1)
+    }
+
+    #[test]
+    fn a_view_of_format_2_decodes_with_unknown_handoffs_but_for_removed_members() {
+        let members = vec![
+            member_v2("n1", MemberStatus::Up),
+            member_v2("n2", MemberStatus::Removed),
+        ];
+        let mut bytes = vec![2u8];
+        let buckets: BTreeMap<Vec<u8>, (u64, BucketProps)> = BTreeMap::new();
+        bytes = postcard::to_extend(&("c", members, None::<RingState>, buckets), bytes).unwrap();
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let decoded = ClusterView::decode(&bytes).unwrap();
+        assert_eq!(decoded.member(&id("n1")).unwrap().handoff, Handoff::Unknown);
+        // Nothing can wait for a member removed before handoffs were published.
+        assert_eq!(decoded.member(&id("n2")).unwrap().handoff, Handoff::Drained);
+        assert_eq!(decoded.handoff_holder(7), Some(&id("n1")));
+        assert_eq!(ClusterView::decode(&decoded.encode()).unwrap(), decoded);
+    }
+
+    #[test]
+    fn handoffs_hold_reaping_of_their_partitions_and_say_when_a_leaver_is_drained() {
+        let mut view = view_with(&[("a", MemberStatus::Up), ("b", MemberStatus::Leaving)]);
+        // Unknown holds every partition.
+        assert_eq!(view.handoff_holder(3), Some(&id("a")));
+        assert!(view.set_handoff(&id("a"), Handoff::Pending(BTreeSet::from([3]))));
+        assert!(!view.set_handoff(&id("a"), Handoff::Pending(BTreeSet::from([3]))));
+        assert!(view.set_handoff(&id("b"), Handoff::Pending(BTreeSet::new())));
+        assert_eq!(view.handoff_holder(3), Some(&id("a")));
+        assert_eq!(view.handoff_holder(4), None);
+        assert!(!view.is_drained(&id("b")));
+        view.set_handoff(&id("b"), Handoff::Drained);
+        assert!(view.is_drained(&id("b")));
+        // A member in the target ring is never drained, whatever it says.
+        view.set_handoff(&id("a"), Handoff::Drained);
+        assert!(!view.is_drained(&id("a")));
+        // The change travels with the entry's version.
+        let mut other = view_with(&[("a", MemberStatus::Up), ("b", MemberStatus::Leaving)]);
+        other.merge(&view).unwrap();
+        assert!(other.is_drained(&id("b")));
+    }
+
     #[test]
     fn a_view_of_format_1_decodes_with_default_object_limits() {
         #[derive(Serialize)]
@@ -1453,10 +1642,7 @@ mod tests {
             dw: crate::bucket::QuorumValue,
             conflict_mode: crate::version::ConflictMode,
         }
-        let mut view = ClusterView::new("c").unwrap();
-        view.set_member(MemberInfo::new(NodeId::new("n1"), "", "", 1))
-            .unwrap();
-        let members: Vec<MemberInfo> = view.members().cloned().collect();
+        let members = vec![member_v2("n1", MemberStatus::Joining)];
         let props = PropsV1 {
             n: 2,
             r: crate::bucket::QuorumValue::One,

@@ -3,7 +3,7 @@
 //! fallback took for an unreachable owner (sloppy quorum); orphans are records of partitions
 //! this node no longer holds (after a ring change, or a write through a stale view).
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::vec::Vec;
 
@@ -53,6 +53,7 @@ impl Node {
     /// A delivery round: read the next page of hints, unless the previous round's are still
     /// on their way (which bounds the records in flight to one page).
     pub(super) fn hint_delivery_tick(&mut self) {
+        self.publish_handoff();
         let in_flight = !self.hints.deliveries.is_empty();
         if self.hints.scanning || self.orphans.scanning || in_flight {
             return;
@@ -85,6 +86,13 @@ impl Node {
         } else {
             items.last().map(|(key, _)| key.clone())
         };
+        for (hint_key, _) in &items {
+            self.note_hint_seen(hint_key.partition);
+        }
+        if done {
+            // Every hint went by in this pass, those of this page included.
+            self.hint_pass_done();
+        }
         for (hint_key, record) in items {
             let Space::Hint { owner } = &hint_key.space else {
                 continue;
@@ -121,23 +129,6 @@ impl Node {
         }
     }
 
-    /// Partitions this node holds now or will hold under the next ring.
-    fn held_partitions(&self) -> BTreeSet<PartitionId> {
-        let n = self.max_n();
-        let me = &self.config.node_id;
-        let next = self.membership.view.ring().and_then(|s| s.next.as_ref());
-        (0..self.routing.ring.partition_count())
-            .map(PartitionId)
-            .filter(|p| {
-                self.routing
-                    .ring
-                    .partition_preference_list(*p, n)
-                    .contains(me)
-                    || next.is_some_and(|r| r.partition_preference_list(*p, n).contains(me))
-            })
-            .collect()
-    }
-
     /// Reads the next page of a partition this node does not hold (after a ring change, or a
     /// write through a stale view): such records are handed to the key's current replicas like
     /// hints, then deleted here. This is how a replica that left a preference list passes on
@@ -157,6 +148,8 @@ impl Node {
             .map(|i| PartitionId((start.0 + i) % count))
             .find(|p| !held.contains(p));
         let Some(partition) = next else {
+            // Nothing to scan: a pass over no partition is done.
+            self.orphan_partition_done(None);
             return;
         };
         let after = if partition == start { after } else { None };
@@ -185,6 +178,7 @@ impl Node {
         // Partitions with nothing to deliver are skipped at once (up to one pass round the
         // ring per round), so a node that left finds its records in seconds, not minutes.
         if items.is_empty() && done {
+            self.orphan_partition_done(Some(partition));
             self.orphans.empty_streak += 1;
             if self.orphans.empty_streak < count {
                 self.orphan_scan();
@@ -206,6 +200,7 @@ impl Node {
             {
                 continue;
             }
+            self.note_orphan_seen(partition);
             let Ok(object) = Object::decode(&record) else {
                 // A damaged orphan is worth nothing; the replicas have their own copies.
                 self.delete_if_unchanged(key.clone(), record);
@@ -226,6 +221,9 @@ impl Node {
             if let Some(owner) = owner {
                 self.deliver(owner, key, record);
             }
+        }
+        if done {
+            self.orphan_partition_done(Some(partition));
         }
     }
 

@@ -12,8 +12,8 @@ use crate::error::CommandError;
 use crate::id::{Millis, NodeId};
 use crate::io::{Command, Event};
 use crate::membership::{
-    choose_gossip_peer, handle_gossip, ClusterView, FailureDetector, GossipMessage, Liveness,
-    MemberStatus,
+    choose_gossip_peer, handle_gossip, ClusterView, FailureDetector, GossipMessage, Handoff,
+    Liveness, MemberStatus,
 };
 use crate::ring::PartitionId;
 use crate::storage::{StorageKey, StorageOp};
@@ -68,6 +68,9 @@ impl Node {
                 self.membership
                     .view
                     .set_status(&node, MemberStatus::Removed);
+                // The operator says it is gone with its disk: nothing waits for its hand-off
+                // (were it alive after all, it would publish its own again).
+                self.membership.view.set_handoff(&node, Handoff::Drained);
             }
         }
         self.view_changed();
@@ -137,6 +140,7 @@ impl Node {
                 // Trees of partitions this node no longer holds are dropped; new ones get built.
                 let mine: BTreeSet<PartitionId> = self.my_partitions().into_iter().collect();
                 self.anti_entropy.trees.retain(|p, _| mine.contains(p));
+                self.ring_changed_for_handoff();
                 // A node that sees itself in the ring it routes by is up.
                 let me = self.config.node_id.clone();
                 if self.routing.ring.member(&me).is_some()

@@ -15,6 +15,7 @@
 
 mod anti_entropy;
 mod coordinate;
+mod handoff;
 mod hints;
 mod membership;
 mod reap;
@@ -44,6 +45,7 @@ use crate::wire::Message;
 
 use anti_entropy::AntiEntropy;
 use coordinate::Requests;
+use handoff::HandoffTracker;
 use hints::{HintDelivery, OrphanScan};
 use membership::Membership;
 use replica::{DeleteCondition, LocalWrite, LocalWriteKind, Replica};
@@ -125,6 +127,8 @@ pub struct Node {
     hints: HintDelivery,
     /// Records of partitions this node no longer holds, on their way to the replicas.
     orphans: OrphanScan,
+    /// What this node may still hold of other nodes' partitions, as its scans found it.
+    handoff: HandoffTracker,
     /// The cluster view, gossip and the failure detector.
     membership: Membership,
     /// Partitions pulled from current replicas for the next ring.
@@ -222,7 +226,7 @@ impl Node {
         let gossip_interval = config.gossip.interval_ms.max(1);
         let hint_interval = config.hint_delivery_interval_ms.max(1);
         let ae_interval = config.anti_entropy_interval_ms.max(1);
-        Ok(Node {
+        let mut node = Node {
             actor: actor_name(&config.node_id, config.incarnation, 0),
             actor_generation: 0,
             fallback_actors: 0,
@@ -248,11 +252,14 @@ impl Node {
             replica: Replica::default(),
             hints: HintDelivery::default(),
             orphans: OrphanScan::default(),
+            handoff: HandoffTracker::default(),
             membership: Membership::new(view, detector),
             transfers: Transfers::default(),
             anti_entropy: AntiEntropy::default(),
             config,
-        })
+        };
+        node.ring_changed_for_handoff();
+        Ok(node)
     }
 
     /// This node's id.

@@ -8,6 +8,7 @@ use super::{DeleteCondition, Node};
 use crate::bucket::Quorums;
 use crate::coordinator::get::{GetState, ReplicaState};
 use crate::coordinator::Client;
+use crate::membership::MemberStatus;
 use crate::merkle::object_digest;
 use crate::storage::StorageKey;
 use crate::version::Object;
@@ -30,6 +31,25 @@ impl Node {
             return;
         }
         if !self.tombstone_past_grace(object) {
+            return;
+        }
+        // Not while a node may hold a hint or an orphaned record of this partition: it could be
+        // older than the delete and would come back once delivered. Nor while a member is out
+        // of reach: it may hold one it could not yet tell anyone about.
+        if self
+            .membership
+            .view
+            .handoff_holder(key.partition.0)
+            .is_some()
+        {
+            return;
+        }
+        let me = &self.config.node_id;
+        let out_of_reach =
+            self.membership.view.members().any(|m| {
+                m.id != *me && m.status != MemberStatus::Removed && !self.reachable(&m.id)
+            });
+        if out_of_reach {
             return;
         }
         let n = self.bucket_props(&key.bucket).n;

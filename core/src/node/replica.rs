@@ -172,6 +172,9 @@ impl Node {
             }
             return;
         };
+        if matches!(storage_key.space, Space::Hint { .. }) {
+            self.note_hint(storage_key.partition);
+        }
         self.enqueue_local_write(LocalWrite {
             key: storage_key,
             kind: LocalWriteKind::Merge {

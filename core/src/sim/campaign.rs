@@ -31,7 +31,10 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
     let mut issued = 0usize;
     let mut joined = 0usize;
     let mut active: Vec<NodeId> = nodes.clone();
+    // Nodes told to leave: each is stopped, its disk discarded, once it says it is drained.
+    let mut leavers: Vec<NodeId> = Vec::new();
     while issued < operations || !in_flight.is_empty() {
+        leavers.retain(|node| !(sim.is_drained(node.as_str()) && sim.decommission(node.as_str())));
         // Membership churn, now and then: a node joins, or one leaves (never the seed, and
         // never below three members).
         if sim.config.churn && issued < operations && rng.gen_ratio(1, 25) {
@@ -45,6 +48,7 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
             } else {
                 let leaving = active.remove(rng.gen_range(1..active.len()));
                 sim.leave(leaving.as_str());
+                leavers.push(leaving);
             }
         }
         // Faults, now and then.

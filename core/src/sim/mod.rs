@@ -100,6 +100,9 @@ pub struct Sim {
     loss: f64,
     history: Vec<Operation>,
     trace: Vec<TraceEntry>,
+    /// Records (data or hints) still on the disks of decommissioned nodes when they were
+    /// discarded: a node that says it is drained must hold none.
+    discarded: Vec<String>,
 }
 
 impl Sim {
@@ -122,6 +125,7 @@ impl Sim {
             cut: BTreeSet::new(),
             history: Vec::new(),
             trace: Vec::new(),
+            discarded: Vec::new(),
             members: Vec::new(),
         };
         for member in &members {
@@ -499,6 +503,41 @@ impl Sim {
         });
     }
 
+    /// Whether a running node says, in its own view, that it left and handed everything over
+    /// ([`ClusterView::is_drained`]).
+    pub fn is_drained(&self, node: &str) -> bool {
+        let id = NodeId::new(node);
+        self.view(node).is_some_and(|view| view.is_drained(&id))
+    }
+
+    /// Stops a node for good and discards its disk, as an operator does with a node that left
+    /// once it is drained. Returns whether there was such a node.
+    pub fn decommission(&mut self, node: &str) -> bool {
+        self.crash(node);
+        let id = NodeId::new(node);
+        let Some(gone) = self.nodes.remove(&id) else {
+            return false;
+        };
+        for (key, _) in gone.store.iter() {
+            if !matches!(key.space, Space::Meta) {
+                self.discarded.push(format!(
+                    "{id} discarded {:?} {}/{}",
+                    key.space,
+                    String::from_utf8_lossy(&key.bucket),
+                    String::from_utf8_lossy(&key.key)
+                ));
+            }
+        }
+        {
+            self.trace.push(TraceEntry {
+                at: self.now,
+                node: id,
+                kind: TraceKind::Decommissioned,
+            });
+        }
+        true
+    }
+
     /// Restarts a crashed node as a new incarnation over its store.
     pub fn restart(&mut self, node: &str) {
         let id = NodeId::new(node);
@@ -865,6 +904,7 @@ impl Sim {
         }
         let mut verdict = checker::check(&self.history, &finals);
         verdict.hints_left = self.hints();
+        verdict.discarded = self.discarded.clone();
         verdict
     }
 }

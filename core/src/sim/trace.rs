@@ -26,6 +26,8 @@ pub enum TraceKind {
     Restarted,
     /// The links changed.
     Links(String),
+    /// The node was stopped for good and its disk discarded (after it drained).
+    Decommissioned,
 }
 
 /// One trace entry.
@@ -41,7 +43,7 @@ pub struct TraceEntry {
 
 impl TraceKind {
     /// A stable snake_case name: the event's [`Event::kind`], or `dropped`, `crashed`,
-    /// `restarted`, `links`.
+    /// `restarted`, `links`, `decommissioned`.
     pub fn name(&self) -> &'static str {
         match self {
             TraceKind::Event(event) => event.kind(),
@@ -49,6 +51,7 @@ impl TraceKind {
             TraceKind::Crashed => "crashed",
             TraceKind::Restarted => "restarted",
             TraceKind::Links(_) => "links",
+            TraceKind::Decommissioned => "decommissioned",
         }
     }
 }
@@ -71,6 +74,9 @@ impl fmt::Display for TraceEntry {
             TraceKind::Crashed => write!(f, "{node} crashed"),
             TraceKind::Restarted => write!(f, "{node} restarted"),
             TraceKind::Links(what) => f.write_str(what),
+            TraceKind::Decommissioned => {
+                write!(f, "{node} stopped for good, its disk discarded")
+            }
         }
     }
 }

@@ -1,0 +1,164 @@
+//! What this node may still hold of other nodes' partitions (hints, orphaned records), kept
+//! from the scans of hint delivery and the orphan scan and published in its view entry as a
+//! [`Handoff`]: tombstone reaping waits for every member's, and a node that left says
+//! [`Handoff::Drained`] once it has handed everything over, so that it may be stopped.
+
+use alloc::collections::BTreeSet;
+
+use super::Node;
+use crate::io::Event;
+use crate::membership::Handoff;
+use crate::ring::PartitionId;
+
+/// One kind of record (hints, or orphans) as complete scans found it.
+#[derive(Debug, Default)]
+struct ScanTally {
+    /// Partitions found in the scan under way, or taken since it started.
+    this_pass: BTreeSet<PartitionId>,
+    /// As of the last complete scan, plus what was taken since; `None` before one completed.
+    known: Option<BTreeSet<PartitionId>>,
+}
+
+impl ScanTally {
+    fn note(&mut self, partition: PartitionId) {
+        self.this_pass.insert(partition);
+        if let Some(known) = &mut self.known {
+            known.insert(partition);
+        }
+    }
+
+    fn pass_done(&mut self) {
+        self.known = Some(core::mem::take(&mut self.this_pass));
+    }
+}
+
+/// The tallies, and what was last published.
+#[derive(Debug, Default)]
+pub(super) struct HandoffTracker {
+    hints: ScanTally,
+    orphans: ScanTally,
+    /// Partitions the orphan scan has finished in its current pass.
+    orphan_pass_visited: BTreeSet<PartitionId>,
+    /// Partitions this node holds under the ring and the next one, as of the last ring change.
+    held: BTreeSet<PartitionId>,
+    /// Whether [`Event::Drained`] was reported (once per drain).
+    drained_reported: bool,
+}
+
+impl Node {
+    /// A hint was stored here for a record of `partition`.
+    pub(super) fn note_hint(&mut self, partition: PartitionId) {
+        self.handoff.hints.note(partition);
+    }
+
+    /// The hint scan found a hint of `partition`.
+    pub(super) fn note_hint_seen(&mut self, partition: PartitionId) {
+        self.handoff.hints.this_pass.insert(partition);
+    }
+
+    /// The hint scan went through every hint.
+    pub(super) fn hint_pass_done(&mut self) {
+        self.handoff.hints.pass_done();
+    }
+
+    /// The orphan scan found records of `partition` to hand over.
+    pub(super) fn note_orphan_seen(&mut self, partition: PartitionId) {
+        self.handoff.orphans.this_pass.insert(partition);
+    }
+
+    /// The orphan scan finished `partition` (or there is none to scan, `None`): when every
+    /// partition this node does not hold has been scanned, the pass is done.
+    pub(super) fn orphan_partition_done(&mut self, partition: Option<PartitionId>) {
+        if let Some(partition) = partition {
+            self.handoff.orphan_pass_visited.insert(partition);
+        }
+        let count = self.routing.ring.partition_count();
+        let complete = (0..count).map(PartitionId).all(|p| {
+            self.handoff.held.contains(&p) || self.handoff.orphan_pass_visited.contains(&p)
+        });
+        if complete {
+            self.handoff.orphan_pass_visited.clear();
+            self.handoff.orphans.pass_done();
+        }
+    }
+
+    /// Partitions this node holds under the ring and the next one, as of the last ring change.
+    pub(super) fn held_partitions(&self) -> &BTreeSet<PartitionId> {
+        &self.handoff.held
+    }
+
+    /// After a ring change: partitions this node gave up may hold orphans from now on.
+    pub(super) fn ring_changed_for_handoff(&mut self) {
+        let held = self.compute_held_partitions();
+        let released: alloc::vec::Vec<PartitionId> =
+            self.handoff.held.difference(&held).copied().collect();
+        for partition in released {
+            self.handoff.orphans.note(partition);
+        }
+        self.handoff.held = held;
+    }
+
+    fn compute_held_partitions(&self) -> BTreeSet<PartitionId> {
+        let n = self.max_n();
+        let me = &self.config.node_id;
+        if self.routing.ring_version.is_none() {
+            return BTreeSet::new();
+        }
+        let next = self.membership.view.ring().and_then(|s| s.next.as_ref());
+        (0..self.routing.ring.partition_count())
+            .map(PartitionId)
+            .filter(|p| {
+                self.routing
+                    .ring
+                    .partition_preference_list(*p, n)
+                    .contains(me)
+                    || next.is_some_and(|r| r.partition_preference_list(*p, n).contains(me))
+            })
+            .collect()
+    }
+
+    /// What this node may still have to hand over, from its scans.
+    fn handoff_now(&self) -> Handoff {
+        let (Some(hints), Some(orphans)) = (&self.handoff.hints.known, &self.handoff.orphans.known)
+        else {
+            return Handoff::Unknown;
+        };
+        let pending: BTreeSet<u32> = hints.union(orphans).map(|p| p.0).collect();
+        let in_ring = self
+            .membership
+            .view
+            .member(&self.config.node_id)
+            .is_none_or(|m| m.in_target_ring());
+        if pending.is_empty()
+            && !in_ring
+            && self.handoff.held.is_empty()
+            && self.hints.deliveries.is_empty()
+        {
+            return Handoff::Drained;
+        }
+        Handoff::Pending(pending)
+    }
+
+    /// Publishes this node's [`Handoff`] in its view entry when it changed (gossip spreads it),
+    /// and reports the moment it is drained.
+    pub(super) fn publish_handoff(&mut self) {
+        let me = self.config.node_id.clone();
+        let now = self.handoff_now();
+        let Some(entry) = self.membership.view.member(&me) else {
+            return;
+        };
+        if entry.handoff == now {
+            return;
+        }
+        let drained = now == Handoff::Drained;
+        if self.membership.view.set_handoff(&me, now) {
+            self.view_changed();
+        }
+        if drained && !self.handoff.drained_reported {
+            self.handoff.drained_reported = true;
+            self.event(Event::Drained);
+        } else if !drained {
+            self.handoff.drained_reported = false;
+        }
+    }
+}
