@@ -22,10 +22,11 @@ const TS_TYPES: &'static str = r#"
 /** A ring member as the page gives it. */
 export interface MemberSpec { id: string; capacity?: number; zone?: string | null }
 /** A member as drawn: `status` is joining, up, leaving, down or removed; the addresses are
- * empty in the simulator. */
+ * empty in the simulator. `drained`: it left and handed everything over. */
 export interface MemberDoc {
   id: string; status: string; alive: boolean; zone: string | null; capacity: number;
   partitions: number; http_addr: string; peer_addr: string;
+  handoff_partitions: number | null; drained: boolean;
 }
 /** One of the Q partitions; `start` is a 128-bit position as a decimal string. */
 export interface PartitionDoc { id: number; start: string; replicas: string[]; moving_to: string[] }

@@ -126,6 +126,8 @@ impl Ring {
                     http_addr: String::new(),
                     peer_addr: String::new(),
                     partitions: counts.get(&m.id).copied().unwrap_or(0),
+                    handoff_partitions: None,
+                    drained: false,
                 })
                 .collect(),
             partitions: (0..ring.partition_count())

@@ -248,12 +248,14 @@ impl Sim {
         }
         for member in &mut doc.members {
             member.alive = self.sim.is_up(&member.id);
+            member.drained = self.sim.is_drained(&member.id);
             if let Some(status) = statuses.get(&member.id) {
                 member.status = status.clone();
             }
         }
         for node in self.nodes() {
             if !doc.members.iter().any(|m| m.id == node.id) {
+                let drained = self.sim.is_drained(&node.id);
                 doc.members.push(MemberDoc {
                     id: node.id,
                     status: node.status,
@@ -263,6 +265,8 @@ impl Sim {
                     http_addr: String::new(),
                     peer_addr: String::new(),
                     partitions: 0,
+                    handoff_partitions: None,
+                    drained,
                 });
             }
         }

@@ -82,6 +82,13 @@ pub struct MemberDoc {
     pub peer_addr: String,
     /// Partitions it owns (first replica) in the current ring.
     pub partitions: u32,
+    /// Partitions of other nodes it may still hold hints or orphaned records of, as it last
+    /// said (`None`: not known yet, or drained).
+    #[serde(default)]
+    pub handoff_partitions: Option<u32>,
+    /// It left the ring and handed everything over: it may be stopped.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// `GET /cluster`: the answering node's view of the cluster.

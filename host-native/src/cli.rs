@@ -556,6 +556,7 @@ fn render_status(
         "PARTITIONS",
         "HINTS",
         "TRANSFERS",
+        "HANDOFF",
         "ADDRESS",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
@@ -583,6 +584,7 @@ fn render_status(
             member.partitions.to_string(),
             hints,
             transfers,
+            handoff_cell(member),
             member.http_addr.clone(),
         ]);
     }
@@ -605,10 +607,21 @@ fn render_status(
     }
     text.push_str(&format!(
         "* answered this status; HINTS and TRANSFERS are each member's own count ('?': no answer)\n\
+         HANDOFF: partitions of others a member may still hold hints or orphans of ('?': not \
+         known yet); 'drained': it left and handed everything over, it may be stopped\n\
          in flight on {}: {}\n",
         status.node, status.in_flight
     ));
     text
+}
+
+/// A member's HANDOFF cell: `drained`, the partitions it may still hand over, or `?`.
+fn handoff_cell(member: &api::MemberDoc) -> String {
+    match (member.drained, member.handoff_partitions) {
+        (true, _) => String::from("drained"),
+        (false, Some(partitions)) => partitions.to_string(),
+        (false, None) => String::from("?"),
+    }
 }
 
 /// Asks a node to join the cluster of `seed`.
@@ -626,7 +639,10 @@ pub async fn run_cluster_join(args: ClusterJoinArgs) -> anyhow::Result<()> {
 pub async fn run_cluster_leave(args: ClusterLeaveArgs) -> anyhow::Result<()> {
     let node = args.node.single()?;
     args.node.client()?.leave(&node).await?;
-    println!("{node} is leaving: it hands its partitions over, then stops serving them");
+    println!(
+        "{node} is leaving: it hands its partitions over, then stops serving them; stop it once \
+         `ringkv cluster status` shows it drained (or start it with --stop-when-drained)"
+    );
     Ok(())
 }
 

@@ -122,6 +122,10 @@ struct ServerArgs {
     /// itself: command lines are visible to every user of the machine).
     #[arg(long)]
     cluster_secret_file: Option<PathBuf>,
+    /// Stop by itself once drained: after `ringkv cluster leave`, when every hint and orphaned
+    /// record is handed over.
+    #[arg(long)]
+    stop_when_drained: bool,
 }
 
 impl ServerArgs {
@@ -175,6 +179,9 @@ impl ServerArgs {
             // The flag replaces a secret from the file rather than clashing with it.
             config.cluster_secret = None;
             config.cluster_secret_file = self.cluster_secret_file;
+        }
+        if self.stop_when_drained {
+            config.stop_when_drained = true;
         }
         if let Some(v) = self.compression {
             config.compression = match v.as_str() {

@@ -234,6 +234,8 @@ pub(crate) struct NodeTask {
     /// A join waiting for the storage operations of the node it replaces to finish (their ids
     /// would otherwise be taken for the new node's).
     pub(crate) pending_join: Option<PendingJoin>,
+    /// Set when the node says it is drained (see `ServerConfig::stop_when_drained`).
+    pub(crate) drained: tokio::sync::watch::Sender<bool>,
 }
 
 /// A join whose seed has answered, waiting to switch nodes.
@@ -638,6 +640,10 @@ impl NodeTask {
             }
             Event::ActorRenewed { actor } => {
                 tracing::warn!(%actor, "version actor renewed after a damaged record");
+            }
+            Event::Drained => {
+                tracing::info!("drained: this node left the ring and handed every hint and orphaned record over; it may be stopped");
+                let _ = self.drained.send(true);
             }
             other => tracing::debug!(event = %other, "node event"),
         }

@@ -280,6 +280,9 @@ pub struct ServerConfig {
     pub ui_dir: Option<PathBuf>,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout_ms: u64,
+    /// Stop the process by itself once the node has left the ring and handed every hint and
+    /// orphaned record over (it says `drained` in `/cluster`), as after `ringkv cluster leave`.
+    pub stop_when_drained: bool,
     /// PEM certificate (chain) of the HTTP API; with `tls_key`, the API serves HTTPS only.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -335,6 +338,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             ui_dir: None,
             drain_timeout_ms: 10_000,
+            stop_when_drained: false,
             tls_cert: None,
             tls_key: None,
             peer_tls_cert: None,
@@ -586,6 +590,9 @@ pub struct RunningServer {
     /// Where peers connect.
     pub peer_address: SocketAddr,
     shutdown: watch::Sender<bool>,
+    /// Becomes true when the node says it is drained.
+    drained: watch::Receiver<bool>,
+    stop_when_drained: bool,
     node_task: JoinHandle<()>,
     http_task: JoinHandle<std::io::Result<()>>,
 }
@@ -617,8 +624,14 @@ impl RunningServer {
         mut self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
+        let stop_when_drained = self.stop_when_drained;
+        let mut drained = self.drained.clone();
         let failure = tokio::select! {
             _ = stop => None,
+            Ok(_) = drained.wait_for(|drained| *drained), if stop_when_drained => {
+                tracing::info!("drained: every hint and orphaned record is handed over; stopping as configured (stop_when_drained)");
+                None
+            }
             result = &mut self.http_task => Some(match result {
                 Ok(Ok(())) => "the HTTP server stopped".to_string(),
                 Ok(Err(error)) => format!("the HTTP server failed: {error}"),
@@ -863,6 +876,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         node_id: node_id.clone(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (drained_tx, drained) = watch::channel(false);
     let task = NodeTask {
         node,
         me,
@@ -876,6 +890,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         storage_in_flight: 0,
         pending_join: None,
+        drained: drained_tx,
     };
     let node_task = tokio::spawn(node_loop::run(task, shutdown_rx.clone()));
     let http_config = HttpConfig {
@@ -910,6 +925,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         client_address,
         peer_address,
         shutdown,
+        drained,
+        stop_when_drained: config.stop_when_drained,
         node_task,
         http_task,
     })

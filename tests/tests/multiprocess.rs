@@ -1101,6 +1101,11 @@ async fn join_a_fourth_node_and_leave_one_under_read_load() {
     let status = cluster.status(1).await.unwrap();
     let n1 = status.members.iter().find(|m| m.id == "n1");
     assert!(n1.is_none_or(|m| m.status == "removed"), "{status:#?}");
+    // Once it says it is drained, the leaver is stopped and its disk discarded, as an operator
+    // would: nothing may be lost with it.
+    cluster.wait_drained(1, "n1").await;
+    cluster.kill(leaver);
+    cluster.wipe(leaver);
     // Readers keep going a little on the final ring.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -1120,6 +1125,72 @@ async fn join_a_fourth_node_and_leave_one_under_read_load() {
         expected.into_iter().map(|(k, v)| (k, vec![v])).collect();
     for node in 1..4 {
         let wrong = mismatches(&cluster.pinned_client(&[node]), b"e", &expected).await;
+        assert!(wrong.is_empty(), "read through n{}: {wrong:#?}", node + 1);
+    }
+}
+
+/// Before: a node that left kept running, and nothing said when it had handed everything over.
+/// Started with `--stop-when-drained`, it leaves, drains and exits by itself; every write,
+/// some taken while it was leaving, is still there without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_started_with_stop_when_drained_exits_by_itself_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start_with(4, CONFIG, |node| {
+        if node.id == "n4" {
+            node.args.push("--stop-when-drained".into());
+        }
+    })
+    .await;
+    let leaver = 3;
+    let writer = cluster.pinned_client(&[leaver]);
+    let mut expected = Vec::new();
+    for i in 0..60u32 {
+        let key = format!("d{i}");
+        let value = Bytes::from(format!("value of {key}"));
+        writer
+            .put(
+                b"d",
+                key.as_bytes(),
+                None,
+                value.clone(),
+                &Options::default(),
+            )
+            .await
+            .unwrap();
+        expected.push((key, vec![value]));
+    }
+    cluster
+        .pinned_client(&[0])
+        .leave(&cluster.url(leaver))
+        .await
+        .expect("leave accepted");
+    // Writes through the leaver while it hands its partitions over.
+    for i in 60..90u32 {
+        let key = format!("d{i}");
+        let value = Bytes::from(format!("value of {key}"));
+        if writer
+            .put(
+                b"d",
+                key.as_bytes(),
+                None,
+                value.clone(),
+                &Options::default(),
+            )
+            .await
+            .is_ok()
+        {
+            expected.push((key, vec![value]));
+        }
+    }
+    let exited = cluster.wait_exit(leaver).await;
+    assert!(exited.success(), "n4 exited with {exited}");
+    // It stopped only once a peer knew: the others learn it without n4.
+    for node in 0..3 {
+        cluster.wait_drained(node, "n4").await;
+    }
+    cluster.wipe(leaver);
+    for node in 0..3 {
+        let wrong = mismatches(&cluster.pinned_client(&[node]), b"d", &expected).await;
         assert!(wrong.is_empty(), "read through n{}: {wrong:#?}", node + 1);
     }
 }

@@ -178,6 +178,8 @@ fn member(id: &str, status: &str, alive: bool, port: u16) -> api::MemberDoc {
         peer_addr: format!("127.0.0.1:{}", port + 1000),
         http_addr: format!("127.0.0.1:{port}"),
         partitions: 0,
+        handoff_partitions: Some(0),
+        drained: false,
     }
 }
 

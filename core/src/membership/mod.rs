@@ -59,7 +59,10 @@
 //! // The claimant gives b partitions; one more exchange and b routes by the same ring.
 //! assert!(view_a.claim(&a, &RingConfig::default()).unwrap());
 //! let update = GossipMessage::View(view_a.clone().into());
-//! assert!(handle_gossip(&mut view_b, &update).unwrap().is_none());
+//! // b merges it; its digest, now equal to a's, tells a it arrived.
+//! let ack = handle_gossip(&mut view_b, &update).unwrap();
+//! assert_eq!(ack, Some(GossipMessage::Digest(view_a.digest())));
+//! assert!(handle_gossip(&mut view_a, &ack.unwrap()).unwrap().is_none());
 //! assert_eq!(view_b.ring().unwrap().ring.members().len(), 2);
 //!
 //! // Meanwhile a's detector hears from b every second, then nothing.
@@ -179,8 +182,9 @@ fn pick<'a>(from: &[&'a NodeId], rng: &mut impl rand::Rng) -> Option<&'a NodeId>
 ///
 /// The exchange is push-pull: the initiator sends [`GossipMessage::Digest`]; a partner whose digest
 /// differs replies with its view; the initiator merges it and, if the partner lacked something,
-/// replies with its merged view; the partner merges that and the exchange ends (`None`). After one
-/// exchange both sides hold the merge of both views.
+/// replies with its merged view, else with its digest; the partner merges that and answers its
+/// digest, now equal, which ends the exchange (`None`). After one exchange both sides hold the
+/// merge of both views, and each knows the other has its view.
 ///
 /// Errors (nothing changed, nothing to send): those of [`ClusterView::merge`], chiefly
 /// [`ViewError::ClusterMismatch`] for a view of another cluster.
@@ -194,8 +198,15 @@ pub fn handle_gossip(
         }
         GossipMessage::View(theirs) => {
             view.merge(theirs)?;
-            // Merging made this view at least theirs; if it is more, they lack something.
-            Ok((*view != **theirs).then(|| GossipMessage::View(Box::new(view.clone()))))
+            // Merging made this view at least theirs; if it is more, they lack something. If
+            // it is the same, the digest says so: the sender learns its view arrived (a node
+            // that left waits for that before it stops), and a digest equal to its own ends
+            // the exchange.
+            Ok(Some(if *view != **theirs {
+                GossipMessage::View(Box::new(view.clone()))
+            } else {
+                GossipMessage::Digest(view.digest())
+            }))
         }
     }
 }
@@ -341,13 +352,15 @@ mod tests {
 
     /// Runs a push-pull exchange from `from` to `to`; returns (views, digests) sent.
     fn exchange(views: &mut [ClusterView], from: usize, to: usize) -> (usize, usize) {
-        let (mut sent_views, sent_digests) = (0, 1);
+        let (mut sent_views, mut sent_digests) = (0, 1);
         let mut message = Some(GossipMessage::Digest(views[from].digest()));
         let mut at = to;
         while let Some(m) = message {
             message = handle_gossip(&mut views[at], &m).unwrap();
-            if message.is_some() {
-                sent_views += 1;
+            match message {
+                Some(GossipMessage::View(_)) => sent_views += 1,
+                Some(GossipMessage::Digest(_)) => sent_digests += 1,
+                None => {}
             }
             at = if at == to { from } else { to };
         }

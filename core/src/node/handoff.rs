@@ -6,6 +6,7 @@
 use alloc::collections::BTreeSet;
 
 use super::Node;
+use crate::id::NodeId;
 use crate::io::Event;
 use crate::membership::Handoff;
 use crate::ring::PartitionId;
@@ -41,11 +42,17 @@ pub(super) struct HandoffTracker {
     orphan_pass_visited: BTreeSet<PartitionId>,
     /// Partitions this node holds under the ring and the next one, as of the last ring change.
     held: BTreeSet<PartitionId>,
-    /// Whether [`Event::Drained`] was reported (once per drain).
+    /// Whether [`Event::Drained`] was reported (once per drain, after a peer confirmed it).
     drained_reported: bool,
 }
 
 impl Node {
+    /// Whether this node left the ring, handed everything over, and a peer knows it: the
+    /// host may stop it ([`Event::Drained`] was reported).
+    pub fn is_drained(&self) -> bool {
+        self.handoff.drained_reported && self.membership.view.is_drained(&self.config.node_id)
+    }
+
     /// A hint was stored here for a record of `partition`.
     pub(super) fn note_hint(&mut self, partition: PartitionId) {
         self.handoff.hints.note(partition);
@@ -139,8 +146,7 @@ impl Node {
         Handoff::Pending(pending)
     }
 
-    /// Publishes this node's [`Handoff`] in its view entry when it changed (gossip spreads it),
-    /// and reports the moment it is drained.
+    /// Publishes this node's [`Handoff`] in its view entry when it changed (gossip spreads it).
     pub(super) fn publish_handoff(&mut self) {
         let me = self.config.node_id.clone();
         let now = self.handoff_now();
@@ -150,15 +156,26 @@ impl Node {
         if entry.handoff == now {
             return;
         }
-        let drained = now == Handoff::Drained;
+        if now != Handoff::Drained {
+            self.handoff.drained_reported = false;
+        }
         if self.membership.view.set_handoff(&me, now) {
             self.view_changed();
         }
-        if drained && !self.handoff.drained_reported {
+    }
+
+    /// A peer's gossip: once a peer holds this node's entry saying it is drained, the rest of
+    /// the cluster learns it from there, and [`Event::Drained`] tells the host it may stop.
+    /// (Reported before that, a node stopped at once would leave the others waiting forever
+    /// for its hand-off, and tombstones of its partitions unreaped.)
+    pub(super) fn confirm_drained(&mut self, peer_has_it: impl FnOnce(&NodeId) -> bool) {
+        let me = self.config.node_id.clone();
+        if self.handoff.drained_reported || !self.membership.view.is_drained(&me) {
+            return;
+        }
+        if peer_has_it(&me) {
             self.handoff.drained_reported = true;
             self.event(Event::Drained);
-        } else if !drained {
-            self.handoff.drained_reported = false;
         }
     }
 }

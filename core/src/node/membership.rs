@@ -210,6 +210,14 @@ impl Node {
 
     pub(super) fn on_gossip(&mut self, from: NodeId, gossip: GossipMessage) {
         let before = self.membership.view.digest();
+        // Whether the peer already holds this node's entry as it is here.
+        let ours = &self.membership.view;
+        let confirmed = |me: &NodeId| match &gossip {
+            GossipMessage::Digest(digest) => *digest == before,
+            GossipMessage::View(theirs) => theirs.member(me) == ours.member(me),
+        };
+        let confirmed = confirmed(&self.config.node_id);
+        self.confirm_drained(|_| confirmed);
         match handle_gossip(&mut self.membership.view, &gossip) {
             Ok(reply) => {
                 if let Some(reply) = reply {

@@ -503,11 +503,13 @@ impl Sim {
         });
     }
 
-    /// Whether a running node says, in its own view, that it left and handed everything over
-    /// ([`ClusterView::is_drained`]).
+    /// Whether a running node says it left and handed everything over, and a peer knows it
+    /// ([`Node::is_drained`]).
     pub fn is_drained(&self, node: &str) -> bool {
-        let id = NodeId::new(node);
-        self.view(node).is_some_and(|view| view.is_drained(&id))
+        self.nodes
+            .get(&NodeId::new(node))
+            .and_then(|n| n.node.as_ref())
+            .is_some_and(Node::is_drained)
     }
 
     /// Stops a node for good and discards its disk, as an operator does with a node that left

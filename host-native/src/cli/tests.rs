@@ -201,6 +201,8 @@ fn member(id: &str, address: &str, alive: bool, status: &str) -> api::MemberDoc 
         peer_addr: String::new(),
         http_addr: address.into(),
         partitions: 128,
+        handoff_partitions: Some(0),
+        drained: false,
     }
 }
 

@@ -3,7 +3,7 @@
 use ringkv_client::api;
 use ringkv_core::bucket::BucketProps;
 use ringkv_core::id::NodeId;
-use ringkv_core::membership::{MemberInfo, MemberStatus};
+use ringkv_core::membership::{Handoff, MemberInfo, MemberStatus};
 use ringkv_core::ring::PartitionId;
 
 use crate::node_loop::NodeStatus;
@@ -37,6 +37,11 @@ fn member_docs(status: &NodeStatus) -> Vec<api::MemberDoc> {
             peer_addr: member.peer_address.clone(),
             http_addr: member.client_address.clone(),
             partitions: owned.get(&member.id).copied().unwrap_or(0),
+            handoff_partitions: match &member.handoff {
+                Handoff::Pending(partitions) => Some(partitions.len() as u32),
+                Handoff::Unknown | Handoff::Drained => None,
+            },
+            drained: status.view.is_drained(&member.id),
         })
         .collect()
 }

@@ -63,6 +63,8 @@ pub struct NodeProc {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub seed: Option<String>,
+    /// More `ringkv server` flags.
+    pub args: Vec<String>,
     pub child: Option<Child>,
 }
 
@@ -125,6 +127,7 @@ impl Cluster {
             data_dir: self.path().join(&id),
             log: self.path().join(format!("{id}.log")),
             seed,
+            args: Vec::new(),
             child: None,
             id,
         };
@@ -156,6 +159,7 @@ impl Cluster {
         if let Some(seed) = &node.seed {
             command.args(["--seed", seed]);
         }
+        command.args(&node.args);
         let child = command
             .env("RINGKV_LOG", "info")
             .env("NO_COLOR", "1")
@@ -331,6 +335,46 @@ impl Cluster {
                 Instant::now() < deadline,
                 "the ring of {expected:?} did not settle in time; last views: {last:#?}"
             );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until node `i`'s view says member `id` is drained (left, everything handed over).
+    pub async fn wait_drained(&mut self, i: usize, id: &str) {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let status = self.status(i).await;
+            let member = status
+                .as_ref()
+                .ok()
+                .and_then(|s| s.members.iter().find(|m| m.id == id));
+            if member.is_some_and(|m| m.drained) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} not drained after {CONVERGE:?}: {member:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (at most [`CONVERGE`]) for node `i`'s process to exit by itself, and returns how.
+    pub async fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        let deadline = Instant::now() + CONVERGE;
+        let mut child = self.nodes[i].child.take().expect("running");
+        loop {
+            if let Ok(Some(exit)) = child.try_wait() {
+                return exit;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not exit by itself within {CONVERGE:?}",
+                    self.nodes[i].id
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
