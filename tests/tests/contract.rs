@@ -29,7 +29,7 @@ mod common;
 use common::answers::*;
 use common::cluster::*;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -736,16 +736,16 @@ fn check_model(
     }
     for ((bucket, key), state) in finals {
         let values = state.values();
-        let mut broken = |what: String| {
+        let mut broken = |op: Option<usize>, what: String| {
             violations.push(Violation {
-                op: None,
+                op,
                 bucket: bucket.clone(),
                 key: key.clone(),
                 what,
             })
         };
         for wrong in judge_values(&values, bucket, key) {
-            broken(format!("the final state holds {wrong}"));
+            broken(None, format!("the final state holds {wrong}"));
         }
         for (w, op) in ops.iter().enumerate() {
             let Intent::Put { value, .. } = &op.intent else {
@@ -765,20 +765,26 @@ fn check_model(
                 .collect();
             let present = values.contains(value);
             if successors.is_empty() && !present {
-                broken(format!(
-                    "the acknowledged {value:?} (#{w}) is lost: no write saw it, and the final \
-                     state is {values:?}"
-                ));
+                broken(
+                    Some(w),
+                    format!(
+                        "the acknowledged {value:?} is lost: no write saw it, and the final \
+                         state is {values:?}"
+                    ),
+                );
             }
             if let Some(s) = successors
                 .iter()
                 .find(|&&s| judged[s].effect == Effect::Acked)
             {
                 if present {
-                    broken(format!(
-                        "{value:?} (#{w}) is still there, though the acknowledged #{s} was made \
-                         with the context of a read that returned it"
-                    ));
+                    broken(
+                        Some(w),
+                        format!(
+                            "{value:?} is still there, though the acknowledged #{s} was made \
+                             with the context of a read that returned it"
+                        ),
+                    );
                 }
             }
         }
@@ -929,16 +935,22 @@ fn describe(i: usize, op: &Op, judged: &Judged) -> String {
     if let Some(values) = &judged.values {
         answer.push_str(&format!(" {values:?}"));
     }
-    if let Ok(dot) = op.answer.as_ref().map(|a| a.header("x-ringkv-dot")) {
-        answer.push_str(&format!(" dot {}", dot.unwrap_or("-")));
+    if let Some(dot) = op
+        .answer
+        .as_ref()
+        .ok()
+        .and_then(|a| a.header("x-ringkv-dot"))
+    {
+        answer.push_str(&format!(" dot {dot}"));
     }
     format!(
-        "#{i} {}-{} ms c{} n{}{} {}{context}{value} -> {answer}",
+        "#{i} {}-{} ms c{} n{}{} {}: {}{context}{value} -> {answer}",
         op.invoked_ms,
         op.completed_ms,
         op.client,
         op.node + 1,
         if op.live { "" } else { " (down or paused)" },
+        op.label,
         op.request,
     )
 }
@@ -1040,21 +1052,33 @@ async fn answers_keep_the_documented_promises_under_faults() {
         violations.len(),
         file.display()
     );
-    let mut keys = BTreeSet::new();
+    // Each key's first violation, by history index (the final state's after every request).
+    let mut keys: BTreeMap<(String, String), usize> = BTreeMap::new();
     for v in violations.iter().take(30) {
         let op = v.op.map(|i| all[i].clone()).unwrap_or("final state".into());
         report.push_str(&format!("{}/{}: {}\n    {op}\n", v.bucket, v.key, v.what));
-        keys.insert((v.bucket.clone(), v.key.clone()));
+        let first = keys
+            .entry((v.bucket.clone(), v.key.clone()))
+            .or_insert(usize::MAX);
+        *first = (*first).min(v.op.unwrap_or(ops.len()));
     }
-    for (bucket, key) in keys.iter().take(3) {
-        report.push_str(&format!("history of {bucket}/{key}:\n"));
-        let lines: Vec<&String> = ops
+    for ((bucket, key), first) in keys.iter().take(3) {
+        // The key's requests from 50 before its first violation, at most 300.
+        report.push_str(&format!(
+            "history of {bucket}/{key} around its first violation:\n"
+        ));
+        let lines: Vec<(usize, &String)> = ops
             .iter()
             .zip(&all)
-            .filter(|(op, _)| op.bucket == *bucket && op.key == *key)
-            .map(|(_, line)| line)
+            .enumerate()
+            .filter(|(_, (op, _))| op.bucket == *bucket && op.key == *key)
+            .map(|(i, (_, line))| (i, line))
             .collect();
-        for line in &lines[lines.len().saturating_sub(300)..] {
+        let at = lines
+            .iter()
+            .position(|(i, _)| i >= first)
+            .unwrap_or(lines.len());
+        for (_, line) in lines.iter().skip(at.saturating_sub(50)).take(300) {
             report.push_str(&format!("  {line}\n"));
         }
         if let Some(state) = finals.get(&(bucket.clone(), key.clone())) {
