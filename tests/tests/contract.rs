@@ -23,7 +23,7 @@
 //! owner's own record, goes through the core's checker (`ringkv_core::checker`).
 //!
 //! `RINGKV_CONTRACT_SEED` replays a run's choices (cluster size, every client's requests, the
-//! faults; not their timing); `RINGKV_CONTRACT_SECS` (default 20) is how long the load runs.
+//! faults; not their timing); `RINGKV_CONTRACT_SECS` (default 45) is how long the load runs.
 mod common;
 
 use common::answers::*;
@@ -80,8 +80,17 @@ const BAD_QUERIES: [&str; 9] = [
     "colour=blue",
     "w=1&w=2",
 ];
-const GOOD_WRITE_QUERIES: [&str; 5] = ["w=1", "w=all", "w=quorum", "dw=1", "w=3&dw=one"];
-const GOOD_READ_QUERIES: [&str; 4] = ["r=1", "r=all", "r=one", "r=quorum"];
+/// Valid quorums, some of which a single fault defeats (more 503s to judge).
+const GOOD_WRITE_QUERIES: [&str; 7] = [
+    "w=1",
+    "w=quorum",
+    "dw=1",
+    "w=3&dw=one",
+    "w=all",
+    "w=all&timeout_ms=300",
+    "w=3&dw=3&timeout_ms=500",
+];
+const GOOD_READ_QUERIES: [&str; 5] = ["r=1", "r=one", "r=quorum", "r=all", "r=all&timeout_ms=300"];
 
 // ----- the history -----
 
@@ -215,10 +224,7 @@ impl Client {
                     plan.label = "head";
                     plan.intent = Intent::Head;
                 }
-                if self.rng.gen_bool(0.15) {
-                    let query = GOOD_READ_QUERIES[self.rng.gen_range(0..GOOD_READ_QUERIES.len())];
-                    plan.target = format!("{}?{query}", plan.target);
-                }
+                self.add_quorum(&mut plan, &GOOD_READ_QUERIES);
             }
             30..=66 => {
                 // Mostly with the context of the last read; blind without one, or at random.
@@ -231,10 +237,7 @@ impl Client {
                 };
                 plan.context = read.map(|r| r.1);
                 plan.body = Some(value.into_bytes());
-                if self.rng.gen_bool(0.1) {
-                    let query = GOOD_WRITE_QUERIES[self.rng.gen_range(0..GOOD_WRITE_QUERIES.len())];
-                    plan.target = format!("{}?{query}", plan.target);
-                }
+                self.add_quorum(&mut plan, &GOOD_WRITE_QUERIES);
             }
             67..=78 => {
                 plan.method = "DELETE";
@@ -243,6 +246,7 @@ impl Client {
                         plan.label = "delete";
                         plan.intent = Intent::Delete { read: index };
                         plan.context = Some(context);
+                        self.add_quorum(&mut plan, &GOOD_WRITE_QUERIES);
                     }
                     // README: 400 without a context (it would delete nothing).
                     None => {
@@ -331,6 +335,14 @@ impl Client {
             }
         }
         plan
+    }
+
+    /// A quarter of the time, one of `queries`.
+    fn add_quorum(&mut self, plan: &mut Plan, queries: &[&str]) {
+        if self.rng.gen_bool(0.25) {
+            let query = queries[self.rng.gen_range(0..queries.len())];
+            plan.target = format!("{}?{query}", plan.target);
+        }
     }
 
     async fn send(&mut self, plan: Plan) {
@@ -972,7 +984,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn answers_keep_the_documented_promises_under_faults() {
     let _serial = SERIAL.lock().await;
     let seed = env_u64("RINGKV_CONTRACT_SEED").unwrap_or_else(rand::random);
-    let secs = env_u64("RINGKV_CONTRACT_SECS").unwrap_or(20);
+    let secs = env_u64("RINGKV_CONTRACT_SECS").unwrap_or(45);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let count = rng.gen_range(3..=5);
     println!(
