@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ringkv_core::checker::OpOutcome;
+use ringkv_core::checker::{FinalReplica, OpKind, OpOutcome, Operation};
 use ringkv_core::id::NodeId;
 use ringkv_core::request::{QuorumKind, Reply};
 use ringkv_core::version::{ActorId, Context, Dot, Object};
@@ -90,6 +90,60 @@ pub fn context_of(text: Option<&str>) -> Context {
         .unwrap_or_default()
 }
 
+/// Checks a 503's JSON body (`kind`, and for a quorum failure `quorum`, `needed`, `answered`
+/// and the `X-Ringkv-Replicas` header); returns its kind.
+pub fn check_503(answer: &RawAnswer, problems: &mut Vec<String>) -> String {
+    let kind = answer.kind();
+    if kind == "unavailable" || kind == "outcome_unknown" {
+        let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let whole = body["quorum"].is_string()
+            && body["needed"].is_u64()
+            && body["answered"].is_array()
+            && answer.header("x-ringkv-replicas").is_some();
+        if !whole {
+            problems.push(format!(
+                "a 503 {kind} without quorum, needed, answered and X-Ringkv-Replicas: {body}"
+            ));
+        }
+    }
+    kind
+}
+
+/// The `X-Ringkv-Dot` of a write's answer (`actor:counter`).
+pub fn dot_of(answer: &RawAnswer) -> Option<Dot> {
+    let (actor, counter) = answer.header("x-ringkv-dot")?.rsplit_once(':')?;
+    Some(Dot {
+        actor: ActorId::new(actor),
+        counter: counter.parse().ok()?,
+    })
+}
+
+/// What is wrong with an answer's `X-Ringkv-Context`, if it has one: it must decode, be bound to
+/// `bucket`/`key` (README: contexts carry a fingerprint of their key) and, after a write, cover
+/// the write's dot (the new context has seen the write).
+pub fn context_problem(answer: &RawAnswer, bucket: &str, key: &str) -> Option<String> {
+    let text = answer
+        .header("x-ringkv-context")
+        .filter(|t| !t.is_empty())?;
+    let context = match Context::from_base64(text) {
+        Ok(context) => context,
+        Err(error) => return Some(format!("an undecodable context {text:?}: {error}")),
+    };
+    if context.key_fingerprint().is_none()
+        || context
+            .check_key(bucket.as_bytes(), key.as_bytes())
+            .is_err()
+    {
+        return Some(format!("a context not bound to {bucket}/{key}"));
+    }
+    match dot_of(answer) {
+        Some(dot) if !context.clock().covers(&dot) => Some(format!(
+            "a write's new context does not cover its dot {dot}"
+        )),
+        _ => None,
+    }
+}
+
 /// An answer (or none) to a `/kv` request as the core checker's outcome; `values`: a GET's, as
 /// [`values_of`] read them.
 pub fn checker_outcome(
@@ -110,13 +164,7 @@ pub fn checker_outcome(
     };
     let needed = body["needed"].as_u64().unwrap_or_default() as u32;
     let answered = node_ids(answer, "x-ringkv-replicas");
-    let dot = answer.header("x-ringkv-dot").and_then(|d| {
-        let (actor, counter) = d.rsplit_once(':')?;
-        Some(Dot {
-            actor: ActorId::new(actor),
-            counter: counter.parse().ok()?,
-        })
-    });
+    let dot = dot_of(answer);
     let read_your_writes = answer.header("x-ringkv-read-your-writes") == Some("true");
     OpOutcome::Replied(match (answer.status, answer.kind().as_str(), dot) {
         (200 | 300 | 404, _, _) if values.is_some() => Reply::Got {
@@ -182,6 +230,41 @@ impl FinalKey {
                 .replicas
                 .iter()
                 .all(|(_, r)| r.is_ok() && r == &self.replicas[0].1)
+    }
+
+    /// This state as the core checker's final read (numbered `index`, through the first node)
+    /// and replicas.
+    pub fn for_checker(
+        &self,
+        bucket: &str,
+        key: &str,
+        index: usize,
+    ) -> (Operation, Vec<FinalReplica>) {
+        let read = Operation {
+            index,
+            node: NodeId::new("n1"),
+            bucket: bucket.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+            kind: OpKind::Get,
+            invoked_at: 0,
+            completed_at: Some(0),
+            outcome: Some(OpOutcome::Replied(Reply::Got {
+                values: self.values().into_iter().map(String::into_bytes).collect(),
+                context: context_of(self.context.as_deref()),
+                replicas: Vec::new(),
+                fallbacks: Vec::new(),
+                read_your_writes: true,
+            })),
+        };
+        let replicas = self
+            .replicas
+            .iter()
+            .map(|(owner, record)| FinalReplica {
+                node: NodeId::new(owner),
+                object: record.clone().ok().flatten(),
+            })
+            .collect();
+        (read, replicas)
     }
 
     /// The sorted values the first node read.

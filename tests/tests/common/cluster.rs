@@ -425,6 +425,27 @@ impl Drop for Cluster {
     }
 }
 
+/// Whether each node is up, with a generation that every fault and every recovery bumps: a
+/// request whose node was up, in the same generation, before it was sent and after its answer
+/// was served by a node that was up throughout.
+pub struct Liveness(Mutex<Vec<(bool, u64)>>);
+
+impl Liveness {
+    /// `count` nodes, all up.
+    pub fn new(count: usize) -> Liveness {
+        Liveness(Mutex::new(vec![(true, 0); count]))
+    }
+
+    pub fn get(&self, i: usize) -> (bool, u64) {
+        self.0.lock().unwrap()[i]
+    }
+
+    pub fn set(&self, i: usize, up: bool) {
+        let mut nodes = self.0.lock().unwrap();
+        nodes[i] = (up, nodes[i].1 + 1);
+    }
+}
+
 /// An HTTP answer read off a raw connection.
 #[derive(Debug)]
 pub struct RawAnswer {
