@@ -205,6 +205,25 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP: node `i` keeps its sockets but stops answering (a connection to it is accepted
+    /// by the kernel and then hangs) until [`Cluster::resume`].
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// SIGCONT: node `i`, paused, runs again.
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid(i).to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {}", self.nodes[i].id);
+    }
+
     /// The process id of node `i` (running).
     pub fn pid(&self, i: usize) -> u32 {
         self.nodes[i].child.as_ref().expect("running").id()
@@ -450,6 +469,27 @@ impl Drop for Cluster {
     }
 }
 
+/// Whether each node is up, with a generation that every fault and every recovery bumps: a
+/// request whose node was up, in the same generation, before it was sent and after its answer
+/// was served by a node that was up throughout.
+pub struct Liveness(Mutex<Vec<(bool, u64)>>);
+
+impl Liveness {
+    /// `count` nodes, all up.
+    pub fn new(count: usize) -> Liveness {
+        Liveness(Mutex::new(vec![(true, 0); count]))
+    }
+
+    pub fn get(&self, i: usize) -> (bool, u64) {
+        self.0.lock().unwrap()[i]
+    }
+
+    pub fn set(&self, i: usize, up: bool) {
+        let mut nodes = self.0.lock().unwrap();
+        nodes[i] = (up, nodes[i].1 + 1);
+    }
+}
+
 /// An HTTP answer read off a raw connection.
 #[derive(Debug)]
 pub struct RawAnswer {
@@ -496,6 +536,68 @@ pub async fn raw_exchange(address: SocketAddr, request: &[u8]) -> Vec<u8> {
         .await
         .expect("the server answers and closes within 30 s")
         .expect("raw exchange")
+}
+
+/// Why a request got no whole HTTP answer.
+#[derive(Debug)]
+pub enum NoAnswer {
+    /// The connection was refused (or could not be made): nothing was sent.
+    Refused(std::io::Error),
+    /// The request was sent, at least in part, and the connection broke, or closed before a
+    /// whole answer (one cut short of its `Content-Length` included).
+    Broken(String),
+    /// No whole answer within the time limit.
+    TimedOut,
+}
+
+/// [`raw_http`] for requests that may fail: to a node that is down or paused, say. An answer
+/// counts only when whole: its head parsed and its body as long as its `Content-Length` (for
+/// the answer to a HEAD, which has no body, pass `head`).
+pub async fn try_raw_http(
+    address: SocketAddr,
+    request: &[u8],
+    head: bool,
+    limit: Duration,
+) -> Result<RawAnswer, NoAnswer> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(address)
+            .await
+            .map_err(NoAnswer::Refused)?;
+        let broken = |error: std::io::Error| NoAnswer::Broken(error.to_string());
+        stream.write_all(request).await.map_err(broken)?;
+        let mut bytes = Vec::new();
+        let mut buffer = [0u8; 8192];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) => break,
+                Ok(n) => bytes.extend_from_slice(&buffer[..n]),
+                // A reset after a whole answer ends it too (checked below).
+                Err(_) if !bytes.is_empty() => break,
+                Err(error) => return Err(broken(error)),
+            }
+        }
+        let answer = parse_answer(&bytes).ok_or_else(|| {
+            NoAnswer::Broken(format!(
+                "not a whole HTTP answer: {:?}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))
+        })?;
+        let length = answer
+            .header("content-length")
+            .and_then(|l| l.parse::<usize>().ok());
+        if let Some(length) = length.filter(|_| !head) {
+            if answer.body.len() != length {
+                return Err(NoAnswer::Broken(format!(
+                    "a body of {} bytes, not its Content-Length of {length}",
+                    answer.body.len()
+                )));
+            }
+        }
+        Ok(answer)
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or(Err(NoAnswer::TimedOut))
 }
 
 /// Sends `bytes` to a peer port and waits until the node closes the connection (reset or not).

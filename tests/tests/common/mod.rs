@@ -1,5 +1,6 @@
 //! What the multi-process tests share: finding the `ringkv` binary and free loopback ports.
 
+pub mod answers;
 pub mod cluster;
 
 use std::net::{SocketAddr, TcpListener};
