@@ -543,7 +543,14 @@ impl Node {
     /// Dispatches a peer's message (or one this node sent itself) to its subsystem.
     fn on_message(&mut self, from: NodeId, message: Message) {
         match message {
-            Message::Forward { id, request } => self.on_forward(from, id, request),
+            Message::Forward {
+                id,
+                request,
+                deadline,
+            } => self.on_forward(from, id, request, Some(deadline)),
+            Message::ForwardWithoutDeadline { id, request } => {
+                self.on_forward(from, id, request, None)
+            }
             Message::ForwardReply { id, reply } => self.on_forward_reply(from, id, reply),
             Message::Read {
                 id,

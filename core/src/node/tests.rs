@@ -89,3 +89,105 @@ fn background_work_is_not_counted_as_client_requests_in_flight() {
     drive(&mut node, &mut store, 3_000);
     assert_eq!(node.in_flight(), 1);
 }
+
+/// Node `id` of five (so that some keys are not its own), default settings.
+fn one_of_five(id: &str) -> Node {
+    let members = ["n1", "n2", "n3", "n4", "n5"]
+        .map(|id| Member::new(id, 1))
+        .to_vec();
+    Node::new(NodeConfig::new(id), members, 0).unwrap()
+}
+
+/// The first key `node` holds a replica of (`owned`), or the first it does not.
+fn key_where(node: &Node, owned: bool) -> Vec<u8> {
+    (0..)
+        .map(|i| alloc::format!("key-{i}").into_bytes())
+        .find(|key| {
+            let replicas = node.preference_list(b"b", key, 3);
+            replicas.contains(node.id()) == owned
+        })
+        .unwrap()
+}
+
+fn put(key: &[u8]) -> ClientRequest {
+    ClientRequest::Put {
+        bucket: b"b".to_vec(),
+        key: key.to_vec(),
+        context: Default::default(),
+        value: b"v".to_vec(),
+        options: RequestOptions::default(),
+    }
+}
+
+fn outputs(node: &mut Node) -> Vec<Output> {
+    core::iter::from_fn(|| node.poll_output()).collect()
+}
+
+/// Before: a forward was coordinated whenever it arrived, even after its forwarder had given
+/// it up and coordinated the write elsewhere (twice coordinated).
+#[test]
+fn a_forward_past_its_deadline_is_refused() {
+    let mut node = one_of_five("n1");
+    let key = key_where(&node, true);
+    let forward = |id, deadline| Message::Forward {
+        id,
+        request: put(&key),
+        deadline,
+    };
+    node.handle_message(1_000, NodeId::new("n2"), forward(1, 1_000))
+        .unwrap();
+    let late = outputs(&mut node);
+    assert!(
+        !late.iter().any(|o| matches!(o, Output::Storage { .. })),
+        "coordinated: {late:?}"
+    );
+    assert!(late
+        .iter()
+        .any(|o| matches!(o, Output::Event(crate::io::Event::MessageDropped { .. }))));
+    node.handle_message(1_000, NodeId::new("n2"), forward(2, 1_001))
+        .unwrap();
+    let in_time = outputs(&mut node);
+    assert!(
+        in_time.iter().any(|o| matches!(o, Output::Storage { .. })),
+        "not coordinated: {in_time:?}"
+    );
+}
+
+/// The deadline a forward carries is when its forwarder may first give it up (a fraction of
+/// the request's timeout), and it gives it up no earlier.
+#[test]
+fn a_forwarder_gives_up_no_earlier_than_the_deadline_it_sent() {
+    let mut node = one_of_five("n1");
+    let timeout = node.config().request_timeout_ms;
+    let key = key_where(&node, false);
+    node.handle_client(0, 1, put(&key)).unwrap();
+    let deadline = outputs(&mut node)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Send {
+                message: Message::Forward { deadline, .. },
+                ..
+            } => Some(deadline),
+            _ => None,
+        })
+        .expect("forwarded");
+    assert!(deadline < timeout / 2, "{deadline} of {timeout}");
+    let (given_up, _) = run_until_abandoned(&mut node, timeout);
+    assert!(given_up >= deadline, "given up at {given_up}, deadline {deadline}");
+}
+
+/// Runs the node's timers (nobody answering) until it abandons a forward; returns when, and
+/// what it output then.
+fn run_until_abandoned(node: &mut Node, until: u64) -> (u64, Vec<Output>) {
+    while let Some(at) = node.poll_timeout().filter(|at| *at <= until) {
+        node.handle_timeout(at);
+        let out = outputs(node);
+        let abandoned = out
+            .iter()
+            .any(|o| matches!(o, Output::Event(crate::io::Event::ForwardAbandoned { .. })));
+        if abandoned {
+            return (at, out);
+        }
+    }
+    panic!("no forward abandoned before {until}");
+}
