@@ -168,7 +168,8 @@ fn some_context() -> Context {
         1,
         ConflictMode::Siblings,
     );
-    object.context()
+    // Bound, as every context a node answers with is (and as every decoded one is).
+    object.context().bound_to(b"b", b"k")
 }
 
 fn ids(names: &[&str]) -> Vec<NodeId> {
