@@ -132,6 +132,11 @@ impl Default for BucketProps {
 /// refused with a clear answer, while one that does not grow it (a put with the context that
 /// reconciles the siblings) is always accepted. Replicas merging what a coordinator sent never
 /// refuse: the bound is a promise to clients, not a reason for replicas to diverge.
+///
+/// A node that holds no replica of the key and coordinates a write blind (its owners
+/// unreachable) sees only that write: it refuses one that alone makes an object larger than
+/// `max_object_bytes` (even one that would replace every sibling, which it cannot know), and
+/// cannot count siblings, so `max_siblings` is not checked for such writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectLimits {
     /// Past this many siblings a write is reported (an event and a metric); 0: never.

@@ -453,3 +453,54 @@ fn a_bucket_bounds_its_siblings_and_object_size_yet_a_reconciling_write_always_p
     let verdict = sim.check();
     assert!(verdict.is_ok(), "{verdict:#?}");
 }
+
+/// Before: a node holding no replica of a key (its owners down) coordinated any write of it
+/// blind, past the bucket's `max_object_bytes`. It cannot know the key's siblings, so it
+/// bounds what it can see: its own write.
+#[test]
+fn a_write_coordinated_without_a_replica_keeps_the_object_bound() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 29,
+        ..SimConfig::default()
+    });
+    let props = ringkv_core::bucket::BucketProps {
+        limits: ringkv_core::bucket::ObjectLimits {
+            max_object_bytes: 4_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(sim.command(
+        "n1",
+        ringkv_core::io::Command::SetBucket {
+            bucket: b"b".to_vec(),
+            props,
+        }
+    ));
+    sim.run(5_000);
+    let key = (0..)
+        .map(|i| format!("k{i}").into_bytes())
+        .find(|k| !owners(&sim, k).iter().any(|o| o == "n1"))
+        .expect("some key n1 does not own");
+    for owner in owners(&sim, &key) {
+        sim.crash(&owner);
+    }
+    sim.run(20_000);
+    let huge = put_with(&mut sim, "n1", &key, &[8u8; 5_000], None, one());
+    assert!(
+        matches!(
+            huge.outcome,
+            Some(OpOutcome::Replied(Reply::ObjectTooLarge { max: 4_000, .. }))
+        ),
+        "{huge:?}"
+    );
+    assert!(sim.trace().iter().any(|t| matches!(
+        &t.kind,
+        TraceKind::Event(Event::WriteRefused { .. })
+    )));
+    let small = put_with(&mut sim, "n1", &key, &[7u8; 1_500], None, one());
+    assert!(small.is_ok(), "{small:?}");
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
+}

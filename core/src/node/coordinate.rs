@@ -432,6 +432,26 @@ impl Node {
             self.mode(&bucket),
         );
         object.truncate_keeping(self.config.max_clock_entries, &actor);
+        // The bucket's bounds apply here as far as this node can see: its own write. Whether
+        // it would add a sibling, and how large the key's object would grow, only a replica
+        // knows, so a value that alone makes an object over `max_object_bytes` is refused
+        // (through an owner it passes when it replaces every sibling; this node cannot tell
+        // that it does), and `max_siblings` is left to the replicas' coordinators.
+        let limits = self.bucket_props(&bucket).limits;
+        let bytes = object.encoded_len() as u64;
+        if bytes > limits.max_object_bytes {
+            let reply = Reply::ObjectTooLarge {
+                bytes,
+                max: limits.max_object_bytes,
+            };
+            self.event(Event::WriteRefused {
+                bucket,
+                key,
+                bound: reply.outcome().to_string(),
+            });
+            self.reply(client, reply);
+            return;
+        }
         let record = object.encode();
         let sync = quorums.dw > 0;
         let mut state = self.put_state(
