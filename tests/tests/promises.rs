@@ -454,6 +454,55 @@ fn a_bucket_bounds_its_siblings_and_object_size_yet_a_reconciling_write_always_p
     assert!(verdict.is_ok(), "{verdict:#?}");
 }
 
+/// Owners the failure detector already knows are down are replaced by fallbacks when a write
+/// starts (Dynamo's first N healthy nodes): a default-quorum write that needs a fallback does
+/// not wait for the fallback time, let alone the timeout.
+#[test]
+fn owners_known_down_are_replaced_at_once() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 28,
+        ..SimConfig::default()
+    });
+    let timeout = sim.config().request_timeout_ms;
+    let fallback_after = timeout * u64::from(NodeConfig::new("x").fallback_after_percent) / 100;
+    let key = b"k";
+    let key_owners = owners(&sim, key);
+    sim.crash(&key_owners[1]);
+    sim.crash(&key_owners[2]);
+    // Long enough for the failure detector to find them down.
+    sim.run(20_000);
+    let other = sim
+        .node_ids()
+        .into_iter()
+        .map(|n| n.to_string())
+        .find(|n| !key_owners.contains(n))
+        .unwrap();
+    for (i, node) in [&key_owners[0], &other].into_iter().enumerate() {
+        let write = put_with(
+            &mut sim,
+            node,
+            key,
+            format!("v{i}").as_bytes(),
+            None,
+            RequestOptions::default(),
+        );
+        match &write.outcome {
+            Some(OpOutcome::Replied(Reply::Written { fallbacks, .. })) => {
+                assert!(!fallbacks.is_empty(), "{write:?}")
+            }
+            other => panic!("through {node}: {other:?}"),
+        }
+        let took = write.completed_at.unwrap_or(u64::MAX) - write.invoked_at;
+        assert!(
+            took < fallback_after,
+            "through {node}: {took} ms, fallback time {fallback_after} ms"
+        );
+    }
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
+}
+
 /// Before: a node holding no replica of a key (its owners down) coordinated any write of it
 /// blind, past the bucket's `max_object_bytes`. It cannot know the key's siblings, so it
 /// bounds what it can see: its own write.
