@@ -104,6 +104,15 @@ impl ClientRequest {
         }
     }
 
+    /// The request's overrides, to change (a forwarder passes on the time its client has left).
+    pub fn options_mut(&mut self) -> &mut RequestOptions {
+        match self {
+            ClientRequest::Get { options, .. }
+            | ClientRequest::Put { options, .. }
+            | ClientRequest::Delete { options, .. } => options,
+        }
+    }
+
     /// Checks the request against the size limits and resolves its quorums against the
     /// properties of its bucket: the check a node makes before it does any work for a request,
     /// public so that a binding or a client refuses exactly what a node would, with the same error.

@@ -819,9 +819,13 @@ impl Node {
                 let (bucket, key) = state.request.target();
                 let replicas = self.preference_list(bucket, key, state.quorums.n);
                 let timeout = state.deadline.saturating_sub(self.now).max(1);
+                // What the client has left, not its whole timeout again: a coordinator this is
+                // forwarded to next sizes its own wait by the request's timeout.
+                let mut request = state.request;
+                request.options_mut().timeout_ms = Some(timeout);
                 self.route_write(
                     Client::Local(state.request_id),
-                    state.request,
+                    request,
                     state.quorums,
                     replicas,
                     timeout,

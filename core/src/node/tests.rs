@@ -191,3 +191,28 @@ fn run_until_abandoned(node: &mut Node, until: u64) -> (u64, Vec<Output>) {
     }
     panic!("no forward abandoned before {until}");
 }
+
+/// Before: a write forwarded again after its first forward was given up carried the client's
+/// whole timeout, so its new coordinator waited past the time the client had left.
+#[test]
+fn a_forward_sent_again_carries_the_time_left() {
+    let mut node = one_of_five("n1");
+    let timeout = node.config().request_timeout_ms;
+    let key = key_where(&node, false);
+    node.handle_client(0, 1, put(&key)).unwrap();
+    let (given_up, out) = run_until_abandoned(&mut node, timeout);
+    let again = out
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Send {
+                message: Message::Forward {
+                    request, deadline, ..
+                },
+                ..
+            } => Some((request.options().timeout_ms, deadline)),
+            _ => None,
+        })
+        .expect("forwarded to the next owner");
+    assert_eq!(again.0, Some(timeout - given_up));
+    assert!(again.1 < timeout, "{again:?}");
+}
