@@ -67,7 +67,7 @@ pub enum RequestError {
          (PUT /buckets/<bucket>/props with {{\"n\": {members}}}), or add nodes"
     )]
     TooFewMembers {
-        /// The quorum's request option: `r` or `w`.
+        /// The quorum's request option: `r`, `w` or `dw`.
         quorum: String,
         /// Its size.
         needed: u32,

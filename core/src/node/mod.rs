@@ -326,11 +326,18 @@ impl Node {
         if replicas.is_empty() {
             return Err(RequestError::NoReplicas);
         }
-        let (kind, needed) = match request {
-            ClientRequest::Get { .. } => (QuorumKind::Read, quorums.r),
-            _ => (QuorumKind::Write, quorums.w),
+        // A write needs W acknowledgements and DW durable ones, each from a distinct node.
+        let needs = match request {
+            ClientRequest::Get { .. } => alloc::vec![(QuorumKind::Read, quorums.r)],
+            _ => alloc::vec![
+                (QuorumKind::Write, quorums.w),
+                (QuorumKind::Durable, quorums.dw),
+            ],
         };
-        if (replicas.len() as u32) < needed {
+        let unmet = needs
+            .into_iter()
+            .find(|&(_, needed)| (replicas.len() as u32) < needed);
+        if let Some((kind, needed)) = unmet {
             return Err(RequestError::TooFewMembers {
                 quorum: kind.parameter().to_string(),
                 needed,

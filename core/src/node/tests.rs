@@ -216,3 +216,27 @@ fn a_forward_sent_again_carries_the_time_left() {
     assert_eq!(again.0, Some(timeout - given_up));
     assert!(again.1 < timeout, "{again:?}");
 }
+
+/// Before: a lone node took a write asking for two durable acknowledgements (`dw=2`) and
+/// failed it at the deadline; like `w`, `dw` above the members is refused at once, naming it.
+#[test]
+fn a_durable_quorum_larger_than_the_cluster_names_the_fix() {
+    let mut node = Node::new(NodeConfig::new("n1"), alloc::vec![Member::new("n1", 1)], 0).unwrap();
+    let mut request = put(b"k");
+    *request.options_mut() = RequestOptions {
+        w: Some(crate::bucket::QuorumValue::One),
+        dw: Some(crate::bucket::QuorumValue::Count(2)),
+        ..Default::default()
+    };
+    let error = node.handle_client(1, 1, request).unwrap_err();
+    assert_eq!(
+        error,
+        crate::error::RequestError::TooFewMembers {
+            quorum: "dw".into(),
+            needed: 2,
+            members: 1,
+            n: 3
+        }
+    );
+    assert!(alloc::string::ToString::to_string(&error).contains("?dw=1"), "{error}");
+}
