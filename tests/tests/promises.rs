@@ -195,6 +195,16 @@ fn a_write_that_may_still_land_is_outcome_unknown() {
         }
         other => panic!("expected outcome_unknown, got {other:?}"),
     }
+    // Counted as a quorum failure, told apart from `unavailable`.
+    assert!(sim.trace().iter().any(|t| matches!(
+        &t.kind,
+        TraceKind::Event(Event::QuorumFailed {
+            kind: QuorumKind::Write,
+            needed: 3,
+            answered: 2,
+            outcome_unknown: true,
+        })
+    )));
     sim.restart(&owners[2]);
     assert!(sim.heal_and_converge(60_000).is_some());
     // It did land: that is what `outcome_unknown` warned of.

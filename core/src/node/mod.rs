@@ -523,18 +523,32 @@ impl Node {
         }
     }
 
-    /// Answers with a quorum failure and reports it, with the same counts as the reply.
+    /// Answers with a quorum failure (`unavailable` or `outcome_unknown`) and reports it, with
+    /// the same counts as the reply.
     fn reply_unavailable(&mut self, client: Client, reply: Reply) {
-        if let Reply::Unavailable {
-            kind,
-            needed,
-            answered,
-        } = &reply
-        {
+        // A client's write re-coordinated after an abandoned forward is answered
+        // `outcome_unknown` whatever this coordination says (see `reply`).
+        let abandoned = matches!(&client, Client::Local(id)
+            if self.requests.abandoned_forwards.contains(id));
+        let failed = match &reply {
+            Reply::Unavailable {
+                kind,
+                needed,
+                answered,
+            } => Some((*kind, *needed, answered.len(), abandoned)),
+            Reply::OutcomeUnknown {
+                kind,
+                needed,
+                answered,
+            } => Some((*kind, *needed, answered.len(), true)),
+            _ => None,
+        };
+        if let Some((kind, needed, answered, outcome_unknown)) = failed {
             self.event(Event::QuorumFailed {
-                kind: *kind,
-                needed: *needed,
-                answered: answered.len() as u32,
+                kind,
+                needed,
+                answered: answered as u32,
+                outcome_unknown,
             });
         }
         self.reply(client, reply);
