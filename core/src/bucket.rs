@@ -148,6 +148,33 @@ pub struct ObjectLimits {
     pub max_object_bytes: u64,
 }
 
+/// Object limits that cannot be used: with them a bucket would refuse writes it must take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// `max_siblings` was 0: every write to a new key makes a sibling, so none would pass.
+    /// Nothing was changed.
+    #[error("max_siblings must be at least 1 (0 would refuse every write of a new key)")]
+    ZeroMaxSiblings,
+    /// `max_object_bytes` was 0: every object is larger. Nothing was changed.
+    #[error("max_object_bytes must be at least 1 (0 would refuse every write that is not the key's only sibling)")]
+    ZeroMaxObjectBytes,
+}
+
+impl ObjectLimits {
+    /// Checks that a bucket with these limits can be written: `max_siblings` and
+    /// `max_object_bytes` at least 1 (`siblings_warn` 0 means "never warn").
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        if self.max_siblings == 0 {
+            return Err(LimitsError::ZeroMaxSiblings);
+        }
+        if self.max_object_bytes == 0 {
+            return Err(LimitsError::ZeroMaxObjectBytes);
+        }
+        Ok(())
+    }
+}
+
 /// Default [`ObjectLimits::siblings_warn`].
 pub const DEFAULT_SIBLINGS_WARN: u32 = 25;
 /// Default [`ObjectLimits::max_siblings`].

@@ -202,6 +202,9 @@ impl Node {
         if let Some(bucket) = too_big {
             return Err(ConfigError::NAboveTarget { n: bucket.n, max });
         }
+        for bucket in core::iter::once(&config.default_bucket).chain(config.buckets.values()) {
+            bucket.limits.validate()?;
+        }
         let ring = match view.ring() {
             Some(state) => state.ring.clone(),
             // No ring known yet (a joining node): a placeholder of this node alone, never used,

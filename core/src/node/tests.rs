@@ -240,3 +240,51 @@ fn a_durable_quorum_larger_than_the_cluster_names_the_fix() {
     );
     assert!(alloc::string::ToString::to_string(&error).contains("?dw=1"), "{error}");
 }
+
+/// Before: `max_siblings: 0` was accepted, and the bucket refused every write of a new key
+/// (`max_object_bytes: 0` every write that was not the key's only sibling).
+#[test]
+fn bucket_limits_that_refuse_every_write_are_refused() {
+    use crate::bucket::{BucketProps, LimitsError, ObjectLimits};
+    use crate::error::CommandError;
+    use crate::io::Command;
+    let mut node = one_of_five("n1");
+    let set = |limits| Command::SetBucket {
+        bucket: b"b".to_vec(),
+        props: BucketProps {
+            limits,
+            ..Default::default()
+        },
+    };
+    let zero_siblings = ObjectLimits {
+        max_siblings: 0,
+        ..Default::default()
+    };
+    let zero_bytes = ObjectLimits {
+        max_object_bytes: 0,
+        ..Default::default()
+    };
+    assert_eq!(
+        node.handle_command(1, set(zero_siblings)),
+        Err(CommandError::Limits(LimitsError::ZeroMaxSiblings))
+    );
+    assert_eq!(
+        node.handle_command(1, set(zero_bytes)),
+        Err(CommandError::Limits(LimitsError::ZeroMaxObjectBytes))
+    );
+    assert!(node.view().bucket(b"b").is_none());
+    let one = ObjectLimits {
+        siblings_warn: 0,
+        max_siblings: 1,
+        max_object_bytes: 1,
+    };
+    assert_eq!(node.handle_command(1, set(one)), Ok(()));
+    // A configured bucket is checked alike.
+    let mut config = NodeConfig::new("n1");
+    config.default_bucket.limits = zero_siblings;
+    let members = alloc::vec![Member::new("n1", 1)];
+    assert!(matches!(
+        Node::new(config, members, 0),
+        Err(crate::error::ConfigError::Limits(LimitsError::ZeroMaxSiblings))
+    ));
+}
