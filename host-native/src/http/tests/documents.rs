@@ -211,6 +211,9 @@ async fn bucket_props_get_and_put() {
         // n has no default (the other fields do: a PUT of `{"n":1}` is enough).
         r#"{"r":"one"}"#,
         r#"{"n":3,"max_siblings":-1}"#,
+        // A bucket no write could pass: refused by the node's check.
+        r#"{"n":3,"max_siblings":0}"#,
+        r#"{"n":3,"max_object_bytes":0}"#,
     ] {
         let answer = call(&fake, &config(), put(bad)).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");

@@ -82,6 +82,11 @@ fn fake_node(answer: Answer, status: NodeStatus) -> FakeNode {
                                 max: 3,
                             }))
                         }
+                        // As the node checks them.
+                        Command::SetBucket { props, .. } => props
+                            .limits
+                            .validate()
+                            .map_err(|e| NodeError::Command(CommandError::Limits(e))),
                         _ => Ok(()),
                     };
                     commands.lock().unwrap().push(command);
