@@ -532,6 +532,14 @@ async fn unavailable_with_nobody_answering_says_0_answered_everywhere() {
     assert_eq!(json["answered"], serde_json::json!([]), "{json}");
     assert_eq!(json["needed"], 2);
     assert_eq!(unsure.header(api::HEADER_REPLICAS), Some(""));
+    // The reply's own text: one explanation of the outcome, in core.
+    let reply = Reply::OutcomeUnknown {
+        kind: QuorumKind::Write,
+        needed: 2,
+        answered: Vec::new(),
+    };
+    assert_eq!(json["error"], reply.to_string());
+    assert!(reply.to_string().contains("read before retrying"));
 }
 
 #[tokio::test]
