@@ -554,10 +554,10 @@ fn a_write_coordinated_without_a_replica_keeps_the_object_bound() {
         ),
         "{huge:?}"
     );
-    assert!(sim.trace().iter().any(|t| matches!(
-        &t.kind,
-        TraceKind::Event(Event::WriteRefused { .. })
-    )));
+    assert!(sim
+        .trace()
+        .iter()
+        .any(|t| matches!(&t.kind, TraceKind::Event(Event::WriteRefused { .. }))));
     let small = put_with(&mut sim, "n1", &key, &[7u8; 1_500], None, one());
     assert!(small.is_ok(), "{small:?}");
     let verdict = sim.check();

@@ -173,7 +173,10 @@ fn a_forwarder_gives_up_no_earlier_than_the_deadline_it_sent() {
         .expect("forwarded");
     assert!(deadline < timeout / 2, "{deadline} of {timeout}");
     let (given_up, _) = run_until_abandoned(&mut node, timeout);
-    assert!(given_up >= deadline, "given up at {given_up}, deadline {deadline}");
+    assert!(
+        given_up >= deadline,
+        "given up at {given_up}, deadline {deadline}"
+    );
 }
 
 /// Runs the node's timers (nobody answering) until it abandons a forward; returns when, and
@@ -205,9 +208,10 @@ fn a_forward_sent_again_carries_the_time_left() {
         .into_iter()
         .find_map(|o| match o {
             Output::Send {
-                message: Message::Forward {
-                    request, deadline, ..
-                },
+                message:
+                    Message::Forward {
+                        request, deadline, ..
+                    },
                 ..
             } => Some((request.options().timeout_ms, deadline)),
             _ => None,
@@ -238,7 +242,10 @@ fn a_durable_quorum_larger_than_the_cluster_names_the_fix() {
             n: 3
         }
     );
-    assert!(alloc::string::ToString::to_string(&error).contains("?dw=1"), "{error}");
+    assert!(
+        alloc::string::ToString::to_string(&error).contains("?dw=1"),
+        "{error}"
+    );
 }
 
 /// Before: `max_siblings: 0` was accepted, and the bucket refused every write of a new key
@@ -285,6 +292,8 @@ fn bucket_limits_that_refuse_every_write_are_refused() {
     let members = alloc::vec![Member::new("n1", 1)];
     assert!(matches!(
         Node::new(config, members, 0),
-        Err(crate::error::ConfigError::Limits(LimitsError::ZeroMaxSiblings))
+        Err(crate::error::ConfigError::Limits(
+            LimitsError::ZeroMaxSiblings
+        ))
     ));
 }

@@ -227,7 +227,10 @@ async fn bucket_props_get_and_put() {
         message.contains("\"nn\"") && message.contains("\"max_sibling\""),
         "{message}"
     );
-    assert!(message.contains("max_siblings"), "names what is known: {message}");
+    assert!(
+        message.contains("max_siblings"),
+        "names what is known: {message}"
+    );
     assert_eq!(fake.commands.lock().unwrap().len(), commands, "nothing set");
     // What GET answers can be sent back as it is (its `bucket` is ignored).
     let own = get(&fake, "/buckets/lww-bucket/props").await.body;
