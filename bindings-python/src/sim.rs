@@ -165,10 +165,12 @@ fn event_fields<'py>(py: Python<'py>, d: &Bound<'py, PyDict>, event: &Event) -> 
             kind,
             needed,
             answered,
+            outcome_unknown,
         } => {
             d.set_item("quorum", kind.as_str())?;
             d.set_item("needed", needed)?;
             d.set_item("answered", answered)?;
+            d.set_item("outcome_unknown", outcome_unknown)?;
         }
         Event::StorageFailed { error } => {
             d.set_item("reason", error.to_string())?;

@@ -132,6 +132,11 @@ impl Default for BucketProps {
 /// refused with a clear answer, while one that does not grow it (a put with the context that
 /// reconciles the siblings) is always accepted. Replicas merging what a coordinator sent never
 /// refuse: the bound is a promise to clients, not a reason for replicas to diverge.
+///
+/// A node that holds no replica of the key and coordinates a write blind (its owners
+/// unreachable) sees only that write: it refuses one that alone makes an object larger than
+/// `max_object_bytes` (even one that would replace every sibling, which it cannot know), and
+/// cannot count siblings, so `max_siblings` is not checked for such writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectLimits {
     /// Past this many siblings a write is reported (an event and a metric); 0: never.
@@ -141,6 +146,33 @@ pub struct ObjectLimits {
     /// A write that would make the object (every sibling, encoded) larger than this, and
     /// larger than before, is refused.
     pub max_object_bytes: u64,
+}
+
+/// Object limits that cannot be used: with them a bucket would refuse writes it must take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// `max_siblings` was 0: every write to a new key makes a sibling, so none would pass.
+    /// Nothing was changed.
+    #[error("max_siblings must be at least 1 (0 would refuse every write of a new key)")]
+    ZeroMaxSiblings,
+    /// `max_object_bytes` was 0: every object is larger. Nothing was changed.
+    #[error("max_object_bytes must be at least 1 (0 would refuse every write that is not the key's only sibling)")]
+    ZeroMaxObjectBytes,
+}
+
+impl ObjectLimits {
+    /// Checks that a bucket with these limits can be written: `max_siblings` and
+    /// `max_object_bytes` at least 1 (`siblings_warn` 0 means "never warn").
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        if self.max_siblings == 0 {
+            return Err(LimitsError::ZeroMaxSiblings);
+        }
+        if self.max_object_bytes == 0 {
+            return Err(LimitsError::ZeroMaxObjectBytes);
+        }
+        Ok(())
+    }
 }
 
 /// Default [`ObjectLimits::siblings_warn`].

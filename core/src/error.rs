@@ -67,7 +67,7 @@ pub enum RequestError {
          (PUT /buckets/<bucket>/props with {{\"n\": {members}}}), or add nodes"
     )]
     TooFewMembers {
-        /// The quorum's request option: `r` or `w`.
+        /// The quorum's request option: `r`, `w` or `dw`.
         quorum: String,
         /// Its size.
         needed: u32,
@@ -111,6 +111,9 @@ pub enum ConfigError {
     /// The cluster view cannot be built (a cluster name or member field over the limits).
     #[error("view: {0}")]
     View(#[from] crate::membership::ViewError),
+    /// A configured bucket's object limits would make it unwritable.
+    #[error("bucket limits: {0}")]
+    Limits(#[from] crate::bucket::LimitsError),
 }
 
 /// Any refused input, for [`Node::handle_input`](crate::node::Node::handle_input).
@@ -141,6 +144,9 @@ pub enum CommandError {
     /// The bucket's quorums are invalid for its N.
     #[error("invalid quorum: {0}")]
     Quorum(#[from] QuorumError),
+    /// The bucket's object limits would make it unwritable.
+    #[error("invalid limits: {0}")]
+    Limits(#[from] crate::bucket::LimitsError),
     /// The view refused the change (a limit).
     #[error("view: {0}")]
     View(#[from] crate::membership::ViewError),

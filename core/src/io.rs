@@ -46,7 +46,8 @@ pub enum Event {
         /// Replicas repaired.
         replicas: Vec<NodeId>,
     },
-    /// A request ended without its quorum.
+    /// A request ended without its quorum: answered [`Reply::Unavailable`], or, when the write
+    /// may still take effect, [`Reply::OutcomeUnknown`].
     QuorumFailed {
         /// Which quorum.
         kind: QuorumKind,
@@ -54,6 +55,10 @@ pub enum Event {
         needed: u32,
         /// Got.
         answered: u32,
+        /// Whether the answer was `outcome_unknown` (the write may still land) rather than
+        /// `unavailable`.
+        #[serde(default)]
+        outcome_unknown: bool,
     },
     /// A storage operation failed.
     StorageFailed {
@@ -233,7 +238,14 @@ impl fmt::Display for Event {
                 kind,
                 needed,
                 answered,
-            } => write!(f, "{kind} quorum failed: {answered} of {needed} answered"),
+                outcome_unknown,
+            } => {
+                write!(f, "{kind} quorum failed: {answered} of {needed} answered")?;
+                if *outcome_unknown {
+                    f.write_str(" (outcome unknown)")?;
+                }
+                Ok(())
+            }
             Event::StorageFailed { error } => write!(f, "storage failed: {error}"),
             Event::MessageDropped { from, reason } => {
                 write!(f, "message from {from} dropped: {reason}")

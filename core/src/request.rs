@@ -104,6 +104,15 @@ impl ClientRequest {
         }
     }
 
+    /// The request's overrides, to change (a forwarder passes on the time its client has left).
+    pub fn options_mut(&mut self) -> &mut RequestOptions {
+        match self {
+            ClientRequest::Get { options, .. }
+            | ClientRequest::Put { options, .. }
+            | ClientRequest::Delete { options, .. } => options,
+        }
+    }
+
     /// Checks the request against the size limits and resolves its quorums against the
     /// properties of its bucket: the check a node makes before it does any work for a request,
     /// public so that a binding or a client refuses exactly what a node would, with the same error.
@@ -400,7 +409,7 @@ impl fmt::Display for Reply {
             } => write!(
                 f,
                 "outcome unknown: {kind} quorum not reached in time ({needed} needed, {} \
-                 acknowledged); the write may still take effect",
+                 acknowledged); the write may still take effect: read before retrying",
                 answered.len()
             ),
         }
@@ -489,5 +498,16 @@ mod tests {
             ("failed", "failed: disk")
         );
         assert_eq!(QuorumKind::Durable.to_string(), "durable");
+        // The one explanation of `outcome_unknown`, which the hosts answer with.
+        let unknown = Reply::OutcomeUnknown {
+            kind: QuorumKind::Write,
+            needed: 2,
+            answered: vec![NodeId::new("n1")],
+        };
+        assert_eq!(
+            unknown.to_string(),
+            "outcome unknown: write quorum not reached in time (2 needed, 1 acknowledged); the \
+             write may still take effect: read before retrying"
+        );
     }
 }

@@ -7,7 +7,7 @@
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::id::{CoordinationId, NodeId};
+use crate::id::{CoordinationId, Millis, NodeId};
 use crate::membership::GossipMessage;
 use crate::merkle::{ExchangeRequest, ExchangeResponse};
 use crate::request::{ClientRequest, Reply};
@@ -35,8 +35,10 @@ pub enum ReadResult {
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    /// A write reached a node that is not a replica; it asks a replica to coordinate it.
-    Forward {
+    /// A forward without a deadline, as nodes sent it before [`Message::Forward`] carried one:
+    /// still decoded (postcard encodes a variant by its position, so this one keeps the first
+    /// place), and coordinated as a forward whose deadline never passes. Never sent now.
+    ForwardWithoutDeadline {
         /// The forwarder's id for the request.
         id: CoordinationId,
         /// The request as the client made it.
@@ -159,6 +161,19 @@ pub enum Message {
         /// As for `Write`.
         hint: Option<NodeId>,
     },
+    /// A write reached a node that is not a replica; it asks a replica to coordinate it.
+    /// (Last, so that the encoding of the other variants is unchanged.)
+    Forward {
+        /// The forwarder's id for the request.
+        id: CoordinationId,
+        /// The request as the client made it.
+        request: ClientRequest,
+        /// The earliest time (the forwarder's clock) at which the forwarder may give the
+        /// forward up and coordinate the write elsewhere: a node that receives it later refuses
+        /// it, and a host drops it from its queues, so that a write is never coordinated twice
+        /// that way. Its precision is bounded by the clock skew between the two nodes.
+        deadline: Millis,
+    },
 }
 
 /// A frame that could not be decoded. The frame is dropped; a host closes the connection.
@@ -233,8 +248,9 @@ mod tests {
     }
 
     /// Frames written before variants were renamed (`HandoffPull`/`HandoffChunk` became
-    /// `TransferPull`/`TransferChunk`) still decode: postcard encodes a variant by its position,
-    /// so renaming is free and reordering is not. The bytes are what the old names produced.
+    /// `TransferPull`/`TransferChunk`, `Forward` without a deadline `ForwardWithoutDeadline`)
+    /// still decode: postcard encodes a variant by its position, so renaming is free and
+    /// reordering is not. The bytes are what the old names produced.
     #[test]
     fn frames_of_older_versions_still_decode() {
         fn bytes(hex: &str) -> Vec<u8> {
@@ -254,7 +270,17 @@ mod tests {
             items: alloc::vec![(key, b"rec".to_vec())],
             done: true,
         };
+        // A forward as nodes sent it before forwards carried their deadline.
+        let forward = Message::ForwardWithoutDeadline {
+            id: 5,
+            request: ClientRequest::Get {
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+                options: RequestOptions::default(),
+            },
+        };
         for (message, old) in [
+            (forward, "010005000162016b0000000000"),
             (pull, "010905070100070162016b"),
             (chunk, "010a050100070162016b0372656301"),
             (Message::Ping, "010c"),
@@ -477,7 +503,14 @@ mod tests {
         ];
         prop_oneof![
             (any::<u64>(), client_request())
-                .prop_map(|(id, request)| Message::Forward { id, request }),
+                .prop_map(|(id, request)| Message::ForwardWithoutDeadline { id, request }),
+            (any::<u64>(), client_request(), any::<u64>()).prop_map(|(id, request, deadline)| {
+                Message::Forward {
+                    id,
+                    request,
+                    deadline,
+                }
+            }),
             (any::<u64>(), reply()).prop_map(|(id, reply)| Message::ForwardReply { id, reply }),
             (any::<u64>(), bytes(), bytes(), hint()).prop_map(|(id, bucket, key, hint)| {
                 Message::Read {

@@ -412,6 +412,7 @@ pub fn seeds() -> Vec<Seed> {
                 ..RequestOptions::default()
             },
         },
+        deadline: 1_700_000_000_000,
     };
     let mut with_context = b"/kv/b/k\n".to_vec();
     with_context.extend_from_slice(context.to_base64().as_bytes());

@@ -195,6 +195,16 @@ fn a_write_that_may_still_land_is_outcome_unknown() {
         }
         other => panic!("expected outcome_unknown, got {other:?}"),
     }
+    // Counted as a quorum failure, told apart from `unavailable`.
+    assert!(sim.trace().iter().any(|t| matches!(
+        &t.kind,
+        TraceKind::Event(Event::QuorumFailed {
+            kind: QuorumKind::Write,
+            needed: 3,
+            answered: 2,
+            outcome_unknown: true,
+        })
+    )));
     sim.restart(&owners[2]);
     assert!(sim.heal_and_converge(60_000).is_some());
     // It did land: that is what `outcome_unknown` warned of.
@@ -520,4 +530,104 @@ fn a_tombstone_is_not_reaped_while_a_node_holds_a_hint_of_its_partition() {
     assert!(verdict.is_ok(), "{verdict:#?}");
     let read = sim.get_with(&a, b"b", &key, all());
     assert!(read.values().is_empty(), "{read:?}");
+}
+
+/// Owners the failure detector already knows are down are replaced by fallbacks when a write
+/// starts (Dynamo's first N healthy nodes): a default-quorum write that needs a fallback does
+/// not wait for the fallback time, let alone the timeout.
+#[test]
+fn owners_known_down_are_replaced_at_once() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 28,
+        ..SimConfig::default()
+    });
+    let timeout = sim.config().request_timeout_ms;
+    let fallback_after = timeout * u64::from(NodeConfig::new("x").fallback_after_percent) / 100;
+    let key = b"k";
+    let key_owners = owners(&sim, key);
+    sim.crash(&key_owners[1]);
+    sim.crash(&key_owners[2]);
+    // Long enough for the failure detector to find them down.
+    sim.run(20_000);
+    let other = sim
+        .node_ids()
+        .into_iter()
+        .map(|n| n.to_string())
+        .find(|n| !key_owners.contains(n))
+        .unwrap();
+    for (i, node) in [&key_owners[0], &other].into_iter().enumerate() {
+        let write = put_with(
+            &mut sim,
+            node,
+            key,
+            format!("v{i}").as_bytes(),
+            None,
+            RequestOptions::default(),
+        );
+        match &write.outcome {
+            Some(OpOutcome::Replied(Reply::Written { fallbacks, .. })) => {
+                assert!(!fallbacks.is_empty(), "{write:?}")
+            }
+            other => panic!("through {node}: {other:?}"),
+        }
+        let took = write.completed_at.unwrap_or(u64::MAX) - write.invoked_at;
+        assert!(
+            took < fallback_after,
+            "through {node}: {took} ms, fallback time {fallback_after} ms"
+        );
+    }
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
+}
+
+/// Before: a node holding no replica of a key (its owners down) coordinated any write of it
+/// blind, past the bucket's `max_object_bytes`. It cannot know the key's siblings, so it
+/// bounds what it can see: its own write.
+#[test]
+fn a_write_coordinated_without_a_replica_keeps_the_object_bound() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 29,
+        ..SimConfig::default()
+    });
+    let props = ringkv_core::bucket::BucketProps {
+        limits: ringkv_core::bucket::ObjectLimits {
+            max_object_bytes: 4_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(sim.command(
+        "n1",
+        ringkv_core::io::Command::SetBucket {
+            bucket: b"b".to_vec(),
+            props,
+        }
+    ));
+    sim.run(5_000);
+    let key = (0..)
+        .map(|i| format!("k{i}").into_bytes())
+        .find(|k| !owners(&sim, k).iter().any(|o| o == "n1"))
+        .expect("some key n1 does not own");
+    for owner in owners(&sim, &key) {
+        sim.crash(&owner);
+    }
+    sim.run(20_000);
+    let huge = put_with(&mut sim, "n1", &key, &[8u8; 5_000], None, one());
+    assert!(
+        matches!(
+            huge.outcome,
+            Some(OpOutcome::Replied(Reply::ObjectTooLarge { max: 4_000, .. }))
+        ),
+        "{huge:?}"
+    );
+    assert!(sim
+        .trace()
+        .iter()
+        .any(|t| matches!(&t.kind, TraceKind::Event(Event::WriteRefused { .. }))));
+    let small = put_with(&mut sim, "n1", &key, &[7u8; 1_500], None, one());
+    assert!(small.is_ok(), "{small:?}");
+    let verdict = sim.check();
+    assert!(verdict.is_ok(), "{verdict:#?}");
 }

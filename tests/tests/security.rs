@@ -155,6 +155,10 @@ fn rogue(name: &str, certs: &Certs, secret: Option<&str>, target: &RunningServer
 /// What a client asks a node to coordinate when it forwards a write: anything that gets this
 /// far can store data.
 fn forwarded_put(id: u64, key: &[u8]) -> Message {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     Message::Forward {
         id,
         request: ClientRequest::Put {
@@ -164,6 +168,7 @@ fn forwarded_put(id: u64, key: &[u8]) -> Message {
             value: b"planted".to_vec(),
             options: RequestOptions::default(),
         },
+        deadline: now + 60_000,
     }
 }
 

@@ -432,6 +432,26 @@ impl Node {
             self.mode(&bucket),
         );
         object.truncate_keeping(self.config.max_clock_entries, &actor);
+        // The bucket's bounds apply here as far as this node can see: its own write. Whether
+        // it would add a sibling, and how large the key's object would grow, only a replica
+        // knows, so a value that alone makes an object over `max_object_bytes` is refused
+        // (through an owner it passes when it replaces every sibling; this node cannot tell
+        // that it does), and `max_siblings` is left to the replicas' coordinators.
+        let limits = self.bucket_props(&bucket).limits;
+        let bytes = object.encoded_len() as u64;
+        if bytes > limits.max_object_bytes {
+            let reply = Reply::ObjectTooLarge {
+                bytes,
+                max: limits.max_object_bytes,
+            };
+            self.event(Event::WriteRefused {
+                bucket,
+                key,
+                bound: reply.outcome().to_string(),
+            });
+            self.reply(client, reply);
+            return;
+        }
         let record = object.encode();
         let sync = quorums.dw > 0;
         let mut state = self.put_state(
@@ -559,11 +579,16 @@ impl Node {
         timeout: Millis,
     ) {
         let id = self.new_coordination_id();
+        let fallback_at = self.config.fallback_at(self.now, timeout);
+        let deadline = self.now.saturating_add(timeout);
         self.send(
             target.clone(),
             Message::Forward {
                 id,
                 request: request.clone(),
+                // No forward is given up earlier (see `on_fallback`): delivered later, it could
+                // be coordinated after the write was coordinated elsewhere.
+                deadline: earliest_give_up(self.now, fallback_at, deadline),
             },
         );
         let state = ForwardState {
@@ -573,13 +598,29 @@ impl Node {
             quorums,
             sent_at: self.now,
             probed: false,
-            fallback_at: self.config.fallback_at(self.now, timeout),
-            deadline: self.now.saturating_add(timeout),
+            fallback_at,
+            deadline,
         };
         self.arm(id, Request::Forward(state));
     }
 
-    pub(super) fn on_forward(&mut self, from: NodeId, id: CoordinationId, request: ClientRequest) {
+    /// A peer forwarded its client's request here to coordinate. One past its `deadline` (the
+    /// earliest time its forwarder may have given it up and coordinated it elsewhere) is
+    /// refused, unanswered: coordinated now, the write could be coordinated twice.
+    pub(super) fn on_forward(
+        &mut self,
+        from: NodeId,
+        id: CoordinationId,
+        request: ClientRequest,
+        deadline: Option<Millis>,
+    ) {
+        if deadline.is_some_and(|deadline| self.now >= deadline) {
+            self.event(Event::MessageDropped {
+                from,
+                reason: "forwarded request past its deadline".to_string(),
+            });
+            return;
+        }
         let client = Client::Remote {
             from: from.clone(),
             id,
@@ -749,8 +790,10 @@ impl Node {
                 if !state.probed {
                     // Peers are heard from by gossip only now and then: ask it directly, and
                     // decide when the answer had as long again as half of that wait to come.
+                    // Never before the deadline the forward carries ([`earliest_give_up`]):
+                    // this timer fires at its fallback time or later.
                     let target = state.target.clone();
-                    let wait = (state.fallback_at.saturating_sub(state.sent_at) / 2).max(1);
+                    let wait = probe_wait(state.sent_at, state.fallback_at);
                     let at = self.now.saturating_add(wait).min(state.deadline);
                     let fired = state.fallback_at;
                     self.send(target, Message::Ping);
@@ -776,9 +819,13 @@ impl Node {
                 let (bucket, key) = state.request.target();
                 let replicas = self.preference_list(bucket, key, state.quorums.n);
                 let timeout = state.deadline.saturating_sub(self.now).max(1);
+                // What the client has left, not its whole timeout again: a coordinator this is
+                // forwarded to next sizes its own wait by the request's timeout.
+                let mut request = state.request;
+                request.options_mut().timeout_ms = Some(timeout);
                 self.route_write(
                     Client::Local(state.request_id),
-                    state.request,
+                    request,
                     state.quorums,
                     replicas,
                     timeout,
@@ -787,4 +834,19 @@ impl Node {
             _ => {}
         }
     }
+}
+
+/// How long a forwarder waits for the answer to its probe of a silent target: half of the time
+/// it waited before probing.
+fn probe_wait(sent_at: Millis, fallback_at: Millis) -> Millis {
+    (fallback_at.saturating_sub(sent_at) / 2).max(1)
+}
+
+/// The earliest time a forward sent at `sent_at` may be given up and coordinated elsewhere: its
+/// fallback time and then the probe's wait, or its deadline (see [`Node::on_fallback`]). Sent
+/// with the forward, so that nobody coordinates it after that.
+fn earliest_give_up(sent_at: Millis, fallback_at: Millis, deadline: Millis) -> Millis {
+    fallback_at
+        .saturating_add(probe_wait(sent_at, fallback_at))
+        .min(deadline)
 }

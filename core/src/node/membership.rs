@@ -58,6 +58,7 @@ impl Node {
                     return Err(CommandError::NOutOfRange { n: props.n, max });
                 }
                 props.resolve(&RequestOptions::default())?;
+                props.limits.validate()?;
                 self.membership.view.set_bucket(bucket, props)?;
             }
             Command::Leave => {

@@ -206,6 +206,9 @@ impl Node {
         if let Some(bucket) = too_big {
             return Err(ConfigError::NAboveTarget { n: bucket.n, max });
         }
+        for bucket in core::iter::once(&config.default_bucket).chain(config.buckets.values()) {
+            bucket.limits.validate()?;
+        }
         let ring = match view.ring() {
             Some(state) => state.ring.clone(),
             // No ring known yet (a joining node): a placeholder of this node alone, never used,
@@ -333,11 +336,18 @@ impl Node {
         if replicas.is_empty() {
             return Err(RequestError::NoReplicas);
         }
-        let (kind, needed) = match request {
-            ClientRequest::Get { .. } => (QuorumKind::Read, quorums.r),
-            _ => (QuorumKind::Write, quorums.w),
+        // A write needs W acknowledgements and DW durable ones, each from a distinct node.
+        let needs = match request {
+            ClientRequest::Get { .. } => alloc::vec![(QuorumKind::Read, quorums.r)],
+            _ => alloc::vec![
+                (QuorumKind::Write, quorums.w),
+                (QuorumKind::Durable, quorums.dw),
+            ],
         };
-        if (replicas.len() as u32) < needed {
+        let unmet = needs
+            .into_iter()
+            .find(|&(_, needed)| (replicas.len() as u32) < needed);
+        if let Some((kind, needed)) = unmet {
             return Err(RequestError::TooFewMembers {
                 quorum: kind.parameter().to_string(),
                 needed,
@@ -523,18 +533,32 @@ impl Node {
         }
     }
 
-    /// Answers with a quorum failure and reports it, with the same counts as the reply.
+    /// Answers with a quorum failure (`unavailable` or `outcome_unknown`) and reports it, with
+    /// the same counts as the reply.
     fn reply_unavailable(&mut self, client: Client, reply: Reply) {
-        if let Reply::Unavailable {
-            kind,
-            needed,
-            answered,
-        } = &reply
-        {
+        // A client's write re-coordinated after an abandoned forward is answered
+        // `outcome_unknown` whatever this coordination says (see `reply`).
+        let abandoned = matches!(&client, Client::Local(id)
+            if self.requests.abandoned_forwards.contains(id));
+        let failed = match &reply {
+            Reply::Unavailable {
+                kind,
+                needed,
+                answered,
+            } => Some((*kind, *needed, answered.len(), abandoned)),
+            Reply::OutcomeUnknown {
+                kind,
+                needed,
+                answered,
+            } => Some((*kind, *needed, answered.len(), true)),
+            _ => None,
+        };
+        if let Some((kind, needed, answered, outcome_unknown)) = failed {
             self.event(Event::QuorumFailed {
-                kind: *kind,
-                needed: *needed,
-                answered: answered.len() as u32,
+                kind,
+                needed,
+                answered: answered as u32,
+                outcome_unknown,
             });
         }
         self.reply(client, reply);
@@ -550,7 +574,14 @@ impl Node {
     /// Dispatches a peer's message (or one this node sent itself) to its subsystem.
     fn on_message(&mut self, from: NodeId, message: Message) {
         match message {
-            Message::Forward { id, request } => self.on_forward(from, id, request),
+            Message::Forward {
+                id,
+                request,
+                deadline,
+            } => self.on_forward(from, id, request, Some(deadline)),
+            Message::ForwardWithoutDeadline { id, request } => {
+                self.on_forward(from, id, request, None)
+            }
             Message::ForwardReply { id, reply } => self.on_forward_reply(from, id, reply),
             Message::Read {
                 id,

@@ -89,3 +89,211 @@ fn background_work_is_not_counted_as_client_requests_in_flight() {
     drive(&mut node, &mut store, 3_000);
     assert_eq!(node.in_flight(), 1);
 }
+
+/// Node `id` of five (so that some keys are not its own), default settings.
+fn one_of_five(id: &str) -> Node {
+    let members = ["n1", "n2", "n3", "n4", "n5"]
+        .map(|id| Member::new(id, 1))
+        .to_vec();
+    Node::new(NodeConfig::new(id), members, 0).unwrap()
+}
+
+/// The first key `node` holds a replica of (`owned`), or the first it does not.
+fn key_where(node: &Node, owned: bool) -> Vec<u8> {
+    (0..)
+        .map(|i| alloc::format!("key-{i}").into_bytes())
+        .find(|key| {
+            let replicas = node.preference_list(b"b", key, 3);
+            replicas.contains(node.id()) == owned
+        })
+        .unwrap()
+}
+
+fn put(key: &[u8]) -> ClientRequest {
+    ClientRequest::Put {
+        bucket: b"b".to_vec(),
+        key: key.to_vec(),
+        context: Default::default(),
+        value: b"v".to_vec(),
+        options: RequestOptions::default(),
+    }
+}
+
+fn outputs(node: &mut Node) -> Vec<Output> {
+    core::iter::from_fn(|| node.poll_output()).collect()
+}
+
+/// Before: a forward was coordinated whenever it arrived, even after its forwarder had given
+/// it up and coordinated the write elsewhere (twice coordinated).
+#[test]
+fn a_forward_past_its_deadline_is_refused() {
+    let mut node = one_of_five("n1");
+    let key = key_where(&node, true);
+    let forward = |id, deadline| Message::Forward {
+        id,
+        request: put(&key),
+        deadline,
+    };
+    node.handle_message(1_000, NodeId::new("n2"), forward(1, 1_000))
+        .unwrap();
+    let late = outputs(&mut node);
+    assert!(
+        !late.iter().any(|o| matches!(o, Output::Storage { .. })),
+        "coordinated: {late:?}"
+    );
+    assert!(late
+        .iter()
+        .any(|o| matches!(o, Output::Event(crate::io::Event::MessageDropped { .. }))));
+    node.handle_message(1_000, NodeId::new("n2"), forward(2, 1_001))
+        .unwrap();
+    let in_time = outputs(&mut node);
+    assert!(
+        in_time.iter().any(|o| matches!(o, Output::Storage { .. })),
+        "not coordinated: {in_time:?}"
+    );
+}
+
+/// The deadline a forward carries is when its forwarder may first give it up (a fraction of
+/// the request's timeout), and it gives it up no earlier.
+#[test]
+fn a_forwarder_gives_up_no_earlier_than_the_deadline_it_sent() {
+    let mut node = one_of_five("n1");
+    let timeout = node.config().request_timeout_ms;
+    let key = key_where(&node, false);
+    node.handle_client(0, 1, put(&key)).unwrap();
+    let deadline = outputs(&mut node)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Send {
+                message: Message::Forward { deadline, .. },
+                ..
+            } => Some(deadline),
+            _ => None,
+        })
+        .expect("forwarded");
+    assert!(deadline < timeout / 2, "{deadline} of {timeout}");
+    let (given_up, _) = run_until_abandoned(&mut node, timeout);
+    assert!(
+        given_up >= deadline,
+        "given up at {given_up}, deadline {deadline}"
+    );
+}
+
+/// Runs the node's timers (nobody answering) until it abandons a forward; returns when, and
+/// what it output then.
+fn run_until_abandoned(node: &mut Node, until: u64) -> (u64, Vec<Output>) {
+    while let Some(at) = node.poll_timeout().filter(|at| *at <= until) {
+        node.handle_timeout(at);
+        let out = outputs(node);
+        let abandoned = out
+            .iter()
+            .any(|o| matches!(o, Output::Event(crate::io::Event::ForwardAbandoned { .. })));
+        if abandoned {
+            return (at, out);
+        }
+    }
+    panic!("no forward abandoned before {until}");
+}
+
+/// Before: a write forwarded again after its first forward was given up carried the client's
+/// whole timeout, so its new coordinator waited past the time the client had left.
+#[test]
+fn a_forward_sent_again_carries_the_time_left() {
+    let mut node = one_of_five("n1");
+    let timeout = node.config().request_timeout_ms;
+    let key = key_where(&node, false);
+    node.handle_client(0, 1, put(&key)).unwrap();
+    let (given_up, out) = run_until_abandoned(&mut node, timeout);
+    let again = out
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Send {
+                message:
+                    Message::Forward {
+                        request, deadline, ..
+                    },
+                ..
+            } => Some((request.options().timeout_ms, deadline)),
+            _ => None,
+        })
+        .expect("forwarded to the next owner");
+    assert_eq!(again.0, Some(timeout - given_up));
+    assert!(again.1 < timeout, "{again:?}");
+}
+
+/// Before: a lone node took a write asking for two durable acknowledgements (`dw=2`) and
+/// failed it at the deadline; like `w`, `dw` above the members is refused at once, naming it.
+#[test]
+fn a_durable_quorum_larger_than_the_cluster_names_the_fix() {
+    let mut node = Node::new(NodeConfig::new("n1"), alloc::vec![Member::new("n1", 1)], 0).unwrap();
+    let mut request = put(b"k");
+    *request.options_mut() = RequestOptions {
+        w: Some(crate::bucket::QuorumValue::One),
+        dw: Some(crate::bucket::QuorumValue::Count(2)),
+        ..Default::default()
+    };
+    let error = node.handle_client(1, 1, request).unwrap_err();
+    assert_eq!(
+        error,
+        crate::error::RequestError::TooFewMembers {
+            quorum: "dw".into(),
+            needed: 2,
+            members: 1,
+            n: 3
+        }
+    );
+    assert!(
+        alloc::string::ToString::to_string(&error).contains("?dw=1"),
+        "{error}"
+    );
+}
+
+/// Before: `max_siblings: 0` was accepted, and the bucket refused every write of a new key
+/// (`max_object_bytes: 0` every write that was not the key's only sibling).
+#[test]
+fn bucket_limits_that_refuse_every_write_are_refused() {
+    use crate::bucket::{BucketProps, LimitsError, ObjectLimits};
+    use crate::error::CommandError;
+    use crate::io::Command;
+    let mut node = one_of_five("n1");
+    let set = |limits| Command::SetBucket {
+        bucket: b"b".to_vec(),
+        props: BucketProps {
+            limits,
+            ..Default::default()
+        },
+    };
+    let zero_siblings = ObjectLimits {
+        max_siblings: 0,
+        ..Default::default()
+    };
+    let zero_bytes = ObjectLimits {
+        max_object_bytes: 0,
+        ..Default::default()
+    };
+    assert_eq!(
+        node.handle_command(1, set(zero_siblings)),
+        Err(CommandError::Limits(LimitsError::ZeroMaxSiblings))
+    );
+    assert_eq!(
+        node.handle_command(1, set(zero_bytes)),
+        Err(CommandError::Limits(LimitsError::ZeroMaxObjectBytes))
+    );
+    assert!(node.view().bucket(b"b").is_none());
+    let one = ObjectLimits {
+        siblings_warn: 0,
+        max_siblings: 1,
+        max_object_bytes: 1,
+    };
+    assert_eq!(node.handle_command(1, set(one)), Ok(()));
+    // A configured bucket is checked alike.
+    let mut config = NodeConfig::new("n1");
+    config.default_bucket.limits = zero_siblings;
+    let members = alloc::vec![Member::new("n1", 1)];
+    assert!(matches!(
+        Node::new(config, members, 0),
+        Err(crate::error::ConfigError::Limits(
+            LimitsError::ZeroMaxSiblings
+        ))
+    ));
+}

@@ -21,8 +21,10 @@ use super::{
 /// saw. Coordinators bind every context they answer with ([`Context::bound_to`]); the request
 /// check refuses a context bound to another key ([`Context::check_key`]). A context made
 /// in-process from a clock ([`Context::from_clock`]) is unbound and accepted; over the wire an
-/// unbound one cannot be expressed. The fingerprint is not sent between nodes (peer messages
-/// carry the clock only): the node a client talks to checks it, and binds what it answers.
+/// unbound one cannot be expressed: a decoded context is bound by its format, to the
+/// fingerprint it carries, whatever that is (see [`Context::decode`]). The fingerprint is not
+/// sent between nodes (peer messages carry the clock only): the node a client talks to checks
+/// it, and binds what it answers.
 ///
 /// A client without a context sends none; the host uses [`Context::empty`] then.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +48,8 @@ pub fn key_fingerprint(bucket: &[u8], key: &[u8]) -> u64 {
     let digest = hasher.finalize();
     let mut low = [0u8; 8];
     low.copy_from_slice(&digest[..8]);
-    // 0 means "bound to no key" in the encoding; a key hashing to it gets 1 instead.
+    // 0 is what an unbound context is encoded with: no key has it, so such a context, once
+    // decoded, passes for no key. A key hashing to 0 gets 1 instead.
     u64::from_be_bytes(low).max(1)
 }
 
@@ -99,12 +102,20 @@ impl Context {
     }
 
     /// The binary form: `[2][postcard((fingerprint, clock))][crc32 LE]`. An unbound context
-    /// is written with fingerprint 0 and decodes unbound.
+    /// is written with fingerprint 0, which no key has: it decodes bound to no key, refused
+    /// for every key (the empty context excepted, see [`Context::decode`]).
     pub fn encode(&self) -> Vec<u8> {
         encode_frame(CONTEXT_FORMAT, &(self.1.unwrap_or(0), &self.0))
     }
 
     /// Decodes the binary form, checking size, version, crc and entry count.
+    ///
+    /// The result is bound to the fingerprint the context carries, whatever it is: a decoded
+    /// context never skips the key check. (The crc is no seal: anyone can write a context with
+    /// fingerprint 0, the encoding of an unbound one; it is bound to 0, which no key has, and
+    /// [`Context::check_key`] refuses it for every key.) The one exception is the empty
+    /// context with fingerprint 0, [`Context::empty`]'s encoding: it has seen nothing, so a
+    /// write with it supersedes nothing, whichever key it is sent with.
     pub fn decode(bytes: &[u8]) -> Result<Context, ContextError> {
         if bytes.len() > MAX_CONTEXT_BYTES {
             return Err(ContextError::TooLarge {
@@ -129,7 +140,8 @@ impl Context {
                 max: MAX_CONTEXT_ENTRIES,
             });
         }
-        Ok(Context(clock, (fingerprint != 0).then_some(fingerprint)))
+        let bound = fingerprint != 0 || !clock.is_empty();
+        Ok(Context(clock, bound.then_some(fingerprint)))
     }
 
     /// The HTTP form: unpadded URL-safe base64 of [`Context::encode`].
@@ -243,9 +255,34 @@ mod tests {
             // The bucket's length is hashed: no shifting of bytes between bucket and key.
             assert_eq!(decoded.check_key(b"bk", b""), Err(ContextError::OtherKey));
         }
+        // In-process, a context made from a clock is bound to no key and passes any key's
+        // check; encoded, it is bound to the fingerprint 0 it is written with.
         let unbound = Context::from_clock(clock());
-        assert_eq!(Context::decode(&unbound.encode()).unwrap(), unbound);
         assert!(unbound.check_key(b"any", b"key").is_ok());
+        let decoded = Context::decode(&unbound.encode()).unwrap();
+        assert_eq!(decoded.clock(), unbound.clock());
+        assert_eq!(decoded.key_fingerprint(), Some(0));
+        // The empty context has nothing to protect: it stays unbound.
+        assert_eq!(
+            Context::decode(&Context::empty().encode()).unwrap(),
+            Context::empty()
+        );
+    }
+
+    /// Before: a context with fingerprint 0 (the encoding of an unbound one, which anyone can
+    /// write: the crc is no seal) decoded unbound and passed the check of every key, so a
+    /// clock read from one key could be sent with a write of another.
+    #[test]
+    fn a_crafted_context_with_fingerprint_zero_passes_for_no_key() {
+        let crafted = super::super::encode_frame(CONTEXT_FORMAT, &(0u64, clock()));
+        for decoded in [
+            Context::decode(&crafted).unwrap(),
+            Context::from_base64(&URL_SAFE_NO_PAD.encode(&crafted)).unwrap(),
+        ] {
+            assert!(!decoded.is_empty());
+            assert_eq!(decoded.check_key(b"b", b"k"), Err(ContextError::OtherKey));
+            assert_eq!(decoded.check_key(b"", b"x"), Err(ContextError::OtherKey));
+        }
     }
 
     #[test]

@@ -39,13 +39,53 @@ where
             Ok(json_response(StatusCode::OK, &props_doc(&bucket, props)))
         }
         Method::PUT => {
-            let doc: api::BucketPropsDoc = read_json(request, config).await?;
+            let doc = read_props_doc(request, config).await?;
             let props = parse_props(&doc)?;
             node.command(Command::SetBucket { bucket, props }).await?;
             Ok(empty_response(StatusCode::NO_CONTENT))
         }
         ref other => Err(Problem::method_not_allowed(other, "GET, PUT")),
     }
+}
+
+/// A PUT's properties: a field the document does not have is refused, naming it (a misspelt
+/// one was ignored, and the property it meant left unset). Checked here rather than with
+/// `deny_unknown_fields` on [`api::BucketPropsDoc`], which clients also read from newer
+/// servers that may add fields.
+async fn read_props_doc<B>(
+    request: Request<B>,
+    config: &HttpConfig,
+) -> Result<api::BucketPropsDoc, Problem>
+where
+    B: Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let fields: serde_json::Map<String, serde_json::Value> = read_json(request, config).await?;
+    // The document's own field names, every optional one filled in so that none is left out.
+    let every_field = api::BucketPropsDoc {
+        bucket: String::new(),
+        n: 0,
+        r: String::new(),
+        w: String::new(),
+        dw: String::new(),
+        conflict_mode: String::new(),
+        siblings_warn: Some(0),
+        max_siblings: Some(0),
+        max_object_bytes: Some(0),
+    };
+    let known = match serde_json::to_value(every_field) {
+        Ok(serde_json::Value::Object(known)) => known,
+        _ => serde_json::Map::new(),
+    };
+    let unknown: Vec<&String> = fields.keys().filter(|k| !known.contains_key(*k)).collect();
+    if !unknown.is_empty() {
+        let known: Vec<&String> = known.keys().collect();
+        return Err(Problem::bad_request(format!(
+            "unknown bucket properties {unknown:?} (known: {known:?})"
+        )));
+    }
+    serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|error| Problem::bad_request(format!("invalid JSON body: {error}")))
 }
 
 fn parse_props(doc: &api::BucketPropsDoc) -> Result<BucketProps, Problem> {

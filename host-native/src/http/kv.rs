@@ -434,18 +434,34 @@ struct QuorumFailureBody<'a> {
 }
 
 /// The 503 of a quorum not reached (`kind` tells whether the request may still take effect):
-/// the quorum, how many were needed and who answered, in the body and in
-/// [`api::HEADER_REPLICAS`] (empty when nobody did), as every answer names its replicas.
-fn quorum_failure(
-    kind: &'static str,
-    error: String,
-    quorum: QuorumKind,
-    needed: u32,
-    answered: &[NodeId],
-) -> Response<ResponseBody> {
+/// the reply's own text (the one explanation of an outcome, shared with every binding), the
+/// quorum, how many were needed and who answered, in the body and in [`api::HEADER_REPLICAS`]
+/// (empty when nobody did), as every answer names its replicas.
+fn quorum_failure(reply: &Reply) -> Response<ResponseBody> {
+    let (quorum, needed, answered) = match reply {
+        Reply::Unavailable {
+            kind,
+            needed,
+            answered,
+        }
+        | Reply::OutcomeUnknown {
+            kind,
+            needed,
+            answered,
+        } => (*kind, *needed, answered),
+        // Not a quorum failure: never called with one.
+        other => {
+            return Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed",
+                other.to_string(),
+            )
+            .into_response()
+        }
+    };
     let body = QuorumFailureBody {
-        error,
-        kind,
+        error: reply.to_string(),
+        kind: reply.outcome(),
         quorum: QuorumKind::as_str(quorum),
         needed,
         answered: answered.iter().map(NodeId::as_str).collect(),
@@ -526,34 +542,10 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
             );
             (response, Outcome::Ok)
         }
-        Reply::Unavailable {
-            kind,
-            needed,
-            answered,
-        } => {
-            let error = format!(
-                "{} quorum not reached: {needed} needed, {} answered in time",
-                QuorumKind::as_str(kind),
-                answered.len()
-            );
-            let response = quorum_failure("unavailable", error, kind, needed, &answered);
-            (response, Outcome::Unavailable)
-        }
-        // 503 as for a quorum failure, told apart by its kind: the write may still take effect,
-        // so a client should read before it retries (a blind retry can make a sibling).
-        Reply::OutcomeUnknown {
-            kind,
-            needed,
-            answered,
-        } => {
-            let error = format!(
-                "outcome unknown: {} quorum not reached in time ({needed} needed, {} \
-                 acknowledged); the write may still take effect: read before retrying",
-                QuorumKind::as_str(kind),
-                answered.len()
-            );
-            let response = quorum_failure("outcome_unknown", error, kind, needed, &answered);
-            (response, Outcome::Unavailable)
+        // 503 both, told apart by their kind: after `outcome_unknown` the write may still take
+        // effect, so a client should read before it retries (a blind retry can make a sibling).
+        reply @ (Reply::Unavailable { .. } | Reply::OutcomeUnknown { .. }) => {
+            (quorum_failure(&reply), Outcome::Unavailable)
         }
         // 409: the key's state (its siblings) conflicts with a write that adds another; a write
         // with the context of a read resolves it.

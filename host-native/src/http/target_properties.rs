@@ -62,7 +62,13 @@ fn context(writers: u8) -> Context {
             ConflictMode::Siblings,
         );
     }
-    object.context()
+    // Bound, as every context a node answers with is (the empty one needs no key).
+    let context = object.context();
+    if context.is_empty() {
+        context
+    } else {
+        context.bound_to(b"b", b"k")
+    }
 }
 
 fn query(options: &RequestOptions) -> Option<String> {

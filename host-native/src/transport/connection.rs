@@ -382,9 +382,9 @@ async fn write_batch(
     while let Some(queued) = next.take() {
         taken += 1;
         if queued.is_stale() {
-            // Its forwarder has answered its client long ago: delivered now, the write would
+            // Its forwarder may have coordinated it elsewhere: delivered now, the write could
             // be coordinated a second time (a duplicate sibling, or a value the client has
-            // since replaced coming back).
+            // since replaced coming back). The peer would refuse it.
             Metrics::count(&shared.metrics.peer_messages_dropped, "stale_forward");
             tracing::debug!(%peer, "stale forwarded request dropped");
         } else if let Some(frame) = encode_for_wire(shared, peer, &queued.message) {
@@ -417,37 +417,38 @@ async fn flush_queue(
     let _ = writer.close().await;
 }
 
-/// A message in a peer's queue, with when it was queued.
+/// A message in a peer's queue, with when it goes stale.
 #[derive(Debug)]
 pub(super) struct Queued {
     pub(super) message: Message,
-    queued_at: std::time::Instant,
+    /// When a forward's deadline passes, by this process's monotonic clock.
+    stale_at: Option<std::time::Instant>,
 }
 
 impl Queued {
     pub(super) fn new(message: Message) -> Queued {
-        Queued {
-            message,
-            queued_at: std::time::Instant::now(),
-        }
+        let stale_at = match &message {
+            // The deadline is the node's time, milliseconds since the Unix epoch by the wall
+            // clock: what is left of it is measured now and then counted on the monotonic
+            // clock, which a step of the wall clock does not move.
+            Message::Forward { deadline, .. } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let left = std::time::Duration::from_millis(deadline.saturating_sub(now));
+                Some(std::time::Instant::now() + left)
+            }
+            _ => None,
+        };
+        Queued { message, stale_at }
     }
 
-    /// A forwarded client request that waited in the queue (its peer unreachable) longer than
-    /// the request's timeout ([`FORWARD_MAX_AGE`] when it names none): its forwarder has
-    /// answered (or re-coordinated it) already. Other messages are never stale: late writes,
-    /// repairs and gossip are all still right to apply.
+    /// A forwarded client request still queued (its peer unreachable or slow) when its deadline
+    /// passed: its forwarder may have coordinated it elsewhere by now, and the peer would refuse
+    /// it anyway. Other messages are never stale: late writes, repairs and gossip are all still
+    /// right to apply.
     pub(super) fn is_stale(&self) -> bool {
-        let Message::Forward { request, .. } = &self.message else {
-            return false;
-        };
-        let timeout = request
-            .options()
-            .timeout_ms
-            .map_or(FORWARD_MAX_AGE, std::time::Duration::from_millis);
-        self.queued_at.elapsed() > timeout
+        self.stale_at
+            .is_some_and(|at| std::time::Instant::now() >= at)
     }
 }
-
-/// How long a forwarded request without a timeout of its own may wait in a queue: the default
-/// request timeout.
-const FORWARD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);

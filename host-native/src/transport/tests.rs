@@ -739,25 +739,31 @@ async fn shutdown_flushes_queued_messages() {
 }
 
 #[test]
-fn a_forward_older_than_its_timeout_is_stale_and_nothing_else_ever_is() {
+fn a_forward_past_its_deadline_is_stale_and_nothing_else_ever_is() {
     use ringkv_core::bucket::RequestOptions;
     use ringkv_core::request::ClientRequest;
-    let forward = |timeout_ms| Message::Forward {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // The request's own timeout is long: the deadline the forwarder set is what counts.
+    let forward = |deadline| Message::Forward {
         id: 1,
         request: ClientRequest::Get {
             bucket: b"b".to_vec(),
             key: b"k".to_vec(),
             options: RequestOptions {
-                timeout_ms,
+                timeout_ms: Some(60_000),
                 ..Default::default()
             },
         },
+        deadline,
     };
-    let quick = super::connection::Queued::new(forward(Some(1)));
-    let patient = super::connection::Queued::new(forward(Some(60_000)));
+    let given_up = super::connection::Queued::new(forward(now + 2));
+    let patient = super::connection::Queued::new(forward(now + 60_000));
     let ping = super::connection::Queued::new(Message::Ping);
     std::thread::sleep(std::time::Duration::from_millis(5));
-    assert!(quick.is_stale());
+    assert!(given_up.is_stale());
     assert!(!patient.is_stale());
     assert!(!ping.is_stale());
 }

@@ -211,10 +211,35 @@ async fn bucket_props_get_and_put() {
         // n has no default (the other fields do: a PUT of `{"n":1}` is enough).
         r#"{"r":"one"}"#,
         r#"{"n":3,"max_siblings":-1}"#,
+        // A bucket no write could pass: refused by the node's check.
+        r#"{"n":3,"max_siblings":0}"#,
+        r#"{"n":3,"max_object_bytes":0}"#,
     ] {
         let answer = call(&fake, &config(), put(bad)).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
     }
+    // Before: a misspelt property was ignored, and the PUT answered 204 with it unset.
+    let commands = fake.commands.lock().unwrap().len();
+    let misspelt = call(&fake, &config(), put(r#"{"n":3,"nn":2,"max_sibling":5}"#)).await;
+    assert_eq!(misspelt.status, StatusCode::BAD_REQUEST);
+    let message = misspelt.error().error;
+    assert!(
+        message.contains("\"nn\"") && message.contains("\"max_sibling\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("max_siblings"),
+        "names what is known: {message}"
+    );
+    assert_eq!(fake.commands.lock().unwrap().len(), commands, "nothing set");
+    // What GET answers can be sent back as it is (its `bucket` is ignored).
+    let own = get(&fake, "/buckets/lww-bucket/props").await.body;
+    assert_eq!(
+        call(&fake, &config(), put(std::str::from_utf8(&own).unwrap()))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     let core_message = call(
         &fake,
         &config(),

@@ -82,6 +82,11 @@ fn fake_node(answer: Answer, status: NodeStatus) -> FakeNode {
                                 max: 3,
                             }))
                         }
+                        // As the node checks them.
+                        Command::SetBucket { props, .. } => props
+                            .limits
+                            .validate()
+                            .map_err(|e| NodeError::Command(CommandError::Limits(e))),
                         _ => Ok(()),
                     };
                     commands.lock().unwrap().push(command);
@@ -168,7 +173,8 @@ fn some_context() -> Context {
         1,
         ConflictMode::Siblings,
     );
-    object.context()
+    // Bound, as every context a node answers with is (and as every decoded one is).
+    object.context().bound_to(b"b", b"k")
 }
 
 fn ids(names: &[&str]) -> Vec<NodeId> {
@@ -526,6 +532,14 @@ async fn unavailable_with_nobody_answering_says_0_answered_everywhere() {
     assert_eq!(json["answered"], serde_json::json!([]), "{json}");
     assert_eq!(json["needed"], 2);
     assert_eq!(unsure.header(api::HEADER_REPLICAS), Some(""));
+    // The reply's own text: one explanation of the outcome, in core.
+    let reply = Reply::OutcomeUnknown {
+        kind: QuorumKind::Write,
+        needed: 2,
+        answered: Vec::new(),
+    };
+    assert_eq!(json["error"], reply.to_string());
+    assert!(reply.to_string().contains("read before retrying"));
 }
 
 #[tokio::test]
