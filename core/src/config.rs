@@ -58,6 +58,10 @@ pub struct NodeConfig {
     pub hint_delivery_interval_ms: Millis,
     /// Hints (or orphaned records) sent per delivery round (the rate limit).
     pub hint_delivery_batch: usize,
+    /// Most partition pulls a node runs at once when the ring changes (each has one chunk of
+    /// at most a scan page in flight): bounds what a joining node holds in memory, since it
+    /// otherwise pulls every partition it gains, from every replica, at once.
+    pub max_concurrent_pulls: usize,
     /// How often a node starts an anti-entropy exchange (one partition, one peer at a time).
     pub anti_entropy_interval_ms: Millis,
     /// Shape of the Merkle trees; every node of a cluster must use the same.
@@ -105,6 +109,7 @@ impl NodeConfig {
             read_repair: true,
             hint_delivery_interval_ms: 1_000,
             hint_delivery_batch: 32,
+            max_concurrent_pulls: 8,
             anti_entropy_interval_ms: 5_000,
             merkle: MerkleConfig::default(),
             exchange_max_items: 64,

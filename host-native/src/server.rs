@@ -280,6 +280,9 @@ pub struct ServerConfig {
     pub ui_dir: Option<PathBuf>,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout_ms: u64,
+    /// Most partition pulls at once when the ring changes (each holds one chunk of at most
+    /// `storage_scan_bytes` in flight): what a joining node holds in memory while it fills.
+    pub max_concurrent_pulls: usize,
     /// Stop the process by itself once the node has left the ring and handed every hint and
     /// orphaned record over (it says `drained` in `/cluster`), as after `ringkv cluster leave`.
     pub stop_when_drained: bool,
@@ -338,6 +341,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             ui_dir: None,
             drain_timeout_ms: 10_000,
+            max_concurrent_pulls: node.max_concurrent_pulls,
             stop_when_drained: false,
             tls_cert: None,
             tls_key: None,
@@ -484,6 +488,7 @@ impl ServerConfig {
         config.hint_delivery_interval_ms = self.hint_delivery_interval_ms;
         config.max_value_bytes = self.max_value_bytes;
         config.max_key_bytes = self.max_key_bytes;
+        config.max_concurrent_pulls = self.max_concurrent_pulls.max(1);
         Ok(config)
     }
 }

@@ -47,6 +47,16 @@ impl Transfers {
 }
 
 impl Node {
+    /// Partition pulls under way (started, not finished), at most
+    /// [`NodeConfig::max_concurrent_pulls`](crate::config::NodeConfig::max_concurrent_pulls).
+    pub fn pulls_under_way(&self) -> usize {
+        self.transfers
+            .pulls
+            .values()
+            .filter(|p| !p.finished)
+            .count()
+    }
+
     /// Pulls what this node must receive under the next ring, and records in the view each
     /// partition it has received. Returns whether the view changed.
     ///
@@ -78,12 +88,25 @@ impl Node {
         self.transfers
             .pulls
             .retain(|key, _| wanted_set.contains(key));
+        // Pulls under way (started, not finished) are resumed; new ones start only while
+        // fewer than `max_concurrent_pulls` are under way.
+        let mut under_way = self
+            .transfers
+            .pulls
+            .values()
+            .filter(|p| !p.finished)
+            .count();
+        let max_pulls = self.config.max_concurrent_pulls.max(1);
         for (partition, source) in wanted {
             let key = (partition, source.clone());
             match self.transfers.pulls.get(&key) {
                 Some(pull) if pull.finished => {}
                 Some(pull) if pull.waiting_until.is_some_and(|t| t > self.now) => {}
-                _ => {
+                None if under_way >= max_pulls => {}
+                existing => {
+                    if existing.is_none() {
+                        under_way += 1;
+                    }
                     // Start, or resume after a lost chunk (from the last key received).
                     let cursor = self
                         .transfers
@@ -230,6 +253,9 @@ impl Node {
                     after,
                 },
             );
+        } else if done && self.transfer_step() {
+            // A pull ended: the next one starts now, not at the next gossip round.
+            self.view_changed();
         }
     }
 

@@ -503,6 +503,13 @@ impl Sim {
         });
     }
 
+    /// A running node.
+    pub fn node(&self, node: &str) -> Option<&Node> {
+        self.nodes
+            .get(&NodeId::new(node))
+            .and_then(|n| n.node.as_ref())
+    }
+
     /// Whether a running node says it left and handed everything over, and a peer knows it
     /// ([`Node::is_drained`]).
     pub fn is_drained(&self, node: &str) -> bool {
