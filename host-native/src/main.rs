@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: HTTP API for clients, TCP for peers, records on disk.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Start a local cluster (3 nodes on loopback, data in a temporary folder), show it working,
     /// and serve until Ctrl-C.
     Dev(dev::DevArgs),
@@ -269,7 +269,7 @@ fn main() -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => run_server(args).await,
+            Command::Server(args) => run_server(*args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Get(args) => ringkv::cli::run_get(args).await,
             Command::Put(args) => ringkv::cli::run_put(args).await,
