@@ -262,7 +262,8 @@ function snapshot() {
     replicas: s.replicas(BUCKET, simKey()), key: s.ring().locate(BUCKET, simKey(), 3) };
 }
 
-const NOISY = new Set(["dropped", "message_dropped", "actor_renewed"]);
+// View changes show in the Views table; every hand-off a node publishes is one, in every view.
+const NOISY = new Set(["dropped", "message_dropped", "actor_renewed", "view_changed"]);
 function record(label, extra = {}) {
   const events = sim.sim.events(sim.seen);
   sim.seen += events.length;
