@@ -3,7 +3,7 @@ use alloc::string::String;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::QuorumError;
-use crate::id::RequestId;
+use crate::id::{NodeId, RequestId};
 
 /// Why a client request was refused before any work was done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -150,4 +150,17 @@ pub enum CommandError {
     /// The view refused the change (a limit).
     #[error("view: {0}")]
     View(#[from] crate::membership::ViewError),
+    /// `remove` of an id that is not a member.
+    #[error("{0} is not a member of the cluster")]
+    UnknownMember(NodeId),
+    /// `leave` of a node that has already left (it is removed; to come back it joins again).
+    #[error("this node has already left the cluster (it is removed); to come back, join it again")]
+    AlreadyLeft,
+    /// The change would leave no member up to take the partitions over: the ring could never
+    /// move again.
+    #[error("{node} is the last member up: no member would be left to take its partitions over (add a node first)")]
+    LastMemberUp {
+        /// The member that would leave.
+        node: NodeId,
+    },
 }

@@ -631,3 +631,63 @@ fn a_write_coordinated_without_a_replica_keeps_the_object_bound() {
     let verdict = sim.check();
     assert!(verdict.is_ok(), "{verdict:#?}");
 }
+
+/// Before: every member could leave (the cluster wedged with nobody to claim a ring), an id
+/// that is no member was "removed", and a node that had left could be told to leave again
+/// (its status went back from removed to leaving). Each is now refused, and nothing changes.
+#[test]
+fn leave_and_remove_refuse_what_would_wedge_the_ring_or_means_nothing() {
+    use ringkv_core::io::Command;
+    use ringkv_core::membership::MemberStatus;
+    use ringkv_core::NodeId;
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        n: 2,
+        seed: 29,
+        ..SimConfig::default()
+    });
+    let status = |sim: &Sim, of: &str| {
+        sim.view("n1")
+            .and_then(|v| v.member(&NodeId::new(of)))
+            .map(|m| m.status)
+    };
+    assert!(!sim.command(
+        "n1",
+        Command::Remove {
+            node: NodeId::new("nosuch")
+        }
+    ));
+    assert!(sim.command("n3", Command::Leave));
+    assert!(sim.command("n2", Command::Leave));
+    // Once gossip has told n1 (leaves given at the same moment on two nodes can still race).
+    sim.run(2_000);
+    // n1 is the last member up: nobody would be left to take its partitions over.
+    assert!(!sim.command("n1", Command::Leave));
+    assert!(!sim.command(
+        "n2",
+        Command::Remove {
+            node: NodeId::new("n1")
+        }
+    ));
+    sim.run(30_000);
+    assert_eq!(status(&sim, "n3"), Some(MemberStatus::Removed));
+    assert_eq!(status(&sim, "n1"), Some(MemberStatus::Up));
+    // n3 has left: a second leave is refused, and it stays removed.
+    assert!(!sim.command("n3", Command::Leave));
+    sim.run(2_000);
+    assert_eq!(status(&sim, "n3"), Some(MemberStatus::Removed));
+    let ring = sim
+        .view("n1")
+        .and_then(|v| v.ring())
+        .cloned()
+        .expect("a ring");
+    assert!(ring.next.is_none(), "the ring settled");
+    assert_eq!(
+        ring.ring
+            .members()
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect::<Vec<_>>(),
+        vec!["n1".to_string()]
+    );
+}

@@ -63,9 +63,20 @@ impl Node {
             }
             Command::Leave => {
                 let me = self.config.node_id.clone();
+                match self.membership.view.member(&me).map(|m| m.status) {
+                    Some(MemberStatus::Removed) => return Err(CommandError::AlreadyLeft),
+                    // Asked again while leaving: nothing changes.
+                    Some(MemberStatus::Leaving) => {}
+                    _ => self.check_someone_stays_up(&me)?,
+                }
                 self.membership.view.set_status(&me, MemberStatus::Leaving);
             }
             Command::Remove { node } => {
+                match self.membership.view.member(&node).map(|m| m.status) {
+                    None => return Err(CommandError::UnknownMember(node)),
+                    Some(MemberStatus::Removed) => {}
+                    Some(_) => self.check_someone_stays_up(&node)?,
+                }
                 self.membership
                     .view
                     .set_status(&node, MemberStatus::Removed);
@@ -77,6 +88,21 @@ impl Node {
         self.view_changed();
         self.drain_loopback();
         Ok(())
+    }
+
+    /// Refuses a change that takes `node` out of the ring when no other member would be left up:
+    /// only an up member claims rings, so the partitions could never move again.
+    fn check_someone_stays_up(&self, node: &NodeId) -> Result<(), CommandError> {
+        let someone = self
+            .membership
+            .view
+            .members()
+            .any(|m| m.id != *node && m.status == MemberStatus::Up);
+        if someone {
+            Ok(())
+        } else {
+            Err(CommandError::LastMemberUp { node: node.clone() })
+        }
     }
 
     /// Where peers and clients reach this node now (a host calls it at start, since a restarted
