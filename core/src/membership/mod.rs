@@ -75,7 +75,9 @@
 //! ```
 
 pub mod detector;
+mod handoff;
 pub mod view;
+mod view_formats;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

@@ -23,6 +23,8 @@ use md5::{Digest as _, Md5};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
+pub use super::handoff::Handoff;
+use super::view_formats::{ViewReprV1, ViewReprV2};
 use crate::bucket::BucketProps;
 use crate::id::NodeId;
 use crate::ring::{Member, PartitionId, Ring, RingConfig, RingError};
@@ -105,35 +107,6 @@ impl core::str::FromStr for MemberStatus {
     }
 }
 
-/// What a member may still hold of partitions that are not its own (hints it took as a fallback,
-/// orphaned records of partitions it gave up) and must hand to their owners. Each node publishes
-/// its own in its entry; tombstone reaping waits for it ([`ClusterView::handoff_holder`]), and
-/// an operator waits for [`Handoff::Drained`] before stopping a node that left.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Handoff {
-    /// Not known: the node has not finished a scan of its hints and orphans since it started
-    /// (or never said). It may hold records of any partition.
-    #[default]
-    Unknown,
-    /// The partitions it may hold such records of, as of its last complete scan plus whatever
-    /// it took or gave up since.
-    Pending(BTreeSet<u32>),
-    /// It holds no partition in the ring or the next one, and a complete scan since found
-    /// nothing to hand over: it may be stopped and its disk discarded.
-    Drained,
-}
-
-impl Handoff {
-    /// Whether the member may hold records of `partition` that belong to other nodes.
-    pub fn may_hold(&self, partition: u32) -> bool {
-        match self {
-            Handoff::Unknown => true,
-            Handoff::Pending(partitions) => partitions.contains(&partition),
-            Handoff::Drained => false,
-        }
-    }
-}
-
 /// One member's entry in the view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -153,39 +126,6 @@ pub struct MemberInfo {
     pub version: u64,
     /// What it may still have to hand over, as it last said (see [`Handoff`]).
     pub handoff: Handoff,
-}
-
-/// A [`MemberInfo`] of view formats 1 and 2, without a handoff.
-#[derive(Deserialize)]
-struct MemberInfoV2 {
-    id: NodeId,
-    peer_address: String,
-    client_address: String,
-    capacity: u32,
-    zone: Option<String>,
-    status: MemberStatus,
-    version: u64,
-}
-
-impl From<MemberInfoV2> for MemberInfo {
-    fn from(old: MemberInfoV2) -> MemberInfo {
-        MemberInfo {
-            id: old.id,
-            peer_address: old.peer_address,
-            client_address: old.client_address,
-            capacity: old.capacity,
-            zone: old.zone,
-            status: old.status,
-            version: old.version,
-            // A member removed before handoffs were published is taken as drained: nothing
-            // could wait for it, and an unknown handoff would hold tombstones forever.
-            handoff: if old.status == MemberStatus::Removed {
-                Handoff::Drained
-            } else {
-                Handoff::Unknown
-            },
-        }
-    }
 }
 
 impl MemberInfo {
@@ -375,75 +315,11 @@ pub struct ClusterView {
 /// The serialized shape of a [`ClusterView`]: members as a sequence sorted by id, the rest as is.
 #[derive(Deserialize)]
 #[serde(rename = "ClusterView")]
-struct ViewRepr {
-    cluster: String,
-    members: Vec<MemberInfo>,
-    ring: Option<RingState>,
-    buckets: BTreeMap<Vec<u8>, (u64, BucketProps)>,
-}
-
-/// A view of format 2, whose members had no handoff.
-#[derive(Deserialize)]
-struct ViewReprV2 {
-    cluster: String,
-    members: Vec<MemberInfoV2>,
-    ring: Option<RingState>,
-    buckets: BTreeMap<Vec<u8>, (u64, BucketProps)>,
-}
-
-impl From<ViewReprV2> for ViewRepr {
-    fn from(old: ViewReprV2) -> ViewRepr {
-        ViewRepr {
-            cluster: old.cluster,
-            members: old.members.into_iter().map(MemberInfo::from).collect(),
-            ring: old.ring,
-            buckets: old.buckets,
-        }
-    }
-}
-
-/// A view of format 1, whose bucket properties had no object limits (and members no handoff).
-#[derive(Deserialize)]
-struct ViewReprV1 {
-    cluster: String,
-    members: Vec<MemberInfoV2>,
-    ring: Option<RingState>,
-    buckets: BTreeMap<Vec<u8>, (u64, BucketPropsV1)>,
-}
-
-/// [`BucketProps`] of format 1.
-#[derive(Deserialize)]
-struct BucketPropsV1 {
-    n: u32,
-    r: crate::bucket::QuorumValue,
-    w: crate::bucket::QuorumValue,
-    dw: crate::bucket::QuorumValue,
-    conflict_mode: crate::version::ConflictMode,
-}
-
-impl From<ViewReprV1> for ViewRepr {
-    fn from(old: ViewReprV1) -> ViewRepr {
-        ViewRepr {
-            cluster: old.cluster,
-            members: old.members.into_iter().map(MemberInfo::from).collect(),
-            ring: old.ring,
-            buckets: old
-                .buckets
-                .into_iter()
-                .map(|(bucket, (version, p))| {
-                    let props = BucketProps {
-                        n: p.n,
-                        r: p.r,
-                        w: p.w,
-                        dw: p.dw,
-                        conflict_mode: p.conflict_mode,
-                        limits: Default::default(),
-                    };
-                    (bucket, (version, props))
-                })
-                .collect(),
-        }
-    }
+pub(super) struct ViewRepr {
+    pub(super) cluster: String,
+    pub(super) members: Vec<MemberInfo>,
+    pub(super) ring: Option<RingState>,
+    pub(super) buckets: BTreeMap<Vec<u8>, (u64, BucketProps)>,
 }
 
 /// Serializes the members map's values as a sequence, without cloning them into a `ViewRepr`.

@@ -1,0 +1,110 @@
+//! Views of earlier formats, decoded into the current shape: format 1 had no object limits
+//! in bucket properties, formats 1 and 2 no hand-off in member entries.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::Deserialize;
+
+use super::view::{MemberInfo, MemberStatus, RingState, ViewRepr};
+use super::Handoff;
+use crate::bucket::BucketProps;
+use crate::id::NodeId;
+
+/// A [`MemberInfo`] of view formats 1 and 2, without a handoff.
+#[derive(Deserialize)]
+struct MemberInfoV2 {
+    id: NodeId,
+    peer_address: String,
+    client_address: String,
+    capacity: u32,
+    zone: Option<String>,
+    status: MemberStatus,
+    version: u64,
+}
+
+impl From<MemberInfoV2> for MemberInfo {
+    fn from(old: MemberInfoV2) -> MemberInfo {
+        MemberInfo {
+            id: old.id,
+            peer_address: old.peer_address,
+            client_address: old.client_address,
+            capacity: old.capacity,
+            zone: old.zone,
+            status: old.status,
+            version: old.version,
+            // A member removed before handoffs were published is taken as drained: nothing
+            // could wait for it, and an unknown handoff would hold tombstones forever.
+            handoff: if old.status == MemberStatus::Removed {
+                Handoff::Drained
+            } else {
+                Handoff::Unknown
+            },
+        }
+    }
+}
+
+/// A view of format 2, whose members had no handoff.
+#[derive(Deserialize)]
+pub(super) struct ViewReprV2 {
+    cluster: String,
+    members: Vec<MemberInfoV2>,
+    ring: Option<RingState>,
+    buckets: BTreeMap<Vec<u8>, (u64, BucketProps)>,
+}
+
+impl From<ViewReprV2> for ViewRepr {
+    fn from(old: ViewReprV2) -> ViewRepr {
+        ViewRepr {
+            cluster: old.cluster,
+            members: old.members.into_iter().map(MemberInfo::from).collect(),
+            ring: old.ring,
+            buckets: old.buckets,
+        }
+    }
+}
+
+/// A view of format 1, whose bucket properties had no object limits (and members no handoff).
+#[derive(Deserialize)]
+pub(super) struct ViewReprV1 {
+    cluster: String,
+    members: Vec<MemberInfoV2>,
+    ring: Option<RingState>,
+    buckets: BTreeMap<Vec<u8>, (u64, BucketPropsV1)>,
+}
+
+/// [`BucketProps`] of format 1.
+#[derive(Deserialize)]
+struct BucketPropsV1 {
+    n: u32,
+    r: crate::bucket::QuorumValue,
+    w: crate::bucket::QuorumValue,
+    dw: crate::bucket::QuorumValue,
+    conflict_mode: crate::version::ConflictMode,
+}
+
+impl From<ViewReprV1> for ViewRepr {
+    fn from(old: ViewReprV1) -> ViewRepr {
+        ViewRepr {
+            cluster: old.cluster,
+            members: old.members.into_iter().map(MemberInfo::from).collect(),
+            ring: old.ring,
+            buckets: old
+                .buckets
+                .into_iter()
+                .map(|(bucket, (version, p))| {
+                    let props = BucketProps {
+                        n: p.n,
+                        r: p.r,
+                        w: p.w,
+                        dw: p.dw,
+                        conflict_mode: p.conflict_mode,
+                        limits: Default::default(),
+                    };
+                    (bucket, (version, props))
+                })
+                .collect(),
+        }
+    }
+}
