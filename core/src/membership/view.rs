@@ -466,17 +466,27 @@ impl ClusterView {
     /// whether anything changed (as [`ClusterView::set_status`]). A node sets its own; an
     /// operator's removal of a node that is gone for good sets [`Handoff::Drained`] for it.
     pub fn set_handoff(&mut self, id: &NodeId, handoff: Handoff) -> bool {
-        match self.members.get_mut(id) {
-            Some(member) if member.handoff != handoff => match member.version.checked_add(1) {
-                Some(version) => {
-                    member.handoff = handoff;
-                    member.version = version;
-                    true
-                }
-                None => false,
-            },
-            _ => false,
+        self.change_member(id, |member| {
+            let changed = member.handoff != handoff;
+            member.handoff = handoff;
+            changed
+        })
+    }
+
+    /// Applies `change` to member `id`'s entry and bumps its version, when the view has the
+    /// entry, its version can still grow, and `change` says it altered something.
+    fn change_member(&mut self, id: &NodeId, change: impl FnOnce(&mut MemberInfo) -> bool) -> bool {
+        let Some(member) = self.members.get_mut(id) else {
+            return false;
+        };
+        let Some(version) = member.version.checked_add(1) else {
+            return false;
+        };
+        if !change(member) {
+            return false;
         }
+        member.version = version;
+        true
     }
 
     /// A member that may hold hints or orphaned records of `partition` (see [`Handoff`]):
@@ -500,17 +510,11 @@ impl ClusterView {
     /// when the view has no entry for `id`, when the status is already `status`, or when the
     /// entry's version is at `u64::MAX`.
     pub fn set_status(&mut self, id: &NodeId, status: MemberStatus) -> bool {
-        match self.members.get_mut(id) {
-            Some(member) if member.status != status => match member.version.checked_add(1) {
-                Some(version) => {
-                    member.status = status;
-                    member.version = version;
-                    true
-                }
-                None => false,
-            },
-            _ => false,
-        }
+        self.change_member(id, |member| {
+            let changed = member.status != status;
+            member.status = status;
+            changed
+        })
     }
 
     /// Merges another view into this one and returns whether this view changed.

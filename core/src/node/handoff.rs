@@ -106,22 +106,19 @@ impl Node {
     }
 
     fn compute_held_partitions(&self) -> BTreeSet<PartitionId> {
-        let n = self.max_n();
-        let me = &self.config.node_id;
         if self.routing.ring_version.is_none() {
             return BTreeSet::new();
         }
-        let next = self.membership.view.ring().and_then(|s| s.next.as_ref());
-        (0..self.routing.ring.partition_count())
-            .map(PartitionId)
-            .filter(|p| {
-                self.routing
-                    .ring
-                    .partition_preference_list(*p, n)
-                    .contains(me)
-                    || next.is_some_and(|r| r.partition_preference_list(*p, n).contains(me))
-            })
-            .collect()
+        let mut held: BTreeSet<PartitionId> = self.my_partitions().into_iter().collect();
+        if let Some(next) = self.membership.view.ring().and_then(|s| s.next.as_ref()) {
+            let (n, me) = (self.max_n(), &self.config.node_id);
+            held.extend(
+                (0..next.partition_count())
+                    .map(PartitionId)
+                    .filter(|p| next.partition_preference_list(*p, n).contains(me)),
+            );
+        }
+        held
     }
 
     /// What this node may still have to hand over, from its scans.
