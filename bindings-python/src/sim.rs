@@ -71,7 +71,7 @@ fn operation_dict<'py>(py: Python<'py>, op: &Operation) -> PyResult<Bound<'py, P
             d.set_item("value", py.None())?;
             d.set_item("request_context", py.None())?;
         }
-        OpKind::Put { value, context } => {
+        OpKind::Put { value, context, .. } => {
             d.set_item("value", PyBytes::new(py, value))?;
             d.set_item("request_context", context_object(py, context)?)?;
         }
@@ -383,6 +383,7 @@ impl PySim {
             w: w.map(|v| quorum("w", v)).transpose()?,
             dw: dw.map(|v| quorum("dw", v)).transpose()?,
             timeout_ms,
+            ..Default::default()
         };
         if let Some(timeout) = timeout_ms {
             // The simulator's own range for times, so that a deadline cannot overflow.
@@ -466,6 +467,7 @@ impl PySim {
             gossip_interval_ms,
             churn: false,
             max_clock_skew_ms,
+            write_ttl_ms: None,
         };
         let sim = catch_unwind(AssertUnwindSafe(|| Sim::try_new(config)))
             .map_err(|payload| {

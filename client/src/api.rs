@@ -5,9 +5,10 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /kv/{bucket}/{key}` | 200 value + context; 300 `multipart/mixed` siblings + context; 404 absent (context header if a tombstone) |
-//! | `PUT /kv/{bucket}/{key}` (body = value, optional context header) | 204 + context of the new object |
-//! | `DELETE /kv/{bucket}/{key}` (optional context header) | 204 |
+//! | `GET /kv/{bucket}/{key}` | 200 value + context (+ [`HEADER_EXPIRES_AT`] if it expires); 300 `multipart/mixed` siblings + context; 404 absent, deleted or expired (context header if the key has a history) |
+//! | `PUT /kv/{bucket}/{key}` (body = value, optional context header, `?ttl=` or [`HEADER_TTL`]) | 204 + context of the new object |
+//! | `DELETE /kv/{bucket}/{key}` (context header) | 204 |
+//! | a PUT or DELETE with `If-None-Match: *` or `If-Match: <context>` whose condition fails | 412 + [`ErrorBody`] + the current context |
 //! | any of those, quorum not met | 503 + [`ErrorBody`] with `needed` and `answered` |
 //! | `GET /cluster` | [`ClusterStatus`] |
 //! | `GET /ring` | [`RingDoc`] |
@@ -16,8 +17,9 @@
 //! | `GET /health` | [`Health`] (503 while the node knows no ring) |
 //! | `GET /metrics` | Prometheus text |
 //!
-//! Query overrides on `/kv`: `r`, `w`, `n`, `dw` (`one`, `quorum`, `all` or a count) and
-//! `timeout_ms`. Bucket and key are percent-decoded path segments (arbitrary bytes).
+//! Query overrides on `/kv`: `r`, `w`, `n`, `dw` (`one`, `quorum`, `all` or a count),
+//! `timeout_ms`, and on a PUT `ttl` (a duration, see [`parse_duration_ms`]). Bucket and key are
+//! percent-decoded path segments (arbitrary bytes).
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,68 @@ pub const HEADER_NODE: &str = "x-ringkv-node";
 /// On a write's answer: the dot the write was given (`actor:counter`), its identity in every
 /// clock. A history checker uses it to tell which write a stored sibling is.
 pub const HEADER_DOT: &str = "x-ringkv-dot";
+
+/// On a PUT: the value's time to live, a duration as [`parse_duration_ms`] reads it (the same as
+/// the `ttl` query parameter).
+pub const HEADER_TTL: &str = "x-ringkv-ttl";
+/// On a read's answer: when the last of its values expires, in milliseconds since the Unix
+/// epoch at the coordinator's clock (absent when one of them never expires).
+pub const HEADER_EXPIRES_AT: &str = "x-ringkv-expires-at";
+
+/// A duration that [`parse_duration_ms`] cannot read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DurationError(pub String);
+
+impl std::fmt::Display for DurationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} is not a duration: expected a whole number with a unit ms, s, m, h or d (30m, \
+             90s, 1500ms), or a number of seconds",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for DurationError {}
+
+/// Reads a duration: a whole number followed by `ms`, `s`, `m`, `h` or `d` (`30m`, `1500ms`),
+/// or a bare number of seconds (as Redis's `EXPIRE` and HTTP's `max-age` count). Surrounding
+/// spaces are ignored; 0 is read as 0 (the caller decides whether it is allowed).
+pub fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let scale: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(DurationError(text.to_string())),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| DurationError(text.to_string()))
+}
+
+/// Writes a duration in the largest unit that divides it (`1800000` as `30m`), which
+/// [`parse_duration_ms`] reads back.
+pub fn format_duration_ms(ms: u64) -> String {
+    for (unit, scale) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms != 0 && ms % scale == 0 {
+            return format!("{}{unit}", ms / scale);
+        }
+    }
+    format!("{ms}ms")
+}
 
 /// The body of every error answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +262,10 @@ pub struct BucketPropsDoc {
     /// is refused with 413 (default on PUT: 17 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_object_bytes: Option<u64>,
+    /// Time to live of a value whose PUT names none, a duration such as `30m` (see
+    /// [`parse_duration_ms`]); absent: values do not expire (default on PUT: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_ttl: Option<String>,
 }
 
 fn quorum_text() -> String {
@@ -223,4 +291,34 @@ pub struct Health {
     pub alive_members: u32,
     /// Members not removed.
     pub members: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_units_and_write_back_in_the_largest() {
+        assert_eq!(parse_duration_ms("30m"), Ok(1_800_000));
+        assert_eq!(parse_duration_ms(" 1500ms "), Ok(1_500));
+        assert_eq!(parse_duration_ms("90"), Ok(90_000));
+        assert_eq!(parse_duration_ms("2d"), Ok(172_800_000));
+        for bad in [
+            "",
+            "m",
+            "-5s",
+            "1.5h",
+            "10 m",
+            "5w",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad:?} read");
+        }
+        for ms in [
+            1, 999, 1_000, 90_000, 1_800_000, 3_600_000, 86_400_000, 1_234_567,
+        ] {
+            assert_eq!(parse_duration_ms(&format_duration_ms(ms)), Ok(ms));
+        }
+        assert_eq!(format_duration_ms(1_800_000), "30m");
+    }
 }

@@ -11,7 +11,7 @@ use core::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::Millis;
-use crate::version::ConflictMode;
+use crate::version::{ConflictMode, Context};
 
 /// A quorum value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -112,6 +112,8 @@ pub struct BucketProps {
     pub conflict_mode: ConflictMode,
     /// The bounds a coordinated write must keep its key's object within.
     pub limits: ObjectLimits,
+    /// Time to live of a put's value when the put names none (`None`: values do not expire).
+    pub default_ttl_ms: Option<Millis>,
 }
 
 impl Default for BucketProps {
@@ -123,6 +125,7 @@ impl Default for BucketProps {
             dw: QuorumValue::Count(0),
             conflict_mode: ConflictMode::Siblings,
             limits: ObjectLimits::default(),
+            default_ttl_ms: None,
         }
     }
 }
@@ -206,6 +209,47 @@ pub struct RequestOptions {
     pub dw: Option<QuorumValue>,
     /// Time the coordinator waits for the quorum, in milliseconds.
     pub timeout_ms: Option<Millis>,
+    /// A put's time to live, in milliseconds, from the coordinator's clock when it writes
+    /// (overrides the bucket's `default_ttl_ms`; puts only).
+    pub ttl_ms: Option<Millis>,
+    /// What the key must read as for the write to go ahead (puts and deletes).
+    pub condition: Option<WriteCondition>,
+}
+
+/// Longest time to live a put may ask for: 10 years (365-day years), in milliseconds.
+pub const MAX_TTL_MS: Millis = 10 * 365 * 24 * 60 * 60 * 1_000;
+
+/// A time to live that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum TtlError {
+    /// 0: the value would be expired when written. Nothing was changed.
+    #[error("ttl must be at least 1 ms (0 would expire the value as it is written)")]
+    Zero,
+    /// Past [`MAX_TTL_MS`]. Nothing was changed.
+    #[error("ttl of {0} ms is over the maximum of {MAX_TTL_MS} ms (10 years)")]
+    TooLong(Millis),
+}
+
+/// Checks a time to live: at least 1 ms, at most [`MAX_TTL_MS`].
+pub fn check_ttl(ttl_ms: Millis) -> Result<Millis, TtlError> {
+    match ttl_ms {
+        0 => Err(TtlError::Zero),
+        t if t > MAX_TTL_MS => Err(TtlError::TooLong(t)),
+        t => Ok(t),
+    }
+}
+
+/// What a conditional write requires of the key, checked by the coordinator with a read at R
+/// just before it writes. Best effort, as in Riak: two writers checking at once can both pass
+/// (and their writes become siblings).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteCondition {
+    /// The key reads as absent, deleted or expired (HTTP `If-None-Match: *`).
+    IfAbsent,
+    /// The key's current context equals this one: nothing was written since it was read (HTTP
+    /// `If-Match`).
+    IfMatch(Context),
 }
 
 /// Quorums resolved to counts for one request.

@@ -40,6 +40,9 @@ pub enum OpKind {
         value: Vec<u8>,
         /// The context it was written with.
         context: Context,
+        /// Its time to live, if it had one (its own or its bucket's default).
+        #[serde(default)]
+        ttl_ms: Option<Millis>,
     },
     /// A delete with `context`.
     Delete {
@@ -196,6 +199,18 @@ pub struct StaleRead {
     pub staleness_ms: u64,
 }
 
+/// A get that returned a value after it had certainly expired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredRead {
+    /// History index of the get.
+    pub index: usize,
+    /// History index of the put that wrote the value.
+    pub put: usize,
+    /// How long after the value's latest possible expiry (with the clock skew bound) the get
+    /// was invoked, in milliseconds.
+    pub late_ms: u64,
+}
+
 /// The checker's findings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -233,6 +248,12 @@ pub struct Verdict {
     pub resurrected: Vec<(usize, usize)>,
     /// Records still on a node's disk when it was discarded after saying it was drained.
     pub discarded: Vec<String>,
+    /// Acknowledged puts with a time to live that are gone at the end, and may be: their
+    /// earliest possible expiry came before the final read (not a failure).
+    pub expired: usize,
+    /// Gets that returned a value past its latest possible expiry: the put's completion, plus
+    /// its time to live, plus the bound on clock skew.
+    pub expired_reads: Vec<ExpiredRead>,
     /// Gets that missed an acknowledged write (reported, not a failure).
     pub stale_reads: Vec<StaleRead>,
 }
@@ -249,17 +270,30 @@ impl Verdict {
             && self.false_siblings.is_empty()
             && self.resurrected.is_empty()
             && self.discarded.is_empty()
+            && self.expired_reads.is_empty()
     }
 }
 
 /// The end state of every key: (bucket, key) → (the final R = all read, each replica's object).
 pub type Finals = BTreeMap<(Vec<u8>, Vec<u8>), (Operation, Vec<FinalReplica>)>;
 
-/// Judges `history` against the final read and replica state of every key.
-pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
+/// Judges `history` against the final read and replica state of every key. Node clocks may be
+/// up to `max_clock_skew_ms` apart: expiry is judged with that margin either way.
+pub fn check(history: &[Operation], finals: &Finals, max_clock_skew_ms: Millis) -> Verdict {
     let mut verdict = Verdict {
         operations: history.len(),
         ..Verdict::default()
+    };
+    verdict.expired_reads = expired_reads(history, max_clock_skew_ms);
+    // Whether a put with `ttl_ms` may have expired before `read` began: its earliest possible
+    // expiry (the coordinator's clock ahead by the skew bound) came first.
+    let may_expire_before = |op: &Operation, ttl_ms: Option<Millis>, read: &Operation| {
+        ttl_ms.is_some_and(|ttl| {
+            op.invoked_at
+                .saturating_add(ttl)
+                .saturating_sub(max_clock_skew_ms)
+                <= read.invoked_at
+        })
     };
     let written: BTreeSet<&[u8]> = history
         .iter()
@@ -320,11 +354,16 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
                             | OpOutcome::Replied(Reply::StorageFull { .. })
                             | OpOutcome::Replied(Reply::TooManySiblings { .. })
                             | OpOutcome::Replied(Reply::ObjectTooLarge { .. })
+                            | OpOutcome::Replied(Reply::PreconditionFailed { .. })
                     )
                 )
             })
+            // Whether the write may have left the key dead (and so reaped): a delete, or a put
+            // that may have expired before the final read.
             .filter_map(|op| match &op.kind {
-                OpKind::Put { context, .. } => Some((context, false)),
+                OpKind::Put {
+                    context, ttl_ms, ..
+                } => Some((context, may_expire_before(op, *ttl_ms, read))),
                 OpKind::Delete { context } => Some((context, true)),
                 OpKind::Get => None,
             })
@@ -349,10 +388,11 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
             if let Some(first) = dots_seen.insert(dot, op.index) {
                 verdict.reused_dots.push((first, op.index));
             }
-            let written = match &op.kind {
-                OpKind::Put { value, .. } => Content::Value(value.clone()),
-                _ => Content::Tombstone,
+            let (written, ttl_ms) = match &op.kind {
+                OpKind::Put { value, ttl_ms, .. } => (Content::Value(value.clone()), *ttl_ms),
+                _ => (Content::Tombstone, None),
             };
+            let may_have_expired = may_expire_before(op, ttl_ms, read);
             // Present means this write's own sibling: its dot *and* its content, so a dot reused
             // by another write cannot pass for it.
             let reaped = written == Content::Tombstone && merged.is_empty();
@@ -363,7 +403,7 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
             } else if merged
                 .siblings()
                 .iter()
-                .any(|s| s.dot == *dot && s.content == written)
+                .any(|s| s.dot == *dot && s.content.same_value(&written))
             {
                 verdict.present += 1;
             } else if acknowledged_contexts.iter().any(|c| c.clock().covers(dot))
@@ -372,12 +412,14 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
                 || (merged.is_empty()
                     && contexts
                         .iter()
-                        .any(|(c, delete)| *delete && c.clock().covers(dot)))
+                        .any(|(c, dies)| *dies && c.clock().covers(dot)))
             {
                 // Seen by a later write that was applied: an acknowledged one (which is checked
                 // in turn), or one of unknown outcome whose history reached the replicas. A
                 // successor that was never applied supersedes nothing.
                 verdict.superseded += 1;
+            } else if may_have_expired {
+                verdict.expired += 1;
             } else {
                 verdict.lost.push(LostWrite {
                     index: op.index,
@@ -454,6 +496,47 @@ pub fn check(history: &[Operation], finals: &Finals) -> Verdict {
     verdict
 }
 
+/// Gets that returned a value past its latest possible expiry. Values identify their puts (a
+/// value written by several puts is judged by the one that expires last, or not at all if one
+/// never expires).
+fn expired_reads(history: &[Operation], max_clock_skew_ms: Millis) -> Vec<ExpiredRead> {
+    // For each value: the put index and the latest true time it may still be live, or `None`
+    // when some put of it never expires (or its completion is unknown).
+    let mut live_until: BTreeMap<&[u8], Option<(usize, Millis)>> = BTreeMap::new();
+    for op in history {
+        let OpKind::Put { value, ttl_ms, .. } = &op.kind else {
+            continue;
+        };
+        let until = match (ttl_ms, op.completed_at) {
+            (Some(ttl), Some(done)) => Some((
+                op.index,
+                done.saturating_add(*ttl).saturating_add(max_clock_skew_ms),
+            )),
+            _ => None,
+        };
+        let entry = live_until.entry(value.as_slice()).or_insert(until);
+        *entry = match (*entry, until) {
+            (Some(a), Some(b)) => Some(if b.1 > a.1 { b } else { a }),
+            _ => None,
+        };
+    }
+    let mut out = Vec::new();
+    for get in history {
+        for value in get.values() {
+            if let Some(Some((put, until))) = live_until.get(value.as_slice()) {
+                if get.invoked_at > *until {
+                    out.push(ExpiredRead {
+                        index: get.index,
+                        put: *put,
+                        late_ms: get.invoked_at - until,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +555,7 @@ mod tests {
             kind: OpKind::Put {
                 value: value.to_vec(),
                 context: context.clone(),
+                ttl_ms: None,
             },
             invoked_at: at.0,
             completed_at: Some(at.1),
@@ -501,6 +585,7 @@ mod tests {
                 replicas: Vec::new(),
                 fallbacks: Vec::new(),
                 read_your_writes: true,
+                expires_at: None,
             })),
         }
     }
@@ -553,10 +638,54 @@ mod tests {
     }
 
     #[test]
+    fn expiry_is_judged_with_the_skew_bound() {
+        let empty = Context::empty();
+        let mut object = Object::new();
+        let dot = object.update(
+            empty.clock(),
+            &ActorId::new("a"),
+            Content::value(b"S".to_vec(), Some(110)),
+            10,
+            ConflictMode::Siblings,
+        );
+        let mut session = put(0, b"S", empty, dot, (10, 11));
+        if let OpKind::Put { ttl_ms, .. } = &mut session.kind {
+            *ttl_ms = Some(100);
+        }
+        // Skew bound 20: the value may be read until 11 + 100 + 20 = 131, never after.
+        let history = vec![
+            session,
+            get(1, &object, (120, 121)),
+            get(2, &object, (131, 132)),
+            get(3, &object, (140, 141)),
+        ];
+        let gone = Object::new();
+        let verdict = check(&history, &finals(get(4, &gone, (200, 201)), &gone), 20);
+        assert_eq!(
+            verdict.expired_reads,
+            vec![ExpiredRead {
+                index: 3,
+                put: 0,
+                late_ms: 9,
+            }]
+        );
+        // Gone at the end, and it may be: expired, not lost.
+        assert_eq!(
+            (verdict.expired, verdict.lost.len()),
+            (1, 0),
+            "{verdict:#?}"
+        );
+        assert!(!verdict.is_ok());
+        // Gone before its earliest expiry (10 + 100 - 20 = 90): lost.
+        let verdict = check(&history[..2], &finals(get(4, &gone, (80, 81)), &gone), 20);
+        assert_eq!(verdict.lost.len(), 1, "{verdict:#?}");
+    }
+
+    #[test]
     fn concurrent_writes_may_be_siblings() {
         let (history, merged) = two_writes(false);
         let read = get(2, &merged, (20, 21));
-        let verdict = check(&history, &finals(read, &merged));
+        let verdict = check(&history, &finals(read, &merged), 0);
         assert!(verdict.is_ok(), "{verdict:#?}");
         assert_eq!(verdict.present, 2);
     }
@@ -565,7 +694,7 @@ mod tests {
     fn a_sibling_whose_writer_saw_the_other_is_reported() {
         let (history, merged) = two_writes(true);
         let read = get(2, &merged, (20, 21));
-        let verdict = check(&history, &finals(read, &merged));
+        let verdict = check(&history, &finals(read, &merged), 0);
         assert_eq!(verdict.false_siblings, vec![(1, 0)]);
         assert!(!verdict.is_ok());
     }
@@ -599,7 +728,7 @@ mod tests {
             put(1, b"B", empty, dot_b, (0, 10)),
             unknown,
         ];
-        let verdict = check(&history, &finals(get(3, &at_b, (40, 41)), &at_b));
+        let verdict = check(&history, &finals(get(3, &at_b, (40, 41)), &at_b), 0);
         assert_eq!(verdict.lost.len(), 1, "{verdict:#?}");
         assert_eq!(verdict.lost[0].index, 0);
         assert_eq!(verdict.present, 1);
@@ -612,7 +741,7 @@ mod tests {
         history.push(get(2, &Object::new(), (30, 31)));
         // Invoked at 11, before b's write was acknowledged, and it saw both: not stale.
         history.push(get(3, &merged, (11, 13)));
-        let verdict = check(&history, &finals(get(4, &merged, (40, 41)), &merged));
+        let verdict = check(&history, &finals(get(4, &merged, (40, 41)), &merged), 0);
         assert_eq!(
             verdict.stale_reads,
             vec![StaleRead {

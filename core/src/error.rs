@@ -2,7 +2,7 @@
 use alloc::string::String;
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::QuorumError;
+use crate::bucket::{QuorumError, TtlError};
 use crate::id::{NodeId, RequestId};
 
 /// Why a client request was refused before any work was done.
@@ -56,6 +56,22 @@ pub enum RequestError {
          read the key and send its context (the CLI and the clients do this when given none)"
     )]
     DeleteWithoutContext,
+    /// The time to live was 0 or over the maximum. The request was dropped; no state changed.
+    #[error("invalid ttl: {0}")]
+    Ttl(#[from] TtlError),
+    /// A get or delete named a time to live: only a put's value expires. The request was
+    /// dropped; no state changed.
+    #[error(
+        "a ttl applies to puts only (a get reads, and a delete's tombstone is reaped on its own)"
+    )]
+    TtlNotOnPut,
+    /// A get carried a write condition. The request was dropped; no state changed.
+    #[error("a write condition (If-None-Match, If-Match) applies to puts and deletes only")]
+    ConditionOnRead,
+    /// A delete asked for the key to be absent: it would never delete anything. The request
+    /// was dropped; no state changed.
+    #[error("a delete cannot require the key to be absent (If-None-Match: *): it would delete nothing; use If-Match with the read's context")]
+    DeleteIfAbsent,
     /// The ring has no member to hold the key (an empty cluster). No state changed.
     #[error("the ring has no members")]
     NoReplicas,
@@ -114,6 +130,9 @@ pub enum ConfigError {
     /// A configured bucket's object limits would make it unwritable.
     #[error("bucket limits: {0}")]
     Limits(#[from] crate::bucket::LimitsError),
+    /// A configured bucket's default time to live is 0 or over the maximum.
+    #[error("bucket default_ttl: {0}")]
+    Ttl(#[from] TtlError),
 }
 
 /// Any refused input, for [`Node::handle_input`](crate::node::Node::handle_input).
@@ -147,6 +166,9 @@ pub enum CommandError {
     /// The bucket's object limits would make it unwritable.
     #[error("invalid limits: {0}")]
     Limits(#[from] crate::bucket::LimitsError),
+    /// The bucket's default time to live is 0 or over the maximum.
+    #[error("invalid default_ttl: {0}")]
+    Ttl(#[from] TtlError),
     /// The view refused the change (a limit).
     #[error("view: {0}")]
     View(#[from] crate::membership::ViewError),

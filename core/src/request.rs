@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{BucketProps, Quorums, RequestOptions};
+use crate::bucket::{check_ttl, BucketProps, Quorums, RequestOptions, WriteCondition};
 use crate::error::RequestError;
 use crate::id::NodeId;
 use crate::version::{Context, Dot};
@@ -104,6 +104,24 @@ impl ClientRequest {
         }
     }
 
+    /// The context a write supersedes: its own, or, when that is empty and the write is
+    /// conditional on `If-Match`, the matched context (a client that sends only `If-Match`
+    /// means to replace what it read, not to add a sibling beside it). `None` for a get.
+    pub fn write_context(&self) -> Option<&Context> {
+        match self {
+            ClientRequest::Get { .. } => None,
+            ClientRequest::Put {
+                context, options, ..
+            }
+            | ClientRequest::Delete {
+                context, options, ..
+            } => match &options.condition {
+                Some(WriteCondition::IfMatch(matched)) if context.is_empty() => Some(matched),
+                _ => Some(context),
+            },
+        }
+    }
+
     /// The request's overrides, to change (a forwarder passes on the time its client has left).
     pub fn options_mut(&mut self) -> &mut RequestOptions {
         match self {
@@ -118,8 +136,11 @@ impl ClientRequest {
     /// public so that a binding or a client refuses exactly what a node would, with the same error.
     ///
     /// The key must be non-empty and within `limits`, the bucket name and a put's value within
-    /// `limits`, a write's context not bound to another key (and a delete's not empty), and the quorums valid for N (see [`BucketProps::resolve`]). Checks nothing that
-    /// depends on a node's state (such as a request id in flight).
+    /// `limits`, a write's context (and an `If-Match` one) not bound to another key, a delete's
+    /// context not empty, a time to live only on a put and within range, a condition only on a
+    /// write (and never "absent" on a delete), and the quorums valid for N (see
+    /// [`BucketProps::resolve`]). Checks nothing that depends on a node's state (such as a
+    /// request id in flight).
     pub fn check(
         &self,
         props: &BucketProps,
@@ -150,6 +171,26 @@ impl ClientRequest {
             if context.check_key(bucket, key).is_err() {
                 return Err(RequestError::ContextOfAnotherKey);
             }
+        }
+        let options = self.options();
+        if let Some(ttl_ms) = options.ttl_ms {
+            if !matches!(self, ClientRequest::Put { .. }) {
+                return Err(RequestError::TtlNotOnPut);
+            }
+            check_ttl(ttl_ms)?;
+        }
+        match (&options.condition, self) {
+            (None, _) => {}
+            (Some(_), ClientRequest::Get { .. }) => return Err(RequestError::ConditionOnRead),
+            (Some(WriteCondition::IfAbsent), ClientRequest::Delete { .. }) => {
+                return Err(RequestError::DeleteIfAbsent)
+            }
+            (Some(WriteCondition::IfMatch(expected)), _) => {
+                if expected.check_key(bucket, key).is_err() {
+                    return Err(RequestError::ContextOfAnotherKey);
+                }
+            }
+            (Some(WriteCondition::IfAbsent), _) => {}
         }
         if let ClientRequest::Put { value, .. } = self {
             if value.len() > limits.max_value_bytes {
@@ -215,6 +256,9 @@ pub enum Reply {
         fallbacks: Vec<NodeId>,
         /// False when `r + w <= n` for this request and the bucket's w.
         read_your_writes: bool,
+        /// When the last of `values` expires (coordinator time, ms); `None` when one of them
+        /// never does, or there are none.
+        expires_at: Option<crate::id::Millis>,
     },
     /// A put or delete reached W acknowledgements (DW of them durable).
     Written {
@@ -280,6 +324,13 @@ pub enum Reply {
         /// Replicas that acknowledged in time.
         answered: Vec<NodeId>,
     },
+    /// A conditional write's condition did not hold at the read quorum: nothing was written.
+    PreconditionFailed {
+        /// The key's current context (of the read that checked the condition).
+        context: Context,
+        /// Whether the key has a live value (what `If-None-Match: *` found).
+        exists: bool,
+    },
 }
 
 impl Reply {
@@ -295,6 +346,7 @@ impl Reply {
             Reply::OutcomeUnknown { .. } => "outcome_unknown",
             Reply::TooManySiblings { .. } => "too_many_siblings",
             Reply::ObjectTooLarge { .. } => "object_too_large",
+            Reply::PreconditionFailed { .. } => "precondition_failed",
         }
     }
 }
@@ -318,7 +370,8 @@ impl Reply {
             Reply::Failed { .. }
             | Reply::StorageFull { .. }
             | Reply::TooManySiblings { .. }
-            | Reply::ObjectTooLarge { .. } => Reply::OutcomeUnknown {
+            | Reply::ObjectTooLarge { .. }
+            | Reply::PreconditionFailed { .. } => Reply::OutcomeUnknown {
                 kind: QuorumKind::Write,
                 needed: 0,
                 answered: Vec::new(),
@@ -336,12 +389,18 @@ impl Reply {
                 replicas,
                 fallbacks,
                 read_your_writes,
+                expires_at,
             } => Reply::Got {
                 values,
                 context: context.bound_to(bucket, key),
                 replicas,
                 fallbacks,
                 read_your_writes,
+                expires_at,
+            },
+            Reply::PreconditionFailed { context, exists } => Reply::PreconditionFailed {
+                context: context.bound_to(bucket, key),
+                exists,
             },
             Reply::Written {
                 context,
@@ -401,6 +460,17 @@ impl fmt::Display for Reply {
                 "refused: the key's object would be {bytes} bytes, over the bucket's \
                  max_object_bytes of {max}; read it and write back with the read's context to \
                  replace its siblings"
+            ),
+            Reply::PreconditionFailed { exists, .. } => write!(
+                f,
+                "precondition failed: the key {} and does not meet the write's condition \
+                 (If-None-Match: * wants no value, If-Match the context unchanged); nothing was \
+                 written, and the answer carries the key's current context",
+                if *exists {
+                    "has a value"
+                } else {
+                    "has no value (absent, deleted or expired)"
+                }
             ),
             Reply::OutcomeUnknown {
                 kind,

@@ -334,13 +334,34 @@ pub enum Content {
     Value(#[serde(with = "value_bytes")] Vec<u8>),
     /// A delete marker, kept as an ordinary sibling until every replica has it.
     Tombstone,
+    /// A value that expires: from `expires_at` (coordinator time, ms) on, reads do not return it
+    /// and it counts as deleted. The coordinator fixed the absolute time, so every replica holds
+    /// the same bytes. (Last, so that records written before expiry existed decode unchanged.)
+    Expiring {
+        /// The value's bytes.
+        #[serde(with = "value_bytes")]
+        value: Vec<u8>,
+        /// When it expires.
+        expires_at: u64,
+    },
 }
 
 impl Content {
+    /// A value that expires at `expires_at`, or never (`None`).
+    pub fn value(bytes: Vec<u8>, expires_at: Option<u64>) -> Content {
+        match expires_at {
+            Some(expires_at) => Content::Expiring {
+                value: bytes,
+                expires_at,
+            },
+            None => Content::Value(bytes),
+        }
+    }
+
     /// The value's bytes, or the empty slice for a tombstone (what the checksum covers).
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Content::Value(v) => v,
+            Content::Value(v) | Content::Expiring { value: v, .. } => v,
             Content::Tombstone => &[],
         }
     }
@@ -348,6 +369,30 @@ impl Content {
     /// True for a tombstone.
     pub fn is_tombstone(&self) -> bool {
         matches!(self, Content::Tombstone)
+    }
+
+    /// When the value expires (`None`: a value that does not, or a tombstone).
+    pub fn expires_at(&self) -> Option<u64> {
+        match self {
+            Content::Expiring { expires_at, .. } => Some(*expires_at),
+            Content::Value(_) | Content::Tombstone => None,
+        }
+    }
+
+    /// True for a value that has not expired at `now`; false for a tombstone and an expired
+    /// value, which reads do not return.
+    pub fn is_live_at(&self, now: u64) -> bool {
+        match self {
+            Content::Value(_) => true,
+            Content::Expiring { expires_at, .. } => now < *expires_at,
+            Content::Tombstone => false,
+        }
+    }
+
+    /// Whether the content is the same write's: the same bytes, tombstone or not, expiry
+    /// aside (what a history checker compares).
+    pub fn same_value(&self, other: &Content) -> bool {
+        self.is_tombstone() == other.is_tombstone() && self.bytes() == other.bytes()
     }
 }
 
@@ -433,8 +478,19 @@ impl Sibling {
     /// The value bytes, or `None` for a tombstone.
     pub fn value(&self) -> Option<&[u8]> {
         match &self.content {
-            Content::Value(v) => Some(v),
+            Content::Value(v) | Content::Expiring { value: v, .. } => Some(v),
             Content::Tombstone => None,
+        }
+    }
+
+    /// When this sibling stops counting: a tombstone at once (its write time), an expiring
+    /// value at its expiry, a value that does not expire never. It may leave the disk a grace
+    /// period after that (see [`Object::dead_since`]).
+    pub fn dead_from(&self) -> Option<u64> {
+        match &self.content {
+            Content::Tombstone => Some(self.timestamp),
+            Content::Expiring { expires_at, .. } => Some(*expires_at),
+            Content::Value(_) => None,
         }
     }
 }
@@ -445,13 +501,18 @@ impl Sibling {
 fn copy_order(a: &Sibling, b: &Sibling) -> Ordering {
     a.checksum
         .cmp(&b.checksum)
-        .then_with(|| match (&a.content, &b.content) {
-            (Content::Tombstone, Content::Tombstone) => Ordering::Equal,
-            (Content::Tombstone, Content::Value(_)) => Ordering::Less,
-            (Content::Value(_), Content::Tombstone) => Ordering::Greater,
-            (Content::Value(x), Content::Value(y)) => x.cmp(y),
-        })
+        .then_with(|| content_order(&a.content, &b.content))
         .then_with(|| a.timestamp.cmp(&b.timestamp))
+}
+
+/// A total order of contents: tombstone, then values by bytes, a value that expires after one
+/// that does not, and later expiries last.
+fn content_order(a: &Content, b: &Content) -> Ordering {
+    a.is_tombstone()
+        .cmp(&b.is_tombstone())
+        .reverse()
+        .then_with(|| a.bytes().cmp(b.bytes()))
+        .then_with(|| a.expires_at().cmp(&b.expires_at()))
 }
 
 /// The last-writer-wins order: `(timestamp, dot)`, then [`copy_order`] so it is total.
@@ -677,9 +738,42 @@ impl Object {
         self.clock.merge(&other.clock);
     }
 
-    /// Live values (non-tombstone siblings), in dot order.
+    /// Values (non-tombstone siblings, expired or not), in dot order.
     pub fn values(&self) -> impl Iterator<Item = &[u8]> {
         self.siblings.iter().filter_map(Sibling::value)
+    }
+
+    /// The siblings a read at `now` returns: values not expired, in dot order.
+    pub fn live_at(&self, now: u64) -> impl Iterator<Item = &Sibling> {
+        self.siblings
+            .iter()
+            .filter(move |s| s.content.is_live_at(now))
+    }
+
+    /// True when the object exists but no sibling is live at `now` (every one a tombstone or
+    /// expired): it reads as deleted, and may be reaped once [`Object::dead_since`] is old enough.
+    pub fn is_dead_at(&self, now: u64) -> bool {
+        !self.is_empty() && self.live_at(now).next().is_none()
+    }
+
+    /// When the object stopped counting: the latest time one of its siblings died (see
+    /// [`Sibling::dead_from`]); `None` while one of them never dies (a value without expiry) or
+    /// for an empty object. A tombstone reaper waits a grace period past this.
+    pub fn dead_since(&self) -> Option<u64> {
+        let mut latest = None;
+        for s in &self.siblings {
+            let died = s.dead_from()?;
+            latest = latest.max(Some(died));
+        }
+        latest
+    }
+
+    /// Drops the siblings expired at `now` (a coordinator does, before it writes): they are
+    /// dead, and its clock still covers their dots, so every replica drops them when it merges
+    /// the result.
+    pub fn drop_expired(&mut self, now: u64) {
+        self.siblings
+            .retain(|s| s.content.is_tombstone() || s.content.is_live_at(now));
     }
 
     /// True when the object exists but every sibling is a tombstone (a deleted key): it is not

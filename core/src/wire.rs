@@ -14,8 +14,12 @@ use crate::request::{ClientRequest, Reply};
 use crate::ring::PartitionId;
 use crate::storage::StorageKey;
 
-/// Version byte of the wire format.
-pub const WIRE_VERSION: u8 = 1;
+/// Version byte of the wire format. Version 2 (expiry and write conditions in requests, an
+/// expiry in read answers) changed the encoding of forwards and their replies: a frame of
+/// version 1 is refused whole ([`WireError::UnknownVersion`]), so nodes of the two versions
+/// see each other as unreachable rather than misread each other (upgrade all nodes together;
+/// until then, writes go to fallbacks and hints).
+pub const WIRE_VERSION: u8 = 2;
 /// Largest frame a peer accepts: the largest value plus generous room for keys and clocks.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
@@ -224,7 +228,7 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bucket::{QuorumValue, RequestOptions};
+    use crate::bucket::{QuorumValue, RequestOptions, WriteCondition};
     use crate::membership::{ClusterView, MemberInfo};
     use crate::merkle::MerkleConfig;
     use crate::request::QuorumKind;
@@ -247,12 +251,13 @@ mod tests {
         assert_eq!(Message::decode(&message.encode()), Ok(message));
     }
 
-    /// Frames written before variants were renamed (`HandoffPull`/`HandoffChunk` became
-    /// `TransferPull`/`TransferChunk`, `Forward` without a deadline `ForwardWithoutDeadline`)
-    /// still decode: postcard encodes a variant by its position, so renaming is free and
-    /// reordering is not. The bytes are what the old names produced.
+    /// Frames of version 1 are refused whole, never misread: version 2 changed how forwards
+    /// (request options) and their replies (read answers) encode. Frames of the variants that
+    /// did not change decode under the new version byte: postcard encodes a variant by its
+    /// position, so renaming is free and reordering is not. The bytes are what the old names
+    /// (`HandoffPull`/`HandoffChunk`, now `TransferPull`/`TransferChunk`) produced.
     #[test]
-    fn frames_of_older_versions_still_decode() {
+    fn frames_of_older_versions_are_refused_and_unchanged_variants_keep_their_bytes() {
         fn bytes(hex: &str) -> Vec<u8> {
             (0..hex.len())
                 .step_by(2)
@@ -270,23 +275,19 @@ mod tests {
             items: alloc::vec![(key, b"rec".to_vec())],
             done: true,
         };
-        // A forward as nodes sent it before forwards carried their deadline.
-        let forward = Message::ForwardWithoutDeadline {
-            id: 5,
-            request: ClientRequest::Get {
-                bucket: b"b".to_vec(),
-                key: b"k".to_vec(),
-                options: RequestOptions::default(),
-            },
-        };
+        assert_eq!(
+            Message::decode(&bytes("010005000162016b0000000000")),
+            Err(WireError::UnknownVersion(1))
+        );
         for (message, old) in [
-            (forward, "010005000162016b0000000000"),
-            (pull, "010905070100070162016b"),
-            (chunk, "010a050100070162016b0372656301"),
-            (Message::Ping, "010c"),
+            (pull, "0905070100070162016b"),
+            (chunk, "0a050100070162016b0372656301"),
+            (Message::Ping, "0c"),
         ] {
-            assert_eq!(Message::decode(&bytes(old)), Ok(message.clone()));
-            assert_eq!(message.encode(), bytes(old));
+            let mut frame = vec![WIRE_VERSION];
+            frame.extend(bytes(old));
+            assert_eq!(Message::decode(&frame), Ok(message.clone()));
+            assert_eq!(message.encode(), frame);
         }
     }
 
@@ -332,29 +333,43 @@ mod tests {
             quorum(),
             quorum(),
             proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(proptest::option::of(object())),
         )
-            .prop_map(|(n, r, w, dw, timeout_ms)| RequestOptions {
-                n,
-                r,
-                w,
-                dw,
-                timeout_ms,
-            })
+            .prop_map(
+                |(n, r, w, dw, timeout_ms, ttl_ms, condition)| RequestOptions {
+                    n,
+                    r,
+                    w,
+                    dw,
+                    timeout_ms,
+                    ttl_ms,
+                    condition: condition.map(|matched| match matched {
+                        Some(object) => WriteCondition::IfMatch(object.context()),
+                        None => WriteCondition::IfAbsent,
+                    }),
+                },
+            )
     }
 
     /// An object (as its record) and its context after a few writes by a few actors.
     fn object() -> impl Strategy<Value = Object> {
-        proptest::collection::vec((0u8..3, proptest::option::of(bytes()), any::<u64>()), 0..4)
-            .prop_map(|writes| {
-                let mut object = Object::new();
-                for (actor, value, now) in writes {
-                    let content = value.map_or(Content::Tombstone, Content::Value);
-                    let actor = ActorId::new(alloc::format!("n{actor}"));
-                    let context = object.context().into_clock();
-                    object.update(&context, &actor, content, now, ConflictMode::Siblings);
-                }
-                object
-            })
+        let write = (
+            0u8..3,
+            proptest::option::of(bytes()),
+            any::<u64>(),
+            proptest::option::of(any::<u64>()),
+        );
+        proptest::collection::vec(write, 0..4).prop_map(|writes| {
+            let mut object = Object::new();
+            for (actor, value, now, expires_at) in writes {
+                let content = value.map_or(Content::Tombstone, |v| Content::value(v, expires_at));
+                let actor = ActorId::new(alloc::format!("n{actor}"));
+                let context = object.context().into_clock();
+                object.update(&context, &actor, content, now, ConflictMode::Siblings);
+            }
+            object
+        })
     }
 
     fn dot() -> impl Strategy<Value = Dot> {
@@ -398,17 +413,21 @@ mod tests {
                 object(),
                 nodes(),
                 nodes(),
-                any::<bool>()
+                any::<bool>(),
+                proptest::option::of(any::<u64>()),
             )
-                .prop_map(|(values, object, replicas, fallbacks, read_your_writes)| {
-                    Reply::Got {
-                        values,
-                        context: object.context(),
-                        replicas,
-                        fallbacks,
-                        read_your_writes,
+                .prop_map(
+                    |(values, object, replicas, fallbacks, read_your_writes, expires_at)| {
+                        Reply::Got {
+                            values,
+                            context: object.context(),
+                            replicas,
+                            fallbacks,
+                            read_your_writes,
+                            expires_at,
+                        }
                     }
-                }),
+                ),
             (object(), dot(), nodes(), nodes(), any::<bool>()).prop_map(
                 |(object, dot, replicas, fallbacks, read_your_writes)| Reply::Written {
                     context: object.context(),
@@ -425,6 +444,10 @@ mod tests {
                 answered,
             }),
             ".{0,12}".prop_map(|reason| Reply::Failed { reason }),
+            (object(), any::<bool>()).prop_map(|(object, exists)| Reply::PreconditionFailed {
+                context: object.context(),
+                exists,
+            }),
         ]
     }
 

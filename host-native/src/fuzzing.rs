@@ -288,6 +288,9 @@ pub fn render_kv_target(target: &KvTarget) -> (String, Option<String>, Option<He
         w,
         dw,
         timeout_ms,
+        ttl_ms,
+        // Conditions travel in headers (If-Match, If-None-Match), not in the target.
+        condition: _,
     } = &target.options;
     let mut query = Vec::new();
     for (name, value) in [("r", r), ("w", w), ("dw", dw)] {
@@ -300,6 +303,9 @@ pub fn render_kv_target(target: &KvTarget) -> (String, Option<String>, Option<He
     }
     if let Some(timeout) = timeout_ms {
         query.push(format!("timeout_ms={timeout}"));
+    }
+    if let Some(ttl) = ttl_ms {
+        query.push(format!("ttl={ttl}ms"));
     }
     let query = (!query.is_empty()).then(|| query.join("&"));
     // Base64url is always a valid header value.

@@ -181,7 +181,11 @@ impl From<NodeError> for Problem {
                 | RequestError::BucketTooLarge { .. }
                 | RequestError::Quorum(_)
                 | RequestError::ContextOfAnotherKey
-                | RequestError::DeleteWithoutContext => Problem::bad_request(message),
+                | RequestError::DeleteWithoutContext
+                | RequestError::Ttl(_)
+                | RequestError::TtlNotOnPut
+                | RequestError::ConditionOnRead
+                | RequestError::DeleteIfAbsent => Problem::bad_request(message),
                 RequestError::ValueTooLarge { .. } => Problem::too_large(message),
                 // The cluster is smaller than the quorum: the answer names the fix.
                 RequestError::TooFewMembers { .. } => {

@@ -182,6 +182,7 @@ impl BucketDefaults {
             dw: quorum("dw", &self.dw)?,
             conflict_mode,
             limits: Default::default(),
+            default_ttl_ms: None,
         };
         props
             .resolve(&Default::default())

@@ -202,6 +202,7 @@ fn got(result: &GetResult) -> OpOutcome {
         replicas: node_ids(&result.replicas),
         fallbacks: node_ids(&result.fallbacks),
         read_your_writes: result.read_your_writes,
+        expires_at: None,
     })
 }
 
@@ -293,6 +294,7 @@ async fn client_loop(
                 OpKind::Put {
                     value: value.clone(),
                     context: parsed,
+                    ttl_ms: None,
                 }
             };
             index = recorder.invoke(&node, &key, kind);
@@ -519,7 +521,8 @@ fn outcome_name(outcome: &Option<OpOutcome>) -> &'static str {
                 Reply::Failed { .. }
                 | Reply::StorageFull { .. }
                 | Reply::TooManySiblings { .. }
-                | Reply::ObjectTooLarge { .. },
+                | Reply::ObjectTooLarge { .. }
+                | Reply::PreconditionFailed { .. },
             )
             | OpOutcome::Rejected(_),
         ) => "failed",
@@ -607,7 +610,8 @@ pub async fn run_campaign_then(
 
     let history = recorder.history();
     let finals = read_back(cluster, &history, &recorder).await?;
-    let mut verdict = checker::check(&history, &finals);
+    // One machine's clock: no skew between the nodes.
+    let mut verdict = checker::check(&history, &finals, 0);
     verdict.hints_left = hints_left;
     if let Err(differing) = &merkle_converged {
         verdict.divergent.push(format!(

@@ -179,6 +179,7 @@ async fn the_harness_sees_a_write_lost_with_its_only_replica() {
         siblings_warn: None,
         max_siblings: None,
         max_object_bytes: None,
+        default_ttl: None,
     };
     cluster
         .client(0, Duration::from_secs(5))

@@ -92,23 +92,26 @@ impl GetState {
     }
 
     /// The reply to send now, if R replies are in, they say something about the key (see
-    /// [`GetState::informed`]), and none was sent yet.
-    pub fn take_reply(&mut self) -> Option<Reply> {
+    /// [`GetState::informed`]), and none was sent yet. Values expired at `now` (the
+    /// coordinator's clock) are left out.
+    pub fn take_reply(&mut self, now: Millis) -> Option<Reply> {
         if !self.informed() {
             return None;
         }
-        self.got()
+        self.got(now)
     }
 
     /// The answer from the replies in, if R of them are and none was sent yet.
-    fn got(&mut self) -> Option<Reply> {
+    fn got(&mut self, now: Millis) -> Option<Reply> {
         if self.answered || (self.successful().count() as u32) < self.quorums.r {
             return None;
         }
         self.answered = true;
         let replicas: Vec<NodeId> = self.successful().cloned().collect();
+        let (values, expires_at) = live_values(&self.merged, now);
         Some(Reply::Got {
-            values: distinct_values(&self.merged),
+            values,
+            expires_at,
             context: self.merged.context().bound_to(&self.bucket, &self.key),
             fallbacks: fallbacks_among(&self.replicas, &replicas),
             replicas,
@@ -120,9 +123,9 @@ impl GetState {
     /// replies say if they say something about the key, else a quorum failure. Not-founds from
     /// fallbacks alone, every owner silent, are not an answer: a 404 for a key the owners hold
     /// would be a lie, and `unavailable` is the truth (the outsider's test caught that 404).
-    pub fn final_reply(&mut self) -> Option<Reply> {
+    pub fn final_reply(&mut self, now: Millis) -> Option<Reply> {
         if self.informed() {
-            if let Some(got) = self.got() {
+            if let Some(got) = self.got(now) {
                 return Some(got);
             }
         }
@@ -168,19 +171,29 @@ impl GetState {
     }
 }
 
-/// The object's live values, each distinct value once (in dot order). Siblings with equal bytes
-/// come from one write coordinated twice (a client's retry after `outcome_unknown`, a forward
-/// re-coordinated when its coordinator fell silent) or from writers who agree: there is nothing
-/// for the client to resolve between them. They stay siblings in the object, and the context
-/// covers each, so the next write with it replaces them all.
-fn distinct_values(object: &Object) -> Vec<Vec<u8>> {
+/// The object's values live at `now`, each distinct value once (in dot order), and when the
+/// last of them expires (`None` if one never does). Siblings with equal bytes come from one
+/// write coordinated twice (a client's retry after `outcome_unknown`, a forward re-coordinated
+/// when its coordinator fell silent) or from writers who agree: there is nothing for the client
+/// to resolve between them. They stay siblings in the object, and the context covers each, so
+/// the next write with it replaces them all.
+fn live_values(object: &Object, now: Millis) -> (Vec<Vec<u8>>, Option<Millis>) {
     let mut values: Vec<Vec<u8>> = Vec::new();
-    for value in object.values() {
+    let mut expires_at = Some(0);
+    for sibling in object.live_at(now) {
+        expires_at = match (expires_at, sibling.content.expires_at()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        let value = sibling.content.bytes();
         if !values.iter().any(|v| v.as_slice() == value) {
             values.push(value.to_vec());
         }
     }
-    values
+    if values.is_empty() {
+        expires_at = None;
+    }
+    (values, expires_at)
 }
 
 #[cfg(test)]
@@ -260,7 +273,53 @@ mod tests {
         );
         merged.merge(&other, ConflictMode::Siblings);
         assert_eq!(merged.values().count(), 3);
-        assert_eq!(distinct_values(&merged), vec![b"v".to_vec(), b"w".to_vec()]);
+        assert_eq!(
+            live_values(&merged, 0).0,
+            vec![b"v".to_vec(), b"w".to_vec()]
+        );
+    }
+
+    #[test]
+    fn expired_values_are_not_read_and_the_answer_says_when_the_rest_expire() {
+        let mut object = Object::new();
+        for (actor, content, now) in [
+            ("a", Content::value(b"old".to_vec(), Some(100)), 1),
+            ("b", Content::value(b"new".to_vec(), Some(300)), 2),
+        ] {
+            let mut one = Object::new();
+            one.update(
+                &Default::default(),
+                &ActorId::new(actor),
+                content,
+                now,
+                ConflictMode::Siblings,
+            );
+            object.merge(&one, ConflictMode::Siblings);
+        }
+        assert_eq!(
+            live_values(&object, 99),
+            (vec![b"old".to_vec(), b"new".to_vec()], Some(300))
+        );
+        assert_eq!(
+            live_values(&object, 100),
+            (vec![b"new".to_vec()], Some(300))
+        );
+        // Every sibling expired: no value, as a deleted key reads, and no expiry to report.
+        assert_eq!(live_values(&object, 300), (Vec::<Vec<u8>>::new(), None));
+        assert!(object.is_dead_at(300) && !object.is_dead_at(299));
+        assert_eq!(object.dead_since(), Some(300));
+        // One value that never expires: the answer has no expiry.
+        let mut forever = Object::new();
+        forever.update(
+            &Default::default(),
+            &ActorId::new("c"),
+            Content::value(b"kept".to_vec(), None),
+            3,
+            ConflictMode::Siblings,
+        );
+        object.merge(&forever, ConflictMode::Siblings);
+        assert_eq!(live_values(&object, 150).1, None);
+        assert_eq!(object.dead_since(), None);
     }
 
     #[test]
@@ -276,12 +335,12 @@ mod tests {
         get.record(&NodeId::new("n5"), ReplicaState::Missing);
         get.record(&NodeId::new("n1"), ReplicaState::Missing);
         assert_eq!(
-            get.take_reply(),
+            get.take_reply(0),
             None,
             "two fallbacks' not-founds are not a read"
         );
         get.record(&NodeId::new("n4"), ReplicaState::Found(object(b"v")));
-        assert_eq!(values(get.take_reply()), vec![b"v".to_vec()]);
+        assert_eq!(values(get.take_reply(0)), vec![b"v".to_vec()]);
     }
 
     #[test]
@@ -296,7 +355,7 @@ mod tests {
         );
         get.record(&NodeId::new("n5"), ReplicaState::Missing);
         get.record(&NodeId::new("n1"), ReplicaState::Missing);
-        assert_eq!(values(get.take_reply()), Vec::<Vec<u8>>::new());
+        assert_eq!(values(get.take_reply(0)), Vec::<Vec<u8>>::new());
 
         let mut get = state(
             vec![
@@ -308,7 +367,7 @@ mod tests {
         );
         get.record(&NodeId::new("n5"), ReplicaState::Found(object(b"hinted")));
         get.record(&NodeId::new("n1"), ReplicaState::Missing);
-        assert_eq!(values(get.take_reply()), vec![b"hinted".to_vec()]);
+        assert_eq!(values(get.take_reply(0)), vec![b"hinted".to_vec()]);
     }
 
     #[test]
@@ -323,9 +382,9 @@ mod tests {
         get.replicas.push(target("d", Some("a")));
         get.extra.insert(NodeId::new("d"));
         get.record(&NodeId::new("d"), ReplicaState::Missing);
-        assert_eq!(get.take_reply(), None);
+        assert_eq!(get.take_reply(0), None);
         get.record(&NodeId::new("a"), ReplicaState::Found(object(b"v")));
-        assert_eq!(values(get.take_reply()), vec![b"v".to_vec()]);
+        assert_eq!(values(get.take_reply(0)), vec![b"v".to_vec()]);
     }
 
     #[test]
@@ -335,9 +394,12 @@ mod tests {
         let mut get = state(vec![target("n1", Some("n2")), target("n5", Some("n3"))], 2);
         get.record(&NodeId::new("n5"), ReplicaState::Missing);
         get.record(&NodeId::new("n1"), ReplicaState::Missing);
-        assert_eq!(get.take_reply(), None);
+        assert_eq!(get.take_reply(0), None);
         assert!(get.all_replied());
-        assert!(matches!(get.final_reply(), Some(Reply::Unavailable { .. })));
+        assert!(matches!(
+            get.final_reply(0),
+            Some(Reply::Unavailable { .. })
+        ));
 
         // The owner never answers: at the deadline, still unavailable.
         let mut get = state(
@@ -350,19 +412,25 @@ mod tests {
         );
         get.record(&NodeId::new("n5"), ReplicaState::Missing);
         get.record(&NodeId::new("n1"), ReplicaState::Missing);
-        assert_eq!(get.take_reply(), None);
-        assert!(matches!(get.final_reply(), Some(Reply::Unavailable { .. })));
-        assert_eq!(get.final_reply(), None, "one answer only");
+        assert_eq!(get.take_reply(0), None);
+        assert!(matches!(
+            get.final_reply(0),
+            Some(Reply::Unavailable { .. })
+        ));
+        assert_eq!(get.final_reply(0), None, "one answer only");
 
         // A fallback holding the key (a hint) is an answer.
         let mut get = state(vec![target("n1", Some("n2")), target("n5", Some("n3"))], 2);
         get.record(&NodeId::new("n5"), ReplicaState::Found(object(b"hinted")));
         get.record(&NodeId::new("n1"), ReplicaState::Missing);
-        assert_eq!(values(get.take_reply()), vec![b"hinted".to_vec()]);
+        assert_eq!(values(get.take_reply(0)), vec![b"hinted".to_vec()]);
 
         // Fewer than R replies at the deadline is a quorum failure.
         let mut get = state(vec![target("n1", None), target("n4", None)], 2);
         get.record(&NodeId::new("n1"), ReplicaState::Missing);
-        assert!(matches!(get.final_reply(), Some(Reply::Unavailable { .. })));
+        assert!(matches!(
+            get.final_reply(0),
+            Some(Reply::Unavailable { .. })
+        ));
     }
 }

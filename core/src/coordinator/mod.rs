@@ -17,6 +17,8 @@ pub(crate) enum Client {
     Internal,
     /// The node itself, checking whether a deleted key's tombstone can be reaped.
     Reap,
+    /// A conditional write waiting under this id: the read checks its condition.
+    Condition(CoordinationId),
 }
 
 /// A node a request goes to, and the unreachable preference-list node it stands in for, if any

@@ -24,15 +24,16 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
 pub use super::handoff::Handoff;
-use super::view_formats::{ViewReprV1, ViewReprV2};
+use super::view_formats::{ViewReprV1, ViewReprV2, ViewReprV3};
 use crate::bucket::BucketProps;
 use crate::id::NodeId;
 use crate::ring::{Member, PartitionId, Ring, RingConfig, RingError};
 
 /// The format byte that opens [`ClusterView::encode`]'s output. Format 1 (bucket properties
 /// without object limits) still decodes, with the default limits; formats 1 and 2 (members
-/// without a [`Handoff`]) decode with every member's handoff [`Handoff::Unknown`].
-pub const VIEW_FORMAT: u8 = 3;
+/// without a [`Handoff`]) decode with every member's handoff [`Handoff::Unknown`]; formats 1 to
+/// 3 (bucket properties without a default time to live) with none.
+pub const VIEW_FORMAT: u8 = 4;
 
 /// The most members a view holds (Removed members included: their entries are tombstones).
 pub const MAX_MEMBERS: usize = 100_000;
@@ -852,6 +853,11 @@ impl ClusterView {
             }
         } else if format == 2 {
             match postcard::take_from_bytes::<ViewReprV2>(&framed[1..]) {
+                Ok((repr, [])) => repr.into(),
+                _ => return Err(malformed),
+            }
+        } else if format == 3 {
+            match postcard::take_from_bytes::<ViewReprV3>(&framed[1..]) {
                 Ok((repr, [])) => repr.into(),
                 _ => return Err(malformed),
             }

@@ -1,5 +1,6 @@
 //! Views of earlier formats, decoded into the current shape: format 1 had no object limits
-//! in bucket properties, formats 1 and 2 no hand-off in member entries.
+//! in bucket properties, formats 1 and 2 no hand-off in member entries, formats 1 to 3 no
+//! default time to live in bucket properties.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -45,13 +46,66 @@ impl From<MemberInfoV2> for MemberInfo {
     }
 }
 
+/// [`BucketProps`] of formats 2 and 3, without a default time to live.
+#[derive(Deserialize)]
+struct BucketPropsV3 {
+    n: u32,
+    r: crate::bucket::QuorumValue,
+    w: crate::bucket::QuorumValue,
+    dw: crate::bucket::QuorumValue,
+    conflict_mode: crate::version::ConflictMode,
+    limits: crate::bucket::ObjectLimits,
+}
+
+impl From<BucketPropsV3> for BucketProps {
+    fn from(p: BucketPropsV3) -> BucketProps {
+        BucketProps {
+            n: p.n,
+            r: p.r,
+            w: p.w,
+            dw: p.dw,
+            conflict_mode: p.conflict_mode,
+            limits: p.limits,
+            default_ttl_ms: None,
+        }
+    }
+}
+
+fn buckets_from<P: Into<BucketProps>>(
+    old: BTreeMap<Vec<u8>, (u64, P)>,
+) -> BTreeMap<Vec<u8>, (u64, BucketProps)> {
+    old.into_iter()
+        .map(|(bucket, (version, props))| (bucket, (version, props.into())))
+        .collect()
+}
+
+/// A view of format 3, whose bucket properties had no default time to live.
+#[derive(Deserialize)]
+pub(super) struct ViewReprV3 {
+    cluster: String,
+    members: Vec<MemberInfo>,
+    ring: Option<RingState>,
+    buckets: BTreeMap<Vec<u8>, (u64, BucketPropsV3)>,
+}
+
+impl From<ViewReprV3> for ViewRepr {
+    fn from(old: ViewReprV3) -> ViewRepr {
+        ViewRepr {
+            cluster: old.cluster,
+            members: old.members,
+            ring: old.ring,
+            buckets: buckets_from(old.buckets),
+        }
+    }
+}
+
 /// A view of format 2, whose members had no handoff.
 #[derive(Deserialize)]
 pub(super) struct ViewReprV2 {
     cluster: String,
     members: Vec<MemberInfoV2>,
     ring: Option<RingState>,
-    buckets: BTreeMap<Vec<u8>, (u64, BucketProps)>,
+    buckets: BTreeMap<Vec<u8>, (u64, BucketPropsV3)>,
 }
 
 impl From<ViewReprV2> for ViewRepr {
@@ -60,7 +114,7 @@ impl From<ViewReprV2> for ViewRepr {
             cluster: old.cluster,
             members: old.members.into_iter().map(MemberInfo::from).collect(),
             ring: old.ring,
-            buckets: old.buckets,
+            buckets: buckets_from(old.buckets),
         }
     }
 }
@@ -84,27 +138,27 @@ struct BucketPropsV1 {
     conflict_mode: crate::version::ConflictMode,
 }
 
+impl From<BucketPropsV1> for BucketProps {
+    fn from(p: BucketPropsV1) -> BucketProps {
+        BucketProps {
+            n: p.n,
+            r: p.r,
+            w: p.w,
+            dw: p.dw,
+            conflict_mode: p.conflict_mode,
+            limits: Default::default(),
+            default_ttl_ms: None,
+        }
+    }
+}
+
 impl From<ViewReprV1> for ViewRepr {
     fn from(old: ViewReprV1) -> ViewRepr {
         ViewRepr {
             cluster: old.cluster,
             members: old.members.into_iter().map(MemberInfo::from).collect(),
             ring: old.ring,
-            buckets: old
-                .buckets
-                .into_iter()
-                .map(|(bucket, (version, p))| {
-                    let props = BucketProps {
-                        n: p.n,
-                        r: p.r,
-                        w: p.w,
-                        dw: p.dw,
-                        conflict_mode: p.conflict_mode,
-                        limits: Default::default(),
-                    };
-                    (bucket, (version, props))
-                })
-                .collect(),
+            buckets: buckets_from(old.buckets),
         }
     }
 }

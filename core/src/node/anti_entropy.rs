@@ -251,7 +251,7 @@ impl Node {
                     state
                         .tree
                         .update(&key.bucket, &key.key, Some(object_digest(&object)));
-                    if object.is_deleted() {
+                    if object.dead_since().is_some() {
                         tombstones.push((key.clone(), object));
                     }
                 }

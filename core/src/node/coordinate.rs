@@ -45,22 +45,21 @@ impl Request {
     }
 }
 
-/// A write request taken apart: bucket, key, context and what it stores.
-fn write_parts(request: ClientRequest) -> Option<(Vec<u8>, Vec<u8>, Context, Content)> {
+/// A write request taken apart: bucket, key, the context it supersedes (see
+/// [`ClientRequest::write_context`]) and what it stores. A put's value expires at `expires_at`
+/// (see [`Node::expiry_of`]).
+fn write_parts(
+    request: ClientRequest,
+    expires_at: Option<Millis>,
+) -> Option<(Vec<u8>, Vec<u8>, Context, Content)> {
+    let context = request.write_context()?.clone();
     match request {
         ClientRequest::Put {
-            bucket,
-            key,
-            context,
-            value,
-            ..
-        } => Some((bucket, key, context, Content::Value(value))),
-        ClientRequest::Delete {
-            bucket,
-            key,
-            context,
-            ..
-        } => Some((bucket, key, context, Content::Tombstone)),
+            bucket, key, value, ..
+        } => Some((bucket, key, context, Content::value(value, expires_at))),
+        ClientRequest::Delete { bucket, key, .. } => {
+            Some((bucket, key, context, Content::Tombstone))
+        }
         ClientRequest::Get { .. } => None,
     }
 }
@@ -78,6 +77,8 @@ pub(super) struct Requests {
     /// Of those, writes whose forward was given up and coordinated again: the first forward
     /// may still land, so no failure of theirs is certain ([`Reply::after_abandoned_forward`]).
     pub(super) abandoned_forwards: BTreeSet<RequestId>,
+    /// Conditional writes waiting for the read that checks their condition.
+    pub(super) conditional: BTreeMap<CoordinationId, super::conditional::ConditionalWrite>,
 }
 
 impl Requests {
@@ -172,7 +173,7 @@ impl Node {
         quorums: Quorums,
         replicas: Vec<NodeId>,
         timeout: Millis,
-    ) {
+    ) -> CoordinationId {
         let id = self.new_coordination_id();
         let replicas = self.targets(&bucket, &key, replicas);
         for target in &replicas {
@@ -201,6 +202,7 @@ impl Node {
             deadline: self.now.saturating_add(timeout),
         };
         self.arm_get(id, state);
+        id
     }
 
     pub(super) fn on_read_reply(&mut self, from: NodeId, id: CoordinationId, result: ReadResult) {
@@ -224,11 +226,12 @@ impl Node {
             ReadResult::Corrupt => ReplicaState::Corrupt,
             ReadResult::Failed => ReplicaState::Failed,
         };
+        let now = self.now;
         let Some(state) = self.requests.get_mut(id) else {
             return;
         };
         state.record(&from, replica_state);
-        let reply = state.take_reply();
+        let reply = state.take_reply(now);
         let client = state.client.clone();
         let done = state.all_replied();
         if let Some(reply) = reply {
@@ -244,7 +247,7 @@ impl Node {
         let Some(mut state) = self.finish_get(id) else {
             return;
         };
-        if let Some(reply) = state.final_reply() {
+        if let Some(reply) = state.final_reply(self.now) {
             self.reply_unavailable(state.client.clone(), reply);
         }
         let stale = state.stale_replicas();
@@ -476,7 +479,8 @@ impl Node {
     /// Where a write goes: coordinated here when this node holds a replica; else forwarded to
     /// the first reachable owner (a client's write only: a forwarded one is never forwarded
     /// again, which could loop between nodes whose rings differ); else coordinated here with a
-    /// fresh actor ([`Node::start_fallback_put`]).
+    /// fresh actor ([`Node::start_fallback_put`]). A conditional write is checked first, where
+    /// it is coordinated ([`Node::check_condition`]).
     pub(super) fn route_write(
         &mut self,
         client: Client,
@@ -494,7 +498,24 @@ impl Node {
             }
             _ => {}
         }
-        let Some((bucket, key, context, content)) = write_parts(request) else {
+        if request.options().condition.is_some() {
+            self.check_condition(client, request, quorums, replicas, timeout);
+        } else {
+            self.coordinate_write(client, request, quorums, replicas, timeout);
+        }
+    }
+
+    /// Coordinates a write here: as an owner when this node holds a replica, else as a fallback.
+    pub(super) fn coordinate_write(
+        &mut self,
+        client: Client,
+        request: ClientRequest,
+        quorums: Quorums,
+        replicas: Vec<NodeId>,
+        timeout: Millis,
+    ) {
+        let expires_at = self.expiry_of(&request);
+        let Some((bucket, key, context, content)) = write_parts(request, expires_at) else {
             return;
         };
         if replicas.contains(self.id()) {
@@ -506,6 +527,21 @@ impl Node {
                 client, bucket, key, context, content, quorums, replicas, timeout,
             );
         }
+    }
+
+    /// When a put coordinated now expires: its own time to live, else its bucket's default,
+    /// counted from this node's clock (`None`: it does not expire, or the request is no put).
+    fn expiry_of(&self, request: &ClientRequest) -> Option<Millis> {
+        let ClientRequest::Put {
+            bucket, options, ..
+        } = request
+        else {
+            return None;
+        };
+        let ttl = options
+            .ttl_ms
+            .or_else(|| self.bucket_props(bucket).default_ttl_ms)?;
+        Some(self.now.saturating_add(ttl))
     }
 
     pub(super) fn coordinated_write_failed(

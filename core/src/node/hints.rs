@@ -206,9 +206,9 @@ impl Node {
                 self.delete_if_unchanged(key.clone(), record);
                 continue;
             };
-            // An old tombstone is dropped, not delivered: its replicas may have reaped it,
-            // and handing it back would bring it back.
-            if self.tombstone_past_grace(&object) {
+            // An old tombstone (or long expired value) is dropped, not delivered: its replicas
+            // may have reaped it, and handing it back would bring it back.
+            if self.dead_past_grace(&object) {
                 self.delete_if_unchanged(key.clone(), record);
                 continue;
             }

@@ -59,6 +59,9 @@ impl Node {
                 }
                 props.resolve(&RequestOptions::default())?;
                 props.limits.validate()?;
+                if let Some(ttl) = props.default_ttl_ms {
+                    crate::bucket::check_ttl(ttl)?;
+                }
                 self.membership.view.set_bucket(bucket, props)?;
             }
             Command::Leave => {

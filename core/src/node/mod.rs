@@ -14,6 +14,7 @@
 //! randomness: that is all the host's.
 
 mod anti_entropy;
+mod conditional;
 mod coordinate;
 mod handoff;
 mod hints;
@@ -208,6 +209,9 @@ impl Node {
         }
         for bucket in core::iter::once(&config.default_bucket).chain(config.buckets.values()) {
             bucket.limits.validate()?;
+            if let Some(ttl) = bucket.default_ttl_ms {
+                crate::bucket::check_ttl(ttl)?;
+            }
         }
         let ring = match view.ring() {
             Some(state) => state.ring.clone(),
@@ -363,7 +367,7 @@ impl Node {
         let client = Client::Local(request_id);
         match request {
             ClientRequest::Get { bucket, key, .. } => {
-                self.start_get(client, bucket, key, quorums, replicas, timeout)
+                self.start_get(client, bucket, key, quorums, replicas, timeout);
             }
             write => self.route_write(client, write, quorums, replicas, timeout),
         }
@@ -529,6 +533,7 @@ impl Node {
                 self.outputs.push_back(Output::Reply { request_id, reply });
             }
             Client::Remote { from, id } => self.send(from, Message::ForwardReply { id, reply }),
+            Client::Condition(waiting) => self.on_condition_read(waiting, reply),
             Client::Internal | Client::Reap => {}
         }
     }

@@ -1,6 +1,7 @@
-//! Tombstone reaping: a deleted key's tombstone leaves the disk once the grace period is over
-//! and every replica is known to hold that very tombstone (a read of all N, none a fallback,
-//! under a ring that is not moving). A write since the check keeps the key.
+//! Reaping: a deleted or expired key leaves the disk once the grace period is over and every
+//! replica is known to hold that very object (a read of all N, none a fallback, under a ring that
+//! is not moving). A write since the check keeps the key. An expired value goes the same way as a
+//! tombstone, so nothing expired comes back through read repair, hints or anti-entropy.
 
 use alloc::vec::Vec;
 
@@ -15,10 +16,10 @@ use crate::version::Object;
 use crate::wire::Message;
 
 impl Node {
-    /// A tombstone met while building a tree: if this node is the key's first replica and the
-    /// grace period is over, check whether every replica has it.
+    /// A dead object (deleted or expired) met while building a tree: if this node is the key's
+    /// first replica and the grace period is over, check whether every replica has it.
     pub(super) fn consider_reaping(&mut self, key: &StorageKey, object: &Object) {
-        if !object.is_deleted() || self.routing.ring_version.is_none() {
+        if self.routing.ring_version.is_none() {
             return;
         }
         // Not while the ring is moving: a receiver might not have the tombstone yet.
@@ -30,7 +31,7 @@ impl Node {
         {
             return;
         }
-        if !self.tombstone_past_grace(object) {
+        if !self.dead_past_grace(object) {
             return;
         }
         // Not while a node may hold a hint or an orphaned record of this partition: it could be
@@ -74,8 +75,8 @@ impl Node {
         );
     }
 
-    /// A reap check ended: when every replica answered with the same tombstone (and none stood
-    /// in as a fallback), all of them delete it.
+    /// A reap check ended: when every replica answered with the same dead object (and none
+    /// stood in as a fallback), all of them delete it.
     pub(super) fn maybe_reap(&mut self, state: &GetState, all_equal: bool) {
         let unanimous = state.all_replied()
             && all_equal
@@ -84,7 +85,7 @@ impl Node {
                 .replies
                 .values()
                 .all(|r| matches!(r, ReplicaState::Found(_)));
-        if !unanimous || !state.merged.is_deleted() {
+        if !unanimous || !self.dead_past_grace(&state.merged) {
             return;
         }
         let digest = object_digest(&state.merged);
@@ -104,19 +105,17 @@ impl Node {
         }
     }
 
-    /// Whether `object` is a tombstone whose newest write is older than the grace period: only
-    /// then may it leave the disk (reaped, or an orphan dropped rather than delivered).
-    pub(super) fn tombstone_past_grace(&self, object: &Object) -> bool {
-        let newest = object
-            .siblings()
-            .iter()
-            .map(|s| s.timestamp)
-            .max()
-            .unwrap_or(0);
-        object.is_deleted() && newest.saturating_add(self.config.tombstone_grace_ms) <= self.now
+    /// Whether `object` is dead (every sibling a tombstone or an expired value) and has been for
+    /// the grace period: only then may it leave the disk (reaped, or an orphan dropped rather
+    /// than delivered). The grace covers the clock skew between the nodes deciding it.
+    pub(super) fn dead_past_grace(&self, object: &Object) -> bool {
+        object.is_dead_at(self.now)
+            && object
+                .dead_since()
+                .is_some_and(|t| t.saturating_add(self.config.tombstone_grace_ms) <= self.now)
     }
 
-    /// The first replica found every replica holding this tombstone: delete it, unless the
+    /// The first replica found every replica holding this dead object: delete it, unless the
     /// ring changed since the check or a write came since (the condition).
     pub(super) fn on_reap(
         &mut self,
@@ -135,6 +134,6 @@ impl Node {
             return;
         }
         let key = self.storage_key(&bucket, &key);
-        self.delete_if(key, DeleteCondition::Tombstone(digest));
+        self.delete_if(key, DeleteCondition::Dead(digest));
     }
 }

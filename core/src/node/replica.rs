@@ -40,17 +40,19 @@ pub(super) enum DeleteCondition {
     /// Exactly these bytes: a hint or orphan its owner acknowledged. If it changed since it
     /// was sent, the change still has to reach the owner, and the next round sends it.
     Record(Vec<u8>),
-    /// A tombstone with this digest: a reaped key (a write since the check keeps it).
-    Tombstone(u64),
+    /// A dead object (deleted or expired) with this digest: a reaped key (a write since the
+    /// check keeps it).
+    Dead(u64),
 }
 
 impl DeleteCondition {
-    pub(super) fn holds(&self, record: &[u8]) -> bool {
+    /// Whether `record` may still be deleted, judged at this node's clock `now` (an object that
+    /// is not dead here yet is kept: the skew between clocks only delays a reap).
+    pub(super) fn holds(&self, record: &[u8], now: u64) -> bool {
         match self {
             DeleteCondition::Record(delivered) => record == delivered.as_slice(),
-            DeleteCondition::Tombstone(digest) => {
-                Object::decode(record).is_ok_and(|o| o.is_deleted() && object_digest(&o) == *digest)
-            }
+            DeleteCondition::Dead(digest) => Object::decode(record)
+                .is_ok_and(|o| o.is_dead_at(now) && object_digest(&o) == *digest),
         }
     }
 }
@@ -232,9 +234,10 @@ impl Node {
             ..
         }) = self.replica.writes.get(&key).and_then(VecDeque::front)
         {
-            let holds =
-                matches!(&result, StorageResult::Record(Some(record)) if condition.holds(record));
-            let reaping = matches!(condition, DeleteCondition::Tombstone(_));
+            let now = self.now;
+            let holds = matches!(&result,
+                StorageResult::Record(Some(record)) if condition.holds(record, now));
+            let reaping = matches!(condition, DeleteCondition::Dead(_));
             if !holds {
                 self.pop_local_write(&key);
                 return;
@@ -304,6 +307,8 @@ impl Node {
             LocalWriteKind::Coordinate {
                 context, content, ..
             } => {
+                // Expired siblings are dead: they go now, and never count toward the bounds.
+                object.drop_expired(now);
                 let before = (object.siblings().len(), object.encoded_len());
                 let content = core::mem::replace(content, Content::Tombstone);
                 let dot = object.update(context, &actor, content, now, mode);

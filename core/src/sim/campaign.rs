@@ -8,7 +8,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::bucket::RequestOptions;
+use crate::bucket::{RequestOptions, WriteCondition};
 use crate::id::NodeId;
 use crate::request::ClientRequest;
 use crate::version::Context;
@@ -100,12 +100,22 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
                 .get(&(client, key_index))
                 .cloned()
                 .unwrap_or_default();
-            let options = RequestOptions::default();
+            let mut options = RequestOptions::default();
+            if let Some(max_ttl) = sim.config.write_ttl_ms {
+                if rng.gen_bool(0.5) {
+                    options.ttl_ms = Some(rng.gen_range(1..=max_ttl.max(1)));
+                }
+                options.condition = match rng.gen_range(0..10) {
+                    0 => Some(WriteCondition::IfAbsent),
+                    1 => Some(WriteCondition::IfMatch(context.clone())),
+                    _ => None,
+                };
+            }
             let request = match rng.gen_range(0..10) {
                 0..=3 => ClientRequest::Get {
                     bucket: b"b".to_vec(),
                     key,
-                    options,
+                    options: RequestOptions::default(),
                 },
                 4..=8 => {
                     written += 1;
@@ -122,7 +132,14 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
                     bucket: b"b".to_vec(),
                     key,
                     context,
-                    options,
+                    // A delete has no time to live, and "only if absent" deletes nothing.
+                    options: RequestOptions {
+                        ttl_ms: None,
+                        condition: options
+                            .condition
+                            .filter(|c| matches!(c, WriteCondition::IfMatch(_))),
+                        ..options
+                    },
                 },
             };
             let index = sim.submit(node.as_str(), request);

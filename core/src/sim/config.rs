@@ -56,6 +56,11 @@ pub struct SimConfig {
     /// Each node's clock runs ahead of the simulation's by a fixed random amount up to this:
     /// clock skew, seen in write timestamps (last-writer-wins, truncation) and deadlines.
     pub max_clock_skew_ms: Millis,
+    /// When set, [`random_run`] runs a session workload: half its puts carry a time to live of
+    /// up to this many ms, and a fifth of its writes are conditional (`If-None-Match: *` or
+    /// `If-Match` with the client's last context).
+    #[serde(default)]
+    pub write_ttl_ms: Option<Millis>,
 }
 
 impl Default for SimConfig {
@@ -81,6 +86,7 @@ impl Default for SimConfig {
             gossip_interval_ms: 200,
             max_clock_skew_ms: 0,
             churn: false,
+            write_ttl_ms: None,
         }
     }
 }
@@ -197,6 +203,7 @@ impl SimConfig {
             dw: self.dw,
             conflict_mode: self.conflict_mode,
             limits: Default::default(),
+            default_ttl_ms: None,
         }
     }
 }

@@ -25,6 +25,7 @@ use config::{initial_members, ring_config};
 pub use config::{SimConfig, SimConfigError, MAX_SIM_MS};
 pub use trace::{TraceEntry, TraceKind};
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -35,7 +36,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::bucket::{BucketProps, QuorumValue, RequestOptions};
+use crate::bucket::{QuorumValue, RequestOptions};
 use crate::config::NodeConfig;
 use crate::id::{Millis, NodeId, OpId, RequestId};
 use crate::io::Output;
@@ -53,7 +54,8 @@ enum Pending {
     Deliver {
         from: NodeId,
         to: NodeId,
-        message: Message,
+        // Boxed: a message is far larger than a storage result, and most events are messages.
+        message: Box<Message>,
     },
     /// A storage result on its way back. After a crash it reaches the restarted node, which
     /// ignores it: op ids are per incarnation.
@@ -180,14 +182,7 @@ impl Sim {
         config.tree_rebuild_interval_ms = 20 * self.config.anti_entropy_interval_ms;
         config.down_alert_ms = 5_000;
         config.tombstone_grace_ms = 10_000;
-        config.default_bucket = BucketProps {
-            n: self.config.n,
-            r: self.config.r,
-            w: self.config.w,
-            dw: self.config.dw,
-            conflict_mode: self.config.conflict_mode,
-            limits: Default::default(),
-        };
+        config.default_bucket = self.config.default_bucket();
         config
     }
 
@@ -313,12 +308,14 @@ impl Sim {
         let (bucket, key) = request.target();
         let kind = match &request {
             ClientRequest::Get { .. } => OpKind::Get,
-            ClientRequest::Put { value, context, .. } => OpKind::Put {
+            // The context a write supersedes is its own, or its `If-Match` one.
+            ClientRequest::Put { value, options, .. } => OpKind::Put {
                 value: value.clone(),
-                context: context.clone(),
+                context: request.write_context().cloned().unwrap_or_default(),
+                ttl_ms: options.ttl_ms,
             },
-            ClientRequest::Delete { context, .. } => OpKind::Delete {
-                context: context.clone(),
+            ClientRequest::Delete { .. } => OpKind::Delete {
+                context: request.write_context().cloned().unwrap_or_default(),
             },
         };
         let index = self.history.len();
@@ -677,7 +674,7 @@ impl Sim {
                     let Some(node) = sim_node.node.as_mut() else {
                         return true;
                     };
-                    if let Err(error) = node.handle_message(local, from, message) {
+                    if let Err(error) = node.handle_message(local, from, *message) {
                         self.trace.push(TraceEntry {
                             at: now,
                             node: to.clone(),
@@ -753,7 +750,7 @@ impl Sim {
                                 Pending::Deliver {
                                     from: id.clone(),
                                     to,
-                                    message,
+                                    message: Box::new(message),
                                 },
                             );
                         }
@@ -911,7 +908,7 @@ impl Sim {
             let replicas = self.replicas_of(&bucket, &key);
             finals.insert((bucket, key), (read, replicas));
         }
-        let mut verdict = checker::check(&self.history, &finals);
+        let mut verdict = checker::check(&self.history, &finals, self.config.max_clock_skew_ms);
         verdict.hints_left = self.hints();
         verdict.discarded = self.discarded.clone();
         verdict

@@ -72,6 +72,7 @@ where
         siblings_warn: Some(0),
         max_siblings: Some(0),
         max_object_bytes: Some(0),
+        default_ttl: Some(String::new()),
     };
     let known = match serde_json::to_value(every_field) {
         Ok(serde_json::Value::Object(known)) => known,
@@ -98,7 +99,19 @@ fn parse_props(doc: &api::BucketPropsDoc) -> Result<BucketProps, Problem> {
         .conflict_mode
         .parse::<ConflictMode>()
         .map_err(|e| Problem::bad_request(format!("conflict_mode: {e}")))?;
+    let default_ttl_ms = match &doc.default_ttl {
+        None => None,
+        Some(text) => {
+            let ms = api::parse_duration_ms(text)
+                .map_err(|error| Problem::bad_request(format!("default_ttl: {error}")))?;
+            Some(
+                ringkv_core::bucket::check_ttl(ms)
+                    .map_err(|error| Problem::bad_request(format!("default_ttl: {error}")))?,
+            )
+        }
+    };
     Ok(BucketProps {
+        default_ttl_ms,
         n: doc.n,
         r: quorum("r", &doc.r)?,
         w: quorum("w", &doc.w)?,

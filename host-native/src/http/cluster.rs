@@ -57,6 +57,7 @@ pub(super) fn props_doc(bucket: &[u8], props: &BucketProps) -> api::BucketPropsD
         siblings_warn: Some(props.limits.siblings_warn),
         max_siblings: Some(props.limits.max_siblings),
         max_object_bytes: Some(props.limits.max_object_bytes),
+        default_ttl: props.default_ttl_ms.map(api::format_duration_ms),
     }
 }
 

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use percent_encoding::percent_decode_str;
 use ringkv_client::api;
-use ringkv_core::bucket::{QuorumValue, RequestOptions};
+use ringkv_core::bucket::{check_ttl, QuorumValue, RequestOptions, WriteCondition};
 use ringkv_core::id::NodeId;
 use ringkv_core::request::{ClientRequest, QuorumKind, Reply};
 use ringkv_core::version::Context;
@@ -113,12 +113,13 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     refuse_unsupported_headers(request.method(), request.headers())?;
-    let target = parse_kv_target(
+    let mut target = parse_kv_target(
         request.uri().path(),
         request.uri().query(),
         request.headers().get(api::HEADER_CONTEXT),
         config.max_key_bytes,
     )?;
+    parse_write_headers(request.method(), request.headers(), &mut target.options)?;
     let client_request = match op {
         Op::Get => ClientRequest::Get {
             bucket: target.bucket,
@@ -149,29 +150,30 @@ where
     Ok(reply_response(reply))
 }
 
-/// Request headers whose meaning the store does not implement yet, with what is missing. Acting
-/// as if one were absent would break the client's expectation silently (a conditional write
+/// Request headers whose meaning the store does not implement, with what to send instead.
+/// Acting as if one were absent would break the client's expectation silently (a write
 /// overwriting the value it meant to keep, a value kept that was meant to expire), so a request
 /// that carries one is refused instead.
-const UNSUPPORTED_HEADERS: [(&str, &str); 6] = [
-    ("If-Match", CONDITIONAL),
-    ("If-None-Match", CONDITIONAL),
-    ("If-Modified-Since", CONDITIONAL),
-    ("If-Unmodified-Since", CONDITIONAL),
-    ("X-Ringkv-TTL", EXPIRY),
-    ("Expires", EXPIRY),
+const UNSUPPORTED_HEADERS: [(&str, &str); 3] = [
+    ("If-Modified-Since", BY_DATE),
+    ("If-Unmodified-Since", BY_DATE),
+    (
+        "Expires",
+        "an absolute expiry time is not supported (clocks differ); send a time to live with \
+         ?ttl= or X-Ringkv-TTL",
+    ),
 ];
-const CONDITIONAL: &str = "conditional requests are not implemented";
-const EXPIRY: &str = "expiry is not implemented";
+const BY_DATE: &str = "conditions on dates are not supported (clocks differ); send If-Match with \
+                       the context of a read, or If-None-Match: *";
 
 /// Refuses a `/kv` request that carries a header the store would otherwise ignore (see
 /// [`UNSUPPORTED_HEADERS`]), and a PUT with `Content-Range`: a server that does not do partial
 /// writes must refuse one rather than store the part as the whole (RFC 9110, section 14.5).
 fn refuse_unsupported_headers(method: &Method, headers: &HeaderMap) -> Result<(), BadTarget> {
-    for (name, missing) in UNSUPPORTED_HEADERS {
+    for (name, instead) in UNSUPPORTED_HEADERS {
         if headers.contains_key(name) {
             return Err(BadTarget(format!(
-                "the {name} header is not supported yet ({missing}); send the request without it"
+                "the {name} header is not supported: {instead}"
             )));
         }
     }
@@ -182,6 +184,84 @@ fn refuse_unsupported_headers(method: &Method, headers: &HeaderMap) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// Reads a write's headers into its options: a time to live ([`api::HEADER_TTL`], a PUT's
+/// only, and not as well as `?ttl=`), and a condition (`If-None-Match: *`, or `If-Match` with a
+/// context, quoted as an entity tag or not; never both).
+pub fn parse_write_headers(
+    method: &Method,
+    headers: &HeaderMap,
+    options: &mut RequestOptions,
+) -> Result<(), BadTarget> {
+    let text = |name: &str| -> Result<Option<String>, BadTarget> {
+        let Some(value) = headers.get(name) else {
+            return Ok(None);
+        };
+        if headers.get_all(name).iter().count() > 1 {
+            return Err(BadTarget(format!("the {name} header is repeated")));
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| BadTarget(format!("the {name} header is not ASCII")))?;
+        Ok(Some(value.trim().to_string()))
+    };
+    if let Some(ttl) = text(api::HEADER_TTL)? {
+        if options.ttl_ms.is_some() {
+            return Err(BadTarget(
+                "the time to live is given twice (?ttl= and X-Ringkv-TTL): send one".to_string(),
+            ));
+        }
+        options.ttl_ms = Some(parse_ttl(&ttl, "the X-Ringkv-TTL header")?);
+    }
+    let if_none_match = text("If-None-Match")?;
+    let if_match = text("If-Match")?;
+    let reading = matches!(*method, Method::GET | Method::HEAD);
+    if reading && (if_none_match.is_some() || if_match.is_some()) {
+        return Err(BadTarget(
+            "If-None-Match and If-Match are not supported on a read: they are write conditions \
+             here (PUT and DELETE)"
+                .to_string(),
+        ));
+    }
+    options.condition = match (if_none_match, if_match) {
+        (Some(_), Some(_)) => {
+            return Err(BadTarget(
+                "If-None-Match and If-Match together: send one condition".to_string(),
+            ))
+        }
+        (Some(star), None) if star == "*" => Some(WriteCondition::IfAbsent),
+        (Some(other), None) => {
+            return Err(BadTarget(format!(
+                "If-None-Match: {other:?} is not supported: only * (create the key only if it \
+                 has no value)"
+            )))
+        }
+        (None, Some(star)) if star == "*" => {
+            return Err(BadTarget(
+                "If-Match: * is not supported: send the context of a read of the key".to_string(),
+            ))
+        }
+        (None, Some(context)) => {
+            let context = context.trim_matches('"');
+            if context.is_empty() {
+                return Err(BadTarget(
+                    "If-Match is empty: send the context of a read of the key".to_string(),
+                ));
+            }
+            let context = Context::from_base64(context)
+                .map_err(|error| BadTarget(format!("invalid If-Match context: {error}")))?;
+            Some(WriteCondition::IfMatch(context))
+        }
+        (None, None) => None,
+    };
+    Ok(())
+}
+
+/// A time to live as a query parameter or header gives it: a duration of 1 ms to 10 years.
+fn parse_ttl(text: &str, what: &str) -> Result<u64, BadTarget> {
+    let ms = api::parse_duration_ms(text).map_err(|error| BadTarget(format!("{what}: {error}")))?;
+    check_ttl(ms).map_err(|error| BadTarget(format!("{what}: {error}")))
 }
 
 /// Parses a `/kv/{bucket}/{key}` request: `path` is the request URI's path as sent (still
@@ -260,8 +340,8 @@ pub(super) fn decode_segment(segment: &str, what: &str) -> Result<Vec<u8>, BadTa
     Ok(percent_decode_str(segment).collect())
 }
 
-/// Parses the query overrides `r`, `w`, `n`, `dw`, `timeout_ms`; anything else is refused so that
-/// a misspelt override is not silently ignored.
+/// Parses the query overrides `r`, `w`, `n`, `dw`, `timeout_ms` and `ttl`; anything else is
+/// refused so that a misspelt override is not silently ignored.
 fn parse_options(query: Option<&str>) -> Result<RequestOptions, BadTarget> {
     let mut options = RequestOptions::default();
     for pair in query
@@ -294,6 +374,8 @@ fn parse_options(query: Option<&str>) -> Result<RequestOptions, BadTarget> {
                     BadTarget(format!("query parameter n: {value:?} is not a count"))
                 })?)
             }
+            "ttl" if options.ttl_ms.is_some() => return Err(duplicate()),
+            "ttl" => options.ttl_ms = Some(parse_ttl(value, "query parameter ttl")?),
             "timeout_ms" if options.timeout_ms.is_some() => return Err(duplicate()),
             "timeout_ms" => {
                 let timeout = value.parse::<u64>().map_err(|_| {
@@ -312,7 +394,7 @@ fn parse_options(query: Option<&str>) -> Result<RequestOptions, BadTarget> {
             }
             _ => {
                 return Err(BadTarget(format!(
-                    "unknown query parameter {name:?} (expected r, w, n, dw or timeout_ms)"
+                    "unknown query parameter {name:?} (expected r, w, n, dw, timeout_ms or ttl)"
                 )))
             }
         }
@@ -480,6 +562,7 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
             replicas,
             fallbacks,
             read_your_writes,
+            expires_at,
         } => {
             let mut response = match values.len() {
                 0 => {
@@ -519,6 +602,13 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
                 api::HEADER_READ_YOUR_WRITES,
                 if read_your_writes { "true" } else { "false" },
             );
+            if let Some(expires_at) = expires_at {
+                set_header(
+                    &mut response,
+                    api::HEADER_EXPIRES_AT,
+                    &expires_at.to_string(),
+                );
+            }
             (response, Outcome::Ok)
         }
         Reply::Written {
@@ -554,6 +644,20 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
                 .into_response(),
             Outcome::Failed,
         ),
+        // 412: the write's condition did not hold at the read quorum; the answer carries the
+        // key's current context, to read or to retry `If-Match` with.
+        Reply::PreconditionFailed { ref context, .. } => {
+            let mut response = Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                reply.to_string(),
+            )
+            .into_response();
+            if !context.is_empty() {
+                set_header(&mut response, api::HEADER_CONTEXT, &context.to_base64());
+            }
+            (response, Outcome::Failed)
+        }
         reply @ Reply::ObjectTooLarge { .. } => (
             Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -38,13 +38,16 @@ fn options() -> impl Strategy<Value = RequestOptions> {
         quorum(),
         quorum(),
         proptest::option::of(1..=MAX_TIMEOUT_MS),
+        proptest::option::of(1..=ringkv_core::bucket::MAX_TTL_MS),
     )
-        .prop_map(|(n, r, w, dw, timeout_ms)| RequestOptions {
+        .prop_map(|(n, r, w, dw, timeout_ms, ttl_ms)| RequestOptions {
             n,
             r,
             w,
             dw,
             timeout_ms,
+            ttl_ms,
+            condition: None,
         })
 }
 
@@ -83,6 +86,12 @@ fn query(options: &RequestOptions) -> Option<String> {
     }
     if let Some(timeout) = options.timeout_ms {
         pairs.push(format!("timeout_ms={timeout}"));
+    }
+    if let Some(ttl) = options.ttl_ms {
+        pairs.push(format!(
+            "ttl={}",
+            ringkv_client::api::format_duration_ms(ttl)
+        ));
     }
     (!pairs.is_empty()).then(|| pairs.join("&"))
 }

@@ -177,6 +177,9 @@ pub fn checker_outcome(
             replicas: answered,
             fallbacks: node_ids(answer, "x-ringkv-fallbacks"),
             read_your_writes,
+            expires_at: answer
+                .header("x-ringkv-expires-at")
+                .and_then(|t| t.parse().ok()),
         },
         (204, _, Some(dot)) => Reply::Written {
             context,
@@ -254,6 +257,7 @@ impl FinalKey {
                 replicas: Vec::new(),
                 fallbacks: Vec::new(),
                 read_your_writes: true,
+                expires_at: None,
             })),
         };
         let replicas = self

@@ -177,6 +177,7 @@ async fn bucket_props_get_and_put() {
             siblings_warn: Some(25),
             max_siblings: Some(100),
             max_object_bytes: Some(17 * 1024 * 1024),
+            default_ttl: None,
         }
     );
     let default: api::BucketPropsDoc =
@@ -185,7 +186,8 @@ async fn bucket_props_get_and_put() {
     assert_eq!(default.conflict_mode, "siblings");
 
     let put = |body: &str| request(Method::PUT, "/buckets/b%2F1/props", body.as_bytes());
-    let ok = r#"{"n":3,"r":"one","w":"all","dw":"1","conflict_mode":"siblings"}"#;
+    let ok =
+        r#"{"n":3,"r":"one","w":"all","dw":"1","conflict_mode":"siblings","default_ttl":"30m"}"#;
     assert_eq!(
         call(&fake, &config(), put(ok)).await.status,
         StatusCode::NO_CONTENT
@@ -201,10 +203,14 @@ async fn bucket_props_get_and_put() {
                 dw: QuorumValue::Count(1),
                 conflict_mode: ConflictMode::Siblings,
                 limits: Default::default(),
+                default_ttl_ms: Some(30 * 60 * 1_000),
             },
         }]
     );
     for bad in [
+        r#"{"n":3,"default_ttl":"0s"}"#,
+        r#"{"n":3,"default_ttl":"soon"}"#,
+        r#"{"n":3,"default_ttl":"99999d"}"#,
         r#"{"n":3,"r":"most","w":"all","dw":"1","conflict_mode":"siblings"}"#,
         r#"{"n":3,"r":"one","w":"all","dw":"1","conflict_mode":"newest"}"#,
         r#"{"n":9,"r":"one","w":"all","dw":"1","conflict_mode":"lww"}"#,

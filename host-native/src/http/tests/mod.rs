@@ -224,6 +224,7 @@ fn canned() -> Answer {
             replicas: ids(&["a", "b"]),
             fallbacks: Vec::new(),
             read_your_writes: true,
+            expires_at: None,
         };
         match key.as_slice() {
             b"many" => Ok(got(
@@ -461,6 +462,8 @@ async fn put_is_204_with_write_headers_and_passes_value_context_and_options() {
                 w: Some(QuorumValue::All),
                 dw: Some(QuorumValue::Count(1)),
                 timeout_ms: Some(250),
+                ttl_ms: None,
+                condition: None,
             },
         }]
     );
@@ -630,10 +633,9 @@ async fn bad_requests_are_400_and_never_reach_the_node() {
 async fn headers_the_store_would_ignore_are_400_and_named() {
     let fake = fake_node(canned(), test_status());
     let cases = [
-        (Method::PUT, "if-none-match", "*", "If-None-Match"),
-        (Method::PUT, "If-Match", "\"abc\"", "If-Match"),
         (Method::DELETE, "if-match", "*", "If-Match"),
         (Method::GET, "if-none-match", "\"abc\"", "If-None-Match"),
+        (Method::PUT, "if-none-match", "\"abc\"", "If-None-Match"),
         (
             Method::PUT,
             "if-unmodified-since",
@@ -646,8 +648,6 @@ async fn headers_the_store_would_ignore_are_400_and_named() {
             "Tue, 15 Nov 1994 08:12:31 GMT",
             "If-Modified-Since",
         ),
-        (Method::PUT, "x-ringkv-ttl", "60", "X-Ringkv-TTL"),
-        (Method::PUT, "X-RINGKV-TTL", "60", "X-Ringkv-TTL"),
         (
             Method::PUT,
             "expires",
@@ -932,5 +932,6 @@ async fn metrics_count_kv_requests() {
     );
 }
 
+mod conditions;
 mod documents;
 mod lingering;
