@@ -4,6 +4,9 @@ use super::*;
 use crate::http::kv::parse_write_headers;
 use ringkv_core::bucket::WriteCondition;
 
+/// Header name and value pairs, as sent.
+type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
@@ -29,12 +32,7 @@ fn a_ttl_and_a_condition_come_from_the_headers() {
     let context = some_context();
     let base64 = context.to_base64();
     let quoted = format!("\"{base64}\"");
-    let cases: Vec<(
-        Method,
-        Vec<(&str, &str)>,
-        Option<u64>,
-        Option<WriteCondition>,
-    )> = vec![
+    let cases: Vec<(Method, Pairs, Option<u64>, Option<WriteCondition>)> = vec![
         (
             Method::PUT,
             vec![("x-ringkv-ttl", "30m")],
@@ -76,7 +74,7 @@ fn a_ttl_and_a_condition_come_from_the_headers() {
 #[test]
 fn nonsense_in_a_ttl_or_a_condition_is_400_and_says_why() {
     let context = some_context().to_base64();
-    let cases: Vec<(Method, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<(Method, Pairs, &str)> = vec![
         (Method::PUT, vec![("x-ringkv-ttl", "0")], "at least 1 ms"),
         (Method::PUT, vec![("x-ringkv-ttl", "-5s")], "not a duration"),
         (
