@@ -80,8 +80,8 @@ mod tests;
 pub use self::error::ClientError;
 use self::error::{error_chain, error_from_status};
 pub use self::multipart::{multipart_boundary, parse_multipart};
-use self::request::{checked_kv_path, context_header, json_body, props_path};
-pub use self::request::{encode_segment, Options, MAX_PATH_BYTES};
+use self::request::{checked_kv_path, condition_headers, context_header, json_body, props_path};
+pub use self::request::{encode_segment, Condition, Options, MAX_PATH_BYTES};
 use self::response::{decode_get, decode_json, decode_write, Answer};
 pub use self::response::{GetResult, PutResult};
 use self::retry::{exhausted, node_cannot_serve, Failure};
@@ -315,6 +315,7 @@ impl Client {
             )));
         }
         let mut headers = context_header(context)?;
+        headers.extend(condition_headers(options.condition.as_ref())?);
         headers.push((
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
@@ -367,7 +368,11 @@ impl Client {
                 Method::DELETE,
                 Idempotence::AtMostOnce,
                 (bucket, key),
-                context_header(context)?,
+                [
+                    context_header(context)?,
+                    condition_headers(options.condition.as_ref())?,
+                ]
+                .concat(),
                 Bytes::new(),
                 options,
             )

@@ -36,6 +36,6 @@ pub mod tls;
 #[cfg(feature = "http")]
 pub use self::http::{
     encode_segment, member_url, multipart_boundary, normalize_node_url, parse_multipart,
-    plan_targets, retry_decision, Client, ClientConfig, ClientError, FailureKind, GetResult,
-    Idempotence, Options, PutResult, RetryDecision, RoutingTable, MAX_PATH_BYTES,
+    plan_targets, retry_decision, Client, ClientConfig, ClientError, Condition, FailureKind,
+    GetResult, Idempotence, Options, PutResult, RetryDecision, RoutingTable, MAX_PATH_BYTES,
 };

@@ -27,7 +27,7 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use ringkv_client::api;
-use ringkv_client::{member_url, Client, ClientConfig, GetResult, Options, PutResult};
+use ringkv_client::{member_url, Client, ClientConfig, Condition, GetResult, Options, PutResult};
 use ringkv_core::bucket::QuorumValue;
 use tokio::io::AsyncReadExt;
 
@@ -141,6 +141,7 @@ impl RequestArgs {
             dw: self.dw,
             n: self.n,
             timeout_ms: self.timeout_ms,
+            ..Options::default()
         }
     }
 }
@@ -245,7 +246,17 @@ fn write_get(
     if result.values.is_empty() && result.context.is_some() {
         writeln!(
             err,
-            "note: the key was deleted (the context covers its tombstone)"
+            "note: the key was deleted or expired (the context covers its history)"
+        )?;
+    }
+    if let Some(expires_at) = result.expires_at {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        writeln!(
+            err,
+            "expires: in {} (at {expires_at} ms since the epoch)",
+            api::format_duration_ms(expires_at.saturating_sub(now) / 1_000 * 1_000)
         )?;
     }
     if !result.fallbacks.is_empty() {
@@ -311,12 +322,30 @@ pub struct PutArgs {
     /// The context of the last read, so the write replaces what that read saw.
     #[arg(long)]
     pub context: Option<String>,
+    /// Time to live of the value, like 30m, 90s, 1500ms or 2h (a bare number is seconds); the
+    /// bucket's default_ttl without it. A write with the read's context refreshes it.
+    #[arg(long, value_parser = parse_ttl)]
+    pub ttl: Option<u64>,
+    /// Write only if the key has no value (absent, deleted or expired); else fail with the
+    /// current context.
+    #[arg(long, conflicts_with = "if_match")]
+    pub if_none_match: bool,
+    /// Write only if the key's context is still this one (from a read); else fail with the
+    /// current context. With no --context, the write replaces what that context saw.
+    #[arg(long)]
+    pub if_match: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub request: RequestArgs,
+}
+
+/// Reads `--ttl`: a duration of 1 ms to 10 years.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let ms = api::parse_duration_ms(text).map_err(|e| e.to_string())?;
+    ringkv_core::bucket::check_ttl(ms).map_err(|e| e.to_string())
 }
 
 /// The value of a put: the argument, the file, or stdin.
@@ -344,7 +373,15 @@ async fn read_value(value: Option<&OsStr>, file: Option<&PathBuf>) -> anyhow::Re
 pub async fn run_put(args: PutArgs) -> anyhow::Result<()> {
     let value = read_value(args.value.as_deref(), args.file.as_ref()).await?;
     let client = args.node.client()?;
-    let options = args.request.options();
+    let options = Options {
+        ttl_ms: args.ttl,
+        condition: match (args.if_none_match, args.if_match) {
+            (true, _) => Some(Condition::IfAbsent),
+            (false, Some(context)) => Some(Condition::IfMatch(context)),
+            (false, None) => None,
+        },
+        ..args.request.options()
+    };
     let length = value.len();
     let result = client
         .put(
@@ -373,6 +410,10 @@ pub struct DeleteArgs {
     /// key is read first and what that read returns is deleted.
     #[arg(long)]
     pub context: Option<String>,
+    /// Delete only if the key's context is still this one (from a read); else fail with the
+    /// current context. With no --context, the delete covers what that context saw.
+    #[arg(long)]
+    pub if_match: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
@@ -384,9 +425,14 @@ pub struct DeleteArgs {
 /// Deletes a key and prints the replicas that acknowledged.
 pub async fn run_delete(args: DeleteArgs) -> anyhow::Result<()> {
     let client = args.node.client()?;
-    let options = args.request.options();
+    let options = Options {
+        condition: args.if_match.clone().map(Condition::IfMatch),
+        ..args.request.options()
+    };
     let (bucket, key) = (os_bytes(&args.bucket), os_bytes(&args.key));
-    let result = match args.context.as_deref() {
+    // With only --if-match, the delete covers what that context saw.
+    let context = args.context.as_deref().or(args.if_match.as_deref());
+    let result = match context {
         Some(context) => {
             client
                 .delete(&bucket, &key, Some(context), &options)

@@ -68,6 +68,15 @@ pub enum ClientError {
     /// The configuration names no node.
     #[error("no nodes configured")]
     NoNodes,
+    /// A conditional write's condition did not hold (412): nothing was written.
+    #[error("{message}{}", .context.as_ref().map(|c| format!(" (current context: {c})")).unwrap_or_default())]
+    PreconditionFailed {
+        /// The server's explanation.
+        message: String,
+        /// The key's current context, to read with or to retry `If-Match` with (`None` when
+        /// the key has no history).
+        context: Option<String>,
+    },
 }
 
 /// The server's message, completed with the quorum figures it does not already state.

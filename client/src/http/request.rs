@@ -28,6 +28,41 @@ pub struct Options {
     pub n: Option<u32>,
     /// The server's deadline for this request, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// A put's time to live, in milliseconds (`?ttl=`); the bucket's `default_ttl` without one.
+    pub ttl_ms: Option<u64>,
+    /// What the key must read as for a put or delete to go ahead; a failed one is
+    /// [`ClientError::PreconditionFailed`].
+    pub condition: Option<Condition>,
+}
+
+/// A write's condition, checked by the coordinator with a read at R just before it writes. Best
+/// effort: two writers checking at once can both pass, and their writes become siblings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// `If-None-Match: *`: the key has no value (absent, deleted or expired).
+    IfAbsent,
+    /// `If-Match`: the key's context is still this one (from a read): nothing was written since.
+    IfMatch(String),
+}
+
+/// The headers of `condition`.
+pub(super) fn condition_headers(
+    condition: Option<&Condition>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, ClientError> {
+    Ok(match condition {
+        None => Vec::new(),
+        Some(Condition::IfAbsent) => {
+            vec![(http::header::IF_NONE_MATCH, HeaderValue::from_static("*"))]
+        }
+        Some(Condition::IfMatch(context)) => {
+            let value = HeaderValue::from_str(context.trim()).map_err(|_| {
+                ClientError::BadRequest(String::from(
+                    "the If-Match context is not a valid header value",
+                ))
+            })?;
+            vec![(http::header::IF_MATCH, value)]
+        }
+    })
 }
 
 pub(super) fn context_header(
@@ -106,6 +141,9 @@ pub(super) fn query_string(options: &Options) -> String {
     }
     if let Some(ms) = options.timeout_ms {
         pairs.push(format!("timeout_ms={ms}"));
+    }
+    if let Some(ms) = options.ttl_ms {
+        pairs.push(format!("ttl={ms}ms"));
     }
     if pairs.is_empty() {
         String::new()

@@ -26,6 +26,9 @@ pub struct GetResult {
     pub node: Option<String>,
     /// `false` when `r + w <= n` for the request: the read may miss an acknowledged write.
     pub read_your_writes: bool,
+    /// When the last of the values expires, in milliseconds since the Unix epoch at the
+    /// coordinator's clock (`None`: one of them never expires, or there are none).
+    pub expires_at: Option<u64>,
     /// The base URL the request was sent to.
     pub endpoint: String,
 }
@@ -119,11 +122,22 @@ pub(super) fn decode_get(answer: Answer) -> Result<GetResult, ClientError> {
         node: header_text(headers, api::HEADER_NODE).map(str::to_owned),
         read_your_writes: header_text(headers, api::HEADER_READ_YOUR_WRITES)
             .is_none_or(|text| !text.eq_ignore_ascii_case("false")),
+        expires_at: header_text(headers, api::HEADER_EXPIRES_AT).and_then(|t| t.parse().ok()),
         endpoint: answer.endpoint,
     })
 }
 
 pub(super) fn decode_write(answer: Answer) -> Result<PutResult, ClientError> {
+    if answer.status == StatusCode::PRECONDITION_FAILED {
+        let message = match error_from_status(answer.status, &answer.body) {
+            ClientError::Server { message, .. } => message,
+            other => other.to_string(),
+        };
+        return Err(ClientError::PreconditionFailed {
+            message,
+            context: header_text(&answer.headers, api::HEADER_CONTEXT).map(str::to_owned),
+        });
+    }
     if !answer.status.is_success() {
         return Err(error_from_status(answer.status, &answer.body));
     }

@@ -317,6 +317,7 @@ async fn quorum_failure_is_an_error_with_the_server_message() {
         bucket: "b".into(),
         key: "k".into(),
         context: None,
+        if_match: None,
         node: NodeArgs {
             nodes: vec![url],
             ..NodeArgs::default()
