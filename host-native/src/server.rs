@@ -237,6 +237,10 @@ pub struct ServerConfig {
     pub gossip_interval_ms: u64,
     /// Anti-entropy interval.
     pub anti_entropy_interval_ms: u64,
+    /// How long a deleted or expired key stays on disk before it may be reaped (default 1 h). It
+    /// must exceed the clock skew between nodes and the longest a replica may stay away
+    /// unnoticed.
+    pub tombstone_grace_ms: u64,
     /// How often hints are delivered to their owners (hinted hand-off). Also read under its
     /// earlier name, `handoff_interval_ms`.
     #[serde(alias = "handoff_interval_ms")]
@@ -328,6 +332,7 @@ impl Default for ServerConfig {
             request_timeout_ms: node.request_timeout_ms,
             gossip_interval_ms: node.gossip.interval_ms,
             anti_entropy_interval_ms: node.anti_entropy_interval_ms,
+            tombstone_grace_ms: node.tombstone_grace_ms,
             hint_delivery_interval_ms: node.hint_delivery_interval_ms,
             max_value_bytes: node.max_value_bytes,
             max_key_bytes: DEFAULT_HTTP_MAX_KEY_BYTES,
@@ -486,6 +491,7 @@ impl ServerConfig {
         config.request_timeout_ms = self.request_timeout_ms;
         config.gossip.interval_ms = self.gossip_interval_ms;
         config.anti_entropy_interval_ms = self.anti_entropy_interval_ms;
+        config.tombstone_grace_ms = self.tombstone_grace_ms;
         config.hint_delivery_interval_ms = self.hint_delivery_interval_ms;
         config.max_value_bytes = self.max_value_bytes;
         config.max_key_bytes = self.max_key_bytes;
