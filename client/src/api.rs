@@ -322,3 +322,121 @@ mod tests {
         assert_eq!(format_duration_ms(1_800_000), "30m");
     }
 }
+
+// ----- keys in documents: listing and multi-get -----
+
+/// A key in a JSON document: its text when it is UTF-8, else `{"base64": "..."}` (standard
+/// alphabet, padded). Binary keys are keys like any other; this is how JSON carries them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KeyDoc {
+    /// A UTF-8 key.
+    Text(String),
+    /// Any key, base64-encoded.
+    Binary {
+        /// The key's bytes in base64.
+        base64: String,
+    },
+}
+
+/// A key document whose base64 does not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyDocError(pub String);
+
+impl std::fmt::Display for KeyDocError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a key's base64 does not decode: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for KeyDocError {}
+
+impl KeyDoc {
+    /// The document of a key: text when it is UTF-8.
+    pub fn from_bytes(key: &[u8]) -> KeyDoc {
+        match std::str::from_utf8(key) {
+            Ok(text) => KeyDoc::Text(text.to_string()),
+            Err(_) => KeyDoc::Binary {
+                base64: base64_encode(key),
+            },
+        }
+    }
+
+    /// The key's bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, KeyDocError> {
+        match self {
+            KeyDoc::Text(text) => Ok(text.as_bytes().to_vec()),
+            KeyDoc::Binary { base64 } => base64_decode(base64).ok_or_else(|| KeyDocError(base64.clone())),
+        }
+    }
+}
+
+/// Standard, padded base64: how documents carry bytes (keys and multi-get values).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The inverse of [`base64_encode`]; `None` when the text is not base64.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+/// `GET /kv/{bucket}?list`: one page of a bucket's keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPage {
+    /// The keys, in listing order (by ring partition, then by key).
+    pub keys: Vec<KeyDoc>,
+    /// Pass it back as `cursor=` for the next page; `null` once the listing is complete. A page
+    /// may be short, or empty, and still have a cursor.
+    pub cursor: Option<String>,
+}
+
+/// Keys one multi-get may ask for at most (more is a 400, as DynamoDB's `BatchGetItem`
+/// refuses more than its 100).
+pub const MAX_MGET_KEYS: usize = 1_000;
+/// Bytes of values one multi-get answers at most; keys not read by then are returned as
+/// `unprocessed` (as `BatchGetItem` does past 16 MB).
+pub const MAX_MGET_BYTES: usize = 16 * 1024 * 1024;
+
+/// `POST /kv/{bucket}?mget`: the keys to read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MgetRequest {
+    /// 1 to [`MAX_MGET_KEYS`] distinct keys.
+    pub keys: Vec<KeyDoc>,
+}
+
+/// One line of a multi-get's answer (`application/x-ndjson`): a key's result, as the same
+/// key's GET would answer, in the order the reads complete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MgetItem {
+    /// The key, as the request gave it.
+    pub key: KeyDoc,
+    /// The status its GET would have: 200 (one value), 300 (siblings), 404, or an error's.
+    pub status: u16,
+    /// The values (siblings), base64; empty for a 404 or an error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// The context to write with (absent when the key has no history, or on an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// When the values expire (ms since the Unix epoch), if they all do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// On an error, its kind (`unavailable`, `bad_request`, ...) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// ... and its explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The last line of a multi-get's answer: the keys it did not read (past
+/// [`MAX_MGET_BYTES`]); ask for them again. A stream without this line was cut short.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MgetEnd {
+    /// Keys not read.
+    pub unprocessed: Vec<KeyDoc>,
+}

@@ -88,6 +88,17 @@ pub struct NodeConfig {
     pub detector: DetectorConfig,
     /// A peer down this long raises an alert event (once per outage).
     pub down_alert_ms: Millis,
+    /// Watches this node coordinates at most; one more is refused
+    /// ([`RequestError::TooManyWatches`](crate::error::RequestError::TooManyWatches)). Each holds
+    /// a client connection and a registration on each owner of its key.
+    pub max_watches: usize,
+    /// Watch registrations this node holds at most as an owner, for all coordinators; one more
+    /// is refused, and its coordinator relies on the other owners.
+    pub max_watch_registrations: usize,
+    /// Listing scans this node serves at once as a replica; more wait their turn in a bounded
+    /// queue (and past it are refused, so the coordinator asks another replica). Each scans
+    /// one page, so a listing never holds the store for long.
+    pub max_list_scans: usize,
 }
 
 impl NodeConfig {
@@ -121,6 +132,9 @@ impl NodeConfig {
             gossip: GossipConfig::default(),
             detector: DetectorConfig::default(),
             down_alert_ms: 60_000,
+            max_watches: 10_000,
+            max_watch_registrations: 40_000,
+            max_list_scans: 2,
         }
     }
 

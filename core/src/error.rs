@@ -72,6 +72,34 @@ pub enum RequestError {
     /// was dropped; no state changed.
     #[error("a delete cannot require the key to be absent (If-None-Match: *): it would delete nothing; use If-Match with the read's context")]
     DeleteIfAbsent,
+    /// A listing asked for 0 keys or more than the maximum. The request was dropped; no state
+    /// changed.
+    #[error("a listing's limit is 1 to {max} keys, not {limit}")]
+    ListLimit {
+        /// The limit asked for.
+        limit: u32,
+        /// The maximum.
+        max: u32,
+    },
+    /// A listing's cursor was refused. The request was dropped; no state changed.
+    #[error("invalid cursor: {0}")]
+    Cursor(#[from] crate::listing::CursorError),
+    /// A watch asked to wait 0 ms or longer than the maximum. The request was dropped; no state
+    /// changed.
+    #[error("a watch waits 1 to {max} ms, not {wait_ms}")]
+    WatchWait {
+        /// The wait asked for.
+        wait_ms: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// The node already holds as many watches as it is configured for. The request was
+    /// dropped; no state changed: retry later, or on another node.
+    #[error("this node already holds {max} watches (its max_watches): retry later or elsewhere")]
+    TooManyWatches {
+        /// The node's bound.
+        max: usize,
+    },
     /// The ring has no member to hold the key (an empty cluster). No state changed.
     #[error("the ring has no members")]
     NoReplicas,

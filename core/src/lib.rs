@@ -134,6 +134,7 @@ pub mod coordinator;
 pub mod error;
 pub mod id;
 pub mod io;
+pub mod listing;
 pub mod membership;
 pub mod merkle;
 pub mod node;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::bucket::{check_ttl, BucketProps, Quorums, RequestOptions, WriteCondition};
 use crate::error::RequestError;
 use crate::id::NodeId;
+use crate::listing::{ListCursor, MAX_LIST_LIMIT};
 use crate::version::{Context, Dot};
 
 /// Largest key accepted, in bytes.
@@ -83,16 +84,58 @@ pub enum ClientRequest {
         /// Quorum and timeout overrides.
         options: RequestOptions,
     },
+    /// A page of a bucket's keys (live ones: deleted and expired keys are not listed): one
+    /// live replica per partition is asked, in ring order, from `cursor`. A scan for admin
+    /// and export, eventually consistent: a key written moments ago may be missing.
+    List {
+        /// Bucket name.
+        bucket: Vec<u8>,
+        /// Where to resume (the previous page's cursor); `None` from the start.
+        cursor: Option<ListCursor>,
+        /// Keys the page holds at most: 1 to [`MAX_LIST_LIMIT`].
+        limit: u32,
+        /// The timeout override (quorums do not apply).
+        options: RequestOptions,
+    },
+    /// A long poll: answered as soon as the key holds a write that `context` has not seen
+    /// (as a get is answered), or [`Reply::Unchanged`] once `wait_ms` has passed. The owners
+    /// tell the coordinator of each write they store; nothing polls.
+    Watch {
+        /// Bucket name.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// What the watcher has seen (a read's context; the empty context waits for any write).
+        context: Context,
+        /// How long to wait for a change: 1 ms to [`MAX_WATCH_WAIT_MS`].
+        wait_ms: u64,
+        /// Read quorum and timeout overrides for the reads the watch makes.
+        options: RequestOptions,
+    },
 }
 
+/// The longest a watch may wait for a change (10 minutes): a watch holds a connection and a
+/// slot of the node's bounded watch table.
+pub const MAX_WATCH_WAIT_MS: u64 = 600_000;
+
 impl ClientRequest {
-    /// The bucket and key the request is about.
+    /// The bucket and key the request is about (a listing names no key: the key is empty).
     pub fn target(&self) -> (&[u8], &[u8]) {
         match self {
             ClientRequest::Get { bucket, key, .. }
             | ClientRequest::Put { bucket, key, .. }
-            | ClientRequest::Delete { bucket, key, .. } => (bucket, key),
+            | ClientRequest::Delete { bucket, key, .. }
+            | ClientRequest::Watch { bucket, key, .. } => (bucket, key),
+            ClientRequest::List { bucket, .. } => (bucket, &[]),
         }
+    }
+
+    /// Whether the request writes (a put or a delete).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            ClientRequest::Put { .. } | ClientRequest::Delete { .. }
+        )
     }
 
     /// The request's overrides.
@@ -100,7 +143,9 @@ impl ClientRequest {
         match self {
             ClientRequest::Get { options, .. }
             | ClientRequest::Put { options, .. }
-            | ClientRequest::Delete { options, .. } => options,
+            | ClientRequest::Delete { options, .. }
+            | ClientRequest::List { options, .. }
+            | ClientRequest::Watch { options, .. } => options,
         }
     }
 
@@ -109,7 +154,9 @@ impl ClientRequest {
     /// means to replace what it read, not to add a sibling beside it). `None` for a get.
     pub fn write_context(&self) -> Option<&Context> {
         match self {
-            ClientRequest::Get { .. } => None,
+            ClientRequest::Get { .. } | ClientRequest::List { .. } | ClientRequest::Watch { .. } => {
+                None
+            }
             ClientRequest::Put {
                 context, options, ..
             }
@@ -127,7 +174,9 @@ impl ClientRequest {
         match self {
             ClientRequest::Get { options, .. }
             | ClientRequest::Put { options, .. }
-            | ClientRequest::Delete { options, .. } => options,
+            | ClientRequest::Delete { options, .. }
+            | ClientRequest::List { options, .. }
+            | ClientRequest::Watch { options, .. } => options,
         }
     }
 
@@ -147,7 +196,14 @@ impl ClientRequest {
         limits: &RequestLimits,
     ) -> Result<Quorums, RequestError> {
         let (bucket, key) = self.target();
-        if key.is_empty() {
+        if let ClientRequest::List { limit, .. } = self {
+            if *limit == 0 || *limit > MAX_LIST_LIMIT {
+                return Err(RequestError::ListLimit {
+                    limit: *limit,
+                    max: MAX_LIST_LIMIT,
+                });
+            }
+        } else if key.is_empty() {
             return Err(RequestError::EmptyKey);
         }
         if key.len() > limits.max_key_bytes {
@@ -167,7 +223,18 @@ impl ClientRequest {
                 return Err(RequestError::DeleteWithoutContext);
             }
         }
-        if let ClientRequest::Put { context, .. } | ClientRequest::Delete { context, .. } = self {
+        if let ClientRequest::Watch { wait_ms, .. } = self {
+            if *wait_ms == 0 || *wait_ms > MAX_WATCH_WAIT_MS {
+                return Err(RequestError::WatchWait {
+                    wait_ms: *wait_ms,
+                    max: MAX_WATCH_WAIT_MS,
+                });
+            }
+        }
+        if let ClientRequest::Put { context, .. }
+        | ClientRequest::Delete { context, .. }
+        | ClientRequest::Watch { context, .. } = self
+        {
             if context.check_key(bucket, key).is_err() {
                 return Err(RequestError::ContextOfAnotherKey);
             }
@@ -181,7 +248,8 @@ impl ClientRequest {
         }
         match (&options.condition, self) {
             (None, _) => {}
-            (Some(_), ClientRequest::Get { .. }) => return Err(RequestError::ConditionOnRead),
+            (Some(_), ClientRequest::Get { .. } | ClientRequest::List { .. })
+            | (Some(_), ClientRequest::Watch { .. }) => return Err(RequestError::ConditionOnRead),
             (Some(WriteCondition::IfAbsent), ClientRequest::Delete { .. }) => {
                 return Err(RequestError::DeleteIfAbsent)
             }
@@ -331,6 +399,19 @@ pub enum Reply {
         /// Whether the key has a live value (what `If-None-Match: *` found).
         exists: bool,
     },
+    /// A page of a bucket's keys.
+    Listed {
+        /// The keys, in listing order (by partition, then by key within one).
+        keys: Vec<Vec<u8>>,
+        /// Where the next page starts; `None` when the listing is complete. A page may be
+        /// short, even empty, and still have a cursor: it ends when its time runs low.
+        cursor: Option<ListCursor>,
+    },
+    /// A watch waited its whole time and the key held no write its context had not seen.
+    Unchanged {
+        /// The key's context as the watch last read it.
+        context: Context,
+    },
 }
 
 impl Reply {
@@ -339,7 +420,8 @@ impl Reply {
     /// the outcome name the bindings and logs use.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Reply::Got { .. } | Reply::Written { .. } => "ok",
+            Reply::Got { .. } | Reply::Written { .. } | Reply::Listed { .. } => "ok",
+            Reply::Unchanged { .. } => "unchanged",
             Reply::Unavailable { .. } => "unavailable",
             Reply::Failed { .. } => "failed",
             Reply::StorageFull { .. } => "storage_full",
@@ -357,7 +439,11 @@ impl Reply {
     /// still land, so every failure becomes [`Reply::OutcomeUnknown`].
     pub fn after_abandoned_forward(self) -> Reply {
         match self {
-            Reply::Got { .. } | Reply::Written { .. } | Reply::OutcomeUnknown { .. } => self,
+            Reply::Got { .. }
+            | Reply::Written { .. }
+            | Reply::OutcomeUnknown { .. }
+            | Reply::Listed { .. }
+            | Reply::Unchanged { .. } => self,
             Reply::Unavailable {
                 kind,
                 needed,
@@ -401,6 +487,9 @@ impl Reply {
             Reply::PreconditionFailed { context, exists } => Reply::PreconditionFailed {
                 context: context.bound_to(bucket, key),
                 exists,
+            },
+            Reply::Unchanged { context } => Reply::Unchanged {
+                context: context.bound_to(bucket, key),
             },
             Reply::Written {
                 context,
@@ -472,6 +561,15 @@ impl fmt::Display for Reply {
                     "has no value (absent, deleted or expired)"
                 }
             ),
+            Reply::Listed { keys, cursor } => write!(
+                f,
+                "listed {} key(s){}",
+                keys.len(),
+                if cursor.is_some() { ", more to come" } else { "" }
+            ),
+            Reply::Unchanged { .. } => {
+                f.write_str("unchanged: no write the watch's context had not seen")
+            }
             Reply::OutcomeUnknown {
                 kind,
                 needed,

@@ -179,6 +179,14 @@ pub enum ScanRange {
     Partition(PartitionId),
     /// Every hint, whoever it is for.
     Hints,
+    /// This node's replicas of one bucket's keys in one partition (a listing's page). Its
+    /// keys share a prefix of their encoding, as a partition's do.
+    Bucket {
+        /// The partition.
+        partition: PartitionId,
+        /// The bucket.
+        bucket: Vec<u8>,
+    },
 }
 
 impl ScanRange {
@@ -189,6 +197,9 @@ impl ScanRange {
                 key.space == Space::Data && key.partition == *partition
             }
             ScanRange::Hints => matches!(key.space, Space::Hint { .. }),
+            ScanRange::Bucket { partition, bucket } => {
+                key.space == Space::Data && key.partition == *partition && key.bucket == *bucket
+            }
         }
     }
 
@@ -196,6 +207,7 @@ impl ScanRange {
     pub fn start(&self) -> StorageKey {
         match self {
             ScanRange::Partition(partition) => StorageKey::data(*partition, &[], &[]),
+            ScanRange::Bucket { partition, bucket } => StorageKey::data(*partition, bucket, &[]),
             ScanRange::Hints => StorageKey {
                 space: Space::Hint {
                     owner: NodeId::new(""),

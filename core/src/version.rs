@@ -927,7 +927,7 @@ pub struct ChecksumError {
 }
 
 /// `[version][postcard body][crc32 LE of version and body]`.
-fn encode_frame<T: Serialize + ?Sized>(version: u8, value: &T) -> Vec<u8> {
+pub(crate) fn encode_frame<T: Serialize + ?Sized>(version: u8, value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + body_len(value) + CRC_LEN);
     out.push(version);
     // Postcard only fails on a full fixed buffer or on sequences of unknown length; a Vec grows and
@@ -945,7 +945,7 @@ fn body_len<T: Serialize + ?Sized>(value: &T) -> usize {
         .expect("postcard sizing cannot fail")
 }
 
-enum FrameError {
+pub(crate) enum FrameError {
     Empty,
     Version(u8),
     Short,
@@ -953,7 +953,7 @@ enum FrameError {
 }
 
 /// Checks a frame's version and crc and returns its body.
-fn open_frame(bytes: &[u8], version: u8) -> Result<&[u8], FrameError> {
+pub(crate) fn open_frame(bytes: &[u8], version: u8) -> Result<&[u8], FrameError> {
     // The version comes first: a future format may lay out the rest differently.
     let (&found, _) = bytes.split_first().ok_or(FrameError::Empty)?;
     if found != version {
@@ -971,7 +971,7 @@ fn open_frame(bytes: &[u8], version: u8) -> Result<&[u8], FrameError> {
 }
 
 /// Decodes a whole body; trailing bytes make it malformed.
-fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Option<T> {
+pub(crate) fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Option<T> {
     match postcard::take_from_bytes(body) {
         Ok((value, [])) => Some(value),
         _ => None,

@@ -13,6 +13,7 @@ use crate::merkle::{ExchangeRequest, ExchangeResponse};
 use crate::request::{ClientRequest, Reply};
 use crate::ring::PartitionId;
 use crate::storage::StorageKey;
+use crate::version::Context;
 
 /// Version byte of the wire format. Version 2 (expiry and write conditions in requests, an
 /// expiry in read answers) changed the encoding of forwards and their replies: a frame of
@@ -177,6 +178,65 @@ pub enum Message {
         /// it, and a host drops it from its queues, so that a write is never coordinated twice
         /// that way. Its precision is bounded by the clock skew between the two nodes.
         deadline: Millis,
+    },
+    /// A listing's coordinator asks a replica of `partition` for the bucket's live keys after
+    /// `after`, at most `limit` of them (one bounded scan).
+    ListKeys {
+        /// The coordinator's id for this ask.
+        id: CoordinationId,
+        /// The partition.
+        partition: PartitionId,
+        /// Bucket.
+        bucket: Vec<u8>,
+        /// Resume point within the partition: the last key already scanned.
+        after: Option<Vec<u8>>,
+        /// Records to scan at most.
+        limit: u32,
+    },
+    /// A replica's answer to `ListKeys`.
+    KeysListed {
+        /// The coordinator's id.
+        id: CoordinationId,
+        /// The live keys the scan found, in key order.
+        keys: Vec<Vec<u8>>,
+        /// The last key scanned, live or not (the resume point); `None` when none was.
+        last: Option<Vec<u8>>,
+        /// Whether the scan reached the end of the bucket in this partition.
+        done: bool,
+        /// False when the replica refused the scan (too many waiting, or a storage failure):
+        /// the coordinator asks another replica.
+        served: bool,
+    },
+    /// A watch's coordinator asks an owner of the key to tell it of a write `context` has not
+    /// seen, until `until` (the owner's clock; it then forgets the registration).
+    Watch {
+        /// The coordinator's id for the watch.
+        id: CoordinationId,
+        /// Bucket.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// What the watcher has seen.
+        context: Context,
+        /// When the registration lapses.
+        until: Millis,
+    },
+    /// The watch `id` is over: forget its registration.
+    Unwatch {
+        /// The coordinator's id.
+        id: CoordinationId,
+    },
+    /// An owner holds a write the watch `id` has not seen: its object, as stored.
+    Changed {
+        /// The coordinator's id.
+        id: CoordinationId,
+        /// The encoded object.
+        record: Vec<u8>,
+    },
+    /// An owner refused a watch registration (its table is full).
+    WatchRefused {
+        /// The coordinator's id.
+        id: CoordinationId,
     },
 }
 

@@ -19,7 +19,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+use std::convert::Infallible;
 use hyper::body::Body;
 use ringkv_client::api;
 use ringkv_core::error::RequestError;
@@ -32,6 +34,7 @@ use crate::node_loop::{NodeError, NodeHandle};
 
 mod buckets;
 mod cluster;
+mod keys;
 mod kv;
 mod lingering;
 mod listener;
@@ -49,8 +52,14 @@ pub use self::kv::{parse_kv_target, BadTarget, KvTarget};
 pub use self::listener::serve;
 use self::ui::serve_ui;
 
-/// The body of every response [`handle`] builds (answers are small or already in memory).
-pub type ResponseBody = Full<Bytes>;
+/// The body of every response [`handle`] builds: most are whole in memory ([`full_body`]); a
+/// multi-get's is streamed as its keys are read.
+pub type ResponseBody = BoxBody<Bytes, Infallible>;
+
+/// A response body of bytes already in memory.
+pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into()).boxed()
+}
 
 /// How long [`serve`] waits, once shut down, for the requests in flight before it drops the
 /// connections that are still open.
@@ -185,7 +194,14 @@ impl From<NodeError> for Problem {
                 | RequestError::Ttl(_)
                 | RequestError::TtlNotOnPut
                 | RequestError::ConditionOnRead
-                | RequestError::DeleteIfAbsent => Problem::bad_request(message),
+                | RequestError::DeleteIfAbsent
+                | RequestError::ListLimit { .. }
+                | RequestError::Cursor(_)
+                | RequestError::WatchWait { .. } => Problem::bad_request(message),
+                // 429: this node holds as many watches as it may; another node may not.
+                RequestError::TooManyWatches { .. } => {
+                    Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_watches", message)
+                }
                 RequestError::ValueTooLarge { .. } => Problem::too_large(message),
                 // The cluster is smaller than the quorum: the answer names the fix.
                 RequestError::TooFewMembers { .. } => {
@@ -307,7 +323,7 @@ where
         }
         "/metrics" => {
             only(&method, &[Method::GET], "GET")?;
-            let mut response = Response::new(Full::new(Bytes::from(node.metrics().render())));
+            let mut response = Response::new(full_body(node.metrics().render()));
             set_header(&mut response, "content-type", "text/plain; version=0.0.4");
             Ok(response)
         }
@@ -326,7 +342,7 @@ where
                 return match node.local_record(bucket, key).await? {
                     None => Err(Problem::not_found("this node holds no replica of the key")),
                     Some(record) => {
-                        let mut response = Response::new(Full::new(Bytes::from(record)));
+                        let mut response = Response::new(full_body(record));
                         set_header(&mut response, "content-type", "application/octet-stream");
                         Ok(response)
                     }
@@ -377,7 +393,7 @@ fn set_header(response: &mut Response<ResponseBody>, name: &'static str, value: 
 }
 
 fn empty_response(status: StatusCode) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(full_body(Bytes::new()));
     *response.status_mut() = status;
     response
 }
@@ -405,7 +421,7 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Respons
             )
         }
     };
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(full_body(bytes));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -19,6 +19,12 @@ pub enum Op {
     Put,
     /// `DELETE /kv`.
     Delete,
+    /// `GET /kv/{bucket}/{key}?changed_since=` (a watch: its time is mostly waiting).
+    Watch,
+    /// `GET /kv/{bucket}?list`.
+    List,
+    /// `POST /kv/{bucket}?mget` (one per multi-get; its keys are not counted as gets).
+    Mget,
 }
 
 /// How a client operation ended.

@@ -177,7 +177,7 @@ impl GetState {
 /// when its coordinator fell silent) or from writers who agree: there is nothing for the client
 /// to resolve between them. They stay siblings in the object, and the context covers each, so
 /// the next write with it replaces them all.
-fn live_values(object: &Object, now: Millis) -> (Vec<Vec<u8>>, Option<Millis>) {
+pub(crate) fn live_values(object: &Object, now: Millis) -> (Vec<Vec<u8>>, Option<Millis>) {
     let mut values: Vec<Vec<u8>> = Vec::new();
     let mut expires_at = Some(0);
     for sibling in object.live_at(now) {

@@ -19,6 +19,8 @@ pub(crate) enum Client {
     Reap,
     /// A conditional write waiting under this id: the read checks its condition.
     Condition(CoordinationId),
+    /// A watch waiting under this id: the read tells whether the key changed already.
+    Watch(CoordinationId),
 }
 
 /// A node a request goes to, and the unreachable preference-list node it stands in for, if any

@@ -60,7 +60,9 @@ fn write_parts(
         ClientRequest::Delete { bucket, key, .. } => {
             Some((bucket, key, context, Content::Tombstone))
         }
-        ClientRequest::Get { .. } => None,
+        ClientRequest::Get { .. } | ClientRequest::List { .. } | ClientRequest::Watch { .. } => {
+            None
+        }
     }
 }
 
@@ -661,6 +663,19 @@ impl Node {
             from: from.clone(),
             id,
         };
+        // Only writes are forwarded; a listing or a watch is coordinated where it arrives.
+        if matches!(
+            request,
+            ClientRequest::List { .. } | ClientRequest::Watch { .. }
+        ) {
+            self.reply(
+                client,
+                Reply::Failed {
+                    reason: "a listing or a watch is not forwarded".to_string(),
+                },
+            );
+            return;
+        }
         let quorums = match self.validate(&request) {
             Ok(quorums) => quorums,
             Err(error) => {

@@ -18,11 +18,13 @@ mod conditional;
 mod coordinate;
 mod handoff;
 mod hints;
+mod listing;
 mod membership;
 mod reap;
 mod replica;
 mod routing;
 mod transfer;
+mod watch;
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
@@ -37,6 +39,7 @@ use crate::coordinator::Client;
 use crate::error::{ConfigError, MessageError, RequestError};
 use crate::id::{CoordinationId, Millis, NodeId, OpId, RequestId};
 use crate::io::{Event, Input, Output};
+use crate::listing::CursorError;
 use crate::membership::{ClusterView, FailureDetector, MemberInfo, MemberStatus};
 use crate::request::{ClientRequest, QuorumKind, Reply};
 use crate::ring::{Member, PartitionId, Ring};
@@ -48,10 +51,12 @@ use anti_entropy::AntiEntropy;
 use coordinate::Requests;
 use handoff::HandoffTracker;
 use hints::{HintDelivery, OrphanScan};
+use listing::Listings;
 use membership::Membership;
 use replica::{DeleteCondition, LocalWrite, LocalWriteKind, Replica};
 use routing::Routing;
 use transfer::Transfers;
+use watch::Watches;
 
 /// What a timer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -93,6 +98,10 @@ enum PendingOp {
     OrphanScan(PartitionId),
     /// A chunk of a partition for a receiver's transfer pull.
     ServeTransfer { to: NodeId, id: CoordinationId },
+    /// A page of a bucket's keys for a listing's coordinator.
+    ServeList { to: NodeId, id: CoordinationId },
+    /// A key a watch just registered for, checked once.
+    WatchCheck(StorageKey),
 }
 
 /// The protocol state of one physical node. See the [module docs](self) for the caller's
@@ -136,6 +145,10 @@ pub struct Node {
     transfers: Transfers,
     /// Merkle trees and exchanges.
     anti_entropy: AntiEntropy,
+    /// Listings coordinated here, and listing scans served.
+    listings: Listings,
+    /// Watches coordinated here, and watch registrations held as an owner.
+    watches: Watches,
 }
 
 impl Node {
@@ -263,6 +276,8 @@ impl Node {
             membership: Membership::new(view, detector),
             transfers: Transfers::default(),
             anti_entropy: AntiEntropy::default(),
+            listings: Listings::default(),
+            watches: Watches::default(),
             config,
         };
         node.ring_changed_for_handoff();
@@ -335,6 +350,38 @@ impl Node {
         if self.routing.ring_version.is_none() {
             return Err(RequestError::NoReplicas);
         }
+        let timeout = request
+            .options()
+            .timeout_ms
+            .unwrap_or(self.config.request_timeout_ms);
+        if let ClientRequest::List {
+            bucket,
+            cursor,
+            limit,
+            ..
+        } = request
+        {
+            let partitions = self.routing.ring.partition_count();
+            if let Some(cursor) = &cursor {
+                if cursor.partition.0 >= partitions {
+                    return Err(RequestError::Cursor(CursorError::OutOfRange {
+                        partition: cursor.partition.0,
+                        partitions,
+                    }));
+                }
+            }
+            self.requests.client_ids.insert(request_id);
+            self.start_list(Client::Local(request_id), bucket, cursor, limit, timeout);
+            self.drain_loopback();
+            return Ok(());
+        }
+        if matches!(request, ClientRequest::Watch { .. })
+            && self.watches.count() >= self.config.max_watches
+        {
+            return Err(RequestError::TooManyWatches {
+                max: self.config.max_watches,
+            });
+        }
         let (bucket, key) = request.target();
         let replicas = self.preference_list(bucket, key, quorums.n);
         if replicas.is_empty() {
@@ -342,7 +389,9 @@ impl Node {
         }
         // A write needs W acknowledgements and DW durable ones, each from a distinct node.
         let needs = match request {
-            ClientRequest::Get { .. } => alloc::vec![(QuorumKind::Read, quorums.r)],
+            ClientRequest::Get { .. } | ClientRequest::Watch { .. } | ClientRequest::List { .. } => {
+                alloc::vec![(QuorumKind::Read, quorums.r)]
+            }
             _ => alloc::vec![
                 (QuorumKind::Write, quorums.w),
                 (QuorumKind::Durable, quorums.dw),
@@ -360,14 +409,21 @@ impl Node {
             });
         }
         self.requests.client_ids.insert(request_id);
-        let timeout = request
-            .options()
-            .timeout_ms
-            .unwrap_or(self.config.request_timeout_ms);
         let client = Client::Local(request_id);
         match request {
             ClientRequest::Get { bucket, key, .. } => {
                 self.start_get(client, bucket, key, quorums, replicas, timeout);
+            }
+            ClientRequest::Watch {
+                bucket,
+                key,
+                context,
+                wait_ms,
+                ..
+            } => {
+                self.start_watch(
+                    client, bucket, key, context, wait_ms, quorums, replicas, timeout,
+                );
             }
             write => self.route_write(client, write, quorums, replicas, timeout),
         }
@@ -398,7 +454,8 @@ impl Node {
         }
         if let Message::Read { bucket, key, .. }
         | Message::Write { bucket, key, .. }
-        | Message::Repair { bucket, key, .. } = &message
+        | Message::Repair { bucket, key, .. }
+        | Message::Watch { bucket, key, .. } = &message
         {
             if key.is_empty()
                 || key.len() > self.config.max_key_bytes
@@ -440,6 +497,8 @@ impl Node {
             PendingOp::PersistView => {}
             PendingOp::OrphanScan(partition) => self.orphans_scanned(partition, result),
             PendingOp::ServeTransfer { to, id } => self.transfer_page_read(to, id, result),
+            PendingOp::ServeList { to, id } => self.list_page_scanned(to, id, result),
+            PendingOp::WatchCheck(key) => self.watch_checked(key, result),
         }
         self.drain_loopback();
     }
@@ -457,6 +516,7 @@ impl Node {
                 Timer::Fallback(id) => self.on_fallback(id),
                 Timer::Gossip => {
                     self.gossip_tick();
+                    self.sweep_registrations();
                     self.timers.insert((
                         self.now
                             .saturating_add(self.config.gossip.interval_ms.max(1)),
@@ -534,6 +594,7 @@ impl Node {
             }
             Client::Remote { from, id } => self.send(from, Message::ForwardReply { id, reply }),
             Client::Condition(waiting) => self.on_condition_read(waiting, reply),
+            Client::Watch(waiting) => self.on_watch_read(waiting, reply),
             Client::Internal | Client::Reap => {}
         }
     }
@@ -636,6 +697,30 @@ impl Node {
                 record,
                 hint,
             } => self.on_replica_write(from, None, bucket, key, record, false, hint),
+            Message::ListKeys {
+                id,
+                partition,
+                bucket,
+                after,
+                limit,
+            } => self.on_list_keys(from, id, partition, bucket, after, limit),
+            Message::KeysListed {
+                id,
+                keys,
+                last,
+                done,
+                served,
+            } => self.on_keys_listed(from, id, keys, last, done, served),
+            Message::Watch {
+                id,
+                bucket,
+                key,
+                context,
+                until,
+            } => self.on_watch(from, id, bucket, key, context, until),
+            Message::Unwatch { id } => self.on_unwatch(from, id),
+            Message::Changed { id, record } => self.on_changed(from, id, record),
+            Message::WatchRefused { id } => self.on_watch_refused(from, id),
         }
     }
 
@@ -664,6 +749,10 @@ impl Node {
             self.on_delivery_deadline(id);
         } else if self.anti_entropy.exchanges.contains_key(&id) {
             self.on_exchange_deadline(id);
+        } else if self.listings.contains(id) {
+            self.on_list_deadline(id);
+        } else if self.watches.contains(id) {
+            self.on_watch_deadline(id);
         }
     }
 

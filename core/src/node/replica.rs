@@ -391,6 +391,7 @@ impl Node {
         if key.space == Space::Data {
             if let Some((object, _)) = &write.result {
                 self.set_in_tree(&key, Some(object_digest(object)));
+                self.notify_watchers(&key, object);
             }
         }
         match write.kind {

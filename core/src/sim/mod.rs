@@ -307,7 +307,11 @@ impl Sim {
         let node_id = NodeId::new(node);
         let (bucket, key) = request.target();
         let kind = match &request {
-            ClientRequest::Get { .. } => OpKind::Get,
+            // A watch's answer is a read of the key; a listing reads no value (the checker
+            // judges only a get's `Got`).
+            ClientRequest::Get { .. } | ClientRequest::Watch { .. } | ClientRequest::List { .. } => {
+                OpKind::Get
+            }
             // The context a write supersedes is its own, or its `If-Match` one.
             ClientRequest::Put { value, options, .. } => OpKind::Put {
                 value: value.clone(),

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body;
 use percent_encoding::percent_decode_str;
 use ringkv_client::api;
 use ringkv_core::bucket::{check_ttl, QuorumValue, RequestOptions, WriteCondition};
 use ringkv_core::id::NodeId;
-use ringkv_core::request::{ClientRequest, QuorumKind, Reply};
+use ringkv_core::request::{ClientRequest, QuorumKind, Reply, MAX_WATCH_WAIT_MS};
 use ringkv_core::version::Context;
 use serde::de::DeserializeOwned;
 
@@ -36,7 +36,13 @@ pub struct KvTarget {
     pub options: RequestOptions,
     /// The context header's context ([`Context::empty`] without one).
     pub context: Context,
+    /// A watch (`?changed_since=`): the context watched from, and how long to wait
+    /// (`timeout_ms`, which on a watch is the wait: 1 ms to 10 minutes, 60 s by default).
+    pub watch: Option<(Context, u64)>,
 }
+
+/// How long a watch waits when `timeout_ms` does not say.
+pub const DEFAULT_WATCH_WAIT_MS: u64 = 60_000;
 
 /// Why a `/kv` request target was refused: it is answered `400 Bad Request` with this message,
 /// and nothing reaches the node.
@@ -59,6 +65,19 @@ where
     B: Body,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let started = Instant::now();
+    let metrics = node.metrics();
+    // `/kv/{bucket}` (no key): the bucket's keys, listed or read many at once.
+    let path = request.uri().path().to_string();
+    if let Some(bucket) = path
+        .strip_prefix(KV_PREFIX)
+        .filter(|rest| !rest.contains('/'))
+    {
+        let (response, op, outcome) =
+            super::keys::bucket_request(node, config, request, bucket).await;
+        count_request(metrics, op, outcome, started);
+        return response;
+    }
     let op = match *request.method() {
         // HEAD is a GET whose answer loses its body below.
         Method::GET | Method::HEAD => Op::Get,
@@ -69,12 +88,25 @@ where
         }
     };
     let head = request.method() == Method::HEAD;
-    let started = Instant::now();
-    let metrics = node.metrics();
+    let watch = op == Op::Get
+        && request
+            .uri()
+            .query()
+            .is_some_and(|query| query.contains("changed_since"));
     let (response, outcome) = match kv_op(node, config, request, op).await {
         Ok(answer) => answer,
         Err(problem) => (problem.into_response(), Outcome::Rejected),
     };
+    count_request(metrics, if watch { Op::Watch } else { op }, outcome, started);
+    if head {
+        without_body(response)
+    } else {
+        response
+    }
+}
+
+/// Counts a `/kv` request and its time.
+fn count_request(metrics: &Metrics, op: Op, outcome: Outcome, started: Instant) {
     metrics
         .requests
         .get_or_create(&RequestLabels { op, outcome })
@@ -83,11 +115,6 @@ where
         .request_seconds
         .get_or_create(&OpLabels { op })
         .observe(started.elapsed().as_secs_f64());
-    if head {
-        without_body(response)
-    } else {
-        response
-    }
 }
 
 /// The answer to a HEAD: the GET's status and headers, its `Content-Length` included, and no
@@ -99,7 +126,7 @@ fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
     parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(length));
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, full_body(Bytes::new()))
 }
 
 async fn kv_op<B>(
@@ -120,11 +147,26 @@ where
         config.max_key_bytes,
     )?;
     parse_write_headers(request.method(), request.headers(), &mut target.options)?;
+    if target.watch.is_some() && op != Op::Get {
+        return Err(BadTarget(
+            "changed_since (a watch) applies to GET only".to_string(),
+        )
+        .into());
+    }
     let client_request = match op {
-        Op::Get => ClientRequest::Get {
-            bucket: target.bucket,
-            key: target.key,
-            options: target.options,
+        Op::Get => match target.watch {
+            Some((context, wait_ms)) => ClientRequest::Watch {
+                bucket: target.bucket,
+                key: target.key,
+                context,
+                wait_ms,
+                options: target.options,
+            },
+            None => ClientRequest::Get {
+                bucket: target.bucket,
+                key: target.key,
+                options: target.options,
+            },
         },
         Op::Delete => ClientRequest::Delete {
             bucket: target.bucket,
@@ -132,7 +174,8 @@ where
             context: target.context,
             options: target.options,
         },
-        Op::Put => {
+        // Only GET, PUT and DELETE reach here (see `kv`).
+        Op::Put | Op::Watch | Op::List | Op::Mget => {
             let value = read_value(request, config).await?;
             ClientRequest::Put {
                 bucket: target.bucket,
@@ -278,13 +321,14 @@ pub fn parse_kv_target(
         return Err(BadTarget("expected /kv/{bucket}/{key}".to_string()));
     };
     let (bucket, key) = parse_bucket_key(rest, "/kv", max_key_bytes)?;
-    let options = parse_options(query)?;
+    let (options, watch) = parse_options(query)?;
     let context = parse_context(context)?;
     Ok(KvTarget {
         bucket,
         key,
         options,
         context,
+        watch,
     })
 }
 
@@ -340,10 +384,15 @@ pub(super) fn decode_segment(segment: &str, what: &str) -> Result<Vec<u8>, BadTa
     Ok(percent_decode_str(segment).collect())
 }
 
-/// Parses the query overrides `r`, `w`, `n`, `dw`, `timeout_ms` and `ttl`; anything else is
-/// refused so that a misspelt override is not silently ignored.
-fn parse_options(query: Option<&str>) -> Result<RequestOptions, BadTarget> {
+/// Parses the query overrides `r`, `w`, `n`, `dw`, `timeout_ms` and `ttl`, and a watch's
+/// `changed_since`; anything else is refused so that a misspelt override is not silently
+/// ignored. On a watch, `timeout_ms` is the wait (up to [`MAX_WATCH_WAIT_MS`]).
+fn parse_options(
+    query: Option<&str>,
+) -> Result<(RequestOptions, Option<(Context, u64)>), BadTarget> {
     let mut options = RequestOptions::default();
+    let mut changed_since: Option<Context> = None;
+    let mut timeout_ms: Option<u64> = None;
     for pair in query
         .unwrap_or("")
         .split('&')
@@ -376,30 +425,61 @@ fn parse_options(query: Option<&str>) -> Result<RequestOptions, BadTarget> {
             }
             "ttl" if options.ttl_ms.is_some() => return Err(duplicate()),
             "ttl" => options.ttl_ms = Some(parse_ttl(value, "query parameter ttl")?),
-            "timeout_ms" if options.timeout_ms.is_some() => return Err(duplicate()),
+            "timeout_ms" if timeout_ms.is_some() => return Err(duplicate()),
             "timeout_ms" => {
-                let timeout = value.parse::<u64>().map_err(|_| {
+                timeout_ms = Some(value.parse::<u64>().map_err(|_| {
                     BadTarget(format!(
                         "query parameter timeout_ms: {value:?} is not a number of milliseconds"
                     ))
-                })?;
-                // A request waits in the node (and holds its memory) until its deadline, so the
-                // deadline is bounded.
-                if timeout == 0 || timeout > MAX_TIMEOUT_MS {
-                    return Err(BadTarget(format!(
-                        "query parameter timeout_ms: {timeout} is outside 1..={MAX_TIMEOUT_MS}"
-                    )));
-                }
-                options.timeout_ms = Some(timeout);
+                })?);
             }
+            "changed_since" if changed_since.is_some() => return Err(duplicate()),
+            "changed_since" => changed_since = Some(parse_changed_since(value)?),
             _ => {
                 return Err(BadTarget(format!(
-                    "unknown query parameter {name:?} (expected r, w, n, dw, timeout_ms or ttl)"
+                    "unknown query parameter {name:?} (expected r, w, n, dw, timeout_ms, ttl or \
+                     changed_since)"
                 )))
             }
         }
     }
-    Ok(options)
+    // A request waits in the node (and holds its memory) until its deadline, so the deadline
+    // is bounded; a watch's wait is bounded too, further.
+    let max = if changed_since.is_some() {
+        MAX_WATCH_WAIT_MS
+    } else {
+        MAX_TIMEOUT_MS
+    };
+    if let Some(timeout) = timeout_ms {
+        if timeout == 0 || timeout > max {
+            return Err(BadTarget(format!(
+                "query parameter timeout_ms: {timeout} is outside 1..={max}"
+            )));
+        }
+    }
+    let watch = match changed_since {
+        Some(context) => Some((context, timeout_ms.unwrap_or(DEFAULT_WATCH_WAIT_MS))),
+        None => {
+            options.timeout_ms = timeout_ms;
+            None
+        }
+    };
+    Ok((options, watch))
+}
+
+/// A watch's `changed_since`: the context of a read, or `*` for a key never written (wait for
+/// its first write). Empty is refused: a watch must say what it has seen.
+fn parse_changed_since(value: &str) -> Result<Context, BadTarget> {
+    match value {
+        "" => Err(BadTarget(
+            "query parameter changed_since is empty: send the context of a read of the key \
+             (its X-Ringkv-Context header), or * to wait for the first write of a key that has none"
+                .to_string(),
+        )),
+        "*" => Ok(Context::empty()),
+        text => Context::from_base64(text)
+            .map_err(|error| BadTarget(format!("query parameter changed_since: {error}"))),
+    }
 }
 
 /// The request's context: empty without the header (or with an empty one), 400 when malformed.
@@ -448,12 +528,12 @@ fn value_too_large(limit: usize) -> Problem {
     Problem::too_large(format!("the value is over the limit of {limit} bytes"))
 }
 
-enum BodyProblem {
+pub(super) enum BodyProblem {
     TooLarge,
     Other(Problem),
 }
 
-async fn read_limited<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, BodyProblem>
+pub(super) async fn read_limited<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, BodyProblem>
 where
     B: Body,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -519,7 +599,7 @@ struct QuorumFailureBody<'a> {
 /// the reply's own text (the one explanation of an outcome, shared with every binding), the
 /// quorum, how many were needed and who answered, in the body and in [`api::HEADER_REPLICAS`]
 /// (empty when nobody did), as every answer names its replicas.
-fn quorum_failure(reply: &Reply) -> Response<ResponseBody> {
+pub(super) fn quorum_failure(reply: &Reply) -> Response<ResponseBody> {
     let (quorum, needed, answered) = match reply {
         Reply::Unavailable {
             kind,
@@ -554,7 +634,7 @@ fn quorum_failure(reply: &Reply) -> Response<ResponseBody> {
 }
 
 /// The HTTP answer to a node's reply, with the outcome it counts as.
-fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
+pub(super) fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
     match reply {
         Reply::Got {
             mut values,
@@ -575,7 +655,7 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
                 }
                 1 => {
                     let value = values.pop().unwrap_or_default();
-                    let mut response = Response::new(Full::new(Bytes::from(value)));
+                    let mut response = Response::new(full_body(value));
                     set_header(&mut response, "content-type", "application/octet-stream");
                     set_header(&mut response, api::HEADER_CONTEXT, &context.to_base64());
                     response
@@ -583,7 +663,7 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
                 count => {
                     let boundary = pick_boundary(&values);
                     let body = multipart_body(&values, &boundary);
-                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    let mut response = Response::new(full_body(body));
                     *response.status_mut() = StatusCode::MULTIPLE_CHOICES;
                     set_header(
                         &mut response,
@@ -678,6 +758,25 @@ fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) {
                 StatusCode::INSUFFICIENT_STORAGE,
                 "storage_full",
                 format!("the disk of this node is full, nothing was written: {reason}"),
+            )
+            .into_response(),
+            Outcome::Failed,
+        ),
+        // 304: the watch waited its whole time and the key did not change; the context is the
+        // one to watch from next.
+        Reply::Unchanged { context } => {
+            let mut response = empty_response(StatusCode::NOT_MODIFIED);
+            if !context.is_empty() {
+                set_header(&mut response, api::HEADER_CONTEXT, &context.to_base64());
+            }
+            (response, Outcome::Ok)
+        }
+        // A listing's page is answered by the listing's own handler; it never reaches here.
+        reply @ Reply::Listed { .. } => (
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed",
+                format!("unexpected answer to a key request: {reply}"),
             )
             .into_response(),
             Outcome::Failed,

@@ -112,7 +112,7 @@ proptest! {
         let header = (!context.is_empty())
             .then(|| HeaderValue::from_str(&context.to_base64()).unwrap());
         let parsed = parse_kv_target(&path, query(&options).as_deref(), header.as_ref(), 40);
-        prop_assert_eq!(parsed, Ok(KvTarget { bucket, key, options, context }));
+        prop_assert_eq!(parsed, Ok(KvTarget { bucket, key, options, context, watch: None }));
     }
 
     #[test]

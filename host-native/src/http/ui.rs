@@ -2,9 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use http::Response;
-use http_body_util::Full;
 use percent_encoding::percent_decode_str;
 
 use super::*;
@@ -26,7 +24,7 @@ pub(super) async fn serve_ui(
         return Err(not_found());
     }
     let contents = tokio::fs::read(&path).await.map_err(|_| not_found())?;
-    let mut response = Response::new(Full::new(Bytes::from(contents)));
+    let mut response = Response::new(full_body(contents));
     set_header(&mut response, "content-type", content_type(&path));
     Ok(response)
 }
