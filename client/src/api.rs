@@ -366,7 +366,9 @@ impl KeyDoc {
     pub fn to_bytes(&self) -> Result<Vec<u8>, KeyDocError> {
         match self {
             KeyDoc::Text(text) => Ok(text.as_bytes().to_vec()),
-            KeyDoc::Binary { base64 } => base64_decode(base64).ok_or_else(|| KeyDocError(base64.clone())),
+            KeyDoc::Binary { base64 } => {
+                base64_decode(base64).ok_or_else(|| KeyDocError(base64.clone()))
+            }
         }
     }
 }

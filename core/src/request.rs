@@ -154,9 +154,9 @@ impl ClientRequest {
     /// means to replace what it read, not to add a sibling beside it). `None` for a get.
     pub fn write_context(&self) -> Option<&Context> {
         match self {
-            ClientRequest::Get { .. } | ClientRequest::List { .. } | ClientRequest::Watch { .. } => {
-                None
-            }
+            ClientRequest::Get { .. }
+            | ClientRequest::List { .. }
+            | ClientRequest::Watch { .. } => None,
             ClientRequest::Put {
                 context, options, ..
             }
@@ -565,7 +565,11 @@ impl fmt::Display for Reply {
                 f,
                 "listed {} key(s){}",
                 keys.len(),
-                if cursor.is_some() { ", more to come" } else { "" }
+                if cursor.is_some() {
+                    ", more to come"
+                } else {
+                    ""
+                }
             ),
             Reply::Unchanged { .. } => {
                 f.write_str("unchanged: no write the watch's context had not seen")

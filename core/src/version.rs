@@ -645,10 +645,29 @@ impl Object {
         now: u64,
         mode: ConflictMode,
     ) -> Dot {
+        self.update_above(context, actor, content, now, mode, 0)
+    }
+
+    /// [`Object::update`] with a dot counter above `floor` as well: what a coordinator uses
+    /// once it has removed records that held its actor's dots (a reaped key's): a new object
+    /// of such a key must not reissue them, or a client holding a context from before the
+    /// removal would supersede the new write without having seen it. The clock then claims
+    /// the actor's counters up to `floor`, which holds no live dot of this key: the actor's
+    /// dots are all in its own record, and the removed ones were dead on every replica.
+    pub fn update_above(
+        &mut self,
+        context: &VersionVector,
+        actor: &ActorId,
+        content: Content,
+        now: u64,
+        mode: ConflictMode,
+        floor: u64,
+    ) -> Dot {
         let counter = self
             .clock
             .get(actor)
             .max(context.get(actor))
+            .max(floor)
             .saturating_add(1);
         let own = self.clock.entry(actor).map_or(0, |e| e.timestamp);
         let after_context = context.max_timestamp().map_or(0, |t| t.saturating_add(1));

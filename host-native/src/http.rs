@@ -21,7 +21,6 @@ use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
-use std::convert::Infallible;
 use hyper::body::Body;
 use ringkv_client::api;
 use ringkv_core::error::RequestError;
@@ -29,6 +28,7 @@ use ringkv_core::id::NodeId;
 use ringkv_core::io::Command;
 use ringkv_core::request::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use serde::Serialize;
+use std::convert::Infallible;
 
 use crate::node_loop::{NodeError, NodeHandle};
 

@@ -514,7 +514,10 @@ fn percentiles(mut values: Vec<u64>) -> [u64; 4] {
 fn outcome_name(outcome: &Option<OpOutcome>) -> &'static str {
     match outcome {
         Some(OpOutcome::Replied(
-            Reply::Got { .. } | Reply::Written { .. } | Reply::Listed { .. } | Reply::Unchanged { .. },
+            Reply::Got { .. }
+            | Reply::Written { .. }
+            | Reply::Listed { .. }
+            | Reply::Unchanged { .. },
         )) => "ok",
         Some(OpOutcome::Replied(Reply::Unavailable { .. })) => "unavailable",
         Some(OpOutcome::Replied(Reply::OutcomeUnknown { .. })) => "unknown",

@@ -386,3 +386,43 @@ fn sessions_under_partitions_crashes_and_skew_serve_nothing_expired_and_lose_not
         );
     }
 }
+
+/// After a key is reaped, its next write must get a dot no earlier write of the key had: a
+/// client still holding a context from before the delete would otherwise supersede the new
+/// write without having seen it (the Python helper's test found this reuse).
+#[test]
+fn a_write_after_a_reap_is_not_superseded_by_a_context_from_before_it() {
+    for seed in 1..=4 {
+        let mut sim = sim(seed);
+        let owner = sim
+            .node("n1")
+            .expect("n1")
+            .ring()
+            .preference_list(ringkv_core::ring::key_position(b"b", b"k"), 3)[0]
+            .to_string();
+        let first = sim.put(&owner, b"b", b"k", b"first", None);
+        let old = first.context().cloned().expect("a context");
+        let deleted = sim.delete(&owner, b"b", b"k", Some(&old));
+        assert!(deleted.is_ok(), "{deleted:?}");
+        // Past the grace period, the tombstone is reaped on every replica.
+        sim.run(60_000);
+        for replica in sim.replicas_of(b"b", b"k") {
+            assert!(
+                replica.object.is_none(),
+                "seed {seed}: not reaped: {replica:?}"
+            );
+        }
+        let fresh = sim.put(&owner, b"b", b"k", b"fresh", None);
+        assert!(fresh.is_ok(), "{fresh:?}");
+        let stale = sim.put(&owner, b"b", b"k", b"stale", Some(&old));
+        assert!(stale.is_ok(), "{stale:?}");
+        let read = sim.get(&owner, b"b", b"k");
+        let mut values = read.values();
+        values.sort();
+        assert_eq!(
+            values,
+            vec![b"fresh".to_vec(), b"stale".to_vec()],
+            "seed {seed}: a write after the reap was lost to a context from before it"
+        );
+    }
+}

@@ -389,7 +389,9 @@ impl Node {
         }
         // A write needs W acknowledgements and DW durable ones, each from a distinct node.
         let needs = match request {
-            ClientRequest::Get { .. } | ClientRequest::Watch { .. } | ClientRequest::List { .. } => {
+            ClientRequest::Get { .. }
+            | ClientRequest::Watch { .. }
+            | ClientRequest::List { .. } => {
                 alloc::vec![(QuorumKind::Read, quorums.r)]
             }
             _ => alloc::vec![
@@ -765,6 +767,8 @@ impl Node {
     }
 
     fn renew_actor(&mut self) {
+        // The new actor has issued nothing: no removed record holds its dots.
+        self.replica.removed_dot_floor = 0;
         self.actor_generation += 1;
         self.actor = actor_name(
             &self.config.node_id,

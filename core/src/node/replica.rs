@@ -72,6 +72,9 @@ pub(super) struct LocalWrite {
 #[derive(Debug, Default)]
 pub(super) struct Replica {
     pub(super) writes: BTreeMap<StorageKey, VecDeque<LocalWrite>>,
+    /// The highest counter of this node's actor in any record it removed (reaped, or handed
+    /// over): new dots are issued above it (see [`Object::update_above`]).
+    pub(super) removed_dot_floor: u64,
 }
 
 impl Replica {
@@ -242,6 +245,13 @@ impl Node {
                 self.pop_local_write(&key);
                 return;
             }
+            if let StorageResult::Record(Some(record)) = &result {
+                if let Ok(object) = Object::decode(record) {
+                    let issued = object.context().clock().get(&self.actor);
+                    let floor = &mut self.replica.removed_dot_floor;
+                    *floor = (*floor).max(issued);
+                }
+            }
             if reaping {
                 self.forget_in_tree(&key);
                 self.event(Event::TombstoneReaped {
@@ -311,7 +321,8 @@ impl Node {
                 object.drop_expired(now);
                 let before = (object.siblings().len(), object.encoded_len());
                 let content = core::mem::replace(content, Content::Tombstone);
-                let dot = object.update(context, &actor, content, now, mode);
+                let floor = self.replica.removed_dot_floor;
+                let dot = object.update_above(context, &actor, content, now, mode, floor);
                 // Clocks are truncated where a write is coordinated, as Riak prunes on put, and
                 // never on merge: replicas that truncated on merge would each keep other
                 // entries and never converge. Our own entry stays, since our next dot for this

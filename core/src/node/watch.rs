@@ -261,10 +261,7 @@ impl Node {
             return;
         }
         let target = (bucket, key);
-        let previous = self
-            .watches
-            .keys
-            .insert((from.clone(), id), target.clone());
+        let previous = self.watches.keys.insert((from.clone(), id), target.clone());
         if previous.is_some() {
             // A repeated registration replaces the first.
             self.drop_registration(&from, id);

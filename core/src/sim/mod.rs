@@ -309,9 +309,9 @@ impl Sim {
         let kind = match &request {
             // A watch's answer is a read of the key; a listing reads no value (the checker
             // judges only a get's `Got`).
-            ClientRequest::Get { .. } | ClientRequest::Watch { .. } | ClientRequest::List { .. } => {
-                OpKind::Get
-            }
+            ClientRequest::Get { .. }
+            | ClientRequest::Watch { .. }
+            | ClientRequest::List { .. } => OpKind::Get,
             // The context a write supersedes is its own, or its `If-Match` one.
             ClientRequest::Put { value, options, .. } => OpKind::Put {
                 value: value.clone(),

@@ -17,8 +17,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 use percent_encoding::percent_decode_str;
 use ringkv_client::api::{
-    base64_encode, KeyDoc, ListPage, MgetEnd, MgetItem, MgetRequest, MAX_MGET_BYTES,
-    MAX_MGET_KEYS,
+    base64_encode, KeyDoc, ListPage, MgetEnd, MgetItem, MgetRequest, MAX_MGET_BYTES, MAX_MGET_KEYS,
 };
 use ringkv_core::bucket::{QuorumValue, RequestOptions};
 use ringkv_core::listing::{ListCursor, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
@@ -70,7 +69,10 @@ fn parse_bucket_query(query: Option<&str>) -> Result<BucketQuery, BadTarget> {
             "cursor" => parsed.cursor = Some(value.to_string()),
             "limit" if parsed.limit.is_some() => return Err(repeated()),
             "limit" => {
-                let limit = value.parse::<u32>().ok().filter(|l| (1..=MAX_LIST_LIMIT).contains(l));
+                let limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIST_LIMIT).contains(l));
                 parsed.limit = Some(limit.ok_or_else(|| {
                     BadTarget(format!(
                         "query parameter limit: {value:?} is not a count of 1 to {MAX_LIST_LIMIT}"
@@ -79,9 +81,11 @@ fn parse_bucket_query(query: Option<&str>) -> Result<BucketQuery, BadTarget> {
             }
             "r" if parsed.r.is_some() => return Err(repeated()),
             "r" => {
-                parsed.r = Some(value.parse::<QuorumValue>().map_err(|error| {
-                    BadTarget(format!("query parameter r: {error}"))
-                })?)
+                parsed.r = Some(
+                    value
+                        .parse::<QuorumValue>()
+                        .map_err(|error| BadTarget(format!("query parameter r: {error}")))?,
+                )
             }
             "n" if parsed.n.is_some() => return Err(repeated()),
             "n" => {
@@ -91,7 +95,10 @@ fn parse_bucket_query(query: Option<&str>) -> Result<BucketQuery, BadTarget> {
             }
             "timeout_ms" if parsed.timeout_ms.is_some() => return Err(repeated()),
             "timeout_ms" => {
-                let timeout = value.parse::<u64>().ok().filter(|t| (1..=MAX_TIMEOUT_MS).contains(t));
+                let timeout = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|t| (1..=MAX_TIMEOUT_MS).contains(t));
                 parsed.timeout_ms = Some(timeout.ok_or_else(|| {
                     BadTarget(format!(
                         "query parameter timeout_ms: {value:?} is not 1 to {MAX_TIMEOUT_MS} ms"
@@ -138,7 +145,13 @@ where
 {
     let query = match parse_bucket_query(request.uri().query()) {
         Ok(query) => query,
-        Err(error) => return (Problem::from(error).into_response(), Op::List, Outcome::Rejected),
+        Err(error) => {
+            return (
+                Problem::from(error).into_response(),
+                Op::List,
+                Outcome::Rejected,
+            )
+        }
     };
     let (op, result) = if query.list {
         (Op::List, list(node, &request, rest, query).await)
@@ -221,14 +234,18 @@ where
         return Err(Problem::method_not_allowed(request.method(), "POST"));
     }
     let bucket = bucket_of(rest)?;
-    let body = read_limited(request.into_body(), MAX_MGET_BODY_BYTES, config.body_read_timeout)
-        .await
-        .map_err(|problem| match problem {
-            BodyProblem::TooLarge => Problem::too_large(format!(
-                "the multi-get body is over the limit of {MAX_MGET_BODY_BYTES} bytes"
-            )),
-            BodyProblem::Other(problem) => problem,
-        })?;
+    let body = read_limited(
+        request.into_body(),
+        MAX_MGET_BODY_BYTES,
+        config.body_read_timeout,
+    )
+    .await
+    .map_err(|problem| match problem {
+        BodyProblem::TooLarge => Problem::too_large(format!(
+            "the multi-get body is over the limit of {MAX_MGET_BODY_BYTES} bytes"
+        )),
+        BodyProblem::Other(problem) => problem,
+    })?;
     let asked: MgetRequest = serde_json::from_slice(&body).map_err(|error| {
         Problem::bad_request(format!(
             "invalid multi-get body: {error} (expected {{\"keys\": [\"key\", {{\"base64\": \"...\"}}]}})"
@@ -366,9 +383,11 @@ impl MgetReads {
                 error: None,
                 message: None,
             },
-            Ok(reply @ (Reply::Unavailable { .. } | Reply::OutcomeUnknown { .. })) => {
-                error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", reply.to_string())
-            }
+            Ok(reply @ (Reply::Unavailable { .. } | Reply::OutcomeUnknown { .. })) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                reply.to_string(),
+            ),
             Ok(other) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 other.outcome(),
@@ -408,4 +427,3 @@ impl Body for ChannelBody {
             .map(|line| line.map(|line| Ok(Frame::data(line))))
     }
 }
-

@@ -97,7 +97,12 @@ where
         Ok(answer) => answer,
         Err(problem) => (problem.into_response(), Outcome::Rejected),
     };
-    count_request(metrics, if watch { Op::Watch } else { op }, outcome, started);
+    count_request(
+        metrics,
+        if watch { Op::Watch } else { op },
+        outcome,
+        started,
+    );
     if head {
         without_body(response)
     } else {
@@ -148,10 +153,7 @@ where
     )?;
     parse_write_headers(request.method(), request.headers(), &mut target.options)?;
     if target.watch.is_some() && op != Op::Get {
-        return Err(BadTarget(
-            "changed_since (a watch) applies to GET only".to_string(),
-        )
-        .into());
+        return Err(BadTarget("changed_since (a watch) applies to GET only".to_string()).into());
     }
     let client_request = match op {
         Op::Get => match target.watch {
@@ -533,7 +535,11 @@ pub(super) enum BodyProblem {
     Other(Problem),
 }
 
-pub(super) async fn read_limited<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, BodyProblem>
+pub(super) async fn read_limited<B>(
+    body: B,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyProblem>
 where
     B: Body,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
