@@ -42,6 +42,7 @@ mod _native {
         m.add("CORE_VERSION", env!("CARGO_PKG_VERSION"))?;
         m.add("MAX_PARTITIONS", ringkv_core::ring::MAX_PARTITIONS)?;
         m.add("MAX_TARGET_N", ringkv_core::ring::MAX_TARGET_N)?;
+        m.add("MAX_TTL_MS", ringkv_core::bucket::MAX_TTL_MS)?;
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
-use ringkv_core::bucket::{QuorumValue, RequestOptions};
+use ringkv_core::bucket::{QuorumValue, RequestOptions, WriteCondition};
 use ringkv_core::checker::{OpKind, OpOutcome, Operation, Verdict};
 use ringkv_core::io::Event;
 use ringkv_core::request::{ClientRequest, Reply, RequestLimits};
@@ -30,6 +30,10 @@ const MAX_RUN_MS: u64 = 1_000_000_000_000;
 const RUN_SLICE_MS: u64 = 1_000;
 /// Simulation steps between two checks for Ctrl-C while waiting for a request.
 const WAIT_SLICE_STEPS: usize = 20_000;
+/// Why a write with both conditions is refused (the HTTP API refuses both headers alike).
+const BOTH_CONDITIONS: &str = "if_none_match and if_match together: give one condition \
+     (if_none_match creates the key only if it has no value, if_match writes only over the \
+     context given)";
 
 fn quorum(name: &str, value: &str) -> PyResult<QuorumValue> {
     value
@@ -70,23 +74,39 @@ fn operation_dict<'py>(py: Python<'py>, op: &Operation) -> PyResult<Bound<'py, P
         OpKind::Get => {
             d.set_item("value", py.None())?;
             d.set_item("request_context", py.None())?;
+            d.set_item("ttl_ms", py.None())?;
         }
-        OpKind::Put { value, context, .. } => {
+        OpKind::Put {
+            value,
+            context,
+            ttl_ms,
+        } => {
             d.set_item("value", PyBytes::new(py, value))?;
             d.set_item("request_context", context_object(py, context)?)?;
+            d.set_item("ttl_ms", *ttl_ms)?;
         }
         OpKind::Delete { context } => {
             d.set_item("value", py.None())?;
             d.set_item("request_context", context_object(py, context)?)?;
+            d.set_item("ttl_ms", py.None())?;
         }
     }
     d.set_item("invoked_at", op.invoked_at)?;
     d.set_item("completed_at", op.completed_at)?;
     d.set_item("ok", op.is_ok())?;
     d.set_item("values", bytes_list(py, &op.values())?)?;
+    // A failed condition is not a success, but its reply carries the key's current context:
+    // the one to read or retry with, so it is the operation's context too (none when the key
+    // has no history, as over HTTP, where a 412 then has no context header).
+    let context = match &op.outcome {
+        Some(OpOutcome::Replied(Reply::PreconditionFailed { context, .. })) => {
+            Some(context).filter(|c| !c.is_empty())
+        }
+        _ => op.context(),
+    };
     d.set_item(
         "context",
-        match op.context() {
+        match context {
             Some(context) => Some(context_object(py, context)?),
             None => None,
         },
@@ -98,14 +118,21 @@ fn operation_dict<'py>(py: Python<'py>, op: &Operation) -> PyResult<Bound<'py, P
     let mut read_your_writes: Option<bool> = None;
     let mut quorum: Option<&str> = None;
     let mut needed: Option<u32> = None;
+    let mut expires_at: Option<u64> = None;
+    let mut exists: Option<bool> = None;
     match &op.outcome {
         Some(OpOutcome::Replied(Reply::Got {
             fallbacks: f,
             read_your_writes: ryw,
+            expires_at: e,
             ..
         })) => {
             fallbacks = ids(f);
             read_your_writes = Some(*ryw);
+            expires_at = *e;
+        }
+        Some(OpOutcome::Replied(Reply::PreconditionFailed { exists: e, .. })) => {
+            exists = Some(*e);
         }
         Some(OpOutcome::Replied(Reply::Written {
             dot: d,
@@ -136,6 +163,8 @@ fn operation_dict<'py>(py: Python<'py>, op: &Operation) -> PyResult<Bound<'py, P
     d.set_item("read_your_writes", read_your_writes)?;
     d.set_item("quorum", quorum)?;
     d.set_item("needed", needed)?;
+    d.set_item("expires_at", expires_at)?;
+    d.set_item("exists", exists)?;
     d.set_item("error", error)?;
     Ok(d)
 }
@@ -281,6 +310,18 @@ fn verdict_dict<'py>(py: Python<'py>, verdict: &Verdict) -> PyResult<Bound<'py, 
         stale.append(r)?;
     }
     d.set_item("stale_reads", stale)?;
+    d.set_item("resurrected", verdict.resurrected.clone())?;
+    d.set_item("discarded", verdict.discarded.clone())?;
+    d.set_item("expired", verdict.expired)?;
+    let expired_reads = PyList::empty(py);
+    for read in &verdict.expired_reads {
+        let r = PyDict::new(py);
+        r.set_item("index", read.index)?;
+        r.set_item("put", read.put)?;
+        r.set_item("late_ms", read.late_ms)?;
+        expired_reads.append(r)?;
+    }
+    d.set_item("expired_reads", expired_reads)?;
     Ok(d)
 }
 
@@ -293,6 +334,7 @@ fn object_dict<'py>(py: Python<'py>, object: &Object) -> PyResult<Bound<'py, PyD
         s.set_item("deleted", sibling.content.is_tombstone())?;
         s.set_item("dot", (sibling.dot.actor.as_str(), sibling.dot.counter))?;
         s.set_item("timestamp", sibling.timestamp)?;
+        s.set_item("expires_at", sibling.content.expires_at())?;
         siblings.append(s)?;
     }
     d.set_item("siblings", siblings)?;
@@ -368,6 +410,7 @@ impl PySim {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn options(
         &self,
         r: Option<&str>,
@@ -375,6 +418,8 @@ impl PySim {
         dw: Option<&str>,
         n: Option<u32>,
         timeout_ms: Option<u64>,
+        ttl_ms: Option<u64>,
+        condition: Option<WriteCondition>,
     ) -> PyResult<RequestOptions> {
         let config = self.sim()?.config();
         let options = RequestOptions {
@@ -383,7 +428,8 @@ impl PySim {
             w: w.map(|v| quorum("w", v)).transpose()?,
             dw: dw.map(|v| quorum("dw", v)).transpose()?,
             timeout_ms,
-            ..Default::default()
+            ttl_ms,
+            condition,
         };
         if let Some(timeout) = timeout_ms {
             // The simulator's own range for times, so that a deadline cannot overflow.
@@ -528,7 +574,13 @@ impl PySim {
     }
 
     /// Starts a request and returns its history index; it completes as the simulation runs.
-    #[pyo3(signature = (node, op, bucket, key, value = None, context = None, r = None, w = None, dw = None, n = None, timeout_ms = None))]
+    /// `ttl_ms` is a put's time to live; `if_none_match` (create only if the key has no value)
+    /// and `if_match` (write only if the key's context is still this one) are the write
+    /// conditions, one at most.
+    #[pyo3(signature = (
+        node, op, bucket, key, value = None, context = None, r = None, w = None, dw = None,
+        n = None, timeout_ms = None, ttl_ms = None, if_none_match = false, if_match = None
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &mut self,
@@ -543,9 +595,18 @@ impl PySim {
         dw: Option<&str>,
         n: Option<u32>,
         timeout_ms: Option<u64>,
+        ttl_ms: Option<u64>,
+        if_none_match: bool,
+        if_match: Option<PyRef<'_, PyContext>>,
     ) -> PyResult<usize> {
         self.known(node)?;
-        let options = self.options(r, w, dw, n, timeout_ms)?;
+        let condition = match (if_none_match, if_match) {
+            (true, Some(_)) => return Err(errors::invalid(BOTH_CONDITIONS)),
+            (true, None) => Some(WriteCondition::IfAbsent),
+            (false, Some(matched)) => Some(WriteCondition::IfMatch(matched.context.clone())),
+            (false, None) => None,
+        };
+        let options = self.options(r, w, dw, n, timeout_ms, ttl_ms, condition)?;
         let context = context.map(|c| c.context.clone()).unwrap_or_default();
         let (bucket, key) = (bucket.to_vec(), key.to_vec());
         let request = match op {

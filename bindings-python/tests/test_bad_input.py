@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
+import socket
+
 import pytest
 
 import ringkv
+import ringkv._args
+
+
+def _unreachable() -> str:
+    """A loopback URL nothing listens on: a client that sent anything there would fail with
+    UnavailableError, so any other error shows that nothing was sent."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+UNREACHABLE = _unreachable()
 
 
 @pytest.fixture
@@ -282,3 +297,169 @@ def test_the_interpreter_survives_a_storm_of_bad_calls(seed: int) -> None:
     assert sim.put("k", b"fine").ok
     assert sim.get("k").values == [b"fine"]
     assert sim.check().ok
+
+
+# ----- time to live and write conditions -----
+
+TEN_YEARS_MS = 10 * 365 * 24 * 3600 * 1000
+
+
+def test_the_longest_ttl_is_the_cores() -> None:
+    assert ringkv._args.MAX_TTL_MS == TEN_YEARS_MS
+
+
+@pytest.mark.parametrize(
+    "ttl, message",
+    [
+        (0, "ttl = 0 s: a time to live must be at least 1 ms"),
+        (-30, "ttl = -30 s: a time to live must be at least 1 ms"),
+        (0.0004, "at least 1 ms"),
+        ("0", "ttl = '0': a time to live must be at least 1 ms"),
+        ("0ms", "at least 1 ms"),
+        (datetime.timedelta(0), "at least 1 ms"),
+        (datetime.timedelta(seconds=-1), "at least 1 ms"),
+        (float("nan"), "a finite number of seconds"),
+        (float("inf"), "a finite number of seconds"),
+        ("3651d", f"a time to live is at most {TEN_YEARS_MS} ms (10 years)"),
+        (f"{TEN_YEARS_MS + 1}ms", "at most"),
+        (datetime.timedelta(days=3651), "at most"),
+        (TEN_YEARS_MS // 1000 + 1, "at most"),
+        ("30 minutes", "ttl: '30 minutes' is not a duration: expected a whole number with a unit ms, s, m, h or d"),
+        ("", "is not a duration"),
+        ("1.5s", "is not a duration"),
+        ("-5s", "is not a duration"),
+        ("5S", "is not a duration"),
+    ],
+)
+def test_bad_ttls_are_refused_before_anything_is_sent(sim: ringkv.Sim, ttl, message: str) -> None:
+    with pytest.raises(ringkv.InvalidRequestError) as error:
+        sim.put("k", b"v", ttl=ttl)
+    assert message in str(error.value)
+    assert sim.history == []
+    client = ringkv.Client(UNREACHABLE)  # an attempt would be an UnavailableError
+    with pytest.raises(ringkv.InvalidRequestError) as error:
+        client.put("k", b"v", ttl=ttl)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "ttl, ms",
+    [
+        (30, 30_000),
+        (1.5, 1_500),
+        (0.001, 1),
+        (datetime.timedelta(minutes=30), 1_800_000),
+        (datetime.timedelta(microseconds=1500), 2),
+        ("30m", 1_800_000),
+        (" 90 ", 90_000),
+        ("1500ms", 1_500),
+        ("2h", 7_200_000),
+        ("1d", 86_400_000),
+        ("3650d", TEN_YEARS_MS),
+    ],
+)
+def test_ttl_spellings(sim: ringkv.Sim, ttl, ms: int) -> None:
+    p = sim.put("k", b"v", ttl=ttl)
+    assert p.ok and sim.history[-1]["ttl_ms"] == ms
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s: s.put("k", b"v", ttl=True), "ttl must be seconds, a timedelta or a duration such as '30m', not bool"),
+        (lambda s: s.put("k", b"v", ttl=[30]), "not list"),
+        (lambda s: s.put("k", b"v", ttl=b"30m"), "not bytes"),
+        (lambda s: s.put("k", b"v", if_none_match="yes"), "if_none_match must be a bool, not str"),
+        (lambda s: s.put("k", b"v", if_none_match=1), "if_none_match must be a bool, not int"),
+        (lambda s: s.put("k", b"v", if_match=b"AQEG"), "if_match must be a Context"),
+        (lambda s: s.delete("k", if_match=42), "if_match must be a Context"),
+        (lambda s: s.get("k", ttl=30), "unexpected keyword argument 'ttl'"),
+        (lambda s: s.delete("k", ttl=30), "unexpected keyword argument 'ttl'"),
+        (lambda s: s.delete("k", if_none_match=True), "unexpected keyword argument 'if_none_match'"),
+    ],
+)
+def test_wrong_condition_and_ttl_types(sim: ringkv.Sim, call, message: str) -> None:
+    with pytest.raises(TypeError) as error:
+        call(sim)
+    assert message in str(error.value)
+    assert sim.history == []
+
+
+def test_both_conditions_at_once_are_refused(sim: ringkv.Sim) -> None:
+    p = sim.put("k", b"v")
+    for target in (sim, ringkv.Client(UNREACHABLE)):
+        with pytest.raises(ringkv.InvalidRequestError, match="if_none_match and if_match together: give one"):
+            target.put("k", b"v", if_none_match=True, if_match=p.context)
+    # The native layer refuses it too, whoever calls it.
+    with pytest.raises(ringkv.InvalidRequestError, match="if_none_match and if_match together"):
+        sim._sim.submit("n1", "put", b"default", b"k", value=b"v", if_none_match=True, if_match=p.context._native)
+    assert len(sim.history) == 1
+
+
+def test_an_if_match_context_of_another_key_is_refused(sim: ringkv.Sim) -> None:
+    a = sim.put("session:a", b"v")
+    client = ringkv.Client(UNREACHABLE)
+    for call in (
+        lambda: sim.put("session:b", b"v", if_match=a.context),
+        lambda: sim.delete("session:b", if_match=a.context),
+        lambda: sim.put("session:a", b"v", if_match=a.context, bucket="other"),
+        lambda: client.put("session:b", b"v", if_match=a.context),
+        lambda: client.delete("session:b", if_match=a.context),
+    ):
+        with pytest.raises(ringkv.ContextError) as error:
+            call()
+        assert "the if_match context was read from default/session:a, not " in str(error.value)
+    # Moved on the Python side, it still carries its key's fingerprint: the core refuses it.
+    with pytest.raises(ringkv.InvalidRequestError, match="another key"):
+        sim.put("session:b", b"v", if_match=a.context.for_key("session:b"))
+    assert len(sim.history) == 1  # nothing was started, not even a delete's read
+
+
+@pytest.mark.parametrize(
+    "if_match, error, message",
+    [
+        (ringkv.Context.empty(), ringkv.InvalidRequestError, "if_match is an empty context"),
+        ("garbage!", ringkv.ContextError, "not valid base64"),
+        ("", ringkv.ContextError, "empty"),
+    ],
+)
+def test_bad_if_match_contexts(sim: ringkv.Sim, if_match, error, message: str) -> None:
+    for call in (
+        lambda: sim.put("k", b"v", if_match=if_match),
+        lambda: sim.delete("k", if_match=if_match),
+        lambda: ringkv.Client(UNREACHABLE).put("k", b"v", if_match=if_match),
+        lambda: ringkv.Client(UNREACHABLE).delete("k", if_match=if_match),
+    ):
+        with pytest.raises(error) as raised:
+            call()
+        assert message in str(raised.value)
+    assert sim.history == []
+
+
+def test_the_native_layer_checks_ttls_and_conditions_as_the_core_does(sim: ringkv.Sim) -> None:
+    native = sim._sim
+    context = sim.put("k", b"v").context._native
+    cases = [
+        (dict(op="put", value=b"v", ttl_ms=0), "ttl must be at least 1 ms"),
+        (dict(op="put", value=b"v", ttl_ms=TEN_YEARS_MS + 1), "over the maximum"),
+        (dict(op="delete", context=context, ttl_ms=1000), "a ttl applies to puts only"),
+        (dict(op="get", ttl_ms=1000), "a ttl applies to puts only"),
+        (dict(op="delete", context=context, if_none_match=True), "a delete cannot require the key to be absent"),
+        (dict(op="get", if_match=context), "applies to puts and deletes only"),
+    ]
+    for kwargs, message in cases:
+        op = kwargs.pop("op")
+        with pytest.raises(ringkv.InvalidRequestError) as error:
+            native.submit("n1", op, b"default", b"k", **kwargs)
+        assert message in str(error.value), (op, kwargs, str(error.value))
+    assert len(sim.history) == 1
+
+
+def test_bad_default_ttls_for_bucket_props() -> None:
+    client = ringkv.Client(UNREACHABLE)
+    with pytest.raises(ringkv.InvalidRequestError, match="default_ttl = 0 s: a time to live must be at least 1 ms"):
+        client.set_bucket_props("sessions", n=3, default_ttl=0)
+    with pytest.raises(ringkv.InvalidRequestError, match="default_ttl: 'soon' is not a duration"):
+        client.set_bucket_props("sessions", n=3, default_ttl="soon")
+    with pytest.raises(TypeError):
+        client.set_bucket_props("sessions", default_ttl="30m")  # type: ignore[call-arg]  # n is required

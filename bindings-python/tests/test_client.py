@@ -3,6 +3,7 @@ the answers a healthy cluster does not give on demand (quorum failures, errors, 
 
 from __future__ import annotations
 
+import datetime
 import json
 import socket
 import threading
@@ -177,11 +178,13 @@ def scripted() -> Iterator[Callable[[Answer], str]]:
     """A server that gives the scripted answer to every request; yields a function that sets
     the answer and returns the server's URL."""
     answer: List[Answer] = [(200, {}, b"")]
+    received: List[Tuple[str, str, Dict[str, str]]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
+            received.append((self.command, self.path, dict(self.headers.items())))
             status, headers, body = answer[0]
             self.send_response(status)
             for name, value in headers.items():
@@ -202,6 +205,8 @@ def scripted() -> Iterator[Callable[[Answer], str]]:
     def script(new: Answer) -> str:
         answer[0] = new
         return f"http://127.0.0.1:{server.server_address[1]}"
+
+    script.received = received  # type: ignore[attr-defined]  # (method, path, headers) of each request
 
     yield script
     server.shutdown()
@@ -236,6 +241,7 @@ def test_a_503_unavailable_is_a_quorum_error(scripted) -> None:
         (503, "shutting_down", ringkv.UnavailableError),
         (500, "failed", ringkv.ServerError),
         (408, "bad_request", ringkv.RequestTimeoutError),
+        (412, "precondition_failed", ringkv.PreconditionFailedError),
         (405, "method_not_allowed", ringkv.RingkvError),
     ],
 )
@@ -288,3 +294,124 @@ def test_multipart_parser() -> None:
         parse_multipart("multipart/mixed", b"")
     with pytest.raises(ringkv.ServerError, match="no closing delimiter"):
         parse_multipart("multipart/mixed; boundary=X", b"--X\r\n\r\na")
+
+
+# ----- expiry and conditional writes -----
+
+
+def test_a_value_with_a_ttl_expires(dev_cluster, bucket: str) -> None:
+    client = ringkv.Client(dev_cluster.urls[0], bucket=bucket)
+    before_ms = time.time() * 1000
+    created = client.put("s-1", b'{"user": 7}', ttl=1, if_none_match=True)
+    g = ringkv.Client(dev_cluster.urls[1], bucket=bucket).get("s-1")
+    assert g.values == [b'{"user": 7}'] and g.context == created.context
+    # Milliseconds since the Unix epoch, at the coordinator's clock (this machine's).
+    assert before_ms + 1000 - 2000 <= g.expires_at <= time.time() * 1000 + 1000 + 2000
+    assert client.get("forever-" + bucket).expires_at is None
+    time.sleep(max(0.0, g.expires_at / 1000 - time.time()) + 0.3)
+    gone = client.get("s-1")
+    assert gone.values == [] and gone.expires_at is None
+    # An expired key reads as absent with a context; the next write supersedes it.
+    assert gone.context is not None and gone.context >= created.context
+    again = client.put("s-1", b'{"user": 8}', context=gone.context, if_none_match=True, ttl=datetime.timedelta(hours=1))
+    g2 = client.get("s-1", r="all")
+    assert g2.values == [b'{"user": 8}'] and g2.context == again.context
+    assert g2.expires_at > time.time() * 1000 + 3500 * 1000
+
+
+def test_sliding_expiry_against_a_cluster(dev_cluster, bucket: str) -> None:
+    client = ringkv.Client(dev_cluster.urls[2], bucket=bucket)
+    client.put("s", b"x", ttl="1500ms")
+    for _ in range(3):  # a visit every second, for 3 s: past the first expiry
+        time.sleep(1.0)
+        g = client.get("s")
+        assert g.values == [b"x"]
+        client.put("s", g.value, context=g.context, ttl="1500ms")
+    time.sleep(2.0)
+    assert client.get("s").values == []
+
+
+def test_if_none_match_against_a_cluster(dev_cluster, bucket: str) -> None:
+    a, b = (ringkv.Client(url, bucket=bucket) for url in dev_cluster.urls[:2])
+    first = a.put("users:alice", b"1", if_none_match=True)
+    with pytest.raises(ringkv.PreconditionFailedError) as failed:
+        b.put("users:alice", b"2", if_none_match=True)
+    assert failed.value.context == first.context and failed.value.exists is None
+    assert "precondition failed" in str(failed.value)
+    assert a.get("users:alice", r="all").values == [b"1"]
+
+
+def test_if_match_against_a_cluster(dev_cluster, bucket: str) -> None:
+    client = ringkv.Client(dev_cluster.urls[0], bucket=bucket)
+    v1 = client.put("doc", b"v1")
+    v2 = client.put("doc", b"v2", if_match=v1.context)  # no context: replaces what v1 saw
+    assert client.get("doc", r="all").values == [b"v2"]
+    with pytest.raises(ringkv.PreconditionFailedError) as stale:
+        client.put("doc", b"v3", if_match=v1.context.to_base64())
+    assert stale.value.context == v2.context
+    with pytest.raises(ringkv.PreconditionFailedError) as stale_delete:
+        client.delete("doc", if_match=v1.context)
+    assert stale_delete.value.context == v2.context
+    assert client.get("doc").values == [b"v2"]
+    deleted = client.delete("doc", if_match=stale.value.context)
+    gone = client.get("doc")
+    assert gone.values == [] and gone.context == deleted.context
+    # Deleted, the key still has a history: a stale if_match learns the tombstone's context.
+    with pytest.raises(ringkv.PreconditionFailedError) as after_delete:
+        client.put("doc", b"v3", if_match=v2.context)
+    assert after_delete.value.context == deleted.context
+
+
+def test_a_bucket_default_ttl(dev_cluster, bucket: str) -> None:
+    client = ringkv.Client(dev_cluster.urls[0], bucket=bucket)
+    assert "default_ttl" not in client.bucket_props()
+    client.set_bucket_props(n=3, w="all", default_ttl=datetime.timedelta(minutes=30))
+    deadline = time.monotonic() + 20
+    # Spread by gossip: every node knows it a moment later.
+    while not all(ringkv.Client(url).bucket_props(bucket).get("default_ttl") == "30m" for url in dev_cluster.urls):
+        assert time.monotonic() < deadline, "the bucket's properties did not spread"
+        time.sleep(0.1)
+    props = client.bucket_props()
+    assert props["default_ttl"] == "30m" and props["w"] == "all" and props["r"] == "quorum"
+    client.put("k", b"v")  # no ttl: the bucket's
+    g = client.get("k")
+    assert 29 * 60_000 < g.expires_at - time.time() * 1000 <= 30 * 60_000
+    client.put("k2", b"v", ttl="2h")  # a ttl overrides it
+    assert client.get("k2").expires_at - time.time() * 1000 > 60 * 60_000
+    with pytest.raises(ringkv.InvalidRequestError, match="n = 0 is out of range"):
+        client.set_bucket_props(n=0)
+
+
+def test_a_412_answer_is_a_precondition_failed_error(scripted) -> None:
+    context = ringkv.Context({"n1.0.0": 3}).to_base64()
+    headers, body = error_body(error="precondition failed: the key has a value", kind="precondition_failed")
+    url = scripted((412, {**headers, "X-Ringkv-Context": context}, body))
+    client = ringkv.Client(url)
+    with pytest.raises(ringkv.PreconditionFailedError) as failed:
+        client.put("k", b"v", if_none_match=True, ttl="30m")
+    assert failed.value.context == ringkv.Context.from_base64(context) and failed.value.context.key == b"k"
+    assert "the key has a value" in str(failed.value)
+    method, path, sent = scripted.received[-1]
+    assert method == "PUT" and path == "/kv/default/k?ttl=30m" and sent["If-None-Match"] == "*"
+    assert "If-Match" not in sent and "X-Ringkv-Context" not in sent
+    # A delete with if_match sends it as its context too (a delete needs one), with no read first.
+    with pytest.raises(ringkv.PreconditionFailedError):
+        client.delete("k", if_match=context)
+    method, path, sent = scripted.received[-1]
+    assert method == "DELETE" and sent["If-Match"] == context and sent["X-Ringkv-Context"] == context
+    assert len(scripted.received) == 2
+    # Without a context header (the key has no history), the error has none.
+    scripted((412, headers, body))
+    with pytest.raises(ringkv.PreconditionFailedError) as failed:
+        client.put("k", b"v", if_match=context, ttl=1.5)
+    assert failed.value.context is None
+    method, path, sent = scripted.received[-1]
+    assert path == "/kv/default/k?ttl=1500ms" and sent["If-Match"] == context
+
+
+def test_expires_at_is_read_from_the_answer(scripted) -> None:
+    headers = {"Content-Type": "application/octet-stream", "X-Ringkv-Node": "n1", "X-Ringkv-Expires-At": "1767225600000"}
+    assert ringkv.Client(scripted((200, headers, b"v"))).get("k").expires_at == 1767225600000
+    headers["X-Ringkv-Expires-At"] = "soon"
+    with pytest.raises(ringkv.ServerError, match="X-Ringkv-Expires-At"):
+        ringkv.Client(scripted((200, headers, b"v"))).get("k")

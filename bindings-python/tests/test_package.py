@@ -12,7 +12,16 @@ import pytest
 import ringkv
 from ringkv import _native
 
-MODULES = ["ringkv", "ringkv.errors", "ringkv.version", "ringkv.results", "ringkv.sim", "ringkv.ring", "ringkv.client"]
+MODULES = [
+    "ringkv",
+    "ringkv.errors",
+    "ringkv.version",
+    "ringkv.results",
+    "ringkv.sim",
+    "ringkv.ring",
+    "ringkv.client",
+    "ringkv._args",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

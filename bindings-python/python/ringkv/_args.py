@@ -3,12 +3,20 @@
 
 from __future__ import annotations
 
+import datetime
+import math
 from typing import Optional, Union
 
+from . import _native
 from .errors import InvalidRequestError
 
 Name = Union[str, bytes]
 Quorum = Union[int, str]
+#: A time to live as the client takes it: seconds, a ``timedelta``, or a duration such as ``"30m"``.
+Ttl = Union[int, float, datetime.timedelta, str]
+
+#: Longest time to live a put may ask for (10 years), as the core checks it.
+MAX_TTL_MS: int = _native.MAX_TTL_MS
 
 _MAX_U64 = 2**64 - 1
 _MAX_U32 = 2**32 - 1
@@ -73,3 +81,88 @@ def quorum(what: str, value: object) -> str:
 
 def optional_quorum(what: str, value: object) -> Optional[str]:
     return None if value is None else quorum(what, value)
+
+
+_UNITS = {"ms": 1, "": 1_000, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = (
+    "expected a whole number with a unit ms, s, m, h or d (30m, 90s, 1500ms), or a number of seconds"
+)
+
+
+def parse_duration_ms(text: str) -> int:
+    """Reads a duration as the server does (``ringkv_client::api::parse_duration_ms``): a whole
+    number followed by ``ms``, ``s``, ``m``, ``h`` or ``d``, or a bare number of seconds.
+
+    >>> from ringkv._args import parse_duration_ms
+    >>> parse_duration_ms("30m"), parse_duration_ms("1500ms"), parse_duration_ms(" 90 ")
+    (1800000, 1500, 90000)
+    """
+    stripped = text.strip()
+    digits = len(stripped) - len(stripped.lstrip("0123456789"))
+    number, unit = stripped[:digits], stripped[digits:]
+    if not number or unit not in _UNITS:
+        raise InvalidRequestError(f"{text!r} is not a duration: {_DURATION}")
+    return int(number) * _UNITS[unit]
+
+
+def format_duration_ms(ms: int) -> str:
+    """Writes a duration in the largest unit that divides it, as the server does
+    (``ringkv_client::api::format_duration_ms``); :func:`parse_duration_ms` reads it back.
+
+    >>> from ringkv._args import format_duration_ms
+    >>> format_duration_ms(1_800_000), format_duration_ms(1500), format_duration_ms(86_400_000)
+    ('30m', '1500ms', '1d')
+    """
+    for unit, scale in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if ms and ms % scale == 0:
+            return f"{ms // scale}{unit}"
+    return f"{ms}ms"
+
+
+def ttl_to_ms(what: str, value: object) -> int:
+    """A time to live in milliseconds, checked as the core checks it (1 ms to 10 years): seconds
+    (``int``, or ``float`` rounded to the millisecond), a ``datetime.timedelta``, or a duration
+    string such as ``"30m"`` (see :func:`parse_duration_ms`).
+
+    >>> import datetime
+    >>> from ringkv._args import ttl_to_ms
+    >>> ttl_to_ms("ttl", 30), ttl_to_ms("ttl", 0.25), ttl_to_ms("ttl", datetime.timedelta(minutes=30)), ttl_to_ms("ttl", "2h")
+    (30000, 250, 1800000, 7200000)
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be seconds, a timedelta or a duration such as '30m', not bool")
+    if isinstance(value, str):
+        try:
+            ms = parse_duration_ms(value)
+        except InvalidRequestError as error:
+            raise InvalidRequestError(f"{what}: {error}") from None
+        return _ttl_range(what, ms, f"{what} = {value!r}")
+    if isinstance(value, datetime.timedelta):
+        # Whole microseconds (exact), rounded to the millisecond.
+        micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+        return _ttl_range(what, _round_half_up(micros, 1_000), f"{what} = {value!r}")
+    if isinstance(value, int):
+        return _ttl_range(what, value * 1000, f"{what} = {value} s")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRequestError(f"{what} = {value}: a time to live must be a finite number of seconds")
+        return _ttl_range(what, math.floor(value * 1000 + 0.5), f"{what} = {value} s")
+    raise TypeError(f"{what} must be seconds, a timedelta or a duration such as '30m', not {type(value).__name__}")
+
+
+def optional_ttl_ms(what: str, value: object) -> Optional[int]:
+    return None if value is None else ttl_to_ms(what, value)
+
+
+def _ttl_range(what: str, ms: int, given: str) -> int:
+    if ms < 1:
+        raise InvalidRequestError(
+            f"{given}: a time to live must be at least 1 ms (0 or less would expire the value as it is written)"
+        )
+    if ms > MAX_TTL_MS:
+        raise InvalidRequestError(f"{given}: a time to live is at most {MAX_TTL_MS} ms (10 years)")
+    return ms
+
+
+def _round_half_up(numerator: int, denominator: int) -> int:
+    return (2 * numerator + denominator) // (2 * denominator)

@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Optional, Tuple
 CORE_VERSION: str
 MAX_PARTITIONS: int
 MAX_TARGET_N: int
+MAX_TTL_MS: int
 
 class VersionVector:
     def __init__(self, entries: Dict[str, int] = ...) -> None: ...
@@ -104,6 +105,9 @@ class Sim:
         dw: Optional[str] = None,
         n: Optional[int] = None,
         timeout_ms: Optional[int] = None,
+        ttl_ms: Optional[int] = None,
+        if_none_match: bool = False,
+        if_match: Optional[Context] = None,
     ) -> int: ...
     def wait(self, index: int) -> Dict[str, Any]: ...
     def operation(self, index: int) -> Dict[str, Any]: ...

@@ -7,11 +7,19 @@
 >>> g.values, g.context                                    # doctest: +SKIP
 >>> db.put("alice", b"milk,eggs", context=g.context, bucket="carts")   # doctest: +SKIP
 
+Sessions: a value written with ``ttl`` expires; ``if_none_match=True`` creates a key only if it
+has no value, ``if_match`` writes only over an unchanged context::
+
+    db.put("s-42", b'{"user": 7}', bucket="sessions", ttl="30m", if_none_match=True)
+    g = db.get("s-42", bucket="sessions")          # g.expires_at: ms since the Unix epoch
+    db.put("s-42", g.value, context=g.context, bucket="sessions", ttl="30m")   # sliding expiry
+
 Every call is one HTTP request to the node in the URL, which coordinates it (or forwards it to
 an owner of the key). The client never retries: a put that timed out may have been applied,
 and writing it again without the new context would make a sibling of the same change. Failures
 are exceptions (see :mod:`ringkv.errors`): :class:`~ringkv.QuorumError` when too few replicas
 answered, :class:`~ringkv.InvalidRequestError` for a request the node refused,
+:class:`~ringkv.PreconditionFailedError` when a write's condition did not hold,
 :class:`~ringkv.UnavailableError` when the node cannot be reached,
 :class:`~ringkv.RequestTimeoutError` when it did not answer in time.
 """
@@ -25,11 +33,26 @@ import socket
 import urllib.parse
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ._args import Name, Quorum, name_bytes, optional_integer, optional_quorum, u32, value_bytes
+from ._args import (
+    Name,
+    Quorum,
+    Ttl,
+    format_duration_ms,
+    integer,
+    name_bytes,
+    optional_integer,
+    optional_quorum,
+    optional_ttl_ms,
+    quorum,
+    ttl_to_ms,
+    u32,
+    value_bytes,
+)
 from .errors import (
     ContextError,
     InvalidRequestError,
     NothingToDeleteError,
+    PreconditionFailedError,
     QuorumError,
     RequestTimeoutError,
     RingkvError,
@@ -37,13 +60,13 @@ from .errors import (
     UnavailableError,
 )
 from .results import Result
-from .version import Context, check_context
+from .version import Context, check_condition, check_context
 
 __all__ = ["Client", "parse_multipart"]
 
 DEFAULT_BUCKET = "default"
 
-# Header names: host-native/src/api.rs.
+# Header names: client/src/api.rs.
 HEADER_CONTEXT = "X-Ringkv-Context"
 HEADER_REPLICAS = "X-Ringkv-Replicas"
 HEADER_FALLBACKS = "X-Ringkv-Fallbacks"
@@ -51,6 +74,7 @@ HEADER_DURABLE = "X-Ringkv-Durable"
 HEADER_READ_YOUR_WRITES = "X-Ringkv-Read-Your-Writes"
 HEADER_SIBLINGS = "X-Ringkv-Siblings"
 HEADER_NODE = "X-Ringkv-Node"
+HEADER_EXPIRES_AT = "X-Ringkv-Expires-At"
 
 
 def parse_multipart(content_type: str, body: bytes) -> List[bytes]:
@@ -209,6 +233,8 @@ class Client:
             )
         if status == 408 or kind == "outcome_unknown":
             return RequestTimeoutError(message)
+        if status == 412 or kind == "precondition_failed":
+            return PreconditionFailedError(message)
         if status in (400, 413, 414, 431) or kind in ("bad_request", "too_large"):
             if "context" in str(doc.get("error", "")):
                 return ContextError(message)
@@ -267,9 +293,11 @@ class Client:
     ) -> Result:
         """Reads every sibling of ``key`` and their context.
 
-        ``values`` is empty when the key is absent or deleted (a deleted key still has a
+        ``values`` is empty when the key is absent, deleted or expired (such a key still has a
         context); several values are siblings to resolve (``result.value`` raises
-        :class:`~ringkv.ConflictError` then).
+        :class:`~ringkv.ConflictError` then). ``expires_at`` is when the values expire, in
+        milliseconds since the Unix epoch at the answering node's clock (``None`` when one of
+        them never does).
         """
         bucket_b, key_b, path, query, timeout = self._kv(key, bucket, r, None, None, n, timeout_ms)
         status, headers, body = self._send("GET", path, query=query, timeout=timeout)
@@ -284,7 +312,13 @@ class Client:
             values = []
         else:
             raise self._error(status, body, f"GET {path}")
-        return self._result("get", bucket_b, key_b, headers, values)
+        result = self._result("get", bucket_b, key_b, headers, values)
+        expires_at = (headers.get(HEADER_EXPIRES_AT) or "").strip()
+        if expires_at:
+            if not (expires_at.isascii() and expires_at.isdigit()):
+                raise ServerError(f"GET {path}: an invalid {HEADER_EXPIRES_AT} header: {expires_at[:40]!r}")
+            result = dataclasses.replace(result, expires_at=int(expires_at))
+        return result
 
     def put(
         self,
@@ -297,16 +331,36 @@ class Client:
         dw: Optional[Quorum] = None,
         n: Optional[int] = None,
         timeout_ms: Optional[int] = None,
+        ttl: Optional[Ttl] = None,
+        if_none_match: bool = False,
+        if_match: Union[Context, str, None] = None,
     ) -> Result:
         """Writes ``value``; with ``context`` (from a get of this key) it replaces exactly the
-        siblings that context has seen, without it adds a sibling. Returns the new context."""
+        siblings that context has seen, without it adds a sibling. Returns the new context.
+
+        ``ttl`` (seconds, a ``timedelta`` or a duration such as ``"30m"``; 1 ms to 10 years,
+        sent as ``?ttl=``) makes the value expire; without one the bucket's ``default_ttl``
+        applies, if it has one. ``if_none_match=True`` (``If-None-Match: *``) writes only if
+        the key has no value (absent, deleted or expired); ``if_match`` (``If-Match``, a
+        context) only if the key's context is still that one, and without ``context`` the
+        write replaces what that context saw. One condition at most; when it does not hold,
+        nothing is written and :class:`~ringkv.PreconditionFailedError` carries the key's
+        current context. Best effort: writers checking at the same time (on either side of a
+        partition) can all pass, and their values become siblings.
+        """
         data = value_bytes(value)
         bucket_b, key_b, path, query, timeout = self._kv(key, bucket, None, w, dw, n, timeout_ms)
         headers = {"Content-Type": "application/octet-stream"}
         checked = check_context(context, bucket_b, key_b)
         if checked is not None and not checked.is_empty:
             headers[HEADER_CONTEXT] = checked.to_base64()
+        headers.update(_condition_headers(if_none_match, if_match, bucket_b, key_b))
+        ttl_ms = optional_ttl_ms("ttl", ttl)
+        if ttl_ms is not None:
+            query["ttl"] = format_duration_ms(ttl_ms)
         status, answer_headers, body = self._send("PUT", path, query=query, body=data, headers=headers, timeout=timeout)
+        if status == 412:
+            raise _precondition_failed(answer_headers, body, f"PUT {path}", bucket_b, key_b)
         if status not in (200, 204):
             raise self._error(status, body, f"PUT {path}")
         result = self._result("put", bucket_b, key_b, answer_headers, [])
@@ -323,13 +377,24 @@ class Client:
         dw: Optional[Quorum] = None,
         n: Optional[int] = None,
         timeout_ms: Optional[int] = None,
+        if_match: Union[Context, str, None] = None,
     ) -> Result:
         """Deletes ``key``: a tombstone superseding what ``context`` has seen.
 
         Without a context the key is read first (``r`` as for :meth:`get`) and what that read
         returns is deleted; :class:`~ringkv.NothingToDeleteError` (a ``KeyError``) when it finds
         nothing (absent, or already deleted): nothing is written then.
+
+        ``if_match`` (a context; ``If-Match``) deletes only if the key's context is still that
+        one, and is the delete's context when ``context`` is not given (no read first);
+        otherwise :class:`~ringkv.PreconditionFailedError`, with the current context.
         """
+        # Checked before the read below, so that a bad argument never reaches the node.
+        bucket_b, key_b, _, _, _ = self._kv(key, bucket, None, w, dw, n, timeout_ms)
+        check_context(context, bucket_b, key_b)
+        matched = check_condition(False, if_match, bucket_b, key_b)
+        if matched is not None and (context is None or (isinstance(context, Context) and context.is_empty)):
+            context = matched
         if context is None or (isinstance(context, Context) and context.is_empty):
             read = self.get(key, bucket=bucket, r=r, n=n, timeout_ms=timeout_ms)
             if not read.values:
@@ -340,7 +405,10 @@ class Client:
         checked = check_context(context, bucket_b, key_b)
         if checked is not None and not checked.is_empty:
             headers[HEADER_CONTEXT] = checked.to_base64()
+        headers.update(_condition_headers(False, matched, bucket_b, key_b))
         status, answer_headers, body = self._send("DELETE", path, query=query, headers=headers, timeout=timeout)
+        if status == 412:
+            raise _precondition_failed(answer_headers, body, f"DELETE {path}", bucket_b, key_b)
         if status not in (200, 204):
             raise self._error(status, body, f"DELETE {path}")
         return self._result("delete", bucket_b, key_b, answer_headers, [])
@@ -405,9 +473,53 @@ class Client:
         return body.decode("utf-8", "replace")
 
     def bucket_props(self, bucket: Optional[Name] = None) -> Dict[str, Any]:
-        """``GET /buckets/{bucket}/props``: ``n``, ``r``, ``w``, ``dw``, ``conflict_mode``."""
+        """``GET /buckets/{bucket}/props``: ``n``, ``r``, ``w``, ``dw``, ``conflict_mode``,
+        ``siblings_warn``, ``max_siblings``, ``max_object_bytes``, and ``default_ttl`` (a
+        duration such as ``"30m"``, absent when values do not expire by default)."""
         bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
         return self._json("/buckets/" + urllib.parse.quote(bucket_b, safe="") + "/props")
+
+    def set_bucket_props(
+        self,
+        bucket: Optional[Name] = None,
+        *,
+        n: int,
+        r: Optional[Quorum] = None,
+        w: Optional[Quorum] = None,
+        dw: Optional[Quorum] = None,
+        conflict_mode: Optional[str] = None,
+        siblings_warn: Optional[int] = None,
+        max_siblings: Optional[int] = None,
+        max_object_bytes: Optional[int] = None,
+        default_ttl: Optional[Ttl] = None,
+    ) -> None:
+        """``PUT /buckets/{bucket}/props``: sets every property of a bucket at once; those not
+        given take their defaults (``quorum``, ``quorum``, ``0``, ``siblings``, ..., no
+        ``default_ttl``). ``default_ttl`` (seconds, a ``timedelta`` or ``"30m"``) makes the
+        values of puts without a ``ttl`` expire after it. The cluster spreads the change by
+        gossip: other nodes apply it a moment later."""
+        bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
+        doc: Dict[str, Any] = {"n": u32("n", n, 1)}
+        for name, value in (("r", r), ("w", w), ("dw", dw)):
+            if value is not None:
+                doc[name] = quorum(name, value)
+        if conflict_mode is not None:
+            if not isinstance(conflict_mode, str):
+                raise TypeError(f"conflict_mode must be a str, not {type(conflict_mode).__name__}")
+            doc["conflict_mode"] = conflict_mode
+        for name, value in (("siblings_warn", siblings_warn), ("max_siblings", max_siblings)):
+            if value is not None:
+                doc[name] = u32(name, value)
+        if max_object_bytes is not None:
+            doc["max_object_bytes"] = integer("max_object_bytes", max_object_bytes)
+        if default_ttl is not None:
+            doc["default_ttl"] = format_duration_ms(ttl_to_ms("default_ttl", default_ttl))
+        path = "/buckets/" + urllib.parse.quote(bucket_b, safe="") + "/props"
+        status, _, body = self._send(
+            "PUT", path, body=json.dumps(doc).encode("utf-8"), headers={"Content-Type": "application/json"}
+        )
+        if status not in (200, 204):
+            raise self._error(status, body, f"PUT {path}")
 
 
 def _short(text: str, limit: int = 100) -> str:
@@ -421,3 +533,32 @@ def _is_json(headers: http.client.HTTPMessage) -> bool:
 
 def _with_written(result: Result, data: bytes) -> Result:
     return dataclasses.replace(result, written=data)
+
+
+def _condition_headers(
+    if_none_match: object, if_match: Union[Context, str, None], bucket: bytes, key: bytes
+) -> Dict[str, str]:
+    """``If-None-Match: *`` or ``If-Match: <context>``, checked first (one at most, a context of
+    this key)."""
+    matched = check_condition(if_none_match, if_match, bucket, key)
+    if if_none_match:
+        return {"If-None-Match": "*"}
+    if matched is not None:
+        return {"If-Match": matched.to_base64()}
+    return {}
+
+
+def _precondition_failed(
+    headers: http.client.HTTPMessage, body: bytes, what: str, bucket: bytes, key: bytes
+) -> PreconditionFailedError:
+    """A 412: the condition did not hold, nothing was written; the answer carries the key's
+    current context (none when the key has no history)."""
+    error = Client._error(412, body, what)
+    token = headers.get(HEADER_CONTEXT)
+    context = None
+    if token:
+        try:
+            context = Context.from_base64(token, bucket=bucket, key=key)
+        except ContextError as invalid:
+            raise ServerError(f"the node sent an invalid context: {invalid}") from None
+    return PreconditionFailedError(str(error), context=context)

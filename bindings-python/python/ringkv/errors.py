@@ -10,6 +10,7 @@ as expected::
     │   └── ContextError                   a context that is malformed or belongs to another key
     ├── QuorumError                        R or W replicas did not answer in time
     ├── ConflictError                      siblings where one value was expected
+    ├── PreconditionFailedError            if_none_match / if_match did not hold: nothing written
     ├── UnavailableError (ConnectionError) the node cannot be reached or cannot serve
     ├── RequestTimeoutError (TimeoutError) no answer in time: a write may or may not have applied
     ├── ServerError                        the node failed while handling the request
@@ -29,6 +30,7 @@ __all__ = [
     "ContextError",
     "QuorumError",
     "ConflictError",
+    "PreconditionFailedError",
     "UnavailableError",
     "RequestTimeoutError",
     "ServerError",
@@ -105,6 +107,27 @@ class ConflictError(RingkvError):
         super().__init__(message)
         self.values: List[bytes] = list(values)
         self.context = context
+
+
+class PreconditionFailedError(RingkvError):
+    """A conditional write's condition did not hold (an HTTP 412): nothing was written.
+
+    ``if_none_match=True`` found a value (the key is neither absent, deleted nor expired), or
+    ``if_match`` found that the key changed since that context was read. The check is a read at
+    R just before the write, best effort as in Riak: two writers checking at once (say on either
+    side of a partition) can both pass, and their values become siblings.
+
+    Attributes:
+        context: the key's current context (``None`` when the key has no history): read the key
+            again, or retry ``if_match`` with it.
+        exists: whether the key has a live value (``None`` when the answer does not say, as
+            over HTTP).
+    """
+
+    def __init__(self, message: str, *, context: object = None, exists: Optional[bool] = None) -> None:
+        super().__init__(message)
+        self.context = context
+        self.exists = exists
 
 
 class NothingToDeleteError(RingkvError, KeyError):

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional, Union
 
-from .errors import ConflictError, QuorumError, RingkvError, ServerError, UnavailableError
+from .errors import (
+    ConflictError,
+    PreconditionFailedError,
+    QuorumError,
+    RingkvError,
+    ServerError,
+    UnavailableError,
+)
 from .version import Context, Dot
 
 __all__ = ["Result", "key_text"]
@@ -45,13 +52,15 @@ class Result:
     key: bytes
     #: Whether the request reached its quorum (R replies for a get, W acks for a write).
     ok: bool
-    #: ``"ok"``, ``"unavailable"`` (quorum not reached), ``"failed"``, ``"rejected"``,
-    #: ``"refused"`` (the node is down), ``"lost"`` (it crashed before replying), or ``None``
-    #: while the request is still running.
+    #: ``"ok"``, ``"unavailable"`` (quorum not reached), ``"precondition_failed"`` (the write's
+    #: ``if_none_match`` or ``if_match`` did not hold; ``context`` is the key's current one),
+    #: ``"failed"``, ``"rejected"``, ``"refused"`` (the node is down), ``"lost"`` (it crashed
+    #: before replying), or ``None`` while the request is still running.
     outcome: Optional[str]
     #: The sibling values a get returned (empty when the key is absent or deleted).
     values: List[bytes] = field(default_factory=list)
-    #: The context to pass to the next write of this key (``None`` when there is none).
+    #: The context to pass to the next write of this key (``None`` when there is none); after
+    #: ``"precondition_failed"``, the key's current context.
     context: Optional[Context] = None
     #: Replicas that answered (a get) or acknowledged (a write).
     replicas: List[str] = field(default_factory=list)
@@ -79,6 +88,13 @@ class Result:
     invoked_at: Optional[int] = None
     #: Virtual time it ended (simulator only; ``None`` while running).
     completed_at: Optional[int] = None
+    #: When the values a get returned expire, in milliseconds at the coordinator's clock:
+    #: virtual time in the simulator, milliseconds since the Unix epoch from a live cluster.
+    #: ``None`` when one of them never expires (or there are none). Several siblings: the
+    #: last of their expiries.
+    expires_at: Optional[int] = None
+    #: For ``"precondition_failed"`` (simulator only): whether the key has a live value.
+    exists: Optional[bool] = None
 
     @property
     def found(self) -> bool:
@@ -119,6 +135,8 @@ class Result:
         message = self.error or f"{self.op} ended with outcome {self.outcome}"
         if self.outcome == "unavailable":
             raise QuorumError(message, quorum=self.quorum, needed=self.needed, answered=self.replicas)
+        if self.outcome == "precondition_failed":
+            raise PreconditionFailedError(message, context=self.context, exists=self.exists)
         if self.outcome in ("refused", "lost"):
             raise UnavailableError(message)
         if self.outcome == "failed":
@@ -132,6 +150,8 @@ class Result:
             parts.append(f"node={self.node!r}")
         if self.op == "get" and self.ok:
             parts.append(f"values={self.values!r}")
+        if self.expires_at is not None:
+            parts.append(f"expires_at={self.expires_at}")
         if self.written is not None:
             parts.append(f"written={self.written!r}")
         if self.replicas:

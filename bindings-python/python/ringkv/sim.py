@@ -44,11 +44,13 @@ from . import _native
 from ._args import (
     Name,
     Quorum,
+    Ttl,
     integer,
     name_bytes,
     node_name,
     optional_integer,
     optional_quorum,
+    optional_ttl_ms,
     quorum,
     u32,
     value_bytes,
@@ -56,7 +58,7 @@ from ._args import (
 from .errors import InvalidRequestError, NothingToDeleteError
 from .results import Result, key_text
 from .ring import Ring
-from .version import Context, Dot, VectorClock, check_context
+from .version import Context, Dot, VectorClock, check_condition, check_context
 
 __all__ = ["Sim", "Verdict", "Replica", "Sibling"]
 
@@ -102,6 +104,18 @@ class Verdict:
     #: Gets that missed a write acknowledged before they were invoked (reported, not a
     #: failure): ``{"index", "missed", "staleness_ms"}``.
     stale_reads: List[Dict[str, Any]] = field(default_factory=list)
+    #: Final siblings that an acknowledged write had seen and replaced, while that write's own
+    #: sibling is gone (a deleted or replaced value that came back): ``(index of the write
+    #: that came back, index of the one that had replaced it)``.
+    resurrected: List[Tuple[int, int]] = field(default_factory=list)
+    #: Records still on a node's disk when it was discarded after saying it was drained.
+    discarded: List[str] = field(default_factory=list)
+    #: Acknowledged puts with a time to live that are gone at the end and may be: their
+    #: earliest possible expiry came before the final read (not a failure).
+    expired: int = 0
+    #: Gets that returned a value past its latest possible expiry (the put's completion, plus
+    #: its time to live, plus ``max_clock_skew_ms``): ``{"index", "put", "late_ms"}``.
+    expired_reads: List[Dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -111,7 +125,9 @@ class Verdict:
         line = (
             f"{'ok' if self.ok else 'FAILED'}: {self.operations} operations, "
             f"{self.acknowledged_writes} acknowledged writes ({self.present} present, "
-            f"{self.superseded} superseded, {self.reaped} reaped)"
+            f"{self.superseded} superseded, {self.reaped} reaped"
+            + (f", {self.expired} expired" if self.expired else "")
+            + ")"
         )
         problems = [
             (len(self.lost), "lost"),
@@ -121,6 +137,9 @@ class Verdict:
             (len(self.reused_dots), "reused dots"),
             (len(self.hints_left), "hints left"),
             (len(self.false_siblings), "false siblings"),
+            (len(self.resurrected), "resurrected"),
+            (len(self.discarded), "discarded records"),
+            (len(self.expired_reads), "reads of expired values"),
         ]
         found = [f"{count} {what}" for count, what in problems if count]
         return line + ("; " + ", ".join(found) if found else "")
@@ -128,13 +147,16 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Sibling:
-    """One sibling of a stored object: the value (``None`` for a delete's tombstone) and the
-    dot of the write that made it."""
+    """One sibling of a stored object: the value (``None`` for a delete's tombstone), the dot
+    of the write that made it, and when it expires (``None``: never), in virtual ms. An
+    expired sibling stays stored until a write replaces it or the key is reaped: reads leave
+    it out."""
 
     value: Optional[bytes]
     dot: Dot
     timestamp: int
     deleted: bool
+    expires_at: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +171,8 @@ class Replica:
 
     @property
     def values(self) -> List[bytes]:
-        """The live values (tombstones left out)."""
+        """The stored values (tombstones left out; expired values too stay until a write
+        replaces them or the key is reaped, though reads no longer return them)."""
         return [s.value for s in self.siblings if s.value is not None]
 
 
@@ -179,6 +202,8 @@ def _result(raw: Dict[str, Any]) -> Result:
         index=raw["index"],
         invoked_at=raw["invoked_at"],
         completed_at=raw["completed_at"],
+        expires_at=raw["expires_at"],
+        exists=raw["exists"],
     )
 
 
@@ -296,11 +321,16 @@ class Sim:
         n: Optional[int],
         timeout_ms: Optional[int],
         wait: bool,
+        ttl: Optional[Ttl] = None,
+        if_none_match: bool = False,
+        if_match: Union[Context, str, None] = None,
     ) -> Result:
         bucket_b = name_bytes("bucket", bucket)
         key_b = name_bytes("key", key)
         node = "n1" if node is None else node_name(node)
         checked = check_context(context, bucket_b, key_b)
+        matched = check_condition(if_none_match, if_match, bucket_b, key_b)
+        ttl_ms = optional_ttl_ms("ttl", ttl)
         index = self._sim.submit(
             node,
             op,
@@ -313,6 +343,9 @@ class Sim:
             dw=optional_quorum("dw", dw),
             n=None if n is None else u32("n", n, 1),
             timeout_ms=optional_integer("timeout_ms", timeout_ms, 1),
+            ttl_ms=ttl_ms,
+            if_none_match=if_none_match,
+            if_match=matched._native if matched is not None else None,
         )
         raw = self._sim.wait(index) if wait else self._sim.operation(index)
         if raw["outcome"] == "rejected":
@@ -332,6 +365,9 @@ class Sim:
         r: Optional[Quorum] = None,
         n: Optional[int] = None,
         timeout_ms: Optional[int] = None,
+        ttl: Optional[Ttl] = None,
+        if_none_match: bool = False,
+        if_match: Union[Context, str, None] = None,
         wait: bool = True,
     ) -> Result:
         """Writes ``value`` through ``node`` (default ``"n1"``) and runs until it completes.
@@ -339,14 +375,50 @@ class Sim:
         With ``context`` (from a get or put of this key) the write replaces exactly the
         siblings that context has seen; without one it adds a sibling next to what is there.
 
+        ``ttl`` (seconds, a ``timedelta`` or a duration such as ``"30m"``; 1 ms to 10 years)
+        makes the value expire: the coordinator fixes ``now + ttl`` at its clock, and from then
+        on reads leave the value out (a key whose values all expired reads as absent, with a
+        context that the next put supersedes). A put with the read's context and a new ``ttl``
+        replaces the value and its expiry: a sliding session.
+
+        ``if_none_match=True`` writes only if the key has no value (absent, deleted or
+        expired); ``if_match`` (a context) only if the key's context is still that one
+        (without ``context``, the write then replaces what ``if_match`` saw). One condition at
+        most. The coordinator checks it with a read at R just before it writes; when it does
+        not hold nothing is written and the outcome is ``"precondition_failed"``, with the
+        key's current ``context`` (``raise_for_outcome()`` raises
+        :class:`~ringkv.PreconditionFailedError`). Best effort, as in Riak: writers checking at
+        the same time, say on either side of a partition, can all pass, and their values
+        become siblings.
+
         >>> import ringkv
         >>> sim = ringkv.Sim(nodes=3, seed=1)
         >>> p = sim.put("cart", b"milk")
         >>> p.ok, p.node, len(p.replicas) >= 2
         (True, 'n1', True)
+        >>> s = sim.put("session:42", b"{}", ttl="30m", if_none_match=True)
+        >>> g = sim.get("session:42")
+        >>> g.values, s.invoked_at <= g.expires_at - 30 * 60_000 <= s.completed_at   # 30 min after the put
+        ([b'{}'], True)
+        >>> sim.put("session:42", b"{}", if_none_match=True).outcome   # it has a value
+        'precondition_failed'
         """
         return self._request(
-            "put", key, value_bytes(value), context, node, bucket, r, w, dw, n, timeout_ms, wait
+            "put",
+            key,
+            value_bytes(value),
+            context,
+            node,
+            bucket,
+            r,
+            w,
+            dw,
+            n,
+            timeout_ms,
+            wait,
+            ttl=ttl,
+            if_none_match=if_none_match,
+            if_match=if_match,
         )
 
     def get(
@@ -362,6 +434,8 @@ class Sim:
         wait: bool = True,
     ) -> Result:
         """Reads every sibling of ``key`` and their context through ``node`` (default ``"n1"``).
+        Expired values are left out; ``expires_at`` says when the values returned expire
+        (virtual ms, ``None`` when one of them never does).
 
         >>> import ringkv
         >>> sim = ringkv.Sim(nodes=3, seed=1)
@@ -382,6 +456,7 @@ class Sim:
         r: Optional[Quorum] = None,
         n: Optional[int] = None,
         timeout_ms: Optional[int] = None,
+        if_match: Union[Context, str, None] = None,
         wait: bool = True,
     ) -> Result:
         """Deletes ``key``: a write of a tombstone that supersedes what ``context`` has seen.
@@ -389,19 +464,32 @@ class Sim:
         deleted (both show in the history); :class:`~ringkv.NothingToDeleteError` (a
         ``KeyError``) when the read finds nothing.
 
+        ``if_match`` (a context) deletes only if the key's context is still that one, and is
+        the delete's context when ``context`` is not given (no read first); otherwise the
+        outcome is ``"precondition_failed"``, as for :meth:`put`.
+
         >>> import ringkv
         >>> sim = ringkv.Sim(nodes=3, seed=1)
         >>> p = sim.put("cart", b"milk")
         >>> sim.delete("cart", context=p.context).ok, sim.get("cart").values
         (True, [])
         """
+        # Checked before the read below, so that a bad argument never reaches the cluster.
+        bucket_b, key_b = name_bytes("bucket", bucket), name_bytes("key", key)
+        check_context(context, bucket_b, key_b)
+        matched = check_condition(False, if_match, bucket_b, key_b)
+        if matched is not None and (context is None or (isinstance(context, Context) and context.is_empty)):
+            # Delete what the matched context saw: it is the context of a read.
+            context = matched
         if context is None or (isinstance(context, Context) and context.is_empty):
             # A delete needs the context of a read: read here first, as the live client does.
             read = self._request("get", key, None, None, node, bucket, r, None, None, n, timeout_ms, True)
             if not read.values:
                 raise NothingToDeleteError(f"nothing to delete: {key!r} is absent or already deleted")
             context = read.context
-        return self._request("delete", key, None, context, node, bucket, r, w, dw, n, timeout_ms, wait)
+        return self._request(
+            "delete", key, None, context, node, bucket, r, w, dw, n, timeout_ms, wait, if_match=if_match
+        )
 
     def wait(self, request: Union[Result, int]) -> Result:
         """Runs until a request started with ``wait=False`` has ended, and returns its result."""
@@ -507,6 +595,10 @@ class Sim:
             hints_left=list(raw["hints_left"]),
             false_siblings=list(raw["false_siblings"]),
             stale_reads=list(raw["stale_reads"]),
+            resurrected=list(raw["resurrected"]),
+            discarded=list(raw["discarded"]),
+            expired=raw["expired"],
+            expired_reads=list(raw["expired_reads"]),
         )
 
     def converged(self) -> bool:
@@ -563,6 +655,7 @@ class Sim:
     def history(self) -> List[Dict[str, Any]]:
         """Every request so far, as plain data (one dict each: ``op``, ``node``, ``bucket``,
         ``key``, ``outcome``, ``values``, ``context`` as base64, ``dot`` as ``"actor:counter"``,
+        a put's ``ttl_ms``, a get's ``expires_at``, ``exists`` after ``precondition_failed``,
         times...). ``pandas.DataFrame(sim.history)`` makes a table of it."""
         return [_plain(raw) for raw in self._sim.history()]
 
@@ -593,7 +686,13 @@ class Sim:
                 replicas.append(Replica(node=raw["node"], siblings=[], clock=None))
                 continue
             siblings = [
-                Sibling(value=s["value"], dot=Dot(*s["dot"]), timestamp=s["timestamp"], deleted=s["deleted"])
+                Sibling(
+                    value=s["value"],
+                    dot=Dot(*s["dot"]),
+                    timestamp=s["timestamp"],
+                    deleted=s["deleted"],
+                    expires_at=s["expires_at"],
+                )
                 for s in obj["siblings"]
             ]
             replicas.append(Replica(node=raw["node"], siblings=siblings, clock=VectorClock._wrap(obj["clock"])))

@@ -358,22 +358,49 @@ def _optional_bytes(what: str, value: Union[str, bytes, None]) -> Optional[bytes
 
 
 def check_context(
-    context: Union[Context, str, None], bucket: bytes, key: bytes
+    context: Union[Context, str, None], bucket: bytes, key: bytes, what: str = "context"
 ) -> Optional[Context]:
-    """The context to send with a write to ``bucket``/``key``: refuses one read from another key."""
+    """The context to send with a write to ``bucket``/``key``: refuses one read from another key.
+    ``what`` names the argument in messages (``context`` or ``if_match``)."""
     if context is None:
         return None
     if isinstance(context, str):
         return Context.from_base64(context, bucket=bucket, key=key)
     if not isinstance(context, Context):
         raise TypeError(
-            f"context must be a Context (from a get or put), a base64 str or None, not {type(context).__name__}"
+            f"{what} must be a Context (from a get or put), a base64 str or None, not {type(context).__name__}"
         )
     if context.key is not None and (context.key != key or (context.bucket is not None and context.bucket != bucket)):
         origin = f"{_show(context.bucket or b'?')!s}/{_show(context.key)!s}"
         target = f"{_show(bucket)!s}/{_show(key)!s}"
         raise ContextError(
-            f"this context was read from {origin}, not {target}: a context only applies to the key it "
+            f"{'this context' if what == 'context' else f'the {what} context'} was read from {origin}, "
+            f"not {target}: a context only applies to the key it "
             "came from (use context.for_key(...) if you really mean to move it)"
         )
     return context
+
+
+#: Why a write with both conditions is refused (as the HTTP API refuses both headers).
+BOTH_CONDITIONS = (
+    "if_none_match and if_match together: give one condition (if_none_match creates the key only "
+    "if it has no value, if_match writes only over the context given)"
+)
+
+
+def check_condition(
+    if_none_match: object, if_match: Union[Context, str, None], bucket: bytes, key: bytes
+) -> Optional[Context]:
+    """Checks a write's condition: ``if_none_match`` a bool, ``if_match`` a non-empty context of
+    ``bucket``/``key``, not both. Returns the ``if_match`` context."""
+    if not isinstance(if_none_match, bool):
+        raise TypeError(f"if_none_match must be a bool, not {type(if_none_match).__name__}")
+    matched = check_context(if_match, bucket, key, "if_match")
+    if if_none_match and matched is not None:
+        raise InvalidRequestError(BOTH_CONDITIONS)
+    if matched is not None and matched.is_empty:
+        raise InvalidRequestError(
+            "if_match is an empty context: pass the context of a read of the key "
+            "(or if_none_match=True to create it only if it has no value)"
+        )
+    return matched
