@@ -66,6 +66,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::api;
 
 mod error;
+mod keys;
 mod multipart;
 mod request;
 mod response;
@@ -79,6 +80,7 @@ mod tests;
 
 pub use self::error::ClientError;
 use self::error::{error_chain, error_from_status};
+pub use self::keys::{KeyPage, MgetResult, WatchResult};
 pub use self::multipart::{multipart_boundary, parse_multipart};
 use self::request::{checked_kv_path, condition_headers, context_header, json_body, props_path};
 pub use self::request::{encode_segment, Condition, Options, MAX_PATH_BYTES};

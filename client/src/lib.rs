@@ -37,5 +37,6 @@ pub mod tls;
 pub use self::http::{
     encode_segment, member_url, multipart_boundary, normalize_node_url, parse_multipart,
     plan_targets, retry_decision, Client, ClientConfig, ClientError, Condition, FailureKind,
-    GetResult, Idempotence, Options, PutResult, RetryDecision, RoutingTable, MAX_PATH_BYTES,
+    GetResult, Idempotence, KeyPage, MgetResult, Options, PutResult, RetryDecision, RoutingTable,
+    WatchResult, MAX_PATH_BYTES,
 };

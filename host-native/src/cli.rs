@@ -31,6 +31,9 @@ use ringkv_client::{member_url, Client, ClientConfig, Condition, GetResult, Opti
 use ringkv_core::bucket::QuorumValue;
 use tokio::io::AsyncReadExt;
 
+mod keys;
+pub use keys::{run_list, run_mget, run_watch, ListArgs, MgetArgs, WatchArgs};
+
 /// The node commands talk to when neither `--node` nor `$RINGKV_NODE` names one.
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:8087";
 

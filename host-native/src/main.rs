@@ -36,6 +36,12 @@ enum Command {
     Put(ringkv::cli::PutArgs),
     /// Delete a key (a tombstone, with the context of a read).
     Delete(ringkv::cli::DeleteArgs),
+    /// Read many keys of a bucket at once.
+    Mget(ringkv::cli::MgetArgs),
+    /// List a bucket's keys (a scan for admin and export: eventually consistent).
+    List(ringkv::cli::ListArgs),
+    /// Wait for a key to change (a long poll), and print it.
+    Watch(ringkv::cli::WatchArgs),
     /// Cluster membership: status, join, leave, remove.
     Cluster {
         #[command(subcommand)]
@@ -274,6 +280,9 @@ fn main() -> Result<()> {
             Command::Get(args) => ringkv::cli::run_get(args).await,
             Command::Put(args) => ringkv::cli::run_put(args).await,
             Command::Delete(args) => ringkv::cli::run_delete(args).await,
+            Command::Mget(args) => ringkv::cli::run_mget(args).await,
+            Command::List(args) => ringkv::cli::run_list(args).await,
+            Command::Watch(args) => ringkv::cli::run_watch(args).await,
             Command::Cluster { command } => ringkv::cli::run_cluster(command).await,
             Command::Bench(args) => ringkv::bench::run(args).await.map(|_| ()),
             Command::Demo { .. } | Command::Sim { .. } => Ok(()),

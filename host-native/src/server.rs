@@ -241,6 +241,8 @@ pub struct ServerConfig {
     /// must exceed the clock skew between nodes and the longest a replica may stay away
     /// unnoticed.
     pub tombstone_grace_ms: u64,
+    /// Watches (`?changed_since=`) this node holds at once; one more is answered 429.
+    pub max_watches: usize,
     /// How often hints are delivered to their owners (hinted hand-off). Also read under its
     /// earlier name, `handoff_interval_ms`.
     #[serde(alias = "handoff_interval_ms")]
@@ -333,6 +335,7 @@ impl Default for ServerConfig {
             gossip_interval_ms: node.gossip.interval_ms,
             anti_entropy_interval_ms: node.anti_entropy_interval_ms,
             tombstone_grace_ms: node.tombstone_grace_ms,
+            max_watches: node.max_watches,
             hint_delivery_interval_ms: node.hint_delivery_interval_ms,
             max_value_bytes: node.max_value_bytes,
             max_key_bytes: DEFAULT_HTTP_MAX_KEY_BYTES,
@@ -492,6 +495,7 @@ impl ServerConfig {
         config.gossip.interval_ms = self.gossip_interval_ms;
         config.anti_entropy_interval_ms = self.anti_entropy_interval_ms;
         config.tombstone_grace_ms = self.tombstone_grace_ms;
+        config.max_watches = self.max_watches;
         config.hint_delivery_interval_ms = self.hint_delivery_interval_ms;
         config.max_value_bytes = self.max_value_bytes;
         config.max_key_bytes = self.max_key_bytes;
