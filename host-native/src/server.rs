@@ -243,6 +243,8 @@ pub struct ServerConfig {
     pub tombstone_grace_ms: u64,
     /// Watches (`?changed_since=`) this node holds at once; one more is answered 429.
     pub max_watches: usize,
+    /// Listing page scans this node serves at once as a replica (more wait their turn).
+    pub max_list_scans: usize,
     /// How often hints are delivered to their owners (hinted hand-off). Also read under its
     /// earlier name, `handoff_interval_ms`.
     #[serde(alias = "handoff_interval_ms")]
@@ -336,6 +338,7 @@ impl Default for ServerConfig {
             anti_entropy_interval_ms: node.anti_entropy_interval_ms,
             tombstone_grace_ms: node.tombstone_grace_ms,
             max_watches: node.max_watches,
+            max_list_scans: node.max_list_scans,
             hint_delivery_interval_ms: node.hint_delivery_interval_ms,
             max_value_bytes: node.max_value_bytes,
             max_key_bytes: DEFAULT_HTTP_MAX_KEY_BYTES,
@@ -496,6 +499,7 @@ impl ServerConfig {
         config.anti_entropy_interval_ms = self.anti_entropy_interval_ms;
         config.tombstone_grace_ms = self.tombstone_grace_ms;
         config.max_watches = self.max_watches;
+        config.max_list_scans = self.max_list_scans;
         config.hint_delivery_interval_ms = self.hint_delivery_interval_ms;
         config.max_value_bytes = self.max_value_bytes;
         config.max_key_bytes = self.max_key_bytes;
