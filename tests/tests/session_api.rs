@@ -79,22 +79,53 @@ async fn expiry_and_conditions_on_a_real_cluster() {
     // A session with a time to live reads with its expiry, then as absent with a context, and
     // the next write with that context supersedes it.
     client
-        .put(b"s", b"alice", None, Bytes::from_static(b"cart"), &ttl(1_500))
+        .put(
+            b"s",
+            b"alice",
+            None,
+            Bytes::from_static(b"cart"),
+            &ttl(1_500),
+        )
         .await
         .expect("put with ttl");
-    let read = client.get(b"s", b"alice", &Options::default()).await.unwrap();
+    let read = client
+        .get(b"s", b"alice", &Options::default())
+        .await
+        .unwrap();
     assert_eq!(read.values, vec![Bytes::from_static(b"cart")]);
     assert!(read.expires_at.is_some(), "{read:?}");
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    let expired = client.get(b"s", b"alice", &Options::default()).await.unwrap();
-    assert!(expired.values.is_empty(), "served after expiry: {expired:?}");
-    let context = expired.context.clone().expect("an expired key reads with a context");
-    let renewed = client
-        .put(b"s", b"alice", Some(&context), Bytes::from_static(b"new"), &ttl(60_000))
+    let expired = client
+        .get(b"s", b"alice", &Options::default())
         .await
         .unwrap();
-    let read = client.get(b"s", b"alice", &Options::default()).await.unwrap();
-    assert_eq!(read.values, vec![Bytes::from_static(b"new")], "one value: the expired one is gone");
+    assert!(
+        expired.values.is_empty(),
+        "served after expiry: {expired:?}"
+    );
+    let context = expired
+        .context
+        .clone()
+        .expect("an expired key reads with a context");
+    let renewed = client
+        .put(
+            b"s",
+            b"alice",
+            Some(&context),
+            Bytes::from_static(b"new"),
+            &ttl(60_000),
+        )
+        .await
+        .unwrap();
+    let read = client
+        .get(b"s", b"alice", &Options::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        read.values,
+        vec![Bytes::from_static(b"new")],
+        "one value: the expired one is gone"
+    );
 
     // A bucket's default time to live applies to writes that give none; expired keys leave
     // every disk once the grace period is over.
@@ -103,20 +134,44 @@ async fn expiry_and_conditions_on_a_real_cluster() {
     client.set_bucket_props(b"short", &props).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     client
-        .put(b"short", b"k", None, Bytes::from_static(b"v"), &Options::default())
+        .put(
+            b"short",
+            b"k",
+            None,
+            Bytes::from_static(b"v"),
+            &Options::default(),
+        )
         .await
         .unwrap();
-    let read = client.get(b"short", b"k", &Options::default()).await.unwrap();
-    assert!(read.expires_at.is_some(), "the bucket's default_ttl did not apply: {read:?}");
+    let read = client
+        .get(b"short", b"k", &Options::default())
+        .await
+        .unwrap();
+    assert!(
+        read.expires_at.is_some(),
+        "the bucket's default_ttl did not apply: {read:?}"
+    );
     wait_gone_from_disk(&cluster, b"short", b"k").await;
 
     // If-None-Match: * creates once; If-Match writes only over the context it names.
     let created = client
-        .put(b"s", b"bob", None, Bytes::from_static(b"1"), &condition(Condition::IfAbsent))
+        .put(
+            b"s",
+            b"bob",
+            None,
+            Bytes::from_static(b"1"),
+            &condition(Condition::IfAbsent),
+        )
         .await
         .expect("create");
     let again = client
-        .put(b"s", b"bob", None, Bytes::from_static(b"2"), &condition(Condition::IfAbsent))
+        .put(
+            b"s",
+            b"bob",
+            None,
+            Bytes::from_static(b"2"),
+            &condition(Condition::IfAbsent),
+        )
         .await;
     match again {
         Err(ClientError::PreconditionFailed { context, .. }) => {
@@ -126,7 +181,13 @@ async fn expiry_and_conditions_on_a_real_cluster() {
     }
     let stale = renewed.context.clone().expect("context");
     client
-        .put(b"s", b"alice", Some(&stale), Bytes::from_static(b"x"), &Options::default())
+        .put(
+            b"s",
+            b"alice",
+            Some(&stale),
+            Bytes::from_static(b"x"),
+            &Options::default(),
+        )
         .await
         .unwrap();
     let refused = client
@@ -142,8 +203,15 @@ async fn expiry_and_conditions_on_a_real_cluster() {
         matches!(refused, Err(ClientError::PreconditionFailed { .. })),
         "{refused:?}"
     );
-    let read = client.get(b"s", b"alice", &Options::default()).await.unwrap();
-    assert_eq!(read.values, vec![Bytes::from_static(b"x")], "a failed condition wrote nothing");
+    let read = client
+        .get(b"s", b"alice", &Options::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        read.values,
+        vec![Bytes::from_static(b"x")],
+        "a failed condition wrote nothing"
+    );
 
     // Bad input: each a 400 naming the problem, and the node keeps serving.
     let other_context = created.context.clone().expect("context");
@@ -152,24 +220,46 @@ async fn expiry_and_conditions_on_a_real_cluster() {
         ("PUT", "/kv/s/k?ttl=-5s".into(), vec![], Some(b"v")),
         ("PUT", "/kv/s/k?ttl=soon".into(), vec![], Some(b"v")),
         ("PUT", "/kv/s/k?ttl=20000d".into(), vec![], Some(b"v")),
-        ("PUT", "/kv/s/k".into(), vec![("X-Ringkv-TTL", "0".into())], Some(b"v")),
         (
             "PUT",
             "/kv/s/k".into(),
-            vec![("If-None-Match", "*".into()), ("If-Match", other_context.clone())],
+            vec![("X-Ringkv-TTL", "0".into())],
             Some(b"v"),
         ),
-        ("PUT", "/kv/s/k".into(), vec![("If-Match", other_context.clone())], Some(b"v")),
+        (
+            "PUT",
+            "/kv/s/k".into(),
+            vec![
+                ("If-None-Match", "*".into()),
+                ("If-Match", other_context.clone()),
+            ],
+            Some(b"v"),
+        ),
+        (
+            "PUT",
+            "/kv/s/k".into(),
+            vec![("If-Match", other_context.clone())],
+            Some(b"v"),
+        ),
         ("POST", "/kv/s?mget".into(), vec![], Some(b"{\"keys\": []}")),
         ("POST", "/kv/s?mget".into(), vec![], Some(b"not json")),
         ("GET", "/kv/s?list&cursor=garbage".into(), vec![], None),
         ("GET", "/kv/s?list&limit=0".into(), vec![], None),
         ("GET", "/kv/s/k?changed_since=".into(), vec![], None),
-        ("GET", "/kv/s/k?changed_since=x&timeout_ms=1000".into(), vec![], None),
+        (
+            "GET",
+            "/kv/s/k?changed_since=x&timeout_ms=1000".into(),
+            vec![],
+            None,
+        ),
     ];
     for (method, target, headers, body) in &cases {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let answer = raw_http(cluster.nodes[1].http, &request(method, target, &headers, *body)).await;
+        let answer = raw_http(
+            cluster.nodes[1].http,
+            &request(method, target, &headers, *body),
+        )
+        .await;
         assert_eq!(answer.status, 400, "{method} {target}: {answer:?}");
         assert_eq!(answer.kind(), "bad_request", "{method} {target}");
     }
@@ -182,7 +272,10 @@ async fn expiry_and_conditions_on_a_real_cluster() {
     .await;
     assert_eq!(answer.status, 400, "{answer:?}");
     // A cursor of another bucket's listing.
-    let page = client.list_keys(b"s", None, Some(1), &Options::default()).await.unwrap();
+    let page = client
+        .list_keys(b"s", None, Some(1), &Options::default())
+        .await
+        .unwrap();
     let cursor = page.cursor.expect("more than one key in s");
     let answer = raw_http(
         cluster.nodes[1].http,
@@ -201,17 +294,28 @@ async fn multi_get_listing_and_watch_on_a_real_cluster() {
 
     // 300 keys (one binary), every tenth deleted, every seventh expiring at once.
     let mut live = BTreeSet::new();
-    let mut keys: Vec<Bytes> = (0..300).map(|i| Bytes::from(format!("item-{i:03}"))).collect();
+    let mut keys: Vec<Bytes> = (0..300)
+        .map(|i| Bytes::from(format!("item-{i:03}")))
+        .collect();
     keys.push(Bytes::from_static(b"\xff\x00binary"));
     for (i, key) in keys.iter().enumerate() {
-        let options = if i % 7 == 3 { ttl(500) } else { Options::default() };
+        let options = if i % 7 == 3 {
+            ttl(500)
+        } else {
+            Options::default()
+        };
         let written = client
             .put(b"carts", key, None, Bytes::from(format!("v{i}")), &options)
             .await
             .unwrap();
         if i % 10 == 0 {
             client
-                .delete(b"carts", key, written.context.as_deref(), &Options::default())
+                .delete(
+                    b"carts",
+                    key,
+                    written.context.as_deref(),
+                    &Options::default(),
+                )
                 .await
                 .unwrap();
         } else if i % 7 != 3 {
@@ -223,12 +327,18 @@ async fn multi_get_listing_and_watch_on_a_real_cluster() {
     // Multi-get: the same answer, key by key, as single gets.
     let mut asked: Vec<Bytes> = keys.iter().take(100).cloned().collect();
     asked.push(Bytes::from_static(b"never-written"));
-    let many = client.mget(b"carts", &asked, &Options::default()).await.unwrap();
+    let many = client
+        .mget(b"carts", &asked, &Options::default())
+        .await
+        .unwrap();
     assert!(many.unprocessed.is_empty());
     assert_eq!(many.keys.len(), asked.len());
     for (key, answer) in &many.keys {
         let answer = answer.as_ref().expect("a key's read");
-        let single = client.get(b"carts", key, &Options::default()).await.unwrap();
+        let single = client
+            .get(b"carts", key, &Options::default())
+            .await
+            .unwrap();
         assert_eq!(answer.values, single.values, "{key:?}");
         assert_eq!(answer.found(), live.contains(key), "{key:?}");
     }
@@ -254,21 +364,36 @@ async fn multi_get_listing_and_watch_on_a_real_cluster() {
     assert_eq!(set, live, "the listing is not the live keys");
 
     // Watch: answered by the next write, soon after its ack.
-    let read = client.get(b"carts", b"item-001", &Options::default()).await.unwrap();
+    let read = client
+        .get(b"carts", b"item-001", &Options::default())
+        .await
+        .unwrap();
     let context = read.context.clone().expect("context");
     let watcher = {
         let client = cluster.client(&[2]);
         let context = context.clone();
         tokio::spawn(async move {
             let result = client
-                .watch(b"carts", b"item-001", Some(&context), 30_000, &Options::default())
+                .watch(
+                    b"carts",
+                    b"item-001",
+                    Some(&context),
+                    30_000,
+                    &Options::default(),
+                )
                 .await;
             (result, Instant::now())
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     client
-        .put(b"carts", b"item-001", Some(&context), Bytes::from_static(b"changed"), &Options::default())
+        .put(
+            b"carts",
+            b"item-001",
+            Some(&context),
+            Bytes::from_static(b"changed"),
+            &Options::default(),
+        )
         .await
         .unwrap();
     let acked = Instant::now();
@@ -283,23 +408,44 @@ async fn multi_get_listing_and_watch_on_a_real_cluster() {
     );
 
     // A watch of the latest context waits its time and says unchanged.
-    let latest = client.get(b"carts", b"item-001", &Options::default()).await.unwrap();
-    let unchanged = client
-        .watch(b"carts", b"item-001", latest.context.as_deref(), 700, &Options::default())
+    let latest = client
+        .get(b"carts", b"item-001", &Options::default())
         .await
         .unwrap();
-    assert!(matches!(unchanged, WatchResult::Unchanged { .. }), "{unchanged:?}");
+    let unchanged = client
+        .watch(
+            b"carts",
+            b"item-001",
+            latest.context.as_deref(),
+            700,
+            &Options::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(unchanged, WatchResult::Unchanged { .. }),
+        "{unchanged:?}"
+    );
 
     // Past max_watches (3) a node answers 429; the ones it holds still work.
     let node0 = cluster.pinned_client(&[0]);
-    let item2 = client.get(b"carts", b"item-002", &Options::default()).await.unwrap();
+    let item2 = client
+        .get(b"carts", b"item-002", &Options::default())
+        .await
+        .unwrap();
     let mut held = Vec::new();
     for _ in 0..3 {
         let node0 = node0.clone();
         let context = item2.context.clone();
         held.push(tokio::spawn(async move {
             node0
-                .watch(b"carts", b"item-002", context.as_deref(), 3_000, &Options::default())
+                .watch(
+                    b"carts",
+                    b"item-002",
+                    context.as_deref(),
+                    3_000,
+                    &Options::default(),
+                )
                 .await
         }));
     }

@@ -347,6 +347,9 @@ fn seeds(default: u64) -> Vec<u64> {
 #[test]
 fn sessions_under_partitions_crashes_and_skew_serve_nothing_expired_and_lose_nothing_live() {
     let (mut acknowledged, mut expired, mut refused) = (0, 0, 0);
+    // The latest a value was served after its expiry in true time (the put's completion plus
+    // its ttl), over every run: the precision the skewed clocks gave.
+    let mut latest_served = 0u64;
     for seed in seeds(30) {
         let config = SimConfig {
             seed,
@@ -363,6 +366,7 @@ fn sessions_under_partitions_crashes_and_skew_serve_nothing_expired_and_lose_not
         );
         acknowledged += verdict.acknowledged_writes;
         expired += verdict.expired;
+        latest_served = latest_served.max(served_after_expiry(sim.history()));
         refused += sim
             .history()
             .iter()
@@ -376,8 +380,10 @@ fn sessions_under_partitions_crashes_and_skew_serve_nothing_expired_and_lose_not
     }
     eprintln!(
         "sessions: {acknowledged} acknowledged writes, {expired} expired, {refused} conditions \
-         failed"
+         failed; a value was served at most {latest_served} ms after its expiry (clocks up to \
+         500 ms apart)"
     );
+    assert!(latest_served <= 500, "served {latest_served} ms late");
     if std::env::var("RINGKV_SEED").is_err() {
         assert!(expired > 0, "no write expired: the campaign proves nothing");
         assert!(
@@ -425,4 +431,35 @@ fn a_write_after_a_reap_is_not_superseded_by_a_context_from_before_it() {
             "seed {seed}: a write after the reap was lost to a context from before it"
         );
     }
+}
+
+/// The most milliseconds, in true time, that a get began after a value it returned had expired
+/// (its put's completion plus its ttl); 0 when none did.
+fn served_after_expiry(history: &[Operation]) -> u64 {
+    use ringkv_core::checker::OpKind;
+    let mut latest = 0;
+    for get in history {
+        for value in get.values() {
+            let expiries = history.iter().filter_map(|op| match &op.kind {
+                OpKind::Put {
+                    value: written,
+                    ttl_ms,
+                    ..
+                } if *written == value => Some(ttl_ms.zip(op.completed_at).map(|(t, c)| c + t)),
+                _ => None,
+            });
+            // A value written by several puts is live until the last of them expires.
+            let Some(until) = expiries
+                .fold(Some(Some(0)), |a: Option<Option<u64>>, e| match (a, e) {
+                    (Some(Some(a)), Some(e)) => Some(Some(a.max(e))),
+                    _ => Some(None),
+                })
+                .flatten()
+            else {
+                continue;
+            };
+            latest = latest.max(get.invoked_at.saturating_sub(until));
+        }
+    }
+    latest
 }
