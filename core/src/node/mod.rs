@@ -53,6 +53,7 @@ use handoff::HandoffTracker;
 use hints::{HintDelivery, OrphanScan};
 use listing::Listings;
 use membership::Membership;
+use reap::ReapSchedule;
 use replica::{DeleteCondition, LocalWrite, LocalWriteKind, Replica};
 use routing::Routing;
 use transfer::Transfers;
@@ -102,6 +103,8 @@ enum PendingOp {
     ServeList { to: NodeId, id: CoordinationId },
     /// A key a watch just registered for, checked once.
     WatchCheck(StorageKey),
+    /// A key scheduled for a reap check.
+    ReapCheck(StorageKey),
 }
 
 /// The protocol state of one physical node. See the [module docs](self) for the caller's
@@ -149,6 +152,8 @@ pub struct Node {
     listings: Listings,
     /// Watches coordinated here, and watch registrations held as an owner.
     watches: Watches,
+    /// Dead keys to check for reaping once their grace period is over.
+    reaps: ReapSchedule,
 }
 
 impl Node {
@@ -278,6 +283,7 @@ impl Node {
             anti_entropy: AntiEntropy::default(),
             listings: Listings::default(),
             watches: Watches::default(),
+            reaps: ReapSchedule::default(),
             config,
         };
         node.ring_changed_for_handoff();
@@ -501,6 +507,7 @@ impl Node {
             PendingOp::ServeTransfer { to, id } => self.transfer_page_read(to, id, result),
             PendingOp::ServeList { to, id } => self.list_page_scanned(to, id, result),
             PendingOp::WatchCheck(key) => self.watch_checked(key, result),
+            PendingOp::ReapCheck(key) => self.reap_check_read(key, result),
         }
         self.drain_loopback();
     }
@@ -526,6 +533,7 @@ impl Node {
                     ));
                 }
                 Timer::AntiEntropy => {
+                    self.start_due_reaps();
                     self.anti_entropy_tick();
                     self.timers.insert((
                         self.now

@@ -3,19 +3,96 @@
 //! is not moving). A write since the check keeps the key. An expired value goes the same way as a
 //! tombstone, so nothing expired comes back through read repair, hints or anti-entropy.
 
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
-use super::{DeleteCondition, Node};
+use super::{DeleteCondition, Node, PendingOp};
 use crate::bucket::Quorums;
 use crate::coordinator::get::{GetState, ReplicaState};
 use crate::coordinator::Client;
+use crate::id::Millis;
 use crate::membership::MemberStatus;
 use crate::merkle::object_digest;
-use crate::storage::StorageKey;
+use crate::storage::{Space, StorageKey, StorageOp, StorageResult};
 use crate::version::Object;
 use crate::wire::Message;
 
+/// Keys past (or soon past) their grace period that this node, as their first replica, will
+/// check for reaping: an expired session leaves the disk soon after its grace period, not at the
+/// next tree rebuild. Bounded; keys it cannot hold are found by the rebuild.
+#[derive(Debug, Default)]
+pub(super) struct ReapSchedule {
+    due: BTreeSet<(Millis, StorageKey)>,
+}
+
+/// Keys a node keeps scheduled for a reap check at most.
+const MAX_SCHEDULED_REAPS: usize = 100_000;
+/// Reap checks started per anti-entropy tick at most.
+const REAP_CHECKS_PER_TICK: usize = 256;
+
 impl Node {
+    /// This node stored `object`: if it is dead or will be (every sibling a tombstone or a
+    /// value with an expiry) and this node is the key's first replica, its reap check is
+    /// scheduled for the end of its grace period.
+    pub(super) fn schedule_reap(&mut self, key: &StorageKey, object: &Object) {
+        if key.space != Space::Data || self.reaps.due.len() >= MAX_SCHEDULED_REAPS {
+            return;
+        }
+        let Some(dead) = object.dead_since() else {
+            return;
+        };
+        let n = self.bucket_props(&key.bucket).n;
+        let replicas = self.preference_list(&key.bucket, &key.key, n);
+        if replicas.first() != Some(&self.config.node_id) {
+            return;
+        }
+        let when = dead
+            .saturating_add(self.config.tombstone_grace_ms)
+            .saturating_add(1);
+        self.reaps.due.insert((when, key.clone()));
+    }
+
+    /// Starts the reap checks that are due (a read of the key's record first).
+    pub(super) fn start_due_reaps(&mut self) {
+        for _ in 0..REAP_CHECKS_PER_TICK {
+            let Some((when, _)) = self.reaps.due.first() else {
+                return;
+            };
+            if *when > self.now {
+                return;
+            }
+            let Some((_, key)) = self.reaps.due.pop_first() else {
+                return;
+            };
+            self.storage(
+                StorageOp::Get { key: key.clone() },
+                PendingOp::ReapCheck(key),
+            );
+        }
+    }
+
+    /// A scheduled key's record: still dead, it is considered for reaping, and checked again
+    /// a grace period later in case this check could not reap it (a replica out of reach, the
+    /// ring moving). Gone or alive, it is forgotten.
+    pub(super) fn reap_check_read(&mut self, key: StorageKey, result: StorageResult) {
+        let StorageResult::Record(Some(record)) = result else {
+            return;
+        };
+        let Ok(object) = Object::decode(&record) else {
+            return;
+        };
+        if !object.is_dead_at(self.now) {
+            return;
+        }
+        self.consider_reaping(&key, &object);
+        if self.reaps.due.len() < MAX_SCHEDULED_REAPS {
+            let again = self
+                .now
+                .saturating_add(self.config.tombstone_grace_ms.max(1_000));
+            self.reaps.due.insert((again, key));
+        }
+    }
+
     /// A dead object (deleted or expired) met while building a tree: if this node is the key's
     /// first replica and the grace period is over, check whether every replica has it.
     pub(super) fn consider_reaping(&mut self, key: &StorageKey, object: &Object) {

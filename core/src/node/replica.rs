@@ -403,6 +403,7 @@ impl Node {
             if let Some((object, _)) = &write.result {
                 self.set_in_tree(&key, Some(object_digest(object)));
                 self.notify_watchers(&key, object);
+                self.schedule_reap(&key, object);
             }
         }
         match write.kind {

@@ -30,7 +30,7 @@ use crate::metrics::{Op, Outcome};
 use crate::node_loop::NodeHandle;
 
 /// Reads one multi-get runs at once.
-const MGET_PARALLELISM: usize = 32;
+const MGET_PARALLELISM: usize = 16;
 /// The largest multi-get body: its keys, as JSON.
 const MAX_MGET_BODY_BYTES: usize = 8 * 1024 * 1024;
 
