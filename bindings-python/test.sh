@@ -4,7 +4,8 @@
 #     requirements-dev.txt (maturin, pytest, nbclient, ipykernel, matplotlib);
 #   - `pip install ./bindings-python`, the real install path (maturin builds the Rust core into
 #     target-python/, so it never waits on the workspace's target/ lock);
-#   - the `ringkv` binary, built if missing, for the live-client tests (they start `ringkv dev`);
+#   - the `ringkv` binary, built or brought up to date, for the live-client tests (they start
+#     `ringkv dev`);
 #   - pytest (simulation, ring, versions, bad input, docstrings, live client), then the example
 #     notebook, executed with nbclient into target/python/conflicts.ipynb.
 # RINGKV_SEED=<seed> replays a seeded test; RINGKV_SEEDS=<n> runs more campaign seeds.
@@ -41,10 +42,13 @@ CARGO_TARGET_DIR="$python_target" "$py" -m pip install --quiet --no-build-isolat
   --force-reinstall "$here"
 echo "   built and installed in $(( $(date +%s) - started )) s"
 
-ringkv_bin="${RINGKV_BIN:-$main_target/debug/ringkv}"
-if [ ! -x "$ringkv_bin" ]; then
+# Built every time (a no-op when it is up to date): a binary left over from an older checkout
+# would lack the endpoints the client tests exercise. RINGKV_BIN=<path> uses that one instead.
+ringkv_bin="${RINGKV_BIN:-}"
+if [ -z "$ringkv_bin" ]; then
   echo "== cargo build -p ringkv (for the live-client tests)"
   (cd "$repo" && CARGO_TARGET_DIR="$main_target" cargo build -p ringkv)
+  ringkv_bin="$main_target/debug/ringkv"
 fi
 export RINGKV_BIN="$ringkv_bin"
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Iterator, List
 
@@ -43,6 +44,12 @@ def seeds(count: int = 5) -> List[int]:
 
 
 # ----- a live cluster -----
+
+
+@pytest.fixture
+def bucket() -> str:
+    """A fresh bucket per test, so tests never see each other's keys."""
+    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 def ringkv_binary() -> Path:

@@ -8,7 +8,6 @@ import json
 import socket
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, Iterator, List, Tuple
 
@@ -16,12 +15,6 @@ import pytest
 
 import ringkv
 from ringkv.client import parse_multipart
-
-
-@pytest.fixture
-def bucket() -> str:
-    """A fresh bucket per test, so tests never see each other's keys."""
-    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 # ----- against `ringkv dev` -----

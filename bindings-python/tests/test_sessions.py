@@ -238,16 +238,10 @@ def test_session_campaigns_pass_the_checker(campaign_seed: int) -> None:
     assert verdict.acknowledged_writes > 0 and "precondition_failed" in outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="ringkv-core: once a key's object is reaped (a delete's tombstone, or an expired value, "
-    "tombstone_grace_ms after it died) the next write through the same coordinator gets a dot "
-    "that an earlier write already had, and a client still holding an old context then "
-    "supersedes it without having seen it (the checker reports a reused dot and a lost write). "
-    "Not a binding bug: remove this mark once the core keeps dots unique across reaping.",
-)
 def test_a_write_after_a_key_is_reaped_gets_a_fresh_dot(seed: int) -> None:
+    """Reaping removes a key's object, and with it the dots it held: the coordinator's next write
+    must still get a dot above every one it removed, or a client holding an older context would
+    replace the new value without having seen it."""
     sim = ringkv.Sim(nodes=3, n=3, seed=seed)
     first = sim.put("session:9", b"a", ttl=1, node="n1")
     refreshed = sim.put("session:9", b"a", context=first.context, ttl=1, node="n2")

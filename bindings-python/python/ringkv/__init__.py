@@ -7,7 +7,8 @@
   lists, balance, and how much data a membership change moves.
 - :class:`Context`, :class:`VectorClock`, :class:`Dot`, :class:`Causality`: versions, with the
   causal comparisons that tell why two values are siblings.
-- :class:`Client`: a client for a live cluster (``ringkv dev`` starts one).
+- :class:`Client`: a client for a live cluster (``ringkv dev`` starts one): keys one at a
+  time or many at once, listings of a bucket's keys, and watches that wait for a change.
 
 >>> import ringkv
 >>> sim = ringkv.Sim(nodes=5, n=3, r=2, w=2, seed=7)
@@ -34,7 +35,7 @@ from .errors import (
     UnavailableError,
     UnknownNodeError,
 )
-from .results import Result
+from .results import KeyPage, MgetResult, Result
 from .ring import Balance, Ring
 from .sim import Replica, Sibling, Sim, Verdict
 from .version import Causality, Context, Dot, VectorClock
@@ -50,6 +51,8 @@ __all__ = [
     "Balance",
     "Client",
     "Result",
+    "MgetResult",
+    "KeyPage",
     "Context",
     "VectorClock",
     "Dot",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 from . import _native
 from .errors import InvalidRequestError
@@ -129,29 +129,51 @@ def ttl_to_ms(what: str, value: object) -> int:
     >>> ttl_to_ms("ttl", 30), ttl_to_ms("ttl", 0.25), ttl_to_ms("ttl", datetime.timedelta(minutes=30)), ttl_to_ms("ttl", "2h")
     (30000, 250, 1800000, 7200000)
     """
+    ms, given = _duration_ms(what, value, "'30m'", "a time to live")
+    return _ttl_range(what, ms, given)
+
+
+def optional_ttl_ms(what: str, value: object) -> Optional[int]:
+    return None if value is None else ttl_to_ms(what, value)
+
+
+def wait_to_ms(what: str, value: object, maximum_ms: int) -> int:
+    """A wait in milliseconds, 1 ms to ``maximum_ms``, given as a time to live is (seconds, a
+    ``datetime.timedelta`` or a duration string such as ``"30s"``).
+
+    >>> from ringkv._args import wait_to_ms
+    >>> wait_to_ms("timeout", 1, 600_000), wait_to_ms("timeout", 0.5, 600_000), wait_to_ms("timeout", "2m", 600_000)
+    (1000, 500, 120000)
+    """
+    ms, given = _duration_ms(what, value, "'30s'", "a wait")
+    if not 1 <= ms <= maximum_ms:
+        raise InvalidRequestError(f"{given} is outside 1 ms to {format_duration_ms(maximum_ms)}")
+    return ms
+
+
+def _duration_ms(what: str, value: object, example: str, noun: str) -> Tuple[int, str]:
+    """Milliseconds (not range-checked) and how the caller gave them, for messages."""
     if isinstance(value, bool):
-        raise TypeError(f"{what} must be seconds, a timedelta or a duration such as '30m', not bool")
+        raise TypeError(f"{what} must be seconds, a timedelta or a duration such as {example}, not bool")
     if isinstance(value, str):
         try:
             ms = parse_duration_ms(value)
         except InvalidRequestError as error:
             raise InvalidRequestError(f"{what}: {error}") from None
-        return _ttl_range(what, ms, f"{what} = {value!r}")
+        return ms, f"{what} = {value!r}"
     if isinstance(value, datetime.timedelta):
         # Whole microseconds (exact), rounded to the millisecond.
         micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-        return _ttl_range(what, _round_half_up(micros, 1_000), f"{what} = {value!r}")
+        return _round_half_up(micros, 1_000), f"{what} = {value!r}"
     if isinstance(value, int):
-        return _ttl_range(what, value * 1000, f"{what} = {value} s")
+        return value * 1000, f"{what} = {value} s"
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidRequestError(f"{what} = {value}: a time to live must be a finite number of seconds")
-        return _ttl_range(what, math.floor(value * 1000 + 0.5), f"{what} = {value} s")
-    raise TypeError(f"{what} must be seconds, a timedelta or a duration such as '30m', not {type(value).__name__}")
-
-
-def optional_ttl_ms(what: str, value: object) -> Optional[int]:
-    return None if value is None else ttl_to_ms(what, value)
+            raise InvalidRequestError(f"{what} = {value}: {noun} must be a finite number of seconds")
+        return math.floor(value * 1000 + 0.5), f"{what} = {value} s"
+    raise TypeError(
+        f"{what} must be seconds, a timedelta or a duration such as {example}, not {type(value).__name__}"
+    )
 
 
 def _ttl_range(what: str, ms: int, given: str) -> int:

@@ -14,6 +14,13 @@ has no value, ``if_match`` writes only over an unchanged context::
     g = db.get("s-42", bucket="sessions")          # g.expires_at: ms since the Unix epoch
     db.put("s-42", g.value, context=g.context, bucket="sessions", ttl="30m")   # sliding expiry
 
+Many keys at once, a bucket's keys, and waiting for a change::
+
+    m = db.mget(["alice", "bob"], bucket="carts")   # m["alice"].values, m.errors, m.unprocessed
+    for key in db.iter_keys(bucket="carts"):        # every key, page by page (a scan: admin, export)
+        ...
+    w = db.watch("alice", g.context, bucket="carts", timeout=30)   # w.changed, w.values, w.context
+
 Every call is one HTTP request to the node in the URL, which coordinates it (or forwards it to
 an owner of the key). The client never retries: a put that timed out may have been applied,
 and writing it again without the new context would make a sibling of the same change. Failures
@@ -26,12 +33,15 @@ answered, :class:`~ringkv.InvalidRequestError` for a request the node refused,
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import dataclasses
 import http.client
 import json
 import socket
 import urllib.parse
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from ._args import (
     Name,
@@ -47,6 +57,7 @@ from ._args import (
     ttl_to_ms,
     u32,
     value_bytes,
+    wait_to_ms,
 )
 from .errors import (
     ContextError,
@@ -59,7 +70,7 @@ from .errors import (
     ServerError,
     UnavailableError,
 )
-from .results import Result
+from .results import KeyPage, MgetResult, Result, key_text
 from .version import Context, check_condition, check_context
 
 __all__ = ["Client", "parse_multipart"]
@@ -75,6 +86,14 @@ HEADER_READ_YOUR_WRITES = "X-Ringkv-Read-Your-Writes"
 HEADER_SIBLINGS = "X-Ringkv-Siblings"
 HEADER_NODE = "X-Ringkv-Node"
 HEADER_EXPIRES_AT = "X-Ringkv-Expires-At"
+
+# Limits of the bucket requests: core/src/listing.rs, client/src/api.rs, core/src/request.rs.
+#: Keys a listing page holds at most.
+MAX_LIST_LIMIT = 1_000
+#: Keys a multi-get may name at most.
+MAX_MGET_KEYS = 1_000
+#: The longest a watch waits, in milliseconds (10 minutes).
+MAX_WATCH_WAIT_MS = 600_000
 
 
 def parse_multipart(content_type: str, body: bytes) -> List[bytes]:
@@ -184,6 +203,40 @@ class Client:
 
     # ----- HTTP -----
 
+    @contextlib.contextmanager
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Optional[Mapping[str, str]] = None,
+        body: Optional[bytes] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[http.client.HTTPResponse]:
+        """Sends one request and yields its response, whose body the caller reads (whole, or
+        line by line as it streams); failures to send or to read are ringkv errors."""
+        target = self._prefix + path
+        if query:
+            target += "?" + urllib.parse.urlencode(query)
+        # One connection per request: nothing is ever re-sent on a fresh connection behind the
+        # caller's back.
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout or self.timeout)
+        try:
+            connection.request(method, target, body=body, headers=dict(headers or {}))
+            yield connection.getresponse()
+        except RingkvError:
+            raise  # from the caller's reading (some are OSErrors too)
+        except socket.timeout:
+            raise RequestTimeoutError(
+                f"{method} {self.url}{_short(target)}: no answer within {timeout or self.timeout:g} s; "
+                "a write may or may not have been applied: read the key before writing again"
+            ) from None
+        except (ConnectionError, OSError, http.client.HTTPException) as error:
+            raise UnavailableError(f"{method} {self.url}{_short(target)}: {error}") from error
+        finally:
+            connection.close()
+
     def _send(
         self,
         method: str,
@@ -194,25 +247,8 @@ class Client:
         headers: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
     ) -> Tuple[int, http.client.HTTPMessage, bytes]:
-        target = self._prefix + path
-        if query:
-            target += "?" + urllib.parse.urlencode(query)
-        # One connection per request: nothing is ever re-sent on a fresh connection behind the
-        # caller's back.
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout or self.timeout)
-        try:
-            connection.request(method, target, body=body, headers=dict(headers or {}))
-            response = connection.getresponse()
+        with self._exchange(method, path, query=query, body=body, headers=headers, timeout=timeout) as response:
             return response.status, response.headers, response.read()
-        except socket.timeout:
-            raise RequestTimeoutError(
-                f"{method} {self.url}{_short(target)}: no answer within {timeout or self.timeout:g} s; "
-                "a write may or may not have been applied: read the key before writing again"
-            ) from None
-        except (ConnectionError, OSError, http.client.HTTPException) as error:
-            raise UnavailableError(f"{method} {self.url}{_short(target)}: {error}") from error
-        finally:
-            connection.close()
 
     @staticmethod
     def _error(status: int, body: bytes, what: str) -> RingkvError:
@@ -239,7 +275,8 @@ class Client:
             if "context" in str(doc.get("error", "")):
                 return ContextError(message)
             return InvalidRequestError(message)
-        if status == 503 or kind in ("no_ring", "shutting_down", "overloaded"):
+        # 429: this node holds as many watches as it may (another node may not).
+        if status in (429, 503) or kind in ("no_ring", "shutting_down", "overloaded", "too_many_watches"):
             return UnavailableError(message)
         if status >= 500:
             return ServerError(message)
@@ -301,6 +338,19 @@ class Client:
         """
         bucket_b, key_b, path, query, timeout = self._kv(key, bucket, r, None, None, n, timeout_ms)
         status, headers, body = self._send("GET", path, query=query, timeout=timeout)
+        return self._read_answer("get", bucket_b, key_b, path, status, headers, body)
+
+    def _read_answer(
+        self,
+        op: str,
+        bucket: bytes,
+        key: bytes,
+        path: str,
+        status: int,
+        headers: http.client.HTTPMessage,
+        body: bytes,
+    ) -> Result:
+        """A GET's answer (200 one value, 300 siblings, 404 none) as a result; else its error."""
         if status == 200:
             values = [body]
         elif status == 300:
@@ -312,7 +362,7 @@ class Client:
             values = []
         else:
             raise self._error(status, body, f"GET {path}")
-        result = self._result("get", bucket_b, key_b, headers, values)
+        result = self._result(op, bucket, key, headers, values)
         expires_at = (headers.get(HEADER_EXPIRES_AT) or "").strip()
         if expires_at:
             if not (expires_at.isascii() and expires_at.isdigit()):
@@ -439,6 +489,278 @@ class Client:
             read_your_writes=None if ryw is None else ryw == "true",
         )
 
+    # ----- many keys, a bucket's keys, and watching a key -----
+
+    def _bucket_path(self, bucket: Optional[Name]) -> Tuple[bytes, str]:
+        bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
+        return bucket_b, "/kv/" + urllib.parse.quote(bucket_b, safe="")
+
+    def mget(
+        self,
+        keys: Iterable[Name],
+        *,
+        bucket: Optional[Name] = None,
+        r: Optional[Quorum] = None,
+        n: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> MgetResult:
+        """Reads many keys of a bucket in one request (``POST /kv/{bucket}?mget``): each key is
+        read as :meth:`get` reads it (at ``r``, within ``timeout_ms``), in parallel on the node.
+
+        ``keys``: 1 to 1,000 distinct keys (``str`` or ``bytes``). The answer streams, one key
+        at a time, and is read as it comes. One key's failure does not fail the others: it is
+        in ``errors``, as the exception a get of that key would have raised. Keys left over
+        once the answer reached 16 MiB of values are in ``unprocessed``: ask for them again.
+        Raises (nothing read) for a request the node refused as a whole, and
+        :class:`~ringkv.ServerError` when the answer was cut short.
+
+        >>> m = db.mget(["alice", "bob", b"\\xff"], bucket="carts")   # doctest: +SKIP
+        >>> m["alice"].values, m["bob"].value, m.errors, m.unprocessed   # doctest: +SKIP
+        """
+        if isinstance(keys, (str, bytes, bytearray, memoryview)):
+            raise TypeError("keys must be a list of keys (str or bytes), not a single key")
+        try:
+            items = list(keys)
+        except TypeError:
+            raise TypeError(f"keys must be a list of keys (str or bytes), not {type(keys).__name__}") from None
+        names = [name_bytes("key", key) for key in items]
+        if not names:
+            raise InvalidRequestError("mget needs at least one key")
+        if len(names) > MAX_MGET_KEYS:
+            raise InvalidRequestError(
+                f"mget of {len(names)} keys: at most {MAX_MGET_KEYS} at once (split the keys)"
+            )
+        seen = set()
+        for name in names:
+            if name in seen:
+                raise InvalidRequestError(f"mget names the key {key_text(name)!r} twice")
+            seen.add(name)
+        bucket_b, path = self._bucket_path(bucket)
+        query: Dict[str, str] = {"mget": ""}
+        chosen = optional_quorum("r", r) if r is not None else self._r
+        if chosen is not None:
+            query["r"] = chosen
+        if n is not None:
+            query["n"] = str(u32("n", n, 1))
+        timeout = None
+        if timeout_ms is not None:
+            query["timeout_ms"] = str(integer("timeout_ms", timeout_ms, 1))
+            timeout = max(self.timeout, timeout_ms / 1000 + 1)
+        body = json.dumps({"keys": [_key_doc(name) for name in names]}).encode("utf-8")
+        what = f"POST {path}?mget"
+        results: Dict[bytes, Result] = {}
+        errors: Dict[bytes, RingkvError] = {}
+        unprocessed: Optional[List[bytes]] = None
+        with self._exchange(
+            "POST", path, query=query, body=body, headers={"Content-Type": "application/json"}, timeout=timeout
+        ) as response:
+            if response.status != 200:
+                raise self._error(response.status, response.read(), what)
+            node = response.headers.get(HEADER_NODE)
+            while True:
+                line = response.readline()
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                if unprocessed is not None:
+                    raise ServerError(f"{what}: a line after the multi-get's last one: {line[:80]!r}")
+                doc = _json_line(line, what)
+                if "unprocessed" in doc:
+                    unprocessed = [_key_from_doc(item, what) for item in _list(doc["unprocessed"], what)]
+                    continue
+                key = _key_from_doc(doc.get("key"), what)
+                if key not in seen:
+                    raise ServerError(f"{what}: an answer for a key not asked for: {key_text(key)!r}")
+                if key in results or key in errors:
+                    raise ServerError(f"{what}: two answers for the key {key_text(key)!r}")
+                item = self._mget_item(doc, bucket_b, key, node, what)
+                if isinstance(item, Result):
+                    results[key] = item
+                else:
+                    errors[key] = item
+        if unprocessed is None:
+            raise ServerError(
+                f"{what}: the answer was cut short after {len(results) + len(errors)} of {len(names)} keys "
+                "(no final line): read the keys again"
+            )
+        left = set(unprocessed)
+        missing = seen - set(results) - set(errors) - left
+        if missing or not left <= seen:
+            raise ServerError(
+                f"{what}: {len(missing)} keys neither answered nor unprocessed, "
+                f"{len(left - seen)} unprocessed keys not asked for"
+            )
+        return MgetResult(
+            bucket=bucket_b,
+            results={name: results[name] for name in names if name in results},
+            errors={name: errors[name] for name in names if name in errors},
+            unprocessed=[name for name in names if name in left],
+            node=node,
+        )
+
+    def _mget_item(
+        self, doc: Dict[str, Any], bucket: bytes, key: bytes, node: Optional[str], what: str
+    ) -> Union[Result, RingkvError]:
+        """One line of a multi-get: the key's result, or the error a get would have raised."""
+        status = doc.get("status")
+        if not isinstance(status, int) or isinstance(status, bool):
+            raise ServerError(f"{what}: a line without a status: {json.dumps(doc)[:120]}")
+        values = [_base64(value, what) for value in _list(doc.get("values", []), what)]
+        if status not in (200, 300, 404):
+            error = {"error": doc.get("message") or doc.get("error") or f"HTTP {status}", "kind": doc.get("error", "")}
+            return self._error(status, json.dumps(error).encode("utf-8"), f"{what}, key {key_text(key)!r}")
+        if (status == 200) != (len(values) == 1) or (status == 300) != (len(values) > 1):
+            raise ServerError(f"{what}: status {status} with {len(values)} values for {key_text(key)!r}")
+        context = None
+        token = doc.get("context")
+        if token is not None:
+            if not isinstance(token, str):
+                raise ServerError(f"{what}: a context that is not text: {token!r}")
+            try:
+                context = Context.from_base64(token, bucket=bucket, key=key)
+            except ContextError as error:
+                raise ServerError(f"the node sent an invalid context: {error}") from None
+        expires_at = doc.get("expires_at")
+        if expires_at is not None and (not isinstance(expires_at, int) or isinstance(expires_at, bool)):
+            raise ServerError(f"{what}: an invalid expires_at: {expires_at!r}")
+        return Result(
+            op="get",
+            bucket=bucket,
+            key=key,
+            ok=True,
+            outcome="ok",
+            values=values,
+            context=context,
+            node=node,
+            expires_at=expires_at,
+        )
+
+    def list_keys(
+        self,
+        *,
+        bucket: Optional[Name] = None,
+        limit: int = 100,
+        cursor: Optional[str] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> KeyPage:
+        """One page of a bucket's keys (``GET /kv/{bucket}?list``): up to ``limit`` (1 to 1,000)
+        keys, starting where ``cursor`` (the previous page's) says, or at the beginning.
+
+        A listing is a scan, for admin and export, not for serving requests: it asks one replica
+        of each partition (no quorum), so a key written or deleted a moment ago may be missing
+        or still listed. Keys come as ``bytes``, in partition order (not sorted). A page may be
+        short, or empty, and still have a ``cursor``: the listing is complete only when
+        ``page.cursor`` is ``None``. A cursor the node cannot read (altered, or of another
+        bucket) is an :class:`~ringkv.InvalidRequestError`; a partition none of whose replicas
+        answered, a :class:`~ringkv.QuorumError`.
+
+        >>> page = db.list_keys(bucket="carts", limit=500)               # doctest: +SKIP
+        >>> page.keys, page.cursor                                       # doctest: +SKIP
+        """
+        limit = integer("limit", limit, 1, MAX_LIST_LIMIT)
+        if cursor is not None:
+            if not isinstance(cursor, str):
+                raise TypeError(f"cursor must be a str (a page's cursor) or None, not {type(cursor).__name__}")
+            if not cursor:
+                raise InvalidRequestError("the cursor is empty: pass None to start a listing")
+        bucket_b, path = self._bucket_path(bucket)
+        query: Dict[str, str] = {"list": "", "limit": str(limit)}
+        if cursor is not None:
+            query["cursor"] = cursor
+        timeout = None
+        if timeout_ms is not None:
+            query["timeout_ms"] = str(integer("timeout_ms", timeout_ms, 1))
+            timeout = max(self.timeout, timeout_ms / 1000 + 1)
+        what = f"GET {path}?list"
+        status, _, body = self._send("GET", path, query=query, timeout=timeout)
+        if status != 200:
+            raise self._error(status, body, what)
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ServerError(f"{what}: the answer is not JSON: {error}") from None
+        if not isinstance(doc, dict) or "keys" not in doc:
+            raise ServerError(f"{what}: not a page of keys: {body[:120]!r}")
+        next_cursor = doc.get("cursor")
+        if next_cursor is not None and (not isinstance(next_cursor, str) or not next_cursor):
+            raise ServerError(f"{what}: an invalid cursor: {next_cursor!r}")
+        keys = [_key_from_doc(item, what) for item in _list(doc["keys"], what)]
+        return KeyPage(bucket=bucket_b, keys=keys, cursor=next_cursor)
+
+    def iter_keys(
+        self, *, bucket: Optional[Name] = None, page_size: int = 1000, timeout_ms: Optional[int] = None
+    ) -> Iterator[bytes]:
+        """Every key of a bucket, as ``bytes``: :meth:`list_keys` page after page (``page_size``
+        keys each, 1 to 1,000) until the listing is complete. Lazy: a page is asked for when
+        the previous one is used up. What :meth:`list_keys` says of consistency holds here too.
+
+        >>> live = set(db.iter_keys(bucket="carts"))                     # doctest: +SKIP
+        """
+        # Checked now, not at the first next(): a generator would defer them.
+        page_size = integer("page_size", page_size, 1, MAX_LIST_LIMIT)
+        bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
+        if timeout_ms is not None:
+            integer("timeout_ms", timeout_ms, 1)
+        return self._walk_keys(bucket_b, page_size, timeout_ms)
+
+    def _walk_keys(self, bucket: bytes, page_size: int, timeout_ms: Optional[int]) -> Iterator[bytes]:
+        cursor: Optional[str] = None
+        while True:
+            page = self.list_keys(bucket=bucket, limit=page_size, cursor=cursor, timeout_ms=timeout_ms)
+            yield from page.keys
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def watch(
+        self,
+        key: Name,
+        context: Union[Context, str, None],
+        *,
+        bucket: Optional[Name] = None,
+        timeout: Ttl = 60,
+        r: Optional[Quorum] = None,
+    ) -> Result:
+        """Waits until ``key`` holds a write that ``context`` has not seen, for at most
+        ``timeout`` (seconds, a ``timedelta`` or ``"30s"``; 1 ms to 10 minutes, default 60 s).
+        A long poll: ``GET /kv/{bucket}/{key}?changed_since=<context>``.
+
+        ``context`` is the context of a read of this key (a :class:`~ringkv.Context` or its
+        base64), or ``None`` to wait for the first write of a key with no history. The result
+        is a :class:`~ringkv.Result` with ``op == "watch"`` either way:
+
+        - ``changed`` is True: the key changed, and the result is what a :meth:`get` returns
+          (``values``, possibly none when it was deleted, and ``context``); it comes at once
+          when the key already holds such a write;
+        - ``changed`` is False: the wait ended first (``outcome == "unchanged"``, no values);
+          ``context`` is the one to watch from next.
+
+        So a loop that follows a key reads::
+
+            context = None
+            while True:
+                w = db.watch("config", context, timeout=30)
+                if w.changed:
+                    apply(w.values)
+                context = w.context
+
+        Each watch holds a place on the node until it answers: a node holding as many as it
+        may answers 429, an :class:`~ringkv.UnavailableError` (try later or another node).
+        """
+        bucket_b, key_b, path, query, _ = self._kv(key, bucket, r, None, None, None, None)
+        wait_ms = wait_to_ms("timeout", timeout, MAX_WATCH_WAIT_MS)
+        checked = check_context(context, bucket_b, key_b)
+        query["changed_since"] = "*" if checked is None or checked.is_empty else checked.to_base64()
+        query["timeout_ms"] = str(wait_ms)
+        # The node answers at the end of the wait; its reads and the way back get the usual time.
+        status, headers, body = self._send("GET", path, query=query, timeout=wait_ms / 1000 + self.timeout)
+        if status == 304:
+            unchanged = self._result("watch", bucket_b, key_b, headers, [])
+            return dataclasses.replace(unchanged, outcome="unchanged", changed=False)
+        result = self._read_answer("watch", bucket_b, key_b, path, status, headers, body)
+        return dataclasses.replace(result, changed=True)
+
     # ----- the cluster -----
 
     def health(self) -> Dict[str, Any]:
@@ -520,6 +842,47 @@ class Client:
         )
         if status not in (200, 204):
             raise self._error(status, body, f"PUT {path}")
+
+
+def _key_doc(key: bytes) -> Union[str, Dict[str, str]]:
+    """A key in a JSON document: its text when it is UTF-8, else ``{"base64": ...}``."""
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(key).decode("ascii")}
+
+
+def _key_from_doc(doc: object, what: str) -> bytes:
+    if isinstance(doc, str):
+        return doc.encode("utf-8")
+    if isinstance(doc, dict) and set(doc) == {"base64"} and isinstance(doc["base64"], str):
+        return _base64(doc["base64"], what)
+    raise ServerError(f"{what}: not a key: {json.dumps(doc)[:120]}")
+
+
+def _base64(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise ServerError(f"{what}: not base64 text: {text!r}"[:200])
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ServerError(f"{what}: invalid base64: {text[:60]!r}") from None
+
+
+def _list(value: object, what: str) -> List[Any]:
+    if not isinstance(value, list):
+        raise ServerError(f"{what}: expected a list, not {json.dumps(value)[:120]}")
+    return value
+
+
+def _json_line(line: bytes, what: str) -> Dict[str, Any]:
+    try:
+        doc = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ServerError(f"{what}: a line that is not JSON ({error}): {line[:80]!r}") from None
+    if not isinstance(doc, dict):
+        raise ServerError(f"{what}: a line that is not an object: {line[:80]!r}")
+    return doc
 
 
 def _short(text: str, limit: int = 100) -> str:

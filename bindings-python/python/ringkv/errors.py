@@ -11,7 +11,7 @@ as expected::
     ├── QuorumError                        R or W replicas did not answer in time
     ├── ConflictError                      siblings where one value was expected
     ├── PreconditionFailedError            if_none_match / if_match did not hold: nothing written
-    ├── UnavailableError (ConnectionError) the node cannot be reached or cannot serve
+    ├── UnavailableError (ConnectionError) the node cannot be reached or cannot serve (503, 429)
     ├── RequestTimeoutError (TimeoutError) no answer in time: a write may or may not have applied
     ├── ServerError                        the node failed while handling the request
     └── SimulationError                    an internal error of the simulator (a bug: report it)
@@ -140,8 +140,9 @@ class NothingToDeleteError(RingkvError, KeyError):
 
 
 class UnavailableError(RingkvError, ConnectionError):
-    """The node cannot be reached (connection refused, reset) or cannot serve yet (no ring,
-    shutting down, overloaded). Nothing was applied when the connection was refused."""
+    """The node cannot be reached (connection refused, reset) or cannot serve now (no ring,
+    shutting down, overloaded, or holding as many watches as it may: an HTTP 429, try later or
+    another node). Nothing was applied when the connection was refused."""
 
 
 class RequestTimeoutError(RingkvError, TimeoutError):

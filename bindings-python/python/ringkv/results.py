@@ -1,9 +1,10 @@
-"""What get, put and delete return, in the simulator and from a live cluster alike."""
+"""What get, put and delete return, in the simulator and from a live cluster alike; and what
+the live client's multi-get (:class:`MgetResult`) and listing (:class:`KeyPage`) return."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 from .errors import (
     ConflictError,
@@ -15,7 +16,7 @@ from .errors import (
 )
 from .version import Context, Dot
 
-__all__ = ["Result", "key_text"]
+__all__ = ["Result", "MgetResult", "KeyPage", "key_text"]
 
 
 def key_text(name: bytes) -> Union[str, bytes]:
@@ -44,7 +45,7 @@ class Result:
     exception); the live :class:`~ringkv.Client` raises instead.
     """
 
-    #: ``"get"``, ``"put"`` or ``"delete"``.
+    #: ``"get"``, ``"put"``, ``"delete"``, or ``"watch"`` (live client only).
     op: str
     #: The bucket.
     bucket: bytes
@@ -55,7 +56,8 @@ class Result:
     #: ``"ok"``, ``"unavailable"`` (quorum not reached), ``"precondition_failed"`` (the write's
     #: ``if_none_match`` or ``if_match`` did not hold; ``context`` is the key's current one),
     #: ``"failed"``, ``"rejected"``, ``"refused"`` (the node is down), ``"lost"`` (it crashed
-    #: before replying), or ``None`` while the request is still running.
+    #: before replying), ``"unchanged"`` (a watch that waited its whole time), or ``None`` while
+    #: the request is still running.
     outcome: Optional[str]
     #: The sibling values a get returned (empty when the key is absent or deleted).
     values: List[bytes] = field(default_factory=list)
@@ -95,6 +97,10 @@ class Result:
     expires_at: Optional[int] = None
     #: For ``"precondition_failed"`` (simulator only): whether the key has a live value.
     exists: Optional[bool] = None
+    #: For a watch: whether the key changed (its values, possibly none if it was deleted, are
+    #: then those of a get); ``False`` when the wait ended first, and ``context`` is the one to
+    #: watch from next (``None`` for a key that still has no history). ``None`` for other ops.
+    changed: Optional[bool] = None
 
     @property
     def found(self) -> bool:
@@ -148,7 +154,9 @@ class Result:
         parts = [f"{self.op} {name}", f"outcome={self.outcome!r}"]
         if self.node is not None:
             parts.append(f"node={self.node!r}")
-        if self.op == "get" and self.ok:
+        if self.changed is not None:
+            parts.append(f"changed={self.changed!r}")
+        if self.op in ("get", "watch") and self.ok and self.changed is not False:
             parts.append(f"values={self.values!r}")
         if self.expires_at is not None:
             parts.append(f"expires_at={self.expires_at}")
@@ -163,3 +171,86 @@ class Result:
         if self.error:
             parts.append(f"error={self.error!r}")
         return "Result(" + ", ".join(parts) + ")"
+
+
+@dataclass(frozen=True)
+class MgetResult:
+    """What :meth:`Client.mget <ringkv.Client.mget>` returns: each key's read, as a get of it
+    would have answered.
+
+    ``results[key]`` is the :class:`Result` of a key that was read (found or not: ``values`` is
+    empty for an absent, deleted or expired key); ``errors[key]`` is the exception a get of that
+    key would have raised (say a :class:`~ringkv.QuorumError`), for the keys whose read failed;
+    ``unprocessed`` lists the keys not read because the answer passed its size limit (16 MiB of
+    values): ask for them again. Every key asked is in exactly one of the three. Keys are
+    ``bytes`` and in the order they were asked.
+
+    ``mget[key]`` (``str`` or ``bytes``) is that key's result, raises its error, or raises
+    ``KeyError`` for a key not read.
+    """
+
+    #: The bucket.
+    bucket: bytes
+    #: The keys read, with their results.
+    results: Dict[bytes, Result] = field(default_factory=dict)
+    #: The keys whose read failed, with the exception a get would have raised.
+    errors: Dict[bytes, RingkvError] = field(default_factory=dict)
+    #: The keys not read (the answer passed 16 MiB): read them again.
+    unprocessed: List[bytes] = field(default_factory=list)
+    #: The node that answered.
+    node: Optional[str] = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every key was read without error."""
+        return not self.errors and not self.unprocessed
+
+    def __getitem__(self, key: Union[str, bytes]) -> Result:
+        name = _key_bytes(key)
+        if name in self.results:
+            return self.results[name]
+        if name in self.errors:
+            raise self.errors[name]
+        state = "was not read (unprocessed)" if name in self.unprocessed else "was not asked for"
+        raise KeyError(f"{key_text(name)!r} {state}")
+
+    def __contains__(self, key: object) -> bool:
+        """Whether the key was read (with or without a value)."""
+        return isinstance(key, (str, bytes)) and _key_bytes(key) in self.results
+
+    def __repr__(self) -> str:
+        found = sum(1 for r in self.results.values() if r.values)
+        return (
+            f"MgetResult({key_text(self.bucket)!s}: {len(self.results)} read ({found} with values), "
+            f"{len(self.errors)} failed, {len(self.unprocessed)} unprocessed)"
+        )
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """One page of a bucket's keys, from :meth:`Client.list_keys <ringkv.Client.list_keys>`.
+
+    The keys are in listing order (by ring partition, not sorted). A page may be short, or
+    even empty, and still not be the last: the listing is complete only when ``cursor`` is
+    ``None``; otherwise pass ``cursor`` to the next call.
+    """
+
+    #: The bucket.
+    bucket: bytes
+    #: The page's keys.
+    keys: List[bytes]
+    #: Where the next page starts; ``None`` once the listing is complete.
+    cursor: Optional[str]
+
+    @property
+    def complete(self) -> bool:
+        """Whether this is the listing's last page."""
+        return self.cursor is None
+
+
+def _key_bytes(key: Union[str, bytes]) -> bytes:
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key)
+    raise TypeError(f"a key must be str or bytes, not {type(key).__name__}")
