@@ -194,6 +194,10 @@ pub fn checker_outcome(
             needed,
             answered,
         },
+        (412, _, _) => Reply::PreconditionFailed {
+            context,
+            exists: true,
+        },
         (409, _, _) => Reply::TooManySiblings {
             siblings: 0,
             max: 0,

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Figures of the session API against a running cluster (stdlib only; see session_api.sh).
+
+    session_api.py list  HOST:PORT BUCKET        walk a bucket's listing, print keys and seconds
+    session_api.py mget  HOST:PORT BUCKET ROUNDS  100-key multi-get against 100 gets, interleaved
+    session_api.py watch HOST:PORT ROUNDS         time from a write's ack to its watcher's answer
+
+Each prints one JSON line.
+"""
+import http.client
+import json
+import statistics
+import sys
+import threading
+import time
+
+
+def connect(address):
+    host, port = address.rsplit(":", 1)
+    return http.client.HTTPConnection(host, int(port), timeout=120)
+
+
+def request(conn, method, path, body=None, headers=None):
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    return response.status, response.getheader("x-ringkv-context"), response.read()
+
+
+def walk(address, bucket):
+    conn = connect(address)
+    started = time.monotonic()
+    keys, pages, cursor = 0, 0, None
+    while True:
+        path = f"/kv/{bucket}?list&limit=1000" + (f"&cursor={cursor}" if cursor else "")
+        status, _, body = request(conn, "GET", path)
+        if status != 200:
+            raise SystemExit(f"listing answered {status}: {body[:200]!r}")
+        page = json.loads(body)
+        keys += len(page["keys"])
+        pages += 1
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+    print(json.dumps({"keys": keys, "pages": pages, "seconds": round(time.monotonic() - started, 3)}))
+
+
+def mget(address, bucket, rounds):
+    conn = connect(address)
+    keys = [f"key-{i}" for i in range(100)]
+    for key in keys:
+        request(conn, "PUT", f"/kv/{bucket}/{key}", body=b"x" * 100)
+    singles, many = [], []
+    for _ in range(rounds):
+        started = time.monotonic()
+        for key in keys:
+            status, _, _ = request(conn, "GET", f"/kv/{bucket}/{key}")
+            assert status == 200, status
+        singles.append(time.monotonic() - started)
+        started = time.monotonic()
+        status, _, body = request(conn, "POST", f"/kv/{bucket}?mget", body=json.dumps({"keys": keys}))
+        assert status == 200 and body.count(b"\n") == 101, (status, body[:200])
+        many.append(time.monotonic() - started)
+    a, b = statistics.median(singles), statistics.median(many)
+    print(json.dumps({"gets_100_ms": round(a * 1000, 2), "mget_100_ms": round(b * 1000, 2), "ratio": round(b / a, 3)}))
+
+
+def watch(address, rounds):
+    writer = connect(address)
+    latencies = []
+    for i in range(rounds):
+        key = f"/kv/watched/k{i % 10}"
+        status, context, _ = request(writer, "PUT", key, body=b"start")
+        status, context, _ = request(writer, "GET", key)
+        answered = {}
+
+        def watcher():
+            conn = connect(address)
+            status, _, _ = request(conn, "GET", f"{key}?changed_since={context}&timeout_ms=10000")
+            answered["at"], answered["status"] = time.monotonic(), status
+
+        thread = threading.Thread(target=watcher)
+        thread.start()
+        time.sleep(0.1)
+        request(writer, "PUT", key, body=b"changed", headers={"X-Ringkv-Context": context})
+        acked = time.monotonic()
+        thread.join()
+        assert answered["status"] == 200, answered
+        latencies.append(max(0.0, answered["at"] - acked))
+    latencies.sort()
+    print(json.dumps({
+        "rounds": rounds,
+        "median_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 2),
+    }))
+
+
+if __name__ == "__main__":
+    command, address = sys.argv[1], sys.argv[2]
+    if command == "list":
+        walk(address, sys.argv[3])
+    elif command == "mget":
+        mget(address, sys.argv[3], int(sys.argv[4]))
+    elif command == "watch":
+        watch(address, int(sys.argv[3]))
+    else:
+        raise SystemExit(__doc__)
