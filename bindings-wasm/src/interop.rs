@@ -57,9 +57,11 @@ export interface SimOptions {
 export interface OperationDoc {
   index: number; op: "get" | "put" | "delete"; node: string; bucket: string; key: string;
   value: string | null; invoked_at: number; completed_at: number | null;
-  outcome: "ok" | "unavailable" | "failed" | "storage_full" | "rejected" | "refused" | "lost" | null;
+  outcome: "ok" | "unavailable" | "failed" | "storage_full" | "precondition_failed" | "rejected" | "refused" | "lost" | null;
   ok: boolean; values: string[]; context: string | null; replicas: string[]; fallbacks: string[];
   dot: string | null; error: string | null;
+  /** When the values read expire (virtual ms); null when one never does. */
+  expires_at: number | null;
 }
 /** One trace entry; `detail` is a sentence, the other fields depend on `kind`. */
 export interface TraceDoc {
@@ -176,6 +178,7 @@ pub struct OperationDoc {
     pub fallbacks: Vec<String>,
     pub dot: Option<String>,
     pub error: Option<String>,
+    pub expires_at: Option<u64>,
 }
 
 /// One trace entry.
@@ -278,11 +281,21 @@ pub fn operation(op: &Operation) -> OperationDoc {
         outcome: op.outcome.as_ref().map(|o| o.name().to_string()),
         ok: op.is_ok(),
         values: op.values().iter().map(|v| text(v)).collect(),
-        context: op.context().map(|c| c.to_base64()),
+        // After a failed condition, the key's current context: the one to retry with.
+        context: match &op.outcome {
+            Some(OpOutcome::Replied(Reply::PreconditionFailed { context, .. })) => {
+                Some(context.to_base64())
+            }
+            _ => op.context().map(|c| c.to_base64()),
+        },
         replicas: ids(&op.replicas()),
         fallbacks,
         dot,
         error: op.error(),
+        expires_at: match &op.outcome {
+            Some(OpOutcome::Replied(Reply::Got { expires_at, .. })) => *expires_at,
+            _ => None,
+        },
     }
 }
 

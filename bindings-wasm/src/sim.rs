@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use ringkv_core::bucket::{QuorumValue, RequestOptions};
+use ringkv_core::bucket::{QuorumValue, RequestOptions, WriteCondition};
 use ringkv_core::membership::RingState;
 use ringkv_core::request::{ClientRequest, RequestLimits};
 use ringkv_core::ring::Strategy;
@@ -273,7 +273,10 @@ impl Sim {
         doc
     }
 
-    /// A put at `node`, run to completion (blind without a context).
+    /// A put at `node`, run to completion (blind without a context). `ttl` is a duration
+    /// (`30s`, `5m`: the value expires after it); `condition` is `*` (create only if the key
+    /// has no value) or a context token (write only if the key's context is still that one).
+    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &mut self,
         node: &str,
@@ -282,12 +285,29 @@ impl Sim {
         value: &str,
         context_token: Option<String>,
         w: Option<String>,
+        ttl: Option<String>,
+        condition: Option<String>,
     ) -> Result<OperationDoc, Error> {
         self.known(node)?;
         check_names(bucket, key)?;
         let context = context(context_token)?.unwrap_or_default();
+        let ttl_ms = ttl
+            .map(|ttl| {
+                ringkv_client::api::parse_duration_ms(&ttl)
+                    .map_err(|e| Error::invalid(format!("ttl: {e}")))
+            })
+            .transpose()?;
+        let condition = match condition.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some("*") => Some(WriteCondition::IfAbsent),
+            Some(token) => Some(WriteCondition::IfMatch(
+                Context::from_base64(token).map_err(|e| Error::Context(e.to_string()))?,
+            )),
+        };
         let options = RequestOptions {
             w: w.map(|w| quorum("w", &w)).transpose()?,
+            ttl_ms,
+            condition,
             ..RequestOptions::default()
         };
         let request = ClientRequest::Put {
@@ -546,7 +566,9 @@ impl Sim {
     }
 
     /// A put at `node`, run to completion; `context` from an earlier read (none: a blind write),
-    /// `w` overrides the write quorum.
+    /// `w` overrides the write quorum, `ttl` (`30s`, `5m`) makes the value expire, `condition`
+    /// is `*` (create only) or a context (write only over it); a failed one is outcome
+    /// `precondition_failed`.
     #[wasm_bindgen(js_name = put, unchecked_return_type = "OperationDoc")]
     pub fn js_put(
         &mut self,
@@ -556,10 +578,12 @@ impl Sim {
         value: &str,
         context: Option<String>,
         w: Option<String>,
+        ttl: Option<String>,
+        condition: Option<String>,
     ) -> Result<JsValue, JsError> {
-        Ok(interop::to_js(
-            &self.put(node, bucket, key, value, context, w)?,
-        )?)
+        Ok(interop::to_js(&self.put(
+            node, bucket, key, value, context, w, ttl, condition,
+        )?)?)
     }
 
     /// A get at `node`, run to completion; `r` overrides the read quorum.

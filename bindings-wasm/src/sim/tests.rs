@@ -49,6 +49,8 @@ fn a_write_with_an_owner_down_goes_to_a_fallback_and_the_hint_is_handed_back() {
             "milk",
             None,
             Some("all".into()),
+            None,
+            None,
         )
         .unwrap();
     assert!(put.ok, "{put:?}");
@@ -85,7 +87,9 @@ fn writes_on_both_sides_of_a_partition_become_siblings_repaired_by_anti_entropy(
         vec!["n1".to_string(), "n2".to_string()],
         vec!["n3".to_string(), "n4".to_string(), "n5".to_string()],
     );
-    let first = sim.put("n1", "carts", "alice", "milk", None, None).unwrap();
+    let first = sim
+        .put("n1", "carts", "alice", "milk", None, None, None, None)
+        .unwrap();
     assert!(first.ok);
     sim.partition(vec![a, b]).unwrap();
     sim.run(5_000.0).unwrap();
@@ -97,10 +101,21 @@ fn writes_on_both_sides_of_a_partition_become_siblings_repaired_by_anti_entropy(
             "milk,eggs",
             first.context.clone(),
             None,
+            None,
+            None,
         )
         .unwrap();
     let right = sim
-        .put("n4", "carts", "alice", "bread", first.context.clone(), None)
+        .put(
+            "n4",
+            "carts",
+            "alice",
+            "bread",
+            first.context.clone(),
+            None,
+            None,
+            None,
+        )
         .unwrap();
     assert!(left.ok && right.ok, "{left:?} {right:?}");
     let before = sim.events(0).len();
@@ -127,7 +142,16 @@ fn writes_on_both_sides_of_a_partition_become_siblings_repaired_by_anti_entropy(
     let got = sim.get("n5", "carts", "alice", None).unwrap();
     assert_eq!(got.values.len(), 2);
     let merged = sim
-        .put("n5", "carts", "alice", "bread,eggs,milk", got.context, None)
+        .put(
+            "n5",
+            "carts",
+            "alice",
+            "bread,eggs,milk",
+            got.context,
+            None,
+            None,
+            None,
+        )
         .unwrap();
     assert!(merged.ok);
     let got = sim.get("n2", "carts", "alice", Some("all".into())).unwrap();
@@ -160,7 +184,9 @@ fn a_join_spreads_by_gossip_and_takes_partitions() {
 #[test]
 fn history_and_operations_are_plain_documents() {
     let mut sim = sim(4);
-    let put = sim.put("n1", "carts", "bob", "tea", None, None).unwrap();
+    let put = sim
+        .put("n1", "carts", "bob", "tea", None, None, None, None)
+        .unwrap();
     let got = sim.get("n3", "carts", "bob", None).unwrap();
     assert_eq!(got.values, ["tea"]);
     assert_eq!(got.op, "get");
@@ -227,10 +253,10 @@ fn bad_arguments_are_errors_with_messages() {
         "{err}"
     );
     let err = sim
-        .put("n1", "b", "k", "v", Some("!!".into()), None)
+        .put("n1", "b", "k", "v", Some("!!".into()), None, None, None)
         .unwrap_err();
     assert!(matches!(err, Error::Context(_)), "{err}");
-    assert!(sim.put("n1", "", "k", "v", None, None).is_err());
+    assert!(sim.put("n1", "", "k", "v", None, None, None, None).is_err());
     assert!(sim
         .join("n1", 1)
         .unwrap_err()
@@ -244,4 +270,41 @@ fn bad_arguments_are_errors_with_messages() {
         .unwrap_err();
     assert!(err.to_string().contains("more than one group"), "{err}");
     assert!(sim.get("n1", "b", "k", Some("7".into())).is_err());
+}
+
+#[test]
+fn sessions_expire_and_conditions_hold_in_the_page_simulator() {
+    let mut sim = Sim::create(&SimOptions::default()).unwrap();
+    let session = sim
+        .put(
+            "n1",
+            "s",
+            "alice",
+            "cart",
+            None,
+            None,
+            Some("2s".into()),
+            None,
+        )
+        .unwrap();
+    assert!(session.ok, "{session:?}");
+    let read = sim.get("n2", "s", "alice", None).unwrap();
+    assert_eq!(read.values, vec!["cart".to_string()]);
+    assert!(read.expires_at.is_some());
+    sim.run(3_000.0).unwrap();
+    let expired = sim.get("n2", "s", "alice", None).unwrap();
+    assert!(expired.ok && expired.values.is_empty(), "{expired:?}");
+    // Create only: the first passes, the second finds a value and names the current context.
+    let created = sim
+        .put("n1", "s", "bob", "1", None, None, None, Some("*".into()))
+        .unwrap();
+    assert!(created.ok, "{created:?}");
+    let again = sim
+        .put("n3", "s", "bob", "2", None, None, None, Some("*".into()))
+        .unwrap();
+    assert_eq!(again.outcome.as_deref(), Some("precondition_failed"));
+    assert_eq!(again.context, created.context);
+    assert!(sim
+        .put("n1", "s", "bob", "3", None, None, Some("0s".into()), None)
+        .is_err());
 }
