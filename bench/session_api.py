@@ -2,6 +2,7 @@
 """Figures of the session API against a running cluster (stdlib only; see session_api.sh).
 
     session_api.py list  HOST:PORT BUCKET        walk a bucket's listing, print keys and seconds
+    session_api.py list-for HOST:PORT BUCKET SECS  walk it again and again for SECS seconds
     session_api.py mget  HOST:PORT BUCKET ROUNDS  100-key multi-get against 100 gets, interleaved
     session_api.py watch HOST:PORT ROUNDS         time from a write's ack to its watcher's answer
 
@@ -26,7 +27,19 @@ def request(conn, method, path, body=None, headers=None):
     return response.status, response.getheader("x-ringkv-context"), response.read()
 
 
-def walk(address, bucket):
+def walk_forever(address, bucket, seconds):
+    """Walks the listing again and again for `seconds`; prints the walks and their mean time."""
+    until = time.monotonic() + seconds
+    walks, spent = 0, 0.0
+    while time.monotonic() < until:
+        started = time.monotonic()
+        walk(address, bucket, quiet=True)
+        spent += time.monotonic() - started
+        walks += 1
+    print(json.dumps({"walks": walks, "mean_seconds": round(spent / max(walks, 1), 3)}))
+
+
+def walk(address, bucket, quiet=False):
     conn = connect(address)
     started = time.monotonic()
     keys, pages, cursor = 0, 0, None
@@ -41,7 +54,8 @@ def walk(address, bucket):
         cursor = page["cursor"]
         if cursor is None:
             break
-    print(json.dumps({"keys": keys, "pages": pages, "seconds": round(time.monotonic() - started, 3)}))
+    if not quiet:
+        print(json.dumps({"keys": keys, "pages": pages, "seconds": round(time.monotonic() - started, 3)}))
 
 
 def mget(address, bucket, rounds):
@@ -65,12 +79,15 @@ def mget(address, bucket, rounds):
 
 
 def watch(address, rounds):
+    """A watcher waits on a key; a writer writes it. Times are from the write's sending: when
+    its ack came back, and when the watcher had its answer (an owner tells the watcher as soon
+    as it stores the write, which can be before the coordinator has its W acks)."""
     writer = connect(address)
-    latencies = []
+    acks, answers = [], []
     for i in range(rounds):
         key = f"/kv/watched/k{i % 10}"
-        status, context, _ = request(writer, "PUT", key, body=b"start")
-        status, context, _ = request(writer, "GET", key)
+        request(writer, "PUT", key, body=b"start")
+        _, context, _ = request(writer, "GET", key)
         answered = {}
 
         def watcher():
@@ -81,16 +98,20 @@ def watch(address, rounds):
         thread = threading.Thread(target=watcher)
         thread.start()
         time.sleep(0.1)
+        sent = time.monotonic()
         request(writer, "PUT", key, body=b"changed", headers={"X-Ringkv-Context": context})
         acked = time.monotonic()
         thread.join()
         assert answered["status"] == 200, answered
-        latencies.append(max(0.0, answered["at"] - acked))
-    latencies.sort()
+        acks.append(acked - sent)
+        answers.append(answered["at"] - sent)
+    ms = lambda xs, q: round(sorted(xs)[int(q * (len(xs) - 1))] * 1000, 2)
     print(json.dumps({
         "rounds": rounds,
-        "median_ms": round(statistics.median(latencies) * 1000, 2),
-        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 2),
+        "write_ack_median_ms": ms(acks, 0.5),
+        "watch_answer_median_ms": ms(answers, 0.5),
+        "watch_answer_p99_ms": ms(answers, 0.99),
+        "answer_minus_ack_median_ms": round(statistics.median(a - b for a, b in zip(answers, acks)) * 1000, 2),
     }))
 
 
@@ -98,6 +119,8 @@ if __name__ == "__main__":
     command, address = sys.argv[1], sys.argv[2]
     if command == "list":
         walk(address, sys.argv[3])
+    elif command == "list-for":
+        walk_forever(address, sys.argv[3], float(sys.argv[4]))
     elif command == "mget":
         mget(address, sys.argv[3], int(sys.argv[4]))
     elif command == "watch":

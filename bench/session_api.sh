@@ -25,11 +25,11 @@ gets() {
 }
 for round in $(seq "$ROUNDS"); do
     alone=$(gets 10s)
-    python3 bench/session_api.py list "127.0.0.1:$PORT" scan >/tmp/ringkv-list.json &
+    python3 bench/session_api.py list-for "127.0.0.1:$PORT" scan 11 >/tmp/ringkv-list.json &
     LIST=$!
     during=$(gets 10s)
     wait $LIST
-    echo "round $round: gets alone $alone/s, during a listing $during/s (ratio $(python3 -c "print(round($during/$alone,3))")); listing $(cat /tmp/ringkv-list.json)"
+    echo "round $round: gets alone $alone/s, while listings run back to back $during/s (ratio $(python3 -c "print(round($during/$alone,3))")); listings meanwhile $(cat /tmp/ringkv-list.json)"
 done
 python3 bench/session_api.py list "127.0.0.1:$PORT" scan | sed 's/^/listing alone: /'
 python3 bench/session_api.py mget "127.0.0.1:$PORT" mgetbench 20 | sed 's/^/multi-get: /'
