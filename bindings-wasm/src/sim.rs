@@ -570,6 +570,7 @@ impl Sim {
     /// is `*` (create only) or a context (write only over it); a failed one is outcome
     /// `precondition_failed`.
     #[wasm_bindgen(js_name = put, unchecked_return_type = "OperationDoc")]
+    #[allow(clippy::too_many_arguments)]
     pub fn js_put(
         &mut self,
         node: &str,

@@ -29,6 +29,9 @@ r = \"2\"
 w = \"2\"
 ";
 
+/// A request that must be refused: method, target, headers and body.
+type BadRequest = (&'static str, String, Vec<(&'static str, String)>, Option<&'static [u8]>);
+
 fn ttl(ms: u64) -> Options {
     Options {
         ttl_ms: Some(ms),
@@ -215,7 +218,7 @@ async fn expiry_and_conditions_on_a_real_cluster() {
 
     // Bad input: each a 400 naming the problem, and the node keeps serving.
     let other_context = created.context.clone().expect("context");
-    let cases: Vec<(&str, String, Vec<(&str, String)>, Option<&[u8]>)> = vec![
+    let cases: Vec<BadRequest> = vec![
         ("PUT", "/kv/s/k?ttl=0".into(), vec![], Some(b"v")),
         ("PUT", "/kv/s/k?ttl=-5s".into(), vec![], Some(b"v")),
         ("PUT", "/kv/s/k?ttl=soon".into(), vec![], Some(b"v")),

@@ -440,22 +440,23 @@ fn served_after_expiry(history: &[Operation]) -> u64 {
     let mut latest = 0;
     for get in history {
         for value in get.values() {
-            let expiries = history.iter().filter_map(|op| match &op.kind {
-                OpKind::Put {
-                    value: written,
-                    ttl_ms,
-                    ..
-                } if *written == value => Some(ttl_ms.zip(op.completed_at).map(|(t, c)| c + t)),
-                _ => None,
-            });
-            // A value written by several puts is live until the last of them expires.
-            let Some(until) = expiries
-                .fold(Some(Some(0)), |a: Option<Option<u64>>, e| match (a, e) {
-                    (Some(Some(a)), Some(e)) => Some(Some(a.max(e))),
-                    _ => Some(None),
+            // Each put of the value: when it expires, or `None` if it never does.
+            let expiries: Vec<Option<u64>> = history
+                .iter()
+                .filter_map(|op| match &op.kind {
+                    OpKind::Put {
+                        value: written,
+                        ttl_ms,
+                        ..
+                    } if *written == value => Some(ttl_ms.zip(op.completed_at).map(|(t, c)| c + t)),
+                    _ => None,
                 })
-                .flatten()
-            else {
+                .collect();
+            // A value written by several puts is live until the last of them expires.
+            let Some(until) = expiries.iter().copied().collect::<Option<Vec<u64>>>() else {
+                continue;
+            };
+            let Some(until) = until.into_iter().max() else {
                 continue;
             };
             latest = latest.max(get.invoked_at.saturating_sub(until));
