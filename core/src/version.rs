@@ -649,11 +649,12 @@ impl Object {
     }
 
     /// [`Object::update`] with a dot counter above `floor` as well: what a coordinator uses
-    /// once it has removed records that held its actor's dots (a reaped key's): a new object
-    /// of such a key must not reissue them, or a client holding a context from before the
-    /// removal would supersede the new write without having seen it. The clock then claims
-    /// the actor's counters up to `floor`, which holds no live dot of this key: the actor's
-    /// dots are all in its own record, and the removed ones were dead on every replica.
+    /// once it has reaped records that held its actor's dots: a new object of such a key must
+    /// not reissue them, or a client holding a context from before the reap would supersede
+    /// the new write without having seen it. The clock then claims the actor's counters up to
+    /// `floor`, which covers no live dot of this key: the actor's dots are all in its own
+    /// record, and the reaped ones were dead on every replica. (A node that hands a record
+    /// over instead takes a fresh actor: the handed-over dots live on elsewhere.)
     pub fn update_above(
         &mut self,
         context: &VersionVector,

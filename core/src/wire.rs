@@ -208,7 +208,7 @@ pub enum Message {
         served: bool,
     },
     /// A watch's coordinator asks an owner of the key to tell it of a write `context` has not
-    /// seen, until `until` (the owner's clock; it then forgets the registration).
+    /// seen, for `lasts_ms` (then the owner forgets the registration).
     Watch {
         /// The coordinator's id for the watch.
         id: CoordinationId,
@@ -218,8 +218,8 @@ pub enum Message {
         key: Vec<u8>,
         /// What the watcher has seen.
         context: Context,
-        /// When the registration lapses.
-        until: Millis,
+        /// How long the registration lasts (counted on the owner's clock).
+        lasts_ms: Millis,
     },
     /// The watch `id` is over: forget its registration.
     Unwatch {

@@ -247,6 +247,34 @@ pub(crate) struct PendingJoin {
 
 type Waiters = HashMap<RequestId, oneshot::Sender<Result<Reply, NodeError>>>;
 
+/// How often the node task looks for watches whose client went away.
+const WATCH_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+impl NodeTask {
+    /// Ends the watches whose waiter `ends` says so: the node forgets them, and a waiter still
+    /// listening is told the node is shutting down.
+    fn end_watches(
+        &mut self,
+        replies: &mut Waiters,
+        ends: impl Fn(&oneshot::Sender<Result<Reply, NodeError>>) -> bool,
+    ) {
+        let now = self.clock.now();
+        let ending: Vec<RequestId> = replies
+            .iter()
+            .filter(|(_, reply)| ends(reply))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ending {
+            if self.node.cancel_watch(now, id) {
+                if let Some(reply) = replies.remove(&id) {
+                    let _ = reply.send(Err(NodeError::ShuttingDown));
+                }
+            }
+        }
+        self.drain_outputs(replies);
+    }
+}
+
 /// The node task's loop: runs until `shutdown` fires, then drains in-flight requests (bounded by
 /// `drain_timeout`) and flushes storage.
 pub(crate) async fn run(mut task: NodeTask, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -255,6 +283,7 @@ pub(crate) async fn run(mut task: NodeTask, mut shutdown: tokio::sync::watch::Re
     task.refresh_peers();
     task.drain_outputs(&mut replies);
     let mut draining_since: Option<tokio::time::Instant> = None;
+    let mut watches_swept = tokio::time::Instant::now();
     loop {
         // Deadlines first, whatever else is busy: request timeouts, gossip and hint delivery
         // must not starve behind a stream of messages.
@@ -309,7 +338,15 @@ pub(crate) async fn run(mut task: NodeTask, mut shutdown: tokio::sync::watch::Re
             }
         }
         task.drain_outputs(&mut replies);
+        // Watches whose client went away end now, not at their deadline: each holds a slot
+        // of the node's bounded watch table.
+        if watches_swept.elapsed() >= WATCH_SWEEP_INTERVAL {
+            watches_swept = tokio::time::Instant::now();
+            task.end_watches(&mut replies, |reply| reply.is_closed());
+        }
         if let Some(since) = draining_since {
+            // A watch could wait minutes: every one ends now, answered 503 shutting_down.
+            task.end_watches(&mut replies, |_| true);
             // Requests already queued on the closed channel still get their answer.
             while let Ok(request) = task.requests.try_recv() {
                 task.on_request(request, &mut replies, &mut next_request)

@@ -235,7 +235,8 @@ impl Node {
         let Some(listing) = self.listings.active.remove(&id) else {
             return;
         };
-        if self.now >= listing.deadline {
+        let something = !listing.keys.is_empty() || listing.moved;
+        if self.now >= listing.deadline || (something && self.now >= listing.answer_by) {
             self.end_listing(listing, false);
         } else {
             self.ask_next(listing);

@@ -439,6 +439,16 @@ impl Node {
         Ok(())
     }
 
+    /// The client of request `request_id`, a watch, went away: the watch ends without an
+    /// answer, freeing its slot (see [`NodeConfig::max_watches`](crate::config::NodeConfig)).
+    /// Returns whether there was such a watch; any other request runs on.
+    pub fn cancel_watch(&mut self, now: Millis, request_id: RequestId) -> bool {
+        self.advance(now);
+        let cancelled = Node::cancel_watch_of(self, request_id);
+        self.drain_loopback();
+        cancelled
+    }
+
     /// A message from a peer. On `Err` the message was dropped and no state changed.
     pub fn handle_message(
         &mut self,
@@ -726,8 +736,8 @@ impl Node {
                 bucket,
                 key,
                 context,
-                until,
-            } => self.on_watch(from, id, bucket, key, context, until),
+                lasts_ms,
+            } => self.on_watch(from, id, bucket, key, context, lasts_ms),
             Message::Unwatch { id } => self.on_unwatch(from, id),
             Message::Changed { id, record } => self.on_changed(from, id, record),
             Message::WatchRefused { id } => self.on_watch_refused(from, id),
@@ -777,6 +787,7 @@ impl Node {
     fn renew_actor(&mut self) {
         // The new actor has issued nothing: no removed record holds its dots.
         self.replica.removed_dot_floor = 0;
+        self.replica.renew_before_write = false;
         self.actor_generation += 1;
         self.actor = actor_name(
             &self.config.node_id,

@@ -3,7 +3,7 @@
 //! is not moving). A write since the check keeps the key. An expired value goes the same way as a
 //! tombstone, so nothing expired comes back through read repair, hints or anti-entropy.
 
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use super::{DeleteCondition, Node, PendingOp};
@@ -23,6 +23,27 @@ use crate::wire::Message;
 #[derive(Debug, Default)]
 pub(super) struct ReapSchedule {
     due: BTreeSet<(Millis, StorageKey)>,
+    /// When each scheduled key is due: one entry per key (a refreshed session moves its own).
+    when: BTreeMap<StorageKey, Millis>,
+}
+
+impl ReapSchedule {
+    fn insert(&mut self, key: StorageKey, when: Millis) {
+        if let Some(before) = self.when.insert(key.clone(), when) {
+            self.due.remove(&(before, key.clone()));
+        }
+        self.due.insert((when, key));
+    }
+
+    fn pop_due(&mut self, now: Millis) -> Option<StorageKey> {
+        let (when, _) = self.due.first()?;
+        if *when > now {
+            return None;
+        }
+        let (_, key) = self.due.pop_first()?;
+        self.when.remove(&key);
+        Some(key)
+    }
 }
 
 /// Keys a node keeps scheduled for a reap check at most.
@@ -35,33 +56,36 @@ impl Node {
     /// value with an expiry) and this node is the key's first replica, its reap check is
     /// scheduled for the end of its grace period.
     pub(super) fn schedule_reap(&mut self, key: &StorageKey, object: &Object) {
-        if key.space != Space::Data || self.reaps.due.len() >= MAX_SCHEDULED_REAPS {
+        let full = self.reaps.when.len() >= MAX_SCHEDULED_REAPS;
+        if key.space != Space::Data || (full && !self.reaps.when.contains_key(key)) {
             return;
         }
         let Some(dead) = object.dead_since() else {
             return;
         };
+        let when = dead
+            .saturating_add(self.config.tombstone_grace_ms)
+            .saturating_add(1);
+        // Past the next tree rebuild, the rebuild finds it: no slot is held for years.
+        if when
+            > self
+                .now
+                .saturating_add(self.config.tree_rebuild_interval_ms)
+        {
+            return;
+        }
         let n = self.bucket_props(&key.bucket).n;
         let replicas = self.preference_list(&key.bucket, &key.key, n);
         if replicas.first() != Some(&self.config.node_id) {
             return;
         }
-        let when = dead
-            .saturating_add(self.config.tombstone_grace_ms)
-            .saturating_add(1);
-        self.reaps.due.insert((when, key.clone()));
+        self.reaps.insert(key.clone(), when);
     }
 
     /// Starts the reap checks that are due (a read of the key's record first).
     pub(super) fn start_due_reaps(&mut self) {
         for _ in 0..REAP_CHECKS_PER_TICK {
-            let Some((when, _)) = self.reaps.due.first() else {
-                return;
-            };
-            if *when > self.now {
-                return;
-            }
-            let Some((_, key)) = self.reaps.due.pop_first() else {
+            let Some(key) = self.reaps.pop_due(self.now) else {
                 return;
             };
             self.storage(
@@ -85,11 +109,11 @@ impl Node {
             return;
         }
         self.consider_reaping(&key, &object);
-        if self.reaps.due.len() < MAX_SCHEDULED_REAPS {
+        if self.reaps.when.len() < MAX_SCHEDULED_REAPS {
             let again = self
                 .now
                 .saturating_add(self.config.tombstone_grace_ms.max(1_000));
-            self.reaps.due.insert((again, key));
+            self.reaps.insert(key, again);
         }
     }
 

@@ -72,9 +72,14 @@ pub(super) struct LocalWrite {
 #[derive(Debug, Default)]
 pub(super) struct Replica {
     pub(super) writes: BTreeMap<StorageKey, VecDeque<LocalWrite>>,
-    /// The highest counter of this node's actor in any record it removed (reaped, or handed
-    /// over): new dots are issued above it (see [`Object::update_above`]).
+    /// The highest counter of this node's actor in any record it reaped: new dots are issued
+    /// above it (see [`Object::update_above`]). A reaped object was dead on every replica, so
+    /// no live dot of the actor is below the floor without being in the actor's own record.
     pub(super) removed_dot_floor: u64,
+    /// Set when this node handed over (and deleted) a record holding its actor's dots: those
+    /// may be live elsewhere and missing from a record it later pulls back, so the floor
+    /// cannot cover them; its next coordinated write takes a fresh actor instead.
+    pub(super) renew_before_write: bool,
 }
 
 impl Replica {
@@ -248,8 +253,12 @@ impl Node {
             if let StorageResult::Record(Some(record)) = &result {
                 if let Ok(object) = Object::decode(record) {
                     let issued = object.context().clock().get(&self.actor);
-                    let floor = &mut self.replica.removed_dot_floor;
-                    *floor = (*floor).max(issued);
+                    if issued > 0 && reaping {
+                        let floor = &mut self.replica.removed_dot_floor;
+                        *floor = (*floor).max(issued);
+                    } else if issued > 0 && key.space == Space::Data {
+                        self.replica.renew_before_write = true;
+                    }
                 }
             }
             if reaping {
@@ -298,6 +307,15 @@ impl Node {
             // This actor's dots for the key are unknown now, and whatever overwrites the record
             // (our write, or a peer's copy that lacks our latest dots) would let the next write
             // reissue one. A fresh actor cannot.
+            self.renew_actor();
+        }
+        let coordinating = self
+            .replica
+            .writes
+            .get(&key)
+            .and_then(VecDeque::front)
+            .is_some_and(|w| matches!(w.kind, LocalWriteKind::Coordinate { .. }));
+        if coordinating && self.replica.renew_before_write {
             self.renew_actor();
         }
         let actor = self.actor.clone();

@@ -21,6 +21,8 @@ use crate::wire::Message;
 
 /// Past its deadline, how long an owner keeps a registration whose `Unwatch` may be lost.
 const REGISTRATION_SLACK_MS: Millis = 1_000;
+/// The longest an owner keeps a registration, whatever a coordinator asks.
+const MAX_REGISTRATION_MS: Millis = crate::request::MAX_WATCH_WAIT_MS + REGISTRATION_SLACK_MS;
 
 /// A watch this node coordinates.
 #[derive(Debug)]
@@ -147,7 +149,11 @@ impl Node {
             watching.owners = owners.clone();
         }
         self.arm_deadline(id, deadline);
-        let until = deadline.saturating_add(REGISTRATION_SLACK_MS);
+        // A duration, not a time: each owner counts it on its own clock, so clocks that
+        // differ neither refuse nor stretch a registration.
+        let lasts_ms = deadline
+            .saturating_sub(self.now)
+            .saturating_add(REGISTRATION_SLACK_MS);
         for owner in owners {
             self.send(
                 owner,
@@ -156,20 +162,47 @@ impl Node {
                     bucket: bucket.clone(),
                     key: key.clone(),
                     context: seen.clone(),
-                    until,
+                    lasts_ms,
                 },
             );
         }
     }
 
-    /// The watch's time is up: unchanged.
+    /// The watch's time is up: unchanged. The answer's context is the watcher's merged with
+    /// the read's: the watcher may have seen a write (its own) that the R replicas read had
+    /// not, and watching again from the read's alone would wake it at once for that write.
     pub(super) fn on_watch_deadline(&mut self, id: CoordinationId) {
         let Some(watching) = self.watches.active.remove(&id) else {
             return;
         };
         self.unregister(id, &watching.owners);
-        let context = watching.read.bound_to(&watching.bucket, &watching.key);
+        let mut clock = watching.read.clock().clone();
+        clock.merge(watching.context.clock());
+        let context = Context::from_clock(clock).bound_to(&watching.bucket, &watching.key);
         self.reply(watching.client, Reply::Unchanged { context });
+    }
+
+    /// Ends the watch of this node's client `request_id` without an answer (its client went
+    /// away): its slot is free again, and its owners forget it. Whether there was one.
+    pub(super) fn cancel_watch_of(&mut self, request_id: crate::id::RequestId) -> bool {
+        let found = self
+            .watches
+            .active
+            .iter()
+            .find(|(_, w)| w.client == Client::Local(request_id))
+            .map(|(id, _)| *id);
+        let Some(id) = found else {
+            return false;
+        };
+        let Some(watching) = self.watches.active.remove(&id) else {
+            return false;
+        };
+        if !watching.owners.is_empty() {
+            self.disarm_deadline(id, watching.deadline);
+            self.unregister(id, &watching.owners);
+        }
+        self.requests.client_ids.remove(&request_id);
+        true
     }
 
     /// An owner stored a write the watch has not seen: it is the answer.
@@ -241,8 +274,8 @@ impl Node {
 
     // ----- the owner's side -----
 
-    /// A coordinator registers a watch: kept until `until` or its `Unwatch`, and checked
-    /// against the stored object once now.
+    /// A coordinator registers a watch: kept for `lasts_ms` (this node's clock) or until its
+    /// `Unwatch`, and checked against the stored object once now.
     pub(super) fn on_watch(
         &mut self,
         from: NodeId,
@@ -250,8 +283,9 @@ impl Node {
         bucket: Vec<u8>,
         key: Vec<u8>,
         context: Context,
-        until: Millis,
+        lasts_ms: Millis,
     ) {
+        let until = self.now.saturating_add(lasts_ms.min(MAX_REGISTRATION_MS));
         if self.watches.registrations() >= self.config.max_watch_registrations {
             self.sweep_registrations();
         }

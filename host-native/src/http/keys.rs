@@ -260,9 +260,11 @@ where
             asked.keys.len()
         )));
     }
+    // Twice is the same key however it is written ("a" and {"base64": "YQ=="}).
     let mut seen = HashSet::new();
     for key in &asked.keys {
-        if !seen.insert(key) {
+        let bytes = key.to_bytes().ok();
+        if bytes.is_some() && !seen.insert(bytes) {
             return Err(Problem::bad_request(format!(
                 "the multi-get names the key {} twice",
                 serde_json::to_string(key).unwrap_or_default()
