@@ -15,7 +15,6 @@ use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
-use percent_encoding::percent_decode_str;
 use ringkv_client::api::{
     base64_encode, KeyDoc, ListPage, MgetEnd, MgetItem, MgetRequest, MAX_MGET_BYTES, MAX_MGET_KEYS,
 };
@@ -24,7 +23,9 @@ use ringkv_core::listing::{ListCursor, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use ringkv_core::request::{ClientRequest, Reply};
 use tokio::sync::mpsc;
 
-use super::kv::{decode_segment, quorum_failure, read_limited, BadTarget, BodyProblem};
+use super::kv::{
+    decode_segment, query_pairs, quorum_failure, read_limited, BadTarget, BodyProblem,
+};
 use super::*;
 use crate::metrics::{Op, Outcome};
 use crate::node_loop::NodeHandle;
@@ -48,17 +49,9 @@ struct BucketQuery {
 
 fn parse_bucket_query(query: Option<&str>) -> Result<BucketQuery, BadTarget> {
     let mut parsed = BucketQuery::default();
-    for pair in query
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-    {
-        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = percent_decode_str(name).decode_utf8_lossy().into_owned();
-        let value = percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| BadTarget(format!("query parameter {name} is not UTF-8")))?;
-        let value = value.trim();
+    for pair in query_pairs(query) {
+        let (name, value) = pair?;
+        let value = value.as_str();
         let repeated = || BadTarget(format!("query parameter {name} is repeated"));
         match name.as_str() {
             "list" if parsed.list => return Err(repeated()),
@@ -117,8 +110,8 @@ fn parse_bucket_query(query: Option<&str>) -> Result<BucketQuery, BadTarget> {
     match (parsed.list, parsed.mget) {
         (true, true) => Err(BadTarget("?list and ?mget together: send one".to_string())),
         (false, false) => Err(BadTarget(
-            "/kv/{bucket} takes ?list (GET, a page of its keys) or ?mget (POST, many keys \
-             at once); a key is /kv/{bucket}/{key}"
+            "expected /kv/{bucket}/{key} for a key, or /kv/{bucket}?list (GET, a page of its \
+             keys) or /kv/{bucket}?mget (POST, many keys at once)"
                 .to_string(),
         )),
         (true, _) if parsed.r.is_some() || parsed.n.is_some() => Err(BadTarget(
@@ -427,5 +420,38 @@ impl Body for ChannelBody {
         self.receiver
             .poll_recv(cx)
             .map(|line| line.map(|line| Ok(Frame::data(line))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_query_names_one_operation_and_only_its_parameters() {
+        let list = parse_bucket_query(Some("list&limit=10&cursor=abc")).expect("a listing");
+        assert!(list.list && !list.mget);
+        assert_eq!(
+            (list.limit, list.cursor.as_deref()),
+            (Some(10), Some("abc"))
+        );
+        let mget = parse_bucket_query(Some("mget&r=all&timeout_ms=500")).expect("a multi-get");
+        assert!(mget.mget && mget.timeout_ms == Some(500));
+        for bad in [
+            None,
+            Some(""),
+            Some("list&mget"),
+            Some("list&list"),
+            Some("list&limit=0"),
+            Some("list&limit=1001"),
+            Some("list&r=1"),
+            Some("mget&cursor=x"),
+            Some("mget&limit=5"),
+            Some("list&colour=blue"),
+            Some("list&timeout_ms=0"),
+            Some("list&cursor=%FF"),
+        ] {
+            assert!(parse_bucket_query(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

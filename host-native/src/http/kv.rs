@@ -395,17 +395,9 @@ fn parse_options(
     let mut options = RequestOptions::default();
     let mut changed_since: Option<Context> = None;
     let mut timeout_ms: Option<u64> = None;
-    for pair in query
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-    {
-        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = percent_decode_str(name).decode_utf8_lossy().into_owned();
-        let value = percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| BadTarget(format!("query parameter {name} is not UTF-8")))?;
-        let value = value.trim();
+    for pair in query_pairs(query) {
+        let (name, value) = pair?;
+        let value = value.as_str();
         let duplicate = || BadTarget(format!("query parameter {name} is repeated"));
         let quorum = |value: &str| {
             value
@@ -467,6 +459,25 @@ fn parse_options(
         }
     };
     Ok((options, watch))
+}
+
+/// A query's `name=value` pairs, percent-decoded (a name lossily, a value that is not UTF-8
+/// refused) and the value trimmed; empty pairs skipped, a pair without `=` has an empty value.
+pub(super) fn query_pairs(
+    query: Option<&str>,
+) -> impl Iterator<Item = Result<(String, String), BadTarget>> + '_ {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = percent_decode_str(name).decode_utf8_lossy().into_owned();
+            let value = percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| BadTarget(format!("query parameter {name} is not UTF-8")))?;
+            Ok((name, value.trim().to_string()))
+        })
 }
 
 /// A watch's `changed_since`: the context of a read, or `*` for a key never written (wait for
