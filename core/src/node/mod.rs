@@ -394,16 +394,13 @@ impl Node {
             return Err(RequestError::NoReplicas);
         }
         // A write needs W acknowledgements and DW durable ones, each from a distinct node.
-        let needs = match request {
-            ClientRequest::Get { .. }
-            | ClientRequest::Watch { .. }
-            | ClientRequest::List { .. } => {
-                alloc::vec![(QuorumKind::Read, quorums.r)]
-            }
-            _ => alloc::vec![
+        let needs = if request.is_write() {
+            alloc::vec![
                 (QuorumKind::Write, quorums.w),
                 (QuorumKind::Durable, quorums.dw),
-            ],
+            ]
+        } else {
+            alloc::vec![(QuorumKind::Read, quorums.r)]
         };
         let unmet = needs
             .into_iter()
