@@ -10,6 +10,7 @@
 //! | `Sim` ([`sim::PySim`]) | [`ringkv_core::sim::Sim`], the deterministic cluster simulator, and its checker |
 //! | `Ring` ([`ring::PyRing`]) | [`ringkv_core::ring::Ring`]: placement, preference lists, balance, movement |
 //! | `Context`, `VersionVector` ([`version`]) | [`ringkv_core::version::Context`] and its version vector |
+//! | `key_partition` ([`ring::key_partition`]) | a key's partition by the core's hash: the live clients route by it |
 //!
 //! No Rust error or panic crosses into Python as a crash: every error becomes an exception of
 //! `ringkv.errors` (imported from Python when raised, so the Python layer owns the hierarchy), and
@@ -29,7 +30,7 @@ pub mod version;
 #[pymodule]
 mod _native {
     #[pymodule_export]
-    use super::ring::PyRing;
+    use super::ring::{key_partition, PyRing};
     #[pymodule_export]
     use super::sim::PySim;
     #[pymodule_export]

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use pyo3::prelude::*;
-use ringkv_core::ring::{key_position, Member, PartitionId, Ring, RingConfig, Strategy};
+use ringkv_core::ring::{
+    key_position, partition_of, Member, PartitionId, Ring, RingConfig, Strategy, MAX_PARTITIONS,
+};
 use ringkv_core::NodeId;
 
 use crate::errors;
@@ -34,6 +36,19 @@ fn by_name<V>(map: BTreeMap<NodeId, V>) -> BTreeMap<String, V> {
 
 fn names(ids: Vec<NodeId>) -> Vec<String> {
     ids.into_iter().map(|id| id.as_str().to_string()).collect()
+}
+
+/// The partition of `bucket`/`key` in a ring of `partition_count` partitions (a power of two up
+/// to `MAX_PARTITIONS`), by the core's own hash: what a client routes by, given only a ring
+/// document's partition count.
+#[pyfunction]
+pub fn key_partition(bucket: &[u8], key: &[u8], partition_count: u32) -> PyResult<u32> {
+    if !partition_count.is_power_of_two() || partition_count > MAX_PARTITIONS {
+        return Err(errors::invalid(format!(
+            "partition count {partition_count} is not a power of two up to {MAX_PARTITIONS}"
+        )));
+    }
+    Ok(partition_of(key_position(bucket, key), partition_count).0)
 }
 
 /// The placement of the key space on a membership (immutable).
