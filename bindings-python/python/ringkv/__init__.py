@@ -8,7 +8,10 @@
 - :class:`Context`, :class:`VectorClock`, :class:`Dot`, :class:`Causality`: versions, with the
   causal comparisons that tell why two values are siblings.
 - :class:`Client`: a client for a live cluster (``ringkv dev`` starts one): keys one at a
-  time or many at once, listings of a bucket's keys, and watches that wait for a change.
+  time or many at once, listings of a bucket's keys, and watches that wait for a change; over
+  ``https://`` with a CA file, routed to the key's owners by the ring, pooled, and retried by
+  the rules that never send a write twice. :class:`ringkv.aio.AsyncClient` is the same for
+  asyncio.
 
 >>> import ringkv
 >>> sim = ringkv.Sim(nodes=5, n=3, r=2, w=2, seed=7)
@@ -32,6 +35,7 @@ from .errors import (
     RingkvError,
     ServerError,
     SimulationError,
+    TlsError,
     UnavailableError,
     UnknownNodeError,
 )
@@ -66,6 +70,7 @@ __all__ = [
     "ConflictError",
     "PreconditionFailedError",
     "UnavailableError",
+    "TlsError",
     "RequestTimeoutError",
     "ServerError",
     "SimulationError",

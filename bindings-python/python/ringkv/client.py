@@ -1,7 +1,7 @@
 """A client for a live ringkv cluster, over its HTTP API (standard library only).
 
 >>> import ringkv                                          # doctest: +SKIP
->>> db = ringkv.Client("http://127.0.0.1:8087")            # doctest: +SKIP
+>>> db = ringkv.Client(["https://db1:8087", "https://db2:8087"], ca_file="ca.pem")   # doctest: +SKIP
 >>> db.put("alice", b"milk", bucket="carts")               # doctest: +SKIP
 >>> g = db.get("alice", bucket="carts")                    # doctest: +SKIP
 >>> g.values, g.context                                    # doctest: +SKIP
@@ -21,303 +21,300 @@ Many keys at once, a bucket's keys, and waiting for a change::
         ...
     w = db.watch("alice", g.context, bucket="carts", timeout=30)   # w.changed, w.values, w.context
 
-Every call is one HTTP request to the node in the URL, which coordinates it (or forwards it to
-an owner of the key). The client never retries: a put that timed out may have been applied,
-and writing it again without the new context would make a sibling of the same change. Failures
-are exceptions (see :mod:`ringkv.errors`): :class:`~ringkv.QuorumError` when too few replicas
-answered, :class:`~ringkv.InvalidRequestError` for a request the node refused,
+How requests travel (the Rust client's rules; :mod:`ringkv._routing` has them in full):
+
+- **Routing.** The client reads the ring (``GET /ring``) in the background and sends each key
+  request to the first live replica of the key's partition (computed by the core's own hash),
+  so the coordinator is an owner and no forwarding hop is needed; then to the other replicas,
+  the configured nodes, and any other member. Without a ring (not read yet, or
+  ``ring_refresh=0``) the configured nodes take turns. The ring is re-read every
+  ``ring_refresh`` seconds and soon after a node refused a connection.
+- **TLS.** ``https://`` nodes' certificates are always verified, against ``ca_file`` or the
+  system's roots; a failed handshake is a :class:`~ringkv.TlsError` (nothing was sent).
+- **Pooling.** Keep-alive connections per node, at most ``max_connections`` at once; the client
+  is safe to share between threads.
+- **Retries.** A read goes on to the next node after any transport failure. A write (put,
+  delete) goes on only when it certainly was not sent (connection refused, TLS handshake
+  failed, no free connection); once it may have left, a timeout or a broken connection is a
+  :class:`~ringkv.RequestTimeoutError` saying it may or may not have been applied, and it is
+  never sent again: a blind retry without the new context would make a sibling of the same
+  change. Attempts are spaced by a bounded exponential backoff, five nodes at most.
+
+Failures are exceptions (see :mod:`ringkv.errors`): :class:`~ringkv.QuorumError` when too few
+replicas answered, :class:`~ringkv.InvalidRequestError` for a request the node refused,
 :class:`~ringkv.PreconditionFailedError` when a write's condition did not hold,
-:class:`~ringkv.UnavailableError` when the node cannot be reached,
-:class:`~ringkv.RequestTimeoutError` when it did not answer in time.
+:class:`~ringkv.UnavailableError` when no node can be reached,
+:class:`~ringkv.RequestTimeoutError` when none answered in time.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
-import dataclasses
-import http.client
-import json
-import socket
-import urllib.parse
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+import threading
+import time
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, TypeVar, Union
 
-from ._args import (
-    Name,
-    Quorum,
-    Ttl,
-    format_duration_ms,
-    integer,
-    name_bytes,
-    optional_integer,
-    optional_quorum,
-    optional_ttl_ms,
-    quorum,
-    ttl_to_ms,
-    u32,
-    value_bytes,
-    wait_to_ms,
+from ._args import Name, Quorum, Ttl, integer, name_bytes
+from ._operations import (
+    DEFAULT_BUCKET,
+    HEADER_CONTEXT,
+    HEADER_DURABLE,
+    HEADER_EXPIRES_AT,
+    HEADER_FALLBACKS,
+    HEADER_NODE,
+    HEADER_READ_YOUR_WRITES,
+    HEADER_REPLICAS,
+    HEADER_SIBLINGS,
+    MAX_LIST_LIMIT,
+    MAX_MGET_KEYS,
+    MAX_WATCH_WAIT_MS,
+    Operation,
+    Operations,
+    parse_multipart,
+    seconds,
 )
-from .errors import (
-    ContextError,
-    InvalidRequestError,
-    NothingToDeleteError,
-    PreconditionFailedError,
-    QuorumError,
-    RequestTimeoutError,
-    RingkvError,
-    ServerError,
-    UnavailableError,
-)
-from .results import KeyPage, MgetResult, Result, key_text
-from .version import Context, check_condition, check_context
+from ._routing import Answer, Attempts, Endpoint, Failure, Request, Router, RoutingTable, normalize_node_url
+from ._transport import Pools, tls_context
+from .errors import InvalidRequestError, RingkvError
+from .results import KeyPage, MgetResult, Result
+from .version import Context
 
-__all__ = ["Client", "parse_multipart"]
+__all__ = [
+    "Client",
+    "parse_multipart",
+    "DEFAULT_BUCKET",
+    "HEADER_CONTEXT",
+    "HEADER_DURABLE",
+    "HEADER_EXPIRES_AT",
+    "HEADER_FALLBACKS",
+    "HEADER_NODE",
+    "HEADER_READ_YOUR_WRITES",
+    "HEADER_REPLICAS",
+    "HEADER_SIBLINGS",
+    "MAX_LIST_LIMIT",
+    "MAX_MGET_KEYS",
+    "MAX_WATCH_WAIT_MS",
+]
 
-DEFAULT_BUCKET = "default"
-
-# Header names: client/src/api.rs.
-HEADER_CONTEXT = "X-Ringkv-Context"
-HEADER_REPLICAS = "X-Ringkv-Replicas"
-HEADER_FALLBACKS = "X-Ringkv-Fallbacks"
-HEADER_DURABLE = "X-Ringkv-Durable"
-HEADER_READ_YOUR_WRITES = "X-Ringkv-Read-Your-Writes"
-HEADER_SIBLINGS = "X-Ringkv-Siblings"
-HEADER_NODE = "X-Ringkv-Node"
-HEADER_EXPIRES_AT = "X-Ringkv-Expires-At"
-
-# Limits of the bucket requests: core/src/listing.rs, client/src/api.rs, core/src/request.rs.
-#: Keys a listing page holds at most.
-MAX_LIST_LIMIT = 1_000
-#: Keys a multi-get may name at most.
-MAX_MGET_KEYS = 1_000
-#: The longest a watch waits, in milliseconds (10 minutes).
-MAX_WATCH_WAIT_MS = 600_000
+T = TypeVar("T")
+Nodes = Union[str, Sequence[str]]
 
 
-def parse_multipart(content_type: str, body: bytes) -> List[bytes]:
-    """The parts of a ``multipart/mixed`` body (RFC 2046), as a 300 answer carries siblings.
+class ClientBase:
+    """What both live clients are made of (:class:`Client`, :class:`ringkv.aio.AsyncClient`):
+    the checked settings, the routing state and the operations. No I/O."""
 
-    >>> from ringkv.client import parse_multipart
-    >>> body = b"--XY\\r\\nContent-Type: application/octet-stream\\r\\n\\r\\nmilk\\r\\n--XY\\r\\n\\r\\nbread\\r\\n--XY--\\r\\n"
-    >>> parse_multipart("multipart/mixed; boundary=XY", body)
-    [b'milk', b'bread']
-    """
-    boundary = None
-    for param in content_type.split(";")[1:]:
-        name, _, value = param.strip().partition("=")
-        if name.strip().lower() == "boundary":
-            boundary = value.strip().strip('"')
-    if not boundary:
-        raise ServerError(f"a multipart answer without a boundary: {content_type!r}")
-    delimiter = b"\r\n--" + boundary.encode("utf-8")
-    # Every delimiter is preceded by CRLF, the first one included once the body gets one. A
-    # delimiter line is the delimiter, then "--" (the last one) or optional padding and CRLF.
-    data = b"\r\n" + body
-    starts: List[int] = []  # where each delimiter begins
-    contents: List[int] = []  # where the part after it begins
-    position = 0
-    while True:
-        found = data.find(delimiter, position)
-        if found < 0:
-            raise ServerError("a malformed multipart answer: no closing delimiter")
-        after = found + len(delimiter)
-        if data.startswith(b"--", after):
-            starts.append(found)
-            break
-        line_end = after
-        while data[line_end : line_end + 1] in (b" ", b"\t"):
-            line_end += 1
-        if data.startswith(b"\r\n", line_end):
-            starts.append(found)
-            contents.append(line_end + 2)
-            position = line_end + 2
-        else:
-            position = after  # the boundary inside a line is not a delimiter
-    parts: List[bytes] = []
-    for content, end in zip(contents, starts[1:]):
-        part = data[content:end]
-        if part.startswith(b"\r\n"):  # no headers
-            parts.append(part[2:])
-            continue
-        headers_end = part.find(b"\r\n\r\n")
-        if headers_end < 0:
-            raise ServerError("a malformed multipart answer: a part without the end of its headers")
-        parts.append(part[headers_end + 4 :])
-    return parts
+    def __init__(
+        self,
+        nodes: Nodes,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        ca_file: Optional[str],
+        ring_refresh: float,
+        max_connections: int,
+        backoff: float,
+        max_backoff: float,
+        bucket: Name,
+        r: Optional[Quorum],
+        w: Optional[Quorum],
+        dw: Optional[Quorum],
+    ) -> None:
+        if isinstance(nodes, str):
+            nodes = [nodes]
+        elif not isinstance(nodes, (list, tuple)):
+            raise TypeError(f"nodes must be a URL (str) or a list of URLs, not {type(nodes).__name__}")
+        if not nodes:
+            raise InvalidRequestError("no nodes: give at least one node URL")
+        endpoints = [normalize_node_url(node) for node in nodes]
+        self._ops = Operations(timeout=timeout, bucket=bucket, r=r, w=w, dw=dw)
+        self.connect_timeout = seconds("connect_timeout", connect_timeout)
+        if isinstance(ring_refresh, bool) or not isinstance(ring_refresh, (int, float)) or ring_refresh < 0:
+            raise InvalidRequestError(f"ring_refresh = {ring_refresh!r}: a number of seconds, 0 to turn routing off")
+        self.max_connections = integer("max_connections", max_connections, 1, 10_000)
+        for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise InvalidRequestError(f"{name} = {value!r}: a number of seconds, 0 or more")
+        self._backoff = (float(backoff), float(max_backoff))
+        if ca_file is not None and not isinstance(ca_file, str):
+            ca_file = str(ca_file)  # a path
+        self.ca_file: Optional[str] = ca_file
+        uses_tls = any(endpoint.scheme == "https" for endpoint in endpoints)
+        # Built whenever a CA is given, so a bad file fails here, not at the first request.
+        self._tls = tls_context(ca_file) if uses_tls or ca_file is not None else None
+        self._router = Router(endpoints, float(ring_refresh))
+        #: The first configured node's URL.
+        self.url: str = endpoints[0].url
+
+    @property
+    def nodes(self) -> List[str]:
+        """The configured nodes' URLs (normalized)."""
+        return [endpoint.url for endpoint in self._router.nodes]
+
+    @property
+    def timeout(self) -> float:
+        """Seconds an attempt waits for an answer (a call's ``request_timeout`` overrides it)."""
+        return self._ops.timeout
+
+    @property
+    def bucket(self) -> bytes:
+        """The default bucket of every call."""
+        return self._ops.bucket
+
+    @property
+    def ring_version(self) -> Optional[int]:
+        """The version of the ring requests are routed by (``None``: none yet, or routing off)."""
+        table = self._router.table
+        return table.version if table is not None else None
+
+    def replicas_for(self, key: Name, *, bucket: Optional[Name] = None) -> List[str]:
+        """The URLs a request for ``key`` tries first: its usable replicas, owner first, by the
+        ring the client knows (empty when it knows none).
+
+        >>> import ringkv
+        >>> ringkv.Client("http://127.0.0.1:1", ring_refresh=0).replicas_for("k")
+        []
+        """
+        table = self._router.table
+        if table is None:
+            return []
+        return [e.url for e in table.replicas_for(self._ops.bucket_of(bucket), name_bytes("key", key))]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.nodes if len(self.nodes) > 1 else self.url!r})"
+
+    def _targets(self, request: Request) -> List[Endpoint]:
+        if request.route is not None:
+            return self._router.key_targets(*request.route)
+        return self._router.any_targets()
+
+    def _install(self, doc: Dict[str, Any], answer: Answer) -> None:
+        self._router.install(RoutingTable(doc, answer.endpoint))
 
 
-def _ids(value: Optional[str]) -> List[str]:
-    return [part for part in (value or "").split(",") if part]
-
-
-class Client:
-    """A client for one node of a live cluster.
+class Client(ClientBase):
+    """A client for a live cluster: blocking, thread-safe, pooled.
 
     Args:
-        url: the node's HTTP address, e.g. ``"http://127.0.0.1:8087"``.
-        timeout: seconds to wait for an answer (a request with ``timeout_ms`` waits at least
-            that plus one second, so the node's own quorum timeout answers first).
+        nodes: the URL of a node, e.g. ``"https://db1:8087"``, or a list of them (``http://``
+            may be left out). Every node of the cluster is learnt from its ring; these are
+            where to start, and the fallback when no ring can be read.
+        timeout: seconds an attempt waits for the answer (the longest silence on the
+            connection); a call's ``request_timeout`` overrides it, and a request with
+            ``timeout_ms`` waits at least that plus one second, so the node's own quorum
+            timeout answers first.
+        connect_timeout: seconds to wait for a connection and its TLS handshake (a failure
+            then is "not sent", which even a write may retry on another node).
+        ca_file: PEM file of the CA (or self-signed certificate) ``https://`` nodes'
+            certificates must chain to; ``None``: the system's trusted roots. Verification is
+            always on, and the certificate must name the host of the URL.
+        ring_refresh: seconds between background reads of the ring (partition-aware
+            routing); 0 turns routing off: requests go to the configured nodes in turn.
+        max_connections: connections per node at once (keep-alive, reused); a request waits
+            for a free one.
+        backoff, max_backoff: the wait before a retry on another node doubles from
+            ``backoff`` up to ``max_backoff`` seconds (with jitter).
         bucket: the default bucket of every call.
         r, w, dw: default quorum overrides of every call (``None``: the bucket's).
     """
 
     def __init__(
         self,
-        url: str = "http://127.0.0.1:8087",
+        nodes: Nodes = "http://127.0.0.1:8087",
         *,
         timeout: float = 10.0,
+        connect_timeout: float = 1.0,
+        ca_file: Optional[str] = None,
+        ring_refresh: float = 10.0,
+        max_connections: int = 16,
+        backoff: float = 0.05,
+        max_backoff: float = 1.0,
         bucket: Name = DEFAULT_BUCKET,
         r: Optional[Quorum] = None,
         w: Optional[Quorum] = None,
         dw: Optional[Quorum] = None,
     ) -> None:
-        if not isinstance(url, str):
-            raise TypeError(f"url must be a str, not {type(url).__name__}")
-        parsed = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
-        if parsed.scheme != "http":
-            raise InvalidRequestError(f"unsupported URL scheme {parsed.scheme!r}: ringkv nodes speak http")
-        if not parsed.hostname:
-            raise InvalidRequestError(f"no host in URL {url!r}")
+        super().__init__(
+            nodes,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            ca_file=ca_file,
+            ring_refresh=ring_refresh,
+            max_connections=max_connections,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            bucket=bucket,
+            r=r,
+            w=w,
+            dw=dw,
+        )
+        self._pools = Pools(self._tls, self.ca_file, self.connect_timeout, self.max_connections)
+
+    # ----- running operations -----
+
+    def _run(self, operation: Operation[T]) -> T:
+        """Drives an operation: sends each request it yields, gives it the answer."""
         try:
-            port = parsed.port or 80
-        except ValueError as error:
-            raise InvalidRequestError(f"invalid port in URL {url!r}: {error}") from None
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-        if not timeout > 0:
-            raise InvalidRequestError(f"timeout = {timeout} must be positive")
-        self.url = f"http://{parsed.hostname}:{port}"
-        self._host = parsed.hostname
-        self._port = port
-        self._prefix = parsed.path.rstrip("/")
-        self.timeout = float(timeout)
-        self.bucket = name_bytes("bucket", bucket)
-        self._r = optional_quorum("r", r)
-        self._w = optional_quorum("w", w)
-        self._dw = optional_quorum("dw", dw)
+            request = next(operation)
+            while True:
+                request = operation.send(self._execute(request))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
-    def __repr__(self) -> str:
-        return f"Client({self.url!r})"
+    def _execute(self, request: Request) -> Answer:
+        """Sends ``request`` to its targets in order, following the retry policy."""
+        attempts = Attempts(request, self._targets(request), self._backoff, self._router.note_connect_failure)
+        if request.route is not None:
+            self._maybe_refresh_ring()
+        timeout = request.timeout or self.timeout
+        for endpoint in attempts:
+            try:
+                answer = self._pools[endpoint].send(request, timeout)
+            except Failure as failure:
+                delay = attempts.failed(endpoint, failure)
+                if delay > 0:
+                    time.sleep(delay)
+                continue
+            if attempts.accept(answer):
+                return answer
+        return attempts.exhausted()
 
-    # ----- HTTP -----
+    def _maybe_refresh_ring(self) -> None:
+        if not self._router.claim_refresh():
+            return
 
-    @contextlib.contextmanager
-    def _exchange(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Optional[Mapping[str, str]] = None,
-        body: Optional[bytes] = None,
-        headers: Optional[Mapping[str, str]] = None,
-        timeout: Optional[float] = None,
-    ) -> Iterator[http.client.HTTPResponse]:
-        """Sends one request and yields its response, whose body the caller reads (whole, or
-        line by line as it streams); failures to send or to read are ringkv errors."""
-        target = self._prefix + path
-        if query:
-            target += "?" + urllib.parse.urlencode(query)
-        # One connection per request: nothing is ever re-sent on a fresh connection behind the
-        # caller's back.
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout or self.timeout)
-        try:
-            connection.request(method, target, body=body, headers=dict(headers or {}))
-            yield connection.getresponse()
-        except RingkvError:
-            raise  # from the caller's reading (some are OSErrors too)
-        except socket.timeout:
-            raise RequestTimeoutError(
-                f"{method} {self.url}{_short(target)}: no answer within {timeout or self.timeout:g} s; "
-                "a write may or may not have been applied: read the key before writing again"
-            ) from None
-        except (ConnectionError, OSError, http.client.HTTPException) as error:
-            raise UnavailableError(f"{method} {self.url}{_short(target)}: {error}") from error
-        finally:
-            connection.close()
+        def refresh() -> None:
+            try:
+                self.refresh_ring()
+            except RingkvError:
+                pass  # routing goes on with the ring it has (or the configured nodes)
+            finally:
+                self._router.refresh_done()
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Optional[Mapping[str, str]] = None,
-        body: Optional[bytes] = None,
-        headers: Optional[Mapping[str, str]] = None,
-        timeout: Optional[float] = None,
-    ) -> Tuple[int, http.client.HTTPMessage, bytes]:
-        with self._exchange(method, path, query=query, body=body, headers=headers, timeout=timeout) as response:
-            return response.status, response.headers, response.read()
+        threading.Thread(target=refresh, name="ringkv-ring-refresh", daemon=True).start()
 
-    @staticmethod
-    def _error(status: int, body: bytes, what: str) -> RingkvError:
-        try:
-            doc = json.loads(body.decode("utf-8")) if body else {}
-        except (UnicodeDecodeError, ValueError):
-            doc = {}
-        if not isinstance(doc, dict):
-            doc = {}
-        detail = doc.get("error") or body[:200].decode("utf-8", "replace") or f"HTTP {status}"
-        if status in (414, 431) and not doc:
-            detail = f"HTTP {status}: the key or bucket is too long for a request line"
-        message = f"{_short(what)}: {detail}"
-        kind = doc.get("kind", "")
-        if kind == "unavailable":
-            return QuorumError(
-                message, quorum=doc.get("quorum"), needed=doc.get("needed"), answered=doc.get("answered", [])
-            )
-        if status == 408 or kind == "outcome_unknown":
-            return RequestTimeoutError(message)
-        if status == 412 or kind == "precondition_failed":
-            return PreconditionFailedError(message)
-        if status in (400, 413, 414, 431) or kind in ("bad_request", "too_large"):
-            if "context" in str(doc.get("error", "")):
-                return ContextError(message)
-            return InvalidRequestError(message)
-        # 429: this node holds as many watches as it may (another node may not).
-        if status in (429, 503) or kind in ("no_ring", "shutting_down", "overloaded", "too_many_watches"):
-            return UnavailableError(message)
-        if status >= 500:
-            return ServerError(message)
-        return RingkvError(f"{message} (HTTP {status})")
+    def refresh_ring(self) -> Dict[str, Any]:
+        """Reads the ring now (``GET /ring`` from any node) and routes by it from now on
+        (normally done in the background); returns the ring document."""
+        doc, answer = self._run(self._ops.ring())
+        self._install(doc, answer)
+        return doc
 
-    def _json(self, path: str) -> Any:
-        status, _, body = self._send("GET", path)
-        if status != 200:
-            raise self._error(status, body, f"GET {path}")
-        try:
-            return json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise ServerError(f"GET {path}: the answer is not JSON: {error}") from None
+    def connections_opened(self) -> Dict[str, int]:
+        """Connections this client has opened so far, by node URL (pooled connections are
+        reused, so this grows only with concurrency, failures and idle timeouts)."""
+        return self._pools.connections_opened()
+
+    def close(self) -> None:
+        """Closes the idle pooled connections (the client stays usable)."""
+        self._pools.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ----- keys -----
-
-    def _kv(
-        self,
-        key: Name,
-        bucket: Optional[Name],
-        r: Optional[Quorum],
-        w: Optional[Quorum],
-        dw: Optional[Quorum],
-        n: Optional[int],
-        timeout_ms: Optional[int],
-    ) -> Tuple[bytes, bytes, str, Dict[str, str], Optional[float]]:
-        bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
-        key_b = name_bytes("key", key)
-        path = "/kv/" + urllib.parse.quote(bucket_b, safe="") + "/" + urllib.parse.quote(key_b, safe="")
-        query: Dict[str, str] = {}
-        for name, value, default in (("r", r, self._r), ("w", w, self._w), ("dw", dw, self._dw)):
-            chosen = optional_quorum(name, value) if value is not None else default
-            if chosen is not None:
-                query[name] = chosen
-        if n is not None:
-            query["n"] = str(u32("n", n, 1))
-        timeout = None
-        if timeout_ms is not None:
-            query["timeout_ms"] = str(optional_integer("timeout_ms", timeout_ms, 1))
-            timeout = max(self.timeout, timeout_ms / 1000 + 1)
-        return bucket_b, key_b, path, query, timeout
 
     def get(
         self,
@@ -327,6 +324,7 @@ class Client:
         r: Optional[Quorum] = None,
         n: Optional[int] = None,
         timeout_ms: Optional[int] = None,
+        request_timeout: Optional[float] = None,
     ) -> Result:
         """Reads every sibling of ``key`` and their context.
 
@@ -336,39 +334,9 @@ class Client:
         milliseconds since the Unix epoch at the answering node's clock (``None`` when one of
         them never does).
         """
-        bucket_b, key_b, path, query, timeout = self._kv(key, bucket, r, None, None, n, timeout_ms)
-        status, headers, body = self._send("GET", path, query=query, timeout=timeout)
-        return self._read_answer("get", bucket_b, key_b, path, status, headers, body)
-
-    def _read_answer(
-        self,
-        op: str,
-        bucket: bytes,
-        key: bytes,
-        path: str,
-        status: int,
-        headers: http.client.HTTPMessage,
-        body: bytes,
-    ) -> Result:
-        """A GET's answer (200 one value, 300 siblings, 404 none) as a result; else its error."""
-        if status == 200:
-            values = [body]
-        elif status == 300:
-            values = parse_multipart(headers.get("Content-Type", ""), body)
-            expected = headers.get(HEADER_SIBLINGS)
-            if expected is not None and expected.isdigit() and int(expected) != len(values):
-                raise ServerError(f"GET {path}: {expected} siblings announced, {len(values)} received")
-        elif status == 404 and headers.get(HEADER_NODE) is not None and not _is_json(headers):
-            values = []
-        else:
-            raise self._error(status, body, f"GET {path}")
-        result = self._result(op, bucket, key, headers, values)
-        expires_at = (headers.get(HEADER_EXPIRES_AT) or "").strip()
-        if expires_at:
-            if not (expires_at.isascii() and expires_at.isdigit()):
-                raise ServerError(f"GET {path}: an invalid {HEADER_EXPIRES_AT} header: {expires_at[:40]!r}")
-            result = dataclasses.replace(result, expires_at=int(expires_at))
-        return result
+        return self._run(
+            self._ops.get(key, bucket=bucket, r=r, n=n, timeout_ms=timeout_ms, request_timeout=request_timeout)
+        )
 
     def put(
         self,
@@ -384,6 +352,7 @@ class Client:
         ttl: Optional[Ttl] = None,
         if_none_match: bool = False,
         if_match: Union[Context, str, None] = None,
+        request_timeout: Optional[float] = None,
     ) -> Result:
         """Writes ``value``; with ``context`` (from a get of this key) it replaces exactly the
         siblings that context has seen, without it adds a sibling. Returns the new context.
@@ -397,24 +366,28 @@ class Client:
         nothing is written and :class:`~ringkv.PreconditionFailedError` carries the key's
         current context. Best effort: writers checking at the same time (on either side of a
         partition) can all pass, and their values become siblings.
+
+        The put is sent at most once: if the connection fails or times out after it may have
+        left, :class:`~ringkv.RequestTimeoutError` says it may or may not have been applied
+        (read the key before writing again). ``request_timeout`` (seconds) overrides the
+        client's ``timeout`` for this call.
         """
-        data = value_bytes(value)
-        bucket_b, key_b, path, query, timeout = self._kv(key, bucket, None, w, dw, n, timeout_ms)
-        headers = {"Content-Type": "application/octet-stream"}
-        checked = check_context(context, bucket_b, key_b)
-        if checked is not None and not checked.is_empty:
-            headers[HEADER_CONTEXT] = checked.to_base64()
-        headers.update(_condition_headers(if_none_match, if_match, bucket_b, key_b))
-        ttl_ms = optional_ttl_ms("ttl", ttl)
-        if ttl_ms is not None:
-            query["ttl"] = format_duration_ms(ttl_ms)
-        status, answer_headers, body = self._send("PUT", path, query=query, body=data, headers=headers, timeout=timeout)
-        if status == 412:
-            raise _precondition_failed(answer_headers, body, f"PUT {path}", bucket_b, key_b)
-        if status not in (200, 204):
-            raise self._error(status, body, f"PUT {path}")
-        result = self._result("put", bucket_b, key_b, answer_headers, [])
-        return _with_written(result, data)
+        return self._run(
+            self._ops.put(
+                key,
+                value,
+                context=context,
+                bucket=bucket,
+                w=w,
+                dw=dw,
+                n=n,
+                timeout_ms=timeout_ms,
+                ttl=ttl,
+                if_none_match=if_none_match,
+                if_match=if_match,
+                request_timeout=request_timeout,
+            )
+        )
 
     def delete(
         self,
@@ -428,6 +401,7 @@ class Client:
         n: Optional[int] = None,
         timeout_ms: Optional[int] = None,
         if_match: Union[Context, str, None] = None,
+        request_timeout: Optional[float] = None,
     ) -> Result:
         """Deletes ``key``: a tombstone superseding what ``context`` has seen.
 
@@ -439,61 +413,22 @@ class Client:
         one, and is the delete's context when ``context`` is not given (no read first);
         otherwise :class:`~ringkv.PreconditionFailedError`, with the current context.
         """
-        # Checked before the read below, so that a bad argument never reaches the node.
-        bucket_b, key_b, _, _, _ = self._kv(key, bucket, None, w, dw, n, timeout_ms)
-        check_context(context, bucket_b, key_b)
-        matched = check_condition(False, if_match, bucket_b, key_b)
-        if matched is not None and (context is None or (isinstance(context, Context) and context.is_empty)):
-            context = matched
-        if context is None or (isinstance(context, Context) and context.is_empty):
-            read = self.get(key, bucket=bucket, r=r, n=n, timeout_ms=timeout_ms)
-            if not read.values:
-                raise NothingToDeleteError(f"nothing to delete: {key!r} is absent or already deleted")
-            context = read.context
-        bucket_b, key_b, path, query, timeout = self._kv(key, bucket, None, w, dw, n, timeout_ms)
-        headers: Dict[str, str] = {}
-        checked = check_context(context, bucket_b, key_b)
-        if checked is not None and not checked.is_empty:
-            headers[HEADER_CONTEXT] = checked.to_base64()
-        headers.update(_condition_headers(False, matched, bucket_b, key_b))
-        status, answer_headers, body = self._send("DELETE", path, query=query, headers=headers, timeout=timeout)
-        if status == 412:
-            raise _precondition_failed(answer_headers, body, f"DELETE {path}", bucket_b, key_b)
-        if status not in (200, 204):
-            raise self._error(status, body, f"DELETE {path}")
-        return self._result("delete", bucket_b, key_b, answer_headers, [])
-
-    def _result(
-        self, op: str, bucket: bytes, key: bytes, headers: http.client.HTTPMessage, values: List[bytes]
-    ) -> Result:
-        token = headers.get(HEADER_CONTEXT)
-        context = None
-        if token:
-            try:
-                context = Context.from_base64(token, bucket=bucket, key=key)
-            except ContextError as error:
-                raise ServerError(f"the node sent an invalid context: {error}") from None
-        ryw = headers.get(HEADER_READ_YOUR_WRITES)
-        return Result(
-            op=op,
-            bucket=bucket,
-            key=key,
-            ok=True,
-            outcome="ok",
-            values=values,
-            context=context,
-            replicas=_ids(headers.get(HEADER_REPLICAS)),
-            fallbacks=_ids(headers.get(HEADER_FALLBACKS)),
-            durable=_ids(headers.get(HEADER_DURABLE)),
-            node=headers.get(HEADER_NODE),
-            read_your_writes=None if ryw is None else ryw == "true",
+        return self._run(
+            self._ops.delete(
+                key,
+                context=context,
+                bucket=bucket,
+                r=r,
+                w=w,
+                dw=dw,
+                n=n,
+                timeout_ms=timeout_ms,
+                if_match=if_match,
+                request_timeout=request_timeout,
+            )
         )
 
     # ----- many keys, a bucket's keys, and watching a key -----
-
-    def _bucket_path(self, bucket: Optional[Name]) -> Tuple[bytes, str]:
-        bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
-        return bucket_b, "/kv/" + urllib.parse.quote(bucket_b, safe="")
 
     def mget(
         self,
@@ -503,6 +438,7 @@ class Client:
         r: Optional[Quorum] = None,
         n: Optional[int] = None,
         timeout_ms: Optional[int] = None,
+        request_timeout: Optional[float] = None,
     ) -> MgetResult:
         """Reads many keys of a bucket in one request (``POST /kv/{bucket}?mget``): each key is
         read as :meth:`get` reads it (at ``r``, within ``timeout_ms``), in parallel on the node.
@@ -517,123 +453,8 @@ class Client:
         >>> m = db.mget(["alice", "bob", b"\\xff"], bucket="carts")   # doctest: +SKIP
         >>> m["alice"].values, m["bob"].value, m.errors, m.unprocessed   # doctest: +SKIP
         """
-        if isinstance(keys, (str, bytes, bytearray, memoryview)):
-            raise TypeError("keys must be a list of keys (str or bytes), not a single key")
-        try:
-            items = list(keys)
-        except TypeError:
-            raise TypeError(f"keys must be a list of keys (str or bytes), not {type(keys).__name__}") from None
-        names = [name_bytes("key", key) for key in items]
-        if not names:
-            raise InvalidRequestError("mget needs at least one key")
-        if len(names) > MAX_MGET_KEYS:
-            raise InvalidRequestError(
-                f"mget of {len(names)} keys: at most {MAX_MGET_KEYS} at once (split the keys)"
-            )
-        seen = set()
-        for name in names:
-            if name in seen:
-                raise InvalidRequestError(f"mget names the key {key_text(name)!r} twice")
-            seen.add(name)
-        bucket_b, path = self._bucket_path(bucket)
-        query: Dict[str, str] = {"mget": ""}
-        chosen = optional_quorum("r", r) if r is not None else self._r
-        if chosen is not None:
-            query["r"] = chosen
-        if n is not None:
-            query["n"] = str(u32("n", n, 1))
-        timeout = None
-        if timeout_ms is not None:
-            query["timeout_ms"] = str(integer("timeout_ms", timeout_ms, 1))
-            timeout = max(self.timeout, timeout_ms / 1000 + 1)
-        body = json.dumps({"keys": [_key_doc(name) for name in names]}).encode("utf-8")
-        what = f"POST {path}?mget"
-        results: Dict[bytes, Result] = {}
-        errors: Dict[bytes, RingkvError] = {}
-        unprocessed: Optional[List[bytes]] = None
-        with self._exchange(
-            "POST", path, query=query, body=body, headers={"Content-Type": "application/json"}, timeout=timeout
-        ) as response:
-            if response.status != 200:
-                raise self._error(response.status, response.read(), what)
-            node = response.headers.get(HEADER_NODE)
-            while True:
-                line = response.readline()
-                if not line:
-                    break
-                if not line.strip():
-                    continue
-                if unprocessed is not None:
-                    raise ServerError(f"{what}: a line after the multi-get's last one: {line[:80]!r}")
-                doc = _json_line(line, what)
-                if "unprocessed" in doc:
-                    unprocessed = [_key_from_doc(item, what) for item in _list(doc["unprocessed"], what)]
-                    continue
-                key = _key_from_doc(doc.get("key"), what)
-                if key not in seen:
-                    raise ServerError(f"{what}: an answer for a key not asked for: {key_text(key)!r}")
-                if key in results or key in errors:
-                    raise ServerError(f"{what}: two answers for the key {key_text(key)!r}")
-                item = self._mget_item(doc, bucket_b, key, node, what)
-                if isinstance(item, Result):
-                    results[key] = item
-                else:
-                    errors[key] = item
-        if unprocessed is None:
-            raise ServerError(
-                f"{what}: the answer was cut short after {len(results) + len(errors)} of {len(names)} keys "
-                "(no final line): read the keys again"
-            )
-        left = set(unprocessed)
-        missing = seen - set(results) - set(errors) - left
-        if missing or not left <= seen:
-            raise ServerError(
-                f"{what}: {len(missing)} keys neither answered nor unprocessed, "
-                f"{len(left - seen)} unprocessed keys not asked for"
-            )
-        return MgetResult(
-            bucket=bucket_b,
-            results={name: results[name] for name in names if name in results},
-            errors={name: errors[name] for name in names if name in errors},
-            unprocessed=[name for name in names if name in left],
-            node=node,
-        )
-
-    def _mget_item(
-        self, doc: Dict[str, Any], bucket: bytes, key: bytes, node: Optional[str], what: str
-    ) -> Union[Result, RingkvError]:
-        """One line of a multi-get: the key's result, or the error a get would have raised."""
-        status = doc.get("status")
-        if not isinstance(status, int) or isinstance(status, bool):
-            raise ServerError(f"{what}: a line without a status: {json.dumps(doc)[:120]}")
-        values = [_base64(value, what) for value in _list(doc.get("values", []), what)]
-        if status not in (200, 300, 404):
-            error = {"error": doc.get("message") or doc.get("error") or f"HTTP {status}", "kind": doc.get("error", "")}
-            return self._error(status, json.dumps(error).encode("utf-8"), f"{what}, key {key_text(key)!r}")
-        if (status == 200) != (len(values) == 1) or (status == 300) != (len(values) > 1):
-            raise ServerError(f"{what}: status {status} with {len(values)} values for {key_text(key)!r}")
-        context = None
-        token = doc.get("context")
-        if token is not None:
-            if not isinstance(token, str):
-                raise ServerError(f"{what}: a context that is not text: {token!r}")
-            try:
-                context = Context.from_base64(token, bucket=bucket, key=key)
-            except ContextError as error:
-                raise ServerError(f"the node sent an invalid context: {error}") from None
-        expires_at = doc.get("expires_at")
-        if expires_at is not None and (not isinstance(expires_at, int) or isinstance(expires_at, bool)):
-            raise ServerError(f"{what}: an invalid expires_at: {expires_at!r}")
-        return Result(
-            op="get",
-            bucket=bucket,
-            key=key,
-            ok=True,
-            outcome="ok",
-            values=values,
-            context=context,
-            node=node,
-            expires_at=expires_at,
+        return self._run(
+            self._ops.mget(keys, bucket=bucket, r=r, n=n, timeout_ms=timeout_ms, request_timeout=request_timeout)
         )
 
     def list_keys(
@@ -643,6 +464,7 @@ class Client:
         limit: int = 100,
         cursor: Optional[str] = None,
         timeout_ms: Optional[int] = None,
+        request_timeout: Optional[float] = None,
     ) -> KeyPage:
         """One page of a bucket's keys (``GET /kv/{bucket}?list``): up to ``limit`` (1 to 1,000)
         keys, starting where ``cursor`` (the previous page's) says, or at the beginning.
@@ -658,35 +480,11 @@ class Client:
         >>> page = db.list_keys(bucket="carts", limit=500)               # doctest: +SKIP
         >>> page.keys, page.cursor                                       # doctest: +SKIP
         """
-        limit = integer("limit", limit, 1, MAX_LIST_LIMIT)
-        if cursor is not None:
-            if not isinstance(cursor, str):
-                raise TypeError(f"cursor must be a str (a page's cursor) or None, not {type(cursor).__name__}")
-            if not cursor:
-                raise InvalidRequestError("the cursor is empty: pass None to start a listing")
-        bucket_b, path = self._bucket_path(bucket)
-        query: Dict[str, str] = {"list": "", "limit": str(limit)}
-        if cursor is not None:
-            query["cursor"] = cursor
-        timeout = None
-        if timeout_ms is not None:
-            query["timeout_ms"] = str(integer("timeout_ms", timeout_ms, 1))
-            timeout = max(self.timeout, timeout_ms / 1000 + 1)
-        what = f"GET {path}?list"
-        status, _, body = self._send("GET", path, query=query, timeout=timeout)
-        if status != 200:
-            raise self._error(status, body, what)
-        try:
-            doc = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise ServerError(f"{what}: the answer is not JSON: {error}") from None
-        if not isinstance(doc, dict) or "keys" not in doc:
-            raise ServerError(f"{what}: not a page of keys: {body[:120]!r}")
-        next_cursor = doc.get("cursor")
-        if next_cursor is not None and (not isinstance(next_cursor, str) or not next_cursor):
-            raise ServerError(f"{what}: an invalid cursor: {next_cursor!r}")
-        keys = [_key_from_doc(item, what) for item in _list(doc["keys"], what)]
-        return KeyPage(bucket=bucket_b, keys=keys, cursor=next_cursor)
+        return self._run(
+            self._ops.list_keys(
+                bucket=bucket, limit=limit, cursor=cursor, timeout_ms=timeout_ms, request_timeout=request_timeout
+            )
+        )
 
     def iter_keys(
         self, *, bucket: Optional[Name] = None, page_size: int = 1000, timeout_ms: Optional[int] = None
@@ -697,11 +495,7 @@ class Client:
 
         >>> live = set(db.iter_keys(bucket="carts"))                     # doctest: +SKIP
         """
-        # Checked now, not at the first next(): a generator would defer them.
-        page_size = integer("page_size", page_size, 1, MAX_LIST_LIMIT)
-        bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
-        if timeout_ms is not None:
-            integer("timeout_ms", timeout_ms, 1)
+        bucket_b = self._ops.check_listing(bucket, page_size, timeout_ms)
         return self._walk_keys(bucket_b, page_size, timeout_ms)
 
     def _walk_keys(self, bucket: bytes, page_size: int, timeout_ms: Optional[int]) -> Iterator[bytes]:
@@ -721,6 +515,7 @@ class Client:
         bucket: Optional[Name] = None,
         timeout: Ttl = 60,
         r: Optional[Quorum] = None,
+        request_timeout: Optional[float] = None,
     ) -> Result:
         """Waits until ``key`` holds a write that ``context`` has not seen, for at most
         ``timeout`` (seconds, a ``timedelta`` or ``"30s"``; 1 ms to 10 minutes, default 60 s).
@@ -748,58 +543,39 @@ class Client:
         Each watch holds a place on the node until it answers: a node holding as many as it
         may answers 429, an :class:`~ringkv.UnavailableError` (try later or another node).
         """
-        bucket_b, key_b, path, query, _ = self._kv(key, bucket, r, None, None, None, None)
-        wait_ms = wait_to_ms("timeout", timeout, MAX_WATCH_WAIT_MS)
-        checked = check_context(context, bucket_b, key_b)
-        query["changed_since"] = "*" if checked is None or checked.is_empty else checked.to_base64()
-        query["timeout_ms"] = str(wait_ms)
-        # The node answers at the end of the wait; its reads and the way back get the usual time.
-        status, headers, body = self._send("GET", path, query=query, timeout=wait_ms / 1000 + self.timeout)
-        if status == 304:
-            unchanged = self._result("watch", bucket_b, key_b, headers, [])
-            return dataclasses.replace(unchanged, outcome="unchanged", changed=False)
-        result = self._read_answer("watch", bucket_b, key_b, path, status, headers, body)
-        return dataclasses.replace(result, changed=True)
+        return self._run(
+            self._ops.watch(key, context, bucket=bucket, timeout=timeout, r=r, request_timeout=request_timeout)
+        )
 
     # ----- the cluster -----
 
     def health(self) -> Dict[str, Any]:
-        """``GET /health``: ``status``, ``node``, ``alive_members``, ``members``."""
-        status, _, body = self._send("GET", "/health")
-        try:
-            doc = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise self._error(status, body, "GET /health") from None
-        if status not in (200, 503) or not isinstance(doc, dict) or "status" not in doc:
-            raise self._error(status, body, "GET /health")
-        return doc
+        """``GET /health`` of a node: ``status``, ``node``, ``alive_members``, ``members``."""
+        return self._run(self._ops.health())
 
     def status(self) -> Dict[str, Any]:
-        """``GET /cluster``: the node's view of the cluster (members, their status and
+        """``GET /cluster``: a node's view of the cluster (members, their status and
         partitions, ring version, hints pending, partitions moving)."""
-        return self._json("/cluster")
+        return self._run(self._ops.json_doc("/cluster"))  # type: ignore[no-any-return]
 
     def ring(self) -> Dict[str, Any]:
-        """``GET /ring``: the partition table (every partition's preference list)."""
-        return self._json("/ring")
+        """``GET /ring``: the partition table (every partition's preference list); also
+        refreshes the routing."""
+        return self.refresh_ring()
 
     def members(self) -> Dict[str, Dict[str, Any]]:
         """The members by id, from :meth:`status`."""
         return {member["id"]: member for member in self.status()["members"]}
 
     def metrics(self) -> str:
-        """``GET /metrics``: Prometheus text."""
-        status, _, body = self._send("GET", "/metrics")
-        if status != 200:
-            raise self._error(status, body, "GET /metrics")
-        return body.decode("utf-8", "replace")
+        """``GET /metrics`` of a node: Prometheus text."""
+        return self._run(self._ops.metrics())
 
     def bucket_props(self, bucket: Optional[Name] = None) -> Dict[str, Any]:
         """``GET /buckets/{bucket}/props``: ``n``, ``r``, ``w``, ``dw``, ``conflict_mode``,
         ``siblings_warn``, ``max_siblings``, ``max_object_bytes``, and ``default_ttl`` (a
         duration such as ``"30m"``, absent when values do not expire by default)."""
-        bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
-        return self._json("/buckets/" + urllib.parse.quote(bucket_b, safe="") + "/props")
+        return self._run(self._ops.bucket_props(bucket))
 
     def set_bucket_props(
         self,
@@ -820,108 +596,18 @@ class Client:
         ``default_ttl``). ``default_ttl`` (seconds, a ``timedelta`` or ``"30m"``) makes the
         values of puts without a ``ttl`` expire after it. The cluster spreads the change by
         gossip: other nodes apply it a moment later."""
-        bucket_b = self.bucket if bucket is None else name_bytes("bucket", bucket)
-        doc: Dict[str, Any] = {"n": u32("n", n, 1)}
-        for name, value in (("r", r), ("w", w), ("dw", dw)):
-            if value is not None:
-                doc[name] = quorum(name, value)
-        if conflict_mode is not None:
-            if not isinstance(conflict_mode, str):
-                raise TypeError(f"conflict_mode must be a str, not {type(conflict_mode).__name__}")
-            doc["conflict_mode"] = conflict_mode
-        for name, value in (("siblings_warn", siblings_warn), ("max_siblings", max_siblings)):
-            if value is not None:
-                doc[name] = u32(name, value)
-        if max_object_bytes is not None:
-            doc["max_object_bytes"] = integer("max_object_bytes", max_object_bytes)
-        if default_ttl is not None:
-            doc["default_ttl"] = format_duration_ms(ttl_to_ms("default_ttl", default_ttl))
-        path = "/buckets/" + urllib.parse.quote(bucket_b, safe="") + "/props"
-        status, _, body = self._send(
-            "PUT", path, body=json.dumps(doc).encode("utf-8"), headers={"Content-Type": "application/json"}
+        self._run(
+            self._ops.set_bucket_props(
+                bucket,
+                n=n,
+                r=r,
+                w=w,
+                dw=dw,
+                conflict_mode=conflict_mode,
+                siblings_warn=siblings_warn,
+                max_siblings=max_siblings,
+                max_object_bytes=max_object_bytes,
+                default_ttl=default_ttl,
+            )
         )
-        if status not in (200, 204):
-            raise self._error(status, body, f"PUT {path}")
 
-
-def _key_doc(key: bytes) -> Union[str, Dict[str, str]]:
-    """A key in a JSON document: its text when it is UTF-8, else ``{"base64": ...}``."""
-    try:
-        return key.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"base64": base64.b64encode(key).decode("ascii")}
-
-
-def _key_from_doc(doc: object, what: str) -> bytes:
-    if isinstance(doc, str):
-        return doc.encode("utf-8")
-    if isinstance(doc, dict) and set(doc) == {"base64"} and isinstance(doc["base64"], str):
-        return _base64(doc["base64"], what)
-    raise ServerError(f"{what}: not a key: {json.dumps(doc)[:120]}")
-
-
-def _base64(text: object, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise ServerError(f"{what}: not base64 text: {text!r}"[:200])
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ServerError(f"{what}: invalid base64: {text[:60]!r}") from None
-
-
-def _list(value: object, what: str) -> List[Any]:
-    if not isinstance(value, list):
-        raise ServerError(f"{what}: expected a list, not {json.dumps(value)[:120]}")
-    return value
-
-
-def _json_line(line: bytes, what: str) -> Dict[str, Any]:
-    try:
-        doc = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ServerError(f"{what}: a line that is not JSON ({error}): {line[:80]!r}") from None
-    if not isinstance(doc, dict):
-        raise ServerError(f"{what}: a line that is not an object: {line[:80]!r}")
-    return doc
-
-
-def _short(text: str, limit: int = 100) -> str:
-    """A path for a message: long keys cut in the middle."""
-    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 4 :]}"
-
-
-def _is_json(headers: http.client.HTTPMessage) -> bool:
-    return "json" in (headers.get("Content-Type") or "")
-
-
-def _with_written(result: Result, data: bytes) -> Result:
-    return dataclasses.replace(result, written=data)
-
-
-def _condition_headers(
-    if_none_match: object, if_match: Union[Context, str, None], bucket: bytes, key: bytes
-) -> Dict[str, str]:
-    """``If-None-Match: *`` or ``If-Match: <context>``, checked first (one at most, a context of
-    this key)."""
-    matched = check_condition(if_none_match, if_match, bucket, key)
-    if if_none_match:
-        return {"If-None-Match": "*"}
-    if matched is not None:
-        return {"If-Match": matched.to_base64()}
-    return {}
-
-
-def _precondition_failed(
-    headers: http.client.HTTPMessage, body: bytes, what: str, bucket: bytes, key: bytes
-) -> PreconditionFailedError:
-    """A 412: the condition did not hold, nothing was written; the answer carries the key's
-    current context (none when the key has no history)."""
-    error = Client._error(412, body, what)
-    token = headers.get(HEADER_CONTEXT)
-    context = None
-    if token:
-        try:
-            context = Context.from_base64(token, bucket=bucket, key=key)
-        except ContextError as invalid:
-            raise ServerError(f"the node sent an invalid context: {invalid}") from None
-    return PreconditionFailedError(str(error), context=context)

@@ -12,6 +12,7 @@ as expected::
     ├── ConflictError                      siblings where one value was expected
     ├── PreconditionFailedError            if_none_match / if_match did not hold: nothing written
     ├── UnavailableError (ConnectionError) the node cannot be reached or cannot serve (503, 429)
+    │   └── TlsError                       the node's certificate did not verify: nothing was sent
     ├── RequestTimeoutError (TimeoutError) no answer in time: a write may or may not have applied
     ├── ServerError                        the node failed while handling the request
     └── SimulationError                    an internal error of the simulator (a bug: report it)
@@ -32,6 +33,7 @@ __all__ = [
     "ConflictError",
     "PreconditionFailedError",
     "UnavailableError",
+    "TlsError",
     "RequestTimeoutError",
     "ServerError",
     "SimulationError",
@@ -145,12 +147,19 @@ class UnavailableError(RingkvError, ConnectionError):
     another node). Nothing was applied when the connection was refused."""
 
 
+class TlsError(UnavailableError):
+    """The TLS handshake with every node tried failed: typically the node's certificate does not
+    chain to the client's ``ca_file`` (or to the system's trusted roots), or does not name the
+    host of the URL. Nothing was sent. The message carries OpenSSL's reason."""
+
+
 class RequestTimeoutError(RingkvError, TimeoutError):
-    """No answer within the client's timeout, or the server's ``outcome_unknown`` (a write whose
-    quorum was not reached in time but which may still take effect). A write may or may not have
-    been applied: read
-    the key (and its context) before writing again. ringkv never retries on its own, because a
-    blind retry of a put without the new context would add a sibling."""
+    """No answer within the client's timeout, an answer cut off after a write was sent, or the
+    server's ``outcome_unknown`` (a write whose quorum was not reached in time but which may
+    still take effect). A write may or may not have been applied: read the key (and its
+    context) before writing again. The clients never send a write twice once it may have left
+    (a blind retry of a put without the new context would add a sibling); reads are retried on
+    another node."""
 
 
 class ServerError(RingkvError):
