@@ -36,14 +36,15 @@ def test_status_health_and_ring(dev_cluster) -> None:
 
 
 def test_put_get_delete(dev_cluster, bucket: str) -> None:
-    client = ringkv.Client(dev_cluster.urls[0], bucket=bucket)
+    # ring_refresh=0: no routing, so the node named coordinates (routing: test_production_client.py).
+    client = ringkv.Client(dev_cluster.urls[0], bucket=bucket, ring_refresh=0)
     absent = client.get("alice")
     assert absent.ok and absent.values == [] and absent.value is None and absent.context is None
     p = client.put("alice", b"milk")
     assert p.ok and p.written == b"milk" and isinstance(p.context, ringkv.Context)
     assert len(p.replicas) >= 2 and set(p.replicas) <= {"n1", "n2", "n3"} and p.node == "n1"
     # Another node answers the same.
-    g = ringkv.Client(dev_cluster.urls[1]).get("alice", bucket=bucket)
+    g = ringkv.Client(dev_cluster.urls[1], ring_refresh=0).get("alice", bucket=bucket)
     assert g.values == [b"milk"] and g.value == b"milk" and g.context == p.context and g.node == "n2"
     assert g.read_your_writes is True
     p2 = client.put("alice", b"milk,eggs", context=g.context)
@@ -148,7 +149,8 @@ def test_silence_is_a_timeout_and_nothing_is_retried() -> None:
 
     threading.Thread(target=accept, daemon=True).start()
     try:
-        client = ringkv.Client(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3)
+        # No ring read (ring_refresh=0): every connection accepted is the put's.
+        client = ringkv.Client(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3, ring_refresh=0)
         started = time.monotonic()
         with pytest.raises(ringkv.RequestTimeoutError, match="may or may not have been applied"):
             client.put("k", b"v")
@@ -177,6 +179,9 @@ def scripted() -> Iterator[Callable[[Answer], str]]:
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
+            if self.path == "/ring":  # the client's background ring read: this is no node
+                self.send_error(404)
+                return
             received.append((self.command, self.path, dict(self.headers.items())))
             status, headers, body = answer[0]
             self.send_response(status)

@@ -310,6 +310,9 @@ def scripted() -> Iterator[Tuple[Script, str]]:
 
         def _answer(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path == "/ring":  # the client's background ring read: this is no node
+                self.send_error(404)
+                return
             script.received.append((self.command, self.path, body))
             time.sleep(script.delay)
             self.send_response(script.status)

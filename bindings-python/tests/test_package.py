@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import ringkv
+import ringkv.aio
 from ringkv import _native
 
 MODULES = [
@@ -20,6 +21,10 @@ MODULES = [
     "ringkv.sim",
     "ringkv.ring",
     "ringkv.client",
+    "ringkv.aio",
+    "ringkv._routing",
+    "ringkv._operations",
+    "ringkv._transport",
     "ringkv._args",
 ]
 
@@ -36,7 +41,7 @@ def test_public_names_have_docstrings() -> None:
         obj = getattr(ringkv, name)
         if name != "__version__":
             assert obj.__doc__, f"ringkv.{name} has no docstring"
-    for cls in (ringkv.Sim, ringkv.Ring, ringkv.Client, ringkv.Context, ringkv.VectorClock):
+    for cls in (ringkv.Sim, ringkv.Ring, ringkv.Client, ringkv.aio.AsyncClient, ringkv.Context, ringkv.VectorClock):
         for attr, value in vars(cls).items():
             if not attr.startswith("_") and callable(value):
                 assert value.__doc__, f"{cls.__name__}.{attr} has no docstring"
@@ -56,8 +61,14 @@ def test_the_stub_matches_the_native_module() -> None:
             stubbed = {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
             public = {name for name in dir(native) if not name.startswith("_")}
             assert public <= stubbed, f"_native.{node.name} lacks stubs for {sorted(public - stubbed)}"
+        elif isinstance(node, ast.FunctionDef):
+            assert callable(getattr(_native, node.name, None)), f"_native.{node.name} is in the stub only"
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             assert hasattr(_native, node.target.id)
+    stubbed_functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    native_functions = {name for name in dir(_native) if not name.startswith("_") and callable(getattr(_native, name))}
+    native_functions -= {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert native_functions <= stubbed_functions, f"no stub for {sorted(native_functions - stubbed_functions)}"
     assert (Path(ringkv.__file__).with_name("py.typed")).exists()
 
 

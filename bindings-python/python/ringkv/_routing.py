@@ -354,8 +354,9 @@ def backoff_delay(retry: int, base: float, cap: float, rng: Optional[random.Rand
     """
     if base <= 0 or retry <= 0:
         return 0.0
-    delay = min(cap, base * 2 ** min(retry - 1, 30))
-    return delay / 2 + (rng or random).uniform(0, delay / 2)
+    delay = min(cap, base * 2.0 ** min(retry - 1, 30))
+    jitter: float = (rng or random).uniform(0, delay / 2)
+    return delay / 2 + jitter
 
 
 @dataclass

@@ -465,7 +465,7 @@ class AsyncClient(ClientBase):
 
     async def status(self) -> Dict[str, Any]:
         """``GET /cluster``: a node's view of the cluster."""
-        return await self._run(self._ops.json_doc("/cluster"))  # type: ignore[no-any-return]
+        return await self._run(self._ops.json_doc("/cluster"))
 
     async def ring(self) -> Dict[str, Any]:
         """``GET /ring``; also refreshes the routing."""
@@ -477,7 +477,7 @@ class AsyncClient(ClientBase):
 
     async def bucket_props(self, bucket: Optional[Name] = None) -> Dict[str, Any]:
         """``GET /buckets/{bucket}/props`` (see :meth:`ringkv.Client.bucket_props`)."""
-        return await self._run(self._ops.bucket_props(bucket))  # type: ignore[no-any-return]
+        return await self._run(self._ops.bucket_props(bucket))
 
     async def set_bucket_props(
         self,

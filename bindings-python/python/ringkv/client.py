@@ -556,7 +556,7 @@ class Client(ClientBase):
     def status(self) -> Dict[str, Any]:
         """``GET /cluster``: a node's view of the cluster (members, their status and
         partitions, ring version, hints pending, partitions moving)."""
-        return self._run(self._ops.json_doc("/cluster"))  # type: ignore[no-any-return]
+        return self._run(self._ops.json_doc("/cluster"))
 
     def ring(self) -> Dict[str, Any]:
         """``GET /ring``: the partition table (every partition's preference list); also
