@@ -349,7 +349,7 @@ def backoff_delay(retry: int, base: float, cap: float, rng: Optional[random.Rand
 
     >>> backoff_delay(1, 0.0, 1.0)
     0.0
-    >>> 0.2 <= backoff_delay(3, 0.1, 0.3) <= 0.3
+    >>> 0.15 <= backoff_delay(3, 0.1, 0.3) <= 0.3   # 0.1 * 2**2, capped at 0.3, jittered
     True
     """
     if base <= 0 or retry <= 0:
