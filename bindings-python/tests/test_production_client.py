@@ -606,3 +606,52 @@ def test_client_settings_are_checked() -> None:
     with pytest.raises(ringkv.InvalidRequestError, match="request_timeout"):
         ringkv.Client("http://127.0.0.1:1", ring_refresh=0).get("k", request_timeout=0)
 
+
+
+def test_without_a_ring_the_configured_nodes_take_turns() -> None:
+    """Nodes that cannot give a ring (503 no_ring): requests still go out, spread over the
+    configured nodes in turn."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: Dict[int, List[str]] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            port = self.server.server_address[1]
+            seen.setdefault(port, []).append(f"{self.command} {self.path.split('?')[0]}")
+            if self.path == "/ring":
+                body = json.dumps({"error": "no ring yet", "kind": "no_ring"}).encode()
+                self.send_response(503)
+                self.send_header("Content-Type", "application/json")
+            else:
+                body = b""
+                self.send_response(204)
+                self.send_header("X-Ringkv-Node", f"n{port}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_PUT = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = ringkv.Client([f"http://127.0.0.1:{s.server_address[1]}" for s in servers], ring_refresh=3600)
+        nodes = {client.put(f"k{i}", b"v").node for i in range(20)}
+        assert len(nodes) == 2 and client.ring_version is None and client.replicas_for("k0") == []
+        puts = [sum(r.startswith("PUT") for r in requests) for requests in seen.values()]
+        # One background ring read, which took a turn of the rotation: a node without a ring
+        # sends a read on to the next node, so it asked each node once.
+        assert [sum(r == "GET /ring" for r in requests) for requests in seen.values()] == [1, 1]
+        assert sorted(puts) in ([10, 10], [9, 11])
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
