@@ -655,3 +655,75 @@ def test_without_a_ring_the_configured_nodes_take_turns() -> None:
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+class ClosingServer:
+    """Plain HTTP/1.1: answers each request with a keep-alive 204, then closes the connection
+    (as a server's idle timeout does). Counts connections and requests."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        self.requests: List[bytes] = []
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next(
+                (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.requests.append(head.split(b"\r\n")[0])
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-Ringkv-Node: n1\r\n\r\n")
+            conn.close()
+            self.closed.set()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_pooled_connection_the_server_closed_is_not_used_for_a_write() -> None:
+    """A keep-alive connection the server closed while idle is found closed before the next
+    request is written: the write goes out on a new connection, once, and succeeds."""
+    server = ClosingServer()
+    try:
+        client = ringkv.Client(server.url, ring_refresh=0)
+        for i in range(3):
+            server.closed.clear()
+            assert client.put(f"k{i}", b"v").ok
+            assert server.closed.wait(5)
+            time.sleep(0.05)  # let the FIN arrive
+        assert server.connections == 3 and len(server.requests) == 3
+        assert client.connections_opened() == {server.url: 3}
+
+        async def scenario() -> None:
+            db = ringkv.aio.AsyncClient(server.url, ring_refresh=0)
+            for i in range(3):
+                server.closed.clear()
+                assert (await db.put(f"a{i}", b"v")).ok
+                assert server.closed.wait(5)
+                await asyncio.sleep(0.05)  # the loop reads the FIN
+            assert db.connections_opened() == {server.url: 3}
+            await db.aclose()
+
+        asyncio.run(scenario())
+        assert server.connections == 6 and [r.split(b" ")[0] for r in server.requests] == [b"PUT"] * 6
+    finally:
+        server.close()
