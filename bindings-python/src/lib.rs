@@ -44,6 +44,10 @@ mod _native {
         m.add("MAX_PARTITIONS", ringkv_core::ring::MAX_PARTITIONS)?;
         m.add("MAX_TARGET_N", ringkv_core::ring::MAX_TARGET_N)?;
         m.add("MAX_TTL_MS", ringkv_core::bucket::MAX_TTL_MS)?;
+        m.add(
+            "DEFAULT_MAX_VALUE_BYTES",
+            ringkv_core::request::DEFAULT_MAX_VALUE_BYTES,
+        )?;
         Ok(())
     }
 }

@@ -607,6 +607,20 @@ def test_client_settings_are_checked() -> None:
         ringkv.Client("http://127.0.0.1:1", ring_refresh=0).get("k", request_timeout=0)
 
 
+def test_a_value_over_the_limit_is_refused_unsent() -> None:
+    unreachable = _closed_port_url().replace("https", "http")
+    client = ringkv.Client(unreachable, ring_refresh=0)
+    with pytest.raises(ringkv.InvalidRequestError, match="nothing was sent"):
+        client.put("k", bytes(_native.DEFAULT_MAX_VALUE_BYTES + 1))
+    small = ringkv.Client(unreachable, ring_refresh=0, max_value_bytes=4)
+    with pytest.raises(ringkv.InvalidRequestError, match="5 bytes is over the limit of 4"):
+        small.put("k", b"12345")
+    with pytest.raises(ringkv.UnavailableError):  # at the limit: sent (and the node is not there)
+        small.put("k", b"1234")
+    with pytest.raises(ringkv.InvalidRequestError, match="over the limit"):
+        asyncio.run(ringkv.aio.AsyncClient(unreachable, ring_refresh=0, max_value_bytes=4).put("k", b"12345"))
+
+
 
 def test_without_a_ring_the_configured_nodes_take_turns() -> None:
     """Nodes that cannot give a ring (503 no_ring): requests still go out, spread over the

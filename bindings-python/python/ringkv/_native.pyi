@@ -6,6 +6,7 @@ CORE_VERSION: str
 MAX_PARTITIONS: int
 MAX_TARGET_N: int
 MAX_TTL_MS: int
+DEFAULT_MAX_VALUE_BYTES: int
 
 class VersionVector:
     def __init__(self, entries: Dict[str, int] = ...) -> None: ...

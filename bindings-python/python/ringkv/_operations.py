@@ -191,8 +191,10 @@ class Operations:
         r: Optional[Quorum],
         w: Optional[Quorum],
         dw: Optional[Quorum],
+        max_value_bytes: int,
     ) -> None:
         self.timeout = seconds("timeout", timeout)
+        self.max_value_bytes = integer("max_value_bytes", max_value_bytes, 1)
         self.bucket = name_bytes("bucket", bucket)
         self.r = optional_quorum("r", r)
         self.w = optional_quorum("w", w)
@@ -318,8 +320,14 @@ class Operations:
         if_match: Union[Context, str, None] = None,
         request_timeout: Optional[float] = None,
     ) -> Operation[Result]:
-        """``PUT /kv/{bucket}/{key}``: sent at most once."""
+        """``PUT /kv/{bucket}/{key}``: sent at most once; a value over ``max_value_bytes`` is
+        refused here, unsent, as the Rust client does (the node would refuse it with 413)."""
         data = value_bytes(value)
+        if len(data) > self.max_value_bytes:
+            raise InvalidRequestError(
+                f"a value of {len(data)} bytes is over the limit of {self.max_value_bytes} "
+                "(max_value_bytes; the node's own limit refuses it too): nothing was sent"
+            )
         bucket_b, key_b, path, query = self._kv(key, bucket, None, w, dw, n, timeout_ms)
         timeout = self._stretched(request_timeout, timeout_ms)
         headers = {"Content-Type": "application/octet-stream"}

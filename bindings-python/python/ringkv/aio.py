@@ -22,6 +22,7 @@ import ssl
 import time
 from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Set, Tuple, TypeVar, Union
 
+from . import _native
 from ._args import Name, Quorum, Ttl
 from ._operations import DEFAULT_BUCKET, Operation
 from ._routing import POOL_IDLE_TIMEOUT, Answer, Attempts, Endpoint, Failure, FailureKind, Request
@@ -218,6 +219,7 @@ class AsyncClient(ClientBase):
         r: Optional[Quorum] = None,
         w: Optional[Quorum] = None,
         dw: Optional[Quorum] = None,
+        max_value_bytes: int = _native.DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         super().__init__(
             nodes,
@@ -232,6 +234,7 @@ class AsyncClient(ClientBase):
             r=r,
             w=w,
             dw=dw,
+            max_value_bytes=max_value_bytes,
         )
         self._pools: Dict[Endpoint, _AsyncPool] = {}
         self._background: Set["asyncio.Task[None]"] = set()

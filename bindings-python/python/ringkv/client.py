@@ -53,6 +53,7 @@ import threading
 import time
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, TypeVar, Union
 
+from . import _native
 from ._args import Name, Quorum, Ttl, integer, name_bytes
 from ._operations import (
     DEFAULT_BUCKET,
@@ -118,6 +119,7 @@ class ClientBase:
         r: Optional[Quorum],
         w: Optional[Quorum],
         dw: Optional[Quorum],
+        max_value_bytes: int,
     ) -> None:
         if isinstance(nodes, str):
             nodes = [nodes]
@@ -126,7 +128,7 @@ class ClientBase:
         if not nodes:
             raise InvalidRequestError("no nodes: give at least one node URL")
         endpoints = [normalize_node_url(node) for node in nodes]
-        self._ops = Operations(timeout=timeout, bucket=bucket, r=r, w=w, dw=dw)
+        self._ops = Operations(timeout=timeout, bucket=bucket, r=r, w=w, dw=dw, max_value_bytes=max_value_bytes)
         self.connect_timeout = seconds("connect_timeout", connect_timeout)
         if isinstance(ring_refresh, bool) or not isinstance(ring_refresh, (int, float)) or ring_refresh < 0:
             raise InvalidRequestError(f"ring_refresh = {ring_refresh!r}: a number of seconds, 0 to turn routing off")
@@ -215,6 +217,8 @@ class Client(ClientBase):
             ``backoff`` up to ``max_backoff`` seconds (with jitter).
         bucket: the default bucket of every call.
         r, w, dw: default quorum overrides of every call (``None``: the bucket's).
+        max_value_bytes: the largest value a put sends (default: the server's default limit,
+            8 MiB); a larger one is an :class:`~ringkv.InvalidRequestError`, nothing sent.
     """
 
     def __init__(
@@ -232,6 +236,7 @@ class Client(ClientBase):
         r: Optional[Quorum] = None,
         w: Optional[Quorum] = None,
         dw: Optional[Quorum] = None,
+        max_value_bytes: int = _native.DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         super().__init__(
             nodes,
@@ -246,6 +251,7 @@ class Client(ClientBase):
             r=r,
             w=w,
             dw=dw,
+            max_value_bytes=max_value_bytes,
         )
         self._pools = Pools(self._tls, self.ca_file, self.connect_timeout, self.max_connections)
 
