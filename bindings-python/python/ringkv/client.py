@@ -450,7 +450,7 @@ class Client(ClientBase):
         read as :meth:`get` reads it (at ``r``, within ``timeout_ms``), in parallel on the node.
 
         ``keys``: 1 to 1,000 distinct keys (``str`` or ``bytes``). The answer streams, one key
-        at a time, and is read as it comes. One key's failure does not fail the others: it is
+        at a time; it is read whole, then line by line (a read: retried on another node). One key's failure does not fail the others: it is
         in ``errors``, as the exception a get of that key would have raised. Keys left over
         once the answer reached 16 MiB of values are in ``unprocessed``: ask for them again.
         Raises (nothing read) for a request the node refused as a whole, and
