@@ -741,3 +741,40 @@ def test_a_pooled_connection_the_server_closed_is_not_used_for_a_write() -> None
         assert server.connections == 6 and [r.split(b" ")[0] for r in server.requests] == [b"PUT"] * 6
     finally:
         server.close()
+
+
+def test_the_async_pool_never_loses_a_slot_to_a_timeout_or_a_cancellation() -> None:
+    from ringkv.aio import _acquire_within
+
+    async def scenario() -> int:
+        slots = asyncio.Semaphore(2)
+        for _ in range(200):
+            # Both slots taken: every wait times out, and whatever races with the timeout
+            # (a release just as the wait ends) must not leave a slot taken by nobody.
+            await slots.acquire()
+            await slots.acquire()
+            asyncio.get_running_loop().call_later(0.001, slots.release)
+            got = await _acquire_within(slots, 0.001)
+            if got:
+                slots.release()
+            slots.release()
+            await asyncio.sleep(0.002)
+            # A waiter cancelled from outside while the slot comes free.
+            await slots.acquire()
+            waiter = asyncio.ensure_future(_acquire_within(slots, 5.0))
+            await asyncio.sleep(0)
+            slots.release()
+            waiter.cancel()
+            try:
+                if await waiter:
+                    slots.release()
+            except asyncio.CancelledError:
+                pass
+            await asyncio.sleep(0)
+            await slots.acquire()  # settle: both slots must be free again
+            await slots.acquire()
+            slots.release()
+            slots.release()
+        return slots._value  # noqa: SLF001 - the count is what this test is about
+
+    assert asyncio.run(scenario()) == 2

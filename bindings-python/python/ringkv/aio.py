@@ -39,6 +39,41 @@ T = TypeVar("T")
 Stream = Tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
+async def _acquire_within(slots: asyncio.Semaphore, wait: float) -> bool:
+    """Takes a slot within ``wait`` seconds; False when none came free.
+
+    Not ``asyncio.wait_for(slots.acquire(), wait)``: before Python 3.12 a timeout or a
+    cancellation that races with the acquisition loses the slot for good, and the pool shrinks.
+    Here a slot taken after we stopped waiting is given back.
+    """
+    acquisition = asyncio.ensure_future(slots.acquire())
+    try:
+        done, _ = await asyncio.wait({acquisition}, timeout=wait)
+    except BaseException:
+        _give_back_if_taken(slots, acquisition)
+        raise
+    if done:
+        return True
+    _give_back_if_taken(slots, acquisition)
+    return False
+
+
+def _give_back_if_taken(slots: asyncio.Semaphore, acquisition: "asyncio.Future[bool]") -> None:
+    """Ends an acquisition we no longer wait for, releasing its slot if it got one."""
+    if acquisition.done():
+        if not acquisition.cancelled() and acquisition.exception() is None:
+            slots.release()
+        return
+    # A cancelled acquire() never holds the slot; should the cancel arrive after the slot was
+    # taken, the callback sees a result and gives it back.
+    acquisition.cancel()
+    acquisition.add_done_callback(
+        lambda finished: slots.release()
+        if not finished.cancelled() and finished.exception() is None
+        else None
+    )
+
+
 class _AsyncPool:
     """Keep-alive connections to one node: at most ``max_connections`` at once."""
 
@@ -83,12 +118,10 @@ class _AsyncPool:
         return stream
 
     async def _checkout(self, wait: float) -> Stream:
-        try:
-            await asyncio.wait_for(self._slots.acquire(), wait)
-        except asyncio.TimeoutError:
+        if not await _acquire_within(self._slots, wait):
             raise Failure(
                 FailureKind.CONNECT, f"no free connection to it within {wait:g} s (the pool is full)"
-            ) from None
+            )
         try:
             now = time.monotonic()
             while self._idle:
