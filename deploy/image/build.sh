@@ -149,6 +149,7 @@ config=(
   --port 8087/tcp --port 7087/tcp
   --volume /data
   --stop-signal SIGTERM
+  --env PATH=/usr/local/bin
   --env RINGKV_LOG=info
   --label org.opencontainers.image.title=ringkv
   --label "org.opencontainers.image.description=A leaderless, always-writable Dynamo-style key-value store"

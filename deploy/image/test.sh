@@ -121,8 +121,9 @@ say "image: ${#layers[@]} layer(s), root filesystem $((size / 1024 / 1024)) MiB 
 
 # Nothing but the binary, the loader and libraries, /etc/{passwd,group,nsswitch.conf}, and the
 # empty /data owned by the user.
-unexpected=$(cd "$rootfs" && find . -mindepth 1 \( -type f -o -type l \) \
-  | grep -Ev '^\./usr/local/bin/ringkv$|^\./etc/(passwd|group|nsswitch\.conf)$|^\./(usr/)?lib(64|/x86_64-linux-gnu|/aarch64-linux-gnu)?/(ld-linux[^/]*|lib[^/]+\.so[.0-9]*)$' || true)
+unexpected=$(find "$rootfs" -mindepth 1 \( -type f -o -type l \) -printf '%P\n' \
+  | grep -Ev '^usr/local/bin/ringkv$|^etc/(passwd|group|nsswitch\.conf)$|^(usr/)?lib(64|/x86_64-linux-gnu|/aarch64-linux-gnu)?/(ld-linux[^/]*|lib[^/]+\.so[.0-9]*)$' \
+  || true)
 [ -z "$unexpected" ] || die "unexpected files in the image: $unexpected"
 [ -z "$(ls -A "$rootfs/data")" ] || die "/data is not empty in the image"
 [ "$(stat -c %u:%g "$rootfs/data")" = 10001:10001 ] || die "/data is not owned by 10001:10001"
@@ -164,6 +165,7 @@ start_node() {
   chown 10001:10001 "$work/data$n"
   # Own mount and pid namespaces: /data is this node's folder, /proc its own; the server is pid 1
   # there.
+  # shellcheck disable=SC2016 # the inner script reads its own positional arguments
   unshare --mount --pid --fork --kill-child --propagation private -- \
     bash -c 'set -e; root=$1 data=$2 spec=$3; shift 3
       mount --bind "$data" "$root/data"
@@ -235,6 +237,7 @@ kill -9 "$(server_pid 3)"
 wait "${node_pid[3]}" 2>/dev/null || true
 unset 'node_pid[3]'
 say "killed n3 with SIGKILL"
+# shellcheck disable=SC2016 # the inner script reads its own positional arguments
 wait_for "n1 sees n3 down" bash -c '! curl -fsS "$1/cluster" | python3 -c "import json,sys; sys.exit(0 if any(m[\"id\"] == \"n3\" and m[\"alive\"] for m in json.load(sys.stdin)[\"members\"]) else 1)"' _ "$(url 1)"
 image_ringkv put --node "$(url 1)" carts bob 'bread'
 [ "$(image_ringkv get --node "$(url 2)" carts bob 2>/dev/null)" = "bread" ] \
