@@ -14,7 +14,6 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-export STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
 
 die() {
   echo "image test: FAILED: $*" >&2
@@ -41,6 +40,15 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ringkv-image-test.XXXXXX")
 tag="localhost/ringkv-test:$$"
+# buildah storage of this run only: nothing left behind, no clash with the machine's own storage
+# (its driver, other images) or with another run.
+cat >"$work/storage.conf" <<EOF
+[storage]
+driver = "vfs"
+graphroot = "$work/storage"
+runroot = "$work/run"
+EOF
+export CONTAINERS_STORAGE_CONF="$work/storage.conf" STORAGE_DRIVER=vfs
 declare -A node_pid=()
 cleanup() {
   local status=$?
