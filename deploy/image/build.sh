@@ -48,6 +48,7 @@ export STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
 if ! command -v buildah >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || die "buildah is not installed: apt-get install buildah (as root)"
   echo "build.sh: installing buildah (Debian package)" >&2
+  export DEBIAN_FRONTEND=noninteractive
   apt-get install -y --no-install-recommends buildah >&2 \
     || { apt-get update >&2 && apt-get install -y --no-install-recommends buildah >&2; } \
     || die "could not install buildah with apt-get"

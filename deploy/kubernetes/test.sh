@@ -117,6 +117,7 @@ fi
 if ! command -v kubectl >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || die "kubectl is not installed"
   say "installing kubectl (Debian's kubernetes-client)"
+  export DEBIAN_FRONTEND=noninteractive
   apt-get install -y --no-install-recommends kubernetes-client \
     || { apt-get update && apt-get install -y --no-install-recommends kubernetes-client; } \
     || die "could not install kubernetes-client"
