@@ -44,6 +44,8 @@ done
 case "$format" in docker | oci) ;; *) die "--format must be docker or oci, not $format" ;; esac
 
 export STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
+# Mounting the container and giving /data to uid 10001 need root, or buildah's user namespace.
+[ "$(id -u)" -eq 0 ] || die "run as root, or rootless inside buildah's user namespace: buildah unshare $0 ..."
 
 if ! command -v buildah >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || die "buildah is not installed: apt-get install buildah (as root)"
