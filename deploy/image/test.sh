@@ -38,18 +38,6 @@ if [ -z "$binary" ]; then
 fi
 [ -x "$binary" ] || die "no ringkv binary at $binary"
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/ringkv-image-test.XXXXXX")
-tag="localhost/ringkv-test:$$"
-# buildah storage of this run only: nothing left behind, no clash with the machine's own storage
-# (its driver, other images) or with another run.
-cat >"$work/storage.conf" <<EOF
-[storage]
-driver = "vfs"
-graphroot = "$work/storage"
-runroot = "$work/run"
-EOF
-export CONTAINERS_STORAGE_CONF="$work/storage.conf" STORAGE_DRIVER=vfs
-declare -A node_pid=()
 cleanup() {
   local status=$?
   local n server
@@ -62,7 +50,7 @@ cleanup() {
     kill -9 "${node_pid[$n]}" 2>/dev/null || true
     wait "${node_pid[$n]}" 2>/dev/null || true
   done
-  if [ "$status" -ne 0 ]; then
+  if [ "$status" -ne 0 ] && [ -n "$work" ]; then
     for log in "$work"/n*.log; do
       [ -f "$log" ] || continue
       echo "---- $log (last 30 lines)" >&2
@@ -72,9 +60,23 @@ cleanup() {
   if command -v buildah >/dev/null 2>&1; then
     buildah rmi "$tag" >/dev/null 2>&1 || true
   fi
-  rm -rf "$work"
+  [ -z "$work" ] || rm -rf "$work"
 }
+work=""
+tag="localhost/ringkv-test:$$"
+declare -A node_pid=()
+work=$(mktemp -d "${TMPDIR:-/tmp}/ringkv-image-test.XXXXXX")
 trap cleanup EXIT
+trap 'exit 143' INT TERM
+# buildah storage of this run only: nothing left behind, no clash with the machine's own storage
+# (its driver, other images) or with another run.
+cat >"$work/storage.conf" <<EOF
+[storage]
+driver = "vfs"
+graphroot = "$work/storage"
+runroot = "$work/run"
+EOF
+export CONTAINERS_STORAGE_CONF="$work/storage.conf" STORAGE_DRIVER=vfs
 
 # 1. Build, inspect.
 say "building the image from $binary"
