@@ -11,7 +11,8 @@
 #     ringkv binary runs it: in a network namespace whose /etc/hosts gives the pods' DNS names,
 #     ringkv-0 founds and ringkv-1 joins through its DNS seed over mutual TLS with the generated
 #     certificate and cluster secret (the dev overlay); the production overlay's node starts with
-#     its zone. Without root this step is skipped with a message.
+#     its zone; a seed whose certificate (same CA) names other pods is refused. Without root
+#     this step is skipped with a message.
 # RINGKV_BINARY=<path> uses another binary (default: the workspace's target/debug/ringkv, built
 # when missing).
 set -euo pipefail
@@ -81,6 +82,12 @@ EOF
     pids+=($!)
   }
 
+  # The child process has exited (a zombie until waited for, which kill -0 still finds).
+  # shellcheck disable=SC2317 # called through wait_for
+  exited() {
+    [ ! -e "/proc/$1" ] || awk '{ exit ($3 == "Z" ? 0 : 1) }' "/proc/$1/stat"
+  }
+
   # Every named member is up and alive in the view of the node at <ip>.
   # shellcheck disable=SC2317 # called through wait_for
   members_up() {
@@ -103,6 +110,25 @@ sys.exit(0 if all(members.get(w, {}).get("status") == "up" and members[w]["alive
   grep -q '^seeds = \["ringkv-0.ringkv-peers.ringkv-dev.svc.cluster.local:7087"\]' "$work/dev/ringkv-1.toml" \
     || die "ringkv-1's configuration has no DNS seed"
   ! grep -q '^seeds' "$work/dev/ringkv-0.toml" || die "ringkv-0's configuration has a seed"
+  for setting in peer_tls cluster_secret; do
+    grep -Eq "${setting}[^ ]*=[^ ]*true" "$work/dev-ringkv-0.log" || die "ringkv-0 did not start with $setting"
+  done
+
+  # The name is checked, not only the CA: a seed whose certificate (from the same CA) names
+  # another namespace's pods is refused, and the joining node stops with an error.
+  stop_servers
+  pids=()
+  start dev-wrong-name ringkv-0 127.0.0.10
+  wait_for "ringkv-0 with the wrong certificate serves" curl -fsS http://127.0.0.10:8087/health
+  start dev-wrong-name ringkv-1 127.0.0.11
+  joiner=${pids[-1]}
+  wait_for "ringkv-1 gives up on a seed with the wrong name" exited "$joiner"
+  if wait "$joiner"; then
+    die "ringkv-1 joined a seed whose certificate does not name it"
+  fi
+  grep -qi 'not valid for name' "$work/dev-wrong-name-ringkv-1.log" \
+    || { tail -n 5 "$work/dev-wrong-name-ringkv-1.log" >&2; die "ringkv-1 stopped, but not for the certificate's name"; }
+  say "dev: a seed presenting a certificate for other names is refused ($(grep -oi 'certificate not valid for name[^;]*' "$work/dev-wrong-name-ringkv-1.log" | head -n 1))"
 
   start production ringkv-0 127.0.0.20 zone-a
   wait_for "ringkv-0 (production) serves" curl -fsS http://127.0.0.20:8087/health
@@ -234,6 +260,19 @@ if [ -z "$binary" ]; then
   [ -x "$binary" ] || (cd "$repo" && cargo build -p ringkv --locked)
 fi
 [ -x "$binary" ] || die "no ringkv binary at $binary"
+# A certificate from the dev CA for another namespace's names, for the negative check inside.
+wrong="$work/dev-wrong-name"
+mkdir -p "$wrong"
+cp -r "$work/dev/config" "$work/dev/secret" "$work/dev/namespace" "$wrong/"
+ca="$work/k8s/overlays/dev/secrets"
+openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "$wrong/secret/peer.key" \
+  -out "$work/wrong.csr" -subj /CN=elsewhere 2>/dev/null
+printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+  "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=DNS:*.ringkv-peers.elsewhere.svc.cluster.local" \
+  >"$work/wrong.ext"
+openssl x509 -req -in "$work/wrong.csr" -CA "$ca/ca.crt" -CAkey "$ca/ca.key" -CAserial "$work/wrong.srl" \
+  -CAcreateserial -days 1 -extfile "$work/wrong.ext" -out "$wrong/secret/peer.crt" 2>/dev/null \
+  || die "openssl could not sign the wrong-name certificate"
 unshare --net --mount --propagation private -- bash "$0" --inside "$work" "$binary" \
   || die "the rendered configuration does not run (see above)"
 say "passed"
