@@ -126,7 +126,9 @@ for layer in "${layers[@]}"; do
   tar -xf "$layer" -C "$rootfs" --numeric-owner
 done
 size=$(du -sb "$rootfs" | cut -f1)
-say "image: ${#layers[@]} layer(s), root filesystem $((size / 1024 / 1024)) MiB ($size bytes) with the $(basename "$binary") binary; entrypoint ${entrypoint[*]}, command ${command[*]}, user $user"
+compressed=$(du -cb "${layers[@]}" | tail -n 1 | cut -f1)
+say "image: ${#layers[@]} layer(s) of $((compressed / 1024)) KiB compressed, root filesystem $((size / 1024 / 1024)) MiB ($size bytes) with $binary"
+say "entrypoint ${entrypoint[*]}, command ${command[*]}, user $user"
 (cd "$rootfs" && find . -mindepth 1 \( -type f -o -type l \) -printf '  %p %s\n' | sort)
 
 # Nothing but the binary, the loader and libraries, /etc/{passwd,group,nsswitch.conf}, and the

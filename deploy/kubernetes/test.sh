@@ -4,7 +4,7 @@
 #     make-secrets.sh);
 #  2. kubernetes-validate (PyPI, in target/deploy-venv, pinned by requirements.txt) checks every
 #     rendered document against the Kubernetes schemas, strictly (unknown fields are errors), for
-#     the oldest and the newest Kubernetes it knows that we support;
+#     Kubernetes 1.28 and 1.37 (the newest it knows);
 #  3. the rendered objects say what the README promises (probes, security context, PDB, headless
 #     peers Service publishing not-ready addresses, grace period, zone spreading);
 #  4. as root: the rendered ConfigMap's init script writes each pod's configuration, and the real
