@@ -334,6 +334,13 @@ where
 impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Metrics {
+        let metrics = Metrics::registered();
+        metrics.start_at_zero();
+        metrics
+    }
+
+    /// Every metric registered, with no sample yet.
+    fn registered() -> Metrics {
         let mut registry = Registry::with_prefix("ringkv");
         let r = &mut registry;
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -590,6 +597,39 @@ impl Metrics {
             ),
             cpu_update: Mutex::new(()),
             registry,
+        }
+    }
+
+    /// Creates the series of the known request outcomes and quorum failures at 0, so that a
+    /// rate over the first one counted is not lost (Prometheus sees a series appear at its first
+    /// sample) and a dashboard shows 0 rather than no data.
+    fn start_at_zero(&self) {
+        let ops = [Op::Get, Op::Put, Op::Delete, Op::Watch, Op::List, Op::Mget];
+        let outcomes = [
+            Outcome::Ok,
+            Outcome::Unavailable,
+            Outcome::Failed,
+            Outcome::Rejected,
+        ];
+        for op in ops {
+            for outcome in outcomes {
+                self.requests
+                    .get_or_create(&RequestLabels { op, outcome })
+                    .inc_by(0);
+            }
+        }
+        let mut failures = vec![(Op::Get, QuorumKind::Read, false)];
+        for op in [Op::Put, Op::Delete] {
+            for kind in [QuorumKind::Write, QuorumKind::Durable] {
+                for outcome_unknown in [false, true] {
+                    failures.push((op, kind, outcome_unknown));
+                }
+            }
+        }
+        for (op, kind, outcome_unknown) in failures {
+            self.quorum_failures
+                .get_or_create(&QuorumLabels::new(op, kind, outcome_unknown))
+                .inc_by(0);
         }
     }
 

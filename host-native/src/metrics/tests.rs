@@ -193,3 +193,16 @@ fn cpu_time_only_grows_and_the_storage_file_is_measured() {
         assert!(sample(&second, "ringkv_process_open_fds ").is_some_and(|n| n >= 3.0));
     }
 }
+
+#[test]
+fn known_outcomes_start_at_zero() {
+    let rendered = Metrics::new().render();
+    for line in [
+        r#"ringkv_requests_total{op="put",outcome="ok"}"#,
+        r#"ringkv_requests_total{op="mget",outcome="rejected"}"#,
+        r#"ringkv_quorum_failures_total{op="get",quorum="read",outcome="unavailable"}"#,
+        r#"ringkv_quorum_failures_total{op="delete",quorum="durable",outcome="outcome_unknown"}"#,
+    ] {
+        assert_eq!(sample(&rendered, line), Some(0.0), "{line}");
+    }
+}
