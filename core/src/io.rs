@@ -168,6 +168,33 @@ pub enum Event {
     /// This node left the ring and has handed over every hint and orphaned record: it may be
     /// stopped, and its disk discarded.
     Drained,
+    /// This node sent a chunk of a partition to a node pulling it under the next ring.
+    TransferSent {
+        /// The partition.
+        partition: PartitionId,
+        /// The receiver.
+        to: NodeId,
+        /// Records in the chunk.
+        keys: u32,
+        /// Bytes of those records (keys and encoded objects).
+        bytes: u64,
+        /// Whether it was the partition's last chunk.
+        done: bool,
+    },
+    /// This node received a chunk of a partition it pulls under the next ring (its records are
+    /// being stored).
+    TransferReceived {
+        /// The partition.
+        partition: PartitionId,
+        /// The sender.
+        from: NodeId,
+        /// Records in the chunk.
+        keys: u32,
+        /// Bytes of those records (keys and encoded objects).
+        bytes: u64,
+        /// Whether it was the partition's last chunk: the pull from this sender is finished.
+        done: bool,
+    },
 }
 
 impl Event {
@@ -193,6 +220,8 @@ impl Event {
             Event::Drained => "drained",
             Event::ManySiblings { .. } => "many_siblings",
             Event::WriteRefused { .. } => "write_refused",
+            Event::TransferSent { .. } => "transfer_sent",
+            Event::TransferReceived { .. } => "transfer_received",
         }
     }
 }
@@ -302,6 +331,30 @@ impl fmt::Display for Event {
             Event::Drained => write!(
                 f,
                 "left the ring and handed everything over: this node may be stopped"
+            ),
+            Event::TransferSent {
+                partition,
+                to,
+                keys,
+                bytes,
+                done,
+            } => write!(
+                f,
+                "sent {keys} records ({bytes} bytes) of partition {} to {to}{}",
+                partition.0,
+                if *done { ", the last" } else { "" }
+            ),
+            Event::TransferReceived {
+                partition,
+                from,
+                keys,
+                bytes,
+                done,
+            } => write!(
+                f,
+                "received {keys} records ({bytes} bytes) of partition {} from {from}{}",
+                partition.0,
+                if *done { ", the last" } else { "" }
             ),
         }
     }

@@ -573,7 +573,7 @@ impl NodeTask {
         self.transport.set_addresses(peers);
         let n = self.node.config().ring.target_n;
         let moving = self.node.view().ring().map_or(0, |r| r.transfers(n).len());
-        self.metrics.partitions_moving.set(moving as i64);
+        self.metrics.transfer_partitions_pending.set(moving as i64);
         self.metrics
             .hints_pending
             .set(self.storage.hints_pending() as i64);
@@ -600,6 +600,12 @@ impl NodeTask {
                     self.storage.submit(op_id, op);
                 }
                 Output::Reply { request_id, reply } => {
+                    if let Reply::Got {
+                        values, context, ..
+                    } = &reply
+                    {
+                        self.metrics.observe_read(values, context.clock().len());
+                    }
                     if let Some(waiter) = replies.remove(&request_id) {
                         // The HTTP side may have gone (client hung up): nothing to do then.
                         let _ = waiter.send(Ok(reply));
@@ -608,6 +614,20 @@ impl NodeTask {
                 Output::Event(event) => self.on_event(event),
             }
         }
+        self.update_gauges();
+    }
+
+    /// Sets the gauges that follow the core's state (cheap: counts the core keeps).
+    fn update_gauges(&self) {
+        let metrics = &self.metrics;
+        let backlog = self.node.reap_backlog();
+        metrics.set_reap_backlog(backlog.tombstones, backlog.expired);
+        metrics
+            .transfer_pulls_active
+            .set(i64::try_from(self.node.pulls_under_way()).unwrap_or(i64::MAX));
+        metrics
+            .requests_in_flight
+            .set(i64::try_from(self.node.in_flight()).unwrap_or(i64::MAX));
     }
 
     fn on_event(&mut self, event: Event) {
@@ -646,7 +666,12 @@ impl NodeTask {
                 ..
             } => {
                 metrics.anti_entropy_exchanges.inc();
-                metrics.anti_entropy_repairs.inc_by(u64::from(repaired));
+                metrics
+                    .anti_entropy_keys_differing
+                    .inc_by(u64::from(differing));
+                metrics
+                    .anti_entropy_keys_repaired
+                    .inc_by(u64::from(repaired));
                 if differing > 0 {
                     tracing::info!(partition = partition.0, %peer, differing, repaired, "anti-entropy repaired keys");
                 }
@@ -657,6 +682,21 @@ impl NodeTask {
                 reason,
             } => {
                 tracing::debug!(partition = partition.0, %peer, %reason, "anti-entropy exchange abandoned");
+            }
+            Event::TransferSent {
+                keys, bytes, done, ..
+            } => metrics.count_transfer("sent", keys, bytes, done),
+            Event::TransferReceived {
+                partition,
+                from,
+                keys,
+                bytes,
+                done,
+            } => {
+                metrics.count_transfer("received", keys, bytes, done);
+                if done {
+                    tracing::info!(partition = partition.0, %from, "partition transfer received");
+                }
             }
             Event::TombstoneReaped { .. } => {
                 metrics.tombstones_reaped.inc();

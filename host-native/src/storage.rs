@@ -413,6 +413,7 @@ impl Storage {
             source,
         })?;
         let file = config.path.join(DB_FILE_NAME);
+        metrics.set_storage_file(file.clone());
         let opened = Storage::open_with(
             config.clone(),
             Opener {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ringkv::metrics::DirectionLabels;
 use ringkv::server::{self, RunningServer, ServerConfig};
 use ringkv_client::{Client, ClientConfig, ClientError, Options};
 use ringkv_core::bucket::QuorumValue;
@@ -356,6 +357,19 @@ async fn a_lone_node_joins_over_http_and_a_member_leaves_without_losing_data() {
             .any(|m| m.id == "n3" && m.partitions > 0),
         "{status:?}"
     );
+    // The joiner pulled its partitions from the others, and the metrics say so.
+    let moved = |server: &RunningServer, direction: &'static str| {
+        let labels = DirectionLabels { direction };
+        let metrics = server.node.metrics();
+        (
+            metrics.transfer_keys.get_or_create(&labels).get(),
+            metrics.transfer_partitions.get_or_create(&labels).get(),
+        )
+    };
+    let (keys_received, partitions_received) = moved(&servers[2], "received");
+    assert!(keys_received >= 1 && partitions_received >= 1);
+    let keys_sent: u64 = servers[..2].iter().map(|s| moved(s, "sent").0).sum();
+    assert!(keys_sent >= keys_received, "{keys_sent} < {keys_received}");
 
     // n1 leaves: its partitions are transferred before it drops out of the ring.
     let n1_url = format!("http://{}", servers[0].client_address);
@@ -372,6 +386,10 @@ async fn a_lone_node_joins_over_http_and_a_member_leaves_without_losing_data() {
             "n1 still in the ring after 60 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for server in remaining {
+        let metrics = server.node.metrics();
+        assert_eq!(metrics.transfer_partitions_pending.get(), 0);
     }
     let survivors = self::client(remaining);
     let all = Options {

@@ -271,7 +271,7 @@ async fn torn_tail(damage: impl FnOnce(&[(String, Bytes)]) -> TailDamage) -> (f6
     let what = damage_tail(&cluster.db_file(victim), &damage);
     let all_nodes = [0, 1, 2];
     // (n3's counters start again from 0 when it restarts.)
-    let ae_before = metric_sum(&cluster, &[0, 1], "ringkv_anti_entropy_repairs_total").await;
+    let ae_before = metric_sum(&cluster, &[0, 1], "ringkv_anti_entropy_keys_repaired_total").await;
     cluster.spawn(victim);
     let restarted = Instant::now();
     cluster.wait_healthy(victim).await;
@@ -296,8 +296,13 @@ async fn torn_tail(damage: impl FnOnce(&[(String, Bytes)]) -> TailDamage) -> (f6
     // one that rolled back a commit is repaired by anti-entropy.
     cluster.wait_settled(&all_nodes).await;
     let settled_after = restarted.elapsed();
-    let ae_repairs =
-        metric_sum(&cluster, &all_nodes, "ringkv_anti_entropy_repairs_total").await - ae_before;
+    let ae_repairs = metric_sum(
+        &cluster,
+        &all_nodes,
+        "ringkv_anti_entropy_keys_repaired_total",
+    )
+    .await
+        - ae_before;
     // No acknowledged write lost, with every replica answering (read repair fills what
     // anti-entropy has not reached yet).
     let read_repairs_before = metric_sum(&cluster, &all_nodes, "ringkv_read_repairs_total").await;

@@ -21,6 +21,13 @@ fn events_serialize_under_their_kind_names() {
             peer: NodeId::new("n3"),
             reason: "timeout".into(),
         },
+        Event::TransferReceived {
+            partition: PartitionId(3),
+            from: NodeId::new("n2"),
+            keys: 10,
+            bytes: 1_000,
+            done: false,
+        },
     ];
     let names: Vec<String> = events
         .iter()
@@ -37,7 +44,8 @@ fn events_serialize_under_their_kind_names() {
             "peer_down",
             "view_changed",
             "tombstone_reaped",
-            "anti_entropy_abandoned"
+            "anti_entropy_abandoned",
+            "transfer_received"
         ]
     );
 }

@@ -53,6 +53,7 @@ use handoff::HandoffTracker;
 use hints::{HintDelivery, OrphanScan};
 use listing::Listings;
 use membership::Membership;
+pub use reap::ReapBacklog;
 use reap::ReapSchedule;
 use replica::{DeleteCondition, LocalWrite, LocalWriteKind, Replica};
 use routing::Routing;
@@ -98,7 +99,11 @@ enum PendingOp {
     /// A page of a partition this node does not hold.
     OrphanScan(PartitionId),
     /// A chunk of a partition for a receiver's transfer pull.
-    ServeTransfer { to: NodeId, id: CoordinationId },
+    ServeTransfer {
+        to: NodeId,
+        id: CoordinationId,
+        partition: PartitionId,
+    },
     /// A page of a bucket's keys for a listing's coordinator.
     ServeList { to: NodeId, id: CoordinationId },
     /// A key a watch just registered for, checked once.
@@ -511,7 +516,9 @@ impl Node {
             PendingOp::TreeBuild(partition) => self.tree_page(partition, result),
             PendingOp::PersistView => {}
             PendingOp::OrphanScan(partition) => self.orphans_scanned(partition, result),
-            PendingOp::ServeTransfer { to, id } => self.transfer_page_read(to, id, result),
+            PendingOp::ServeTransfer { to, id, partition } => {
+                self.transfer_page_read(to, id, partition, result)
+            }
             PendingOp::ServeList { to, id } => self.list_page_scanned(to, id, result),
             PendingOp::WatchCheck(key) => self.watch_checked(key, result),
             PendingOp::ReapCheck(key) => self.reap_check_read(key, result),

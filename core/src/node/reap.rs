@@ -23,15 +23,29 @@ use crate::wire::Message;
 #[derive(Debug, Default)]
 pub(super) struct ReapSchedule {
     due: BTreeSet<(Millis, StorageKey)>,
-    /// When each scheduled key is due: one entry per key (a refreshed session moves its own).
-    when: BTreeMap<StorageKey, Millis>,
+    /// When each scheduled key is due, and whether it is deleted (every sibling a tombstone)
+    /// rather than expired: one entry per key (a refreshed session moves its own).
+    when: BTreeMap<StorageKey, (Millis, bool)>,
+    /// Of the scheduled keys, the deleted ones (the rest are expired).
+    deleted: usize,
+}
+
+/// The keys a node has scheduled for a reap check (see [`Node::reap_backlog`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReapBacklog {
+    /// Deleted keys (every sibling a tombstone).
+    pub tombstones: u64,
+    /// Keys whose values have all expired (or will by their check).
+    pub expired: u64,
 }
 
 impl ReapSchedule {
-    fn insert(&mut self, key: StorageKey, when: Millis) {
-        if let Some(before) = self.when.insert(key.clone(), when) {
+    fn insert(&mut self, key: StorageKey, when: Millis, deleted: bool) {
+        if let Some((before, was_deleted)) = self.when.insert(key.clone(), (when, deleted)) {
             self.due.remove(&(before, key.clone()));
+            self.deleted = self.deleted.saturating_sub(usize::from(was_deleted));
         }
+        self.deleted += usize::from(deleted);
         self.due.insert((when, key));
     }
 
@@ -41,7 +55,9 @@ impl ReapSchedule {
             return None;
         }
         let (_, key) = self.due.pop_first()?;
-        self.when.remove(&key);
+        if let Some((_, deleted)) = self.when.remove(&key) {
+            self.deleted = self.deleted.saturating_sub(usize::from(deleted));
+        }
         Some(key)
     }
 }
@@ -79,7 +95,20 @@ impl Node {
         if replicas.first() != Some(&self.config.node_id) {
             return;
         }
-        self.reaps.insert(key.clone(), when);
+        self.reaps.insert(key.clone(), when, object.is_deleted());
+    }
+
+    /// The keys this node, as their first replica, has scheduled for a reap check: deleted or
+    /// expired keys whose grace period ends before the next tree rebuild (at most 100,000; the
+    /// rebuild finds the others). A backlog that only grows means reaps are not completing (a
+    /// replica out of reach, a ring that keeps moving).
+    pub fn reap_backlog(&self) -> ReapBacklog {
+        let scheduled = self.reaps.when.len();
+        let deleted = self.reaps.deleted.min(scheduled);
+        ReapBacklog {
+            tombstones: deleted as u64,
+            expired: (scheduled - deleted) as u64,
+        }
     }
 
     /// Starts the reap checks that are due (a read of the key's record first).
@@ -113,7 +142,7 @@ impl Node {
             let again = self
                 .now
                 .saturating_add(self.config.tombstone_grace_ms.max(1_000));
-            self.reaps.insert(key, again);
+            self.reaps.insert(key, again, object.is_deleted());
         }
     }
 

@@ -297,3 +297,90 @@ fn bucket_limits_that_refuse_every_write_are_refused() {
         ))
     ));
 }
+
+/// A partition's records, served to a node pulling it, are reported as a transfer sent: how
+/// many, how many bytes, and whether it was the last chunk.
+#[test]
+fn a_served_transfer_chunk_is_reported() {
+    let mut node = one_of_five("n1");
+    let mut store = MemStore::new();
+    let key = key_where(&node, true);
+    node.handle_client(0, 1, put(&key)).unwrap();
+    drive(&mut node, &mut store, 0);
+    let stored = node.storage_key(b"b", &key);
+    let pull = Message::TransferPull {
+        id: 7,
+        partition: stored.partition,
+        after: None,
+    };
+    node.handle_message(0, NodeId::new("n2"), pull).unwrap();
+    let outputs = drive(&mut node, &mut store, 0);
+    let sent = outputs.iter().find_map(|o| match o {
+        Output::Event(crate::io::Event::TransferSent {
+            partition,
+            to,
+            keys,
+            bytes,
+            done,
+        }) => Some((*partition, to.clone(), *keys, *bytes, *done)),
+        _ => None,
+    });
+    let (partition, to, keys, bytes, done) = sent.expect("a transfer_sent event");
+    assert_eq!(
+        (partition, to.as_str(), keys, done),
+        (stored.partition, "n2", 1, true)
+    );
+    let record = store.get(&stored).expect("the record");
+    assert_eq!(bytes, (1 + key.len() + record.len()) as u64);
+}
+
+/// Deleted and expired keys this node is first replica of wait in the reap schedule: counted
+/// by kind, and gone from the count once reaped.
+#[test]
+fn the_reap_backlog_counts_deleted_and_expired_keys() {
+    let mut config = NodeConfig::new("n1");
+    config.default_bucket.n = 1;
+    config.tombstone_grace_ms = 1_000;
+    let mut node = Node::new(config, alloc::vec![Member::new("n1", 1)], 0).unwrap();
+    let mut store = MemStore::new();
+    let mut expiring = put(b"session");
+    if let ClientRequest::Put { options, .. } = &mut expiring {
+        options.ttl_ms = Some(500);
+    }
+    node.handle_client(0, 1, expiring).unwrap();
+    drive(&mut node, &mut store, 0);
+    node.handle_client(0, 2, put(b"gone")).unwrap();
+    let context = drive(&mut node, &mut store, 0)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Reply {
+                reply: crate::request::Reply::Written { context, .. },
+                ..
+            } => Some(context),
+            _ => None,
+        })
+        .expect("the put is written");
+    let delete = ClientRequest::Delete {
+        bucket: b"b".to_vec(),
+        key: b"gone".to_vec(),
+        context,
+        options: RequestOptions::default(),
+    };
+    node.handle_client(0, 3, delete).unwrap();
+    drive(&mut node, &mut store, 0);
+    assert_eq!(
+        node.reap_backlog(),
+        super::ReapBacklog {
+            tombstones: 1,
+            expired: 1
+        }
+    );
+    let mut now = 0;
+    while let Some(deadline) = node.poll_timeout().filter(|d| *d <= 30_000) {
+        now = deadline;
+        node.handle_timeout(now);
+        drive(&mut node, &mut store, now);
+    }
+    assert!(now > 1_500);
+    assert_eq!(node.reap_backlog(), super::ReapBacklog::default());
+}

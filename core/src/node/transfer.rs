@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 
 use super::{Node, PendingOp};
 use crate::id::{CoordinationId, Millis, NodeId};
+use crate::io::Event;
 use crate::membership::MemberStatus;
 use crate::ring::{key_position, PartitionId};
 use crate::storage::{ScanRange, Space, StorageKey, StorageOp, StorageResult};
@@ -174,7 +175,7 @@ impl Node {
                 after,
                 limit: self.config.tree_build_page.max(1),
             },
-            PendingOp::ServeTransfer { to, id },
+            PendingOp::ServeTransfer { to, id, partition },
         );
     }
 
@@ -183,6 +184,7 @@ impl Node {
         &mut self,
         to: NodeId,
         id: CoordinationId,
+        partition: PartitionId,
         result: StorageResult,
     ) {
         let (items, done) = match result {
@@ -190,6 +192,14 @@ impl Node {
             // Nothing sent: the receiver's wait runs out and it asks again.
             _ => return,
         };
+        let (keys, bytes) = chunk_size(&items);
+        self.event(Event::TransferSent {
+            partition,
+            to: to.clone(),
+            keys,
+            bytes,
+            done,
+        });
         self.send(to, Message::TransferChunk { id, items, done });
     }
 
@@ -211,6 +221,14 @@ impl Node {
             return;
         };
         let partition = key.0;
+        let (keys, bytes) = chunk_size(&items);
+        self.event(Event::TransferReceived {
+            partition,
+            from: from.clone(),
+            keys,
+            bytes,
+            done,
+        });
         let last = items.last().map(|(k, _)| k.clone());
         for (item, record) in items {
             if item.space != Space::Data || item.partition != partition {
@@ -276,4 +294,14 @@ impl Node {
             .filter(|node| !now.contains(node))
             .collect()
     }
+}
+
+/// Records and bytes (keys and encoded objects) of a transfer chunk, for its event.
+fn chunk_size(items: &[(StorageKey, Vec<u8>)]) -> (u32, u64) {
+    let keys = u32::try_from(items.len()).unwrap_or(u32::MAX);
+    let bytes = items
+        .iter()
+        .map(|(key, record)| (key.bucket.len() + key.key.len() + record.len()) as u64)
+        .sum();
+    (keys, bytes)
 }

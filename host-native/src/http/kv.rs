@@ -189,8 +189,10 @@ where
         }
     };
     let reply = node.client(client_request).await?;
-    if let Reply::Unavailable { kind, .. } | Reply::OutcomeUnknown { kind, .. } = &reply {
-        Metrics::count(&node.metrics().quorum_failures, QuorumKind::as_str(*kind));
+    match &reply {
+        Reply::Unavailable { kind, .. } => node.metrics().count_quorum_failure(op, *kind, false),
+        Reply::OutcomeUnknown { kind, .. } => node.metrics().count_quorum_failure(op, *kind, true),
+        _ => {}
     }
     Ok(reply_response(reply))
 }

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::kv::pick_boundary;
 use super::*;
-use crate::metrics::{Metrics, Op, Outcome, RequestLabels};
+use crate::metrics::{Metrics, Op, Outcome, QuorumLabels, RequestLabels};
 use crate::node_loop::{NodeRequest, NodeStatus};
 
 type Answer = Box<dyn Fn(&ClientRequest) -> Result<Reply, NodeError> + Send + Sync>;
@@ -499,13 +499,11 @@ async fn unavailable_is_503_with_the_quorum_and_counted() {
     let read = get(&fake, "/kv/b/down").await;
     assert_eq!(read.error().quorum.as_deref(), Some("read"));
     let metrics = fake.handle.metrics();
-    for reason in ["read", "write"] {
+    for (op, kind) in [(Op::Get, QuorumKind::Read), (Op::Put, QuorumKind::Write)] {
         let failures = metrics
             .quorum_failures
-            .get_or_create(&crate::metrics::ReasonLabels {
-                reason: reason.to_string(),
-            });
-        assert_eq!(failures.get(), 1, "{reason}");
+            .get_or_create(&QuorumLabels::new(op, kind, false));
+        assert_eq!(failures.get(), 1, "{op:?}");
     }
 }
 
@@ -927,17 +925,17 @@ async fn metrics_count_kv_requests() {
             .map(|value| value.to_string())
     };
     assert_eq!(
-        count(r#"op="Get",outcome="Ok""#).as_deref(),
+        count(r#"op="get",outcome="ok""#).as_deref(),
         Some("2"),
         "{text}"
     );
     assert_eq!(
-        count(r#"op="Get",outcome="Unavailable""#).as_deref(),
+        count(r#"op="get",outcome="unavailable""#).as_deref(),
         Some("1")
     );
-    assert_eq!(count(r#"op="Put",outcome="Ok""#).as_deref(), Some("1"));
+    assert_eq!(count(r#"op="put",outcome="ok""#).as_deref(), Some("1"));
     assert!(
-        text.contains(r#"ringkv_request_duration_seconds_count{op="Get"} 3"#),
+        text.contains(r#"ringkv_request_duration_seconds_count{op="get"} 3"#),
         "{text}"
     );
 }

@@ -263,7 +263,7 @@ fn many_concurrent_submits_all_complete() {
         }
     }
     let rendered = h.metrics.render();
-    assert!(rendered.contains("ringkv_commit_batch_ops_count"));
+    assert!(rendered.contains("ringkv_commit_batch_operations_count"));
     h.storage.shutdown().unwrap();
 }
 
