@@ -65,17 +65,19 @@ metadata=$(cd "$repo" && cargo metadata --format-version 1 --no-deps --locked) \
 version=$(python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "ringkv"))' <<<"$metadata")
 target_dir=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' <<<"$metadata")
 
-if [ -z "$binary" ]; then
-  echo "build.sh: cargo build --release -p ringkv" >&2
-  (cd "$repo" && cargo build --release -p ringkv --locked >&2) || die "the release build failed"
-  binary="$target_dir/release/ringkv"
-fi
-[ -x "$binary" ] || die "$binary is not an executable file"
-tag=${tag:-localhost/ringkv:$version}
 revision=$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)
 if [ "$revision" != unknown ] && [ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
   revision="$revision-dirty"
 fi
+if [ -z "$binary" ]; then
+  echo "build.sh: cargo build --release -p ringkv" >&2
+  # The commit also goes into the binary: /metrics shows it as ringkv_build_info{commit=...}.
+  (cd "$repo" && RINGKV_GIT_COMMIT="$revision" cargo build --release -p ringkv --locked >&2) \
+    || die "the release build failed"
+  binary="$target_dir/release/ringkv"
+fi
+[ -x "$binary" ] || die "$binary is not an executable file"
+tag=${tag:-localhost/ringkv:$version}
 created=$(date -u ${SOURCE_DATE_EPOCH:+-d "@$SOURCE_DATE_EPOCH"} +%Y-%m-%dT%H:%M:%SZ)
 case "$(uname -m)" in
   x86_64) arch=amd64 ;;
