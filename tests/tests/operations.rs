@@ -367,3 +367,35 @@ fn errors_are_one_line_without_a_backtrace_unless_asked() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_node_is_not_ready_and_a_joining_one_becomes_ready() {
+    let cluster = common::cluster::Cluster::start(2).await;
+    let client = cluster.pinned_client(&[0, 1]);
+    for i in 0..2 {
+        let probe = client.probe(&cluster.url(i), true).await.unwrap();
+        assert_eq!(probe.status, "ok", "n{}: {probe:?}", i + 1);
+    }
+    let leave = ringkv(&["cluster", "leave", "--node", &cluster.url(1), "-o", "json"]);
+    let action = stdout_json(&leave);
+    assert_eq!(action[0]["action"], "leave");
+    let deadline = Instant::now() + DEADLINE;
+    let probe = loop {
+        let probe = client.probe(&cluster.url(1), true).await.unwrap();
+        if probe.status != "ok" {
+            break probe;
+        }
+        assert!(Instant::now() < deadline, "n2 still ready after leave");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(probe.failed, ["leaving"], "{probe:?}");
+    // The node still serves: live, and the other member stays ready.
+    assert_eq!(
+        client.probe(&cluster.url(1), false).await.unwrap().status,
+        "ok"
+    );
+    assert_eq!(
+        client.probe(&cluster.url(0), true).await.unwrap().status,
+        "ok"
+    );
+}
