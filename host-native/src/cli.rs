@@ -1,5 +1,6 @@
-//! The client-side commands of the `ringkv` binary: `get`, `put`, `delete` and `cluster
-//! status|join|leave|remove`, as clap argument structs and `run_*` functions.
+//! The client-side commands of the `ringkv` binary: `get`, `put`, `delete`, `mget`, `list`,
+//! `watch`, `probe` and `cluster status|join|leave|remove`, as clap argument structs and `run_*`
+//! functions.
 //!
 //! Every command takes `--node URL` (repeatable or comma-separated; default `$RINGKV_NODE`, else
 //! `http://127.0.0.1:8087`; `https://` URLs are reached over TLS, checked against `--ca-file`
@@ -16,6 +17,10 @@
 //!   flagged, then `context: <base64>` on the last line.
 //! - Failures are returned as errors (the binary prints them and exits non-zero): a key that is not
 //!   found is [`NotFound`]; a quorum failure shows the server's message with needed and answered.
+//! - `--output json` (every command that prints data) writes JSON documents instead, one a line
+//!   on stdout; their shapes are in [`output`].
+//!
+//! `probe` ([`run_probe`]) turns a node's `/livez` or `/readyz` into an exit code.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};

@@ -671,15 +671,8 @@ impl RunningServer {
                 tracing::info!("drained: every hint and orphaned record is handed over; stopping as configured (stop_when_drained)");
                 None
             }
-            result = &mut self.http_task => Some(match result {
-                Ok(Ok(())) => "the HTTP server stopped".to_string(),
-                Ok(Err(error)) => format!("the HTTP server failed: {error}"),
-                Err(error) => format!("the HTTP task failed: {error}"),
-            }),
-            result = &mut self.node_task => Some(match result {
-                Ok(()) => "the node task stopped".to_string(),
-                Err(error) => format!("the node task failed: {error}"),
-            }),
+            result = &mut self.http_task => Some(http_stopped(result)),
+            result = &mut self.node_task => Some(node_stopped(result)),
         };
         self.node.mark_draining();
         let _ = self.shutdown.send(true);
@@ -702,21 +695,31 @@ impl RunningServer {
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => None,
-            result = &mut self.http_task => Some(match result {
-                Ok(Ok(())) => "the HTTP server stopped".to_string(),
-                Ok(Err(error)) => format!("the HTTP server failed: {error}"),
-                Err(error) => format!("the HTTP task failed: {error}"),
-            }),
-            result = &mut self.node_task => Some(match result {
-                Ok(()) => "the node task stopped".to_string(),
-                Err(error) => format!("the node task failed: {error}"),
-            }),
+            result = &mut self.http_task => Some(http_stopped(result)),
+            result = &mut self.node_task => Some(node_stopped(result)),
         }
     }
 
     /// A sender that starts the shutdown (for signal handlers).
     pub fn shutdown_signal(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
+    }
+}
+
+/// Why the server stops when its HTTP task ended first.
+fn http_stopped(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> String {
+    match result {
+        Ok(Ok(())) => "the HTTP server stopped".to_string(),
+        Ok(Err(error)) => format!("the HTTP server failed: {error}"),
+        Err(error) => format!("the HTTP task failed: {error}"),
+    }
+}
+
+/// Why the server stops when its node task ended first.
+fn node_stopped(result: Result<(), tokio::task::JoinError>) -> String {
+    match result {
+        Ok(()) => "the node task stopped".to_string(),
+        Err(error) => format!("the node task failed: {error}"),
     }
 }
 
