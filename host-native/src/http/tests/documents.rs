@@ -147,6 +147,29 @@ async fn probes_say_live_and_ready_and_which_check_failed() {
 }
 
 #[tokio::test]
+async fn readiness_does_not_hang_on_a_busy_node_and_liveness_does_not_ask_it() {
+    // A node task that takes requests and never answers them.
+    let (sender, _held) = mpsc::channel(16);
+    let fake = FakeNode {
+        handle: NodeHandle {
+            requests: sender,
+            metrics: Arc::new(Metrics::new()),
+            node_id: NodeId::new("a"),
+            draining: Default::default(),
+        },
+        seen: Default::default(),
+        commands: Default::default(),
+        slow_arrived: Default::default(),
+        release: Default::default(),
+    };
+    assert_eq!(get(&fake, "/livez").await.status, StatusCode::OK);
+    let answer = get(&fake, "/readyz").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    let probe: api::Probe = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(probe.failed, ["node_unresponsive"]);
+}
+
+#[tokio::test]
 async fn health_is_503_without_a_ring() {
     let fake = fake_node(canned(), test_status());
     let answer = get(&fake, "/health").await;
