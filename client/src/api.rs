@@ -15,6 +15,8 @@
 //! | `POST /cluster/join` [`JoinRequest`], `/cluster/leave`, `/cluster/remove` [`RemoveRequest`] | 202 |
 //! | `GET`/`PUT /buckets/{bucket}/props` | [`BucketPropsDoc`] |
 //! | `GET /health` | [`Health`] (503 while the node knows no ring) |
+//! | `GET /livez` | [`Probe`]: 200 whenever the process serves HTTP (no call into the node) |
+//! | `GET /readyz` | [`Probe`]: 200 when the node has a ring, its storage is open and it is neither stopping nor leaving; else 503 naming the failed checks |
 //! | `GET /metrics` | Prometheus text |
 //!
 //! Query overrides on `/kv`: `r`, `w`, `n`, `dw` (`one`, `quorum`, `all` or a count),
@@ -291,6 +293,21 @@ pub struct Health {
     pub alive_members: u32,
     /// Members not removed.
     pub members: u32,
+}
+
+/// `GET /livez` and `GET /readyz`: a probe's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// `ok` (live, or ready) or `not_ready`.
+    pub status: String,
+    /// The node.
+    pub node: String,
+    /// The readiness checks that failed: `no_ring` (a joining node without a ring yet),
+    /// `storage` (the database is not open), `stopping` (shutting down: finishing requests in
+    /// flight), `leaving` (handing its partitions over after `cluster leave`, or left), or
+    /// `node_unresponsive` (the node task did not answer in time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 #[cfg(test)]

@@ -542,6 +542,19 @@ impl Client {
         decode_json(&answer)
     }
 
+    /// Asks a node's `/livez` (or `/readyz` when `ready`): its [`api::Probe`], whether it
+    /// answered 200 (`status` is `ok`) or 503 (`not_ready`, naming the failed checks).
+    pub async fn probe(&self, node: &str, ready: bool) -> Result<api::Probe, ClientError> {
+        let path = if ready { "/readyz" } else { "/livez" };
+        let answer = self.get_path(vec![normalize_node_url(node)?], path).await?;
+        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+            if let Ok(probe) = serde_json::from_slice::<api::Probe>(&answer.body) {
+                return Ok(probe);
+            }
+        }
+        decode_json(&answer)
+    }
+
     fn prepare(
         &self,
         method: Method,

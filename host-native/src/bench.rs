@@ -77,9 +77,12 @@ pub struct BenchArgs {
     /// Bucket to use.
     #[arg(long, default_value = "bench")]
     pub bucket: String,
-    /// Print the report as JSON (no progress bar).
+    /// Print the report as JSON (no progress bar); the same as `--output json`.
     #[arg(long)]
     pub json: bool,
+    /// Report format: text or json (as `--json`).
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub output: crate::cli::OutputFormat,
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -783,7 +786,8 @@ pub async fn execute(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let mut value = vec![0u8; args.value_size];
     StdRng::seed_from_u64(seed).fill_bytes(&mut value);
     let duration = args.duration.unwrap_or(Duration::from_secs(10));
-    let hidden = args.no_progress || args.json;
+    let json = args.json || args.output == crate::cli::OutputFormat::Json;
+    let hidden = args.no_progress || json;
     let plan = Arc::new(Plan {
         client,
         bucket: args.bucket.clone().into_bytes(),
@@ -918,7 +922,7 @@ async fn prefill(plan: &Arc<Plan>, concurrency: usize, hidden: bool) -> anyhow::
 /// Runs the benchmark and prints its report (a table, or JSON with `--json`) on stdout.
 pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let report = execute(&args).await?;
-    if args.json {
+    if args.json || args.output == crate::cli::OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render_table(&report));

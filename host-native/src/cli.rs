@@ -1,5 +1,6 @@
-//! The client-side commands of the `ringkv` binary: `get`, `put`, `delete` and `cluster
-//! status|join|leave|remove`, as clap argument structs and `run_*` functions.
+//! The client-side commands of the `ringkv` binary: `get`, `put`, `delete`, `mget`, `list`,
+//! `watch`, `probe` and `cluster status|join|leave|remove`, as clap argument structs and `run_*`
+//! functions.
 //!
 //! Every command takes `--node URL` (repeatable or comma-separated; default `$RINGKV_NODE`, else
 //! `http://127.0.0.1:8087`; `https://` URLs are reached over TLS, checked against `--ca-file`
@@ -16,6 +17,10 @@
 //!   flagged, then `context: <base64>` on the last line.
 //! - Failures are returned as errors (the binary prints them and exits non-zero): a key that is not
 //!   found is [`NotFound`]; a quorum failure shows the server's message with needed and answered.
+//! - `--output json` (every command that prints data) writes JSON documents instead, one a line
+//!   on stdout; their shapes are in [`output`].
+//!
+//! `probe` ([`run_probe`]) turns a node's `/livez` or `/readyz` into an exit code.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -32,7 +37,12 @@ use ringkv_core::bucket::QuorumValue;
 use tokio::io::AsyncReadExt;
 
 mod keys;
+pub mod output;
+mod probe;
 pub use keys::{run_list, run_mget, run_watch, ListArgs, MgetArgs, WatchArgs};
+use output::{print_json, ActionDoc, ReadDoc, StatusDoc, WriteDoc};
+pub use output::{OutputArgs, OutputFormat};
+pub use probe::{run_probe, ProbeArgs};
 
 /// The node commands talk to when neither `--node` nor `$RINGKV_NODE` names one.
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:8087";
@@ -176,6 +186,9 @@ pub struct GetArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub request: RequestArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// Reads a key and prints it (see the module doc for where each part goes). A missing key is a
@@ -183,16 +196,19 @@ pub struct GetArgs {
 pub async fn run_get(args: GetArgs) -> anyhow::Result<()> {
     let client = args.node.client()?;
     let options = args.request.options();
-    let result = client
-        .get(&os_bytes(&args.bucket), &os_bytes(&args.key), &options)
-        .await?;
-    let raw = !std::io::stdout().is_terminal();
-    write_get(
-        &result,
-        raw,
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
-    )?;
+    let (bucket, key) = (os_bytes(&args.bucket), os_bytes(&args.key));
+    let result = client.get(&bucket, &key, &options).await?;
+    if args.output.json() {
+        print_json(&ReadDoc::new(&bucket, &key, &result))?;
+    } else {
+        let raw = !std::io::stdout().is_terminal();
+        write_get(
+            &result,
+            raw,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )?;
+    }
     if !result.found() {
         return Err(NotFound {
             bucket: args.bucket.to_string_lossy().into_owned(),
@@ -343,6 +359,9 @@ pub struct PutArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub request: RequestArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// Reads `--ttl`: a duration of 1 ms to 10 years.
@@ -386,19 +405,18 @@ pub async fn run_put(args: PutArgs) -> anyhow::Result<()> {
         ..args.request.options()
     };
     let length = value.len();
+    let (bucket, key) = (os_bytes(&args.bucket), os_bytes(&args.key));
     let result = client
-        .put(
-            &os_bytes(&args.bucket),
-            &os_bytes(&args.key),
-            args.context.as_deref(),
-            value,
-            &options,
-        )
+        .put(&bucket, &key, args.context.as_deref(), value, &options)
         .await?;
-    print!(
-        "{}",
-        describe_write(&format!("stored {length} bytes"), &result)
-    );
+    if args.output.json() {
+        print_json(&WriteDoc::new("put", &bucket, &key, Some(length), &result))?;
+    } else {
+        print!(
+            "{}",
+            describe_write(&format!("stored {length} bytes"), &result)
+        );
+    }
     Ok(())
 }
 
@@ -423,6 +441,9 @@ pub struct DeleteArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub request: RequestArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// Deletes a key and prints the replicas that acknowledged.
@@ -451,7 +472,11 @@ pub async fn run_delete(args: DeleteArgs) -> anyhow::Result<()> {
             ),
         },
     };
-    print!("{}", describe_write("deleted", &result));
+    if args.output.json() {
+        print_json(&WriteDoc::new("delete", &bucket, &key, None, &result))?;
+    } else {
+        print!("{}", describe_write("deleted", &result));
+    }
     Ok(())
 }
 
@@ -503,6 +528,9 @@ pub struct ClusterStatusArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// `ringkv cluster join --node URL <seed>`.
@@ -513,6 +541,9 @@ pub struct ClusterJoinArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// `ringkv cluster leave --node URL`.
@@ -521,6 +552,9 @@ pub struct ClusterLeaveArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// `ringkv cluster remove <node-id>`.
@@ -531,6 +565,9 @@ pub struct ClusterRemoveArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// Runs a `cluster` subcommand.
@@ -545,13 +582,38 @@ pub async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
 
 /// Prints the cluster as a table (see [`cluster_status_text`]).
 pub async fn run_cluster_status(args: ClusterStatusArgs) -> anyhow::Result<()> {
-    print!("{}", cluster_status_text(&args.node).await?);
+    if args.output.json() {
+        print_json(&cluster_status_doc(&args.node).await?)?;
+    } else {
+        print!("{}", cluster_status_text(&args.node).await?);
+    }
     Ok(())
 }
 
 /// The cluster as one node sees it, with each member's own hints and transfers, asked of the
 /// members concurrently (`?` for members that do not answer).
 pub async fn cluster_status_text(nodes: &NodeArgs) -> anyhow::Result<String> {
+    let (status, mut views) = cluster_views(nodes).await?;
+    views.insert(status.node.clone(), Some(status.clone()));
+    Ok(render_status(&status, &views))
+}
+
+/// [`cluster_status_text`]'s facts as a document.
+pub async fn cluster_status_doc(nodes: &NodeArgs) -> anyhow::Result<StatusDoc> {
+    let (status, views) = cluster_views(nodes).await?;
+    Ok(StatusDoc {
+        status,
+        members: views.into_iter().collect(),
+    })
+}
+
+/// One node's `/cluster`, and each other member's own (`None`: no answer), asked concurrently.
+async fn cluster_views(
+    nodes: &NodeArgs,
+) -> anyhow::Result<(
+    api::ClusterStatus,
+    HashMap<String, Option<api::ClusterStatus>>,
+)> {
     let client = nodes.client()?;
     let status = client.cluster_status(None).await?;
     // Wildcard member addresses are resolved against a node we know how to reach.
@@ -576,10 +638,9 @@ pub async fn cluster_status_text(nodes: &NodeArgs) -> anyhow::Result<String> {
                 (id, own)
             })
         });
-    let mut views: HashMap<String, Option<api::ClusterStatus>> =
+    let views: HashMap<String, Option<api::ClusterStatus>> =
         join_all(queries).await.into_iter().collect();
-    views.insert(status.node.clone(), Some(status.clone()));
-    Ok(render_status(&status, &views))
+    Ok((status, views))
 }
 
 /// The status table. `views` holds each member's own `/cluster` answer (`None`: no answer).
@@ -677,6 +738,14 @@ fn handoff_cell(member: &api::MemberDoc) -> String {
 pub async fn run_cluster_join(args: ClusterJoinArgs) -> anyhow::Result<()> {
     let node = args.node.single()?;
     args.node.client()?.join(&node, &args.seed).await?;
+    if args.output.json() {
+        print_json(&ActionDoc {
+            action: "join".into(),
+            node,
+            seed: Some(args.seed),
+        })?;
+        return Ok(());
+    }
     println!(
         "{node} is joining the cluster of {}; watch with `ringkv cluster status`",
         args.seed
@@ -688,6 +757,14 @@ pub async fn run_cluster_join(args: ClusterJoinArgs) -> anyhow::Result<()> {
 pub async fn run_cluster_leave(args: ClusterLeaveArgs) -> anyhow::Result<()> {
     let node = args.node.single()?;
     args.node.client()?.leave(&node).await?;
+    if args.output.json() {
+        print_json(&ActionDoc {
+            action: "leave".into(),
+            node,
+            seed: None,
+        })?;
+        return Ok(());
+    }
     println!(
         "{node} is leaving: it hands its partitions over, then stops serving them; stop it once \
          `ringkv cluster status` shows it drained (or start it with --stop-when-drained)"
@@ -698,6 +775,14 @@ pub async fn run_cluster_leave(args: ClusterLeaveArgs) -> anyhow::Result<()> {
 /// Marks a member removed.
 pub async fn run_cluster_remove(args: ClusterRemoveArgs) -> anyhow::Result<()> {
     args.node.client()?.remove(&args.node_id).await?;
+    if args.output.json() {
+        print_json(&ActionDoc {
+            action: "remove".into(),
+            node: args.node_id,
+            seed: None,
+        })?;
+        return Ok(());
+    }
     println!(
         "{} is marked removed; its partitions go to the remaining members",
         args.node_id

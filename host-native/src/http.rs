@@ -45,8 +45,8 @@ mod tests;
 mod ui;
 
 use self::buckets::bucket_props;
-use self::cluster::health;
 pub use self::cluster::{cluster_status, ring_doc};
+use self::cluster::{health, readiness_failures};
 use self::kv::{decode_segment, kv, parse_bucket_key, read_json, KV_PREFIX};
 pub use self::kv::{parse_kv_target, BadTarget, KvTarget};
 pub use self::listener::serve;
@@ -64,6 +64,10 @@ pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
 /// How long [`serve`] waits, once shut down, for the requests in flight before it drops the
 /// connections that are still open.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `/readyz` waits for the node task's status before it answers 503
+/// (`node_unresponsive`): a probe must not hang when the node is busy.
+pub const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Longest `timeout_ms` a request may ask for.
 pub const MAX_TIMEOUT_MS: u64 = 120_000;
@@ -321,6 +325,15 @@ where
             };
             Ok(json_response(code, &health))
         }
+        "/livez" => {
+            only(&method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            // Answered here, without the node task: it says the process serves HTTP.
+            Ok(json_response(StatusCode::OK, &probe(node, Vec::new())))
+        }
+        "/readyz" => {
+            only(&method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            Ok(readiness(node).await)
+        }
         "/metrics" => {
             only(&method, &[Method::GET], "GET")?;
             let mut response = Response::new(full_body(node.metrics().render()));
@@ -359,6 +372,35 @@ where
             Err(Problem::not_found(format!("no such resource: {path}")))
         }
     }
+}
+
+fn probe(node: &NodeHandle, failed: Vec<String>) -> api::Probe {
+    api::Probe {
+        status: if failed.is_empty() { "ok" } else { "not_ready" }.to_string(),
+        node: node.node_id().as_str().to_string(),
+        failed,
+    }
+}
+
+/// `/readyz`: 200 when every check passes, else 503 naming the ones that failed.
+async fn readiness(node: &NodeHandle) -> Response<ResponseBody> {
+    let stopping = node.is_draining();
+    let failed = if stopping {
+        // No need to ask the node: it is not ready whatever it says.
+        vec!["stopping".to_string()]
+    } else {
+        match tokio::time::timeout(READINESS_TIMEOUT, node.status()).await {
+            Ok(Ok(status)) => readiness_failures(&status, node.is_draining()),
+            Ok(Err(_)) => vec!["stopping".to_string()],
+            Err(_) => vec!["node_unresponsive".to_string()],
+        }
+    };
+    let code = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(code, &probe(node, failed))
 }
 
 fn only(method: &Method, allowed: &[Method], allow: &'static str) -> Result<(), Problem> {

@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod node_loop;
 pub mod server;
 pub mod storage;
+pub mod systemd;
 pub mod tls;
 pub mod transport;

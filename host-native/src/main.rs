@@ -6,9 +6,10 @@ mod dev;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use ringkv::server::{self, ServerConfig};
 use ringkv::storage::Compression;
 
@@ -19,8 +20,25 @@ use ringkv::storage::Compression;
     about = "A Dynamo-style distributed key-value store"
 )]
 struct Cli {
+    /// Log lines on stderr as text, or as JSON objects (one a line). The level and filters
+    /// come from RUST_LOG (else RINGKV_LOG, else info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// On an error, print its causes one a line and its backtrace when one was captured
+    /// (RUST_BACKTRACE=1), rather than one line; also RINGKV_BACKTRACE=1.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line (tracing-subscriber's json format).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -42,6 +60,15 @@ enum Command {
     List(ringkv::cli::ListArgs),
     /// Wait for a key to change (a long poll), and print it.
     Watch(ringkv::cli::WatchArgs),
+    /// Exit 0 if the node is live (`/livez`), or ready with --ready (`/readyz`: joined, storage
+    /// open, not stopping or leaving); else print why and exit 1. For container healthchecks.
+    Probe(ringkv::cli::ProbeArgs),
+    /// Print a shell completion script: `source <(ringkv completions bash)`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Cluster membership: status, join, leave, remove.
     Cluster {
         #[command(subcommand)]
@@ -132,6 +159,10 @@ struct ServerArgs {
     /// record is handed over.
     #[arg(long)]
     stop_when_drained: bool,
+    /// At SIGTERM/SIGINT, serve this long (ms) with /readyz answering 503 before shutting
+    /// down, so that load balancers stop sending requests first (default 2000).
+    #[arg(long)]
+    shutdown_delay_ms: Option<u64>,
 }
 
 impl ServerArgs {
@@ -189,6 +220,9 @@ impl ServerArgs {
         if self.stop_when_drained {
             config.stop_when_drained = true;
         }
+        if let Some(v) = self.shutdown_delay_ms {
+            config.shutdown_delay_ms = v;
+        }
         if let Some(v) = self.compression {
             config.compression = match v.as_str() {
                 "none" => Compression::None,
@@ -200,13 +234,31 @@ impl ServerArgs {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGKV_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// The log filter: `RUST_LOG`, else `RINGKV_LOG` (the older name), else `info`.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    ["RUST_LOG", "RINGKV_LOG"]
+        .into_iter()
+        .filter(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+        .find_map(|name| tracing_subscriber::EnvFilter::try_from_env(name).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"))
+}
+
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(log_filter())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Tells systemd (when it started us with `Type=notify`) where the server is; a failure to
+/// tell it is logged, not fatal.
+fn notify_systemd(state: &str) {
+    if let Err(error) = ringkv::systemd::notify(state) {
+        tracing::warn!(%error, state, "could not notify systemd ($NOTIFY_SOCKET)");
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -248,17 +300,54 @@ async fn run_server(args: ServerArgs) -> Result<()> {
         running.client_address,
         running.peer_address
     );
+    notify_systemd(ringkv::systemd::READY);
     running
         .run_until(async {
             termination().await;
-            tracing::info!("shutting down: finishing requests in flight and flushing storage");
+            notify_systemd(ringkv::systemd::STOPPING);
+            tracing::info!(
+                "shutting down: not ready, then finishing requests in flight and flushing storage"
+            );
         })
         .await?;
     Ok(())
 }
 
-fn main() -> Result<()> {
+/// Whether the user asked for errors in full (`--verbose` or `RINGKV_BACKTRACE=1`).
+fn wants_backtrace(verbose: bool) -> bool {
+    verbose || std::env::var("RINGKV_BACKTRACE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Prints a failed command's error: one line `ringkv: error: <causes joined by ': '>`, or in
+/// full when asked. Returns the exit code: 3 for a key not found, else 1.
+fn report(error: &anyhow::Error, verbose: bool) -> ExitCode {
+    if verbose {
+        eprintln!("ringkv: error: {error:?}");
+    } else {
+        let line = format!("{error:#}");
+        let line: Vec<&str> = line.split_whitespace().collect();
+        eprintln!("ringkv: error: {}", line.join(" "));
+    }
+    if error.downcast_ref::<ringkv::cli::NotFound>().is_some() {
+        ExitCode::from(NOT_FOUND_EXIT)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The exit code of `get` (and `--output json` reads) for a key that holds no value.
+const NOT_FOUND_EXIT: u8 = 3;
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let verbose = wants_backtrace(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(&error, verbose),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { seed } => return demo::story(seed),
         Command::Sim {
@@ -266,9 +355,18 @@ fn main() -> Result<()> {
             runs,
             operations,
         } => return demo::sim(seed, runs, operations),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ringkv",
+                &mut std::io::stdout().lock(),
+            );
+            return Ok(());
+        }
         _ => {}
     }
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -284,8 +382,32 @@ fn main() -> Result<()> {
             Command::List(args) => ringkv::cli::run_list(args).await,
             Command::Watch(args) => ringkv::cli::run_watch(args).await,
             Command::Cluster { command } => ringkv::cli::run_cluster(command).await,
+            Command::Probe(args) => ringkv::cli::run_probe(args).await,
             Command::Bench(args) => ringkv::bench::run(args).await.map(|_| ()),
-            Command::Demo { .. } | Command::Sim { .. } => Ok(()),
+            Command::Demo { .. } | Command::Sim { .. } | Command::Completions { .. } => Ok(()),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_are_one_line_with_their_causes() {
+        let error = anyhow::anyhow!("connection refused\n(os error 111)")
+            .context("could not connect")
+            .context("the server could not start");
+        assert_eq!(report(&error, false), ExitCode::FAILURE);
+        let not_found = anyhow::Error::from(ringkv::cli::NotFound {
+            bucket: "b".into(),
+            key: "k".into(),
+        });
+        assert_eq!(report(&not_found, false), ExitCode::from(NOT_FOUND_EXIT));
+    }
 }

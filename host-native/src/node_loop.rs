@@ -2,6 +2,7 @@
 //! protocol state needs no locks. The rest of the host talks to it through a [`NodeHandle`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ringkv_core::bucket::BucketProps;
@@ -65,6 +66,8 @@ pub struct NodeStatus {
     pub default_bucket: BucketProps,
     /// Merkle roots of the partition replicas whose trees are built.
     pub merkle_roots: BTreeMap<PartitionId, u64>,
+    /// The database is open (false after an I/O error it could not be reopened from).
+    pub storage_open: bool,
 }
 
 /// What other tasks ask of the node task.
@@ -97,9 +100,22 @@ pub struct NodeHandle {
     pub(crate) requests: mpsc::Sender<NodeRequest>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) node_id: NodeId,
+    /// Set once the server is stopping: `/readyz` answers 503 from then on, so that load
+    /// balancers stop sending requests before the listener closes.
+    pub(crate) draining: Arc<AtomicBool>,
 }
 
 impl NodeHandle {
+    /// Marks the node as stopping (not ready). It keeps serving; only `/readyz` changes.
+    pub fn mark_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether [`NodeHandle::mark_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Runs a client request to its reply (quorum failures are replies, not errors).
     pub async fn client(&self, request: ClientRequest) -> Result<Reply, NodeError> {
         let (reply, answer) = oneshot::channel();
@@ -557,6 +573,7 @@ impl NodeTask {
             in_flight: self.node.in_flight() as u64,
             default_bucket: self.node.config().default_bucket.clone(),
             merkle_roots: self.node.merkle_roots(),
+            storage_open: self.storage.is_open(),
         }
     }
 

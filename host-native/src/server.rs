@@ -289,6 +289,10 @@ pub struct ServerConfig {
     pub ui_dir: Option<PathBuf>,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout_ms: u64,
+    /// At SIGTERM/SIGINT, how long the node keeps serving while `/readyz` already answers 503,
+    /// before it closes its listener: time for load balancers and Kubernetes Endpoints to
+    /// stop sending it requests (0: close at once).
+    pub shutdown_delay_ms: u64,
     /// Most partition pulls at once when the ring changes (each holds one chunk of at most
     /// `storage_scan_bytes` in flight): what a joining node holds in memory while it fills.
     pub max_concurrent_pulls: usize,
@@ -353,6 +357,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             ui_dir: None,
             drain_timeout_ms: 10_000,
+            shutdown_delay_ms: 2_000,
             max_concurrent_pulls: node.max_concurrent_pulls,
             stop_when_drained: false,
             tls_cert: None,
@@ -613,6 +618,8 @@ pub struct RunningServer {
     /// Becomes true when the node says it is drained.
     drained: watch::Receiver<bool>,
     stop_when_drained: bool,
+    /// How long [`RunningServer::run_until`] serves, not ready, after its stop future resolves.
+    shutdown_delay: Duration,
     node_task: JoinHandle<()>,
     http_task: JoinHandle<std::io::Result<()>>,
 }
@@ -621,6 +628,7 @@ impl RunningServer {
     /// Stops accepting, lets requests in flight finish (bounded), flushes storage, and returns
     /// when everything has stopped.
     pub async fn shutdown(self) {
+        self.node.mark_draining();
         let _ = self.shutdown.send(true);
         self.wait().await;
     }
@@ -638,8 +646,10 @@ impl RunningServer {
         }
     }
 
-    /// Serves until `stop` resolves, then shuts down cleanly; or until the HTTP or node task
-    /// dies, which is an error (a process must not linger without one of them).
+    /// Serves until `stop` resolves, then marks the node not ready (`/readyz` answers 503),
+    /// keeps serving for the configured `shutdown_delay_ms` so that load balancers notice, and
+    /// shuts down cleanly; or until the HTTP or node task dies, which is an error (a process
+    /// must not linger without one of them).
     pub async fn run_until(
         mut self,
         stop: impl std::future::Future<Output = ()>,
@@ -647,21 +657,24 @@ impl RunningServer {
         let stop_when_drained = self.stop_when_drained;
         let mut drained = self.drained.clone();
         let failure = tokio::select! {
-            _ = stop => None,
+            _ = stop => {
+                self.node.mark_draining();
+                if !self.shutdown_delay.is_zero() {
+                    tracing::info!(
+                        delay_ms = self.shutdown_delay.as_millis() as u64,
+                        "not ready: serving a little longer so that load balancers stop sending requests"
+                    );
+                }
+                self.serve_for(self.shutdown_delay).await
+            }
             Ok(_) = drained.wait_for(|drained| *drained), if stop_when_drained => {
                 tracing::info!("drained: every hint and orphaned record is handed over; stopping as configured (stop_when_drained)");
                 None
             }
-            result = &mut self.http_task => Some(match result {
-                Ok(Ok(())) => "the HTTP server stopped".to_string(),
-                Ok(Err(error)) => format!("the HTTP server failed: {error}"),
-                Err(error) => format!("the HTTP task failed: {error}"),
-            }),
-            result = &mut self.node_task => Some(match result {
-                Ok(()) => "the node task stopped".to_string(),
-                Err(error) => format!("the node task failed: {error}"),
-            }),
+            result = &mut self.http_task => Some(http_stopped(result)),
+            result = &mut self.node_task => Some(node_stopped(result)),
         };
+        self.node.mark_draining();
         let _ = self.shutdown.send(true);
         if !self.http_task.is_finished() {
             let _ = (&mut self.http_task).await;
@@ -675,9 +688,38 @@ impl RunningServer {
         }
     }
 
+    /// Keeps serving for `delay`; `Some(reason)` if the HTTP or node task stops meanwhile.
+    async fn serve_for(&mut self, delay: Duration) -> Option<String> {
+        if delay.is_zero() {
+            return None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => None,
+            result = &mut self.http_task => Some(http_stopped(result)),
+            result = &mut self.node_task => Some(node_stopped(result)),
+        }
+    }
+
     /// A sender that starts the shutdown (for signal handlers).
     pub fn shutdown_signal(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
+    }
+}
+
+/// Why the server stops when its HTTP task ended first.
+fn http_stopped(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> String {
+    match result {
+        Ok(Ok(())) => "the HTTP server stopped".to_string(),
+        Ok(Err(error)) => format!("the HTTP server failed: {error}"),
+        Err(error) => format!("the HTTP task failed: {error}"),
+    }
+}
+
+/// Why the server stops when its node task ended first.
+fn node_stopped(result: Result<(), tokio::task::JoinError>) -> String {
+    match result {
+        Ok(()) => "the node task stopped".to_string(),
+        Err(error) => format!("the node task failed: {error}"),
     }
 }
 
@@ -894,6 +936,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         requests: requests_tx,
         metrics: metrics.clone(),
         node_id: node_id.clone(),
+        draining: Default::default(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (drained_tx, drained) = watch::channel(false);
@@ -947,6 +990,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown,
         drained,
         stop_when_drained: config.stop_when_drained,
+        shutdown_delay: Duration::from_millis(config.shutdown_delay_ms),
         node_task,
         http_task,
     })

@@ -631,6 +631,12 @@ impl Storage {
         }
     }
 
+    /// Whether the database is open: false once shut down, or after an I/O error it could not
+    /// be reopened from (every op fails until then).
+    pub fn is_open(&self) -> bool {
+        read_lock(&self.inner.shared.db).is_some()
+    }
+
     /// Records in the hint space (hints held for other nodes), kept current by every write.
     pub fn hints_pending(&self) -> u64 {
         self.inner.shared.hints.load(Ordering::Acquire)

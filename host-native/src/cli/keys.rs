@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ringkv_client::api;
 use ringkv_client::WatchResult;
 
+use super::output::{print_json, write_json, OutputArgs, ReadDoc};
 use super::{os_bytes, preview, write_get, NodeArgs, RequestArgs};
 
 /// A key as a line of text: itself when it is printable UTF-8, else `base64:<...>`.
@@ -49,10 +50,13 @@ pub struct ListArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// Prints a bucket's keys, one a line (binary ones as `base64:...`): every page, or one page
-/// and the cursor of the next (on stderr).
+/// and the cursor of the next (on stderr). With `--output json`, an [`api::ListPage`] a line.
 pub async fn run_list(args: ListArgs) -> anyhow::Result<()> {
     let client = args.node.client()?;
     let bucket = os_bytes(&args.bucket);
@@ -67,10 +71,26 @@ pub async fn run_list(args: ListArgs) -> anyhow::Result<()> {
                 &Default::default(),
             )
             .await?;
-        for key in &page.keys {
-            writeln!(out, "{}", key_text(key))?;
+        if args.output.json() {
+            let document = api::ListPage {
+                keys: page
+                    .keys
+                    .iter()
+                    .map(|key| api::KeyDoc::from_bytes(key))
+                    .collect(),
+                // Walking every page, the next one follows: only the last says null.
+                cursor: page.cursor.clone(),
+            };
+            write_json(&mut out, &document)?;
+            if args.page {
+                return Ok(());
+            }
+        } else {
+            for key in &page.keys {
+                writeln!(out, "{}", key_text(key))?;
+            }
+            out.flush()?;
         }
-        out.flush()?;
         match page.cursor {
             None => return Ok(()),
             Some(next) if args.page => {
@@ -96,10 +116,14 @@ pub struct MgetArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub request: RequestArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// Reads many keys at once and prints a line per key: `key: value`, `key: (not found)`,
-/// `key: N siblings` or `key: error: ...`; keys not read are named on stderr.
+/// `key: N siblings` or `key: error: ...`; keys not read are named on stderr. With `--output
+/// json`, the server's own lines: an [`api::MgetItem`] per key, then an [`api::MgetEnd`].
 pub async fn run_mget(args: MgetArgs) -> anyhow::Result<()> {
     let client = args.node.client()?;
     let keys = args
@@ -112,6 +136,24 @@ pub async fn run_mget(args: MgetArgs) -> anyhow::Result<()> {
         .await?;
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
+    if args.output.json() {
+        for (key, answer) in &result.keys {
+            failed += usize::from(answer.is_err());
+            write_json(&mut out, &mget_item(key, answer))?;
+        }
+        let end = api::MgetEnd {
+            unprocessed: result
+                .unprocessed
+                .iter()
+                .map(|key| api::KeyDoc::from_bytes(key))
+                .collect(),
+        };
+        write_json(&mut out, &end)?;
+        if failed > 0 {
+            anyhow::bail!("{failed} of {} keys failed", result.keys.len());
+        }
+        return Ok(());
+    }
     for (key, answer) in &result.keys {
         let shown = key_text(key);
         match answer {
@@ -140,6 +182,67 @@ pub async fn run_mget(args: MgetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One key's multi-get line, as the server writes it.
+fn mget_item(
+    key: &[u8],
+    answer: &Result<ringkv_client::GetResult, ringkv_client::ClientError>,
+) -> api::MgetItem {
+    let key = api::KeyDoc::from_bytes(key);
+    match answer {
+        Ok(got) => api::MgetItem {
+            key,
+            status: match got.values.len() {
+                0 => 404,
+                1 => 200,
+                _ => 300,
+            },
+            values: got.values.iter().map(|v| api::base64_encode(v)).collect(),
+            context: got.context.clone(),
+            expires_at: got.expires_at,
+            error: None,
+            message: None,
+        },
+        Err(error) => api::MgetItem {
+            key,
+            status: error_status(error),
+            values: Vec::new(),
+            context: None,
+            expires_at: None,
+            error: Some(error_kind(error).to_string()),
+            message: Some(error.to_string()),
+        },
+    }
+}
+
+/// The HTTP status a client error stands for.
+fn error_status(error: &ringkv_client::ClientError) -> u16 {
+    use ringkv_client::ClientError as E;
+    match error {
+        E::BadRequest(_) => 400,
+        E::NotFound(_) => 404,
+        E::TooLarge(_) => 413,
+        E::Server { status, .. } => *status,
+        E::StorageFull(_) => 507,
+        _ => 503,
+    }
+}
+
+/// The API's error kind a client error stands for.
+fn error_kind(error: &ringkv_client::ClientError) -> &str {
+    use ringkv_client::ClientError as E;
+    match error {
+        E::BadRequest(_) => "bad_request",
+        E::NotFound(_) => "not_found",
+        E::TooLarge(_) => "too_large",
+        E::Server { kind, .. } => kind,
+        E::StorageFull(_) => "storage_full",
+        E::OutcomeUnknown(_) => "outcome_unknown",
+        E::Timeout(_) => "timeout",
+        E::Connect(_) => "connect",
+        _ => "unavailable",
+    }
+}
+
 /// `ringkv watch <bucket> <key>`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct WatchArgs {
@@ -157,6 +260,9 @@ pub struct WatchArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// Waits for the key to change and prints it as `get` does; prints `unchanged` (stderr) when
@@ -185,6 +291,15 @@ pub async fn run_watch(args: WatchArgs) -> anyhow::Result<()> {
         )
         .await?
     {
+        WatchResult::Changed(result) if args.output.json() => {
+            print_json(&ReadDoc {
+                changed: Some(true),
+                ..ReadDoc::new(&bucket, &key, &result)
+            })?;
+        }
+        WatchResult::Unchanged { context } if args.output.json() => {
+            print_json(&ReadDoc::unchanged(&bucket, &key, context))?;
+        }
         WatchResult::Changed(result) => {
             let raw = !std::io::stdout().is_terminal();
             write_get(

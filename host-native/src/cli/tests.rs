@@ -323,10 +323,88 @@ async fn quorum_failure_is_an_error_with_the_server_message() {
             ..NodeArgs::default()
         },
         request: RequestArgs::default(),
+        output: OutputArgs::default(),
     };
     let error = run_delete(args).await.unwrap_err().to_string();
     assert!(
         error.contains("write quorum not met") && error.contains("needed 2"),
         "{error}"
+    );
+}
+
+#[test]
+fn output_flag_parses_on_data_commands() {
+    let Command::Get(get) = parse(&["get", "b", "k", "--output", "json"]).unwrap() else {
+        panic!("not a get")
+    };
+    assert!(get.output.json());
+    let Command::Put(put) = parse(&["put", "b", "k", "v", "-o", "json"]).unwrap() else {
+        panic!("not a put")
+    };
+    assert!(put.output.json());
+    let Command::Cluster {
+        command: ClusterCommand::Status(status),
+    } = parse(&["cluster", "status"]).unwrap()
+    else {
+        panic!("not a status")
+    };
+    assert_eq!(status.output.output, OutputFormat::Text);
+    assert!(parse(&["get", "b", "k", "--output", "yaml"]).is_err());
+}
+
+#[test]
+fn json_documents_write_text_as_text_and_other_bytes_as_base64() {
+    let read = GetResult {
+        values: vec![
+            Bytes::from_static(b"caf\xc3\xa9"),
+            Bytes::from_static(&[0xff, 0]),
+        ],
+        context: Some("Y3R4".into()),
+        replicas: vec!["n1".into(), "n2".into()],
+        node: Some("n1".into()),
+        read_your_writes: true,
+        expires_at: Some(1_000),
+        ..GetResult::default()
+    };
+    let document = serde_json::to_value(output::ReadDoc::new(b"b", &[0x80], &read)).unwrap();
+    assert_eq!(
+        document,
+        serde_json::json!({
+            "bucket": "b",
+            "key": {"base64": "gA=="},
+            "found": true,
+            "values": ["café", {"base64": "/wA="}],
+            "context": "Y3R4",
+            "expires_at": 1000,
+            "replicas": ["n1", "n2"],
+            "fallbacks": [],
+            "node": "n1",
+            "read_your_writes": true,
+        })
+    );
+    let unchanged = serde_json::to_value(output::ReadDoc::unchanged(b"b", b"k", None)).unwrap();
+    assert_eq!(unchanged["changed"], false);
+    assert_eq!(unchanged["values"], serde_json::json!([]));
+    let write = PutResult {
+        context: Some("Y3R4".into()),
+        replicas: vec!["n1".into()],
+        durable: vec!["n1".into()],
+        ..PutResult::default()
+    };
+    let document =
+        serde_json::to_value(output::WriteDoc::new("put", b"b", b"k", Some(3), &write)).unwrap();
+    assert_eq!(
+        document,
+        serde_json::json!({
+            "bucket": "b",
+            "key": "k",
+            "operation": "put",
+            "bytes": 3,
+            "replicas": ["n1"],
+            "durable": ["n1"],
+            "fallbacks": [],
+            "node": null,
+            "context": "Y3R4",
+        })
     );
 }

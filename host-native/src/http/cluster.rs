@@ -1,4 +1,4 @@
-//! `/cluster`, `/ring` and `/health`: the node's status as the API's documents.
+//! `/cluster`, `/ring`, `/health` and `/readyz`: the node's status as the API's documents.
 
 use ringkv_client::api;
 use ringkv_core::bucket::BucketProps;
@@ -142,4 +142,26 @@ pub(super) fn health(status: &NodeStatus) -> api::Health {
         )
         .unwrap_or(u32::MAX),
     }
+}
+
+/// The readiness checks `status` fails (empty: ready). `stopping`: the server is shutting down.
+pub(super) fn readiness_failures(status: &NodeStatus, stopping: bool) -> Vec<String> {
+    let mut failed = Vec::new();
+    if stopping {
+        failed.push("stopping".to_string());
+    }
+    if status.ring_version.is_none() {
+        failed.push("no_ring".to_string());
+    }
+    if !status.storage_open {
+        failed.push("storage".to_string());
+    }
+    let leaving = status
+        .view
+        .member(&status.node)
+        .is_some_and(|me| matches!(me.status, MemberStatus::Leaving | MemberStatus::Removed));
+    if leaving {
+        failed.push("leaving".to_string());
+    }
+    failed
 }

@@ -296,3 +296,34 @@ async fn a_node_whose_store_was_moved_aside_refuses_to_found_a_cluster_until_it_
     let restarted = start(alone).await.unwrap();
     restarted.shutdown().await;
 }
+
+#[test]
+fn deploy_systemd_sample_config_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/ringkv.toml");
+    let config = ServerConfig::from_file(&path).unwrap();
+    assert_eq!(config.data_dir, Path::new("/var/lib/ringkv"));
+    assert_eq!(config.advertise.as_deref(), Some("10.0.0.1:8087"));
+    config.node_config(&NodeId::new("n"), 1).unwrap();
+    // Every key is there, set or commented out with its default.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let defaults = toml::Table::try_from(ServerConfig::default()).unwrap();
+    let optional = [
+        "node_id",
+        "zone",
+        "seeds",
+        "tls_cert",
+        "tls_key",
+        "peer_tls_cert",
+        "peer_tls_key",
+        "peer_tls_ca",
+        "cluster_secret_file",
+        "ui_dir",
+    ];
+    for key in defaults.keys().map(String::as_str).chain(optional) {
+        let shown = text.lines().any(|line| {
+            let line = line.trim_start_matches('#').trim_start();
+            line.starts_with(&format!("{key} =")) || line == format!("[{key}]")
+        });
+        assert!(shown, "{key} is not in {}", path.display());
+    }
+}

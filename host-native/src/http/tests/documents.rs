@@ -85,6 +85,90 @@ async fn ring_and_cluster_documents() {
     assert_eq!(cluster.buckets[0].conflict_mode, "lww");
 }
 
+/// `/readyz` of a node with `status`, after `prepare`: its code and its failed checks.
+async fn readiness_of(
+    status: NodeStatus,
+    prepare: impl FnOnce(&FakeNode),
+) -> (StatusCode, Vec<String>) {
+    let fake = fake_node(canned(), status);
+    prepare(&fake);
+    let answer = get(&fake, "/readyz").await;
+    let probe: api::Probe = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(probe.node, "a");
+    assert_eq!(probe.status == "ok", answer.status == StatusCode::OK);
+    (answer.status, probe.failed)
+}
+
+#[tokio::test]
+async fn probes_say_live_and_ready_and_which_check_failed() {
+    let fake = fake_node(canned(), test_status());
+    let live = get(&fake, "/livez").await;
+    assert_eq!(live.status, StatusCode::OK);
+    let probe: api::Probe = serde_json::from_slice(&live.body).unwrap();
+    assert_eq!((probe.status.as_str(), probe.node.as_str()), ("ok", "a"));
+    assert_eq!(
+        readiness_of(test_status(), |_| {}).await,
+        (StatusCode::OK, vec![])
+    );
+    // A joining node without a ring, with its store closed.
+    let (code, failed) = readiness_of(
+        NodeStatus {
+            ring_version: None,
+            storage_open: false,
+            ..test_status()
+        },
+        |_| {},
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(failed, ["no_ring", "storage"]);
+    // After `cluster leave`.
+    let mut leaving = test_status();
+    let mut me = leaving.view.member(&NodeId::new("a")).unwrap().clone();
+    me.status = MemberStatus::Leaving;
+    leaving.view.set_member(me).unwrap();
+    assert_eq!(
+        readiness_of(leaving, |_| {}).await,
+        (StatusCode::SERVICE_UNAVAILABLE, vec!["leaving".to_string()])
+    );
+    // Stopping: not ready, but still live.
+    let stopping = fake_node(canned(), test_status());
+    stopping.handle.mark_draining();
+    assert_eq!(get(&stopping, "/livez").await.status, StatusCode::OK);
+    assert_eq!(
+        readiness_of(test_status(), |fake| fake.handle.mark_draining()).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec!["stopping".to_string()]
+        )
+    );
+    let post = call(&fake, &config(), request(Method::POST, "/readyz", b"")).await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn readiness_does_not_hang_on_a_busy_node_and_liveness_does_not_ask_it() {
+    // A node task that takes requests and never answers them.
+    let (sender, _held) = mpsc::channel(16);
+    let fake = FakeNode {
+        handle: NodeHandle {
+            requests: sender,
+            metrics: Arc::new(Metrics::new()),
+            node_id: NodeId::new("a"),
+            draining: Default::default(),
+        },
+        seen: Default::default(),
+        commands: Default::default(),
+        slow_arrived: Default::default(),
+        release: Default::default(),
+    };
+    assert_eq!(get(&fake, "/livez").await.status, StatusCode::OK);
+    let answer = get(&fake, "/readyz").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    let probe: api::Probe = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(probe.failed, ["node_unresponsive"]);
+}
+
 #[tokio::test]
 async fn health_is_503_without_a_ring() {
     let fake = fake_node(canned(), test_status());
@@ -660,6 +744,7 @@ fn serve_is_send() {
         requests: sender,
         metrics: Arc::new(Metrics::new()),
         node_id: NodeId::new("a"),
+        draining: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -49,6 +49,7 @@ fn fake_node(answer: Answer, status: NodeStatus) -> FakeNode {
         requests: sender,
         metrics: Arc::new(Metrics::new()),
         node_id: status.node.clone(),
+        draining: Default::default(),
     };
     let fake = FakeNode {
         handle,
@@ -161,6 +162,7 @@ fn test_status() -> NodeStatus {
         in_flight: 2,
         default_bucket: BucketProps::default(),
         merkle_roots: BTreeMap::from([(PartitionId(3), 0xabc)]),
+        storage_open: true,
     }
 }
 
