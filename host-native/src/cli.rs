@@ -31,7 +31,9 @@ use ringkv_client::{member_url, Client, ClientConfig, Condition, GetResult, Opti
 use ringkv_core::bucket::QuorumValue;
 use tokio::io::AsyncReadExt;
 
+pub mod backup;
 mod keys;
+pub use backup::{run_backup, run_restore, BackupArgs, RestoreArgs};
 pub use keys::{run_list, run_mget, run_watch, ListArgs, MgetArgs, WatchArgs};
 
 /// The node commands talk to when neither `--node` nor `$RINGKV_NODE` names one.
