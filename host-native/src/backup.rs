@@ -141,7 +141,10 @@ pub enum BackupError {
     #[error("cannot read the backup: {0}")]
     Io(#[from] io::Error),
     /// It does not start with [`MAGIC`].
-    #[error("not a ringkv backup (it does not start with {:?})", String::from_utf8_lossy(MAGIC))]
+    #[error(
+        "not a ringkv backup (it does not start with {:?})",
+        String::from_utf8_lossy(MAGIC)
+    )]
     NotABackup,
     /// A format version this build does not read.
     #[error("backup format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
@@ -212,8 +215,8 @@ impl<R: Read> BackupReader<R> {
             format: String,
             version: u32,
         }
-        let versioned: Versioned = serde_json::from_slice(json)
-            .map_err(|error| BackupError::Header(error.to_string()))?;
+        let versioned: Versioned =
+            serde_json::from_slice(json).map_err(|error| BackupError::Header(error.to_string()))?;
         if versioned.format != "ringkv-backup" {
             return Err(BackupError::Header(format!(
                 "format {:?}, not ringkv-backup",
@@ -225,8 +228,8 @@ impl<R: Read> BackupReader<R> {
                 found: versioned.version,
             });
         }
-        let header: BackupHeader = serde_json::from_slice(json)
-            .map_err(|error| BackupError::Header(error.to_string()))?;
+        let header: BackupHeader =
+            serde_json::from_slice(json).map_err(|error| BackupError::Header(error.to_string()))?;
         Ok(BackupReader {
             input,
             header,
@@ -429,7 +432,10 @@ mod tests {
             for bit in [0x01u8, 0x80] {
                 let mut damaged = file.clone();
                 damaged[i] ^= bit;
-                assert!(read_all(&damaged).is_err(), "byte {i} bit {bit:#x} went unseen");
+                assert!(
+                    read_all(&damaged).is_err(),
+                    "byte {i} bit {bit:#x} went unseen"
+                );
             }
         }
         for cut in 0..file.len() {

@@ -52,13 +52,13 @@ impl Client {
             .uri(uri)
             .body(Full::new(Bytes::new()))
             .map_err(|error| ClientError::BadRequest(error.to_string()))?;
-        let response = tokio::time::timeout(
-            self.inner.request_timeout,
-            self.inner.http.request(request),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout(format!("{endpoint}: no answer to the backup")))?
-        .map_err(|error| ClientError::Connect(format!("{endpoint}: {}", error_chain(&error))))?;
+        let response =
+            tokio::time::timeout(self.inner.request_timeout, self.inner.http.request(request))
+                .await
+                .map_err(|_| ClientError::Timeout(format!("{endpoint}: no answer to the backup")))?
+                .map_err(|error| {
+                    ClientError::Connect(format!("{endpoint}: {}", error_chain(&error)))
+                })?;
         let (parts, body) = response.into_parts();
         if parts.status != StatusCode::OK {
             let body = body

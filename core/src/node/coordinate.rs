@@ -668,7 +668,9 @@ impl Node {
         // coordinated where it arrives.
         if matches!(
             request,
-            ClientRequest::List { .. } | ClientRequest::Watch { .. } | ClientRequest::Restore { .. }
+            ClientRequest::List { .. }
+                | ClientRequest::Watch { .. }
+                | ClientRequest::Restore { .. }
         ) {
             self.reply(
                 client,

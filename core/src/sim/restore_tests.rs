@@ -89,7 +89,13 @@ fn populate(sim: &mut Sim, rng: &mut ChaCha8Rng) {
         match rng.gen_range(0..4) {
             0 => {
                 let (_, context) = read(sim, "n1", &k);
-                sim.put("n2", BUCKET, &k, format!("over{i}").as_bytes(), Some(&context));
+                sim.put(
+                    "n2",
+                    BUCKET,
+                    &k,
+                    format!("over{i}").as_bytes(),
+                    Some(&context),
+                );
             }
             1 => {
                 let (_, context) = read(sim, "n3", &k);
@@ -129,7 +135,10 @@ fn restoring_into_an_empty_cluster_recreates_siblings_and_contexts() {
         let mut source = sim(seed);
         populate(&mut source, &mut rng);
         let saved = backup(&source);
-        assert!(saved.iter().any(|(_, o)| o.siblings().len() > 1), "seed {seed}: no siblings");
+        assert!(
+            saved.iter().any(|(_, o)| o.siblings().len() > 1),
+            "seed {seed}: no siblings"
+        );
 
         // A wiped cluster: its nodes restart as new actors, as a real node's incarnation is.
         let mut target = sim(seed + 100);
@@ -215,7 +224,10 @@ fn restoring_an_old_backup_keeps_every_newer_write() {
             let after = sim.replicas_of(BUCKET, &key(i));
             for (replica, held) in after.iter().zip(&before[i]) {
                 let now = dots(&replica.object);
-                assert!(held.is_subset(&now), "seed {seed} k{i}: {held:?} lost in {now:?}");
+                assert!(
+                    held.is_subset(&now),
+                    "seed {seed} k{i}: {held:?} lost in {now:?}"
+                );
             }
         }
         for (k, value) in &superseding {

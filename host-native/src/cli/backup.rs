@@ -158,8 +158,13 @@ pub async fn backup(args: &BackupArgs) -> anyhow::Result<BackupSummary> {
             return Err(error.context("the backup just written does not check out"));
         }
     };
-    std::fs::rename(&partial, &args.out)
-        .with_context(|| format!("cannot rename {} to {}", partial.display(), args.out.display()))?;
+    std::fs::rename(&partial, &args.out).with_context(|| {
+        format!(
+            "cannot rename {} to {}",
+            partial.display(),
+            args.out.display()
+        )
+    })?;
     let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     Ok(BackupSummary { records, bytes })
 }
@@ -187,7 +192,10 @@ async fn download_node(client: &Client, node: &str, path: &Path) -> anyhow::Resu
 }
 
 /// The members' base URLs, as `node` describes them (removed members left out).
-async fn member_urls(client: &Client, node: &str) -> anyhow::Result<(String, Vec<(String, String)>)> {
+async fn member_urls(
+    client: &Client,
+    node: &str,
+) -> anyhow::Result<(String, Vec<(String, String)>)> {
     let status = client
         .cluster_status(Some(node))
         .await
@@ -276,8 +284,10 @@ async fn backup_bucket(args: &BackupArgs, bucket: &[u8], path: &Path) -> anyhow:
         let reads = futures_util::stream::iter(page.keys.into_iter())
             .map(|key| {
                 let client = &client;
-                let owners: Vec<String> =
-                    table.replicas_for(bucket, &key).map(str::to_owned).collect();
+                let owners: Vec<String> = table
+                    .replicas_for(bucket, &key)
+                    .map(str::to_owned)
+                    .collect();
                 async move {
                     let object = read_merged(client, &owners, bucket, &key, mode).await;
                     (key, object)
@@ -286,9 +296,8 @@ async fn backup_bucket(args: &BackupArgs, bucket: &[u8], path: &Path) -> anyhow:
             .buffer_unordered(args.parallel.max(1));
         let mut reads = std::pin::pin!(reads);
         while let Some((key, object)) = reads.next().await {
-            let object = object.with_context(|| {
-                format!("reading the key {:?}", String::from_utf8_lossy(&key))
-            })?;
+            let object = object
+                .with_context(|| format!("reading the key {:?}", String::from_utf8_lossy(&key)))?;
             if let Some(object) = object {
                 out.write_all(&encode_record(bucket, &key, &object.encode()))?;
                 count += 1;

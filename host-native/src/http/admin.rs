@@ -46,12 +46,14 @@ pub(super) async fn backup(node: &NodeHandle) -> Result<Response<ResponseBody>, 
         let sent = Arc::new(AtomicU64::new(0));
         let walk_sender = sender.clone();
         let walk_sent = Arc::clone(&sent);
-        let each = Box::new(move |key: ringkv_core::storage::StorageKey, record: Vec<u8>| {
-            let frame = encode_record(&key.bucket, &key.key, &record);
-            walk_sent.fetch_add(1, Ordering::Relaxed);
-            // False once the client went away: the walk stops.
-            walk_sender.blocking_send(Bytes::from(frame)).is_ok()
-        });
+        let each = Box::new(
+            move |key: ringkv_core::storage::StorageKey, record: Vec<u8>| {
+                let frame = encode_record(&key.bucket, &key.key, &record);
+                walk_sent.fetch_add(1, Ordering::Relaxed);
+                // False once the client went away: the walk stops.
+                walk_sender.blocking_send(Bytes::from(frame)).is_ok()
+            },
+        );
         match node.snapshot(each).await {
             Ok(stats) if !stats.stopped => {
                 let count = sent.load(Ordering::Relaxed);
