@@ -220,9 +220,9 @@ fn restoring_an_old_backup_keeps_every_newer_write() {
             restore(&mut sim, ["n3", "n1", "n2"][i % 3], k, &object.encode());
         }
         sim.run(3_000);
-        for i in 0..KEYS {
+        for (i, held_before) in before.iter().enumerate() {
             let after = sim.replicas_of(BUCKET, &key(i));
-            for (replica, held) in after.iter().zip(&before[i]) {
+            for (replica, held) in after.iter().zip(held_before) {
                 let now = dots(&replica.object);
                 assert!(
                     held.is_subset(&now),

@@ -281,7 +281,7 @@ async fn backup_bucket(args: &BackupArgs, bucket: &[u8], path: &Path) -> anyhow:
             .list_keys(bucket, cursor.as_deref(), Some(1_000), &Options::default())
             .await
             .context("listing the bucket")?;
-        let reads = futures_util::stream::iter(page.keys.into_iter())
+        let reads = futures_util::stream::iter(page.keys)
             .map(|key| {
                 let client = &client;
                 let owners: Vec<String> = table
