@@ -65,6 +65,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::api;
 
+mod backup;
 mod error;
 mod keys;
 mod multipart;
@@ -78,6 +79,7 @@ pub mod test_server;
 #[cfg(test)]
 mod tests;
 
+pub use self::backup::BackupDownload;
 pub use self::error::ClientError;
 use self::error::{error_chain, error_from_status};
 pub use self::keys::{KeyPage, MgetResult, WatchResult};

@@ -100,6 +100,13 @@ pub enum RequestError {
         /// The node's bound.
         max: usize,
     },
+    /// A restore's record is damaged, of another format or too large. The request was
+    /// dropped; no state changed.
+    #[error("invalid record to restore: {detail}")]
+    BadRecord {
+        /// What is wrong with it.
+        detail: String,
+    },
     /// The ring has no member to hold the key (an empty cluster). No state changed.
     #[error("the ring has no members")]
     NoReplicas,

@@ -24,6 +24,10 @@ pub const DEFAULT_MAX_BUCKET_BYTES: usize = 1024;
 /// Largest value accepted, in bytes.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 * 1024 * 1024;
 
+/// Largest record a restore carries, in bytes: half of what a peer message may carry
+/// (`wire::MAX_FRAME_BYTES`), leaving room for the message around it.
+pub const MAX_RESTORE_RECORD_BYTES: usize = 32 * 1024 * 1024;
+
 /// The size limits a node applies to client requests (see
 /// [`NodeConfig::request_limits`](crate::config::NodeConfig::request_limits)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +116,24 @@ pub enum ClientRequest {
         /// Read quorum and timeout overrides for the reads the watch makes.
         options: RequestOptions,
     },
+    /// Merge a whole object (a record from a backup, see
+    /// [`Object::encode`](crate::version::Object::encode)) into the key's current replicas, as
+    /// read repair and hinted handoff do: siblings the live data has superseded disappear,
+    /// concurrent ones stay as siblings, and nothing newer is lost. Any node coordinates it (it
+    /// issues no dot): the record goes to the preference list (fallbacks for unreachable
+    /// owners), answered at W acknowledgements. Merging is idempotent, so a restore may be
+    /// retried. (Last, so that the encoding of the other variants is unchanged.)
+    Restore {
+        /// Bucket name.
+        bucket: Vec<u8>,
+        /// Key.
+        key: Vec<u8>,
+        /// The encoded object, checked (record checksum, invariants, sibling checksums) before
+        /// anything is sent.
+        record: Vec<u8>,
+        /// Quorum (`w`, `dw`, `n`) and timeout overrides; no condition, no time to live.
+        options: RequestOptions,
+    },
 }
 
 /// The longest a watch may wait for a change (10 minutes): a watch holds a connection and a
@@ -125,16 +147,19 @@ impl ClientRequest {
             ClientRequest::Get { bucket, key, .. }
             | ClientRequest::Put { bucket, key, .. }
             | ClientRequest::Delete { bucket, key, .. }
-            | ClientRequest::Watch { bucket, key, .. } => (bucket, key),
+            | ClientRequest::Watch { bucket, key, .. }
+            | ClientRequest::Restore { bucket, key, .. } => (bucket, key),
             ClientRequest::List { bucket, .. } => (bucket, &[]),
         }
     }
 
-    /// Whether the request writes (a put or a delete).
+    /// Whether the request writes (a put, a delete or a restore): it needs W acknowledgements.
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            ClientRequest::Put { .. } | ClientRequest::Delete { .. }
+            ClientRequest::Put { .. }
+                | ClientRequest::Delete { .. }
+                | ClientRequest::Restore { .. }
         )
     }
 
@@ -145,18 +170,21 @@ impl ClientRequest {
             | ClientRequest::Put { options, .. }
             | ClientRequest::Delete { options, .. }
             | ClientRequest::List { options, .. }
-            | ClientRequest::Watch { options, .. } => options,
+            | ClientRequest::Watch { options, .. }
+            | ClientRequest::Restore { options, .. } => options,
         }
     }
 
     /// The context a write supersedes: its own, or, when that is empty and the write is
     /// conditional on `If-Match`, the matched context (a client that sends only `If-Match`
-    /// means to replace what it read, not to add a sibling beside it). `None` for a get.
+    /// means to replace what it read, not to add a sibling beside it). `None` for a get, and
+    /// for a restore (its record carries its own history).
     pub fn write_context(&self) -> Option<&Context> {
         match self {
             ClientRequest::Get { .. }
             | ClientRequest::List { .. }
-            | ClientRequest::Watch { .. } => None,
+            | ClientRequest::Watch { .. }
+            | ClientRequest::Restore { .. } => None,
             ClientRequest::Put {
                 context, options, ..
             }
@@ -176,7 +204,8 @@ impl ClientRequest {
             | ClientRequest::Put { options, .. }
             | ClientRequest::Delete { options, .. }
             | ClientRequest::List { options, .. }
-            | ClientRequest::Watch { options, .. } => options,
+            | ClientRequest::Watch { options, .. }
+            | ClientRequest::Restore { options, .. } => options,
         }
     }
 
@@ -249,7 +278,9 @@ impl ClientRequest {
         match (&options.condition, self) {
             (None, _) => {}
             (Some(_), ClientRequest::Get { .. } | ClientRequest::List { .. })
-            | (Some(_), ClientRequest::Watch { .. }) => return Err(RequestError::ConditionOnRead),
+            | (Some(_), ClientRequest::Watch { .. } | ClientRequest::Restore { .. }) => {
+                return Err(RequestError::ConditionOnRead)
+            }
             (Some(WriteCondition::IfAbsent), ClientRequest::Delete { .. }) => {
                 return Err(RequestError::DeleteIfAbsent)
             }
@@ -259,6 +290,24 @@ impl ClientRequest {
                 }
             }
             (Some(WriteCondition::IfAbsent), _) => {}
+        }
+        if let ClientRequest::Restore { record, .. } = self {
+            // A record holds every sibling: bounded by what a peer message can carry, and it
+            // must be a whole, undamaged object.
+            if record.len() > MAX_RESTORE_RECORD_BYTES {
+                return Err(RequestError::BadRecord {
+                    detail: alloc::format!(
+                        "the record is {} bytes, over the limit of {}",
+                        record.len(),
+                        MAX_RESTORE_RECORD_BYTES
+                    ),
+                });
+            }
+            if let Err(error) = crate::version::Object::decode(record) {
+                return Err(RequestError::BadRecord {
+                    detail: alloc::string::ToString::to_string(&error),
+                });
+            }
         }
         if let ClientRequest::Put { value, .. } = self {
             if value.len() > limits.max_value_bytes {
@@ -412,6 +461,15 @@ pub enum Reply {
         /// The key's context as the watch last read it.
         context: Context,
     },
+    /// A restore reached W acknowledgements (DW durable): that many replicas merged the
+    /// record into what they hold. (Last, so that the encoding of the other variants is
+    /// unchanged.)
+    Restored {
+        /// Replicas that acknowledged before the reply.
+        replicas: Vec<NodeId>,
+        /// Of those, the fallbacks that stood in for unreachable preference-list nodes.
+        fallbacks: Vec<NodeId>,
+    },
 }
 
 impl Reply {
@@ -420,7 +478,10 @@ impl Reply {
     /// the outcome name the bindings and logs use.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Reply::Got { .. } | Reply::Written { .. } | Reply::Listed { .. } => "ok",
+            Reply::Got { .. }
+            | Reply::Written { .. }
+            | Reply::Listed { .. }
+            | Reply::Restored { .. } => "ok",
             Reply::Unchanged { .. } => "unchanged",
             Reply::Unavailable { .. } => "unavailable",
             Reply::Failed { .. } => "failed",
@@ -443,6 +504,7 @@ impl Reply {
             | Reply::Written { .. }
             | Reply::OutcomeUnknown { .. }
             | Reply::Listed { .. }
+            | Reply::Restored { .. }
             | Reply::Unchanged { .. } => self,
             Reply::Unavailable {
                 kind,
@@ -573,6 +635,9 @@ impl fmt::Display for Reply {
             ),
             Reply::Unchanged { .. } => {
                 f.write_str("unchanged: no write the watch's context had not seen")
+            }
+            Reply::Restored { replicas, .. } => {
+                write!(f, "restored (merged) on {} replica(s)", replicas.len())
             }
             Reply::OutcomeUnknown {
                 kind,

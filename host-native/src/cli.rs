@@ -36,9 +36,11 @@ use ringkv_client::{member_url, Client, ClientConfig, Condition, GetResult, Opti
 use ringkv_core::bucket::QuorumValue;
 use tokio::io::AsyncReadExt;
 
+pub mod backup;
 mod keys;
 pub mod output;
 mod probe;
+pub use backup::{run_backup, run_restore, BackupArgs, RestoreArgs};
 pub use keys::{run_list, run_mget, run_watch, ListArgs, MgetArgs, WatchArgs};
 use output::{print_json, ActionDoc, ReadDoc, StatusDoc, WriteDoc};
 pub use output::{OutputArgs, OutputFormat};

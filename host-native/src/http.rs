@@ -32,6 +32,7 @@ use std::convert::Infallible;
 
 use crate::node_loop::{NodeError, NodeHandle};
 
+mod admin;
 mod buckets;
 mod cluster;
 mod keys;
@@ -201,7 +202,8 @@ impl From<NodeError> for Problem {
                 | RequestError::DeleteIfAbsent
                 | RequestError::ListLimit { .. }
                 | RequestError::Cursor(_)
-                | RequestError::WatchWait { .. } => Problem::bad_request(message),
+                | RequestError::WatchWait { .. }
+                | RequestError::BadRecord { .. } => Problem::bad_request(message),
                 // 429: this node holds as many watches as it may; another node may not.
                 RequestError::TooManyWatches { .. } => {
                     Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_watches", message)
@@ -340,6 +342,10 @@ where
             set_header(&mut response, "content-type", "text/plain; version=0.0.4");
             Ok(response)
         }
+        "/admin/backup" => {
+            only(&method, &[Method::GET], "GET")?;
+            admin::backup(node).await
+        }
         "/ui" => {
             only(&method, &[Method::GET], "GET")?;
             serve_ui(config, "").await
@@ -348,6 +354,10 @@ where
             if let Some(file) = path.strip_prefix("/ui/") {
                 only(&method, &[Method::GET], "GET")?;
                 return serve_ui(config, file).await;
+            }
+            if let Some(rest) = path.strip_prefix("/admin/restore/") {
+                only(&method, &[Method::PUT], "PUT")?;
+                return admin::restore(node, config, request, rest).await;
             }
             if let Some(rest) = path.strip_prefix("/replica/") {
                 only(&method, &[Method::GET], "GET")?;

@@ -11,6 +11,7 @@
 //! The host holds no protocol logic: placement, versions, quorums, hints, trees and membership
 //! are decided in `ringkv-core`.
 
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod fuzzing;

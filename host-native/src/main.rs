@@ -74,6 +74,10 @@ enum Command {
         #[command(subcommand)]
         command: ringkv::cli::ClusterCommand,
     },
+    /// Back up a node, a bucket or the whole cluster to a file (see docs/backup.md).
+    Backup(ringkv::cli::BackupArgs),
+    /// Restore a backup: merge every record into its key's replicas (never overwrites newer data).
+    Restore(ringkv::cli::RestoreArgs),
     /// Load generator: a mix of gets, puts and deletes, with latency percentiles.
     Bench(ringkv::bench::BenchArgs),
     /// The Dynamo cart story in a simulated cluster (no sockets or disks).
@@ -383,6 +387,8 @@ fn run(cli: Cli) -> Result<()> {
             Command::Watch(args) => ringkv::cli::run_watch(args).await,
             Command::Cluster { command } => ringkv::cli::run_cluster(command).await,
             Command::Probe(args) => ringkv::cli::run_probe(args).await,
+            Command::Backup(args) => ringkv::cli::run_backup(args).await,
+            Command::Restore(args) => ringkv::cli::run_restore(args).await,
             Command::Bench(args) => ringkv::bench::run(args).await.map(|_| ()),
             Command::Demo { .. } | Command::Sim { .. } | Command::Completions { .. } => Ok(()),
         }

@@ -87,12 +87,20 @@ pub(crate) enum NodeRequest {
     Status {
         reply: oneshot::Sender<NodeStatus>,
     },
+    Snapshot {
+        each: SnapshotCallback,
+        reply: oneshot::Sender<Result<crate::storage::SnapshotStats, NodeError>>,
+    },
     LocalRecord {
         bucket: Vec<u8>,
         key: Vec<u8>,
         reply: oneshot::Sender<Result<Option<Vec<u8>>, NodeError>>,
     },
 }
+
+/// What [`NodeHandle::snapshot`] calls with each record; false stops the walk.
+pub type SnapshotCallback =
+    Box<dyn FnMut(ringkv_core::storage::StorageKey, Vec<u8>) -> bool + Send + 'static>;
 
 /// A cheap, cloneable way to talk to the node task.
 #[derive(Clone)]
@@ -156,6 +164,19 @@ impl NodeHandle {
         let (reply, answer) = oneshot::channel();
         self.send(NodeRequest::LocalRecord { bucket, key, reply })
             .await?;
+        answer.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Walks every record of this node's store (its replicas and the hints it holds) from one
+    /// read transaction, on a blocking thread, while the node serves (see
+    /// [`Storage::snapshot`](crate::storage::Storage::snapshot)). `each` may block (to feed a
+    /// bounded channel); it returns false to stop.
+    pub async fn snapshot(
+        &self,
+        each: SnapshotCallback,
+    ) -> Result<crate::storage::SnapshotStats, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(NodeRequest::Snapshot { each, reply }).await?;
         answer.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
@@ -446,6 +467,16 @@ impl NodeTask {
             }
             NodeRequest::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            NodeRequest::Snapshot { each, reply } => {
+                let storage = self.storage.clone();
+                // Off the node task: the walk reads the whole store.
+                tokio::task::spawn_blocking(move || {
+                    let stats = storage
+                        .snapshot(each)
+                        .map_err(|error| NodeError::Storage(error.to_string()));
+                    let _ = reply.send(stats);
+                });
             }
             NodeRequest::LocalRecord { bucket, key, reply } => {
                 let storage_key = self.node.storage_key(&bucket, &key);

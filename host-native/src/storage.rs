@@ -73,6 +73,7 @@ mod frame;
 mod frame_properties;
 mod open;
 mod reader;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -82,6 +83,7 @@ pub(crate) use self::frame::{decode_frame, decompress_lz4, encode_frame};
 pub use self::open::{clear_must_rejoin, must_rejoin};
 use self::open::{count_hints, open_database, quarantine, Backend, Opener};
 use self::reader::{ReadKind, ReadRequest, Reader};
+pub use self::snapshot::SnapshotStats;
 use self::writer::{WriteReply, WriteRequest, Writer};
 
 /// Name of the database file inside the data directory.

@@ -517,6 +517,7 @@ fn outcome_name(outcome: &Option<OpOutcome>) -> &'static str {
             Reply::Got { .. }
             | Reply::Written { .. }
             | Reply::Listed { .. }
+            | Reply::Restored { .. }
             | Reply::Unchanged { .. },
         )) => "ok",
         Some(OpOutcome::Replied(Reply::Unavailable { .. })) => "unavailable",

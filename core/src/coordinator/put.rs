@@ -23,8 +23,9 @@ pub(crate) struct PutState {
     pub acked: Vec<NodeId>,
     pub durable: BTreeSet<NodeId>,
     pub refused: BTreeSet<NodeId>,
-    /// Set once the local write is done: the new object's context and the write's dot.
-    pub written: Option<(Context, Dot)>,
+    /// Set once the local write is done (or, for a restore, once the record is sent): the new
+    /// object's context and the write's dot (`None` for a restore, which issues none).
+    pub written: Option<(Context, Option<Dot>)>,
     /// The record sent to the replicas (kept to send it to fallbacks of silent ones).
     pub record: Option<Vec<u8>>,
     pub answered: bool,
@@ -70,6 +71,12 @@ impl PutState {
             return None;
         }
         self.answered = true;
+        let Some(dot) = dot else {
+            return Some(Reply::Restored {
+                replicas: self.acked.clone(),
+                fallbacks: fallbacks_among(&self.replicas, &self.acked),
+            });
+        };
         Some(Reply::Written {
             context: context.clone().bound_to(&self.bucket, &self.key),
             dot: dot.clone(),

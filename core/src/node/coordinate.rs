@@ -21,7 +21,7 @@ use crate::wire::{Message, ReadResult};
 
 /// One client request being coordinated or forwarded here.
 #[derive(Debug)]
-enum Request {
+pub(super) enum Request {
     Get(GetState),
     Put(PutState),
     Forward(ForwardState),
@@ -60,9 +60,10 @@ fn write_parts(
         ClientRequest::Delete { bucket, key, .. } => {
             Some((bucket, key, context, Content::Tombstone))
         }
-        ClientRequest::Get { .. } | ClientRequest::List { .. } | ClientRequest::Watch { .. } => {
-            None
-        }
+        ClientRequest::Get { .. }
+        | ClientRequest::List { .. }
+        | ClientRequest::Watch { .. }
+        | ClientRequest::Restore { .. } => None,
     }
 }
 
@@ -117,7 +118,7 @@ impl Requests {
 }
 
 impl Node {
-    fn arm(&mut self, id: CoordinationId, request: Request) {
+    pub(super) fn arm(&mut self, id: CoordinationId, request: Request) {
         self.arm_deadline(id, request.deadline());
         self.timers
             .insert((request.fallback_at(), super::Timer::Fallback(id)));
@@ -322,7 +323,7 @@ impl Node {
         let Some(state) = self.requests.put_mut(id) else {
             return;
         };
-        state.written = Some((object.context(), dot));
+        state.written = Some((object.context(), Some(dot)));
         state.record(&me, true, synced);
         let record = object.encode();
         state.record = Some(record.clone());
@@ -339,7 +340,7 @@ impl Node {
 
     /// Sends a coordinated write's record to `targets` (and, as a repair, to the nodes pulling
     /// its partition for the next ring).
-    fn replicate(
+    pub(super) fn replicate(
         &mut self,
         id: CoordinationId,
         bucket: &[u8],
@@ -375,7 +376,7 @@ impl Node {
     }
 
     /// A put starting now, waiting for `replicas`, nothing written yet.
-    fn put_state(
+    pub(super) fn put_state(
         &self,
         client: Client,
         bucket: Vec<u8>,
@@ -467,7 +468,7 @@ impl Node {
             targets.clone(),
             timeout,
         );
-        state.written = Some((object.context(), dot.clone()));
+        state.written = Some((object.context(), Some(dot.clone())));
         state.record = Some(record.clone());
         self.arm(id, Request::Put(state));
         self.event(Event::FallbackCoordinated {
@@ -663,15 +664,18 @@ impl Node {
             from: from.clone(),
             id,
         };
-        // Only writes are forwarded; a listing or a watch is coordinated where it arrives.
+        // Only writes are forwarded; a listing, a watch or a restore (which issues no dot) is
+        // coordinated where it arrives.
         if matches!(
             request,
-            ClientRequest::List { .. } | ClientRequest::Watch { .. }
+            ClientRequest::List { .. }
+                | ClientRequest::Watch { .. }
+                | ClientRequest::Restore { .. }
         ) {
             self.reply(
                 client,
                 Reply::Failed {
-                    reason: "a listing or a watch is not forwarded".to_string(),
+                    reason: "a listing, a watch or a restore is not forwarded".to_string(),
                 },
             );
             return;

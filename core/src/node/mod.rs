@@ -22,6 +22,7 @@ mod listing;
 mod membership;
 mod reap;
 mod replica;
+mod restore;
 mod routing;
 mod transfer;
 mod watch;
@@ -435,6 +436,12 @@ impl Node {
                     client, bucket, key, context, wait_ms, quorums, replicas, timeout,
                 );
             }
+            ClientRequest::Restore {
+                bucket,
+                key,
+                record,
+                ..
+            } => self.start_restore(client, bucket, key, record, quorums, replicas, timeout),
             write => self.route_write(client, write, quorums, replicas, timeout),
         }
         self.drain_loopback();

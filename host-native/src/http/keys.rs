@@ -405,8 +405,8 @@ fn ndjson<T: serde::Serialize>(value: &T) -> Bytes {
 
 /// A response body fed by a channel: each message is a frame; the body ends when the sender
 /// is dropped.
-struct ChannelBody {
-    receiver: mpsc::Receiver<Bytes>,
+pub(super) struct ChannelBody {
+    pub(super) receiver: mpsc::Receiver<Bytes>,
 }
 
 impl Body for ChannelBody {

@@ -790,6 +790,16 @@ pub(super) fn reply_response(reply: Reply) -> (Response<ResponseBody>, Outcome) 
             }
             (response, Outcome::Ok)
         }
+        // A restore (`PUT /admin/restore/...`): merged on the replicas named.
+        Reply::Restored {
+            replicas,
+            fallbacks,
+        } => {
+            let mut response = empty_response(StatusCode::NO_CONTENT);
+            set_header(&mut response, api::HEADER_REPLICAS, &join_ids(&replicas));
+            set_header(&mut response, api::HEADER_FALLBACKS, &join_ids(&fallbacks));
+            (response, Outcome::Ok)
+        }
         // A listing's page is answered by the listing's own handler; it never reaches here.
         reply @ Reply::Listed { .. } => (
             Problem::new(

@@ -760,3 +760,34 @@ fn serve_is_send() {
     );
     assert_send(&future);
 }
+
+#[tokio::test]
+async fn a_node_backup_streams_a_whole_backup_file() {
+    let fake = fake_node(canned(), test_status());
+    let answer = get(&fake, "/admin/backup").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let mut reader = crate::backup::BackupReader::open(&answer.body[..]).expect("a backup");
+    assert_eq!(reader.header().cluster, "test-cluster");
+    assert_eq!(reader.header().nodes, vec!["a".to_string()]);
+    assert_eq!(reader.header().mode, crate::backup::BackupMode::Node);
+    let mut keys = Vec::new();
+    while let Some(record) = reader.next_record().expect("whole records") {
+        assert_eq!(record.record, super::snapshot_record(&record.key));
+        keys.push(record.key);
+    }
+    assert_eq!(keys, vec![b"k1".to_vec(), b"k2".to_vec()]);
+    let post = call(
+        &fake,
+        &config(),
+        request(Method::POST, "/admin/backup", b""),
+    )
+    .await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    let restore = call(
+        &fake,
+        &config(),
+        request(Method::PUT, "/admin/restore/b/k?colour=blue", b"x"),
+    )
+    .await;
+    assert_eq!(restore.status, StatusCode::BAD_REQUEST);
+}

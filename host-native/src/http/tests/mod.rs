@@ -39,6 +39,20 @@ struct FakeNode {
     release: Arc<Notify>,
 }
 
+/// The object a fake node's snapshot holds under `key`: one value, the key itself.
+pub(super) fn snapshot_record(key: &[u8]) -> Vec<u8> {
+    use ringkv_core::version::{ActorId, ConflictMode, Content, Object, VersionVector};
+    let mut object = Object::new();
+    object.update(
+        &VersionVector::new(),
+        &ActorId::new("n1.1.0"),
+        Content::Value(key.to_vec()),
+        1,
+        ConflictMode::Siblings,
+    );
+    object.encode()
+}
+
 fn fake_node(answer: Answer, status: NodeStatus) -> FakeNode {
     let (sender, mut requests) = mpsc::channel::<NodeRequest>(16);
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -103,6 +117,27 @@ fn fake_node(answer: Answer, status: NodeStatus) -> FakeNode {
                 }
                 NodeRequest::Status { reply } => {
                     let _ = reply.send(status.clone());
+                }
+                NodeRequest::Snapshot { mut each, reply } => {
+                    // Two records, fed from a blocking thread as the store's walk is.
+                    tokio::task::spawn_blocking(move || {
+                        let mut records = 0;
+                        for key in [&b"k1"[..], b"k2"] {
+                            let storage_key = ringkv_core::storage::StorageKey::data(
+                                ringkv_core::ring::PartitionId(0),
+                                b"b",
+                                key,
+                            );
+                            records += 1;
+                            if !each(storage_key, snapshot_record(key)) {
+                                break;
+                            }
+                        }
+                        let _ = reply.send(Ok(crate::storage::SnapshotStats {
+                            records,
+                            ..Default::default()
+                        }));
+                    });
                 }
                 NodeRequest::LocalRecord { key, reply, .. } => {
                     let record = match key.as_slice() {
