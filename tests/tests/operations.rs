@@ -318,6 +318,22 @@ async fn the_cli_prints_json_for_scripts() {
     let probe = stdout_json(&run(with(&["probe", "--ready"])));
     assert_eq!(probe[0]["status"], "ok");
 
+    let backup_file = dir.path().join("solo.backup");
+    let backup_path = backup_file.to_str().unwrap();
+    let backup = stdout_json(&run(with(&["backup", "--out", backup_path])));
+    assert_eq!(backup[0]["operation"], "backup");
+    assert_eq!(backup[0]["records"], 2, "{backup:?}");
+    assert_eq!(
+        backup[0]["bytes"],
+        std::fs::metadata(&backup_file).unwrap().len()
+    );
+    let restore = stdout_json(&run(with(&["restore", backup_path])));
+    assert_eq!(
+        (&restore[0]["restored"], &restore[0]["failed"]),
+        (&2.into(), &0.into()),
+        "{restore:?}"
+    );
+
     let delete = stdout_json(&run(with(&["delete", "b", "k"])));
     assert_eq!(delete[0]["operation"], "delete");
     // A missing key: the document says so, and the exit code is 3.

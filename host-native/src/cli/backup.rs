@@ -27,6 +27,7 @@ use ringkv_core::bucket::QuorumValue;
 use ringkv_core::version::{ConflictMode, Object};
 use tokio::sync::mpsc;
 
+use super::output::{print_json, OutputArgs};
 use super::{os_bytes, NodeArgs};
 use crate::backup::{
     encode_end, encode_record, BackupHeader, BackupMode, BackupReader, BackupRecord,
@@ -53,6 +54,9 @@ pub struct BackupArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// `ringkv restore`.
@@ -72,6 +76,9 @@ pub struct RestoreArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// What a backup wrote.
@@ -122,13 +129,23 @@ pub fn verify_file(path: &Path) -> anyhow::Result<(BackupHeader, u64)> {
 pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let summary = backup(&args).await?;
-    println!(
-        "backed up {} record(s), {} bytes, to {} in {:.2} s",
-        summary.records,
-        summary.bytes,
-        args.out.display(),
-        started.elapsed().as_secs_f64()
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    if args.output.json() {
+        print_json(&serde_json::json!({
+            "operation": "backup",
+            "file": args.out.display().to_string(),
+            "records": summary.records,
+            "bytes": summary.bytes,
+            "seconds": seconds,
+        }))?;
+    } else {
+        println!(
+            "backed up {} record(s), {} bytes, to {} in {seconds:.2} s",
+            summary.records,
+            summary.bytes,
+            args.out.display(),
+        );
+    }
     Ok(())
 }
 
@@ -355,12 +372,21 @@ async fn read_merged(
 pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let summary = restore(&args).await?;
-    println!(
-        "restored {} record(s), {} failed, in {:.2} s",
-        summary.restored,
-        summary.failed,
-        started.elapsed().as_secs_f64()
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    if args.output.json() {
+        print_json(&serde_json::json!({
+            "operation": "restore",
+            "file": args.file.display().to_string(),
+            "restored": summary.restored,
+            "failed": summary.failed,
+            "seconds": seconds,
+        }))?;
+    } else {
+        println!(
+            "restored {} record(s), {} failed, in {seconds:.2} s",
+            summary.restored, summary.failed,
+        );
+    }
     if summary.failed > 0 {
         bail!("{} record(s) were not restored", summary.failed);
     }
