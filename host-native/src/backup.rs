@@ -21,7 +21,6 @@
 
 use std::io::{self, Read};
 
-use ringkv_core::request::MAX_RESTORE_RECORD_BYTES;
 use ringkv_core::version::Object;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +33,11 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Largest bucket name or key accepted in a record (far above the server's limits, which a
 /// restore checks again).
 const MAX_NAME_BYTES: usize = 1024 * 1024;
+/// Largest record a backup holds: anything a node could have stored, which came to it in one
+/// peer frame. Larger than a restore carries (`MAX_RESTORE_RECORD_BYTES`), on purpose: an object
+/// grown past that (by blind writes beyond `max_object_bytes`) is still backed up whole, and its
+/// restore fails alone, with that reason, rather than the backup being refused as damaged.
+const MAX_RECORD_BYTES: usize = ringkv_core::wire::MAX_FRAME_BYTES;
 const TAG_RECORD: u8 = 1;
 const TAG_END: u8 = 0;
 
@@ -289,7 +293,7 @@ impl<R: Read> BackupReader<R> {
                 for (name, max) in [
                     ("bucket", MAX_NAME_BYTES),
                     ("key", MAX_NAME_BYTES),
-                    ("record", MAX_RESTORE_RECORD_BYTES),
+                    ("record", MAX_RECORD_BYTES),
                 ] {
                     let mut length = [0u8; 4];
                     self.read_exact_or(&mut length, start)?;

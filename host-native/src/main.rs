@@ -248,8 +248,10 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 }
 
 fn init_logging(format: LogFormat) {
+    // Colours only for a terminal: a file or the journal would keep the escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(log_filter())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -288,7 +290,7 @@ pub(crate) async fn termination() {
     }
 }
 
-async fn run_server(args: ServerArgs) -> Result<()> {
+async fn run_server(args: ServerArgs, log_format: LogFormat) -> Result<()> {
     let config = args.into_config()?;
     let scheme = if config.tls_cert.is_some() {
         "HTTPS"
@@ -298,12 +300,15 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     let running = server::start(config)
         .await
         .context("the server could not start")?;
-    println!(
-        "ringkv {} serving {scheme} on {} and peers on {}",
-        running.node.node_id(),
-        running.client_address,
-        running.peer_address
-    );
+    // With JSON logs, stdout stays free of text: the server logs its "serving" event anyway.
+    if log_format == LogFormat::Text {
+        println!(
+            "ringkv {} serving {scheme} on {} and peers on {}",
+            running.node.node_id(),
+            running.client_address,
+            running.peer_address
+        );
+    }
     notify_systemd(ringkv::systemd::READY);
     running
         .run_until(async {
@@ -324,13 +329,16 @@ fn wants_backtrace(verbose: bool) -> bool {
 
 /// Prints a failed command's error: one line `ringkv: error: <causes joined by ': '>`, or in
 /// full when asked. Returns the exit code: 3 for a key not found, else 1.
-fn report(error: &anyhow::Error, verbose: bool) -> ExitCode {
+fn report(error: &anyhow::Error, verbose: bool, log_format: LogFormat) -> ExitCode {
     if verbose {
         eprintln!("ringkv: error: {error:?}");
     } else {
-        let line = format!("{error:#}");
-        let line: Vec<&str> = line.split_whitespace().collect();
-        eprintln!("ringkv: error: {}", line.join(" "));
+        let line = one_line(error);
+        match log_format {
+            LogFormat::Text => eprintln!("ringkv: error: {line}"),
+            // A log shipper reading a JSON log must be able to read why the process stopped.
+            LogFormat::Json => tracing::error!("{line}"),
+        }
     }
     if error.downcast_ref::<ringkv::cli::NotFound>().is_some() {
         ExitCode::from(NOT_FOUND_EXIT)
@@ -339,15 +347,34 @@ fn report(error: &anyhow::Error, verbose: bool) -> ExitCode {
     }
 }
 
+/// The error and its causes on one line, joined by ": ". A cause whose text already ends its
+/// error's message (thiserror's `{source}`) is said once.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.join(" ")
+}
+
 /// The exit code of `get` (and `--output json` reads) for a key that holds no value.
 const NOT_FOUND_EXIT: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let verbose = wants_backtrace(cli.verbose);
+    let log_format = cli.log_format;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => report(&error, verbose),
+        Err(error) => report(&error, verbose, log_format),
     }
 }
 
@@ -377,7 +404,7 @@ fn run(cli: Cli) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => run_server(*args).await,
+            Command::Server(args) => run_server(*args, cli.log_format).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Get(args) => ringkv::cli::run_get(args).await,
             Command::Put(args) => ringkv::cli::run_put(args).await,
@@ -409,11 +436,32 @@ mod tests {
         let error = anyhow::anyhow!("connection refused\n(os error 111)")
             .context("could not connect")
             .context("the server could not start");
-        assert_eq!(report(&error, false), ExitCode::FAILURE);
+        assert_eq!(
+            one_line(&error),
+            "the server could not start: could not connect: connection refused (os error 111)"
+        );
+        assert_eq!(report(&error, false, LogFormat::Text), ExitCode::FAILURE);
         let not_found = anyhow::Error::from(ringkv::cli::NotFound {
             bucket: "b".into(),
             key: "k".into(),
         });
-        assert_eq!(report(&not_found, false), ExitCode::from(NOT_FOUND_EXIT));
+        assert_eq!(
+            report(&not_found, false, LogFormat::Text),
+            ExitCode::from(NOT_FOUND_EXIT)
+        );
+    }
+
+    #[test]
+    fn a_cause_already_in_its_errors_message_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let error = anyhow::Error::from(ringkv::server::ServerError::Listen {
+            address: "127.0.0.1:1".parse().unwrap(),
+            source: io,
+        })
+        .context("the server could not start");
+        assert_eq!(
+            one_line(&error),
+            "the server could not start: cannot listen on 127.0.0.1:1: Address already in use"
+        );
     }
 }

@@ -743,7 +743,7 @@ impl NodeTask {
             } => {
                 metrics.count_transfer("received", keys, bytes, done);
                 if done {
-                    tracing::info!(partition = partition.0, %from, "partition transfer received");
+                    tracing::debug!(partition = partition.0, %from, "partition transfer received");
                 }
             }
             Event::TombstoneReaped { .. } => {

@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Full};
 
 use super::error::{error_chain, error_from_status};
 use super::request::query_string;
+use super::response::header_list;
 use super::routing::normalize_node_url;
 use super::{Client, ClientError, Idempotence, Options};
 
@@ -114,17 +115,6 @@ impl Client {
         if answer.status != StatusCode::NO_CONTENT {
             return Err(error_from_status(answer.status, &answer.body));
         }
-        let replicas = answer
-            .headers
-            .get(crate::api::HEADER_REPLICAS)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(replicas)
+        Ok(header_list(&answer.headers, crate::api::HEADER_REPLICAS))
     }
 }

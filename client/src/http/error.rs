@@ -121,16 +121,27 @@ pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Characters kept of an error answer that is not ringkv's JSON error document.
+const FOREIGN_BODY_EXCERPT_CHARS: usize = 160;
+
 /// The error an error answer stands for.
 pub(super) fn error_from_status(status: StatusCode, body: &Bytes) -> ClientError {
     let parsed = serde_json::from_slice::<api::ErrorBody>(body).ok();
     let message = match &parsed {
         Some(error) => error.error.clone(),
         None => {
-            let text = String::from_utf8_lossy(body).trim().to_owned();
+            // Not a ringkv answer (a proxy's or another server's page): an excerpt, on one
+            // line, is enough to say what answered.
+            let text = String::from_utf8_lossy(body);
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let mut text = words.join(" ");
             if text.is_empty() {
                 status.canonical_reason().unwrap_or("error").to_owned()
             } else {
+                if let Some((cut, _)) = text.char_indices().nth(FOREIGN_BODY_EXCERPT_CHARS) {
+                    text.truncate(cut);
+                    text.push_str("...");
+                }
                 text
             }
         }

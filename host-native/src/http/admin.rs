@@ -4,18 +4,20 @@
 //!   backup file ([`crate::backup`]), read from one storage read transaction while the node
 //!   serves: consistent for this node. A blocking task walks the transaction and feeds a
 //!   bounded channel the body drains, so the backup is never held in memory whole and a slow
-//!   reader slows the walk down. A failure midway ends the body without its end marker, which
-//!   a reader reports as a truncated backup.
+//!   reader slows the walk down; a reader that stops reading for `BACKUP_STALL_TIMEOUT` ends
+//!   it, so a stalled client cannot pin the read transaction (and the pages it keeps from
+//!   reuse). A failure midway ends the body without its end marker, which a reader reports as
+//!   a truncated backup.
 //! - `PUT /admin/restore/{bucket}/{key}` with a record as its body merges it into the key's
 //!   replicas ([`ClientRequest::Restore`]): 204 with the replicas that merged it, 400 for a
 //!   damaged record, 503 for a quorum not met. Idempotent: a restore may be retried.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringkv_core::bucket::{QuorumValue, RequestOptions};
 use ringkv_core::request::{ClientRequest, MAX_RESTORE_RECORD_BYTES};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::keys::ChannelBody;
 use super::kv::{parse_bucket_key, query_pairs, read_limited, reply_response, BodyProblem};
@@ -24,6 +26,34 @@ use crate::backup::{encode_end, encode_record, BackupHeader, BackupMode};
 
 /// Record frames buffered between the storage walk and the response body.
 const BACKUP_CHANNEL_FRAMES: usize = 256;
+
+/// How long the walk waits for a reader that stopped reading before it gives the backup up.
+const BACKUP_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Hands a frame to the response body from the (blocking) storage walk. False when the client
+/// went away or stalled past [`BACKUP_STALL_TIMEOUT`]: the walk then stops and its read
+/// transaction ends.
+fn send_from_walk(sender: &mpsc::Sender<Bytes>, frame: Bytes) -> bool {
+    let deadline = Instant::now() + BACKUP_STALL_TIMEOUT;
+    let mut frame = frame;
+    loop {
+        match sender.try_send(frame) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        "backup: the client stopped reading for {BACKUP_STALL_TIMEOUT:?}; giving up"
+                    );
+                    return false;
+                }
+                frame = back;
+                // A blocking thread (the walk's), not the runtime: sleeping here is fine.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
 
 /// `GET /admin/backup`.
 pub(super) async fn backup(node: &NodeHandle) -> Result<Response<ResponseBody>, Problem> {
@@ -43,20 +73,18 @@ pub(super) async fn backup(node: &NodeHandle) -> Result<Response<ResponseBody>, 
     let _ = sender.try_send(Bytes::from(header.encode()));
     let node = node.clone();
     tokio::spawn(async move {
-        let sent = Arc::new(AtomicU64::new(0));
         let walk_sender = sender.clone();
-        let walk_sent = Arc::clone(&sent);
         let each = Box::new(
             move |key: ringkv_core::storage::StorageKey, record: Vec<u8>| {
                 let frame = encode_record(&key.bucket, &key.key, &record);
-                walk_sent.fetch_add(1, Ordering::Relaxed);
-                // False once the client went away: the walk stops.
-                walk_sender.blocking_send(Bytes::from(frame)).is_ok()
+                // False once the client went away or stalled: the walk stops.
+                send_from_walk(&walk_sender, Bytes::from(frame))
             },
         );
         match node.snapshot(each).await {
+            // A walk that was not stopped sent every record it handed over.
             Ok(stats) if !stats.stopped => {
-                let count = sent.load(Ordering::Relaxed);
+                let count = stats.records;
                 if stats.damaged > 0 {
                     tracing::warn!(
                         damaged = stats.damaged,
@@ -67,7 +95,7 @@ pub(super) async fn backup(node: &NodeHandle) -> Result<Response<ResponseBody>, 
                 tracing::info!(records = count, "backup streamed");
                 let _ = sender.send(Bytes::from(encode_end(count))).await;
             }
-            Ok(_) => tracing::info!("backup: the client went away"),
+            Ok(_) => tracing::info!("backup: the client went away or stopped reading"),
             // No end marker: the reader reports the backup as truncated.
             Err(error) => tracing::error!(%error, "backup failed"),
         }
