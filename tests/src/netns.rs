@@ -326,7 +326,9 @@ impl NetCluster {
             .arg(&self.config)
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(["--listen", &http, "--peer-listen", &peer]);
+            .args(["--listen", &http, "--peer-listen", &peer])
+            // A SIGTERM here tests a restart, not a load balancer: no not-ready period first.
+            .args(["--shutdown-delay-ms", "0"]);
         if let Some(seed) = &node.seed {
             command.args(["--seed", seed]);
         }

@@ -155,6 +155,9 @@ impl Cluster {
                 &node.http.to_string(),
                 "--peer-listen",
                 &node.peer.to_string(),
+                // A SIGTERM here tests a restart, not a load balancer: no not-ready period first.
+                "--shutdown-delay-ms",
+                "0",
             ]);
         if let Some(seed) = &node.seed {
             command.args(["--seed", seed]);
