@@ -732,7 +732,7 @@ impl Metrics {
 }
 
 /// A count as a gauge's `i64` (saturating: no count reaches it).
-fn gauge_value(n: u64) -> i64 {
+pub(crate) fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 

@@ -672,10 +672,12 @@ impl NodeTask {
         metrics.set_reap_backlog(backlog.tombstones, backlog.expired);
         metrics
             .transfer_pulls_active
-            .set(i64::try_from(self.node.pulls_under_way()).unwrap_or(i64::MAX));
+            .set(crate::metrics::gauge_value(
+                self.node.pulls_under_way() as u64
+            ));
         metrics
             .requests_in_flight
-            .set(i64::try_from(self.node.in_flight()).unwrap_or(i64::MAX));
+            .set(crate::metrics::gauge_value(self.node.in_flight() as u64));
     }
 
     fn on_event(&mut self, event: Event) {
