@@ -293,15 +293,33 @@ fn prefer_zone_keeps_preference_order_within_each_group() {
     ];
     assert_eq!(
         prefer_zone(replicas, Some("b")),
-        ["http://b1", "http://b2", "http://a1", "http://none", "http://a2"]
+        [
+            "http://b1",
+            "http://b2",
+            "http://a1",
+            "http://none",
+            "http://a2"
+        ]
     );
     assert_eq!(
         prefer_zone(replicas, Some("a")),
-        ["http://a1", "http://a2", "http://b1", "http://none", "http://b2"]
+        [
+            "http://a1",
+            "http://a2",
+            "http://b1",
+            "http://none",
+            "http://b2"
+        ]
     );
     // No zone, or a zone no replica is in: preference order. A member without a zone is not
     // in the client's zone, whatever it is.
-    let unchanged = ["http://a1", "http://b1", "http://none", "http://b2", "http://a2"];
+    let unchanged = [
+        "http://a1",
+        "http://b1",
+        "http://none",
+        "http://b2",
+        "http://a2",
+    ];
     assert_eq!(prefer_zone(replicas, None), unchanged);
     assert_eq!(prefer_zone(replicas, Some("c")), unchanged);
     assert!(prefer_zone([], Some("a")).is_empty());

@@ -51,8 +51,14 @@ fn node_resolution() {
 
 #[test]
 fn zone_resolution() {
-    assert_eq!(resolve_zone_from(Some("b"), Some("env")).as_deref(), Some("b"));
-    assert_eq!(resolve_zone_from(None, Some(" env ")).as_deref(), Some("env"));
+    assert_eq!(
+        resolve_zone_from(Some("b"), Some("env")).as_deref(),
+        Some("b")
+    );
+    assert_eq!(
+        resolve_zone_from(None, Some(" env ")).as_deref(),
+        Some("env")
+    );
     assert_eq!(resolve_zone_from(None, None), None);
     // An empty flag turns off a zone the environment sets.
     assert_eq!(resolve_zone_from(Some(""), Some("env")), None);
