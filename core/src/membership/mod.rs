@@ -10,8 +10,12 @@
 //!   ([`ClusterView::set_member`], [`ClusterView::set_status`]) made on any node.
 //! - **Gossip** (this module): every [`GossipConfig::interval_ms`] each node picks one partner
 //!   ([`choose_gossip_peer`]) and the two run a push-pull exchange of [`GossipMessage`]s: a digest
-//!   first, whole views only when the digests differ ([`handle_gossip`]). A change reaches every
-//!   node in O(log n) rounds. Seed nodes are chosen now and then, and always when no live member
+//!   first, and only when the digests differ a [`ViewDelta`] exchange that narrows down what
+//!   differs (hashes of member ranges by id hash, then the entries of the small ranges that
+//!   differ, the ring and the bucket properties only when their hashes differ; see
+//!   [`handle_gossip`]). A quiet cluster sends one digest a node a round, and a change costs a
+//!   few hundred bytes of hashes plus the changed entries, whatever the size of the cluster. A
+//!   change reaches every node in O(log n) rounds. Seed nodes are chosen now and then, and always when no live member
 //!   a node knows is a seed, so that the cluster cannot split into groups that never gossip with
 //!   each other (Dynamo's remedy for logical partitions).
 //! - **The claimant**: the ring is not merged but computed in one place, by the lowest-id `Up`
@@ -56,11 +60,18 @@
 //! }
 //! assert_eq!(view_a, view_b);
 //!
-//! // The claimant gives b partitions; one more exchange and b routes by the same ring.
+//! // The claimant gives b partitions; one more exchange and b routes by the same ring. b's
+//! // digest differs, so a answers with a summary; b finds the ring's hash differs and asks
+//! // for it with its own stamps; a sends the ring alone (the members are equal).
 //! assert!(view_a.claim(&a, &RingConfig::default()).unwrap());
-//! let update = GossipMessage::View(view_a.clone().into());
-//! // b merges it; its digest, now equal to a's, tells a it arrived.
-//! let ack = handle_gossip(&mut view_b, &update).unwrap();
+//! let summary = handle_gossip(&mut view_a, &GossipMessage::Digest(view_b.digest())).unwrap();
+//! let stamps = handle_gossip(&mut view_b, &summary.unwrap()).unwrap().unwrap();
+//! let Some(GossipMessage::Delta(ring)) = handle_gossip(&mut view_a, &stamps).unwrap() else {
+//!     panic!("a sends its ring")
+//! };
+//! assert!(ring.ring.is_some() && ring.members.is_empty());
+//! // b merges it; its digest, now equal to a's, tells a it arrived and ends the exchange.
+//! let ack = handle_gossip(&mut view_b, &GossipMessage::Delta(ring)).unwrap();
 //! assert_eq!(ack, Some(GossipMessage::Digest(view_a.digest())));
 //! assert!(handle_gossip(&mut view_a, &ack.unwrap()).unwrap().is_none());
 //! assert_eq!(view_b.ring().unwrap().ring.members().len(), 2);
