@@ -64,6 +64,11 @@ pub struct NodeConfig {
     pub max_concurrent_pulls: usize,
     /// How often a node starts an anti-entropy exchange (one partition, one peer at a time).
     pub anti_entropy_interval_ms: Millis,
+    /// How often at most one of those exchanges may be with a replica in another zone (a WAN
+    /// round trip and, for differing keys, WAN transfer): cross-zone anti-entropy has its own,
+    /// smaller budget. Exchanges within the zone go on meanwhile; a partition with no replica
+    /// in this zone waits for the next cross-zone turn. Nodes without zones are one zone.
+    pub cross_zone_anti_entropy_interval_ms: Millis,
     /// Shape of the Merkle trees; every node of a cluster must use the same.
     pub merkle: MerkleConfig,
     /// Most tree nodes or segments named in one exchange message.
@@ -122,6 +127,7 @@ impl NodeConfig {
             hint_delivery_batch: 32,
             max_concurrent_pulls: 8,
             anti_entropy_interval_ms: 5_000,
+            cross_zone_anti_entropy_interval_ms: 30_000,
             merkle: MerkleConfig::default(),
             exchange_max_items: 64,
             repair_batch: 256,

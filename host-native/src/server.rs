@@ -269,6 +269,8 @@ pub struct ServerConfig {
     pub gossip_interval_ms: u64,
     /// Anti-entropy interval.
     pub anti_entropy_interval_ms: u64,
+    /// How often at most an anti-entropy exchange may go to a replica in another zone.
+    pub cross_zone_anti_entropy_interval_ms: u64,
     /// How long a deleted or expired key stays on disk before it may be reaped (default 1 h). It
     /// must exceed the clock skew between nodes and the longest a replica may stay away
     /// unnoticed.
@@ -373,6 +375,7 @@ impl Default for ServerConfig {
             request_timeout_ms: node.request_timeout_ms,
             gossip_interval_ms: node.gossip.interval_ms,
             anti_entropy_interval_ms: node.anti_entropy_interval_ms,
+            cross_zone_anti_entropy_interval_ms: node.cross_zone_anti_entropy_interval_ms,
             tombstone_grace_ms: node.tombstone_grace_ms,
             max_watches: node.max_watches,
             max_list_scans: node.max_list_scans,
@@ -537,6 +540,7 @@ impl ServerConfig {
         config.request_timeout_ms = self.request_timeout_ms;
         config.gossip.interval_ms = self.gossip_interval_ms;
         config.anti_entropy_interval_ms = self.anti_entropy_interval_ms;
+        config.cross_zone_anti_entropy_interval_ms = self.cross_zone_anti_entropy_interval_ms;
         config.tombstone_grace_ms = self.tombstone_grace_ms;
         config.max_watches = self.max_watches;
         config.max_list_scans = self.max_list_scans;

@@ -58,6 +58,8 @@ pub(super) struct AntiEntropy {
     next_exchange: u32,
     /// Exchanges this node started (at most one at a time).
     pub(super) exchanges: BTreeMap<CoordinationId, ExchangeState>,
+    /// When an exchange with a replica in another zone may start next.
+    cross_zone_at: Millis,
 }
 
 impl Node {
@@ -170,13 +172,22 @@ impl Node {
             {
                 continue;
             }
-            let peers: Vec<NodeId> = self
+            let (local, remote): (Vec<NodeId>, Vec<NodeId>) = self
                 .routing
                 .ring
                 .partition_preference_list(partition, n)
                 .into_iter()
                 .filter(|p| *p != self.config.node_id && self.reachable(p))
-                .collect();
+                .partition(|p| self.zone_of(p) == self.zone());
+            // Another zone's replica only on the cross-zone budget's turn (then first).
+            let peers = if !remote.is_empty() && self.now >= self.anti_entropy.cross_zone_at {
+                self.anti_entropy.cross_zone_at = self
+                    .now
+                    .saturating_add(self.config.cross_zone_anti_entropy_interval_ms);
+                remote
+            } else {
+                local
+            };
             if peers.is_empty() {
                 continue;
             }

@@ -240,3 +240,39 @@ fn a_bucket_cannot_ask_more_of_a_zone_than_the_ring_places_there() {
         Err(CommandError::Quorum(QuorumError::ZoneSum { .. }))
     ));
 }
+
+#[test]
+fn anti_entropy_with_other_zones_keeps_to_its_own_budget() {
+    let mut node = two_zones("a1");
+    node.config.anti_entropy_interval_ms = 100;
+    node.config.cross_zone_anti_entropy_interval_ms = 2_000;
+    node.config.request_timeout_ms = 50;
+    let mut store = MemStore::new();
+    let (mut local, mut remote) = (0, 0);
+    let peers = ["a2", "a3", "b1", "b2", "b3"];
+    let mut now = 0;
+    while now < 20_000 {
+        now = node.poll_timeout().unwrap_or(now + 10).max(now + 1);
+        for peer in peers {
+            node.handle_message(now, NodeId::new(peer), Message::Pong)
+                .unwrap();
+        }
+        node.handle_timeout(now);
+        for output in drive(&mut node, &mut store, now) {
+            if let Output::Send {
+                to,
+                message: Message::Exchange { .. },
+            } = output
+            {
+                if to.as_str().starts_with('a') {
+                    local += 1;
+                } else {
+                    remote += 1;
+                }
+            }
+        }
+    }
+    // One cross-zone exchange every 2 s at most, and they do happen; the rest stay local.
+    assert!((1..=11).contains(&remote), "{remote} cross-zone exchanges");
+    assert!(local > 3 * remote, "{local} local, {remote} cross-zone");
+}

@@ -180,6 +180,8 @@ impl Sim {
         config.request_timeout_ms = self.config.request_timeout_ms;
         config.max_clock_entries = self.config.max_clock_entries;
         config.anti_entropy_interval_ms = self.config.anti_entropy_interval_ms;
+        // A run lasts seconds: cross-zone exchanges get a turn every few rounds.
+        config.cross_zone_anti_entropy_interval_ms = 4 * self.config.anti_entropy_interval_ms;
         config.gossip.interval_ms = self.config.gossip_interval_ms;
         // Rebuilt often, so a bad disk's silent damage is found within a run.
         config.tree_rebuild_interval_ms = 20 * self.config.anti_entropy_interval_ms;
