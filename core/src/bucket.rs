@@ -368,14 +368,8 @@ impl Quorums {
 }
 
 impl BucketProps {
-    /// Resolves this bucket's quorums with a request's overrides.
-    ///
-    /// `r + w <= n` is accepted (and reported by [`Quorums::read_your_writes`]); zero, or more than
-    /// N, for r or w, more than N for dw, or an N above the bucket's are errors.
-    pub fn resolve(&self, options: &RequestOptions) -> Result<Quorums, QuorumError> {
-        if self.n == 0 {
-            return Err(QuorumError::ZeroN);
-        }
+    /// Checks the replicas per zone: each zone named, with at least 1 replica, and N their sum.
+    pub fn check_zones(&self) -> Result<(), QuorumError> {
         if let Some((zone, _)) = self
             .n_per_zone
             .iter()
@@ -390,6 +384,18 @@ impl BucketProps {
                 sum: zone_sum,
             });
         }
+        Ok(())
+    }
+
+    /// Resolves this bucket's quorums with a request's overrides.
+    ///
+    /// `r + w <= n` is accepted (and reported by [`Quorums::read_your_writes`]); zero, or more than
+    /// N, for r or w, more than N for dw, or an N above the bucket's are errors.
+    pub fn resolve(&self, options: &RequestOptions) -> Result<Quorums, QuorumError> {
+        if self.n == 0 {
+            return Err(QuorumError::ZeroN);
+        }
+        self.check_zones()?;
         let n = match options.n {
             None => self.n,
             Some(0) => return Err(QuorumError::ZeroN),

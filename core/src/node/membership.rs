@@ -53,12 +53,14 @@ impl Node {
         self.advance(now);
         match command {
             Command::SetBucket { bucket, props } => {
+                // Zones first: a bad zone count makes a bad N, and the zone is the cause.
+                props.check_zones()?;
+                self.check_zone_placement(&props)?;
                 let max = self.max_n();
                 if props.n == 0 || props.n as usize > max {
                     return Err(CommandError::NOutOfRange { n: props.n, max });
                 }
                 props.resolve(&RequestOptions::default())?;
-                self.check_zone_placement(&props)?;
                 props.limits.validate()?;
                 if let Some(ttl) = props.default_ttl_ms {
                     crate::bucket::check_ttl(ttl)?;
