@@ -268,7 +268,9 @@ fn trace_dict<'py>(py: Python<'py>, entry: &TraceEntry) -> PyResult<Bound<'py, P
         TraceKind::Crashed
         | TraceKind::Restarted
         | TraceKind::Links(_)
-        | TraceKind::Decommissioned => {}
+        | TraceKind::Decommissioned
+        | TraceKind::DiskLost
+        | TraceKind::Zone(_) => {}
     }
     let detail = entry.to_string();
     d.set_item("detail", detail)?;
@@ -514,6 +516,7 @@ impl PySim {
             churn: false,
             max_clock_skew_ms,
             write_ttl_ms: None,
+            ..SimConfig::default()
         };
         let sim = catch_unwind(AssertUnwindSafe(|| Sim::try_new(config)))
             .map_err(|payload| {
