@@ -19,11 +19,13 @@
 mod campaign;
 mod config;
 mod trace;
+mod zone_loss;
 
 pub use campaign::random_run;
 use config::{initial_members, ring_config};
 pub use config::{SimConfig, SimConfigError, MAX_SIM_MS};
 pub use trace::{TraceEntry, TraceKind};
+pub use zone_loss::{zone_loss_run, Tally, ZoneLoss, ZoneLossPlan, ZoneLossReport, ZonePhase};
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
