@@ -60,8 +60,11 @@ pub struct ZoneLossPlan {
     pub keys: usize,
     /// How the zone goes away.
     pub loss: ZoneLoss,
-    /// Length of each phase in virtual ms.
+    /// Length of the `Healthy`, `Isolated` and `Down` phases in virtual ms.
     pub phase_ms: Millis,
+    /// Length of the `Back` phase: clients go on this long after the zone returned, then stop
+    /// (the replicas' convergence is judged from there).
+    pub back_ms: Millis,
     /// Quorum options of every client read (`r`).
     pub read: RequestOptions,
     /// Quorum options of every client write (`w`, `dw`).
@@ -95,6 +98,8 @@ impl Tally {
 pub struct ZoneLossReport {
     /// Requests by the phase they were invoked in.
     pub phases: BTreeMap<ZonePhase, Tally>,
+    /// When the zone came back (reconnected and restarted), in virtual ms.
+    pub returned_at: Millis,
 }
 
 impl ZoneLossReport {
@@ -126,6 +131,7 @@ pub fn zone_loss_run(config: SimConfig, plan: &ZoneLossPlan) -> (Sim, ZoneLossRe
     let mut in_flight: Vec<(usize, usize, usize, ZonePhase)> = Vec::new();
     let mut issued: Vec<(usize, ZonePhase)> = Vec::new();
     let mut written = 0usize;
+    let mut report = ZoneLossReport::default();
     for phase in [
         ZonePhase::Healthy,
         ZonePhase::Isolated,
@@ -148,7 +154,15 @@ pub fn zone_loss_run(config: SimConfig, plan: &ZoneLossPlan) -> (Sim, ZoneLossRe
                 sim.restart_zone(&plan.lost_zone);
             }
         }
-        let end = sim.now() + plan.phase_ms;
+        if phase == ZonePhase::Back {
+            report.returned_at = sim.now();
+        }
+        let length = if phase == ZonePhase::Back {
+            plan.back_ms
+        } else {
+            plan.phase_ms
+        };
+        let end = sim.now() + length;
         while sim.now() < end {
             for (client, nodes) in clients.iter().enumerate() {
                 if in_flight.iter().any(|&(_, c, _, _)| c == client) || !rng.gen_ratio(2, 3) {
@@ -198,7 +212,6 @@ pub fn zone_loss_run(config: SimConfig, plan: &ZoneLossPlan) -> (Sim, ZoneLossRe
     }
     // Stragglers end by their coordinators' deadlines.
     sim.run(2 * sim.config.request_timeout_ms);
-    let mut report = ZoneLossReport::default();
     for (index, phase) in issued {
         let op = &sim.history()[index];
         let tally = report.phases.entry(phase).or_default();
