@@ -80,6 +80,7 @@ impl PyRing {
             partitions,
             strategy: self::strategy(strategy, tokens_per_capacity)?,
             target_n,
+            ..RingConfig::default()
         };
         Ring::new(config, self::members(members)?)
             .map(PyRing::wrap)

@@ -81,6 +81,7 @@ impl Ring {
             partitions,
             strategy: strategy(strategy_name, tokens_per_capacity)?,
             target_n,
+            ..RingConfig::default()
         };
         Ok(Ring::wrap(CoreRing::new(config, members(specs)?)?))
     }

@@ -239,7 +239,8 @@ pub struct BucketPropsDoc {
     /// Bucket name (lossy UTF-8; ignored on PUT, where the path names the bucket).
     #[serde(default)]
     pub bucket: String,
-    /// Replication factor.
+    /// Replication factor (on PUT, 0 or absent with `n_per_zone`: their sum).
+    #[serde(default)]
     pub n: u32,
     /// Read quorum (default on PUT: `quorum`).
     #[serde(default = "quorum_text")]
@@ -268,6 +269,10 @@ pub struct BucketPropsDoc {
     /// [`parse_duration_ms`]); absent: values do not expire (default on PUT: absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_ttl: Option<String>,
+    /// Replicas per zone, e.g. `{"dc1": 3, "dc2": 2}`; `n` is their sum (on PUT `n` may be left
+    /// out). Absent: `n` replicas anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_per_zone: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 fn quorum_text() -> String {

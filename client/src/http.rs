@@ -10,6 +10,13 @@
 //! then any other live member of the ring. Before the first ring arrives, or when routing is off
 //! ([`ClientConfig::ring_refresh`] zero), requests go to the configured nodes in rotation.
 //!
+//! A client given its own [`ClientConfig::zone`] (the datacenter or rack it runs in, as the
+//! nodes' `zone` setting names them) tries a key's replicas in that zone first, in preference
+//! order, then its other replicas, then the fallbacks above ([`RoutingTable::replicas_for_zone`]):
+//! the request is coordinated without a cross-zone hop whenever an owner of the key is near.
+//! Such a client reads the ring before its first key request (once; if that read fails, the
+//! request goes on as without a ring), so that one is routed by zone too.
+//!
 //! The ring is re-read in the background every [`ClientConfig::ring_refresh`] and soon after a
 //! connection failure. A node that refused a connection is tried last for a few seconds.
 //!
@@ -51,7 +58,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -90,7 +97,7 @@ use self::response::{decode_get, decode_json, decode_write, Answer};
 pub use self::response::{GetResult, PutResult};
 use self::retry::{exhausted, node_cannot_serve, Failure};
 pub use self::retry::{retry_decision, FailureKind, Idempotence, RetryDecision};
-pub use self::routing::{member_url, normalize_node_url, plan_targets, RoutingTable};
+pub use self::routing::{member_url, normalize_node_url, plan_targets, prefer_zone, RoutingTable};
 
 /// Largest answer body the client reads (several siblings of the largest values fit).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -128,6 +135,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How often the ring is re-read for routing; zero turns partition-aware routing off.
     pub ring_refresh: Duration,
+    /// The zone (datacenter, rack) the client runs in, as the nodes' `zone` setting names it: a
+    /// key's replicas in this zone are tried before its other replicas. `None` (or empty): no
+    /// preference, replicas in preference order.
+    pub zone: Option<String>,
     /// Idle keep-alive connections kept per node.
     pub max_idle_per_host: usize,
     /// Largest value sent; a larger one is refused here with [`ClientError::TooLarge`]. (The
@@ -144,6 +155,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             ring_refresh: Duration::from_secs(10),
+            zone: None,
             max_idle_per_host: 64,
             max_value_bytes: ringkv_core::request::DEFAULT_MAX_VALUE_BYTES,
         }
@@ -172,6 +184,9 @@ struct Inner {
     nodes: Vec<String>,
     request_timeout: Duration,
     ring_refresh: Duration,
+    zone: Option<String>,
+    /// Whether the ring read before the first key request (of a client with a zone) has begun.
+    first_ring_started: AtomicBool,
     max_value_bytes: usize,
     routing: RwLock<Option<Arc<RoutingTable>>>,
     refresh: Mutex<RefreshState>,
@@ -225,6 +240,7 @@ impl fmt::Debug for Client {
             .field("nodes", &self.inner.nodes)
             .field("request_timeout", &self.inner.request_timeout)
             .field("ring_refresh", &self.inner.ring_refresh)
+            .field("zone", &self.inner.zone)
             .finish_non_exhaustive()
     }
 }
@@ -267,6 +283,8 @@ impl Client {
                 nodes,
                 request_timeout: config.request_timeout,
                 ring_refresh: config.ring_refresh,
+                zone: config.zone.filter(|zone| !zone.is_empty()),
+                first_ring_started: AtomicBool::new(false),
                 max_value_bytes: config.max_value_bytes,
                 routing: RwLock::new(None),
                 refresh: Mutex::new(RefreshState::default()),
@@ -279,6 +297,11 @@ impl Client {
     /// The configured nodes, normalized to `http://host:port` or `https://host:port`.
     pub fn nodes(&self) -> &[String] {
         &self.inner.nodes
+    }
+
+    /// The zone whose replicas are tried first ([`ClientConfig::zone`]).
+    pub fn zone(&self) -> Option<&str> {
+        self.inner.zone.as_deref()
     }
 
     /// Reads `bucket`/`key`. An absent or deleted key is `Ok` with no values.
@@ -401,8 +424,8 @@ impl Client {
             body,
             options.timeout_ms,
         );
-        self.execute(idempotence, self.key_targets(bucket, key), &request)
-            .await
+        let targets = self.key_targets(bucket, key).await;
+        self.execute(idempotence, targets, &request).await
     }
 
     /// `GET /cluster` from `node` (a base URL), or from any node.
@@ -614,14 +637,33 @@ impl Client {
     }
 
     /// Nodes to try for a key, best first.
-    fn key_targets(&self, bucket: &[u8], key: &[u8]) -> Vec<String> {
+    async fn key_targets(&self, bucket: &[u8], key: &[u8]) -> Vec<String> {
+        self.read_first_ring().await;
         self.maybe_refresh_ring();
         let table = self.table();
         let routed: Vec<&str> = match &table {
-            Some(table) => table.replicas_for(bucket, key).collect(),
+            Some(table) => table.replicas_for_zone(bucket, key, self.zone()),
             None => Vec::new(),
         };
         self.plan(&routed, table.as_deref())
+    }
+
+    /// A client with a zone reads the ring before its first key request, so that this request
+    /// already goes to a replica in the zone (without a zone, the first requests go to the
+    /// configured nodes while the ring is read in the background). Only the first request
+    /// waits, and only once: after a failed read, routing goes on as without a ring.
+    async fn read_first_ring(&self) {
+        if self.inner.zone.is_none()
+            || self.inner.ring_refresh.is_zero()
+            || self.inner.first_ring_started.load(Ordering::Acquire)
+            || self.table().is_some()
+            || self.inner.first_ring_started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        if let Err(error) = self.refresh_ring().await {
+            tracing::debug!(%error, "cannot read the ring before the first request");
+        }
     }
 
     /// Nodes to try for a request any node can answer.

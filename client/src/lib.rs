@@ -36,7 +36,7 @@ pub mod tls;
 #[cfg(feature = "http")]
 pub use self::http::{
     encode_segment, member_url, multipart_boundary, normalize_node_url, parse_multipart,
-    plan_targets, retry_decision, BackupDownload, Client, ClientConfig, ClientError, Condition,
-    FailureKind, GetResult, Idempotence, KeyPage, MgetResult, Options, PutResult, RetryDecision,
-    RoutingTable, WatchResult, MAX_PATH_BYTES,
+    plan_targets, prefer_zone, retry_decision, BackupDownload, Client, ClientConfig, ClientError,
+    Condition, FailureKind, GetResult, Idempotence, KeyPage, MgetResult, Options, PutResult,
+    RetryDecision, RoutingTable, WatchResult, MAX_PATH_BYTES,
 };

@@ -32,6 +32,7 @@ fn view(n: usize) -> ClusterView {
         partitions: 4096,
         strategy: Strategy::Partitions,
         target_n: 3,
+        ..RingConfig::default()
     };
     view.claim(&id(0), &config).expect("claimant");
     view

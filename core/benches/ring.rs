@@ -14,6 +14,7 @@ fn ring(count: usize, partitions: u32, strategy: Strategy) -> Ring {
         partitions,
         strategy,
         target_n: 3,
+        ..RingConfig::default()
     };
     Ring::new(config, members(count)).expect("valid ring")
 }

@@ -5,6 +5,7 @@
 //! [`crate::version`]), so configuration, membership (buckets spread by gossip), the coordinators
 //! and the bindings all share one definition and one set of checks.
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use core::fmt;
 use core::str::FromStr;
@@ -17,8 +18,11 @@ use crate::version::{ConflictMode, Context};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum QuorumError {
-    /// The value was neither `one`, `quorum`, `all` nor a number. Nothing was changed.
-    #[error("quorum value {0:?} is not one, quorum, all or a number")]
+    /// The value was neither `one`, `quorum`, `all`, `local_one`, `local_quorum`,
+    /// `each_quorum` nor a number. Nothing was changed.
+    #[error(
+        "quorum value {0:?} is not one, quorum, all, local_one, local_quorum, each_quorum or a number"
+    )]
     NotANumber(String),
     /// r or w resolved to 0, or any quorum to more than N. Nothing was changed.
     #[error("{name} = {count} is out of range for n = {n}")]
@@ -41,6 +45,31 @@ pub enum QuorumError {
         /// N of the bucket.
         bucket: u32,
     },
+    /// A `local_one` or `local_quorum` request reached a node whose zone holds no replica of the
+    /// key. Nothing was changed.
+    #[error("no replica of this key is in zone {zone:?}, so {name} = {value} cannot be met here")]
+    NoLocalReplica {
+        /// Which quorum (`r`, `w`, `dw`).
+        name: String,
+        /// Its value (`local_one`, `local_quorum`).
+        value: QuorumValue,
+        /// The coordinator's zone (empty for a node without one).
+        zone: String,
+    },
+    /// A bucket's N is not the sum of its `n_per_zone`. Nothing was changed.
+    #[error("n = {n} but n_per_zone adds up to {sum}")]
+    ZoneSum {
+        /// The bucket's N.
+        n: u32,
+        /// The sum of its per-zone counts.
+        sum: u64,
+    },
+    /// `n_per_zone` names a blank zone or a zone with 0 replicas. Nothing was changed.
+    #[error("n_per_zone: zone {zone:?} needs a name and at least 1 replica")]
+    BadZoneCount {
+        /// The zone.
+        zone: String,
+    },
 }
 
 /// A quorum as a client or a bucket states it: a count, or a name resolved against N.
@@ -54,16 +83,52 @@ pub enum QuorumValue {
     All,
     /// An explicit number of replicas.
     Count(u32),
+    /// One replica in the coordinator's zone (Cassandra's `LOCAL_ONE`).
+    LocalOne,
+    /// A majority of the replicas in the coordinator's zone (Cassandra's `LOCAL_QUORUM`): no
+    /// round trip to another data centre.
+    LocalQuorum,
+    /// A majority of the replicas in every zone that holds some (Cassandra's `EACH_QUORUM`).
+    EachQuorum,
+}
+
+/// Where the replies a quorum counts come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scope {
+    /// Any replica: the count of [`Quorums`] is all there is.
+    #[default]
+    Anywhere,
+    /// One replica in the coordinator's zone.
+    LocalOne,
+    /// A majority of the replicas in the coordinator's zone.
+    LocalQuorum,
+    /// A majority of the replicas in each zone.
+    EachQuorum,
 }
 
 impl QuorumValue {
-    /// The number of replicas this value stands for when the replication factor is `n`.
+    /// The number of replicas this value stands for when the replication factor is `n`. For the
+    /// zone values, the fewest it can stand for: 1 for `local_one` and `local_quorum` (a zone
+    /// may hold one replica), and `n / 2 + 1` for `each_quorum` (a majority of every zone is a
+    /// majority of all); which replicas count is their [`QuorumValue::scope`].
     pub fn resolve(self, n: u32) -> u32 {
         match self {
-            QuorumValue::One => 1,
-            QuorumValue::Quorum => n / 2 + 1,
+            QuorumValue::One | QuorumValue::LocalOne | QuorumValue::LocalQuorum => 1,
+            QuorumValue::Quorum | QuorumValue::EachQuorum => n / 2 + 1,
             QuorumValue::All => n,
             QuorumValue::Count(c) => c,
+        }
+    }
+
+    /// Where the replies this value counts come from.
+    pub fn scope(self) -> Scope {
+        match self {
+            QuorumValue::LocalOne => Scope::LocalOne,
+            QuorumValue::LocalQuorum => Scope::LocalQuorum,
+            QuorumValue::EachQuorum => Scope::EachQuorum,
+            QuorumValue::One | QuorumValue::Quorum | QuorumValue::All | QuorumValue::Count(_) => {
+                Scope::Anywhere
+            }
         }
     }
 }
@@ -78,6 +143,9 @@ impl FromStr for QuorumValue {
             "one" => Ok(QuorumValue::One),
             "quorum" => Ok(QuorumValue::Quorum),
             "all" => Ok(QuorumValue::All),
+            "local_one" => Ok(QuorumValue::LocalOne),
+            "local_quorum" => Ok(QuorumValue::LocalQuorum),
+            "each_quorum" => Ok(QuorumValue::EachQuorum),
             other => other
                 .parse::<u32>()
                 .map(QuorumValue::Count)
@@ -93,6 +161,9 @@ impl fmt::Display for QuorumValue {
             QuorumValue::Quorum => f.write_str("quorum"),
             QuorumValue::All => f.write_str("all"),
             QuorumValue::Count(c) => write!(f, "{c}"),
+            QuorumValue::LocalOne => f.write_str("local_one"),
+            QuorumValue::LocalQuorum => f.write_str("local_quorum"),
+            QuorumValue::EachQuorum => f.write_str("each_quorum"),
         }
     }
 }
@@ -100,7 +171,7 @@ impl fmt::Display for QuorumValue {
 /// Replication and conflict settings of a bucket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketProps {
-    /// Replication factor N.
+    /// Replication factor N (with `n_per_zone`, their sum).
     pub n: u32,
     /// Replies a get waits for.
     pub r: QuorumValue,
@@ -114,6 +185,11 @@ pub struct BucketProps {
     pub limits: ObjectLimits,
     /// Time to live of a put's value when the put names none (`None`: values do not expire).
     pub default_ttl_ms: Option<Millis>,
+    /// Replicas per zone, e.g. `{"dc1": 3, "dc2": 2}` (as Cassandra's NetworkTopologyStrategy);
+    /// empty (the default): N replicas anywhere. Needs a ring that places replicas per zone with
+    /// at least these counts ([`RingConfig::replicas_per_zone`](crate::ring::RingConfig)).
+    #[serde(default)]
+    pub n_per_zone: BTreeMap<String, u32>,
 }
 
 impl Default for BucketProps {
@@ -126,6 +202,7 @@ impl Default for BucketProps {
             conflict_mode: ConflictMode::Siblings,
             limits: ObjectLimits::default(),
             default_ttl_ms: None,
+            n_per_zone: BTreeMap::new(),
         }
     }
 }
@@ -263,12 +340,30 @@ pub struct Quorums {
     pub w: u32,
     /// Durable-write quorum.
     pub dw: u32,
+    /// Where the replies each quorum counts come from; for the zone scopes the counts above
+    /// are the fewest replies that can meet them, and the coordinator works out the rest from
+    /// the zones of the key's replicas.
+    pub scopes: Scopes,
+}
+
+/// The scope of each quorum of a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scopes {
+    /// Of the read quorum.
+    pub r: Scope,
+    /// Of the write quorum.
+    pub w: Scope,
+    /// Of the durable-write quorum.
+    pub dw: Scope,
 }
 
 impl Quorums {
-    /// Whether a read after an acknowledged write is guaranteed to see it (`r + w > n`).
+    /// Whether a read after an acknowledged write is guaranteed to see it: `r + w > n`, or both
+    /// `local_quorum` (majorities of one zone's replicas meet, for a reader in the writer's
+    /// zone).
     pub fn read_your_writes(&self) -> bool {
-        self.r + self.w > self.n
+        (self.scopes.r == Scope::LocalQuorum && self.scopes.w == Scope::LocalQuorum)
+            || self.r + self.w > self.n
     }
 }
 
@@ -280,6 +375,20 @@ impl BucketProps {
     pub fn resolve(&self, options: &RequestOptions) -> Result<Quorums, QuorumError> {
         if self.n == 0 {
             return Err(QuorumError::ZeroN);
+        }
+        if let Some((zone, _)) = self
+            .n_per_zone
+            .iter()
+            .find(|(zone, count)| **count == 0 || zone.trim().is_empty())
+        {
+            return Err(QuorumError::BadZoneCount { zone: zone.clone() });
+        }
+        let zone_sum: u64 = self.n_per_zone.values().map(|&c| u64::from(c)).sum();
+        if !self.n_per_zone.is_empty() && zone_sum != u64::from(self.n) {
+            return Err(QuorumError::ZoneSum {
+                n: self.n,
+                sum: zone_sum,
+            });
         }
         let n = match options.n {
             None => self.n,
@@ -304,11 +413,21 @@ impl BucketProps {
                 Ok(count)
             }
         };
+        let (r, w, dw) = (
+            options.r.unwrap_or(self.r),
+            options.w.unwrap_or(self.w),
+            options.dw.unwrap_or(self.dw),
+        );
         Ok(Quorums {
             n,
-            r: check("r", options.r.unwrap_or(self.r), 1)?,
-            w: check("w", options.w.unwrap_or(self.w), 1)?,
-            dw: check("dw", options.dw.unwrap_or(self.dw), 0)?,
+            r: check("r", r, 1)?,
+            w: check("w", w, 1)?,
+            dw: check("dw", dw, 0)?,
+            scopes: Scopes {
+                r: r.scope(),
+                w: w.scope(),
+                dw: dw.scope(),
+            },
         })
     }
 }

@@ -168,6 +168,9 @@ pub enum ConfigError {
     /// A configured bucket's default time to live is 0 or over the maximum.
     #[error("bucket default_ttl: {0}")]
     Ttl(#[from] TtlError),
+    /// A configured bucket asks for more replicas in a zone than the ring places there.
+    #[error("bucket: {0}")]
+    Placement(#[from] CommandError),
 }
 
 /// Any refused input, for [`Node::handle_input`](crate::node::Node::handle_input).
@@ -198,6 +201,17 @@ pub enum CommandError {
     /// The bucket's quorums are invalid for its N.
     #[error("invalid quorum: {0}")]
     Quorum(#[from] QuorumError),
+    /// The bucket asks for more replicas in a zone than the ring places there (the ring's
+    /// `replicas_per_zone`, fixed for the cluster, bounds every bucket's, as `target_n` bounds N).
+    #[error("n_per_zone asks {n} replicas in zone {zone:?}, but the ring places {ring} there (its replicas_per_zone)")]
+    ZoneAboveRing {
+        /// The zone.
+        zone: alloc::string::String,
+        /// Replicas the bucket asks there.
+        n: u32,
+        /// Replicas the ring places there.
+        ring: u32,
+    },
     /// The bucket's object limits would make it unwritable.
     #[error("invalid limits: {0}")]
     Limits(#[from] crate::bucket::LimitsError),

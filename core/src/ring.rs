@@ -50,6 +50,7 @@ use crate::id::NodeId;
 
 mod claim;
 mod prefix;
+mod zones;
 
 use claim::{claim, target_counts};
 use prefix::prefix_lists;
@@ -245,6 +246,12 @@ pub struct RingConfig {
     /// owners where possible) and for which preference lists are precomputed. From 1 to
     /// [`MAX_TARGET_N`]. Lists for larger `n` still work, computed on demand.
     pub target_n: usize,
+    /// Replicas per zone (data centre), e.g. `{"dc1": 3, "dc2": 2}`: when not empty, every key's
+    /// replicas are the first `n_z` members of each zone `z` met walking clockwise (see the
+    /// [module docs](self)), and `target_n` must be their sum. Empty (the default): `target_n`
+    /// replicas anywhere, zone-diverse where the zones allow.
+    #[serde(default)]
+    pub replicas_per_zone: BTreeMap<String, u32>,
 }
 
 impl Default for RingConfig {
@@ -254,6 +261,7 @@ impl Default for RingConfig {
             partitions: DEFAULT_PARTITIONS,
             strategy: Strategy::Partitions,
             target_n: 3,
+            replicas_per_zone: BTreeMap::new(),
         }
     }
 }
@@ -273,6 +281,13 @@ pub enum RingError {
     InvalidTargetN {
         /// The rejected replica count.
         target_n: usize,
+    },
+    /// `replicas_per_zone` names a zone with 0 replicas or a blank zone, or its counts do not add
+    /// up to `target_n`; no ring is built.
+    #[error("replicas_per_zone: {reason}")]
+    InvalidZoneReplicas {
+        /// What is wrong.
+        reason: String,
     },
     /// The tokens strategy has `tokens_per_capacity` 0, or the members would need more than
     /// [`MAX_TOKENS`] tokens in all; no ring is built.
@@ -346,6 +361,13 @@ pub struct Ring {
     pref_len: usize,
     /// The precomputed preference list of each segment, `pref_len` member indices per segment.
     prefs: Vec<u32>,
+    /// Replicas per zone index ([`RingConfig::replicas_per_zone`]); empty for a ring that places
+    /// replicas anywhere.
+    zone_quota: Vec<u32>,
+    /// Members of each zone index.
+    zone_sizes: Vec<u32>,
+    /// Members owning no segment, in index order.
+    unowned: Vec<u32>,
 }
 
 /// What is serialized of a [`Ring`]: the rest is derived.
@@ -368,6 +390,45 @@ impl From<Ring> for RingRepr {
             members: ring.members,
             assignment,
         }
+    }
+}
+
+/// A [`Ring`] as formats before replicas per zone serialized it (views of format 4 and earlier):
+/// its configuration had no `replicas_per_zone`. Validated as any ring is.
+#[derive(Deserialize)]
+#[serde(try_from = "RingReprV4")]
+pub(crate) struct LegacyRing(pub(crate) Ring);
+
+#[derive(Deserialize)]
+struct RingConfigV4 {
+    partitions: u32,
+    strategy: Strategy,
+    target_n: usize,
+}
+
+#[derive(Deserialize)]
+struct RingReprV4 {
+    config: RingConfigV4,
+    members: Vec<Member>,
+    assignment: Vec<u32>,
+}
+
+impl TryFrom<RingReprV4> for LegacyRing {
+    type Error = RingError;
+
+    fn try_from(old: RingReprV4) -> Result<LegacyRing, RingError> {
+        let config = RingConfig {
+            partitions: old.config.partitions,
+            strategy: old.config.strategy,
+            target_n: old.config.target_n,
+            replicas_per_zone: BTreeMap::new(),
+        };
+        Ring::try_from(RingRepr {
+            config,
+            members: old.members,
+            assignment: old.assignment,
+        })
+        .map(LegacyRing)
     }
 }
 
@@ -577,6 +638,31 @@ impl Ring {
         self.preference_list(self.partition_start(partition), n)
     }
 
+    /// The replicas of `position` for a bucket that asks for `per_zone[z]` replicas in each zone
+    /// `z`: the first that many members of each zone walking clockwise, in zone-diverse order (see
+    /// the [module docs](self)). Zones without members, or not named, hold none; a zone with fewer
+    /// members than asked holds all it has. For a ring with replicas per zone and counts no larger
+    /// than the ring's, a subset of [`Ring::preference_list`] for `target_n`.
+    pub fn zone_preference_list(
+        &self,
+        position: u128,
+        per_zone: &BTreeMap<String, u32>,
+    ) -> Vec<NodeId> {
+        let quota = zones::quota_of(&self.members, &self.zones, self.zone_count, per_zone);
+        let wanted = zones::placed(&quota, &self.zone_sizes);
+        let shape = (&self.zone_sizes[..], &self.unowned[..]);
+        let segment = self.segment_of(position);
+        zones::per_zone_row(&self.seg_owner, &self.zones, shape, &quota, segment, wanted)
+            .into_iter()
+            .map(|i| self.members[i as usize].id.clone())
+            .collect()
+    }
+
+    /// The zone of a member (`None` for a member without one, or an unknown id).
+    pub fn zone_of(&self, id: &NodeId) -> Option<&str> {
+        self.member(id).and_then(|m| m.zone.as_deref())
+    }
+
     /// Fraction of the key space for which each member is the first replica. Every member is present;
     /// the fractions add up to 1.
     pub fn ownership(&self) -> BTreeMap<NodeId, f64> {
@@ -721,8 +807,19 @@ impl Ring {
     ) -> Ring {
         let (zones, zone_count) = zone_ids(&members);
         let pref_len = config.target_n.min(members.len());
-        let prefs = prefix_lists(&seg_owner, &zones, zone_count, pref_len);
+        let zone_quota = if config.replicas_per_zone.is_empty() {
+            Vec::new()
+        } else {
+            zones::quota_of(&members, &zones, zone_count, &config.replicas_per_zone)
+        };
+        let prefs = if zone_quota.is_empty() {
+            prefix_lists(&seg_owner, &zones, zone_count, pref_len)
+        } else {
+            zones::per_zone_lists(&seg_owner, &zones, &zone_quota, pref_len)
+        };
         let shift = 128 - config.partitions.trailing_zeros();
+        let zone_sizes = zones::zone_sizes(&zones, zone_count);
+        let unowned = zones::unowned(&seg_owner, members.len());
         Ring {
             config,
             members,
@@ -733,6 +830,9 @@ impl Ring {
             seg_owner,
             pref_len,
             prefs,
+            zone_quota,
+            zone_sizes,
+            unowned,
         }
     }
 
@@ -800,7 +900,11 @@ impl Ring {
             (Cow::Borrowed(&self.prefs[..]), self.pref_len)
         } else {
             let k = k.min(self.members.len());
-            let table = prefix_lists(&self.seg_owner, &self.zones, self.zone_count, k);
+            let table = if self.zone_quota.is_empty() {
+                prefix_lists(&self.seg_owner, &self.zones, self.zone_count, k)
+            } else {
+                zones::per_zone_lists(&self.seg_owner, &self.zones, &self.zone_quota, k)
+            };
             (Cow::Owned(table), k)
         }
     }
@@ -831,22 +935,26 @@ impl Ring {
     }
 
     /// The replica order for a walk order: the first member of each zone, then the rest, both in
-    /// walk order.
+    /// walk order. A ring with replicas per zone puts its per-zone picks first (in that order)
+    /// and every other member after them, in walk order.
     fn replica_order(&self, walk: &[u32]) -> Vec<u32> {
-        let mut zone_used = vec![false; self.zone_count];
-        let mut first = Vec::with_capacity(walk.len());
-        let mut rest = Vec::new();
+        if self.zone_quota.is_empty() {
+            return zones::zone_diverse(walk, &self.zones, self.zone_count);
+        }
+        let mut left = self.zone_quota.clone();
+        let (mut picks, mut rest) = (Vec::new(), Vec::new());
         for &i in walk {
             let zone = self.zones[i as usize] as usize;
-            if zone_used[zone] {
-                rest.push(i);
+            if left[zone] > 0 {
+                left[zone] -= 1;
+                picks.push(i);
             } else {
-                zone_used[zone] = true;
-                first.push(i);
+                rest.push(i);
             }
         }
-        first.extend(rest);
-        first
+        let mut order = zones::zone_diverse(&picks, &self.zones, self.zone_count);
+        order.extend(rest);
+        order
     }
 }
 
@@ -860,6 +968,29 @@ fn validate(config: &RingConfig, mut members: Vec<Member>) -> Result<Vec<Member>
         return Err(RingError::InvalidTargetN {
             target_n: config.target_n,
         });
+    }
+    if !config.replicas_per_zone.is_empty() {
+        let invalid = |reason: String| Err(RingError::InvalidZoneReplicas { reason });
+        if let Some((zone, _)) = config
+            .replicas_per_zone
+            .iter()
+            .find(|(zone, count)| **count == 0 || zone.trim().is_empty())
+        {
+            return invalid(alloc::format!(
+                "zone {zone:?} needs a name and at least 1 replica"
+            ));
+        }
+        let sum: u64 = config
+            .replicas_per_zone
+            .values()
+            .map(|&c| u64::from(c))
+            .sum();
+        if sum != config.target_n as u64 {
+            return invalid(alloc::format!(
+                "the counts add up to {sum}, not target_n = {}",
+                config.target_n
+            ));
+        }
     }
     if let Strategy::Tokens {
         tokens_per_capacity: 0,
@@ -986,6 +1117,7 @@ mod tests {
             partitions,
             strategy: Strategy::Partitions,
             target_n,
+            ..RingConfig::default()
         }
     }
 
@@ -996,6 +1128,7 @@ mod tests {
                 tokens_per_capacity,
             },
             target_n,
+            ..RingConfig::default()
         }
     }
 
@@ -1764,6 +1897,7 @@ mod tests {
             partitions,
             strategy,
             target_n,
+            ..RingConfig::default()
         })
     }
 

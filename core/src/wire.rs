@@ -19,8 +19,9 @@ use crate::version::Context;
 /// expiry in read answers) changed the encoding of forwards and their replies: a frame of
 /// version 1 is refused whole ([`WireError::UnknownVersion`]), so nodes of the two versions
 /// see each other as unreachable rather than misread each other (upgrade all nodes together;
-/// until then, writes go to fallbacks and hints).
-pub const WIRE_VERSION: u8 = 2;
+/// until then, writes go to fallbacks and hints). Version 3 added replicas per zone to the
+/// bucket properties and ring configuration that gossiped views carry.
+pub const WIRE_VERSION: u8 = 3;
 /// Largest frame a peer accepts: the largest value plus generous room for keys and clocks.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
@@ -335,10 +336,13 @@ mod tests {
             items: alloc::vec![(key, b"rec".to_vec())],
             done: true,
         };
-        assert_eq!(
-            Message::decode(&bytes("010005000162016b0000000000")),
-            Err(WireError::UnknownVersion(1))
-        );
+        for old_version in ["01", "02"] {
+            let frame = bytes(&alloc::format!("{old_version}0005000162016b0000000000"));
+            assert!(matches!(
+                Message::decode(&frame),
+                Err(WireError::UnknownVersion(1 | 2))
+            ));
+        }
         for (message, old) in [
             (pull, "0905070100070162016b"),
             (chunk, "0a050100070162016b0372656301"),

@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// PEM CA file that https:// nodes' certificates must chain to (default: the Mozilla roots).
     #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// The zone (datacenter, rack) the load comes from: a key's owners in this zone are sent
+    /// its requests first (default $RINGKV_ZONE; ignored with --no-routing).
+    #[arg(long)]
+    pub zone: Option<String>,
     /// How long to measure, like `500ms`, `30s`, `2m` (10s when neither this nor --ops is given).
     #[arg(long, value_parser = parse_duration, conflicts_with = "ops")]
     pub duration: Option<Duration>,
@@ -774,6 +778,7 @@ pub async fn execute(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             ClientConfig::default().ring_refresh
         },
         max_idle_per_host: args.concurrency,
+        zone: crate::cli::resolve_zone(args.zone.as_deref()),
         ..ClientConfig::default()
     })
     .context("bad --nodes")?;

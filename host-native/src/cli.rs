@@ -4,7 +4,9 @@
 //!
 //! Every command takes `--node URL` (repeatable or comma-separated; default `$RINGKV_NODE`, else
 //! `http://127.0.0.1:8087`; `https://` URLs are reached over TLS, checked against `--ca-file`
-//! when given). Bucket and key are taken as raw OS strings, so any bytes the shell can
+//! when given), and `--zone ZONE` (default `$RINGKV_ZONE`): the zone the command runs in, so that
+//! a key's request goes to an owner of the key in that zone when there is one (the command then
+//! reads the ring first). Bucket and key are taken as raw OS strings, so any bytes the shell can
 //! pass work.
 //!
 //! Output conventions, so that `ringkv get b k > file` and `ringkv get b k | tool` work:
@@ -52,6 +54,9 @@ pub const DEFAULT_NODE: &str = "http://127.0.0.1:8087";
 /// The environment variable that names the default nodes (comma-separated).
 pub const NODE_ENV: &str = "RINGKV_NODE";
 
+/// The environment variable that names the client's zone (see [`NodeArgs::zone`]).
+pub const ZONE_ENV: &str = "RINGKV_ZONE";
+
 /// How long `cluster status` waits for each member's own view.
 const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -82,6 +87,19 @@ fn resolve_nodes_from(given: &[String], environment: Option<&str>) -> Vec<String
     vec![DEFAULT_NODE.to_owned()]
 }
 
+/// The zone to use: the one given, else `$RINGKV_ZONE`; an empty one is none.
+pub fn resolve_zone(given: Option<&str>) -> Option<String> {
+    resolve_zone_from(given, std::env::var(ZONE_ENV).ok().as_deref())
+}
+
+fn resolve_zone_from(given: Option<&str>, environment: Option<&str>) -> Option<String> {
+    given
+        .or(environment)
+        .map(str::trim)
+        .filter(|zone| !zone.is_empty())
+        .map(str::to_owned)
+}
+
 /// `--node`, shared by every command.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct NodeArgs {
@@ -93,6 +111,10 @@ pub struct NodeArgs {
     /// roots).
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// The zone (datacenter, rack) this command runs in, as the nodes' `zone` setting names it:
+    /// a key's request goes first to an owner of the key in this zone (default $RINGKV_ZONE).
+    #[arg(long)]
+    pub zone: Option<String>,
 }
 
 impl NodeArgs {
@@ -114,12 +136,20 @@ impl NodeArgs {
     }
 
     /// A client for these nodes. One-shot commands do not read the ring first: any node
-    /// forwards to the owners, and reading the ring would cost a round trip.
+    /// forwards to the owners, and reading the ring would cost a round trip. With a zone they
+    /// do (the client reads it before its first key request): the point of a zone is to keep
+    /// requests near.
     pub fn client(&self) -> anyhow::Result<Client> {
+        let zone = resolve_zone(self.zone.as_deref());
         Ok(Client::new(ClientConfig {
             nodes: self.resolved(),
             ca_file: self.ca_file.clone(),
-            ring_refresh: Duration::ZERO,
+            ring_refresh: if zone.is_some() {
+                ClientConfig::default().ring_refresh
+            } else {
+                Duration::ZERO
+            },
+            zone,
             ..ClientConfig::default()
         })?)
     }

@@ -5,7 +5,7 @@
 //! coordination id of its previous life; the persisted cluster view is read back from storage so
 //! a restarted node rejoins with the ring it knew.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -149,6 +149,9 @@ pub struct BucketDefaults {
     pub dw: String,
     /// `siblings` or `lww`.
     pub conflict_mode: String,
+    /// Replicas per zone, e.g. `{ dc1 = 3, dc2 = 2 }` (at most the ring's `replicas_per_zone`);
+    /// empty: `n` replicas anywhere. With it, `n` is their sum (left at 3, it is set so).
+    pub n_per_zone: BTreeMap<String, u32>,
 }
 
 impl Default for BucketDefaults {
@@ -159,6 +162,7 @@ impl Default for BucketDefaults {
             w: "quorum".into(),
             dw: "0".into(),
             conflict_mode: "siblings".into(),
+            n_per_zone: BTreeMap::new(),
         }
     }
 }
@@ -176,18 +180,42 @@ impl BucketDefaults {
             .parse::<ConflictMode>()
             .map_err(|e| ServerError::Config(format!("bucket.conflict_mode: {e}")))?;
         let props = BucketProps {
-            n: self.n,
+            n: sum_unless_set("bucket.n", self.n, 3, &self.n_per_zone)?,
             r: quorum("r", &self.r)?,
             w: quorum("w", &self.w)?,
             dw: quorum("dw", &self.dw)?,
             conflict_mode,
             limits: Default::default(),
             default_ttl_ms: None,
+            n_per_zone: self.n_per_zone.clone(),
         };
         props
             .resolve(&Default::default())
             .map_err(|e| ServerError::Config(format!("bucket defaults: {e}")))?;
         Ok(props)
+    }
+}
+
+/// A count that per-zone counts fix: their sum when they are given and `value` was left at
+/// `default`; `value` itself when it equals the sum or no counts are given; else an error.
+fn sum_unless_set(
+    name: &str,
+    value: u32,
+    default: u32,
+    per_zone: &BTreeMap<String, u32>,
+) -> Result<u32, ServerError> {
+    if per_zone.is_empty() {
+        return Ok(value);
+    }
+    let sum = per_zone
+        .values()
+        .fold(0u32, |sum, c| sum.saturating_add(*c));
+    if value == sum || value == default {
+        Ok(sum)
+    } else {
+        Err(ServerError::Config(format!(
+            "{name} = {value}, but the per-zone counts {per_zone:?} add up to {sum}"
+        )))
     }
 }
 
@@ -223,6 +251,10 @@ pub struct ServerConfig {
     pub partitions: u32,
     /// The largest N a bucket may have (the same on every node).
     pub target_n: usize,
+    /// Replicas per zone (data centre), e.g. `{ dc1 = 3, dc2 = 2 }`: every key gets that many
+    /// replicas in each zone, and `target_n` is their sum (the same on every node). Empty:
+    /// `target_n` replicas anywhere, spread over zones where possible.
+    pub replicas_per_zone: BTreeMap<String, u32>,
     /// `partitions` (Riak's equal partitions) or `tokens` (random tokens, Dynamo's first scheme).
     pub strategy: String,
     /// Properties of buckets nobody configured.
@@ -333,6 +365,7 @@ impl Default for ServerConfig {
             zone: None,
             partitions: node.ring.partitions,
             target_n: node.ring.target_n,
+            replicas_per_zone: BTreeMap::new(),
             strategy: "partitions".into(),
             bucket: BucketDefaults::default(),
             compression: Compression::None,
@@ -496,7 +529,9 @@ impl ServerConfig {
                 .strategy
                 .parse::<Strategy>()
                 .map_err(|e| ServerError::Config(format!("strategy: {e}")))?,
-            target_n: self.target_n,
+            target_n: sum_unless_set("target_n", self.target_n as u32, 3, &self.replicas_per_zone)?
+                as usize,
+            replicas_per_zone: self.replicas_per_zone.clone(),
         };
         config.default_bucket = self.bucket.to_props()?;
         config.request_timeout_ms = self.request_timeout_ms;

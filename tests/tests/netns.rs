@@ -180,6 +180,7 @@ async fn the_harness_sees_a_write_lost_with_its_only_replica() {
         max_siblings: None,
         max_object_bytes: None,
         default_ttl: None,
+        n_per_zone: None,
     };
     cluster
         .client(0, Duration::from_secs(5))

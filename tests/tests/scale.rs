@@ -37,6 +37,7 @@ fn placement_as_the_cluster_grows() {
                 partitions,
                 strategy: strategy.clone(),
                 target_n: 3,
+                ..RingConfig::default()
             };
             let ring = Ring::new(config, members(count)).unwrap();
             let fair = 1.0 / count as f64;

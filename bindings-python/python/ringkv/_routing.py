@@ -11,6 +11,12 @@ The rules are those of the Rust client (``client/src/http.rs``, ``http/retry.rs`
   usable member (:func:`plan_targets`). Without a ring (not fetched yet, unreachable, or routing
   turned off) the configured nodes are tried in rotation. A node that refused a connection is
   tried last for :data:`SUSPECT_FOR` seconds.
+- **Zone.** A client given its own ``zone`` (the datacenter or rack it runs in, as the nodes'
+  ``zone`` setting names them) tries a key's replicas in that zone first, in preference order,
+  then its other replicas, then the fallbacks above (:func:`prefer_zone`), so a request is
+  coordinated without a cross-zone hop whenever an owner of the key is near. Such a client reads
+  the ring before its first key request (once: :meth:`Router.claim_first_ring`), so that this
+  request is routed by zone too; without a zone the ring is only read in the background.
 - **Refresh.** The ring is re-read in the background every ``ring_refresh`` seconds, and soon
   (:data:`MIN_REFRESH_GAP`) after a connection failure (:class:`RefreshState`). Nodes do not
   announce ring changes in their answers, so this is how a client learns them.
@@ -137,7 +143,7 @@ class RoutingTable:
     """The ring reduced to what routing needs: per partition, its usable replicas' endpoints in
     preference order. Built from a ``GET /ring`` document fetched from ``source``."""
 
-    __slots__ = ("version", "partition_count", "members", "_replicas")
+    __slots__ = ("version", "partition_count", "members", "zones", "_replicas")
 
     def __init__(self, doc: Mapping[str, Any], source: Endpoint) -> None:
         if not isinstance(doc, Mapping):
@@ -160,6 +166,8 @@ class RoutingTable:
         #: Q.
         self.partition_count: int = count
         by_id: Dict[str, Endpoint] = {}
+        #: The zone of each usable member that has one.
+        self.zones: Dict[Endpoint, str] = {}
         for member in doc.get("members") or []:
             if not isinstance(member, Mapping):
                 raise ServerError("ring: a member that is not an object")
@@ -168,6 +176,9 @@ class RoutingTable:
             endpoint = member_url(str(member.get("http_addr", "")), source)
             if endpoint is not None and isinstance(member.get("id"), str):
                 by_id[member["id"]] = endpoint
+                zone = member.get("zone")
+                if isinstance(zone, str) and zone:
+                    self.zones[endpoint] = zone
         #: Endpoints of every usable member.
         self.members: List[Endpoint] = list(dict.fromkeys(by_id.values()))
         replicas: List[Optional[Tuple[Endpoint, ...]]] = [None] * count
@@ -187,6 +198,35 @@ class RoutingTable:
         """The usable replicas of ``bucket``/``key``, owner first (the core computes the key's
         partition)."""
         return self._replicas[_native.key_partition(bucket, key, self.partition_count)]
+
+    def replicas_for_zone(self, bucket: bytes, key: bytes, zone: Optional[str]) -> List[Endpoint]:
+        """The usable replicas of ``bucket``/``key`` in the order a client in ``zone`` tries
+        them: those in ``zone`` first, then the others, each group owner first (``None``: the
+        order of :meth:`replicas_for`)."""
+        return prefer_zone(self.replicas_for(bucket, key), zone, self.zones.get)
+
+
+def prefer_zone(
+    replicas: Sequence[Endpoint],
+    zone: Optional[str],
+    zone_of: Callable[[Endpoint], Optional[str]],
+) -> List[Endpoint]:
+    """Reorders a key's replicas (in preference order) for a client in ``zone``: the replicas in
+    that zone first, then the others, each group in its preference order. With no zone the order
+    is unchanged. (A replica in the client's zone coordinates with no cross-zone hop; it still
+    contacts every replica the quorum needs.)
+
+    >>> a, b, c = (normalize_node_url(f"h:{p}") for p in (1, 2, 3))
+    >>> zones = {a: "x", b: "y", c: "y"}
+    >>> [e.port for e in prefer_zone([a, b, c], "y", zones.get)]
+    [2, 3, 1]
+    >>> [e.port for e in prefer_zone([a, b, c], None, zones.get)]
+    [1, 2, 3]
+    """
+    if not zone:
+        return list(replicas)
+    near = [e for e in replicas if zone_of(e) == zone]
+    return near + [e for e in replicas if zone_of(e) != zone]
 
 
 def plan_targets(
@@ -232,12 +272,16 @@ class RefreshState:
 
 
 class Router:
-    """The routing state a client keeps: its configured nodes, the ring's table, the suspects,
-    the rotation and the refresh schedule. Thread-safe; no I/O (the client fetches the ring)."""
+    """The routing state a client keeps: its configured nodes, its zone, the ring's table, the
+    suspects, the rotation and the refresh schedule. Thread-safe; no I/O (the client fetches the
+    ring)."""
 
-    def __init__(self, nodes: Sequence[Endpoint], ring_refresh: float) -> None:
+    def __init__(self, nodes: Sequence[Endpoint], ring_refresh: float, zone: Optional[str] = None) -> None:
         self.nodes: List[Endpoint] = list(dict.fromkeys(nodes))
         self.ring_refresh = ring_refresh
+        #: The zone whose replicas are tried first (``None``: preference order).
+        self.zone: Optional[str] = zone or None
+        self._first_ring_claimed = False
         self._lock = threading.Lock()
         self._table: Optional[RoutingTable] = None
         self._suspects: Dict[Endpoint, float] = {}
@@ -252,7 +296,7 @@ class Router:
     def key_targets(self, bucket: bytes, key: bytes) -> List[Endpoint]:
         """Nodes to try for a key, best first."""
         table = self.table
-        return self._plan(table.replicas_for(bucket, key) if table else (), table)
+        return self._plan(table.replicas_for_zone(bucket, key, self.zone) if table else (), table)
 
     def any_targets(self) -> List[Endpoint]:
         """Nodes to try for a request any node can answer."""
@@ -272,6 +316,16 @@ class Router:
             self._table = table
             self._refresh.last_started = time.monotonic()
             self._refresh.stale = False
+
+    def claim_first_ring(self) -> bool:
+        """Whether the caller, about to send a key request, must read the ring first: true once,
+        for a client with a zone that routes and has no ring yet (so its first request already
+        goes to a replica in its zone). A failed read is not tried again here."""
+        with self._lock:
+            if self.zone is None or self.ring_refresh <= 0 or self._table is not None or self._first_ring_claimed:
+                return False
+            self._first_ring_claimed = True
+            return True
 
     def claim_refresh(self) -> bool:
         """Whether a background ring read is due now; if so the caller must start one and call

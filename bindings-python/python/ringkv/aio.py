@@ -253,6 +253,7 @@ class AsyncClient(ClientBase):
         w: Optional[Quorum] = None,
         dw: Optional[Quorum] = None,
         max_value_bytes: int = _native.DEFAULT_MAX_VALUE_BYTES,
+        zone: Optional[str] = None,
     ) -> None:
         super().__init__(
             nodes,
@@ -268,6 +269,7 @@ class AsyncClient(ClientBase):
             w=w,
             dw=dw,
             max_value_bytes=max_value_bytes,
+            zone=zone,
         )
         self._pools: Dict[Endpoint, _AsyncPool] = {}
         self._background: Set["asyncio.Task[None]"] = set()
@@ -291,6 +293,11 @@ class AsyncClient(ClientBase):
         return pool
 
     async def _execute(self, request: Request) -> Answer:
+        if request.route is not None and self._router.claim_first_ring():
+            try:
+                await self.refresh_ring()
+            except RingkvError:
+                pass  # routed as without a ring; the background refresh tries again
         attempts = Attempts(request, self._targets(request), self._backoff, self._router.note_connect_failure)
         if request.route is not None:
             self._maybe_refresh_ring()

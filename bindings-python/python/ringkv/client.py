@@ -29,6 +29,10 @@ How requests travel (the Rust client's rules; :mod:`ringkv._routing` has them in
   the configured nodes, and any other member. Without a ring (not read yet, or
   ``ring_refresh=0``) the configured nodes take turns. The ring is re-read every
   ``ring_refresh`` seconds and soon after a node refused a connection.
+- **Zone.** A client told its ``zone`` (``Client(nodes, zone="dc2")``, as the nodes' ``zone``
+  setting names it) sends a key's request to the key's replicas in that zone first, in
+  preference order, then to its other replicas and the fallbacks above; it reads the ring before
+  its first key request so that one stays in the zone too.
 - **TLS.** ``https://`` nodes' certificates are always verified, against ``ca_file`` or the
   system's roots; a failed handshake is a :class:`~ringkv.TlsError` (nothing was sent).
 - **Pooling.** Keep-alive connections per node, at most ``max_connections`` at once; the client
@@ -120,6 +124,7 @@ class ClientBase:
         w: Optional[Quorum],
         dw: Optional[Quorum],
         max_value_bytes: int,
+        zone: Optional[str] = None,
     ) -> None:
         if isinstance(nodes, str):
             nodes = [nodes]
@@ -143,7 +148,9 @@ class ClientBase:
         uses_tls = any(endpoint.scheme == "https" for endpoint in endpoints)
         # Built whenever a CA is given, so a bad file fails here, not at the first request.
         self._tls = tls_context(ca_file) if uses_tls or ca_file is not None else None
-        self._router = Router(endpoints, float(ring_refresh))
+        if zone is not None and not isinstance(zone, str):
+            raise TypeError(f"zone must be a str or None, not {type(zone).__name__}")
+        self._router = Router(endpoints, float(ring_refresh), zone.strip() if zone else None)
         #: The first configured node's URL.
         self.url: str = endpoints[0].url
 
@@ -163,14 +170,20 @@ class ClientBase:
         return self._ops.bucket
 
     @property
+    def zone(self) -> Optional[str]:
+        """The zone whose replicas of a key are tried first (``None``: no preference)."""
+        return self._router.zone
+
+    @property
     def ring_version(self) -> Optional[int]:
         """The version of the ring requests are routed by (``None``: none yet, or routing off)."""
         table = self._router.table
         return table.version if table is not None else None
 
     def replicas_for(self, key: Name, *, bucket: Optional[Name] = None) -> List[str]:
-        """The URLs a request for ``key`` tries first: its usable replicas, owner first, by the
-        ring the client knows (empty when it knows none).
+        """The URLs a request for ``key`` tries first: its usable replicas by the ring the
+        client knows (empty when it knows none), owner first, or with a ``zone`` those in the
+        zone first.
 
         >>> import ringkv
         >>> ringkv.Client("http://127.0.0.1:1", ring_refresh=0).replicas_for("k")
@@ -179,7 +192,8 @@ class ClientBase:
         table = self._router.table
         if table is None:
             return []
-        return [e.url for e in table.replicas_for(self._ops.bucket_of(bucket), name_bytes("key", key))]
+        route = (self._ops.bucket_of(bucket), name_bytes("key", key))
+        return [e.url for e in table.replicas_for_zone(*route, self._router.zone)]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.nodes if len(self.nodes) > 1 else self.url!r})"
@@ -219,6 +233,9 @@ class Client(ClientBase):
         r, w, dw: default quorum overrides of every call (``None``: the bucket's).
         max_value_bytes: the largest value a put sends (default: the server's default limit,
             8 MiB); a larger one is an :class:`~ringkv.InvalidRequestError`, nothing sent.
+        zone: the zone (datacenter, rack) this client runs in, as the nodes' ``zone`` setting
+            names it: a key's replicas in this zone are tried before its other replicas, and the
+            ring is read before the first key request. ``None`` (or empty): no preference.
     """
 
     def __init__(
@@ -237,6 +254,7 @@ class Client(ClientBase):
         w: Optional[Quorum] = None,
         dw: Optional[Quorum] = None,
         max_value_bytes: int = _native.DEFAULT_MAX_VALUE_BYTES,
+        zone: Optional[str] = None,
     ) -> None:
         super().__init__(
             nodes,
@@ -252,6 +270,7 @@ class Client(ClientBase):
             w=w,
             dw=dw,
             max_value_bytes=max_value_bytes,
+            zone=zone,
         )
         self._pools = Pools(self._tls, self.ca_file, self.connect_timeout, self.max_connections)
 
@@ -268,6 +287,11 @@ class Client(ClientBase):
 
     def _execute(self, request: Request) -> Answer:
         """Sends ``request`` to its targets in order, following the retry policy."""
+        if request.route is not None and self._router.claim_first_ring():
+            try:
+                self.refresh_ring()
+            except RingkvError:
+                pass  # routed as without a ring; the background refresh tries again
         attempts = Attempts(request, self._targets(request), self._backoff, self._router.note_connect_failure)
         if request.route is not None:
             self._maybe_refresh_ring()

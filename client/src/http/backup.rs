@@ -108,7 +108,7 @@ impl Client {
         let answer = self
             .execute(
                 Idempotence::Idempotent,
-                self.key_targets(bucket, key),
+                self.key_targets(bucket, key).await,
                 &request,
             )
             .await?;

@@ -68,12 +68,15 @@ pub fn member_url(client_address: &str, source: &str) -> Option<String> {
     normalize_node_url(&format!("{scheme}://{client_address}")).ok()
 }
 
-/// The ring reduced to what routing needs: per partition, the base URLs of its usable replicas.
+/// The ring reduced to what routing needs: per partition, the base URLs of its usable replicas,
+/// and each usable member's zone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutingTable {
     partition_count: u32,
     /// Base URLs of usable members (alive, in the cluster, with an address).
     members: Vec<String>,
+    /// `zones[i]`: the zone of `members[i]`, if it has one.
+    zones: Vec<Option<String>>,
     /// `replicas[offsets[p]..offsets[p + 1]]`: indexes into `members` for partition `p`, in
     /// preference order.
     offsets: Vec<u32>,
@@ -108,6 +111,7 @@ impl RoutingTable {
             }
         }
         let mut members = Vec::new();
+        let mut zones = Vec::new();
         let mut index_of: HashMap<&str, u32> = HashMap::new();
         for member in &doc.members {
             let usable =
@@ -120,6 +124,7 @@ impl RoutingTable {
                     .map_err(|_| ClientError::Decode(String::from("ring: too many members")))?;
                 index_of.insert(member.id.as_str(), index);
                 members.push(url);
+                zones.push(member.zone.clone());
             }
         }
         let mut offsets = Vec::with_capacity(count as usize + 1);
@@ -139,6 +144,7 @@ impl RoutingTable {
         Ok(RoutingTable {
             partition_count: count,
             members,
+            zones,
             offsets,
             replicas,
         })
@@ -150,20 +156,57 @@ impl RoutingTable {
         bucket: &[u8],
         key: &[u8],
     ) -> impl Iterator<Item = &'a str> + 'a {
+        self.replica_indexes(bucket, key)
+            .iter()
+            .filter_map(|&index| self.members.get(index as usize).map(String::as_str))
+    }
+
+    /// Base URLs of the usable replicas of `bucket`/`key` in the order a client in `zone` tries
+    /// them: first those in `zone`, then the others, each group in preference order (owner
+    /// first). With no zone, the same order as [`RoutingTable::replicas_for`].
+    pub fn replicas_for_zone<'a>(
+        &'a self,
+        bucket: &[u8],
+        key: &[u8],
+        zone: Option<&str>,
+    ) -> Vec<&'a str> {
+        let replicas = self
+            .replica_indexes(bucket, key)
+            .iter()
+            .filter_map(|&index| {
+                let url = self.members.get(index as usize)?;
+                let member_zone = self.zones.get(index as usize).and_then(Option::as_deref);
+                Some((url.as_str(), member_zone))
+            });
+        prefer_zone(replicas, zone)
+    }
+
+    /// Indexes into `members` of the usable replicas of `bucket`/`key`, in preference order.
+    fn replica_indexes(&self, bucket: &[u8], key: &[u8]) -> &[u32] {
         let partition = partition_of(key_position(bucket, key), self.partition_count).0 as usize;
         let start = self.offsets.get(partition).copied().unwrap_or(0) as usize;
         let end = self.offsets.get(partition + 1).copied().unwrap_or(0) as usize;
-        self.replicas
-            .get(start..end)
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|&index| self.members.get(index as usize).map(String::as_str))
+        self.replicas.get(start..end).unwrap_or(&[])
     }
 
     /// Base URLs of every usable member.
     pub fn members(&self) -> &[String] {
         &self.members
     }
+}
+
+/// Reorders a key's replicas (`(url, zone)` in preference order) for a client in `zone`: the
+/// replicas in that zone first, then the others, each group keeping its preference order. With
+/// no zone the order is unchanged. (A replica in the client's zone answers with no cross-zone
+/// hop; the coordinator it reaches still contacts every replica the quorum needs.)
+pub fn prefer_zone<'a>(
+    replicas: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    zone: Option<&str>,
+) -> Vec<&'a str> {
+    let (near, far): (Vec<_>, Vec<_>) = replicas
+        .into_iter()
+        .partition(|(_, member_zone)| zone.is_some() && *member_zone == zone);
+    near.into_iter().chain(far).map(|(url, _)| url).collect()
 }
 
 /// The order in which to try nodes: the key's usable replicas, then the configured nodes starting

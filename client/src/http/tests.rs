@@ -275,6 +275,150 @@ fn routing_prefers_the_owner_and_skips_dead_members() {
     );
 }
 
+fn zoned(id: &str, zone: Option<&str>, port: u16) -> api::MemberDoc {
+    api::MemberDoc {
+        zone: zone.map(str::to_owned),
+        ..member(id, "up", true, port)
+    }
+}
+
+#[test]
+fn prefer_zone_keeps_preference_order_within_each_group() {
+    let replicas = [
+        ("http://a1", Some("a")),
+        ("http://b1", Some("b")),
+        ("http://none", None),
+        ("http://b2", Some("b")),
+        ("http://a2", Some("a")),
+    ];
+    assert_eq!(
+        prefer_zone(replicas, Some("b")),
+        [
+            "http://b1",
+            "http://b2",
+            "http://a1",
+            "http://none",
+            "http://a2"
+        ]
+    );
+    assert_eq!(
+        prefer_zone(replicas, Some("a")),
+        [
+            "http://a1",
+            "http://a2",
+            "http://b1",
+            "http://none",
+            "http://b2"
+        ]
+    );
+    // No zone, or a zone no replica is in: preference order. A member without a zone is not
+    // in the client's zone, whatever it is.
+    let unchanged = [
+        "http://a1",
+        "http://b1",
+        "http://none",
+        "http://b2",
+        "http://a2",
+    ];
+    assert_eq!(prefer_zone(replicas, None), unchanged);
+    assert_eq!(prefer_zone(replicas, Some("c")), unchanged);
+    assert!(prefer_zone([], Some("a")).is_empty());
+}
+
+#[test]
+fn routing_by_zone_tries_the_owners_in_the_zone_first() {
+    let members = vec![
+        zoned("a", Some("za"), 1),
+        zoned("b", Some("zb"), 2),
+        zoned("c", Some("zc"), 3),
+        zoned("d", Some("zb"), 4),
+        zoned("e", None, 5),
+        // In zone zb, but its failure detector does not hear from it: never routed to.
+        api::MemberDoc {
+            alive: false,
+            ..zoned("f", Some("zb"), 6)
+        },
+    ];
+    let doc = ring_doc(
+        members,
+        [
+            &["a", "b", "c"],
+            &["c", "a", "d"],
+            &["b", "c", "d"],
+            &["e", "f", "a"],
+        ],
+    );
+    let table = RoutingTable::from_doc(&doc, "http://127.0.0.1:1").unwrap();
+    let route = |p, zone| table.replicas_for_zone(b"b", &key_in_partition(p), zone);
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    assert_eq!(route(0, Some("zb")), [url(2), url(1), url(3)]);
+    assert_eq!(route(1, Some("zb")), [url(4), url(3), url(1)]);
+    assert_eq!(route(2, Some("zb")), [url(2), url(4), url(3)]);
+    assert_eq!(route(3, Some("zb")), [url(5), url(1)]);
+    assert_eq!(route(3, Some("za")), [url(1), url(5)]);
+    assert_eq!(route(1, Some("zc")), [url(3), url(1), url(4)]);
+    // Without a zone: the preference order of `replicas_for`.
+    for p in 0..4 {
+        let plain: Vec<&str> = table.replicas_for(b"b", &key_in_partition(p)).collect();
+        assert_eq!(route(p, None), plain);
+        assert_eq!(route(p, Some("nowhere")), plain);
+    }
+    // The zone's owners come before the configured nodes and the other members, as replicas do.
+    let configured = vec!["http://n1:1".to_owned()];
+    let routed = route(0, Some("zc"));
+    assert_eq!(
+        plan_targets(&routed, &configured, 0, table.members(), |_| false),
+        [url(3), url(1), url(2), "http://n1:1".into(), url(4), url(5)]
+    );
+}
+
+#[tokio::test]
+async fn a_client_with_a_zone_routes_its_first_request_to_the_owner_in_its_zone() {
+    let (near, near_log) = spawn(|_| answer(404, &[], b"")).await;
+    let (far, far_log) = spawn(|_| answer(404, &[], b"")).await;
+    let address = |url: &str| url.trim_start_matches("http://").to_owned();
+    let mut members = vec![zoned("far", Some("a"), 1), zoned("near", Some("b"), 2)];
+    members[0].http_addr = address(&far);
+    members[1].http_addr = address(&near);
+    let lists: [&[&str]; 4] = [&["far", "near"]; 4];
+    let ring = serde_json::to_vec(&ring_doc(members, lists)).unwrap();
+    // The configured node only serves the ring: it is in neither zone and owns nothing.
+    let (seed, seed_log) = spawn(move |request| match request.uri.as_str() {
+        "/ring" => answer(200, &[("content-type", "application/json")], &ring),
+        _ => answer(418, &[], b""),
+    })
+    .await;
+    let zoned_client = |zone: Option<&str>| {
+        Client::new(ClientConfig {
+            nodes: vec![seed.clone()],
+            zone: zone.map(str::to_owned),
+            ..ClientConfig::default()
+        })
+        .unwrap()
+    };
+    let count = |log: &test_server::Log| log.lock().unwrap().len();
+
+    let client = zoned_client(Some("b"));
+    assert_eq!(client.zone(), Some("b"));
+    for i in 0..5 {
+        let read = client
+            .get(b"b", format!("k{i}").as_bytes(), &Options::default())
+            .await
+            .unwrap();
+        assert_eq!(read.endpoint, near);
+    }
+    assert_eq!((count(&near_log), count(&far_log)), (5, 0));
+    assert_eq!(count(&seed_log), 1, "one ring read");
+
+    // Without a zone (or with an empty one) the first request does not wait for the ring.
+    for zone in [None, Some("")] {
+        let client = zoned_client(zone);
+        assert_eq!(client.zone(), None);
+        let read = client.get(b"b", b"k", &Options::default()).await;
+        assert!(read.is_err(), "the seed answers 418 to keys");
+    }
+}
+
 #[test]
 fn inconsistent_ring_documents_are_refused() {
     let members = vec![member("a", "up", true, 1)];
@@ -395,6 +539,7 @@ fn client(nodes: Vec<String>) -> Client {
         max_idle_per_host: 4,
         max_value_bytes: 1024,
         ca_file: None,
+        zone: None,
     })
     .unwrap()
 }

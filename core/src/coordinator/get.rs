@@ -4,7 +4,8 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use super::{fallbacks_among, Client, Target};
+use super::quorum::Need;
+use super::{fallbacks_among, zones_of, Client, Target};
 use crate::bucket::Quorums;
 use crate::id::{Millis, NodeId};
 use crate::request::{QuorumKind, Reply};
@@ -30,6 +31,8 @@ pub(crate) struct GetState {
     pub bucket: Vec<u8>,
     pub key: Vec<u8>,
     pub quorums: Quorums,
+    /// What R amounts to for this key's replicas and this coordinator's zone.
+    pub need: Need,
     pub mode: ConflictMode,
     pub replicas: Vec<Target>,
     pub replies: BTreeMap<NodeId, ReplicaState>,
@@ -103,7 +106,7 @@ impl GetState {
 
     /// The answer from the replies in, if R of them are and none was sent yet.
     fn got(&mut self, now: Millis) -> Option<Reply> {
-        if self.answered || (self.successful().count() as u32) < self.quorums.r {
+        if self.answered || !self.need.met(&zones_of(&self.replicas, self.successful())) {
             return None;
         }
         self.answered = true;
@@ -135,7 +138,7 @@ impl GetState {
         self.answered = true;
         Some(Reply::Unavailable {
             kind: QuorumKind::Read,
-            needed: self.quorums.r,
+            needed: self.need.total(),
             answered: self.successful().cloned().collect(),
         })
     }
@@ -206,6 +209,7 @@ mod tests {
         Target {
             node: NodeId::new(node),
             hint: hint.map(NodeId::new),
+            zone: None,
         }
     }
 
@@ -219,7 +223,9 @@ mod tests {
                 r,
                 w: 2,
                 dw: 0,
+                scopes: Default::default(),
             },
+            need: Need::anywhere(r),
             mode: ConflictMode::Siblings,
             replicas: targets,
             replies: BTreeMap::new(),

@@ -3,6 +3,7 @@
 
 pub(crate) mod get;
 pub(crate) mod put;
+pub(crate) mod quorum;
 
 use crate::id::{CoordinationId, Millis, NodeId, RequestId};
 
@@ -29,6 +30,23 @@ pub(crate) enum Client {
 pub(crate) struct Target {
     pub node: NodeId,
     pub hint: Option<NodeId>,
+    /// The zone of `node`, which its reply counts for in a zone quorum.
+    pub zone: Option<alloc::string::String>,
+}
+
+/// The zones of the `nodes` that are among `targets` (one entry each).
+pub(crate) fn zones_of<'a>(
+    targets: &'a [Target],
+    nodes: impl Iterator<Item = &'a NodeId>,
+) -> alloc::vec::Vec<Option<&'a str>> {
+    nodes
+        .filter_map(|node| {
+            targets
+                .iter()
+                .find(|t| t.node == *node)
+                .map(|t| t.zone.as_deref())
+        })
+        .collect()
 }
 
 /// Nodes of `targets` that are fallbacks, in the order given by `nodes`.

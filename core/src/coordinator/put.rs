@@ -7,7 +7,8 @@
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
-use super::{fallbacks_among, Client, Target};
+use super::quorum::Need;
+use super::{fallbacks_among, zones_of, Client, Target};
 use crate::bucket::Quorums;
 use crate::id::{Millis, NodeId};
 use crate::request::{QuorumKind, Reply};
@@ -19,6 +20,9 @@ pub(crate) struct PutState {
     pub bucket: Vec<u8>,
     pub key: Vec<u8>,
     pub quorums: Quorums,
+    /// What W and DW amount to for this key's replicas and this coordinator's zone.
+    pub need_w: Need,
+    pub need_dw: Need,
     pub replicas: Vec<Target>,
     pub acked: Vec<NodeId>,
     pub durable: BTreeSet<NodeId>,
@@ -64,10 +68,7 @@ impl PutState {
     /// The success reply, once W acks (DW durable) are in and none was sent yet.
     pub fn take_reply(&mut self) -> Option<Reply> {
         let (context, dot) = self.written.as_ref()?;
-        if self.answered
-            || (self.acked.len() as u32) < self.quorums.w
-            || (self.durable.len() as u32) < self.quorums.dw
-        {
+        if self.answered || !self.w_met() || !self.dw_met() {
             return None;
         }
         self.answered = true;
@@ -97,12 +98,12 @@ impl PutState {
         }
         self.answered = true;
         let nothing_stored = self.written.is_some() && self.acked.is_empty() && self.all_answered();
-        let (kind, needed, answered) = if (self.acked.len() as u32) < self.quorums.w {
-            (QuorumKind::Write, self.quorums.w, self.acked.clone())
+        let (kind, needed, answered) = if !self.w_met() {
+            (QuorumKind::Write, self.need_w.total(), self.acked.clone())
         } else {
             (
                 QuorumKind::Durable,
-                self.quorums.dw,
+                self.need_dw.total(),
                 self.durable_in_ack_order(),
             )
         };
@@ -119,6 +120,16 @@ impl PutState {
                 answered,
             }
         })
+    }
+
+    fn w_met(&self) -> bool {
+        self.need_w
+            .met(&zones_of(&self.replicas, self.acked.iter()))
+    }
+
+    fn dw_met(&self) -> bool {
+        self.need_dw
+            .met(&zones_of(&self.replicas, self.durable.iter()))
     }
 
     /// Targets that have neither acknowledged nor refused.

@@ -243,6 +243,7 @@ mod tests {
             partitions: (4 * n as u32).next_power_of_two(),
             strategy: Strategy::Partitions,
             target_n: 3,
+            ..RingConfig::default()
         };
         view.claim(&id(0), &config).unwrap();
         view

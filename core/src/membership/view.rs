@@ -24,7 +24,7 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
 pub use super::handoff::Handoff;
-use super::view_formats::{ViewReprV1, ViewReprV2, ViewReprV3};
+use super::view_formats::{ViewReprV1, ViewReprV2, ViewReprV3, ViewReprV4};
 use crate::bucket::BucketProps;
 use crate::id::NodeId;
 use crate::ring::{Member, PartitionId, Ring, RingConfig, RingError};
@@ -33,7 +33,7 @@ use crate::ring::{Member, PartitionId, Ring, RingConfig, RingError};
 /// without object limits) still decodes, with the default limits; formats 1 and 2 (members
 /// without a [`Handoff`]) decode with every member's handoff [`Handoff::Unknown`]; formats 1 to
 /// 3 (bucket properties without a default time to live) with none.
-pub const VIEW_FORMAT: u8 = 4;
+pub const VIEW_FORMAT: u8 = 5;
 
 /// The most members a view holds (Removed members included: their entries are tombstones).
 pub const MAX_MEMBERS: usize = 100_000;
@@ -861,6 +861,11 @@ impl ClusterView {
                 Ok((repr, [])) => repr.into(),
                 _ => return Err(malformed),
             }
+        } else if format == 4 {
+            match postcard::take_from_bytes::<ViewReprV4>(&framed[1..]) {
+                Ok((repr, [])) => repr.into(),
+                _ => return Err(malformed),
+            }
         } else {
             match postcard::take_from_bytes(&framed[1..]) {
                 Ok((repr, [])) => repr,
@@ -1008,6 +1013,7 @@ mod tests {
             partitions: 64,
             strategy: Placement::Partitions,
             target_n: 3,
+            ..RingConfig::default()
         }
     }
 

@@ -1,6 +1,7 @@
 //! Views of earlier formats, decoded into the current shape: format 1 had no object limits
 //! in bucket properties, formats 1 and 2 no hand-off in member entries, formats 1 to 3 no
-//! default time to live in bucket properties.
+//! default time to live in bucket properties, formats 1 to 4 no replicas per zone (in bucket
+//! properties and in the ring's configuration).
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -12,6 +13,7 @@ use super::view::{MemberInfo, MemberStatus, RingState, ViewRepr};
 use super::Handoff;
 use crate::bucket::BucketProps;
 use crate::id::NodeId;
+use crate::ring::LegacyRing;
 
 /// A [`MemberInfo`] of view formats 1 and 2, without a handoff.
 #[derive(Deserialize)]
@@ -67,6 +69,7 @@ impl From<BucketPropsV3> for BucketProps {
             conflict_mode: p.conflict_mode,
             limits: p.limits,
             default_ttl_ms: None,
+            n_per_zone: BTreeMap::new(),
         }
     }
 }
@@ -84,7 +87,7 @@ fn buckets_from<P: Into<BucketProps>>(
 pub(super) struct ViewReprV3 {
     cluster: String,
     members: Vec<MemberInfo>,
-    ring: Option<RingState>,
+    ring: Option<RingStateV4>,
     buckets: BTreeMap<Vec<u8>, (u64, BucketPropsV3)>,
 }
 
@@ -93,7 +96,7 @@ impl From<ViewReprV3> for ViewRepr {
         ViewRepr {
             cluster: old.cluster,
             members: old.members,
-            ring: old.ring,
+            ring: old.ring.map(RingState::from),
             buckets: buckets_from(old.buckets),
         }
     }
@@ -104,7 +107,7 @@ impl From<ViewReprV3> for ViewRepr {
 pub(super) struct ViewReprV2 {
     cluster: String,
     members: Vec<MemberInfoV2>,
-    ring: Option<RingState>,
+    ring: Option<RingStateV4>,
     buckets: BTreeMap<Vec<u8>, (u64, BucketPropsV3)>,
 }
 
@@ -113,7 +116,7 @@ impl From<ViewReprV2> for ViewRepr {
         ViewRepr {
             cluster: old.cluster,
             members: old.members.into_iter().map(MemberInfo::from).collect(),
-            ring: old.ring,
+            ring: old.ring.map(RingState::from),
             buckets: buckets_from(old.buckets),
         }
     }
@@ -124,7 +127,7 @@ impl From<ViewReprV2> for ViewRepr {
 pub(super) struct ViewReprV1 {
     cluster: String,
     members: Vec<MemberInfoV2>,
-    ring: Option<RingState>,
+    ring: Option<RingStateV4>,
     buckets: BTreeMap<Vec<u8>, (u64, BucketPropsV1)>,
 }
 
@@ -148,6 +151,7 @@ impl From<BucketPropsV1> for BucketProps {
             conflict_mode: p.conflict_mode,
             limits: Default::default(),
             default_ttl_ms: None,
+            n_per_zone: BTreeMap::new(),
         }
     }
 }
@@ -157,7 +161,76 @@ impl From<ViewReprV1> for ViewRepr {
         ViewRepr {
             cluster: old.cluster,
             members: old.members.into_iter().map(MemberInfo::from).collect(),
-            ring: old.ring,
+            ring: old.ring.map(RingState::from),
+            buckets: buckets_from(old.buckets),
+        }
+    }
+}
+
+/// A [`RingState`] of formats 1 to 4, whose rings had no replicas per zone.
+#[derive(Deserialize)]
+pub(super) struct RingStateV4 {
+    version: u64,
+    claimant: NodeId,
+    ring: LegacyRing,
+    next: Option<LegacyRing>,
+    transferred: alloc::collections::BTreeSet<(u32, NodeId)>,
+}
+
+impl From<RingStateV4> for RingState {
+    fn from(old: RingStateV4) -> RingState {
+        RingState {
+            version: old.version,
+            claimant: old.claimant,
+            ring: old.ring.0,
+            next: old.next.map(|next| next.0),
+            transferred: old.transferred,
+        }
+    }
+}
+
+/// [`BucketProps`] of format 4, without replicas per zone.
+#[derive(Deserialize)]
+struct BucketPropsV4 {
+    n: u32,
+    r: crate::bucket::QuorumValue,
+    w: crate::bucket::QuorumValue,
+    dw: crate::bucket::QuorumValue,
+    conflict_mode: crate::version::ConflictMode,
+    limits: crate::bucket::ObjectLimits,
+    default_ttl_ms: Option<crate::id::Millis>,
+}
+
+impl From<BucketPropsV4> for BucketProps {
+    fn from(p: BucketPropsV4) -> BucketProps {
+        BucketProps {
+            n: p.n,
+            r: p.r,
+            w: p.w,
+            dw: p.dw,
+            conflict_mode: p.conflict_mode,
+            limits: p.limits,
+            default_ttl_ms: p.default_ttl_ms,
+            n_per_zone: BTreeMap::new(),
+        }
+    }
+}
+
+/// A view of format 4, before replicas per zone.
+#[derive(Deserialize)]
+pub(super) struct ViewReprV4 {
+    cluster: String,
+    members: Vec<MemberInfo>,
+    ring: Option<RingStateV4>,
+    buckets: BTreeMap<Vec<u8>, (u64, BucketPropsV4)>,
+}
+
+impl From<ViewReprV4> for ViewRepr {
+    fn from(old: ViewReprV4) -> ViewRepr {
+        ViewRepr {
+            cluster: old.cluster,
+            members: old.members,
+            ring: old.ring.map(RingState::from),
             buckets: buckets_from(old.buckets),
         }
     }

@@ -404,6 +404,7 @@ impl Node {
             r: 2,
             w: 2,
             dw: 0,
+            scopes: Default::default(),
         };
         let replicas = alloc::vec![self.config.node_id.clone(), peer];
         let timeout = self.config.request_timeout_ms;

@@ -8,7 +8,7 @@ use alloc::string::ToString;
 use alloc::vec::Vec;
 
 use super::{LocalWrite, LocalWriteKind, Node};
-use crate::bucket::Quorums;
+use crate::bucket::{Quorums, Scope};
 use crate::coordinator::get::{GetState, ReplicaState};
 use crate::coordinator::put::PutState;
 use crate::coordinator::{Client, ForwardState, Target};
@@ -178,6 +178,7 @@ impl Node {
         timeout: Millis,
     ) -> CoordinationId {
         let id = self.new_coordination_id();
+        let need = self.needs_or_majority(&quorums, &replicas).r;
         let replicas = self.targets(&bucket, &key, replicas);
         for target in &replicas {
             self.send(
@@ -196,6 +197,7 @@ impl Node {
             bucket,
             key,
             quorums,
+            need,
             replicas,
             replies: BTreeMap::new(),
             extra: Default::default(),
@@ -385,11 +387,19 @@ impl Node {
         replicas: Vec<Target>,
         timeout: Millis,
     ) -> PutState {
+        // The owners each target stands for: a fallback's hint names one.
+        let owners: Vec<NodeId> = replicas
+            .iter()
+            .map(|t| t.hint.clone().unwrap_or_else(|| t.node.clone()))
+            .collect();
+        let needs = self.needs_or_majority(&quorums, &owners);
         PutState {
             client,
             bucket,
             key,
             quorums,
+            need_w: needs.w,
+            need_dw: needs.dw,
             replicas,
             acked: Vec::new(),
             durable: BTreeSet::new(),
@@ -492,7 +502,7 @@ impl Node {
         replicas: Vec<NodeId>,
         timeout: Millis,
     ) {
-        let owner = replicas.iter().find(|r| self.reachable(r)).cloned();
+        let owner = self.forward_owner(&quorums, &replicas);
         match (&client, owner) {
             (Client::Local(request_id), Some(owner)) if !replicas.contains(self.id()) => {
                 let request_id = *request_id;
@@ -505,6 +515,26 @@ impl Node {
             self.check_condition(client, request, quorums, replicas, timeout);
         } else {
             self.coordinate_write(client, request, quorums, replicas, timeout);
+        }
+    }
+
+    /// The owner a client's write is forwarded to: the first reachable one in this node's zone,
+    /// else (unless a quorum counts this zone's replicas only, which another zone's coordinator
+    /// would count in its own) the first reachable one.
+    fn forward_owner(&self, quorums: &Quorums, replicas: &[NodeId]) -> Option<NodeId> {
+        let zone = self.zone();
+        let mut reachable = replicas.iter().filter(|r| self.reachable(r));
+        let local = reachable
+            .clone()
+            .find(|r| zone.is_some() && self.zone_of(r) == zone);
+        let scopes = [quorums.scopes.w, quorums.scopes.dw];
+        let local_only = scopes
+            .iter()
+            .any(|s| matches!(s, Scope::LocalOne | Scope::LocalQuorum));
+        match local {
+            Some(owner) => Some(owner.clone()),
+            None if local_only => None,
+            None => reachable.next().cloned(),
         }
     }
 
@@ -694,6 +724,15 @@ impl Node {
         };
         let (bucket, key) = request.target();
         let replicas = self.preference_list(bucket, key, quorums.n);
+        if let Err(error) = self.needs(&quorums, &replicas) {
+            self.reply(
+                client,
+                Reply::Failed {
+                    reason: error.to_string(),
+                },
+            );
+            return;
+        }
         // The forwarder's own timer bounds the request; this one ends earlier, so that its
         // answer (which replicas acknowledged) reaches the forwarder before that timer fires.
         let timeout = request

@@ -58,6 +58,7 @@ impl Node {
                     return Err(CommandError::NOutOfRange { n: props.n, max });
                 }
                 props.resolve(&RequestOptions::default())?;
+                self.check_zone_placement(&props)?;
                 props.limits.validate()?;
                 if let Some(ttl) = props.default_ttl_ms {
                     crate::bucket::check_ttl(ttl)?;

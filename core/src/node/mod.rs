@@ -232,6 +232,7 @@ impl Node {
             return Err(ConfigError::NAboveTarget { n: bucket.n, max });
         }
         for bucket in core::iter::once(&config.default_bucket).chain(config.buckets.values()) {
+            routing::check_zone_placement(&config.ring, bucket)?;
             bucket.limits.validate()?;
             if let Some(ttl) = bucket.default_ttl_ms {
                 crate::bucket::check_ttl(ttl)?;
@@ -411,6 +412,8 @@ impl Node {
         let unmet = needs
             .into_iter()
             .find(|&(_, needed)| (replicas.len() as u32) < needed);
+        // A zone quorum needs replicas in the zones it counts (this node's, for a local one).
+        self.needs(&quorums, &replicas)?;
         if let Some((kind, needed)) = unmet {
             return Err(RequestError::TooFewMembers {
                 quorum: kind.parameter().to_string(),
@@ -825,3 +828,5 @@ fn actor_name(node: &NodeId, incarnation: u64, generation: u64) -> ActorId {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod zone_tests;

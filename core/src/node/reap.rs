@@ -193,6 +193,7 @@ impl Node {
             r: n,
             w: n,
             dw: 0,
+            scopes: Default::default(),
         };
         let timeout = self.config.request_timeout_ms;
         self.start_get(

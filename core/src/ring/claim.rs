@@ -386,6 +386,7 @@ mod tests {
             partitions,
             strategy: Strategy::Partitions,
             target_n: N,
+            ..RingConfig::default()
         }
     }
 

@@ -283,6 +283,7 @@ impl SimConfig {
             conflict_mode: self.conflict_mode,
             limits: Default::default(),
             default_ttl_ms: None,
+            ..BucketProps::default()
         }
     }
 }
@@ -305,5 +306,6 @@ pub(super) fn ring_config(config: &SimConfig) -> RingConfig {
         partitions: config.partitions,
         strategy: config.strategy.clone(),
         target_n: config.n as usize,
+        ..RingConfig::default()
     }
 }

@@ -50,6 +50,26 @@ fn node_resolution() {
 }
 
 #[test]
+fn zone_resolution() {
+    assert_eq!(
+        resolve_zone_from(Some("b"), Some("env")).as_deref(),
+        Some("b")
+    );
+    assert_eq!(
+        resolve_zone_from(None, Some(" env ")).as_deref(),
+        Some("env")
+    );
+    assert_eq!(resolve_zone_from(None, None), None);
+    // An empty flag turns off a zone the environment sets.
+    assert_eq!(resolve_zone_from(Some(""), Some("env")), None);
+    assert_eq!(resolve_zone_from(None, Some(" ")), None);
+    let Command::Get(get) = parse(&["get", "--zone", "dc2", "b", "k"]).unwrap() else {
+        panic!("not a get");
+    };
+    assert_eq!(get.node.zone.as_deref(), Some("dc2"));
+}
+
+#[test]
 fn arguments() {
     let Command::Get(get) = parse(&[
         "get",

@@ -73,6 +73,7 @@ where
         max_siblings: Some(0),
         max_object_bytes: Some(0),
         default_ttl: Some(String::new()),
+        n_per_zone: Some(Default::default()),
     };
     let known = match serde_json::to_value(every_field) {
         Ok(serde_json::Value::Object(known)) => known,
@@ -110,9 +111,15 @@ fn parse_props(doc: &api::BucketPropsDoc) -> Result<BucketProps, Problem> {
             )
         }
     };
+    let n_per_zone = doc.n_per_zone.clone().unwrap_or_default();
+    let n = match doc.n {
+        0 if !n_per_zone.is_empty() => n_per_zone.values().fold(0u32, |n, c| n.saturating_add(*c)),
+        n => n,
+    };
     Ok(BucketProps {
+        n_per_zone,
         default_ttl_ms,
-        n: doc.n,
+        n,
         r: quorum("r", &doc.r)?,
         w: quorum("w", &doc.w)?,
         dw: quorum("dw", &doc.dw)?,

@@ -58,6 +58,7 @@ pub(super) fn props_doc(bucket: &[u8], props: &BucketProps) -> api::BucketPropsD
         max_siblings: Some(props.limits.max_siblings),
         max_object_bytes: Some(props.limits.max_object_bytes),
         default_ttl: props.default_ttl_ms.map(api::format_duration_ms),
+        n_per_zone: (!props.n_per_zone.is_empty()).then(|| props.n_per_zone.clone()),
     }
 }
 

@@ -262,6 +262,7 @@ async fn bucket_props_get_and_put() {
             max_siblings: Some(100),
             max_object_bytes: Some(17 * 1024 * 1024),
             default_ttl: None,
+            n_per_zone: None,
         }
     );
     let default: api::BucketPropsDoc =
@@ -288,9 +289,30 @@ async fn bucket_props_get_and_put() {
                 conflict_mode: ConflictMode::Siblings,
                 limits: Default::default(),
                 default_ttl_ms: Some(30 * 60 * 1_000),
+                n_per_zone: Default::default(),
             },
         }]
     );
+    // Replicas per zone: n may be left out (it is their sum), and the zone quorums parse.
+    fake.commands.lock().unwrap().clear();
+    let zoned = r#"{"n_per_zone":{"dc1":2,"dc2":1},"r":"local_quorum","w":"each_quorum"}"#;
+    assert_eq!(
+        call(&fake, &config(), put(zoned)).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let commands = fake.commands.lock().unwrap().clone();
+    let Some(Command::SetBucket { props, .. }) = commands.first() else {
+        panic!("no command: {commands:?}");
+    };
+    assert_eq!(props.n, 3);
+    assert_eq!(props.n_per_zone.get("dc1"), Some(&2));
+    assert_eq!(
+        (props.r, props.w),
+        (QuorumValue::LocalQuorum, QuorumValue::EachQuorum)
+    );
+    let shown = crate::http::cluster::props_doc(b"z", props);
+    assert_eq!(shown.n_per_zone.as_ref().map(|m| m.len()), Some(2));
+    assert_eq!(shown.r, "local_quorum");
     for bad in [
         r#"{"n":3,"default_ttl":"0s"}"#,
         r#"{"n":3,"default_ttl":"soon"}"#,

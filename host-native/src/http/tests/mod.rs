@@ -178,6 +178,7 @@ fn test_status() -> NodeStatus {
             partitions: 8,
             strategy: Strategy::Partitions,
             target_n: 3,
+            ..RingConfig::default()
         },
         vec![
             Member::new("a", 1).in_zone("z1"),
