@@ -480,7 +480,7 @@ impl PySim {
         loss = 0.0, max_disk_latency_ms = 2, request_timeout_ms = 1_000,
         lose_unsynced_on_crash = false, conflict_mode = "siblings", max_clock_entries = 64,
         anti_entropy_interval_ms = 250, gossip_interval_ms = 200, max_clock_skew_ms = 0,
-        zones = None, wan_min_delay_ms = 20, wan_max_delay_ms = 80
+        zones = None, wan_min_delay_ms = 20, wan_max_delay_ms = 80, n_per_zone = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -507,6 +507,7 @@ impl PySim {
         zones: Option<Vec<String>>,
         wan_min_delay_ms: u64,
         wan_max_delay_ms: u64,
+        n_per_zone: Option<std::collections::BTreeMap<String, u32>>,
     ) -> PyResult<Self> {
         // A limit of this binding (memory and time a notebook can afford), not of the core.
         if nodes == 0 || nodes > MAX_NODES {
@@ -544,6 +545,7 @@ impl PySim {
             zones: zones.unwrap_or_default(),
             wan_min_delay_ms,
             wan_max_delay_ms,
+            n_per_zone: n_per_zone.unwrap_or_default(),
         };
         let sim = catch_unwind(AssertUnwindSafe(|| Sim::try_new(config)))
             .map_err(|payload| {
@@ -587,6 +589,7 @@ impl PySim {
         d.set_item("zones", c.zones.clone())?;
         d.set_item("wan_min_delay_ms", c.wan_min_delay_ms)?;
         d.set_item("wan_max_delay_ms", c.wan_max_delay_ms)?;
+        d.set_item("n_per_zone", c.n_per_zone.clone())?;
         Ok(d)
     }
 

@@ -54,6 +54,8 @@ export interface SimOptions {
   gossip_interval_ms?: number; conflict_mode?: "siblings" | "lww" | "last_writer_wins";
   /** Zones the nodes are placed in, round-robin (n1 in the first, n2 in the second, ...). */
   zones?: string[]; wan_min_delay_ms?: number; wan_max_delay_ms?: number;
+  /** Replicas per zone (n must be their sum), e.g. { a: 2, b: 2, c: 2 }. */
+  n_per_zone?: Record<string, number>;
 }
 /** A client operation and how it ended (`outcome` null while in flight). */
 export interface OperationDoc {

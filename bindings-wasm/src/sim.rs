@@ -51,6 +51,8 @@ pub struct SimOptions {
     /// One-way delays between zones (the `*_delay_ms` above are then those inside a zone).
     pub wan_min_delay_ms: u64,
     pub wan_max_delay_ms: u64,
+    /// Replicas per zone (`n` must be their sum); empty: `n` anywhere.
+    pub n_per_zone: BTreeMap<String, u32>,
 }
 
 impl Default for SimOptions {
@@ -74,6 +76,7 @@ impl Default for SimOptions {
             zones: c.zones,
             wan_min_delay_ms: c.wan_min_delay_ms,
             wan_max_delay_ms: c.wan_max_delay_ms,
+            n_per_zone: c.n_per_zone,
         }
     }
 }
@@ -133,6 +136,7 @@ impl SimOptions {
             zones: self.zones.clone(),
             wan_min_delay_ms: self.wan_min_delay_ms,
             wan_max_delay_ms: self.wan_max_delay_ms,
+            n_per_zone: self.n_per_zone.clone(),
             ..SimConfig::default()
         };
         config.validate()?;

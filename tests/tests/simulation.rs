@@ -830,8 +830,7 @@ fn a_joining_node_pulls_a_bounded_number_of_partitions_at_once() {
 // ----- zones -----
 
 /// Nine nodes in zones a, b and c, placed round-robin (n1, n4, n7 in a; n2, n5, n8 in b; n3, n6,
-/// n9 in c), 1-10 ms inside a zone and 20-80 ms between zones; N = 3, one replica per zone (the
-/// ring's zone-aware walk).
+/// n9 in c), 1-10 ms inside a zone and 20-80 ms between zones; two replicas in each zone (N = 6).
 fn three_zones(seed: u64) -> SimConfig {
     SimConfig {
         nodes: 9,
@@ -839,13 +838,16 @@ fn three_zones(seed: u64) -> SimConfig {
         zones: ["a", "b", "c"].map(String::from).to_vec(),
         wan_min_delay_ms: 20,
         wan_max_delay_ms: 80,
+        n: 6,
+        n_per_zone: [("a", 2), ("b", 2), ("c", 2)]
+            .map(|(zone, n)| (zone.to_string(), n))
+            .into(),
         ..SimConfig::default()
     }
 }
 
+/// Reads and writes at `local_quorum`: both replicas of the coordinator's zone, none elsewhere.
 fn zone_loss_plan(loss: ZoneLoss) -> ZoneLossPlan {
-    // TODO(local_quorum): once main has QuorumValue::LocalQuorum, read and write with it
-    // (clients of a and b then need no answer from another zone at all).
     ZoneLossPlan {
         lost_zone: "c".into(),
         client_zones: vec!["a".into(), "b".into()],
@@ -854,8 +856,14 @@ fn zone_loss_plan(loss: ZoneLoss) -> ZoneLossPlan {
         loss,
         phase_ms: 8_000,
         back_ms: 1_000,
-        read: RequestOptions::default(),
-        write: RequestOptions::default(),
+        read: RequestOptions {
+            r: Some(QuorumValue::LocalQuorum),
+            ..RequestOptions::default()
+        },
+        write: RequestOptions {
+            w: Some(QuorumValue::LocalQuorum),
+            ..RequestOptions::default()
+        },
     }
 }
 
@@ -948,8 +956,8 @@ fn median_p99(mut values: Vec<u64>) -> (u64, u64) {
     (at(0.5), at(0.99))
 }
 
-/// Latency of reads and writes coordinated in zone a, in simulated ms, with 20-80 ms between
-/// zones: `(write median, write p99, read median, read p99)`.
+/// Latency of reads and writes coordinated in zone a (two replicas in each of three zones), in
+/// simulated ms, with 1-10 ms inside a zone and 20-80 ms between zones: `(write median, write p99, read median, read p99)`.
 fn zone_latency(quorum: QuorumValue, seed: u64, ops: usize) -> (u64, u64, u64, u64) {
     let mut sim = Sim::new(three_zones(seed));
     sim.run(1_000);
@@ -992,8 +1000,7 @@ fn zone_latency(quorum: QuorumValue, seed: u64, ops: usize) -> (u64, u64, u64, u
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn local_quorum_latency_against_quorum() {
-    // TODO(local_quorum): compare QuorumValue::LocalQuorum once main has it.
-    let values = [QuorumValue::Quorum, QuorumValue::One];
+    let values = [QuorumValue::Quorum, QuorumValue::LocalQuorum];
     let mut rows = Vec::new();
     for value in values {
         let row = zone_latency(value, 11, 500);

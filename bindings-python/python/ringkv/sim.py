@@ -237,6 +237,9 @@ class Sim:
             the first, ``n2`` in the second, ... (``None``: no zones). Each node's ring member
             carries its zone, so a key's replicas spread over the zones.
         wan_delay_ms: ``(min, max)`` one-way delay of a message between two zones.
+        n_per_zone: replicas per zone, e.g. ``{"a": 2, "b": 2, "c": 2}`` (``n`` must be their
+            sum); with it ``r``/``w`` may be ``"local_quorum"``, ``"local_one"`` or
+            ``"each_quorum"``, counted in the coordinator's zone.
         loss: probability that a message is lost.
         max_disk_latency_ms: longest storage operation.
         request_timeout_ms: how long a coordinator waits for its quorum.
@@ -278,7 +281,10 @@ class Sim:
         max_clock_skew_ms: int = 0,
         zones: Optional[Sequence[str]] = None,
         wan_delay_ms: Tuple[int, int] = (20, 80),
+        n_per_zone: Optional[Dict[str, int]] = None,
     ) -> None:
+        if n_per_zone is not None and not isinstance(n_per_zone, dict):
+            raise TypeError(f"n_per_zone must be a dict of zone to replicas, not {type(n_per_zone).__name__}")
         if zones is not None:
             if isinstance(zones, (str, bytes)) or not isinstance(zones, (list, tuple)):
                 raise TypeError(f"zones must be a list of zone names, not {type(zones).__name__}")
@@ -323,6 +329,9 @@ class Sim:
             zones=None if zones is None else list(zones),
             wan_min_delay_ms=integer("wan_delay_ms[0]", wan_delay_ms[0]),
             wan_max_delay_ms=integer("wan_delay_ms[1]", wan_delay_ms[1]),
+            n_per_zone=None if n_per_zone is None else {
+                str(zone): u32(f"n_per_zone[{zone!r}]", count, 1) for zone, count in n_per_zone.items()
+            },
         )
         self._seed = seed
         self._events: List[Dict[str, Any]] = []

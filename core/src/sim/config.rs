@@ -1,5 +1,6 @@
 //! How a simulated cluster is built: [`SimConfig`] and its checks.
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -78,6 +79,12 @@ pub struct SimConfig {
     /// Longest one-way delay of a message between nodes of different zones.
     #[serde(default = "default_wan_max_delay_ms")]
     pub wan_max_delay_ms: Millis,
+    /// Replicas per zone, e.g. `{"a": 2, "b": 2, "c": 2}`: of the ring
+    /// ([`RingConfig::replicas_per_zone`]) and of the default bucket
+    /// ([`BucketProps::n_per_zone`]); `n` must then be their sum. Empty (the default): `n`
+    /// replicas anywhere, spread over the zones where they allow.
+    #[serde(default)]
+    pub n_per_zone: BTreeMap<String, u32>,
 }
 
 fn default_wan_min_delay_ms() -> Millis {
@@ -115,6 +122,7 @@ impl Default for SimConfig {
             zones: Vec::new(),
             wan_min_delay_ms: default_wan_min_delay_ms(),
             wan_max_delay_ms: default_wan_max_delay_ms(),
+            n_per_zone: BTreeMap::new(),
         }
     }
 }
@@ -283,6 +291,7 @@ impl SimConfig {
             conflict_mode: self.conflict_mode,
             limits: Default::default(),
             default_ttl_ms: None,
+            n_per_zone: self.n_per_zone.clone(),
             ..BucketProps::default()
         }
     }
@@ -306,6 +315,6 @@ pub(super) fn ring_config(config: &SimConfig) -> RingConfig {
         partitions: config.partitions,
         strategy: config.strategy.clone(),
         target_n: config.n as usize,
-        ..RingConfig::default()
+        replicas_per_zone: config.n_per_zone.clone(),
     }
 }

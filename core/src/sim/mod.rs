@@ -951,8 +951,14 @@ impl Sim {
     /// The stored object of a key on each of its replicas (`None`: no record or a damaged one).
     pub fn replicas_of(&self, bucket: &[u8], key: &[u8]) -> Vec<FinalReplica> {
         let storage_key = self.storage_key(bucket, key);
-        self.current_ring()
-            .preference_list(key_position(bucket, key), self.config.n as usize)
+        let position = key_position(bucket, key);
+        let ring = self.current_ring();
+        let replicas = if self.config.n_per_zone.is_empty() {
+            ring.preference_list(position, self.config.n as usize)
+        } else {
+            ring.zone_preference_list(position, &self.config.n_per_zone)
+        };
+        replicas
             .into_iter()
             .map(|node| {
                 let object = self

@@ -277,3 +277,44 @@ fn a_zone_isolated_crashed_and_lost_comes_back_and_converges() {
     assert!(verdict.is_ok(), "{verdict:#?}");
     assert_eq!(verdict.acknowledged_writes, 10);
 }
+
+#[test]
+fn replicas_per_zone_place_the_replicas_and_local_quorums_stay_in_the_zone() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 9,
+        n: 6,
+        n_per_zone: [("a", 2), ("b", 2), ("c", 2)]
+            .map(|(zone, n)| (String::from(zone), n))
+            .into(),
+        ..zoned(9, 4)
+    });
+    sim.run(1_000);
+    let replicas = sim.replicas_of(b"b", b"k");
+    let mut zones: Vec<_> = replicas
+        .iter()
+        .map(|r| sim.zone_of(r.node.as_str()).unwrap().to_string())
+        .collect();
+    zones.sort();
+    assert_eq!(zones, ["a", "a", "b", "b", "c", "c"]);
+    sim.isolate_zone("c");
+    sim.isolate_zone("b");
+    // Zone a alone: a local quorum (both of a's replicas) needs no other zone.
+    let index = sim.submit(
+        "n1",
+        ClientRequest::Put {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            context: Context::default(),
+            value: b"v".to_vec(),
+            options: RequestOptions {
+                w: Some(QuorumValue::LocalQuorum),
+                ..RequestOptions::default()
+            },
+        },
+    );
+    let put = sim.wait(index);
+    assert!(put.is_ok(), "{put:?}");
+    assert!(put.completed_at.unwrap() - put.invoked_at < 40, "{put:?}");
+    assert!(sim.heal_and_converge(60_000).is_some());
+    assert!(sim.check().is_ok());
+}
