@@ -871,13 +871,25 @@ fn zone_loss_plan(loss: ZoneLoss) -> ZoneLossPlan {
 /// clients in zones a and b keep reading and writing at their own zones' nodes. Verdicts: the
 /// surviving zones kept serving while c was away, the returned zone converges with no client
 /// read, and nothing acknowledged is lost.
-fn zone_loss_campaign(name: &str, loss: ZoneLoss, default_seeds: u64) {
+fn zone_loss_campaign(name: &str, loss: ZoneLoss, power_loss: bool, default_seeds: u64) {
     let mut totals: BTreeMap<ZonePhase, (usize, usize)> = BTreeMap::new();
     let mut acked = 0;
     let mut slowest = 0;
+    let mut records_lost = 0;
     for seed in seeds(default_seeds) {
         let replay = format!("replay with RINGKV_SEED={seed}");
-        let (mut sim, report) = zone_loss_run(three_zones(seed), &zone_loss_plan(loss));
+        let config = SimConfig {
+            lose_unsynced_on_crash: power_loss,
+            ..three_zones(seed)
+        };
+        let (mut sim, report) = zone_loss_run(config, &zone_loss_plan(loss));
+        if loss == ZoneLoss::Disks {
+            assert!(
+                report.records_lost > 0,
+                "{name}: seed {seed}: zone c lost no record"
+            );
+        }
+        records_lost += report.records_lost;
         for (phase, tally) in &report.phases {
             let total = totals.entry(*phase).or_default();
             total.0 += tally.ok;
@@ -929,7 +941,7 @@ fn zone_loss_campaign(name: &str, loss: ZoneLoss, default_seeds: u64) {
     println!(
         "{name}: {acked} acknowledged writes checked, none lost; requests of zones a and b: {}; \
          the returned zone converged within {slowest} ms of its return (clients stopped 1 s \
-         after it)",
+         after it); {records_lost} records lost with zone c's disks",
         phases.join(", ")
     );
     assert!(acked > 0, "{name}: no write was acknowledged");
@@ -937,7 +949,13 @@ fn zone_loss_campaign(name: &str, loss: ZoneLoss, default_seeds: u64) {
 
 #[test]
 fn losing_a_zone_keeps_the_others_serving_and_loses_nothing() {
-    zone_loss_campaign("zone c isolated, crashed, back", ZoneLoss::Crash, 6);
+    // A power loss: the zone's unsynced writes are gone too.
+    zone_loss_campaign(
+        "zone c isolated, crashed by a power loss, back",
+        ZoneLoss::Crash,
+        true,
+        6,
+    );
 }
 
 #[test]
@@ -945,6 +963,7 @@ fn losing_a_zone_with_its_disks_loses_nothing_acknowledged() {
     zone_loss_campaign(
         "zone c isolated, lost with its disks, back",
         ZoneLoss::Disks,
+        false,
         6,
     );
 }

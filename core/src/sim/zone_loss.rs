@@ -100,6 +100,8 @@ pub struct ZoneLossReport {
     pub phases: BTreeMap<ZonePhase, Tally>,
     /// When the zone came back (reconnected and restarted), in virtual ms.
     pub returned_at: Millis,
+    /// Records (data, hints, views) on the zone's disks when they were lost ([`ZoneLoss::Disks`]).
+    pub records_lost: usize,
 }
 
 impl ZoneLossReport {
@@ -146,7 +148,15 @@ pub fn zone_loss_run(config: SimConfig, plan: &ZoneLossPlan) -> (Sim, ZoneLossRe
             ZonePhase::Down => {
                 match plan.loss {
                     ZoneLoss::Crash => sim.crash_zone(&plan.lost_zone),
-                    ZoneLoss::Disks => sim.lose_zone(&plan.lost_zone),
+                    ZoneLoss::Disks => {
+                        report.records_lost = sim
+                            .nodes_in_zone(&plan.lost_zone)
+                            .iter()
+                            .filter_map(|node| sim.store(node.as_str()))
+                            .map(|store| store.len())
+                            .sum();
+                        sim.lose_zone(&plan.lost_zone)
+                    }
                 };
             }
             ZonePhase::Back => {
