@@ -292,7 +292,6 @@ impl SimConfig {
             limits: Default::default(),
             default_ttl_ms: None,
             n_per_zone: self.n_per_zone.clone(),
-            ..BucketProps::default()
         }
     }
 }
