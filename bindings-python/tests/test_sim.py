@@ -389,3 +389,18 @@ def test_zones_place_nodes_round_robin_and_zone_faults_lose_nothing(seed: int) -
     assert plain.zones == [] and plain.members[0]["zone"] is None
     with pytest.raises(ringkv.InvalidRequestError, match="no zones"):
         plain.crash_zone("a")
+
+
+def test_local_quorums_with_replicas_per_zone_need_no_other_zone(seed: int) -> None:
+    sim = ringkv.Sim(nodes=9, n=6, n_per_zone={"a": 2, "b": 2, "c": 2}, zones=["a", "b", "c"],
+                     wan_delay_ms=(20, 80), seed=seed)
+    assert sim.config["n_per_zone"] == {"a": 2, "b": 2, "c": 2}
+    assert sorted(r.node and sim.zone_of(r.node) for r in sim.replicas("cart")) == ["a", "a", "b", "b", "c", "c"]
+    sim.run(ms=1000)
+    sim.isolate_zone("b")
+    sim.isolate_zone("c")
+    p = sim.put("cart", b"milk", node="n1", w="local_quorum")
+    assert p.ok and p.completed_at - p.invoked_at < 40  # zone a's two replicas, no WAN trip
+    g = sim.get("cart", node="n4", r="LOCAL_QUORUM")
+    assert g.ok and g.values == [b"milk"]
+    assert sim.heal_and_converge(60_000) is not None and sim.check().ok
