@@ -249,9 +249,11 @@ try {
     const zones = sim.nodes().map((n) => `${n.id}:${n.zone}`);
     const ringZones = sim.ringDoc().members.map((mm) => `${mm.id}:${mm.zone}`);
     sim.run(1000);
+    // Before any fault: a quorum of 2 of the 3 zones' replicas needs a round trip between zones.
+    const put = sim.put("n1", "carts", "zoe", "tea");
     const isolated = sim.isolateZone("c");
     sim.run(5000);
-    const put = sim.put("n1", "carts", "zoe", "tea");
+    const during = sim.put("n2", "carts", "zoe", "coffee", put.context).ok;
     const lost = sim.crashZone("c", true);
     const kinds = sim.events(0).map((e) => e.kind);
     sim.reconnectZone("c");
@@ -259,11 +261,12 @@ try {
     sim.run(30000);
     let unknown = "no error";
     try { sim.isolateZone("d"); } catch (e) { unknown = e.message; }
-    return { zones, ringZones, isolated, ok: put.ok, took: put.completed_at - put.invoked_at, lost, kinds, converged: sim.converged(), unknown };
+    return { zones, ringZones, isolated, during, ok: put.ok, took: put.completed_at - put.invoked_at, lost, kinds, converged: sim.converged(), unknown };
   });
   assert.deepEqual(zoned.zones, ["n1:a", "n2:b", "n3:c", "n4:a", "n5:b", "n6:c"]);
   assert.deepEqual(zoned.ringZones, zoned.zones);
   assert.deepEqual(zoned.isolated, ["n3", "n6"]);
+  assert.equal(zoned.during, true, "zones a and b write while c is cut off");
   assert.ok(zoned.ok && zoned.took >= 40, `a quorum write across zones took ${zoned.took} ms`);
   assert.deepEqual(zoned.lost, ["n3", "n6"]);
   assert.ok(zoned.kinds.includes("zone") && zoned.kinds.includes("disk_lost"), zoned.kinds.join(","));
