@@ -268,7 +268,9 @@ fn trace_dict<'py>(py: Python<'py>, entry: &TraceEntry) -> PyResult<Bound<'py, P
         TraceKind::Crashed
         | TraceKind::Restarted
         | TraceKind::Links(_)
-        | TraceKind::Decommissioned => {}
+        | TraceKind::Decommissioned
+        | TraceKind::DiskLost
+        | TraceKind::Zone(_) => {}
     }
     let detail = entry.to_string();
     d.set_item("detail", detail)?;
@@ -410,6 +412,27 @@ impl PySim {
         }
     }
 
+    /// The nodes of a zone, or an error naming the zones there are.
+    fn zone_nodes(&self, zone: &str) -> PyResult<Vec<String>> {
+        let sim = self.sim()?;
+        let nodes = sim.nodes_in_zone(zone);
+        if nodes.is_empty() {
+            let mut zones: Vec<String> = sim
+                .node_ids()
+                .iter()
+                .filter_map(|id| sim.zone_of(id.as_str()).map(String::from))
+                .collect();
+            zones.sort();
+            zones.dedup();
+            return Err(errors::invalid(if zones.is_empty() {
+                format!("unknown zone {zone:?}: this simulation has no zones")
+            } else {
+                format!("unknown zone {zone:?}: the zones are {}", zones.join(", "))
+            }));
+        }
+        Ok(ids(&nodes))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn options(
         &self,
@@ -456,7 +479,8 @@ impl PySim {
         strategy = "partitions", tokens_per_capacity = 16, min_delay_ms = 1, max_delay_ms = 10,
         loss = 0.0, max_disk_latency_ms = 2, request_timeout_ms = 1_000,
         lose_unsynced_on_crash = false, conflict_mode = "siblings", max_clock_entries = 64,
-        anti_entropy_interval_ms = 250, gossip_interval_ms = 200, max_clock_skew_ms = 0
+        anti_entropy_interval_ms = 250, gossip_interval_ms = 200, max_clock_skew_ms = 0,
+        zones = None, wan_min_delay_ms = 20, wan_max_delay_ms = 80, n_per_zone = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -480,6 +504,10 @@ impl PySim {
         anti_entropy_interval_ms: u64,
         gossip_interval_ms: u64,
         max_clock_skew_ms: u64,
+        zones: Option<Vec<String>>,
+        wan_min_delay_ms: u64,
+        wan_max_delay_ms: u64,
+        n_per_zone: Option<std::collections::BTreeMap<String, u32>>,
     ) -> PyResult<Self> {
         // A limit of this binding (memory and time a notebook can afford), not of the core.
         if nodes == 0 || nodes > MAX_NODES {
@@ -514,6 +542,10 @@ impl PySim {
             churn: false,
             max_clock_skew_ms,
             write_ttl_ms: None,
+            zones: zones.unwrap_or_default(),
+            wan_min_delay_ms,
+            wan_max_delay_ms,
+            n_per_zone: n_per_zone.unwrap_or_default(),
         };
         let sim = catch_unwind(AssertUnwindSafe(|| Sim::try_new(config)))
             .map_err(|payload| {
@@ -554,6 +586,10 @@ impl PySim {
         d.set_item("anti_entropy_interval_ms", c.anti_entropy_interval_ms)?;
         d.set_item("gossip_interval_ms", c.gossip_interval_ms)?;
         d.set_item("max_clock_skew_ms", c.max_clock_skew_ms)?;
+        d.set_item("zones", c.zones.clone())?;
+        d.set_item("wan_min_delay_ms", c.wan_min_delay_ms)?;
+        d.set_item("wan_max_delay_ms", c.wan_max_delay_ms)?;
+        d.set_item("n_per_zone", c.n_per_zone.clone())?;
         Ok(d)
     }
 
@@ -571,6 +607,55 @@ impl PySim {
     fn is_up(&self, node: &str) -> PyResult<bool> {
         self.known(node)?;
         Ok(self.sim()?.is_up(node))
+    }
+
+    /// The node's zone (`None`: the run has no zones, or it joined in none).
+    fn zone_of(&self, node: &str) -> PyResult<Option<String>> {
+        self.known(node)?;
+        Ok(self.sim()?.zone_of(node).map(String::from))
+    }
+
+    /// The nodes of a zone, up or crashed, in name order.
+    fn nodes_in_zone(&self, zone: &str) -> PyResult<Vec<String>> {
+        self.zone_nodes(zone)
+    }
+
+    /// Cuts every link between the zone and the other zones, both ways.
+    fn isolate_zone(&mut self, zone: &str) -> PyResult<Vec<String>> {
+        self.zone_nodes(zone)?;
+        self.guard(|sim| ids(&sim.isolate_zone(zone)))
+    }
+
+    /// Restores the links between the zone and the rest.
+    fn reconnect_zone(&mut self, zone: &str) -> PyResult<()> {
+        self.zone_nodes(zone)?;
+        self.guard(|sim| sim.reconnect_zone(zone))
+    }
+
+    /// Crashes every node of the zone.
+    fn crash_zone(&mut self, zone: &str) -> PyResult<Vec<String>> {
+        self.zone_nodes(zone)?;
+        self.guard(|sim| ids(&sim.crash_zone(zone)))
+    }
+
+    /// Crashes every node of the zone and loses their disks.
+    fn lose_zone(&mut self, zone: &str) -> PyResult<Vec<String>> {
+        self.zone_nodes(zone)?;
+        self.guard(|sim| ids(&sim.lose_zone(zone)))
+    }
+
+    /// Restarts every crashed node of the zone.
+    fn restart_zone(&mut self, zone: &str) -> PyResult<()> {
+        self.zone_nodes(zone)?;
+        self.guard(|sim| sim.restart_zone(zone))
+    }
+
+    /// Crashes a node (if up) and replaces its disk with an empty one.
+    fn lose_disk(&mut self, node: &str) -> PyResult<()> {
+        self.known(node)?;
+        self.guard(|sim| {
+            sim.lose_disk(node);
+        })
     }
 
     /// Starts a request and returns its history index; it completes as the simulation runs.
@@ -756,8 +841,10 @@ impl PySim {
         self.guard(|sim| sim.corrupt(node, bucket, key))
     }
 
-    /// Starts a new node that joins through `n1`.
-    fn join(&mut self, node: &str, capacity: u32) -> PyResult<()> {
+    /// Starts a new node that joins through `n1`, in `zone` (`None`: the next zone of the
+    /// round-robin, or none in a run without zones).
+    #[pyo3(signature = (node, capacity, zone = None))]
+    fn join(&mut self, node: &str, capacity: u32, zone: Option<&str>) -> PyResult<()> {
         if node.is_empty() {
             return Err(errors::invalid("the new node's name is empty"));
         }
@@ -767,7 +854,15 @@ impl PySim {
         if self.sim()?.node_ids().contains(&NodeId::new(node)) {
             return Err(errors::invalid(format!("{node} is already a node")));
         }
-        self.guard(|sim| sim.join(node, capacity))?;
+        if zone.is_some_and(|z| z.trim().is_empty() || z.trim() != z) {
+            return Err(errors::invalid(format!(
+                "zone {zone:?}: a zone needs a name, with no leading or trailing blanks"
+            )));
+        }
+        self.guard(|sim| match zone {
+            Some(zone) => sim.join_in_zone(node, capacity, Some(zone)),
+            None => sim.join(node, capacity),
+        })?;
         if !self.sim()?.node_ids().contains(&NodeId::new(node)) {
             return Err(errors::invalid(format!("{node} could not join")));
         }

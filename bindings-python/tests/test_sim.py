@@ -342,3 +342,65 @@ def test_a_delete_without_a_context_reads_first_and_never_reports_a_no_op() -> N
         sim.delete("cart")
     # Both the read and the delete are in the history, so the checker judges them.
     assert sim.check().ok
+
+
+def test_zones_place_nodes_round_robin_and_zone_faults_lose_nothing(seed: int) -> None:
+    sim = ringkv.Sim(nodes=6, zones=["a", "b", "c"], wan_delay_ms=(30, 60), seed=seed)
+    assert sim.zones == ["a", "b", "c"]
+    assert [(m["node"], m["zone"], m["up"]) for m in sim.members] == [
+        ("n1", "a", True), ("n2", "b", True), ("n3", "c", True),
+        ("n4", "a", True), ("n5", "b", True), ("n6", "c", True),
+    ]
+    assert sim.nodes_in_zone("b") == ["n2", "n5"] and sim.zone_of("n6") == "c"
+    assert (sim.config["wan_min_delay_ms"], sim.config["wan_max_delay_ms"]) == (30, 60)
+    # The ring's members carry their zones, and a key has one replica in each zone.
+    assert sim.ring.zones == {m["node"]: m["zone"] for m in sim.members}
+    assert sorted(sim.zone_of(node) for node in sim.preference_list("cart")) == ["a", "b", "c"]
+    sim.run(ms=1000)
+    # A quorum of 2 of 3 zones takes at least one round trip between zones.
+    p = sim.put("cart", b"milk", node="n1")
+    assert p.ok and p.completed_at - p.invoked_at >= 60
+    assert sim.isolate_zone("c") == ["n3", "n6"]
+    assert sim.events[-1]["kind"] == "links" and "isolate zone c" in sim.events[-1]["detail"]
+    sim.run(ms=5000)
+    assert sim.put("cart", b"eggs", context=p.context, node="n2").ok  # zones a and b serve
+    assert sim.lose_zone("c") == ["n3", "n6"]
+    kinds = [e["kind"] for e in sim.events[-5:]]
+    assert "zone" in kinds and "disk_lost" in kinds and "crashed" in kinds
+    assert [m["up"] for m in sim.members if m["zone"] == "c"] == [False, False]
+    sim.reconnect_zone("c")
+    sim.restart_zone("c")
+    assert sim.heal_and_converge(120_000) is not None
+    assert all(r.values == [b"eggs"] for r in sim.replicas("cart"))
+    assert sim.check().ok
+    sim.join("n7")  # the round-robin goes on
+    assert sim.zone_of("n7") == "a"
+    sim.join("x1", zone="c")
+    assert sim.zone_of("x1") == "c"
+    with pytest.raises(ringkv.InvalidRequestError, match='unknown zone "d": the zones are a, b, c'):
+        sim.isolate_zone("d")
+    with pytest.raises(ringkv.InvalidRequestError, match="given twice"):
+        ringkv.Sim(zones=["a", "a"])
+    with pytest.raises(ringkv.InvalidRequestError, match="wan_min_delay_ms = 90"):
+        ringkv.Sim(zones=["a"], wan_delay_ms=(90, 80))
+    with pytest.raises(TypeError):
+        ringkv.Sim(zones="abc")
+    plain = ringkv.Sim(nodes=3, seed=seed)
+    assert plain.zones == [] and plain.members[0]["zone"] is None
+    with pytest.raises(ringkv.InvalidRequestError, match="no zones"):
+        plain.crash_zone("a")
+
+
+def test_local_quorums_with_replicas_per_zone_need_no_other_zone(seed: int) -> None:
+    sim = ringkv.Sim(nodes=9, n=6, n_per_zone={"a": 2, "b": 2, "c": 2}, zones=["a", "b", "c"],
+                     wan_delay_ms=(20, 80), seed=seed)
+    assert sim.config["n_per_zone"] == {"a": 2, "b": 2, "c": 2}
+    assert sorted(r.node and sim.zone_of(r.node) for r in sim.replicas("cart")) == ["a", "a", "b", "b", "c", "c"]
+    sim.run(ms=1000)
+    sim.isolate_zone("b")
+    sim.isolate_zone("c")
+    p = sim.put("cart", b"milk", node="n1", w="local_quorum")
+    assert p.ok and p.completed_at - p.invoked_at < 40  # zone a's two replicas, no WAN trip
+    g = sim.get("cart", node="n4", r="LOCAL_QUORUM")
+    assert g.ok and g.values == [b"milk"]
+    assert sim.heal_and_converge(60_000) is not None and sim.check().ok

@@ -107,6 +107,17 @@ try {
   const fills = new Set(await page.locator("#ring .partitions > g > path:first-of-type").evaluateAll((ps) => ps.map((p) => p.getAttribute("fill"))));
   assert.equal(fills.size, 5, "one colour per owner");
 
+  step("placement: zones as a band in each owner's zone colour, with a zone legend");
+  assert.equal(await count("#ring .zones > path"), 64);
+  const zoneFills = new Set(await page.locator("#ring .zones > path").evaluateAll((ps) => ps.map((p) => p.getAttribute("fill"))));
+  assert.equal(zoneFills.size, 3, "one colour per zone");
+  const bands = await page.evaluate(() => [...document.querySelectorAll("#ring .partitions > g")].map((g) =>
+    [g.dataset.owner, document.querySelector(`#ring .zones > path[data-partition="${g.dataset.partition}"]`)?.dataset.zone]));
+  const zoneOfNode = { n1: "a", n2: "b", n3: "c", n4: "a", n5: "b" };
+  assert.ok(bands.every(([owner, zone]) => zoneOfNode[owner] === zone), JSON.stringify(bands.slice(0, 6)));
+  assert.match(await text("#legend"), /zone a: n1, n4/);
+  assert.match(await page.locator("#ring-desc").textContent(), /Zones: a \(n1, n4\); b \(n2, n5\); c \(n3\)\./);
+
   step("a typed key shows its position and preference list");
   await page.fill("#key", "bob");
   await page.click("#lookup-button");
@@ -230,6 +241,37 @@ try {
   assert.equal(messages[3], 'true: unknown node "n9": the nodes are n1, n2, n3');
   assert.match(messages[4], /^true: invalid context: /);
   assert.equal(messages[5], true);
+
+  step("a simulator with zones: nodes placed round-robin, zone faults");
+  const zoned = await page.evaluate(async () => {
+    const m = await import("./pkg/ringkv_wasm.js");
+    const sim = new m.Sim({ nodes: 6, seed: 3, zones: ["a", "b", "c"], wan_min_delay_ms: 20, wan_max_delay_ms: 60 });
+    const zones = sim.nodes().map((n) => `${n.id}:${n.zone}`);
+    const ringZones = sim.ringDoc().members.map((mm) => `${mm.id}:${mm.zone}`);
+    sim.run(1000);
+    // Before any fault: a quorum of 2 of the 3 zones' replicas needs a round trip between zones.
+    const put = sim.put("n1", "carts", "zoe", "tea");
+    const isolated = sim.isolateZone("c");
+    sim.run(5000);
+    const during = sim.put("n2", "carts", "zoe", "coffee", put.context).ok;
+    const lost = sim.crashZone("c", true);
+    const kinds = sim.events(0).map((e) => e.kind);
+    sim.reconnectZone("c");
+    sim.restartZone("c");
+    sim.run(30000);
+    let unknown = "no error";
+    try { sim.isolateZone("d"); } catch (e) { unknown = e.message; }
+    return { zones, ringZones, isolated, during, ok: put.ok, took: put.completed_at - put.invoked_at, lost, kinds, converged: sim.converged(), unknown };
+  });
+  assert.deepEqual(zoned.zones, ["n1:a", "n2:b", "n3:c", "n4:a", "n5:b", "n6:c"]);
+  assert.deepEqual(zoned.ringZones, zoned.zones);
+  assert.deepEqual(zoned.isolated, ["n3", "n6"]);
+  assert.equal(zoned.during, true, "zones a and b write while c is cut off");
+  assert.ok(zoned.ok && zoned.took >= 40, `a quorum write across zones took ${zoned.took} ms`);
+  assert.deepEqual(zoned.lost, ["n3", "n6"]);
+  assert.ok(zoned.kinds.includes("zone") && zoned.kinds.includes("disk_lost"), zoned.kinds.join(","));
+  assert.equal(zoned.converged, true);
+  assert.match(zoned.unknown, /unknown zone "d": the zones are a, b, c/);
 
   assert.deepEqual(failures, [], "no page or console errors");
   console.log(`e2e: all scenarios passed in ${((Date.now() - t0) / 1000).toFixed(1)} s; screenshots in ${path.relative(repo, shots)}/`);

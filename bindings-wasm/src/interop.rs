@@ -52,6 +52,10 @@ export interface SimOptions {
   strategy?: "partitions" | "tokens"; tokens_per_capacity?: number; min_delay_ms?: number;
   max_delay_ms?: number; request_timeout_ms?: number; anti_entropy_interval_ms?: number;
   gossip_interval_ms?: number; conflict_mode?: "siblings" | "lww" | "last_writer_wins";
+  /** Zones the nodes are placed in, round-robin (n1 in the first, n2 in the second, ...). */
+  zones?: string[]; wan_min_delay_ms?: number; wan_max_delay_ms?: number;
+  /** Replicas per zone (n must be their sum), e.g. { a: 2, b: 2, c: 2 }. */
+  n_per_zone?: Record<string, number>;
 }
 /** A client operation and how it ended (`outcome` null while in flight). */
 export interface OperationDoc {
@@ -74,6 +78,7 @@ export interface HintDoc { holder: string; owner: string; bucket: string; key: s
 /** A simulated node: `status` as the cluster's view has it, `up` whether it runs. */
 export interface NodeDoc {
   id: string; up: boolean; status: string; capacity: number; partitions: number; hints: number;
+  zone: string | null;
 }
 /** One running node's cluster view: what gossip has told it. */
 export interface ViewDoc {
@@ -228,6 +233,8 @@ pub struct NodeDoc {
     pub capacity: u32,
     pub partitions: u32,
     pub hints: u32,
+    /// The node's zone (none in a simulation without zones).
+    pub zone: Option<String>,
 }
 
 /// A member as one node's view has it.

@@ -46,6 +46,13 @@ pub struct SimOptions {
     pub anti_entropy_interval_ms: u64,
     pub gossip_interval_ms: u64,
     pub conflict_mode: String,
+    /// Zones the nodes are placed in, round-robin (`n1` in the first, ...); none by default.
+    pub zones: Vec<String>,
+    /// One-way delays between zones (the `*_delay_ms` above are then those inside a zone).
+    pub wan_min_delay_ms: u64,
+    pub wan_max_delay_ms: u64,
+    /// Replicas per zone (`n` must be their sum); empty: `n` anywhere.
+    pub n_per_zone: BTreeMap<String, u32>,
 }
 
 impl Default for SimOptions {
@@ -66,6 +73,10 @@ impl Default for SimOptions {
             anti_entropy_interval_ms: c.anti_entropy_interval_ms,
             gossip_interval_ms: c.gossip_interval_ms,
             conflict_mode: "siblings".to_string(),
+            zones: c.zones,
+            wan_min_delay_ms: c.wan_min_delay_ms,
+            wan_max_delay_ms: c.wan_max_delay_ms,
+            n_per_zone: c.n_per_zone,
         }
     }
 }
@@ -122,6 +133,10 @@ impl SimOptions {
             request_timeout_ms: self.request_timeout_ms,
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
             gossip_interval_ms: self.gossip_interval_ms,
+            zones: self.zones.clone(),
+            wan_min_delay_ms: self.wan_min_delay_ms,
+            wan_max_delay_ms: self.wan_max_delay_ms,
+            n_per_zone: self.n_per_zone.clone(),
             ..SimConfig::default()
         };
         config.validate()?;
@@ -223,6 +238,7 @@ impl Sim {
                     capacity: ring.member(&id).map_or(1, |m| m.capacity),
                     partitions: counts.get(&id).copied().unwrap_or(0),
                     hints,
+                    zone: self.sim.zone_of(&name).map(String::from),
                     id: name,
                 }
             })
@@ -260,7 +276,7 @@ impl Sim {
                     id: node.id,
                     status: node.status,
                     alive: node.up,
-                    zone: None,
+                    zone: node.zone,
                     capacity: node.capacity,
                     http_addr: String::new(),
                     peer_addr: String::new(),
@@ -436,6 +452,50 @@ impl Sim {
         self.sim.join(node, capacity);
         self.known(node)
             .map_err(|_| Error::invalid(format!("{node} could not join")))
+    }
+
+    /// The nodes of a zone, or an error naming the zones there are.
+    fn zone_nodes(&self, zone: &str) -> Result<Vec<String>, Error> {
+        let nodes = self.sim.nodes_in_zone(zone);
+        if nodes.is_empty() {
+            let zones = &self.sim.config().zones;
+            return Err(Error::invalid(if zones.is_empty() {
+                format!("unknown zone {zone:?}: this simulation has no zones")
+            } else {
+                format!("unknown zone {zone:?}: the zones are {}", zones.join(", "))
+            }));
+        }
+        Ok(ids(&nodes))
+    }
+
+    /// Cuts every link between a zone and the other zones, both ways; returns its nodes.
+    pub fn isolate_zone(&mut self, zone: &str) -> Result<Vec<String>, Error> {
+        self.zone_nodes(zone)?;
+        Ok(ids(&self.sim.isolate_zone(zone)))
+    }
+
+    /// Restores the links between a zone and the rest.
+    pub fn reconnect_zone(&mut self, zone: &str) -> Result<(), Error> {
+        self.zone_nodes(zone)?;
+        self.sim.reconnect_zone(zone);
+        Ok(())
+    }
+
+    /// Crashes every node of a zone (their disks survive, or not with `lose_disks`).
+    pub fn crash_zone(&mut self, zone: &str, lose_disks: bool) -> Result<Vec<String>, Error> {
+        self.zone_nodes(zone)?;
+        Ok(ids(&if lose_disks {
+            self.sim.lose_zone(zone)
+        } else {
+            self.sim.crash_zone(zone)
+        }))
+    }
+
+    /// Restarts every crashed node of a zone.
+    pub fn restart_zone(&mut self, zone: &str) -> Result<(), Error> {
+        self.zone_nodes(zone)?;
+        self.sim.restart_zone(zone);
+        Ok(())
     }
 
     /// Tells a node to leave: it hands its partitions over, then is removed.
@@ -642,6 +702,30 @@ impl Sim {
     #[wasm_bindgen(js_name = join)]
     pub fn js_join(&mut self, node: &str, capacity: u32) -> Result<(), JsError> {
         Ok(self.join(node, capacity)?)
+    }
+
+    /// Cuts every link between a zone and the other zones, both ways; returns its nodes.
+    #[wasm_bindgen(js_name = isolateZone)]
+    pub fn js_isolate_zone(&mut self, zone: &str) -> Result<Vec<String>, JsError> {
+        Ok(self.isolate_zone(zone)?)
+    }
+
+    /// Restores the links between a zone and the rest.
+    #[wasm_bindgen(js_name = reconnectZone)]
+    pub fn js_reconnect_zone(&mut self, zone: &str) -> Result<(), JsError> {
+        Ok(self.reconnect_zone(zone)?)
+    }
+
+    /// Crashes every node of a zone; with `loseDisks` their disks are lost too.
+    #[wasm_bindgen(js_name = crashZone)]
+    pub fn js_crash_zone(&mut self, zone: &str, lose_disks: bool) -> Result<Vec<String>, JsError> {
+        Ok(self.crash_zone(zone, lose_disks)?)
+    }
+
+    /// Restarts every crashed node of a zone.
+    #[wasm_bindgen(js_name = restartZone)]
+    pub fn js_restart_zone(&mut self, zone: &str) -> Result<(), JsError> {
+        Ok(self.restart_zone(zone)?)
     }
 
     /// Tells a node to leave.

@@ -37,6 +37,15 @@ function colourOf(id) {
   return { fill: PALETTE[i % PALETTE.length], hatched: i >= PALETTE.length };
 }
 
+// Zones get a second palette (Paul Tol's muted scheme), drawn as a band just inside the ring and
+// always named too (legend, arc titles, tables).
+const ZONE_PALETTE = ["#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255"];
+const zoneIndex = new Map();
+function zoneColourOf(zone) {
+  if (!zoneIndex.has(zone)) zoneIndex.set(zone, zoneIndex.size);
+  return ZONE_PALETTE[zoneIndex.get(zone) % ZONE_PALETTE.length];
+}
+
 // ---------- the ring drawing (shared by the three tabs) ----------
 const CX = 210, CY = 210, R_OUT = 175, R_IN = 122;
 
@@ -77,7 +86,8 @@ function drawRing(doc, opts = {}) {
     const m = statusOf.get(owner);
     const down = m && (!m.alive || m.status === "down");
     const moving = p.moving_to && p.moving_to.length > 0;
-    const label = `Partition ${p.id}: owner ${owner}${down ? " (down)" : ""}; replicas ${p.replicas.join(", ")}` +
+    const zone = m && m.zone;
+    const label = `Partition ${p.id}: owner ${owner}${zone ? ` in zone ${zone}` : ""}${down ? " (down)" : ""}; replicas ${p.replicas.join(", ")}` +
       (moved.has(p.id) ? "; moved" : "") + (moving ? `; moving to ${p.moving_to.join(", ")}` : "");
     const g = h("svg:g", { "data-partition": p.id, "data-owner": owner, class: moved.has(p.id) ? "moved" : null },
       h("svg:title", { text: label }),
@@ -89,6 +99,18 @@ function drawRing(doc, opts = {}) {
     arcs.append(g);
   }
   svg.append(arcs);
+  // Zones: a band inside the ring in the owner's zone colour, when the members have zones.
+  const zones = [...new Set(doc.members.map((m) => m.zone).filter(Boolean))].sort();
+  if (zones.length) {
+    const band = h("svg:g", { class: "zones" });
+    for (const p of doc.partitions) {
+      const zone = statusOf.get(p.replicas[0])?.zone;
+      if (!zone) continue;
+      band.append(h("svg:path", { d: arcPath(p.id / q, (p.id + 1) / q, R_IN - 8, R_IN - 2), fill: zoneColourOf(zone),
+        "data-zone": zone, "data-partition": p.id }, h("svg:title", { text: `Partition ${p.id}: owner ${p.replicas[0]} in zone ${zone}` })));
+    }
+    svg.append(band);
+  }
   // Owner labels in the middle of each node's largest run, when there is room.
   if (q <= 64) {
     for (const p of doc.partitions) {
@@ -118,8 +140,13 @@ function drawRing(doc, opts = {}) {
   centre.forEach((line, i) => svg.append(h("svg:text", { x: CX, y: CY - 8 + i * 18, "text-anchor": "middle", "font-size": i ? 12 : 15, "font-weight": i ? 400 : 600, text: line })));
   // Text alternative and legend.
   const counts = doc.members.map((m) => `${m.id} owns ${m.partitions}${m.alive === false || m.status === "down" ? " (down)" : ""}`);
-  $("ring-desc").textContent = `Ring of ${q} partitions. ${counts.join("; ")}.` + (moved.size ? ` ${moved.size} partitions moved.` : "");
-  $("legend").replaceChildren(...doc.members.map((m) => {
+  const membersOf = (zone) => doc.members.filter((m) => m.zone === zone).map((m) => m.id);
+  $("ring-desc").textContent = `Ring of ${q} partitions. ${counts.join("; ")}.` + (moved.size ? ` ${moved.size} partitions moved.` : "") +
+    (zones.length ? ` Zones: ${zones.map((z) => `${z} (${membersOf(z).join(", ")})`).join("; ")}.` : "");
+  const zoneItems = zones.map((zone) => h("span", { class: "legend-item zone", "data-zone": zone },
+    h("span", { class: "swatch zone-swatch", style: `background:${zoneColourOf(zone)}`, "aria-hidden": "true" }),
+    `zone ${zone}: ${membersOf(zone).join(", ")}`));
+  $("legend").replaceChildren(...zoneItems, ...doc.members.map((m) => {
     const c = colourOf(m.id);
     const sw = h("span", { class: "swatch", style: `background:${c.fill}${c.hatched ? ";background-image:repeating-linear-gradient(45deg,#0006 0 2px,transparent 2px 5px)" : ""}`, "aria-hidden": "true" });
     const state = m.alive === false ? " — down" : m.status && m.status !== "up" ? ` — ${m.status}` : "";
@@ -402,7 +429,7 @@ function renderSim() {
   $("sim-clock").textContent = `(virtual time ${snap.now} ms${sim.cursor >= 0 ? `, viewing step ${at + 1} of ${sim.timeline.length}` : ""})`;
   $("sim-key-label").textContent = `${BUCKET}/${simKey()}`;
   $("sim-nodes").tBodies[0].replaceChildren(...snap.nodes.map((n) => h("tr", { "data-node": n.id, class: n.up ? null : "down-row" },
-    h("th", { scope: "row" }, h("span", { class: "swatch", style: `background:${colourOf(n.id).fill}`, "aria-hidden": "true" }), n.id, keyNodes.includes(n.id) ? " (replica)" : ""),
+    h("th", { scope: "row" }, h("span", { class: "swatch", style: `background:${colourOf(n.id).fill}`, "aria-hidden": "true" }), n.id, n.zone ? ` (zone ${n.zone})` : "", keyNodes.includes(n.id) ? " (replica)" : ""),
     h("td", { class: "running", text: n.up ? "yes" : "no — down" }), h("td", { text: n.status }),
     h("td", { text: n.partitions }), h("td", { class: "hints", text: n.hints }),
     h("td", {}, h("button", { type: "button", "aria-label": `${n.up ? "Fail" : "Recover"} ${n.id}`, disabled: sim.cursor >= 0,

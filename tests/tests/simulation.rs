@@ -1,9 +1,14 @@
 //! Seeded simulation campaigns over the real protocol core. Every failure prints its seed; replay
 //! one with `RINGKV_SEED=<seed> cargo test -p ringkv-tests --test simulation`.
 
-use ringkv_core::bucket::QuorumValue;
+use std::collections::BTreeMap;
+
+use ringkv_core::bucket::{QuorumValue, RequestOptions};
 use ringkv_core::io::Event;
-use ringkv_core::sim::{random_run, Sim, SimConfig, TraceKind};
+use ringkv_core::request::ClientRequest;
+use ringkv_core::sim::{
+    random_run, zone_loss_run, Sim, SimConfig, TraceKind, ZoneLoss, ZoneLossPlan, ZonePhase,
+};
 use ringkv_core::version::ConflictMode;
 
 /// Seeds to run: `RINGKV_SEED` replays one, `RINGKV_SEEDS` sets how many (default `default`).
@@ -820,4 +825,218 @@ fn a_joining_node_pulls_a_bounded_number_of_partitions_at_once() {
     );
     let verdict = sim.check();
     assert!(verdict.is_ok(), "{verdict:#?}");
+}
+
+// ----- zones -----
+
+/// Nine nodes in zones a, b and c, placed round-robin (n1, n4, n7 in a; n2, n5, n8 in b; n3, n6,
+/// n9 in c), 1-10 ms inside a zone and 20-80 ms between zones; two replicas in each zone (N = 6).
+fn three_zones(seed: u64) -> SimConfig {
+    SimConfig {
+        nodes: 9,
+        seed,
+        zones: ["a", "b", "c"].map(String::from).to_vec(),
+        wan_min_delay_ms: 20,
+        wan_max_delay_ms: 80,
+        n: 6,
+        n_per_zone: [("a", 2), ("b", 2), ("c", 2)]
+            .map(|(zone, n)| (zone.to_string(), n))
+            .into(),
+        ..SimConfig::default()
+    }
+}
+
+/// Reads and writes at `local_quorum`: both replicas of the coordinator's zone, none elsewhere.
+fn zone_loss_plan(loss: ZoneLoss) -> ZoneLossPlan {
+    ZoneLossPlan {
+        lost_zone: "c".into(),
+        client_zones: vec!["a".into(), "b".into()],
+        clients_per_zone: 2,
+        keys: 6,
+        loss,
+        phase_ms: 8_000,
+        back_ms: 1_000,
+        read: RequestOptions {
+            r: Some(QuorumValue::LocalQuorum),
+            ..RequestOptions::default()
+        },
+        write: RequestOptions {
+            w: Some(QuorumValue::LocalQuorum),
+            ..RequestOptions::default()
+        },
+    }
+}
+
+/// Zone c is cut off, then lost (crashed, or crashed with its disks gone), then comes back, while
+/// clients in zones a and b keep reading and writing at their own zones' nodes. Verdicts: the
+/// surviving zones kept serving while c was away, the returned zone converges with no client
+/// read, and nothing acknowledged is lost.
+fn zone_loss_campaign(name: &str, loss: ZoneLoss, power_loss: bool, default_seeds: u64) {
+    let mut totals: BTreeMap<ZonePhase, (usize, usize)> = BTreeMap::new();
+    let mut acked = 0;
+    let mut slowest = 0;
+    let mut records_lost = 0;
+    for seed in seeds(default_seeds) {
+        let replay = format!("replay with RINGKV_SEED={seed}");
+        let config = SimConfig {
+            lose_unsynced_on_crash: power_loss,
+            ..three_zones(seed)
+        };
+        let (mut sim, report) = zone_loss_run(config, &zone_loss_plan(loss));
+        if loss == ZoneLoss::Disks {
+            assert!(
+                report.records_lost > 0,
+                "{name}: seed {seed}: zone c lost no record"
+            );
+        }
+        records_lost += report.records_lost;
+        for (phase, tally) in &report.phases {
+            let total = totals.entry(*phase).or_default();
+            total.0 += tally.ok;
+            total.1 += tally.issued;
+        }
+        for phase in [ZonePhase::Isolated, ZonePhase::Down] {
+            let tally = report.phase(phase);
+            assert!(
+                tally.issued > 20,
+                "{name}: seed {seed}: only {} requests while zone c was {phase:?}",
+                tally.issued
+            );
+            assert!(
+                tally.failures.is_empty(),
+                "{name}: seed {seed} ({replay}): zones a and b stopped serving while zone c was \
+                 {phase:?}: {} of {} failed: {:#?}",
+                tally.issued - tally.ok,
+                tally.issued,
+                tally.failures
+            );
+        }
+        for (phase, tally) in &report.phases {
+            for failure in &tally.failures {
+                println!("{name}: seed {seed}: {phase:?}: {failure}");
+            }
+        }
+        assert!(
+            sim.heal_and_converge(120_000).is_some(),
+            "{name}: seed {seed}: zone c's replicas did not converge in 120 s ({replay})"
+        );
+        // From the zone's return: the clients went on for `back_ms`, stragglers ended, then
+        // the replicas were compared every 100 ms.
+        slowest = slowest.max(sim.now() - report.returned_at);
+        let verdict = sim.check();
+        assert!(
+            verdict.is_ok(),
+            "{name}: seed {seed} failed ({replay}): {verdict:#?}"
+        );
+        assert!(
+            sim.converged(),
+            "{name}: seed {seed}: replicas differ after the check"
+        );
+        acked += verdict.acknowledged_writes;
+    }
+    let phases: Vec<String> = totals
+        .iter()
+        .map(|(phase, (ok, issued))| format!("{phase:?} {ok}/{issued} ok"))
+        .collect();
+    println!(
+        "{name}: {acked} acknowledged writes checked, none lost; requests of zones a and b: {}; \
+         the returned zone converged within {slowest} ms of its return (clients stopped 1 s \
+         after it); {records_lost} records lost with zone c's disks",
+        phases.join(", ")
+    );
+    assert!(acked > 0, "{name}: no write was acknowledged");
+}
+
+#[test]
+fn losing_a_zone_keeps_the_others_serving_and_loses_nothing() {
+    // A power loss: the zone's unsynced writes are gone too.
+    zone_loss_campaign(
+        "zone c isolated, crashed by a power loss, back",
+        ZoneLoss::Crash,
+        true,
+        6,
+    );
+}
+
+#[test]
+fn losing_a_zone_with_its_disks_loses_nothing_acknowledged() {
+    zone_loss_campaign(
+        "zone c isolated, lost with its disks, back",
+        ZoneLoss::Disks,
+        false,
+        6,
+    );
+}
+
+/// Median and 99th percentile of `values`.
+fn median_p99(mut values: Vec<u64>) -> (u64, u64) {
+    values.sort_unstable();
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Latency of reads and writes coordinated in zone a (two replicas in each of three zones), in
+/// simulated ms, with 1-10 ms inside a zone and 20-80 ms between zones: `(write median, write p99, read median, read p99)`.
+fn zone_latency(quorum: QuorumValue, seed: u64, ops: usize) -> (u64, u64, u64, u64) {
+    let mut sim = Sim::new(three_zones(seed));
+    sim.run(1_000);
+    let coordinators = sim.nodes_in_zone("a");
+    let (mut writes, mut reads) = (Vec::new(), Vec::new());
+    for i in 0..ops {
+        let node = coordinators[i % coordinators.len()].clone();
+        let key = format!("k{i}").into_bytes();
+        let index = sim.submit(
+            node.as_str(),
+            ClientRequest::Put {
+                bucket: b"b".to_vec(),
+                key: key.clone(),
+                context: Default::default(),
+                value: b"v".to_vec(),
+                options: RequestOptions {
+                    w: Some(quorum),
+                    ..RequestOptions::default()
+                },
+            },
+        );
+        let put = sim.wait(index);
+        assert!(put.is_ok(), "seed {seed}: {put:?}");
+        writes.push(put.completed_at.unwrap() - put.invoked_at);
+        let options = RequestOptions {
+            r: Some(quorum),
+            ..RequestOptions::default()
+        };
+        let get = sim.get_with(node.as_str(), b"b", &key, options);
+        assert!(get.is_ok(), "seed {seed}: {get:?}");
+        reads.push(get.completed_at.unwrap() - get.invoked_at);
+    }
+    let (write_median, write_p99) = median_p99(writes);
+    let (read_median, read_p99) = median_p99(reads);
+    (write_median, write_p99, read_median, read_p99)
+}
+
+/// Prints the latency of zone-local quorums against plain ones:
+/// `cargo test --release -p ringkv-tests --test simulation local_quorum_latency -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn local_quorum_latency_against_quorum() {
+    let values = [QuorumValue::Quorum, QuorumValue::LocalQuorum];
+    let mut rows = Vec::new();
+    for value in values {
+        let row = zone_latency(value, 11, 500);
+        println!(
+            "{value}: writes median {} ms, p99 {} ms; reads median {} ms, p99 {} ms",
+            row.0, row.1, row.2, row.3
+        );
+        rows.push(row);
+    }
+    let (base, local) = (rows[0], rows[1]);
+    println!(
+        "{} / {}: writes median {:.2}, p99 {:.2}; reads median {:.2}, p99 {:.2}",
+        values[1],
+        values[0],
+        local.0 as f64 / base.0 as f64,
+        local.1 as f64 / base.1 as f64,
+        local.2 as f64 / base.2 as f64,
+        local.3 as f64 / base.3 as f64
+    );
 }

@@ -67,14 +67,16 @@ def optional_integer(what: str, value: object, minimum: int = 0) -> Optional[int
 
 
 def quorum(what: str, value: object) -> str:
-    """A quorum as the core parses it: a count, ``"one"``, ``"quorum"`` or ``"all"``."""
+    """A quorum as the core parses it: a count, ``"one"``, ``"quorum"``, ``"all"``, or one counted
+    in zones: ``"local_one"``, ``"local_quorum"`` (in the coordinator's zone), ``"each_quorum"``."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise TypeError(f'{what} must be an int or one of "one", "quorum", "all", not {type(value).__name__}')
     if isinstance(value, int):
         if not 0 <= value <= _MAX_U32:
             raise InvalidRequestError(f"{what} = {value} is not a number of replicas")
         return str(value)
-    if value.strip().lower() not in ("one", "quorum", "all") and not value.strip().isdigit():
+    names = ("one", "quorum", "all", "local_one", "local_quorum", "each_quorum")
+    if value.strip().lower() not in names and not value.strip().isdigit():
         raise InvalidRequestError(f'{what} = {value!r} is not a quorum: use a count, "one", "quorum" or "all"')
     return value.strip().lower()
 

@@ -231,7 +231,15 @@ class Sim:
         partitions: Q, the number of ring partitions (a power of two, at least ``nodes``).
         strategy: ``"partitions"`` (Q equal partitions, the default) or ``"tokens"``
             (random tokens, ``tokens_per_capacity`` per node).
-        min_delay_ms, max_delay_ms: one-way message delays (uniform in between).
+        min_delay_ms, max_delay_ms: one-way message delays (uniform in between); with zones,
+            the delays inside a zone.
+        zones: zone names (data centres, racks) the nodes are placed in, round-robin: ``n1`` in
+            the first, ``n2`` in the second, ... (``None``: no zones). Each node's ring member
+            carries its zone, so a key's replicas spread over the zones.
+        wan_delay_ms: ``(min, max)`` one-way delay of a message between two zones.
+        n_per_zone: replicas per zone, e.g. ``{"a": 2, "b": 2, "c": 2}`` (``n`` must be their
+            sum); with it ``r``/``w`` may be ``"local_quorum"``, ``"local_one"`` or
+            ``"each_quorum"``, counted in the coordinator's zone.
         loss: probability that a message is lost.
         max_disk_latency_ms: longest storage operation.
         request_timeout_ms: how long a coordinator waits for its quorum.
@@ -271,7 +279,24 @@ class Sim:
         anti_entropy_interval_ms: int = 250,
         gossip_interval_ms: int = 200,
         max_clock_skew_ms: int = 0,
+        zones: Optional[Sequence[str]] = None,
+        wan_delay_ms: Tuple[int, int] = (20, 80),
+        n_per_zone: Optional[Dict[str, int]] = None,
     ) -> None:
+        if n_per_zone is not None and not isinstance(n_per_zone, dict):
+            raise TypeError(f"n_per_zone must be a dict of zone to replicas, not {type(n_per_zone).__name__}")
+        if zones is not None:
+            if isinstance(zones, (str, bytes)) or not isinstance(zones, (list, tuple)):
+                raise TypeError(f"zones must be a list of zone names, not {type(zones).__name__}")
+            for zone in zones:
+                if not isinstance(zone, str):
+                    raise TypeError(f"a zone name must be a str, not {type(zone).__name__}")
+        if (
+            isinstance(wan_delay_ms, (str, bytes))
+            or not isinstance(wan_delay_ms, (list, tuple))
+            or len(wan_delay_ms) != 2
+        ):
+            raise TypeError("wan_delay_ms must be a pair (min, max) of milliseconds")
         if not isinstance(strategy, str):
             raise TypeError(f"strategy must be a str, not {type(strategy).__name__}")
         if not isinstance(conflict_mode, str):
@@ -301,6 +326,12 @@ class Sim:
             anti_entropy_interval_ms=integer("anti_entropy_interval_ms", anti_entropy_interval_ms, 1),
             gossip_interval_ms=integer("gossip_interval_ms", gossip_interval_ms, 1),
             max_clock_skew_ms=integer("max_clock_skew_ms", max_clock_skew_ms),
+            zones=None if zones is None else list(zones),
+            wan_min_delay_ms=integer("wan_delay_ms[0]", wan_delay_ms[0]),
+            wan_max_delay_ms=integer("wan_delay_ms[1]", wan_delay_ms[1]),
+            n_per_zone=None if n_per_zone is None else {
+                str(zone): u32(f"n_per_zone[{zone!r}]", count, 1) for zone, count in n_per_zone.items()
+            },
         )
         self._seed = seed
         self._events: List[Dict[str, Any]] = []
@@ -553,14 +584,53 @@ class Sim:
         and repaired); returns whether there was a record."""
         return self._sim.corrupt(node_name(node), name_bytes("bucket", bucket), name_bytes("key", key))
 
-    def join(self, node: str, capacity: int = 1) -> None:
+    def join(self, node: str, capacity: int = 1, zone: Optional[str] = None) -> None:
         """Starts a new node that joins the cluster through ``n1``; it takes partitions once it
-        has pulled their data."""
-        self._sim.join(node_name(node), u32("capacity", capacity, 1))
+        has pulled their data. It goes in ``zone``, or by default in the next zone of the
+        round-robin (none in a cluster without zones)."""
+        if zone is not None and not isinstance(zone, str):
+            raise TypeError(f"zone must be a str, not {type(zone).__name__}")
+        self._sim.join(node_name(node), u32("capacity", capacity, 1), zone)
 
     def leave(self, node: str) -> None:
         """Tells a node to leave: it hands its partitions over, then is removed from the ring."""
         self._sim.leave(node_name(node))
+
+    # ----- zones -----
+
+    def isolate_zone(self, zone: str) -> List[str]:
+        """Cuts every link between ``zone``'s nodes and the other zones' nodes, both ways (its
+        own links stay); returns its nodes.
+
+        >>> import ringkv
+        >>> sim = ringkv.Sim(nodes=6, zones=["a", "b", "c"], seed=1)
+        >>> sim.isolate_zone("c")
+        ['n3', 'n6']
+        >>> sim.events[-1]["detail"]
+        'isolate zone c (n3, n6): its links to every other zone cut, both ways'
+        """
+        return self._sim.isolate_zone(_zone(zone))
+
+    def reconnect_zone(self, zone: str) -> None:
+        """Restores the links between ``zone`` and the other zones (other cuts stay)."""
+        self._sim.reconnect_zone(_zone(zone))
+
+    def crash_zone(self, zone: str) -> List[str]:
+        """Crashes every node of ``zone`` (disks kept); returns its nodes."""
+        return self._sim.crash_zone(_zone(zone))
+
+    def lose_zone(self, zone: str) -> List[str]:
+        """Crashes every node of ``zone`` and loses their disks: they restart empty and get
+        their data back from the other zones. Returns its nodes."""
+        return self._sim.lose_zone(_zone(zone))
+
+    def restart_zone(self, zone: str) -> None:
+        """Restarts every crashed node of ``zone``."""
+        self._sim.restart_zone(_zone(zone))
+
+    def lose_disk(self, node: str) -> None:
+        """Crashes ``node`` (if it is up) and replaces its disk with an empty one."""
+        self._sim.lose_disk(node_name(node))
 
     # ----- running -----
 
@@ -638,6 +708,34 @@ class Sim:
         return self._sim.is_up(node_name(node))
 
     @property
+    def zones(self) -> List[str]:
+        """The zones the nodes were placed in, round-robin (``n1`` in the first, ``n2`` in the
+        second, ...); empty for a cluster without zones."""
+        return list(self._sim.config()["zones"])
+
+    def zone_of(self, node: str) -> Optional[str]:
+        """``node``'s zone (``None`` in a cluster without zones)."""
+        return self._sim.zone_of(node_name(node))
+
+    def nodes_in_zone(self, zone: str) -> List[str]:
+        """The nodes of ``zone``, up or crashed."""
+        return self._sim.nodes_in_zone(_zone(zone))
+
+    @property
+    def members(self) -> List[Dict[str, Any]]:
+        """Every node with its zone and whether it runs: ``{"node", "zone", "up"}``.
+
+        >>> import ringkv
+        >>> sim = ringkv.Sim(nodes=4, zones=["east", "west"], wan_delay_ms=(30, 60), seed=1)
+        >>> [(m["node"], m["zone"]) for m in sim.members]
+        [('n1', 'east'), ('n2', 'west'), ('n3', 'east'), ('n4', 'west')]
+        """
+        return [
+            {"node": node, "zone": self._sim.zone_of(node), "up": self._sim.is_up(node)}
+            for node in self._sim.nodes()
+        ]
+
+    @property
     def config(self) -> Dict[str, Any]:
         """The configuration the cluster was built with."""
         return self._sim.config()
@@ -701,9 +799,16 @@ class Sim:
     def __repr__(self) -> str:
         c = self.config
         return (
-            f"Sim(nodes={c['nodes']}, n={c['n']}, r={c['r']!r}, w={c['w']!r}, seed={self._seed}, "
-            f"now={self.now} ms, up={len(self.up)}/{len(self.nodes)})"
+            f"Sim(nodes={c['nodes']}, n={c['n']}, r={c['r']!r}, w={c['w']!r}, seed={self._seed}"
+            + (f", zones={c['zones']!r}" if c["zones"] else "")
+            + f", now={self.now} ms, up={len(self.up)}/{len(self.nodes)})"
         )
+
+
+def _zone(zone: str) -> str:
+    if not isinstance(zone, str):
+        raise TypeError(f"a zone name must be a str, not {type(zone).__name__}")
+    return zone
 
 
 def _index(request: Union[Result, int]) -> int:

@@ -308,3 +308,67 @@ fn sessions_expire_and_conditions_hold_in_the_page_simulator() {
         .put("n1", "s", "bob", "3", None, None, Some("0s".into()), None)
         .is_err());
 }
+
+#[test]
+fn zones_reach_the_node_list_and_the_ring_and_a_lost_zone_comes_back() {
+    let mut sim = Sim::create(&SimOptions {
+        nodes: 6,
+        seed: 3,
+        zones: vec!["a".into(), "b".into(), "c".into()],
+        wan_min_delay_ms: 20,
+        wan_max_delay_ms: 60,
+        ..SimOptions::default()
+    })
+    .unwrap();
+    let zones: Vec<_> = sim
+        .nodes()
+        .into_iter()
+        .map(|n| (n.id, n.zone.unwrap()))
+        .collect();
+    let expected = [
+        ("n1", "a"),
+        ("n2", "b"),
+        ("n3", "c"),
+        ("n4", "a"),
+        ("n5", "b"),
+        ("n6", "c"),
+    ];
+    assert_eq!(
+        zones,
+        expected
+            .map(|(n, z)| (n.to_string(), z.to_string()))
+            .to_vec()
+    );
+    for member in sim.ring_doc().members {
+        let zone = sim.core().zone_of(&member.id).map(String::from);
+        assert!(zone.is_some() && member.zone == zone, "{member:?}");
+    }
+    assert_eq!(sim.isolate_zone("c").unwrap(), ["n3", "n6"]);
+    sim.run(5_000.0).unwrap();
+    assert!(
+        sim.put("n1", "carts", "alice", "milk", None, None, None, None)
+            .unwrap()
+            .ok
+    );
+    sim.crash_zone("c", true).unwrap();
+    assert!(sim
+        .nodes()
+        .iter()
+        .filter(|n| n.zone.as_deref() == Some("c"))
+        .all(|n| !n.up));
+    assert!(sim.events(0).iter().any(|e| e.kind == "disk_lost"));
+    sim.reconnect_zone("c").unwrap();
+    sim.restart_zone("c").unwrap();
+    sim.run(30_000.0).unwrap();
+    assert!(sim.core().converged());
+    let error = sim.isolate_zone("d").unwrap_err().to_string();
+    assert!(error.contains("the zones are a, b, c"), "{error}");
+    let error = Sim::create(&SimOptions {
+        zones: vec!["a".into(), "a".into()],
+        ..SimOptions::default()
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(error.contains("given twice"), "{error}");
+}

@@ -1,6 +1,8 @@
 //! How a simulated cluster is built: [`SimConfig`] and its checks.
 
+use alloc::collections::BTreeMap;
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +63,36 @@ pub struct SimConfig {
     /// `If-Match` with the client's last context).
     #[serde(default)]
     pub write_ttl_ms: Option<Millis>,
+    /// The zones (failure domains: racks, data centres) the nodes are placed in, round-robin in
+    /// node order: `n1` in `zones[0]`, `n2` in `zones[1]`, ..., `n{k}` in `zones[(k - 1) % len]`,
+    /// and nodes that join later go on with the round ([`Sim::join`](super::Sim::join)). Each
+    /// node's ring member (hence its view entry) carries its zone, so replicas spread over zones.
+    /// Empty (the default): no zones, and every message takes a LAN delay, so runs without zones
+    /// draw exactly what they drew before zones existed.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Shortest one-way delay of a message between nodes of different zones (a WAN link); with
+    /// zones, `min_delay_ms`..=`max_delay_ms` is the delay inside a zone (a LAN). Unused without
+    /// zones.
+    #[serde(default = "default_wan_min_delay_ms")]
+    pub wan_min_delay_ms: Millis,
+    /// Longest one-way delay of a message between nodes of different zones.
+    #[serde(default = "default_wan_max_delay_ms")]
+    pub wan_max_delay_ms: Millis,
+    /// Replicas per zone, e.g. `{"a": 2, "b": 2, "c": 2}`: of the ring
+    /// ([`RingConfig::replicas_per_zone`]) and of the default bucket
+    /// ([`BucketProps::n_per_zone`]); `n` must then be their sum. Empty (the default): `n`
+    /// replicas anywhere, spread over the zones where they allow.
+    #[serde(default)]
+    pub n_per_zone: BTreeMap<String, u32>,
+}
+
+fn default_wan_min_delay_ms() -> Millis {
+    20
+}
+
+fn default_wan_max_delay_ms() -> Millis {
+    80
 }
 
 impl Default for SimConfig {
@@ -87,6 +119,10 @@ impl Default for SimConfig {
             max_clock_skew_ms: 0,
             churn: false,
             write_ttl_ms: None,
+            zones: Vec::new(),
+            wan_min_delay_ms: default_wan_min_delay_ms(),
+            wan_max_delay_ms: default_wan_max_delay_ms(),
+            n_per_zone: BTreeMap::new(),
         }
     }
 }
@@ -121,6 +157,22 @@ pub enum SimConfigError {
         min: Millis,
         /// `max_delay_ms`.
         max: Millis,
+    },
+    /// The shortest WAN delay is above the longest.
+    #[error("wan_min_delay_ms = {min} is above wan_max_delay_ms = {max}")]
+    WanDelayRange {
+        /// `wan_min_delay_ms`.
+        min: Millis,
+        /// `wan_max_delay_ms`.
+        max: Millis,
+    },
+    /// A zone name is empty, too long, or given twice.
+    #[error("zone {zone:?}: {reason}")]
+    Zone {
+        /// The zone as given.
+        zone: String,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// A time is out of its range (0, for a timeout or an interval, or above [`MAX_SIM_MS`]).
     #[error("{name} = {value} is out of range {min}..={max}")]
@@ -166,8 +218,34 @@ impl SimConfig {
                 max: self.max_delay_ms,
             });
         }
+        if self.wan_min_delay_ms > self.wan_max_delay_ms {
+            return Err(SimConfigError::WanDelayRange {
+                min: self.wan_min_delay_ms,
+                max: self.wan_max_delay_ms,
+            });
+        }
+        for (i, zone) in self.zones.iter().enumerate() {
+            let reason = if zone.trim().is_empty() {
+                Some("a zone needs a name")
+            } else if zone.trim() != zone {
+                Some("a zone name has no leading or trailing blanks")
+            } else if zone.len() > crate::membership::view::MAX_STRING_BYTES {
+                Some("a zone name is at most 1024 bytes")
+            } else if self.zones[..i].contains(zone) {
+                Some("the zone is given twice")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(SimConfigError::Zone {
+                    zone: zone.clone(),
+                    reason,
+                });
+            }
+        }
         for (name, value, min) in [
             ("max_delay_ms", self.max_delay_ms, 0),
+            ("wan_max_delay_ms", self.wan_max_delay_ms, 0),
             ("max_disk_latency_ms", self.max_disk_latency_ms, 0),
             ("request_timeout_ms", self.request_timeout_ms, 1),
             ("anti_entropy_interval_ms", self.anti_entropy_interval_ms, 1),
@@ -190,8 +268,17 @@ impl SimConfig {
         if self.max_clock_entries == 0 {
             return Err(SimConfigError::ZeroClockEntries);
         }
-        Ring::new(ring_config(self), initial_members(self.nodes))?;
+        Ring::new(ring_config(self), initial_members(self))?;
         Ok(())
+    }
+
+    /// The zone of the `index`-th node placed (0 for `n1`): round-robin over [`SimConfig::zones`],
+    /// `None` without zones.
+    pub fn zone_at(&self, index: usize) -> Option<&str> {
+        if self.zones.is_empty() {
+            return None;
+        }
+        Some(self.zones[index % self.zones.len()].as_str())
     }
 
     /// The properties of the simulated cluster's default bucket.
@@ -204,15 +291,21 @@ impl SimConfig {
             conflict_mode: self.conflict_mode,
             limits: Default::default(),
             default_ttl_ms: None,
-            ..BucketProps::default()
+            n_per_zone: self.n_per_zone.clone(),
         }
     }
 }
 
-/// Nodes `n1`, `n2`, ... with capacity 1.
-pub(super) fn initial_members(nodes: usize) -> Vec<Member> {
-    (1..=nodes)
-        .map(|i| Member::new(NodeId::new(format!("n{i}")), 1))
+/// Nodes `n1`, `n2`, ... with capacity 1, placed in the zones round-robin.
+pub(super) fn initial_members(config: &SimConfig) -> Vec<Member> {
+    (1..=config.nodes)
+        .map(|i| {
+            let member = Member::new(NodeId::new(format!("n{i}")), 1);
+            match config.zone_at(i - 1) {
+                Some(zone) => member.in_zone(zone),
+                None => member,
+            }
+        })
         .collect()
 }
 
@@ -221,6 +314,6 @@ pub(super) fn ring_config(config: &SimConfig) -> RingConfig {
         partitions: config.partitions,
         strategy: config.strategy.clone(),
         target_n: config.n as usize,
-        ..RingConfig::default()
+        replicas_per_zone: config.n_per_zone.clone(),
     }
 }

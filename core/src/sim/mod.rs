@@ -19,11 +19,13 @@
 mod campaign;
 mod config;
 mod trace;
+mod zone_loss;
 
 pub use campaign::random_run;
 use config::{initial_members, ring_config};
 pub use config::{SimConfig, SimConfigError, MAX_SIM_MS};
 pub use trace::{TraceEntry, TraceKind};
+pub use zone_loss::{zone_loss_run, Tally, ZoneLoss, ZoneLossPlan, ZoneLossReport, ZonePhase};
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -70,6 +72,8 @@ enum Pending {
 struct SimNode {
     /// How far this node's clock is ahead of the simulation's.
     skew: Millis,
+    /// Its zone (its ring member's), which decides LAN or WAN delays.
+    zone: Option<String>,
     node: Option<Node>,
     store: MemStore,
     incarnation: u64,
@@ -107,6 +111,9 @@ pub struct Sim {
     discarded: Vec<String>,
     /// Encoded bytes of the gossip messages each node has sent (see [`Sim::gossip_bytes`]).
     gossip_bytes: BTreeMap<NodeId, u64>,
+    /// Nodes placed so far (initial and joined): the round-robin position of the next one's
+    /// zone.
+    placed: usize,
 }
 
 impl Sim {
@@ -114,7 +121,7 @@ impl Sim {
     /// make one ([`SimConfig::validate`]).
     pub fn try_new(config: SimConfig) -> Result<Sim, SimConfigError> {
         config.validate()?;
-        let members = initial_members(config.nodes);
+        let members = initial_members(&config);
         let ring = Ring::new(ring_config(&config), members.clone())?;
         let mut sim = Sim {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
@@ -132,6 +139,7 @@ impl Sim {
             discarded: Vec::new(),
             members: Vec::new(),
             gossip_bytes: BTreeMap::new(),
+            placed: members.len(),
         };
         for member in &members {
             let skew = sim.rng.gen_range(0..=sim.config.max_clock_skew_ms);
@@ -140,6 +148,7 @@ impl Sim {
                 member.id.clone(),
                 SimNode {
                     skew,
+                    zone: member.zone.clone(),
                     node: Some(node),
                     store: MemStore::new(),
                     incarnation: 0,
@@ -192,32 +201,47 @@ impl Sim {
     }
 
     /// Starts a new node that joins the cluster through the seed `n1`: it gets partitions once
-    /// it has pulled their data. Does nothing if the id is taken.
+    /// it has pulled their data. With zones it is placed in the next zone of the round
+    /// ([`SimConfig::zones`]). Does nothing if the id is taken.
     pub fn join(&mut self, node: &str, capacity: u32) {
+        let zone = self.config.zone_at(self.placed).map(String::from);
+        self.join_in_zone(node, capacity, zone.as_deref());
+    }
+
+    /// [`Sim::join`] into the given zone (`None`: in no zone, a zone of its own for the ring,
+    /// reached over WAN delays when the run has zones).
+    pub fn join_in_zone(&mut self, node: &str, capacity: u32, zone: Option<&str>) {
         let id = NodeId::new(node);
         if self.nodes.contains_key(&id) {
             return;
         }
         let skew = self.rng.gen_range(0..=self.config.max_clock_skew_ms);
         let config = self.node_config(&id, 0);
-        let Ok(fresh) = Node::join(config, Member::new(id.clone(), capacity), self.now + skew)
-        else {
+        let mut member = Member::new(id.clone(), capacity);
+        member.zone = zone.map(String::from);
+        let Ok(fresh) = Node::join(config, member, self.now + skew) else {
             return;
         };
+        self.placed += 1;
         self.nodes.insert(
             id.clone(),
             SimNode {
                 skew,
+                zone: zone.map(String::from),
                 node: Some(fresh),
                 store: MemStore::new(),
                 incarnation: 0,
                 requests: BTreeMap::new(),
             },
         );
+        let what = match zone {
+            Some(zone) => format!("{id} joins in zone {zone}"),
+            None => format!("{id} joins"),
+        };
         self.trace.push(TraceEntry {
             at: self.now,
             node: id.clone(),
-            kind: TraceKind::Links(format!("{id} joins")),
+            kind: TraceKind::Links(what),
         });
         self.pump(&id);
     }
@@ -275,6 +299,36 @@ impl Sim {
     /// Ids of all nodes, up or crashed.
     pub fn node_ids(&self) -> Vec<NodeId> {
         self.nodes.keys().cloned().collect()
+    }
+
+    /// The zone a node is in (`None`: the run has no zones, the node joined in none, or there is
+    /// no such node).
+    pub fn zone_of(&self, node: &str) -> Option<&str> {
+        self.nodes.get(&NodeId::new(node))?.zone.as_deref()
+    }
+
+    /// The nodes of a zone, up or crashed, in name order.
+    pub fn nodes_in_zone(&self, zone: &str) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.zone.as_deref() == Some(zone))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The one-way delay range of a message from `from` to `to`: the WAN range between nodes
+    /// of different zones (or when either is in none), the LAN range inside a zone and in runs
+    /// without zones.
+    fn delay_range(&self, from: &NodeId, to: &NodeId) -> (Millis, Millis) {
+        let lan = (self.config.min_delay_ms, self.config.max_delay_ms);
+        if self.config.zones.is_empty() {
+            return lan;
+        }
+        let zone = |id: &NodeId| self.nodes.get(id).and_then(|n| n.zone.as_deref());
+        match (zone(from), zone(to)) {
+            (Some(a), Some(b)) if a == b => lan,
+            _ => (self.config.wan_min_delay_ms, self.config.wan_max_delay_ms),
+        }
     }
 
     /// Whether the node is running.
@@ -518,6 +572,92 @@ impl Sim {
             at: self.now,
             node: id,
             kind: TraceKind::Crashed,
+        });
+    }
+
+    /// Cuts every link between the zone's nodes and all other nodes, both ways (a zone cut off
+    /// from the rest, its own links intact). Returns the zone's nodes.
+    pub fn isolate_zone(&mut self, zone: &str) -> Vec<NodeId> {
+        let inside = self.nodes_in_zone(zone);
+        for outside in self.nodes.keys().filter(|id| !inside.contains(id)) {
+            for node in &inside {
+                self.cut.insert((node.clone(), outside.clone()));
+                self.cut.insert((outside.clone(), node.clone()));
+            }
+        }
+        self.trace_links(format!(
+            "isolate zone {zone} ({}): its links to every other zone cut, both ways",
+            names(&inside)
+        ));
+        inside
+    }
+
+    /// Restores the links between the zone's nodes and the rest (other cuts stay).
+    pub fn reconnect_zone(&mut self, zone: &str) {
+        let inside = self.nodes_in_zone(zone);
+        self.cut
+            .retain(|(from, to)| inside.contains(from) == inside.contains(to));
+        self.trace_links(format!("reconnect zone {zone} ({})", names(&inside)));
+    }
+
+    /// Crashes every node of the zone (a zone's power or network outage that stops its
+    /// processes). Returns the zone's nodes.
+    pub fn crash_zone(&mut self, zone: &str) -> Vec<NodeId> {
+        let inside = self.nodes_in_zone(zone);
+        self.trace_zone(format!("zone {zone} crashes ({})", names(&inside)));
+        for node in &inside {
+            self.crash(node.as_str());
+        }
+        inside
+    }
+
+    /// Crashes every node of the zone and loses their disks ([`Sim::lose_disk`]): the zone is
+    /// gone, and comes back empty. Returns the zone's nodes.
+    pub fn lose_zone(&mut self, zone: &str) -> Vec<NodeId> {
+        let inside = self.nodes_in_zone(zone);
+        self.trace_zone(format!(
+            "zone {zone} is lost, disks and all ({})",
+            names(&inside)
+        ));
+        for node in &inside {
+            self.lose_disk(node.as_str());
+        }
+        inside
+    }
+
+    /// Restarts every crashed node of the zone.
+    pub fn restart_zone(&mut self, zone: &str) {
+        let inside = self.nodes_in_zone(zone);
+        self.trace_zone(format!("zone {zone} restarts ({})", names(&inside)));
+        for node in &inside {
+            self.restart(node.as_str());
+        }
+    }
+
+    /// Crashes a node (if it is up) and replaces its disk with an empty one: its data, hints and
+    /// persisted view are gone. It restarts ([`Sim::restart`]) as a new incarnation from the
+    /// initial members, learns the cluster's view by gossip, and gets its data back from the
+    /// other replicas (anti-entropy, read repair). Returns whether there was such a node.
+    pub fn lose_disk(&mut self, node: &str) -> bool {
+        self.crash(node);
+        let id = NodeId::new(node);
+        let Some(sim_node) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        sim_node.store = MemStore::new();
+        self.trace.push(TraceEntry {
+            at: self.now,
+            node: id,
+            kind: TraceKind::DiskLost,
+        });
+        true
+    }
+
+    fn trace_zone(&mut self, what: String) {
+        self.trace.push(TraceEntry {
+            at: self.now,
+            node: NodeId::new("*"),
+            kind: TraceKind::Zone(what),
         });
     }
 
@@ -765,10 +905,10 @@ impl Sim {
                             },
                         }),
                         None => {
-                            let delay = self.rng.gen_range(
-                                self.config.min_delay_ms
-                                    ..=self.config.max_delay_ms.max(self.config.min_delay_ms),
-                            );
+                            // One draw either way, so a run without zones draws what it did
+                            // before zones existed.
+                            let (min, max) = self.delay_range(id, &to);
+                            let delay = self.rng.gen_range(min..=max.max(min));
                             let at = self.now + delay;
                             self.schedule(
                                 at,
@@ -829,8 +969,14 @@ impl Sim {
     /// The stored object of a key on each of its replicas (`None`: no record or a damaged one).
     pub fn replicas_of(&self, bucket: &[u8], key: &[u8]) -> Vec<FinalReplica> {
         let storage_key = self.storage_key(bucket, key);
-        self.current_ring()
-            .preference_list(key_position(bucket, key), self.config.n as usize)
+        let position = key_position(bucket, key);
+        let ring = self.current_ring();
+        let replicas = if self.config.n_per_zone.is_empty() {
+            ring.preference_list(position, self.config.n as usize)
+        } else {
+            ring.zone_preference_list(position, &self.config.n_per_zone)
+        };
+        replicas
             .into_iter()
             .map(|node| {
                 let object = self
@@ -938,6 +1084,14 @@ impl Sim {
         verdict.discarded = self.discarded.clone();
         verdict
     }
+}
+
+/// Node ids as `n1, n2, n3`.
+fn names(ids: &[NodeId]) -> String {
+    ids.iter()
+        .map(NodeId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -28,6 +28,10 @@ pub enum TraceKind {
     Links(String),
     /// The node was stopped for good and its disk discarded (after it drained).
     Decommissioned,
+    /// The node's disk was lost: it is down, and restarts empty.
+    DiskLost,
+    /// A fault or a recovery of a whole zone (its nodes' own entries follow).
+    Zone(String),
 }
 
 /// One trace entry.
@@ -43,7 +47,7 @@ pub struct TraceEntry {
 
 impl TraceKind {
     /// A stable snake_case name: the event's [`Event::kind`], or `dropped`, `crashed`,
-    /// `restarted`, `links`, `decommissioned`.
+    /// `restarted`, `links`, `decommissioned`, `disk_lost`, `zone`.
     pub fn name(&self) -> &'static str {
         match self {
             TraceKind::Event(event) => event.kind(),
@@ -52,6 +56,8 @@ impl TraceKind {
             TraceKind::Restarted => "restarted",
             TraceKind::Links(_) => "links",
             TraceKind::Decommissioned => "decommissioned",
+            TraceKind::DiskLost => "disk_lost",
+            TraceKind::Zone(_) => "zone",
         }
     }
 }
@@ -73,7 +79,8 @@ impl fmt::Display for TraceEntry {
             }
             TraceKind::Crashed => write!(f, "{node} crashed"),
             TraceKind::Restarted => write!(f, "{node} restarted"),
-            TraceKind::Links(what) => f.write_str(what),
+            TraceKind::Links(what) | TraceKind::Zone(what) => f.write_str(what),
+            TraceKind::DiskLost => write!(f, "{node} lost its disk"),
             TraceKind::Decommissioned => {
                 write!(f, "{node} stopped for good, its disk discarded")
             }
