@@ -49,11 +49,15 @@ use serde::{Deserialize, Serialize};
 use crate::id::NodeId;
 
 mod claim;
+mod legacy;
 mod prefix;
 mod zones;
 
+pub(crate) use legacy::LegacyRing;
+
 use claim::{claim, target_counts};
 use prefix::prefix_lists;
+use zones::zone_ids;
 
 /// The partition count of [`RingConfig::default`].
 pub const DEFAULT_PARTITIONS: u32 = 256;
@@ -393,45 +397,6 @@ impl From<Ring> for RingRepr {
     }
 }
 
-/// A [`Ring`] as formats before replicas per zone serialized it (views of format 4 and earlier):
-/// its configuration had no `replicas_per_zone`. Validated as any ring is.
-#[derive(Deserialize)]
-#[serde(try_from = "RingReprV4")]
-pub(crate) struct LegacyRing(pub(crate) Ring);
-
-#[derive(Deserialize)]
-struct RingConfigV4 {
-    partitions: u32,
-    strategy: Strategy,
-    target_n: usize,
-}
-
-#[derive(Deserialize)]
-struct RingReprV4 {
-    config: RingConfigV4,
-    members: Vec<Member>,
-    assignment: Vec<u32>,
-}
-
-impl TryFrom<RingReprV4> for LegacyRing {
-    type Error = RingError;
-
-    fn try_from(old: RingReprV4) -> Result<LegacyRing, RingError> {
-        let config = RingConfig {
-            partitions: old.config.partitions,
-            strategy: old.config.strategy,
-            target_n: old.config.target_n,
-            replicas_per_zone: BTreeMap::new(),
-        };
-        Ring::try_from(RingRepr {
-            config,
-            members: old.members,
-            assignment: old.assignment,
-        })
-        .map(LegacyRing)
-    }
-}
-
 impl TryFrom<RingRepr> for Ring {
     type Error = RingError;
 
@@ -636,31 +601,6 @@ impl Ring {
     /// within one partition may have different lists. Partition ids are taken modulo Q.
     pub fn partition_preference_list(&self, partition: PartitionId, n: usize) -> Vec<NodeId> {
         self.preference_list(self.partition_start(partition), n)
-    }
-
-    /// The replicas of `position` for a bucket that asks for `per_zone[z]` replicas in each zone
-    /// `z`: the first that many members of each zone walking clockwise, in zone-diverse order (see
-    /// the [module docs](self)). Zones without members, or not named, hold none; a zone with fewer
-    /// members than asked holds all it has. For a ring with replicas per zone and counts no larger
-    /// than the ring's, a subset of [`Ring::preference_list`] for `target_n`.
-    pub fn zone_preference_list(
-        &self,
-        position: u128,
-        per_zone: &BTreeMap<String, u32>,
-    ) -> Vec<NodeId> {
-        let quota = zones::quota_of(&self.members, &self.zones, self.zone_count, per_zone);
-        let wanted = zones::placed(&quota, &self.zone_sizes);
-        let shape = (&self.zone_sizes[..], &self.unowned[..]);
-        let segment = self.segment_of(position);
-        zones::per_zone_row(&self.seg_owner, &self.zones, shape, &quota, segment, wanted)
-            .into_iter()
-            .map(|i| self.members[i as usize].id.clone())
-            .collect()
-    }
-
-    /// The zone of a member (`None` for a member without one, or an unknown id).
-    pub fn zone_of(&self, id: &NodeId) -> Option<&str> {
-        self.member(id).and_then(|m| m.zone.as_deref())
     }
 
     /// Fraction of the key space for which each member is the first replica. Every member is present;
@@ -970,27 +910,7 @@ fn validate(config: &RingConfig, mut members: Vec<Member>) -> Result<Vec<Member>
         });
     }
     if !config.replicas_per_zone.is_empty() {
-        let invalid = |reason: String| Err(RingError::InvalidZoneReplicas { reason });
-        if let Some((zone, _)) = config
-            .replicas_per_zone
-            .iter()
-            .find(|(zone, count)| **count == 0 || zone.trim().is_empty())
-        {
-            return invalid(alloc::format!(
-                "zone {zone:?} needs a name and at least 1 replica"
-            ));
-        }
-        let sum: u64 = config
-            .replicas_per_zone
-            .values()
-            .map(|&c| u64::from(c))
-            .sum();
-        if sum != config.target_n as u64 {
-            return invalid(alloc::format!(
-                "the counts add up to {sum}, not target_n = {}",
-                config.target_n
-            ));
-        }
+        zones::check_config(config)?;
     }
     if let Strategy::Tokens {
         tokens_per_capacity: 0,
@@ -1041,28 +961,6 @@ fn validate(config: &RingConfig, mut members: Vec<Member>) -> Result<Vec<Member>
         }
     }
     Ok(members)
-}
-
-/// Zone index of each member, numbered in member order of first appearance (so zone `z`'s first
-/// member comes before zone `z + 1`'s); a member without a zone gets a zone of its own.
-fn zone_ids(members: &[Member]) -> (Vec<u32>, usize) {
-    let mut named: BTreeMap<&str, u32> = BTreeMap::new();
-    let mut ids = Vec::with_capacity(members.len());
-    let mut next = 0u32;
-    for member in members {
-        let id = match &member.zone {
-            Some(zone) => *named.entry(zone.as_str()).or_insert_with(|| {
-                next += 1;
-                next - 1
-            }),
-            None => {
-                next += 1;
-                next - 1
-            }
-        };
-        ids.push(id);
-    }
-    (ids, next as usize)
 }
 
 // ----- exact arc arithmetic -----

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringkv_core::bucket::{BucketProps, QuorumValue};
 
 use ringkv_core::config::NodeConfig;
 use ringkv_core::id::NodeId;
@@ -20,7 +19,6 @@ use ringkv_core::membership::{ClusterView, MemberInfo};
 use ringkv_core::node::Node;
 use ringkv_core::ring::{RingConfig, Strategy};
 use ringkv_core::storage::StorageKey;
-use ringkv_core::version::ConflictMode;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -133,90 +131,6 @@ pub struct Security {
     pub peer_tls: Option<PeerTls>,
     /// The cluster secret peers prove.
     pub secret: Option<ClusterSecret>,
-}
-
-/// Default properties of buckets nobody configured, as written in the config file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BucketDefaults {
-    /// Replication factor.
-    pub n: u32,
-    /// Read quorum (`one`, `quorum`, `all` or a count).
-    pub r: String,
-    /// Write quorum.
-    pub w: String,
-    /// Durable-write quorum.
-    pub dw: String,
-    /// `siblings` or `lww`.
-    pub conflict_mode: String,
-    /// Replicas per zone, e.g. `{ dc1 = 3, dc2 = 2 }` (at most the ring's `replicas_per_zone`);
-    /// empty: `n` replicas anywhere. With it, `n` is their sum (left at 3, it is set so).
-    pub n_per_zone: BTreeMap<String, u32>,
-}
-
-impl Default for BucketDefaults {
-    fn default() -> Self {
-        BucketDefaults {
-            n: 3,
-            r: "quorum".into(),
-            w: "quorum".into(),
-            dw: "0".into(),
-            conflict_mode: "siblings".into(),
-            n_per_zone: BTreeMap::new(),
-        }
-    }
-}
-
-impl BucketDefaults {
-    /// The core's bucket properties.
-    pub fn to_props(&self) -> Result<BucketProps, ServerError> {
-        let quorum = |name: &str, value: &str| {
-            value
-                .parse::<QuorumValue>()
-                .map_err(|e| ServerError::Config(format!("bucket.{name} = {value:?}: {e}")))
-        };
-        let conflict_mode = self
-            .conflict_mode
-            .parse::<ConflictMode>()
-            .map_err(|e| ServerError::Config(format!("bucket.conflict_mode: {e}")))?;
-        let props = BucketProps {
-            n: sum_unless_set("bucket.n", self.n, 3, &self.n_per_zone)?,
-            r: quorum("r", &self.r)?,
-            w: quorum("w", &self.w)?,
-            dw: quorum("dw", &self.dw)?,
-            conflict_mode,
-            limits: Default::default(),
-            default_ttl_ms: None,
-            n_per_zone: self.n_per_zone.clone(),
-        };
-        props
-            .resolve(&Default::default())
-            .map_err(|e| ServerError::Config(format!("bucket defaults: {e}")))?;
-        Ok(props)
-    }
-}
-
-/// A count that per-zone counts fix: their sum when they are given and `value` was left at
-/// `default`; `value` itself when it equals the sum or no counts are given; else an error.
-fn sum_unless_set(
-    name: &str,
-    value: u32,
-    default: u32,
-    per_zone: &BTreeMap<String, u32>,
-) -> Result<u32, ServerError> {
-    if per_zone.is_empty() {
-        return Ok(value);
-    }
-    let sum = per_zone
-        .values()
-        .fold(0u32, |sum, c| sum.saturating_add(*c));
-    if value == sum || value == default {
-        Ok(sum)
-    } else {
-        Err(ServerError::Config(format!(
-            "{name} = {value}, but the per-zone counts {per_zone:?} add up to {sum}"
-        )))
-    }
 }
 
 /// The server's default key limit: 16 KiB, so that any key, every byte percent-encoded (three
@@ -1035,5 +949,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     })
 }
 
+mod bucket_defaults;
 #[cfg(test)]
 mod tests;
+
+use bucket_defaults::sum_unless_set;
+pub use bucket_defaults::BucketDefaults;

@@ -14,7 +14,8 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::Member;
+use super::{Member, Ring, RingConfig, RingError};
+use crate::id::NodeId;
 
 /// Replica count of each zone index (0 for zones the map does not name); the map's names are
 /// matched against the members' zones. Zones named but without members get nothing.
@@ -154,6 +155,82 @@ pub(super) fn per_zone_lists(
         ));
     }
     table
+}
+
+/// Zone index of each member, numbered in member order of first appearance (so zone `z`'s first
+/// member comes before zone `z + 1`'s); a member without a zone gets a zone of its own.
+pub(super) fn zone_ids(members: &[Member]) -> (Vec<u32>, usize) {
+    let mut named: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut ids = Vec::with_capacity(members.len());
+    let mut next = 0u32;
+    for member in members {
+        let id = match &member.zone {
+            Some(zone) => *named.entry(zone.as_str()).or_insert_with(|| {
+                next += 1;
+                next - 1
+            }),
+            None => {
+                next += 1;
+                next - 1
+            }
+        };
+        ids.push(id);
+    }
+    (ids, next as usize)
+}
+
+/// Checks a configuration's replicas per zone: each zone named, with at least 1 replica, and
+/// `target_n` their sum.
+pub(super) fn check_config(config: &RingConfig) -> Result<(), RingError> {
+    let invalid = |reason: String| Err(RingError::InvalidZoneReplicas { reason });
+    if let Some((zone, _)) = config
+        .replicas_per_zone
+        .iter()
+        .find(|(zone, count)| **count == 0 || zone.trim().is_empty())
+    {
+        return invalid(alloc::format!(
+            "zone {zone:?} needs a name and at least 1 replica"
+        ));
+    }
+    let sum: u64 = config
+        .replicas_per_zone
+        .values()
+        .map(|&c| u64::from(c))
+        .sum();
+    if sum != config.target_n as u64 {
+        return invalid(alloc::format!(
+            "the counts add up to {sum}, not target_n = {}",
+            config.target_n
+        ));
+    }
+    Ok(())
+}
+
+impl Ring {
+    /// The replicas of `position` for a bucket that asks for `per_zone[z]` replicas in each zone
+    /// `z`: the first that many members of each zone walking clockwise, in zone-diverse order (see
+    /// the [module docs](self)). Zones without members, or not named, hold none; a zone with fewer
+    /// members than asked holds all it has. For a ring with replicas per zone and counts no larger
+    /// than the ring's, a subset of [`Ring::preference_list`] for `target_n`.
+    pub fn zone_preference_list(
+        &self,
+        position: u128,
+        per_zone: &BTreeMap<String, u32>,
+    ) -> Vec<NodeId> {
+        let quota = quota_of(&self.members, &self.zones, self.zone_count, per_zone);
+        let wanted = placed(&quota, &self.zone_sizes);
+        let shape = (&self.zone_sizes[..], &self.unowned[..]);
+        let segment = self.segment_of(position);
+        per_zone_row(&self.seg_owner, &self.zones, shape, &quota, segment, wanted)
+            .into_iter()
+            .map(|i| self.members[i as usize].id.clone())
+            .collect()
+    }
+
+    /// The zone of a member (`None` for a member without one, or an unknown id).
+    pub fn zone_of(&self, id: &NodeId) -> Option<&str> {
+        self.member(id).and_then(|m| m.zone.as_deref())
+    }
 }
 
 #[cfg(test)]
