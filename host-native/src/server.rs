@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use ringkv_core::config::NodeConfig;
 use ringkv_core::id::NodeId;
 use ringkv_core::membership::{ClusterView, MemberInfo};
