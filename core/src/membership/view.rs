@@ -846,33 +846,25 @@ impl ClusterView {
         let malformed = ViewError::Malformed {
             reason: "the body does not decode",
         };
-        let repr: ViewRepr = if format == 1 {
-            match postcard::take_from_bytes::<ViewReprV1>(&framed[1..]) {
-                Ok((repr, [])) => repr.into(),
-                _ => return Err(malformed),
-            }
-        } else if format == 2 {
-            match postcard::take_from_bytes::<ViewReprV2>(&framed[1..]) {
-                Ok((repr, [])) => repr.into(),
-                _ => return Err(malformed),
-            }
-        } else if format == 3 {
-            match postcard::take_from_bytes::<ViewReprV3>(&framed[1..]) {
-                Ok((repr, [])) => repr.into(),
-                _ => return Err(malformed),
-            }
-        } else if format == 4 {
-            match postcard::take_from_bytes::<ViewReprV4>(&framed[1..]) {
-                Ok((repr, [])) => repr.into(),
-                _ => return Err(malformed),
-            }
-        } else {
-            match postcard::take_from_bytes(&framed[1..]) {
-                Ok((repr, [])) => repr,
-                _ => return Err(malformed),
-            }
-        };
+        let body = &framed[1..];
+        let repr = match format {
+            1 => decode_whole::<ViewReprV1>(body),
+            2 => decode_whole::<ViewReprV2>(body),
+            3 => decode_whole::<ViewReprV3>(body),
+            4 => decode_whole::<ViewReprV4>(body),
+            _ => decode_whole::<ViewRepr>(body),
+        }
+        .ok_or(malformed)?;
         ClusterView::try_from(repr)
+    }
+}
+
+/// `body` decoded whole as a view of some format, in the current shape (`None`: it does not
+/// decode, or bytes are left over).
+fn decode_whole<'a, T: Deserialize<'a> + Into<ViewRepr>>(body: &'a [u8]) -> Option<ViewRepr> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((repr, [])) => Some(repr.into()),
+        _ => None,
     }
 }
 
