@@ -53,6 +53,13 @@ pub struct NodeConfig {
     pub max_clock_entries: usize,
     /// Whether gets repair stale replicas.
     pub read_repair: bool,
+    /// Percent of client gets that ask every replica at once, so that read repair reaches the
+    /// replicas a get would not otherwise read. The others ask R (the local replica first, then
+    /// owners in this node's zone), and the rest only when one of those fails or has not
+    /// answered by the 99th percentile of recent replica reads (a speculative retry). 100 asks
+    /// every replica every time; anti-entropy repairs what reads do not.
+    #[serde(default = "default_read_all_percent")]
+    pub read_all_percent: u32,
     /// How often hints are delivered to their owners (hinted hand-off), taking turns with the
     /// orphan scan.
     pub hint_delivery_interval_ms: Millis,
@@ -106,6 +113,10 @@ pub struct NodeConfig {
     pub max_list_scans: usize,
 }
 
+fn default_read_all_percent() -> u32 {
+    10
+}
+
 impl NodeConfig {
     /// A configuration with the defaults for node `node_id`.
     pub fn new(node_id: impl Into<NodeId>) -> Self {
@@ -123,6 +134,7 @@ impl NodeConfig {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_clock_entries: 64,
             read_repair: true,
+            read_all_percent: default_read_all_percent(),
             hint_delivery_interval_ms: 1_000,
             hint_delivery_batch: 32,
             max_concurrent_pulls: 8,

@@ -1,5 +1,6 @@
-//! A get: ask the N replicas, answer once R have replied, merge, and repair the stale ones once
-//! all have replied or the deadline passed.
+//! A get: ask R replicas (the local one first), the others only when one of those fails or is
+//! slow (or for a sampled share of gets, to repair them), answer once R have replied, merge, and
+//! repair the stale ones once all asked have replied or the deadline passed.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -34,7 +35,11 @@ pub(crate) struct GetState {
     /// What R amounts to for this key's replicas and this coordinator's zone.
     pub need: Need,
     pub mode: ConflictMode,
+    /// The targets asked.
     pub replicas: Vec<Target>,
+    /// Targets of the preference list not asked yet: asked when an asked one fails, when all
+    /// asked replied without an answer, or at `fallback_at` (the speculative retry).
+    pub held_back: Vec<Target>,
     pub replies: BTreeMap<NodeId, ReplicaState>,
     /// Targets added when replicas stayed silent past the fallback time: their not-founds count
     /// toward R only once some reply found the key (they stand in for owners that may hold it
@@ -42,8 +47,14 @@ pub(crate) struct GetState {
     pub extra: alloc::collections::BTreeSet<NodeId>,
     pub merged: Object,
     pub answered: bool,
-    /// When replicas still silent are joined by fallbacks.
+    /// When the get was started: replies tell how long replica reads take.
+    pub started: Millis,
+    /// The next wake-up: the speculative retry while targets are held back, then the time when
+    /// replicas still silent are joined by fallbacks.
     pub fallback_at: Millis,
+    /// When replicas still silent are joined by fallbacks, while `fallback_at` is the
+    /// speculative retry.
+    pub fallbacks_at: Millis,
     pub deadline: Millis,
 }
 
@@ -143,6 +154,19 @@ impl GetState {
         })
     }
 
+    /// Whether the held-back targets should be asked now: the reply just recorded failed, or
+    /// every target asked has replied and the get has no answer.
+    pub fn needs_held_back(&self, last: &NodeId) -> bool {
+        if self.answered || self.held_back.is_empty() {
+            return false;
+        }
+        let failed = matches!(
+            self.replies.get(last),
+            Some(ReplicaState::Failed | ReplicaState::Corrupt)
+        );
+        failed || self.all_replied()
+    }
+
     /// Targets that have not replied.
     pub fn silent(&self) -> Vec<Target> {
         self.replicas
@@ -152,7 +176,7 @@ impl GetState {
             .collect()
     }
 
-    /// Whether every replica has replied.
+    /// Whether every target asked has replied.
     pub fn all_replied(&self) -> bool {
         self.replies.len() == self.replicas.len()
     }
@@ -172,6 +196,40 @@ impl GetState {
             .cloned()
             .collect()
     }
+}
+
+/// Splits a get's `targets` into those to ask first and those held back: the fewest that can
+/// meet `need`, chosen as the local replica, then owners (not fallbacks) in the coordinator's
+/// zone, then the other owners, then fallbacks, each in preference-list order.
+pub(crate) fn first_to_ask(
+    targets: Vec<Target>,
+    me: &NodeId,
+    my_zone: Option<&str>,
+    need: &Need,
+) -> (Vec<Target>, Vec<Target>) {
+    let rank = |t: &Target| {
+        if t.node == *me {
+            0
+        } else if t.hint.is_some() {
+            3
+        } else if my_zone.is_some() && t.zone.as_deref() == my_zone {
+            1
+        } else {
+            2
+        }
+    };
+    let mut order: Vec<Target> = targets;
+    order.sort_by_key(rank);
+    let mut first = Vec::new();
+    let mut rest = order.into_iter();
+    for target in rest.by_ref() {
+        first.push(target);
+        let zones: Vec<Option<&str>> = first.iter().map(|t| t.zone.as_deref()).collect();
+        if need.met(&zones) {
+            break;
+        }
+    }
+    (first, rest.collect())
 }
 
 /// The object's values live at `now`, each distinct value once (in dot order), and when the
@@ -228,11 +286,14 @@ mod tests {
             need: Need::anywhere(r),
             mode: ConflictMode::Siblings,
             replicas: targets,
+            held_back: Vec::new(),
             replies: BTreeMap::new(),
             extra: Default::default(),
             merged: Object::new(),
             answered: false,
+            started: 0,
             fallback_at: 200,
+            fallbacks_at: 200,
             deadline: 1_000,
         }
     }
@@ -438,5 +499,74 @@ mod tests {
             get.final_reply(0),
             Some(Reply::Unavailable { .. })
         ));
+    }
+
+    fn zoned(node: &str, zone: &str, hint: Option<&str>) -> Target {
+        Target {
+            zone: Some(zone.into()),
+            ..target(node, hint)
+        }
+    }
+
+    fn nodes(targets: &[Target]) -> Vec<&str> {
+        targets.iter().map(|t| t.node.as_str()).collect()
+    }
+
+    #[test]
+    fn a_get_asks_the_local_replica_then_its_zone_then_owners_before_fallbacks() {
+        let me = NodeId::new("c");
+        let targets = vec![
+            zoned("a", "z1", None),
+            zoned("f", "z2", Some("b")),
+            zoned("c", "z2", None),
+            zoned("d", "z2", None),
+        ];
+        let (first, rest) = first_to_ask(targets.clone(), &me, Some("z2"), &Need::anywhere(2));
+        assert_eq!(nodes(&first), ["c", "d"]);
+        assert_eq!(nodes(&rest), ["a", "f"]);
+        // Without a zone, owners in preference order; the fallback last.
+        let (first, rest) = first_to_ask(targets.clone(), &me, None, &Need::anywhere(3));
+        assert_eq!(nodes(&first), ["c", "a", "d"]);
+        assert_eq!(nodes(&rest), ["f"]);
+        // A need no subset meets asks them all.
+        let (first, rest) = first_to_ask(targets.clone(), &me, None, &Need::anywhere(9));
+        assert_eq!(first.len(), 4);
+        assert!(rest.is_empty());
+        // each_quorum takes what every zone needs, not just the nearest.
+        let zones = [Some("z1"), Some("z2"), Some("z2"), Some("z2")];
+        let need = Need::new("r", 2, crate::bucket::Scope::EachQuorum, Some("z2"), &zones).unwrap();
+        let (first, _) = first_to_ask(targets, &me, Some("z2"), &need);
+        assert_eq!(nodes(&first), ["c", "d", "a"]);
+    }
+
+    #[test]
+    fn held_back_replicas_are_asked_after_a_failure_or_when_the_asked_say_nothing() {
+        let mut get = state(vec![target("a", None), target("f", Some("b"))], 2);
+        get.held_back = vec![target("c", None)];
+        get.record(&NodeId::new("a"), ReplicaState::Failed);
+        assert!(get.needs_held_back(&NodeId::new("a")), "a failure");
+        let mut get = state(vec![target("a", None), target("f", Some("b"))], 1);
+        get.held_back = vec![target("c", None)];
+        get.replicas = vec![target("f", Some("b"))];
+        get.record(&NodeId::new("f"), ReplicaState::Missing);
+        assert_eq!(
+            get.take_reply(0),
+            None,
+            "a fallback's not-found says nothing"
+        );
+        assert!(
+            get.needs_held_back(&NodeId::new("f")),
+            "all asked replied, no answer"
+        );
+        let mut get = state(vec![target("a", None), target("d", None)], 2);
+        get.held_back = vec![target("c", None)];
+        get.record(&NodeId::new("a"), ReplicaState::Found(object(b"v")));
+        assert!(
+            !get.needs_held_back(&NodeId::new("a")),
+            "still waiting on d"
+        );
+        get.record(&NodeId::new("d"), ReplicaState::Missing);
+        assert!(get.take_reply(0).is_some());
+        assert!(!get.needs_held_back(&NodeId::new("d")), "answered");
     }
 }

@@ -4,6 +4,7 @@
 pub(crate) mod get;
 pub(crate) mod put;
 pub(crate) mod quorum;
+pub(crate) mod speculation;
 
 use crate::id::{CoordinationId, Millis, NodeId, RequestId};
 

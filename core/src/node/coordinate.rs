@@ -6,11 +6,13 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::ToString;
 use alloc::vec::Vec;
+use rand::Rng;
 
 use super::{LocalWrite, LocalWriteKind, Node};
 use crate::bucket::{Quorums, Scope};
-use crate::coordinator::get::{GetState, ReplicaState};
+use crate::coordinator::get::{first_to_ask, GetState, ReplicaState};
 use crate::coordinator::put::PutState;
+use crate::coordinator::speculation::ReadLatencies;
 use crate::coordinator::{Client, ForwardState, Target};
 use crate::id::{CoordinationId, Millis, NodeId, RequestId};
 use crate::io::Event;
@@ -82,6 +84,8 @@ pub(super) struct Requests {
     pub(super) abandoned_forwards: BTreeSet<RequestId>,
     /// Conditional writes waiting for the read that checks their condition.
     pub(super) conditional: BTreeMap<CoordinationId, super::conditional::ConditionalWrite>,
+    /// How long recent replica reads took: when a get asks its held-back replicas.
+    read_latencies: ReadLatencies,
 }
 
 impl Requests {
@@ -179,18 +183,27 @@ impl Node {
     ) -> CoordinationId {
         let id = self.new_coordination_id();
         let need = self.needs_or_majority(&quorums, &replicas).r;
-        let replicas = self.targets(&bucket, &key, replicas);
-        for target in &replicas {
-            self.send(
-                target.node.clone(),
-                Message::Read {
-                    id,
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                    hint: target.hint.clone(),
-                },
-            );
-        }
+        let targets = self.targets(&bucket, &key, replicas);
+        // The node's own reads (anti-entropy, reap checks) need every replica; a sampled share
+        // of client gets asks them all too, for read repair.
+        let ask_all = matches!(client, Client::Internal | Client::Reap)
+            || match self.config.read_all_percent {
+                0 => false,
+                100.. => true,
+                percent => self.rng.gen_range(0..100) < percent,
+            };
+        let (replicas, held_back) = if ask_all {
+            (targets, Vec::new())
+        } else {
+            let me = self.config.node_id.clone();
+            first_to_ask(targets, &me, self.zone(), &need)
+        };
+        self.ask(id, &bucket, &key, &replicas);
+        let fallbacks_at = self.config.fallback_at(self.now, timeout);
+        let speculate_at = match self.requests.read_latencies.threshold() {
+            Some(wait) if !held_back.is_empty() => self.now.saturating_add(wait).min(fallbacks_at),
+            _ => fallbacks_at,
+        };
         let state = GetState {
             client,
             mode: self.mode(&bucket),
@@ -199,15 +212,44 @@ impl Node {
             quorums,
             need,
             replicas,
+            held_back,
             replies: BTreeMap::new(),
             extra: Default::default(),
             merged: Object::new(),
             answered: false,
-            fallback_at: self.config.fallback_at(self.now, timeout),
+            started: self.now,
+            fallback_at: speculate_at,
+            fallbacks_at,
             deadline: self.now.saturating_add(timeout),
         };
         self.arm_get(id, state);
         id
+    }
+
+    /// Sends a get's read to each of `targets`.
+    fn ask(&mut self, id: CoordinationId, bucket: &[u8], key: &[u8], targets: &[Target]) {
+        for target in targets {
+            self.send(
+                target.node.clone(),
+                Message::Read {
+                    id,
+                    bucket: bucket.to_vec(),
+                    key: key.to_vec(),
+                    hint: target.hint.clone(),
+                },
+            );
+        }
+    }
+
+    /// Asks a get's held-back targets (see [`GetState::held_back`]).
+    fn ask_held_back(&mut self, id: CoordinationId) {
+        let Some(state) = self.requests.get_mut(id) else {
+            return;
+        };
+        let held_back = core::mem::take(&mut state.held_back);
+        state.replicas.extend(held_back.iter().cloned());
+        let (bucket, key) = (state.bucket.clone(), state.key.clone());
+        self.ask(id, &bucket, &key, &held_back);
     }
 
     pub(super) fn on_read_reply(&mut self, from: NodeId, id: CoordinationId, result: ReadResult) {
@@ -235,12 +277,21 @@ impl Node {
         let Some(state) = self.requests.get_mut(id) else {
             return;
         };
+        let asked = state.replicas.iter().any(|t| t.node == from);
+        let latency = now.saturating_sub(state.started);
         state.record(&from, replica_state);
         let reply = state.take_reply(now);
         let client = state.client.clone();
-        let done = state.all_replied();
+        let ask_more = state.needs_held_back(&from);
+        let done = state.all_replied() && !ask_more;
+        if asked {
+            self.requests.read_latencies.record(latency);
+        }
         if let Some(reply) = reply {
             self.reply(client, reply);
+        }
+        if ask_more {
+            self.ask_held_back(id);
         }
         if done {
             self.end_get(id);
@@ -844,6 +895,22 @@ impl Node {
     /// Nobody is suspected yet: that waits for the deadline.
     pub(super) fn on_fallback(&mut self, id: CoordinationId) {
         match self.requests.active.get(&id) {
+            Some(Request::Get(state)) if !state.held_back.is_empty() => {
+                // The speculative retry: the replicas asked first are slower than nearly every
+                // read of late. Fallbacks for those still silent come at their own time.
+                let (fired, fallbacks_at) = (state.fallback_at, state.fallbacks_at);
+                let answered = state.answered;
+                if !answered {
+                    self.ask_held_back(id);
+                }
+                let next = fallbacks_at.max(self.now);
+                if let Some(state) = self.requests.get_mut(id) {
+                    state.held_back.clear();
+                    state.fallback_at = next;
+                }
+                self.timers.remove(&(fired, super::Timer::Fallback(id)));
+                self.timers.insert((next, super::Timer::Fallback(id)));
+            }
             Some(Request::Get(state)) if !state.answered => {
                 let (bucket, key, n) = (state.bucket.clone(), state.key.clone(), state.quorums.n);
                 let extra =

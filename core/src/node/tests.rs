@@ -470,3 +470,117 @@ fn a_coordinators_failed_store_after_replicating_renews_its_actor_and_counts_the
         "W = 2 met by the other two: {answered:?}"
     );
 }
+
+/// The reads `node` sent to peers and the storage reads it asked of its host, from its outputs.
+fn reads_out(
+    node: &mut Node,
+) -> (
+    Vec<(NodeId, u64)>,
+    Vec<(crate::id::OpId, crate::storage::StorageOp)>,
+) {
+    use crate::storage::StorageOp;
+    let (mut sent, mut local) = (Vec::new(), Vec::new());
+    for output in outputs(node) {
+        match output {
+            Output::Send {
+                to,
+                message: Message::Read { id, .. },
+            } => sent.push((to, id)),
+            Output::Storage {
+                op_id,
+                op: op @ StorageOp::Get { .. },
+            } => local.push((op_id, op)),
+            _ => {}
+        }
+    }
+    (sent, local)
+}
+
+fn get(key: &[u8]) -> ClientRequest {
+    ClientRequest::Get {
+        bucket: b"b".to_vec(),
+        key: key.to_vec(),
+        options: RequestOptions::default(),
+    }
+}
+
+/// Before: every get asked all N replicas, moving N values to answer at R.
+#[test]
+fn a_get_asks_r_replicas_local_first_and_the_rest_on_a_failure_or_when_slow() {
+    use crate::storage::{StorageError, StorageErrorKind, StorageResult};
+    use crate::wire::ReadResult;
+    let members = ["n1", "n2", "n3"].map(|id| Member::new(id, 1)).to_vec();
+    let mut config = NodeConfig::new("n1");
+    config.read_all_percent = 0;
+    let mut node = Node::new(config, members, 0).unwrap();
+
+    // R = 2: the local replica and one peer; a local failure brings in the third.
+    node.handle_client(0, 1, get(b"k")).unwrap();
+    let (sent, local) = reads_out(&mut node);
+    assert_eq!((sent.len(), local.len()), (1, 1), "{sent:?} {local:?}");
+    let (first_peer, id) = sent[0].clone();
+    let failed = StorageResult::Failed(StorageError {
+        kind: StorageErrorKind::Io,
+        message: "injected".into(),
+    });
+    node.handle_storage(1, local[0].0, failed);
+    let (more, _) = reads_out(&mut node);
+    assert_eq!(more.len(), 1, "the held-back replica is asked: {more:?}");
+    assert_ne!(more[0].0, first_peer);
+    for (peer, id) in [(first_peer, id), more[0].clone()] {
+        node.handle_message(
+            2,
+            peer,
+            Message::ReadReply {
+                id,
+                result: ReadResult::NotFound,
+            },
+        )
+        .unwrap();
+    }
+    assert!(
+        outputs(&mut node)
+            .iter()
+            .any(|o| matches!(o, Output::Reply { request_id: 1, .. })),
+        "answered by the two peers"
+    );
+
+    // Replicas that answer within 3 ms teach the node its read latency; then a peer silent
+    // past it is joined by the third long before the fallback time.
+    let mut now = 10;
+    for request in 2..60 {
+        node.handle_client(now, request, get(b"k")).unwrap();
+        let (sent, local) = reads_out(&mut node);
+        node.handle_storage(now + 1, local[0].0, StorageResult::Record(None));
+        for (peer, id) in sent {
+            node.handle_message(
+                now + 3,
+                peer,
+                Message::ReadReply {
+                    id,
+                    result: ReadResult::NotFound,
+                },
+            )
+            .unwrap();
+        }
+        outputs(&mut node);
+        now += 10;
+    }
+    node.handle_client(now, 99, get(b"k")).unwrap();
+    let (sent, local) = reads_out(&mut node);
+    assert_eq!(sent.len(), 1);
+    node.handle_storage(now + 1, local[0].0, StorageResult::Record(None));
+    let wake = node.poll_timeout().expect("a timer");
+    assert!(
+        wake <= now + 3,
+        "the speculative retry comes at the read latency, not the fallback time: {wake}"
+    );
+    node.handle_timeout(wake);
+    let (more, _) = reads_out(&mut node);
+    assert_eq!(
+        more.len(),
+        1,
+        "the silent peer is joined by the third: {more:?}"
+    );
+    assert_ne!(more[0].0, sent[0].0);
+}

@@ -169,5 +169,17 @@ pub fn random_run(config: SimConfig, operations: usize, keys: usize) -> Sim {
             }
         }
     }
+    // An operator waits for a leave to finish before counting the node gone: leavers get a
+    // bounded while to hand everything over (a leave the faults left stuck stays stuck), and
+    // each one that drains is stopped, its disk discarded, so the check judges that its
+    // "drained" came after everything it held had a home.
+    let wait_until = sim.now().saturating_add(LEAVE_WAIT_MS);
+    while !leavers.is_empty() && sim.now() < wait_until {
+        sim.run(100);
+        leavers.retain(|node| !(sim.is_drained(node.as_str()) && sim.decommission(node.as_str())));
+    }
     sim
 }
+
+/// How long (simulated) a campaign waits after its last operation for its leavers to drain.
+const LEAVE_WAIT_MS: u64 = 30_000;
