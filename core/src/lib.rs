@@ -95,11 +95,14 @@
 //!    not an error.
 //!
 //! ## The life of a get
-//! The coordinator asks all N targets, merges the replies as they come,
-//! and answers at R: one value, or siblings, and a context covering all of them. It waits while an
-//! owner is still being asked unless some reply holds the key, so fallbacks' "not found" alone do
-//! not make a quorum. Replicas that answered stale, missing or damaged get the merged object
-//! back (read repair).
+//! The coordinator asks R of the N targets (its own replica first, then owners in its zone), merges
+//! the replies as they come, and answers at R: one value, or siblings, and a context covering all
+//! of them. The other targets are asked when one of those fails, when they all answered without
+//! saying anything about the key, or once they are slower than the 99th percentile of recent
+//! replica reads (a speculative retry); a sampled share of gets
+//! ([`config::NodeConfig::read_all_percent`]) asks all N. It waits while an owner is still being
+//! asked unless some reply holds the key, so fallbacks' "not found" alone do not make a quorum.
+//! Replicas that answered stale, missing or damaged get the merged object back (read repair).
 //!
 //! ## In the background
 //! - **Membership** ([`membership`]): each node keeps a cluster view, a CRDT of members (status,

@@ -11,6 +11,7 @@
 //! significant digits) and merged at the end into a [`BenchReport`]; failures are counted by kind.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -927,10 +928,17 @@ async fn prefill(plan: &Arc<Plan>, concurrency: usize, hidden: bool) -> anyhow::
 /// Runs the benchmark and prints its report (a table, or JSON with `--json`) on stdout.
 pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let report = execute(&args).await?;
-    if args.json || args.output == crate::cli::OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if args.json || args.output == crate::cli::OutputFormat::Json {
+        format!("{}\n", serde_json::to_string_pretty(&report)?)
     } else {
-        print!("{}", render_table(&report));
+        render_table(&report)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // A reader that stopped early (`ringkv bench | head -3`) wanted no more: not a failure
+        // of the benchmark (`print!` panicked here).
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        result => result.context("cannot write the report to stdout")?,
     }
     Ok(report)
 }

@@ -360,6 +360,7 @@ impl Node {
             },
             sync: quorums.dw > 0,
             result: None,
+            replicated_early: false,
         });
     }
 

@@ -7,7 +7,7 @@ use alloc::string::ToString;
 use alloc::vec::Vec;
 
 use super::{Node, PendingOp};
-use crate::id::{CoordinationId, NodeId};
+use crate::id::{CoordinationId, Millis, NodeId};
 use crate::io::Event;
 use crate::merkle::object_digest;
 use crate::request::Reply;
@@ -64,7 +64,14 @@ pub(super) struct LocalWrite {
     pub(super) sync: bool,
     /// The object being stored, and for a coordinated write its new dot (set once read).
     pub(super) result: Option<(Object, Option<Dot>)>,
+    /// For a coordinated write: whether its record went to the other replicas before this
+    /// node's store finished.
+    pub(super) replicated_early: bool,
 }
+
+/// How long after a failed store a coordinator stores its writes before it replicates them
+/// (see [`Replica::store_first_until`]).
+const STORE_FIRST_AFTER_FAILURE_MS: Millis = 5_000;
 
 /// The replica side's state: local read-modify-writes per key. The front one of a key is in
 /// progress and the rest wait, so two writes of one key never interleave (that would lose one,
@@ -80,6 +87,13 @@ pub(super) struct Replica {
     /// may be live elsewhere and missing from a record it later pulls back, so the floor
     /// cannot cover them; its next coordinated write takes a fresh actor instead.
     pub(super) renew_before_write: bool,
+    /// Until when coordinated writes are stored here before they go to the other replicas,
+    /// because a store failed lately (a full or failing disk). Replicated while storing, as
+    /// usual, a write whose store then fails is still acknowledged by the others, but costs a
+    /// new actor each time (its dot is out there and not in this node's record): a full disk
+    /// would mint one per write and bloat every version vector. Stored first, such a write is
+    /// refused whole (`storage_full`: nothing written) and the client tries the next node.
+    pub(super) store_first_until: Millis,
 }
 
 impl Replica {
@@ -193,6 +207,7 @@ impl Node {
             },
             sync,
             result: None,
+            replicated_early: false,
         });
     }
 
@@ -393,8 +408,10 @@ impl Node {
             (LocalWriteKind::Coordinate { id, .. }, Some(dot)) => Some((*id, dot.clone())),
             _ => None,
         };
+        let early = coordination.is_some() && self.now >= self.replica.store_first_until;
         write.result = Some((object, dot));
-        if let Some((id, dot)) = coordination {
+        write.replicated_early = early;
+        if let Some((id, dot)) = coordination.filter(|_| early) {
             // The record goes to the other replicas now, while this node stores it: a put waits
             // for one disk write in series, not two. Nothing can reissue its dot meanwhile:
             // writes to the key queue behind this one, a restart starts a new actor (the
@@ -447,7 +464,13 @@ impl Node {
         }
         match write.kind {
             LocalWriteKind::Coordinate { id, .. } => match write.result {
-                Some((_, Some(_))) => self.coordinated_write_stored(id, synced),
+                Some((object, Some(dot))) => {
+                    if !write.replicated_early {
+                        let record = object.encode();
+                        self.coordinated_write_prepared(id, &key, object.context(), dot, record);
+                    }
+                    self.coordinated_write_stored(id, synced)
+                }
                 _ => {
                     self.coordinated_write_failed(id, "internal: write lost its result".to_string())
                 }
@@ -482,8 +505,9 @@ impl Node {
         let Some(write) = self.pop_local_write(key) else {
             return;
         };
+        self.replica.store_first_until = self.now.saturating_add(STORE_FIRST_AFTER_FAILURE_MS);
         match write.kind {
-            LocalWriteKind::Coordinate { id, .. } if write.result.is_some() => {
+            LocalWriteKind::Coordinate { id, .. } if write.replicated_early => {
                 // The store failed after the record went to the other replicas (see
                 // `local_write_read_done`): they may hold the write's dot while this node's
                 // record does not, so this actor's next dot for the key could repeat it. A new
@@ -535,6 +559,7 @@ impl Node {
             kind: LocalWriteKind::DeleteIf(condition),
             sync: false,
             result: None,
+            replicated_early: false,
         });
     }
 }

@@ -389,7 +389,7 @@ fn the_reap_backlog_counts_deleted_and_expired_keys() {
 /// store fails, the write's dot may be on the others but not here: the node takes a new actor
 /// (so its next dot for the key cannot repeat it) and the put is decided by the others' answers.
 #[test]
-fn a_coordinators_failed_store_after_replicating_renews_its_actor_and_counts_the_others() {
+fn a_coordinators_failed_store_after_replicating_renews_its_actor_and_the_next_put_stores_first() {
     use crate::request::Reply;
     use crate::storage::{StorageError, StorageErrorKind, StorageOp, StorageResult};
     let members = ["n1", "n2", "n3"].map(|id| Member::new(id, 1)).to_vec();
@@ -468,6 +468,46 @@ fn a_coordinators_failed_store_after_replicating_renews_its_actor_and_counts_the
     assert!(
         matches!(answered.as_slice(), [Reply::Written { replicas, .. }] if replicas.len() == 2),
         "W = 2 met by the other two: {answered:?}"
+    );
+
+    // Right after a failed store (a full disk), the next put is stored before it is
+    // replicated: its failure is a refusal with nothing written anywhere, not one more actor.
+    let renewed = node.actor().clone();
+    node.handle_client(3, 8, put(b"k2")).unwrap();
+    let mut store_op = None;
+    for _ in 0..4 {
+        while let Some(output) = node.poll_output() {
+            match output {
+                Output::Storage {
+                    op_id,
+                    op: StorageOp::Put { .. },
+                } => store_op = Some(op_id),
+                Output::Storage { op_id, op } => {
+                    let result = store.apply(&op);
+                    node.handle_storage(3, op_id, result);
+                }
+                Output::Send {
+                    message: Message::Write { .. },
+                    ..
+                } => panic!("replicated before its store, right after a failed one"),
+                _ => {}
+            }
+        }
+    }
+    let full = StorageResult::Failed(StorageError {
+        kind: StorageErrorKind::Full,
+        message: "disk full".into(),
+    });
+    node.handle_storage(4, store_op.expect("stored first"), full);
+    assert_eq!(
+        node.actor(),
+        &renewed,
+        "no new actor for a write nobody got"
+    );
+    let answered = replies(&mut node);
+    assert!(
+        matches!(answered.as_slice(), [Reply::StorageFull { .. }]),
+        "refused whole: {answered:?}"
     );
 }
 
