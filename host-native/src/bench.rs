@@ -23,6 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_distr::{Distribution, Zipf};
+use ringkv_client::api;
 use ringkv_client::{Client, ClientConfig, ClientError, Options};
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -235,28 +236,14 @@ pub fn parse_mix(text: &str) -> Result<Mix, String> {
     Ok(mix)
 }
 
-/// Parses a positive duration: a whole number with `ms`, `s`, `m` or `h` (bare numbers are
-/// seconds).
+/// Parses a positive duration as every other duration of the CLI and API is read
+/// ([`api::parse_duration_ms`]: `500ms`, `10s`, `2m`, `1h`; bare numbers are seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, like 500ms, 10s, 2m"))?;
-    let duration = match unit.trim() {
-        "ms" => Duration::from_millis(number),
-        "" | "s" => Duration::from_secs(number),
-        "m" | "min" => Duration::from_secs(number.saturating_mul(60)),
-        "h" => Duration::from_secs(number.saturating_mul(3600)),
-        other => return Err(format!("{other:?}: the units are ms, s, m and h")),
-    };
-    if duration.is_zero() {
-        return Err(String::from("the duration must be positive"));
+    match api::parse_duration_ms(text) {
+        Ok(0) => Err(String::from("the duration must be positive")),
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(error) => Err(error.to_string()),
     }
-    Ok(duration)
 }
 
 /// Parses a byte size: a whole number, optionally followed by `B`, `KiB`/`K`, `MiB`/`M`, `GiB`/`G`

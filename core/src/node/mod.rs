@@ -20,6 +20,7 @@ mod handoff;
 mod hints;
 mod listing;
 mod membership;
+mod read;
 mod reap;
 mod replica;
 mod restore;
