@@ -329,12 +329,11 @@ async fn torn_tail(damage: impl FnOnce(&[(String, Bytes)]) -> TailDamage) -> (f6
     let wrong = wrong_reads_through(&cluster, victim, &written, b"t", true).await;
     eprintln!(
         "torn tail ({what}): quarantined {quarantined} ({aside:?}), newest commit rolled back \
-         {rolled_back}; {} keys acknowledged, {} lost; ring settled {settled_after:?} after the \
-         restart, anti-entropy repaired {ae_repairs} keys meanwhile, then the r=all check \
+         {rolled_back}; {} keys acknowledged, none lost; ring settled {settled_after:?} after \
+         the restart, anti-entropy repaired {ae_repairs} keys meanwhile, then the r=all checks \
          read-repaired {read_repairs} replicas; n3 checksum failures {checksum_failures}; keys \
          n3 could not answer alone: {}",
         written.len(),
-        lost.len(),
         wrong.len()
     );
     assert!(wrong.is_empty(), "n3 alone after the repair: {wrong:#?}");
