@@ -248,6 +248,15 @@ impl Node {
         let confirmed = |me: &NodeId| match &gossip {
             GossipMessage::Digest(digest) => *digest == before,
             GossipMessage::View(theirs) => theirs.member(me) == ours.member(me),
+            // Their digest equal to ours says they hold everything we do; an entry of ours
+            // among theirs, equal to ours, says they hold that one.
+            GossipMessage::Delta(delta) => {
+                delta.digest == before
+                    || delta
+                        .members
+                        .iter()
+                        .any(|m| &m.id == me && Some(m) == ours.member(me))
+            }
         };
         let confirmed = confirmed(&self.config.node_id);
         self.confirm_drained(|_| confirmed);
