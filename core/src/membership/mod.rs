@@ -476,6 +476,31 @@ fn handle_delta(
     )
 }
 
+/// Whether the sender of `message` holds member `id`'s entry as `view` has it, `view` being the
+/// receiver's view after [`handle_gossip`] merged the message. A node that left waits for this
+/// before it says it is drained (stopped earlier, the others would wait for its hand-off
+/// forever).
+///
+/// A digest equal to the view's says the sender holds everything the view does; a whole view,
+/// or the entries of a delta, show the sender's entry. A delta's digest counts too, compared
+/// with the view after the merge: the last data of an exchange is often the sender's own news,
+/// sent after it merged the receiver's entry, and without the entry itself. (Compared before
+/// the merge, it never matches then; and a member that left is Removed soon, so no peer starts
+/// an exchange with it, and once its view equals theirs its own digests get no answer: it
+/// would never learn that its entry arrived.)
+pub fn sender_holds_entry(view: &ClusterView, message: &GossipMessage, id: &NodeId) -> bool {
+    let Some(ours) = view.member(id) else {
+        return false;
+    };
+    match message {
+        GossipMessage::Digest(digest) => *digest == view.digest(),
+        GossipMessage::View(theirs) => theirs.member(id) == Some(ours),
+        GossipMessage::Delta(delta) => {
+            delta.digest == view.digest() || delta.members.iter().any(|m| m == ours)
+        }
+    }
+}
+
 /// The sums of the hashes of `members` in each of `ranges` that holds any (a member in two
 /// nested ranges counts in the innermost only: ranges sent together never nest).
 fn sums_of<'a>(
@@ -674,6 +699,59 @@ mod tests {
             bytes < 2_500,
             "{bytes} bytes for one entry, whole view {whole}"
         );
+    }
+
+    #[test]
+    fn a_leaver_learns_that_its_peer_holds_its_entry_from_the_peers_own_news() {
+        // The leaver's drained entry goes to the peer, which answers with news of its own (in
+        // another member range) and not the leaver's entry. Judged before the merge, as it
+        // was, nothing in the exchange told the leaver its entry arrived; judged on the merged
+        // view, the peer's digest does.
+        let leaver = id(4);
+        let range = |i: usize| MemberRange::at(member_range_of(&id(i)), 1);
+        let other = (0..4).find(|&i| range(i) != range(4)).unwrap();
+        let (mut l, mut p) = (cluster(5), cluster(5));
+        assert!(l.set_status(&leaver, MemberStatus::Leaving));
+        assert!(l.set_handoff(&leaver, Handoff::Drained));
+        assert!(p.set_status(&id(other), MemberStatus::Leaving));
+        let mut message = Some(GossipMessage::Digest(l.digest()));
+        let (mut at_p, mut confirmed, mut before_merge) = (true, false, false);
+        let mut steps = 0;
+        while let Some(m) = message {
+            if at_p {
+                message = handle_gossip(&mut p, &m).unwrap();
+            } else {
+                before_merge |= match &m {
+                    GossipMessage::Delta(d) => {
+                        d.digest == l.digest()
+                            || d.members.iter().any(|e| Some(e) == l.member(&leaver))
+                    }
+                    GossipMessage::Digest(d) => *d == l.digest(),
+                    GossipMessage::View(_) => false,
+                };
+                message = handle_gossip(&mut l, &m).unwrap();
+                if sender_holds_entry(&l, &m, &leaver) {
+                    assert_eq!(p.member(&leaver), l.member(&leaver));
+                    confirmed = true;
+                }
+            }
+            at_p = !at_p;
+            steps += 1;
+            assert!(steps < 20, "the exchange does not end");
+        }
+        assert_eq!(l, p);
+        assert!(
+            confirmed,
+            "the leaver never learned that its peer holds its entry"
+        );
+        assert!(!before_merge, "the case no longer shows the old blind spot");
+        // And a peer that lacks the entry does not confirm it.
+        let mut stale = cluster(5);
+        let digest = GossipMessage::Digest(stale.digest());
+        assert!(!sender_holds_entry(&l, &digest, &leaver));
+        assert!(stale.set_status(&id(other), MemberStatus::Leaving));
+        let summary = handle_gossip(&mut stale, &GossipMessage::Digest(l.digest())).unwrap();
+        assert!(!sender_holds_entry(&l, &summary.unwrap(), &leaver));
     }
 
     #[test]

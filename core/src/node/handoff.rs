@@ -6,9 +6,8 @@
 use alloc::collections::BTreeSet;
 
 use super::Node;
-use crate::id::NodeId;
 use crate::io::Event;
-use crate::membership::Handoff;
+use crate::membership::{sender_holds_entry, GossipMessage, Handoff};
 use crate::ring::PartitionId;
 
 /// One kind of record (hints, or orphans) as complete scans found it.
@@ -161,16 +160,16 @@ impl Node {
         }
     }
 
-    /// A peer's gossip: once a peer holds this node's entry saying it is drained, the rest of
-    /// the cluster learns it from there, and [`Event::Drained`] tells the host it may stop.
-    /// (Reported before that, a node stopped at once would leave the others waiting forever
-    /// for its hand-off, and tombstones of its partitions unreaped.)
-    pub(super) fn confirm_drained(&mut self, peer_has_it: impl FnOnce(&NodeId) -> bool) {
+    /// A peer's gossip, merged into the view: once a peer holds this node's entry saying it is
+    /// drained, the rest of the cluster learns it from there, and [`Event::Drained`] tells the
+    /// host it may stop. (Reported before that, a node stopped at once would leave the others
+    /// waiting forever for its hand-off, and tombstones of its partitions unreaped.)
+    pub(super) fn confirm_drained(&mut self, gossip: &GossipMessage) {
         let me = self.config.node_id.clone();
         if self.handoff.drained_reported || !self.membership.view.is_drained(&me) {
             return;
         }
-        if peer_has_it(&me) {
+        if sender_holds_entry(&self.membership.view, gossip, &me) {
             self.handoff.drained_reported = true;
             self.event(Event::Drained);
         }

@@ -243,25 +243,10 @@ impl Node {
 
     pub(super) fn on_gossip(&mut self, from: NodeId, gossip: GossipMessage) {
         let before = self.membership.view.digest();
-        // Whether the peer already holds this node's entry as it is here.
-        let ours = &self.membership.view;
-        let confirmed = |me: &NodeId| match &gossip {
-            GossipMessage::Digest(digest) => *digest == before,
-            GossipMessage::View(theirs) => theirs.member(me) == ours.member(me),
-            // Their digest equal to ours says they hold everything we do; an entry of ours
-            // among theirs, equal to ours, says they hold that one.
-            GossipMessage::Delta(delta) => {
-                delta.digest == before
-                    || delta
-                        .members
-                        .iter()
-                        .any(|m| &m.id == me && Some(m) == ours.member(me))
-            }
-        };
-        let confirmed = confirmed(&self.config.node_id);
-        self.confirm_drained(|_| confirmed);
         match handle_gossip(&mut self.membership.view, &gossip) {
             Ok(reply) => {
+                // Judged on the merged view: see `sender_holds_entry`.
+                self.confirm_drained(&gossip);
                 if let Some(reply) = reply {
                     self.send(from, Message::Gossip(reply));
                 }
