@@ -5,6 +5,14 @@
 # Redis (redis-benchmark; in memory, and with fsync on every write) and etcd (one node, its v3
 # JSON gateway under wrk).
 #
+# The relay rows (bench/relay.rs, three processes) are the network shape of ringkv's replicated
+# requests and nothing else: hyper on one thread per process, an in-memory map, and pipelined
+# frames over one persistent TCP connection to each of two peers. "relay PUT" stores locally, sends
+# the value to both peers and answers after both replied (the two peer round trips of an N=3
+# write); "relay GET" looks up locally and asks one peer (the one round trip of an R=2 read). The
+# ratio of ringkv to these rows is what ringkv spends beyond moving the bytes: versions, storage,
+# quorum bookkeeping, routing.
+#
 #   bench/compare.sh            # 10 s per run, 3 rounds
 #   DURATION=5s ROUNDS=2 bench/compare.sh
 #
@@ -30,8 +38,10 @@ command -v jq >/dev/null || apt-get install -y --no-install-recommends jq >/dev/
 command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk >/dev/null
 command -v etcd >/dev/null || apt-get install -y --no-install-recommends etcd-server >/dev/null
 
-cargo build --release --locked -p ringkv --bin ringkv --example bare_hyper
-bin=target/release/ringkv
+cargo build --release --locked -p ringkv --bin ringkv --example bare_hyper --example relay
+# Where cargo put them: honours CARGO_TARGET_DIR and build.target-dir.
+release=$(cargo metadata --format-version 1 --no-deps --locked | jq -r .target_directory)/release
+bin=$release/ringkv
 
 wait_http() { for _ in $(seq 200); do curl -fsS "$1/health" >/dev/null 2>&1 && return 0; curl -fsS -o /dev/null "$1/" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 did not start" >&2; return 1; }
 
@@ -39,12 +49,15 @@ wait_http() { for _ in $(seq 200); do curl -fsS "$1/health" >/dev/null 2>&1 && r
 RINGKV_LOG=warn $bin dev --base-port 18087 --data-dir "$work/cluster" >"$work/dev.log" 2>&1 & pids+=($!)
 printf 'target_n = 1\n[bucket]\nn = 1\nr = "1"\nw = "1"\n' >"$work/single.toml"
 RINGKV_LOG=warn $bin server --config "$work/single.toml" --data-dir "$work/single" --listen 127.0.0.1:18287 --peer-listen 127.0.0.1:18387 >"$work/single.log" 2>&1 & pids+=($!)
-target/release/examples/bare_hyper 127.0.0.1:18000 & pids+=($!)
+$release/examples/bare_hyper 127.0.0.1:18000 & pids+=($!)
+$release/examples/relay peer 127.0.0.1:18401 & pids+=($!)
+$release/examples/relay peer 127.0.0.1:18402 & pids+=($!)
+$release/examples/relay coordinator 127.0.0.1:18400 --peers 127.0.0.1:18401,127.0.0.1:18402 & pids+=($!)
 redis-server --bind 127.0.0.1 --port 7379 --save '' --appendonly no --daemonize no >/dev/null & pids+=($!)
 redis-server --bind 127.0.0.1 --port 7380 --save '' --appendonly yes --appendfsync always --dir "$work" --daemonize no >/dev/null & pids+=($!)
 etcd --data-dir "$work/etcd" --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
   --listen-peer-urls http://127.0.0.1:2380 >"$work/etcd.log" 2>&1 & pids+=($!)
-wait_http http://127.0.0.1:18087; wait_http http://127.0.0.1:18287
+wait_http http://127.0.0.1:18087; wait_http http://127.0.0.1:18287; wait_http http://127.0.0.1:18400
 for _ in $(seq 100); do grep -q "Ctrl-C" "$work/dev.log" && break; sleep 0.2; done
 sleep 1
 
@@ -71,8 +84,10 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS"
   record "bare hyper GET 100B"        "$(ringkv_run http://127.0.0.1:18000 --no-routing --mix get=100)"
   record "3 nodes GET 100B"           "$(ringkv_run $cluster --mix get=100 --value-size 100 --prefill)"
+  record "relay GET 100B"             "$(ringkv_run http://127.0.0.1:18400 --no-routing --mix get=100 --value-size 100 --prefill)"
   record "bare hyper PUT 100B"        "$(ringkv_run http://127.0.0.1:18000 --no-routing --mix put=100)"
   record "3 nodes PUT 100B dw=0"      "$(ringkv_run $cluster --mix put=100 --value-size 100)"
+  record "relay PUT 100B"             "$(ringkv_run http://127.0.0.1:18400 --no-routing --mix put=100 --value-size 100)"
   record "3 nodes PUT 100B dw=all"    "$(ringkv_run $cluster --mix put=100 --value-size 100 --dw all)"
   record "3 nodes MIX 100B"           "$(ringkv_run $cluster --mix get=50,put=50 --value-size 100)"
   record "3 nodes PUT 4KiB dw=0"      "$(ringkv_run $cluster --mix put=100 --value-size 4KiB)"
@@ -100,9 +115,13 @@ row() { # name baseline
   printf '%-26s %10.0f %9.0f %9.0f %9.0f %7.0f   %-22s %s\n' "$1" "$ops" "$p50" "$p99" "$p999" "$errors" "$2" "$(ratio "$ops" "$base")"
 }
 row "bare hyper GET 100B"     "bare hyper GET 100B"
+row "relay GET 100B"          "bare hyper GET 100B"
+row "relay PUT 100B"          "bare hyper PUT 100B"
 row "3 nodes GET 100B"        "bare hyper GET 100B"
+row "3 nodes GET 100B"        "relay GET 100B"
 row "3 nodes GET 100B"        "redis GET 100B"
 row "3 nodes PUT 100B dw=0"   "bare hyper PUT 100B"
+row "3 nodes PUT 100B dw=0"   "relay PUT 100B"
 row "3 nodes PUT 100B dw=0"   "redis SET 100B"
 row "3 nodes PUT 100B dw=0"   "etcd put 100B"
 row "3 nodes GET 100B"        "etcd range 100B"

@@ -1159,7 +1159,8 @@ mod tests {
         }
     }
 
-    /// Exactly the minimum moved, and every move from a departed or shrinking member to a growing one.
+    /// The minimum moved, or more only to remove repeats (`claim::tests::check_moves`); when exactly
+    /// the minimum moved, every move went from a departed or shrinking member to a growing one.
     fn check_minimal(old: &Ring, new: &Ring) {
         let before = old.partition_counts();
         let after = new.partition_counts();
@@ -1173,7 +1174,12 @@ mod tests {
             .iter()
             .filter_map(|(id, &c)| targets.get(id).map(|&t| c.saturating_sub(t)))
             .sum();
-        assert_eq!(old.partitions_moved(new), (departed + shrinking) as usize);
+        let least = (departed + shrinking) as usize;
+        claim::tests::check_moves(old, new).expect("moves");
+        if old.partitions_moved(new) > least {
+            // The rebalance traded partitions between staying members to remove repeats.
+            return;
+        }
         let (was, now) = (owners(old), owners(new));
         for (from, to) in was.iter().zip(&now).filter(|(a, b)| a != b) {
             assert!(

@@ -350,7 +350,7 @@ struct Inner {
     /// `None` once shut down. Senders are behind a lock so that shutdown cannot race a submit:
     /// every op sent before the sender is dropped is still answered.
     writes: RwLock<Option<std_mpsc::Sender<WriteRequest>>>,
-    reads: RwLock<Option<std_mpsc::Sender<ReadRequest>>>,
+    reads: RwLock<Option<crossbeam_channel::Sender<ReadRequest>>>,
     threads: Mutex<Threads>,
 }
 
@@ -469,7 +469,9 @@ impl Storage {
             path,
         });
         let (write_tx, write_rx) = std_mpsc::channel();
-        let (read_tx, read_rx) = std_mpsc::channel();
+        // Many readers take from one queue: crossbeam's channel lets them wait on it without a
+        // mutex (a shared `Mutex<Receiver>` showed up as contended futex waits under GET load).
+        let (read_tx, read_rx) = crossbeam_channel::unbounded();
         let mut threads = Threads::default();
         let writer = Writer {
             shared: Arc::clone(&shared),
@@ -494,11 +496,10 @@ impl Storage {
             Ok(handle) => threads.writer = Some(handle),
             Err(error) => return Err(StorageOpenError::Thread(error)),
         }
-        let read_rx = Arc::new(Mutex::new(read_rx));
         for index in 0..config.reader_threads.max(1) {
             let reader = Reader {
                 shared: Arc::clone(&shared),
-                requests: Arc::clone(&read_rx),
+                requests: read_rx.clone(),
                 max_scan_bytes: config.max_scan_bytes,
             };
             let spawned = std::thread::Builder::new()
@@ -519,7 +520,7 @@ impl Storage {
     fn assemble(
         shared: Arc<Shared>,
         writes: std_mpsc::Sender<WriteRequest>,
-        reads: std_mpsc::Sender<ReadRequest>,
+        reads: crossbeam_channel::Sender<ReadRequest>,
         threads: Threads,
     ) -> Storage {
         Storage {

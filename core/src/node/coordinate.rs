@@ -312,23 +312,21 @@ impl Node {
         });
     }
 
-    /// The coordinator's own write is stored: replicate to the others and count it.
-    pub(super) fn coordinated_write_stored(
+    /// The coordinator's own write is merged and on its way to the disk: replicate it to the
+    /// others at once.
+    pub(super) fn coordinated_write_prepared(
         &mut self,
         id: CoordinationId,
         key: &StorageKey,
-        object: &Object,
+        context: Context,
         dot: Dot,
-        synced: bool,
+        record: Vec<u8>,
     ) {
         let me = self.config.node_id.clone();
         let Some(state) = self.requests.put_mut(id) else {
             return;
         };
-        state.written = Some((object.context(), Some(dot)));
-        state.record(&me, true, synced);
-        let record = object.encode();
-        state.record = Some(record.clone());
+        state.written = Some((context, Some(dot)));
         let sync = state.quorums.dw > 0;
         let others: Vec<Target> = state
             .replicas
@@ -337,6 +335,27 @@ impl Node {
             .cloned()
             .collect();
         self.replicate(id, &key.bucket, &key.key, &record, others, sync);
+        if let Some(state) = self.requests.put_mut(id) {
+            state.record = Some(record);
+        }
+    }
+
+    /// The coordinator's own write is stored: count it.
+    pub(super) fn coordinated_write_stored(&mut self, id: CoordinationId, synced: bool) {
+        let me = self.config.node_id.clone();
+        if let Some(state) = self.requests.put_mut(id) {
+            state.record(&me, true, synced);
+        }
+        self.advance_put(id);
+    }
+
+    /// The coordinator's own store failed after the record went to the others: count it as a
+    /// refusal, and let the others' answers decide.
+    pub(super) fn coordinated_write_not_stored(&mut self, id: CoordinationId) {
+        let me = self.config.node_id.clone();
+        if let Some(state) = self.requests.put_mut(id) {
+            state.record(&me, false, false);
+        }
         self.advance_put(id);
     }
 

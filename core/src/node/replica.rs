@@ -383,13 +383,34 @@ impl Node {
         else {
             return;
         };
+        let record = object.encode();
         let op = StorageOp::Put {
             key: key.clone(),
-            record: object.encode(),
+            record: record.clone(),
             sync: write.sync,
         };
-        // Kept so the coordinator replicates exactly what it stored.
+        let coordination = match (&write.kind, &dot) {
+            (LocalWriteKind::Coordinate { id, .. }, Some(dot)) => Some((*id, dot.clone())),
+            _ => None,
+        };
         write.result = Some((object, dot));
+        if let Some((id, dot)) = coordination {
+            // The record goes to the other replicas now, while this node stores it: a put waits
+            // for one disk write in series, not two. Nothing can reissue its dot meanwhile:
+            // writes to the key queue behind this one, a restart starts a new actor (the
+            // incarnation is in its name), and a failed store renews the actor
+            // ([`Node::local_write_refused`]).
+            if let Some((object, _)) = self
+                .replica
+                .writes
+                .get(&key)
+                .and_then(VecDeque::front)
+                .and_then(|w| w.result.as_ref())
+            {
+                let context = object.context();
+                self.coordinated_write_prepared(id, &key, context, dot, record);
+            }
+        }
         self.storage(op, PendingOp::WriteStore(key));
     }
 
@@ -426,9 +447,7 @@ impl Node {
         }
         match write.kind {
             LocalWriteKind::Coordinate { id, .. } => match write.result {
-                Some((object, Some(dot))) => {
-                    self.coordinated_write_stored(id, &key, &object, dot, synced)
-                }
+                Some((_, Some(_))) => self.coordinated_write_stored(id, synced),
                 _ => {
                     self.coordinated_write_failed(id, "internal: write lost its result".to_string())
                 }
@@ -464,6 +483,14 @@ impl Node {
             return;
         };
         match write.kind {
+            LocalWriteKind::Coordinate { id, .. } if write.result.is_some() => {
+                // The store failed after the record went to the other replicas (see
+                // `local_write_read_done`): they may hold the write's dot while this node's
+                // record does not, so this actor's next dot for the key could repeat it. A new
+                // actor cannot. The put counts this node as refusing and waits for the others.
+                self.renew_actor();
+                self.coordinated_write_not_stored(id);
+            }
             LocalWriteKind::Coordinate { id, .. } => self.coordinated_write_refused(id, reply),
             LocalWriteKind::Merge { reply_to, .. } => {
                 if let Some((to, id)) = reply_to {

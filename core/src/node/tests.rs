@@ -384,3 +384,89 @@ fn the_reap_backlog_counts_deleted_and_expired_keys() {
     assert!(now > 1_500);
     assert_eq!(node.reap_backlog(), super::ReapBacklog::default());
 }
+
+/// The coordinator sends its write to the other replicas while its own store runs. When that
+/// store fails, the write's dot may be on the others but not here: the node takes a new actor
+/// (so its next dot for the key cannot repeat it) and the put is decided by the others' answers.
+#[test]
+fn a_coordinators_failed_store_after_replicating_renews_its_actor_and_counts_the_others() {
+    use crate::request::Reply;
+    use crate::storage::{StorageError, StorageErrorKind, StorageOp, StorageResult};
+    let members = ["n1", "n2", "n3"].map(|id| Member::new(id, 1)).to_vec();
+    let mut node = Node::new(NodeConfig::new("n1"), members, 0).unwrap();
+    let mut store = MemStore::new();
+    let actor = node.actor().clone();
+    node.handle_client(0, 7, put(b"k")).unwrap();
+    // The read of the local record, then the store and the replication together.
+    let mut store_op = None;
+    let mut sent_to = Vec::new();
+    for _ in 0..4 {
+        while let Some(output) = node.poll_output() {
+            match output {
+                Output::Storage {
+                    op_id,
+                    op: op @ StorageOp::Put { .. },
+                } => store_op = Some((op_id, op)),
+                Output::Storage { op_id, op } => {
+                    let result = store.apply(&op);
+                    node.handle_storage(0, op_id, result);
+                }
+                Output::Send {
+                    to,
+                    message: Message::Write { id, .. },
+                } => sent_to.push((to, id)),
+                _ => {}
+            }
+        }
+    }
+    let (op_id, _) = store_op.expect("the coordinator stores its write");
+    sent_to.sort();
+    let names: Vec<&str> = sent_to.iter().map(|(to, _)| to.as_str()).collect();
+    assert_eq!(
+        names,
+        ["n2", "n3"],
+        "replicated before its own store finished"
+    );
+    node.handle_storage(
+        1,
+        op_id,
+        StorageResult::Failed(StorageError {
+            kind: StorageErrorKind::Io,
+            message: "injected".into(),
+        }),
+    );
+    assert_ne!(
+        node.actor(),
+        &actor,
+        "a failed store after replicating renews the actor"
+    );
+    let replies = |node: &mut Node| -> Vec<Reply> {
+        core::iter::from_fn(|| node.poll_output())
+            .filter_map(|o| match o {
+                Output::Reply { reply, .. } => Some(reply),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        replies(&mut node).is_empty(),
+        "the others may still take it"
+    );
+    for (to, id) in sent_to {
+        node.handle_message(
+            2,
+            to,
+            Message::WriteReply {
+                id,
+                stored: true,
+                synced: true,
+            },
+        )
+        .unwrap();
+    }
+    let answered = replies(&mut node);
+    assert!(
+        matches!(answered.as_slice(), [Reply::Written { replicas, .. }] if replicas.len() == 2),
+        "W = 2 met by the other two: {answered:?}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The claim: which member owns each partition (the [`Strategy::Partitions`] strategy).
 //!
 //! [`target_counts`] says how many partitions each member should own; [`claim`] hands them out,
-//! starting from the previous ring's owners so that as few partitions as possible move.
+//! starting from the previous ring's owners so that as few partitions as possible move, then
+//! trades a few more where that alone leaves owners repeating (see [`rebalance`]).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -171,7 +172,7 @@ impl Claimants {
 /// which partitions move, see [`repair`]). Without conflicts a member is a replica of exactly
 /// `target_n` partitions per partition it owns, so replica load is as balanced as ownership.
 /// Cost: O(Q · takers · target_n) per lap, plus a bounded repair.
-pub(super) fn claim(
+fn minimal_claim(
     target_n: usize,
     zones: &[u32],
     zone_count: usize,
@@ -283,6 +284,100 @@ pub(super) fn claim(
     owner
 }
 
+/// [`minimal_claim`], then [`rebalance`]: the claim every ring uses.
+pub(super) fn claim(
+    target_n: usize,
+    zones: &[u32],
+    zone_count: usize,
+    targets: &[u32],
+    previous: Vec<u32>,
+) -> Vec<u32> {
+    let mut owner = minimal_claim(target_n, zones, zone_count, targets, previous.clone());
+    rebalance(target_n, zones, zone_count, targets, &previous, &mut owner);
+    owner
+}
+
+/// Where the fewest moves leave owners (or zones) repeating within `target_n` consecutive
+/// partitions although the membership has room for a layout without repeats, trades partitions
+/// beyond the minimum. Each swap lowers the repeats (counted as in [`repeats`]) by at least two
+/// and moves at most two partitions more, so the extra moves are at most the repeats removed.
+///
+/// The minimal claim can only choose among the partitions that change hands. When members leave
+/// and others join at once, those may be exactly the departed members' partitions, sitting side
+/// by side; the joiner then owns runs and replicates a third less than its share (seen: 32
+/// partitions of an ideal 48 with 4 equal members, Q = 64). Riak's claim answers such layouts
+/// with a full re-claim; this moves only what removes a repeat.
+///
+/// Runs only when the membership changed (some partition changes hands: an unchanged membership
+/// moves nothing) and when a layout without repeats can exist: at least `target_n` zones (a member
+/// without a zone is its own) and no zone owning more than `Q / target_n` partitions.
+fn rebalance(
+    target_n: usize,
+    zones: &[u32],
+    zone_count: usize,
+    targets: &[u32],
+    previous: &[u32],
+    owner: &mut [u32],
+) {
+    let partitions = owner.len();
+    let layout = Layout {
+        partitions,
+        window: (target_n - 1).min((partitions - 1) / 2),
+        zones,
+    };
+    let mut per_zone = vec![0usize; zone_count];
+    for (m, &t) in targets.iter().enumerate() {
+        per_zone[zones[m] as usize] += t as usize;
+    }
+    let roomy = zone_count >= target_n && per_zone.iter().all(|&c| c * target_n <= partitions);
+    if !roomy || layout.window == 0 || owner == previous {
+        return;
+    }
+    let moved = |r: usize, o: u32| i64::from(o != previous[r]);
+    let mut budget = REPAIR_BUDGET;
+    for _pass in 0..REPAIR_PASSES {
+        let mut improved = false;
+        for p in 0..partitions {
+            let a = owner[p];
+            if layout.conflicts(owner, a, p).1 == 0 {
+                continue;
+            }
+            // Best: the largest drop in repeats (neither kind may grow), then the fewest extra
+            // moves.
+            let mut best: Option<(i64, i64, usize)> = None;
+            for q in 0..partitions {
+                let b = owner[q];
+                if b == a {
+                    continue;
+                }
+                if budget == 0 {
+                    return;
+                }
+                budget -= 1;
+                let before = add(layout.conflicts(owner, a, p), layout.conflicts(owner, b, q));
+                owner.swap(p, q);
+                let after = add(layout.conflicts(owner, b, p), layout.conflicts(owner, a, q));
+                owner.swap(p, q);
+                let (node, zone) = (after.0 - before.0, after.1 - before.1);
+                if node > 0 || zone > 0 || node + zone == 0 {
+                    continue;
+                }
+                let cost = moved(p, b) + moved(q, a) - moved(p, a) - moved(q, b);
+                if best.is_none_or(|(g, c, _)| (node + zone, cost) < (g, c)) {
+                    best = Some((node + zone, cost, q));
+                }
+            }
+            if let Some((_, _, q)) = best {
+                owner.swap(p, q);
+                improved = true;
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+}
+
 /// The partitions whose owner the repair may still choose: those that change hands in this claim,
 /// and those a donor (a member that had a surplus to give up) keeps. Which of a donor's partitions
 /// it gives up is free, so the repair may trade a kept partition for a released one.
@@ -362,6 +457,23 @@ fn repair(
     }
 }
 
+/// Same-node plus same-zone neighbours summed over every partition (each pair counted from both
+/// sides): zero exactly when no owner, and no zone, repeats within the window.
+#[cfg(test)]
+fn repeats(target_n: usize, zones: &[u32], owner: &[u32]) -> u64 {
+    let layout = Layout {
+        partitions: owner.len(),
+        window: (target_n - 1).min((owner.len() - 1) / 2),
+        zones,
+    };
+    (0..owner.len())
+        .map(|p| {
+            let (node, zone) = layout.conflicts(owner, owner[p], p);
+            u64::from(node + zone)
+        })
+        .sum()
+}
+
 fn add(a: (u32, u32), b: (u32, u32)) -> (i64, i64) {
     (
         i64::from(a.0) + i64::from(b.0),
@@ -369,10 +481,11 @@ fn add(a: (u32, u32), b: (u32, u32)) -> (i64, i64) {
     )
 }
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! Replica balance of the claim: every member's *replica load* (the number of partitions whose
     //! preference list for `n` holds it) against its capacity-weighted share of `Q·n`.
     use super::super::*;
+    use super::{minimal_claim, repeats};
     use alloc::format;
     use proptest::prelude::{prop, prop_assert, prop_assert_eq, proptest};
     use proptest::strategy::Strategy as PropStrategy;
@@ -502,7 +615,10 @@ mod tests {
     /// repeats) leaves behind when it stops short of a repeat-free layout: over 15,000 random rings
     /// (fresh, batched and single joins and leaves, capacities 1..=4, 1..=12 members, Q 64 and
     /// 256, with and without zones) the worst seen was 20% + 2; most rings are repeat-free, where
-    /// the load is exactly N times the owner count. Every member whatever the membership: at most
+    /// the load is exactly N times the owner count. A random sequence (members a0..a4 of
+    /// capacities 2,4,2,4,4, Q = 64; a0 and a2 leave as j0 joins) broke it while the claim only
+    /// moved the minimum: j0 took exactly the leavers' adjacent partitions. [`rebalance`] fixed
+    /// it; 3,000 cases of each property passed after. Every member whatever the membership: at most
     /// Q (once per list), and the lists are collision-free.
     fn check_replicas(ring: &Ring) -> Result<(), String> {
         let load = loads(ring, N);
@@ -545,17 +661,63 @@ mod tests {
         Ok(())
     }
 
-    /// The fewest partitions changed hands: the departed members' and the shrinking ones' surplus.
-    fn check_minimal(old: &Ring, new: &Ring) -> Result<(), String> {
+    /// The fewest partitions that must change hands: the departed members' and the shrinking
+    /// ones' surplus.
+    fn least_moves(old: &Ring, new: &Ring) -> usize {
         let before = old.partition_counts();
         let after = new.partition_counts();
-        let least: u32 = before
+        before
             .iter()
-            .map(|(id, &c)| after.get(id).map_or(c, |&a| c.saturating_sub(a)))
-            .sum();
+            .map(|(id, &c)| after.get(id).map_or(c, |&a| c.saturating_sub(a)) as usize)
+            .sum()
+    }
+
+    /// The fewest partitions changed hands: the departed members' and the shrinking ones' surplus.
+    fn check_minimal(old: &Ring, new: &Ring) -> Result<(), String> {
+        let least = least_moves(old, new);
         let moved = old.partitions_moved(new);
-        if moved != least as usize {
+        if moved != least {
             return Err(format!("{moved} partitions moved, {least} had to"));
+        }
+        Ok(())
+    }
+
+    /// The minimal claim moved the fewest partitions, and the claim moved more only to remove
+    /// repeats: at most one extra move per repeat removed (see [`rebalance`]).
+    pub(in crate::ring) fn check_moves(old: &Ring, new: &Ring) -> Result<(), String> {
+        let members = new.members();
+        let previous: Vec<u32> = old
+            .seg_owner
+            .iter()
+            .map(|&o| {
+                members
+                    .binary_search_by(|m| m.id.cmp(&old.members()[o as usize].id))
+                    .map_or(NONE, |i| i as u32)
+            })
+            .collect();
+        let (zones, zone_count) = zone_ids(members);
+        let targets = target_counts(new.partition_count(), members);
+        let target_n = new.config().target_n;
+        let minimal = minimal_claim(target_n, &zones, zone_count, &targets, previous.clone());
+        let least = least_moves(old, new);
+        let minimal_moved = (0..minimal.len())
+            .filter(|&p| minimal[p] != previous[p])
+            .count();
+        if minimal_moved != least {
+            return Err(format!(
+                "the minimal claim moved {minimal_moved}, {least} had to"
+            ));
+        }
+        let moved = old.partitions_moved(new);
+        let removed = repeats(target_n, &zones, &minimal).saturating_sub(repeats(
+            target_n,
+            &zones,
+            &new.seg_owner,
+        ));
+        if moved < least || (moved - least) as u64 > removed {
+            return Err(format!(
+                "{moved} partitions moved, {least} had to, {removed} repeats removed"
+            ));
         }
         Ok(())
     }
@@ -565,7 +727,7 @@ mod tests {
         check_replicas(ring).map_err(TestCaseError::fail)?;
         check_owners(ring).map_err(TestCaseError::fail)?;
         if let Some(old) = old {
-            check_minimal(old, ring).map_err(TestCaseError::fail)?;
+            check_moves(old, ring).map_err(TestCaseError::fail)?;
             let mut reversed = members.clone();
             reversed.reverse();
             prop_assert_eq!(&old.with_members(reversed).expect("valid"), ring);
@@ -691,6 +853,28 @@ mod tests {
                 prop_assert!(moved <= N as f64 * owners / f64::from(q) + 1e-12);
             }
         }
+    }
+
+    /// Two members leave as one joins: the joiner takes exactly their partitions, which sat side
+    /// by side. The minimal claim left the joiner the replica of 32 partitions (ideal 48) and the
+    /// others of 56; the rebalance trades a few more partitions to break the runs.
+    #[test]
+    fn a_joiner_taking_adjacent_partitions_of_leavers_still_replicates_its_share() {
+        let caps = [("a0", 2), ("a1", 4), ("a2", 2), ("a3", 4), ("a4", 4)];
+        let first: Vec<Member> = caps.iter().map(|&(id, c)| Member::new(id, c)).collect();
+        let ring = Ring::new(config(64), first).expect("valid");
+        let next: Vec<Member> = [("a1", 4), ("a3", 4), ("a4", 4), ("j0", 4)]
+            .iter()
+            .map(|&(id, c)| Member::new(id, c))
+            .collect();
+        let joined = ring.with_members(next).expect("valid");
+        std::println!(
+            "loads {:?}, moved {} of least {}",
+            load_vec(&joined),
+            ring.partitions_moved(&joined),
+            least_moves(&ring, &joined)
+        );
+        check(Some(&ring), &joined).expect("balanced, and moves bounded by the repeats removed");
     }
 
     /// The reported scenarios: 4 and 5 members started together (the first alone, the others

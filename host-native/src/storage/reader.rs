@@ -1,7 +1,7 @@
 //! The reader threads: point reads and scans in read-only transactions.
 
 use std::ops::Bound;
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::Arc;
 
 use ringkv_core::id::OpId;
 
@@ -27,7 +27,7 @@ pub(super) enum ReadKind {
 
 pub(super) struct Reader {
     pub(super) shared: Arc<Shared>,
-    pub(super) requests: Arc<Mutex<std_mpsc::Receiver<ReadRequest>>>,
+    pub(super) requests: crossbeam_channel::Receiver<ReadRequest>,
     /// [`StorageConfig::max_scan_bytes`].
     pub(super) max_scan_bytes: usize,
 }
@@ -38,7 +38,7 @@ impl Reader {
     pub(super) fn run(self) {
         loop {
             let batch = {
-                let requests = lock(&self.requests);
+                let requests = &self.requests;
                 let Ok(first) = requests.recv() else {
                     return;
                 };
