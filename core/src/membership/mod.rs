@@ -211,6 +211,21 @@ impl ViewDelta {
         delta
     }
 
+    /// The stamps and member `id`'s entry (with the view's other entries of the deepest member
+    /// range that holds it, usually none), to open an exchange with instead of a digest when
+    /// the sender needs a peer to acknowledge that entry. A peer answers any delta that carries
+    /// data, with its digest at least (see [`handle_gossip`]); a digest equal to its own it does
+    /// not answer at all.
+    pub fn entry_of(view: &ClusterView, id: &NodeId) -> ViewDelta {
+        let mut delta = ViewDelta::stamps(view);
+        let range = MemberRange::at(member_range_of(id), MAX_RANGE_LEVEL);
+        delta.members = view.members_in(range).cloned().collect();
+        if !delta.members.is_empty() {
+            delta.covered.push(range);
+        }
+        delta
+    }
+
     /// Whether it carries anything to merge (entries, a ring, buckets) rather than only hashes.
     pub fn carries_data(&self) -> bool {
         !self.covered.is_empty() || self.ring.is_some() || self.buckets.is_some()
@@ -347,6 +362,10 @@ fn pick<'a>(from: &[&'a NodeId], rng: &mut impl rand::Rng) -> Option<&'a NodeId>
 /// 4. A side that merged data and has nothing to send back answers its digest: the sender learns
 ///    that what it sent arrived (a node that left waits for that before it stops), and a digest
 ///    equal to the receiver's own ends the exchange (`None`).
+///
+/// A node that left and is drained, until it learns that a peer holds its entry, opens with
+/// [`ViewDelta::entry_of`] instead of its digest (see [`sender_holds_entry`]): step 4 makes
+/// the peer answer even when their views are already equal.
 ///
 /// After one exchange both sides hold the merge of both views. What is sent is O(what differs)
 /// entries plus 512 bytes per summarised range, not O(members).
@@ -487,7 +506,9 @@ fn handle_delta(
 /// sent after it merged the receiver's entry, and without the entry itself. (Compared before
 /// the merge, it never matches then; and a member that left is Removed soon, so no peer starts
 /// an exchange with it, and once its view equals theirs its own digests get no answer: it
-/// would never learn that its entry arrived.)
+/// would never learn that its entry arrived. For the same reason such a node opens its
+/// exchanges with its entry, [`ViewDelta::entry_of`], which is always answered: otherwise the
+/// loss of the one message that acknowledged its entry would leave it waiting for ever.)
 pub fn sender_holds_entry(view: &ClusterView, message: &GossipMessage, id: &NodeId) -> bool {
     let Some(ours) = view.member(id) else {
         return false;
@@ -745,6 +766,15 @@ mod tests {
             "the leaver never learned that its peer holds its entry"
         );
         assert!(!before_merge, "the case no longer shows the old blind spot");
+        // Once the views agree, the leaver's digest gets no answer (were the message above that
+        // confirmed it lost, nothing would tell it again); its entry always gets one.
+        assert!(handle_gossip(&mut p, &GossipMessage::Digest(l.digest()))
+            .unwrap()
+            .is_none());
+        let opening = GossipMessage::Delta(Box::new(ViewDelta::entry_of(&l, &leaver)));
+        let ack = handle_gossip(&mut p, &opening).unwrap().unwrap();
+        assert_eq!(ack, GossipMessage::Digest(l.digest()));
+        assert!(sender_holds_entry(&l, &ack, &leaver));
         // And a peer that lacks the entry does not confirm it.
         let mut stale = cluster(5);
         let digest = GossipMessage::Digest(stale.digest());

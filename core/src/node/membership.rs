@@ -204,8 +204,8 @@ impl Node {
             &mut self.rng,
         );
         if let Some(partner) = partner {
-            let digest = self.membership.view.digest();
-            self.send(partner, Message::Gossip(GossipMessage::Digest(digest)));
+            let opening = self.gossip_opening();
+            self.send(partner, Message::Gossip(opening));
         }
         for change in self.membership.detector.poll_changes(now) {
             match change {
