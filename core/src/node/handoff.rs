@@ -6,9 +6,8 @@
 use alloc::collections::BTreeSet;
 
 use super::Node;
-use crate::id::NodeId;
 use crate::io::Event;
-use crate::membership::Handoff;
+use crate::membership::{sender_holds_entry, GossipMessage, Handoff, ViewDelta};
 use crate::ring::PartitionId;
 
 /// One kind of record (hints, or orphans) as complete scans found it.
@@ -161,16 +160,34 @@ impl Node {
         }
     }
 
-    /// A peer's gossip: once a peer holds this node's entry saying it is drained, the rest of
-    /// the cluster learns it from there, and [`Event::Drained`] tells the host it may stop.
-    /// (Reported before that, a node stopped at once would leave the others waiting forever
-    /// for its hand-off, and tombstones of its partitions unreaped.)
-    pub(super) fn confirm_drained(&mut self, peer_has_it: impl FnOnce(&NodeId) -> bool) {
+    /// How this node opens a gossip exchange: with its digest, or with its own entry while it
+    /// is drained and no peer is known to hold that.
+    ///
+    /// Why: a drained leaver is Removed (or soon will be), so no peer opens an exchange with it,
+    /// and a peer whose view equals its own answers its digest with nothing. Were the one
+    /// message that told it a peer holds its entry lost (or sent before this incarnation), the
+    /// views would agree and nothing would ever tell it again: it would never report
+    /// [`Event::Drained`]. A delta that carries data is always answered, with the peer's digest
+    /// at least, so each round until it learns costs one small delta and one digest.
+    pub(super) fn gossip_opening(&self) -> GossipMessage {
+        let me = &self.config.node_id;
+        if !self.handoff.drained_reported && self.membership.view.is_drained(me) {
+            let delta = ViewDelta::entry_of(&self.membership.view, me);
+            return GossipMessage::Delta(alloc::boxed::Box::new(delta));
+        }
+        GossipMessage::Digest(self.membership.view.digest())
+    }
+
+    /// A peer's gossip, merged into the view: once a peer holds this node's entry saying it is
+    /// drained, the rest of the cluster learns it from there, and [`Event::Drained`] tells the
+    /// host it may stop. (Reported before that, a node stopped at once would leave the others
+    /// waiting forever for its hand-off, and tombstones of its partitions unreaped.)
+    pub(super) fn confirm_drained(&mut self, gossip: &GossipMessage) {
         let me = self.config.node_id.clone();
         if self.handoff.drained_reported || !self.membership.view.is_drained(&me) {
             return;
         }
-        if peer_has_it(&me) {
+        if sender_holds_entry(&self.membership.view, gossip, &me) {
             self.handoff.drained_reported = true;
             self.event(Event::Drained);
         }

@@ -204,8 +204,8 @@ impl Node {
             &mut self.rng,
         );
         if let Some(partner) = partner {
-            let digest = self.membership.view.digest();
-            self.send(partner, Message::Gossip(GossipMessage::Digest(digest)));
+            let opening = self.gossip_opening();
+            self.send(partner, Message::Gossip(opening));
         }
         for change in self.membership.detector.poll_changes(now) {
             match change {
@@ -243,16 +243,10 @@ impl Node {
 
     pub(super) fn on_gossip(&mut self, from: NodeId, gossip: GossipMessage) {
         let before = self.membership.view.digest();
-        // Whether the peer already holds this node's entry as it is here.
-        let ours = &self.membership.view;
-        let confirmed = |me: &NodeId| match &gossip {
-            GossipMessage::Digest(digest) => *digest == before,
-            GossipMessage::View(theirs) => theirs.member(me) == ours.member(me),
-        };
-        let confirmed = confirmed(&self.config.node_id);
-        self.confirm_drained(|_| confirmed);
         match handle_gossip(&mut self.membership.view, &gossip) {
             Ok(reply) => {
+                // Judged on the merged view: see `sender_holds_entry`.
+                self.confirm_drained(&gossip);
                 if let Some(reply) = reply {
                     self.send(from, Message::Gossip(reply));
                 }

@@ -110,6 +110,8 @@ pub struct Sim {
     /// Records (data or hints) still on the disks of decommissioned nodes when they were
     /// discarded: a node that says it is drained must hold none.
     discarded: Vec<String>,
+    /// Encoded bytes of the gossip messages each node has sent (see [`Sim::gossip_bytes`]).
+    gossip_bytes: BTreeMap<NodeId, u64>,
     /// Nodes placed so far (initial and joined): the round-robin position of the next one's
     /// zone.
     placed: usize,
@@ -137,6 +139,7 @@ impl Sim {
             trace: Vec::new(),
             discarded: Vec::new(),
             members: Vec::new(),
+            gossip_bytes: BTreeMap::new(),
             placed: members.len(),
         };
         for member in &members {
@@ -354,6 +357,15 @@ impl Sim {
     /// Events, drops and faults so far.
     pub fn trace(&self) -> &[TraceEntry] {
         &self.trace
+    }
+
+    /// Encoded bytes (frames as [`Message::encode`] makes them) of the gossip messages `node`
+    /// has sent so far, lost ones included.
+    pub fn gossip_bytes(&self, node: &str) -> u64 {
+        self.gossip_bytes
+            .get(&NodeId::new(node))
+            .copied()
+            .unwrap_or(0)
     }
 
     // ----- clients -----
@@ -787,6 +799,10 @@ impl Sim {
             };
             match output {
                 Output::Send { to, message } => {
+                    if matches!(message, Message::Gossip(_)) {
+                        let bytes = message.encode().len() as u64;
+                        *self.gossip_bytes.entry(id.clone()).or_insert(0) += bytes;
+                    }
                     let dropped = if self.cut.contains(&(id.clone(), to.clone())) {
                         Some("link cut")
                     } else if self.loss > 0.0 && self.rng.gen_bool(self.loss.clamp(0.0, 1.0)) {
