@@ -111,6 +111,13 @@ impl Requests {
         }
     }
 
+    pub(super) fn put(&self, id: CoordinationId) -> Option<&PutState> {
+        match self.active.get(&id) {
+            Some(Request::Put(state)) => Some(state),
+            _ => None,
+        }
+    }
+
     pub(super) fn put_mut(&mut self, id: CoordinationId) -> Option<&mut PutState> {
         match self.active.get_mut(&id) {
             Some(Request::Put(state)) => Some(state),

@@ -408,7 +408,14 @@ impl Node {
             (LocalWriteKind::Coordinate { id, .. }, Some(dot)) => Some((*id, dot.clone())),
             _ => None,
         };
-        let early = coordination.is_some() && self.now >= self.replica.store_first_until;
+        // Early only where it can help: with no other replica to send to (N = 1, or every
+        // other target gone), a failed store must stay a plain refusal (`storage_full`).
+        let me = &self.config.node_id;
+        let others = coordination
+            .as_ref()
+            .and_then(|(id, _)| self.requests.put(*id))
+            .is_some_and(|put| put.replicas.iter().any(|t| t.node != *me));
+        let early = others && self.now >= self.replica.store_first_until;
         write.result = Some((object, dot));
         write.replicated_early = early;
         if let Some((id, dot)) = coordination.filter(|_| early) {
