@@ -92,6 +92,9 @@ struct History {
     last: Millis,
     /// When [`FailureDetector::poll_changes`] last reported the peer down, until it reports it up.
     down_since: Option<Millis>,
+    /// [`History::mean_and_std_dev`] as of the last arrival, kept so that liveness checks (a
+    /// few per peer per gossip round) do not recompute the square root.
+    fitted: (f64, f64),
 }
 
 impl History {
@@ -109,6 +112,7 @@ impl History {
         self.intervals.push_back(interval);
         self.sum += u128::from(interval);
         self.squares += u128::from(interval) * u128::from(interval);
+        self.fitted = self.mean_and_std_dev();
     }
 
     fn mean_and_std_dev(&self) -> (f64, f64) {
@@ -133,15 +137,58 @@ impl History {
 pub struct FailureDetector {
     config: DetectorConfig,
     peers: BTreeMap<NodeId, History>,
+    /// Phi grows with `y` (the silence in standard deviations beyond the mean): below this `y`
+    /// it is surely under the threshold, above `dead_above` surely at or over it, so liveness
+    /// is decided without the exponential and logarithm except in a hair-thin band between.
+    alive_below: f64,
+    dead_above: f64,
+}
+
+/// Phi for a silence of `y` standard deviations beyond the (lengthened) mean.
+fn phi_of_y(y: f64) -> f64 {
+    // P(interval > elapsed) = 1 / (1 + e^t), so phi = -log10 of it = ln(1 + e^t) / ln 10,
+    // computed as a softplus that neither overflows nor loses precision at either end.
+    let t = y * (1.5976 + 0.070566 * y * y);
+    let softplus = if t > 0.0 {
+        t + libm::log1p(libm::exp(-t))
+    } else {
+        libm::log1p(libm::exp(t))
+    };
+    softplus / core::f64::consts::LN_10
+}
+
+/// The band of `y` in which `phi_of_y` crosses `threshold`, found by bisection and widened by a
+/// margin far above rounding noise; (-inf, inf) (always compute phi) when there is no crossing.
+fn threshold_band(threshold: f64) -> (f64, f64) {
+    let (mut lo, mut hi) = (-1.0e3, 1.0e3);
+    if !(phi_of_y(lo) < threshold && phi_of_y(hi) >= threshold) {
+        return (f64::NEG_INFINITY, f64::INFINITY);
+    }
+    for _ in 0..200 {
+        let mid = lo + (hi - lo) / 2.0;
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if phi_of_y(mid) < threshold {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let margin = |y: f64| 1.0e-6 * (1.0 + y.abs());
+    (lo - margin(lo), hi + margin(hi))
 }
 
 impl FailureDetector {
     /// A detector that knows no peer yet. A `window` of 0 is taken as 1.
     pub fn new(mut config: DetectorConfig) -> Self {
         config.window = config.window.max(1);
+        let (alive_below, dead_above) = threshold_band(config.threshold);
         FailureDetector {
             config,
             peers: BTreeMap::new(),
+            alive_below,
+            dead_above,
         }
     }
 
@@ -173,6 +220,7 @@ impl FailureDetector {
                     squares: 0,
                     last: now,
                     down_since: None,
+                    fitted: (0.0, 0.0),
                 };
                 // As Akka does: two intervals a quarter of the estimate either side of it, i.e.
                 // the estimate as mean and a quarter of it as standard deviation.
@@ -192,27 +240,48 @@ impl FailureDetector {
         let Some(history) = self.peers.get(peer) else {
             return 0.0;
         };
+        phi_of_y(self.silence(history, now))
+    }
+
+    /// How many standard deviations beyond the lengthened mean the silence since `history`'s
+    /// last arrival is.
+    fn silence(&self, history: &History, now: Millis) -> f64 {
         let elapsed = now.saturating_sub(history.last) as f64;
-        let (mean, std_dev) = history.mean_and_std_dev();
+        let (mean, std_dev) = history.fitted;
         let mean = mean + self.config.acceptable_pause_ms as f64;
         let std_dev = std_dev
             .max(self.config.min_std_dev_ms)
             .max(MIN_STD_DEV_FLOOR_MS);
-        let y = (elapsed - mean) / std_dev;
-        // P(interval > elapsed) = 1 / (1 + e^t), so phi = -log10 of it = ln(1 + e^t) / ln 10,
-        // computed as a softplus that neither overflows nor loses precision at either end.
-        let t = y * (1.5976 + 0.070566 * y * y);
-        let softplus = if t > 0.0 {
-            t + libm::log1p(libm::exp(-t))
+        (elapsed - mean) / std_dev
+    }
+
+    /// Whether `history`'s phi is below the threshold, computing phi only near the crossing.
+    fn alive(&self, history: &History, now: Millis) -> bool {
+        let y = self.silence(history, now);
+        if y < self.alive_below {
+            true
+        } else if y > self.dead_above {
+            false
         } else {
-            libm::log1p(libm::exp(t))
-        };
-        softplus / core::f64::consts::LN_10
+            phi_of_y(y) < self.config.threshold
+        }
     }
 
     /// Whether `peer`'s phi is below the threshold. A peer never heard from is alive.
     pub fn is_alive(&self, peer: &NodeId, now: Millis) -> bool {
-        self.phi(peer, now) < self.config.threshold
+        self.peers
+            .get(peer)
+            .is_none_or(|history| self.alive(history, now))
+    }
+
+    /// The peers [`FailureDetector::poll_changes`] has reported down and not yet up again, in
+    /// id order. Right after a `poll_changes(now)` call, exactly the tracked peers not alive at
+    /// `now`.
+    pub fn reported_down(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, h)| h.down_since.is_some())
+            .map(|(peer, _)| peer)
     }
 
     /// The liveness transitions since the last call, in peer id order: peers whose phi reached the
@@ -220,12 +289,11 @@ impl FailureDetector {
     /// been heard from since.
     #[must_use]
     pub fn poll_changes(&mut self, now: Millis) -> Vec<Liveness> {
-        let threshold = self.config.threshold;
         let mut changes = Vec::new();
         let alive: Vec<bool> = self
             .peers
-            .keys()
-            .map(|peer| self.phi(peer, now) < threshold)
+            .values()
+            .map(|history| self.alive(history, now))
             .collect();
         for ((peer, history), alive) in self.peers.iter_mut().zip(alive) {
             match (history.down_since, alive) {
@@ -249,8 +317,9 @@ impl FailureDetector {
     /// How long `peer` has been down: `now` minus the time [`FailureDetector::poll_changes`]
     /// reported it down, while it is still not alive. `None` for a live or unknown peer.
     pub fn down_for(&self, peer: &NodeId, now: Millis) -> Option<Millis> {
-        let since = self.peers.get(peer)?.down_since?;
-        if self.is_alive(peer, now) {
+        let history = self.peers.get(peer)?;
+        let since = history.down_since?;
+        if self.alive(history, now) {
             None
         } else {
             Some(now.saturating_sub(since))

@@ -28,7 +28,13 @@ pub(super) struct Membership {
     pub(super) detector: FailureDetector,
     /// Peers down long enough to have raised their alert.
     pub(super) alerted: BTreeSet<NodeId>,
+    /// The last peer pinged when more than [`MAX_PINGS`] were down: the next round's pings
+    /// start after it.
+    ping_cursor: Option<NodeId>,
 }
+
+/// The most unreachable peers pinged in one gossip round.
+pub(super) const MAX_PINGS: usize = 8;
 
 impl Membership {
     pub(super) fn new(view: ClusterView, detector: FailureDetector) -> Membership {
@@ -36,7 +42,29 @@ impl Membership {
             view,
             detector,
             alerted: BTreeSet::new(),
+            ping_cursor: None,
         }
+    }
+
+    /// Which of `unreachable` (in id order) to ping this round: all of them when they are at
+    /// most [`MAX_PINGS`], else the next `MAX_PINGS` after the last pinged, wrapping round.
+    fn pings_due(&mut self, unreachable: &[NodeId]) -> Vec<NodeId> {
+        if unreachable.len() <= MAX_PINGS {
+            return unreachable.to_vec();
+        }
+        let start = match &self.ping_cursor {
+            Some(last) => unreachable.partition_point(|p| p <= last),
+            None => 0,
+        };
+        let due: Vec<NodeId> = unreachable
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(MAX_PINGS)
+            .cloned()
+            .collect();
+        self.ping_cursor = due.last().cloned();
+        due
     }
 }
 
@@ -216,21 +244,35 @@ impl Node {
                 }
             }
         }
-        let members: Vec<NodeId> = self
+        // The members (other than this node, not Removed) not reachable: those the detector
+        // has just reported down (after `poll_changes(now)`, exactly those it finds not alive
+        // now) and the suspects, in id order. Found from those two sets rather than by asking
+        // about every member, which cost O(members) a round.
+        let me = &self.config.node_id;
+        let view = &self.membership.view;
+        let unreachable: Vec<NodeId> = self
             .membership
-            .view
-            .members()
-            .filter(|m| m.id != self.config.node_id && m.status != MemberStatus::Removed)
-            .map(|m| m.id.clone())
+            .detector
+            .reported_down()
+            .chain(&self.routing.suspects)
+            .collect::<BTreeSet<&NodeId>>()
+            .into_iter()
+            .filter(|peer| {
+                *peer != me
+                    && view
+                        .member(peer)
+                        .is_some_and(|m| m.status != MemberStatus::Removed)
+            })
+            .cloned()
             .collect();
-        // Peers we believe down are pinged every round: gossip only goes to live peers, so two
-        // nodes that each think the other down would otherwise never hear from each other.
-        for peer in &members {
-            if !self.reachable(peer) {
-                self.send(peer.clone(), Message::Ping);
-            }
+        // Peers we believe down are pinged: gossip only goes to live peers, so two nodes that
+        // each think the other down would otherwise never hear from each other. All of them
+        // each round when they are few; else `MAX_PINGS` a round, taking turns, so that a node
+        // of a large cluster that lost sight of many peers does not ping them all at once.
+        for peer in self.membership.pings_due(&unreachable) {
+            self.send(peer, Message::Ping);
         }
-        for peer in members {
+        for peer in unreachable {
             if let Some(down_ms) = self.membership.detector.down_for(&peer, now) {
                 if down_ms >= self.config.down_alert_ms
                     && self.membership.alerted.insert(peer.clone())
