@@ -298,6 +298,12 @@ fn hash_at(bytes: &[u8], index: usize) -> u64 {
 /// Live seeds are preferred; when every seed seems down, one is still tried, because after a
 /// partition heals a seed is the way back. Seeds that are Removed in the view, and `me`, are never
 /// chosen. Uniform choices use `rng`, so a seeded RNG makes the choice replayable.
+///
+/// In a view of more than [`SAMPLE_ABOVE`] members the candidates are not listed (that asked
+/// `alive` about every member, every round): members are drawn at random until one is a
+/// candidate, with one more slot standing for "a seed", which gives the same probabilities
+/// (a draw is uniform over the candidates and the seed slot); after [`SAMPLE_TRIES`] draws
+/// without a candidate, the list is made after all.
 pub fn choose_gossip_peer(
     me: &NodeId,
     view: &ClusterView,
@@ -309,6 +315,11 @@ pub fn choose_gossip_peer(
         view.member(id)
             .is_some_and(|m| m.status == MemberStatus::Removed)
     };
+    if view.member_count() > SAMPLE_ABOVE {
+        if let Some(peer) = sample_gossip_peer(me, view, alive, seeds, rng) {
+            return Some(peer);
+        }
+    }
     let live: Vec<&NodeId> = view
         .members()
         .filter(|m| &m.id != me && m.status != MemberStatus::Removed && alive(&m.id))
@@ -334,6 +345,66 @@ pub fn choose_gossip_peer(
         }
     }
     pick(&live, rng).cloned()
+}
+
+/// Views with more members than this choose a gossip partner by sampling (see
+/// [`choose_gossip_peer`]); smaller ones list the candidates, as they always did (so small
+/// seeded simulations draw the same numbers as before).
+pub const SAMPLE_ABOVE: usize = 64;
+
+/// Draws [`choose_gossip_peer`] makes before it lists the candidates after all.
+pub const SAMPLE_TRIES: usize = 32;
+
+/// [`choose_gossip_peer`] by sampling; `None` when no draw found a candidate (or the seed slot
+/// with a seed to pick), and the caller then lists the candidates.
+fn sample_gossip_peer(
+    me: &NodeId,
+    view: &ClusterView,
+    alive: &dyn Fn(&NodeId) -> bool,
+    seeds: &[NodeId],
+    rng: &mut impl rand::Rng,
+) -> Option<NodeId> {
+    let candidate =
+        |m: &MemberInfo| &m.id != me && m.status != MemberStatus::Removed && alive(&m.id);
+    let mut all_seeds: Vec<&NodeId> = seeds
+        .iter()
+        .filter(|s| {
+            *s != me
+                && !view
+                    .member(s)
+                    .is_some_and(|m| m.status == MemberStatus::Removed)
+        })
+        .collect();
+    all_seeds.sort();
+    all_seeds.dedup();
+    let live_seeds: Vec<&NodeId> = all_seeds.iter().copied().filter(|s| alive(s)).collect();
+    let seed_pool = if live_seeds.is_empty() {
+        &all_seeds
+    } else {
+        &live_seeds
+    };
+    let seed_among_live = all_seeds
+        .iter()
+        .any(|s| view.member(s).is_some_and(|m| candidate(m)));
+    if !live_seeds.is_empty() && !seed_among_live {
+        return pick(seed_pool, rng).cloned();
+    }
+    let slots = view.member_count();
+    for _ in 0..SAMPLE_TRIES {
+        let slot = rng.gen_range(0..=slots);
+        if slot == slots {
+            // The seed slot; with no seed to pick it is no candidate (the choice is then
+            // uniform over the live members, as when the list finds no seed).
+            match pick(seed_pool, rng) {
+                Some(seed) => return Some(seed.clone()),
+                None => continue,
+            }
+        }
+        if let Some(member) = view.nth_member(slot).filter(|m| candidate(m)) {
+            return Some(member.id.clone());
+        }
+    }
+    None
 }
 
 fn pick<'a>(from: &[&'a NodeId], rng: &mut impl rand::Rng) -> Option<&'a NodeId> {
@@ -631,6 +702,40 @@ mod tests {
             (to_seed as f64 - expected).abs() < expected * 0.1,
             "{to_seed} vs {expected}"
         );
+    }
+
+    #[test]
+    fn large_views_sample_with_the_same_odds() {
+        // 200 members (sampled), a quarter of them down and one Removed: only live members are
+        // chosen, each about equally, and the seed about 1 time in (candidates + 1) plus its
+        // own share.
+        let mut view = cluster(200);
+        view.set_status(&id(7), MemberStatus::Removed);
+        let alive = |p: &NodeId| p.as_str().as_bytes().last().is_some_and(|b| b % 4 != 1);
+        let seeds = [id(4)];
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut seen: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let rounds = 40_000;
+        for _ in 0..rounds {
+            let peer = choose_gossip_peer(&id(0), &view, &alive, &seeds, &mut rng).unwrap();
+            *seen.entry(peer).or_insert(0) += 1;
+        }
+        let candidates: Vec<NodeId> = view
+            .members()
+            .filter(|m| m.id != id(0) && m.status != MemberStatus::Removed && alive(&m.id))
+            .map(|m| m.id.clone())
+            .collect();
+        assert!(seen.keys().all(|p| candidates.contains(p)));
+        let l = candidates.len() as f64;
+        let to_seed = seen[&id(4)] as f64;
+        let expected = rounds as f64 * (1.0 / (l + 1.0) + l / (l + 1.0) / l);
+        assert!(
+            (to_seed - expected).abs() < expected * 0.25,
+            "{to_seed} vs {expected}"
+        );
+        let other = seen[&id(8)] as f64;
+        let share = rounds as f64 * l / (l + 1.0) / l;
+        assert!((other - share).abs() < share * 0.4, "{other} vs {share}");
     }
 
     #[test]
