@@ -254,6 +254,7 @@ impl Node {
             .membership
             .detector
             .reported_down()
+            .into_iter()
             .chain(&self.routing.suspects)
             .collect::<BTreeSet<&NodeId>>()
             .into_iter()
