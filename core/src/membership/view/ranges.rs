@@ -33,6 +33,9 @@ pub(super) const PARTS: usize = 1 << RANGE_FANOUT_BITS;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Hashes {
     pub(super) parts: [u64; PARTS],
+    /// How many member entries each level-1 range holds: with `parts`, the summary of all
+    /// members without a scan of them.
+    pub(super) counts: [u32; PARTS],
     pub(super) ring: u64,
     pub(super) buckets: u64,
 }
@@ -41,6 +44,7 @@ impl Hashes {
     pub(super) fn new() -> Hashes {
         Hashes {
             parts: [0; PARTS],
+            counts: [0; PARTS],
             ring: 0,
             buckets: 0,
         }
@@ -150,11 +154,14 @@ impl ClusterView {
     /// Recomputes every hash from the entries.
     pub(super) fn rehash(&mut self) {
         let mut parts = [0u64; PARTS];
+        let mut counts = [0u32; PARTS];
         for member in self.members.values() {
-            let part = &mut parts[part_of(&member.id)];
-            *part = part.wrapping_add(entry_hash(member));
+            let index = part_of(&member.id);
+            parts[index] = parts[index].wrapping_add(entry_hash(member));
+            counts[index] += 1;
         }
         self.hashes.parts = parts;
+        self.hashes.counts = counts;
         self.rehash_ring();
         self.rehash_buckets();
     }
@@ -173,10 +180,13 @@ impl ClusterView {
     pub(super) fn put_member(&mut self, info: MemberInfo) {
         let part = part_of(&info.id);
         let added = entry_hash(&info);
-        let removed = self
-            .members
-            .insert(info.id.clone(), info)
-            .map_or(0, |old| entry_hash(&old));
+        let removed = match self.members.insert(info.id.clone(), info) {
+            Some(old) => entry_hash(&old),
+            None => {
+                self.hashes.counts[part] += 1;
+                0
+            }
+        };
         let sum = &mut self.hashes.parts[part];
         *sum = sum.wrapping_add(added).wrapping_sub(removed);
     }
@@ -234,6 +244,10 @@ impl ClusterView {
         let mut counts = [0u32; PARTS];
         if range.level >= MAX_RANGE_LEVEL {
             return (hashes, counts);
+        }
+        if range.level == 0 {
+            // The children of the whole are the level-1 ranges, whose sums are kept.
+            return (self.hashes.parts, self.hashes.counts);
         }
         let shift = 64 - RANGE_FANOUT_BITS * u32::from(range.level + 1);
         for member in self.members_in(range) {
