@@ -256,6 +256,29 @@ impl FailureDetector {
         self.peers.insert(peer.clone(), history);
     }
 
+    /// Starts the clock of each of `peers` never heard from, as a first
+    /// [`FailureDetector::heartbeat`] at `now` would; peers already heard from are left as
+    /// they are. (Many peers at once, as a node does for the members of its view at start:
+    /// cheaper, and denser in memory, than a heartbeat each.)
+    pub fn start_clocks<'a>(&mut self, peers: impl IntoIterator<Item = &'a NodeId>, now: Millis) {
+        let fresh = peers
+            .into_iter()
+            .filter(|peer| !self.peers.contains_key(*peer) && !self.watched.contains_key(*peer))
+            .map(|peer| {
+                let watch = Watch {
+                    since: now,
+                    down_since: None,
+                };
+                (peer.clone(), watch)
+            })
+            .collect::<Vec<_>>();
+        if self.watched.is_empty() {
+            self.watched = fresh.into_iter().collect();
+        } else {
+            self.watched.extend(fresh);
+        }
+    }
+
     /// The history every peer starts with (see [`FailureDetector::heartbeat`]), last at 0.
     fn seeded_history(config: &DetectorConfig) -> History {
         let mut history = History {

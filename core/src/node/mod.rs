@@ -195,6 +195,7 @@ impl Node {
         if let Some(claimant) = view.claimant().cloned() {
             view.claim(&claimant, &config.ring)?;
         }
+        view.compact();
         Ok(view)
     }
 
@@ -263,12 +264,13 @@ impl Node {
         };
         let ring_version = view.ring().map(|s| s.version);
         let mut detector = FailureDetector::new(config.detector.clone());
-        for member in view.members() {
-            if member.id != config.node_id {
-                // Starts each peer's clock, so one that is never heard from is found down.
-                detector.heartbeat(&member.id, now);
-            }
-        }
+        // Starts each peer's clock, so one that is never heard from is found down.
+        detector.start_clocks(
+            view.members()
+                .map(|m| &m.id)
+                .filter(|id| **id != config.node_id),
+            now,
+        );
         let gossip_interval = config.gossip.interval_ms.max(1);
         let hint_interval = config.hint_delivery_interval_ms.max(1);
         let ae_interval = config.anti_entropy_interval_ms.max(1);
