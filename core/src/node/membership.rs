@@ -31,6 +31,12 @@ pub(super) struct Membership {
     /// The last peer pinged when more than [`MAX_PINGS`] were down: the next round's pings
     /// start after it.
     ping_cursor: Option<NodeId>,
+    /// How many member entries the view held when [`Node::view_changed`] last started the
+    /// clocks of members never heard from (`None`: not yet), and whether some Removed member
+    /// was left without one then. Entries never leave a view and the detector forgets no
+    /// peer, so while the count is the same and no such member was left, there is nobody new
+    /// to start, and the scan of every member (on every change of the view) is skipped.
+    clocks_scanned: Option<(usize, bool)>,
 }
 
 /// The most unreachable peers pinged in one gossip round.
@@ -43,6 +49,7 @@ impl Membership {
             detector,
             alerted: BTreeSet::new(),
             ping_cursor: None,
+            clocks_scanned: None,
         }
     }
 
@@ -170,19 +177,24 @@ impl Node {
         // for alive forever (a detector deems a peer it never heard from alive).
         let me = self.config.node_id.clone();
         let now = self.now;
-        let unknown: Vec<NodeId> = self
-            .membership
-            .view
-            .members()
-            .filter(|m| {
-                m.id != me
-                    && m.status != MemberStatus::Removed
-                    && self.membership.detector.last_heard(&m.id).is_none()
-            })
-            .map(|m| m.id.clone())
-            .collect();
-        for member in unknown {
-            self.membership.detector.heartbeat(&member, now);
+        let count = self.membership.view.member_count();
+        if self.membership.clocks_scanned != Some((count, false)) {
+            let detector = &self.membership.detector;
+            let mut removed_left = false;
+            let unknown: Vec<NodeId> = self
+                .membership
+                .view
+                .members()
+                .filter(|m| m.id != me && detector.last_heard(&m.id).is_none())
+                .filter(|m| {
+                    let removed = m.status == MemberStatus::Removed;
+                    removed_left |= removed;
+                    !removed
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            self.membership.detector.start_clocks(&unknown, now);
+            self.membership.clocks_scanned = Some((count, removed_left));
         }
         let digest = self.membership.view.digest();
         self.storage(
