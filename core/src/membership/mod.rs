@@ -366,15 +366,11 @@ fn sample_gossip_peer(
 ) -> Option<NodeId> {
     let candidate =
         |m: &MemberInfo| &m.id != me && m.status != MemberStatus::Removed && alive(&m.id);
-    let mut all_seeds: Vec<&NodeId> = seeds
-        .iter()
-        .filter(|s| {
-            *s != me
-                && !view
-                    .member(s)
-                    .is_some_and(|m| m.status == MemberStatus::Removed)
-        })
-        .collect();
+    let removed = |id: &NodeId| {
+        view.member(id)
+            .is_some_and(|m| m.status == MemberStatus::Removed)
+    };
+    let mut all_seeds: Vec<&NodeId> = seeds.iter().filter(|s| *s != me && !removed(s)).collect();
     all_seeds.sort();
     all_seeds.dedup();
     let live_seeds: Vec<&NodeId> = all_seeds.iter().copied().filter(|s| alive(s)).collect();
@@ -385,7 +381,7 @@ fn sample_gossip_peer(
     };
     let seed_among_live = all_seeds
         .iter()
-        .any(|s| view.member(s).is_some_and(|m| candidate(m)));
+        .any(|s| view.member(s).is_some_and(&candidate));
     if !live_seeds.is_empty() && !seed_among_live {
         return pick(seed_pool, rng).cloned();
     }
