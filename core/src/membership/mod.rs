@@ -91,6 +91,7 @@ pub mod view;
 mod view_formats;
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
@@ -179,8 +180,9 @@ pub struct ViewDelta {
     pub summaries: Vec<RangeSummary>,
     /// Member ranges of which `members` holds every entry the sender has (maybe none).
     pub covered: Vec<MemberRange>,
-    /// The sender's entries of the `covered` ranges.
-    pub members: Vec<MemberInfo>,
+    /// The sender's entries of the `covered` ranges. Shared with the sender's view (encoded as
+    /// plain entries): a receiver in the same process takes the very entries.
+    pub members: Vec<Arc<MemberInfo>>,
     /// The sender's ring state, when its hash differs from the receiver's.
     pub ring: Option<RingState>,
     /// The sender's bucket entries (name: version, properties), when their hash differs.
@@ -493,7 +495,7 @@ fn handle_delta(
     let mut covered: BTreeSet<MemberRange> = BTreeSet::new();
     if !delta.covered.is_empty() {
         let ranges: BTreeSet<MemberRange> = delta.covered.iter().copied().collect();
-        let theirs = sums_of(delta.members.iter(), &ranges);
+        let theirs = sums_of(delta.members.iter().map(|m| &**m), &ranges);
         let mine = sums_of(view.members(), &ranges);
         for range in ranges {
             if mine.get(&range) != theirs.get(&range) {
@@ -518,7 +520,7 @@ fn handle_delta(
     }
     if !covered.is_empty() {
         reply.members = view
-            .members()
+            .shared_members()
             .filter(|m| in_any(member_range_of(&m.id), &covered).is_some())
             .cloned()
             .collect();
@@ -584,7 +586,7 @@ pub fn sender_holds_entry(view: &ClusterView, message: &GossipMessage, id: &Node
         GossipMessage::Digest(digest) => *digest == view.digest(),
         GossipMessage::View(theirs) => theirs.member(id) == Some(ours),
         GossipMessage::Delta(delta) => {
-            delta.digest == view.digest() || delta.members.iter().any(|m| m == ours)
+            delta.digest == view.digest() || delta.members.iter().any(|m| **m == *ours)
         }
     }
 }
@@ -846,7 +848,7 @@ mod tests {
                 before_merge |= match &m {
                     GossipMessage::Delta(d) => {
                         d.digest == l.digest()
-                            || d.members.iter().any(|e| Some(e) == l.member(&leaver))
+                            || d.members.iter().any(|e| Some(&**e) == l.member(&leaver))
                     }
                     GossipMessage::Digest(d) => *d == l.digest(),
                     GossipMessage::View(_) => false,
@@ -899,7 +901,7 @@ mod tests {
         let mut delta = ViewDelta::summary(&view);
         delta.ring = other.ring().cloned();
         delta.covered.push(MemberRange::ALL);
-        delta.members.push(up(1));
+        delta.members.push(Arc::new(up(1)));
         assert!(handle_gossip(&mut view, &GossipMessage::Delta(Box::new(delta))).is_err());
         let mut delta = ViewDelta::summary(&view);
         delta.cluster = "other".into();

@@ -47,7 +47,7 @@ use crate::membership::ClusterView;
 use crate::node::Node;
 use crate::request::ClientRequest;
 use crate::ring::{key_position, Member, Ring};
-use crate::storage::{Space, StorageKey, StorageResult};
+use crate::storage::{Space, StorageKey, StorageOp, StorageResult};
 use crate::store::MemStore;
 use crate::version::{Context, Object};
 use crate::wire::Message;
@@ -896,7 +896,18 @@ impl Sim {
                 Output::Storage { op_id, op } => {
                     // Applied now, answered later: a crash in between leaves the write done but
                     // unacknowledged, as on a real disk.
-                    let result = sim_node.store.apply(&op);
+                    let result = match op {
+                        StorageOp::Put { key, sync, .. }
+                            if !self.config.keep_persisted_views && key == StorageKey::view() =>
+                        {
+                            sim_node.store.apply(&StorageOp::Put {
+                                key,
+                                record: Vec::new(),
+                                sync,
+                            })
+                        }
+                        op => sim_node.store.apply(&op),
+                    };
                     let latency = self.rng.gen_range(0..=self.config.max_disk_latency_ms);
                     let at = self.now + latency;
                     self.schedule(

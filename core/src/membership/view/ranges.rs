@@ -7,6 +7,7 @@ use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
@@ -177,7 +178,8 @@ impl ClusterView {
     }
 
     /// Puts a member entry in place of the one of its id, keeping the hashes.
-    pub(super) fn put_member(&mut self, info: MemberInfo) {
+    pub(super) fn put_member(&mut self, info: impl Into<Arc<MemberInfo>>) {
+        let info: Arc<MemberInfo> = info.into();
         let part = part_of(&info.id);
         let added = entry_hash(&info);
         let removed = match self.members.insert(info.id.clone(), info) {
@@ -259,7 +261,7 @@ impl ClusterView {
     }
 
     /// The member entries in `range`, in id order.
-    pub fn members_in(&self, range: MemberRange) -> impl Iterator<Item = &MemberInfo> {
+    pub fn members_in(&self, range: MemberRange) -> impl Iterator<Item = &Arc<MemberInfo>> {
         self.members
             .values()
             .filter(move |m| range.level == 0 || range.contains(member_range_of(&m.id)))
@@ -267,9 +269,11 @@ impl ClusterView {
 
     /// Merges member entries (of another view, or of a gossip delta) into this view, as
     /// [`ClusterView::merge`] does. Returns whether anything changed; nothing did on error.
+    ///
+    /// An entry taken is shared with `theirs` (an `Arc` clone), not copied.
     pub(in crate::membership) fn merge_members<'a>(
         &mut self,
-        theirs: impl Iterator<Item = &'a MemberInfo> + Clone,
+        theirs: impl Iterator<Item = &'a Arc<MemberInfo>> + Clone,
     ) -> Result<bool, ViewError> {
         let missing = theirs
             .clone()
@@ -343,7 +347,7 @@ impl ClusterView {
     pub(in crate::membership) fn check_ring_fits(
         &self,
         state: &RingState,
-        members: &[MemberInfo],
+        members: &[Arc<MemberInfo>],
     ) -> Result<(), ViewError> {
         let extra: BTreeSet<&NodeId> = members.iter().map(|m| &m.id).collect();
         let known = |id: &NodeId| self.members.contains_key(id) || extra.contains(id);
@@ -382,6 +386,6 @@ impl ClusterView {
 
     /// The `index`-th member entry in id order (O(index)).
     pub fn nth_member(&self, index: usize) -> Option<&MemberInfo> {
-        self.members.values().nth(index)
+        self.members.values().nth(index).map(|m| &**m)
     }
 }
