@@ -1221,7 +1221,7 @@ mod tests {
         for i in 0..MAX_MEMBERS {
             big.members.insert(
                 id(&format!("m{i:06}")),
-                info(&format!("m{i:06}"), MemberStatus::Up),
+                info(&format!("m{i:06}"), MemberStatus::Up).into(),
             );
         }
         let before_len = big.members.len();

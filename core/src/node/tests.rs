@@ -511,13 +511,11 @@ fn a_coordinators_failed_store_after_replicating_renews_its_actor_and_the_next_p
     );
 }
 
+/// Storage operations a node asked of its host, with their ids.
+type StorageOps = Vec<(crate::id::OpId, crate::storage::StorageOp)>;
+
 /// The reads `node` sent to peers and the storage reads it asked of its host, from its outputs.
-fn reads_out(
-    node: &mut Node,
-) -> (
-    Vec<(NodeId, u64)>,
-    Vec<(crate::id::OpId, crate::storage::StorageOp)>,
-) {
+fn reads_out(node: &mut Node) -> (Vec<(NodeId, u64)>, StorageOps) {
     use crate::storage::StorageOp;
     let (mut sent, mut local) = (Vec::new(), Vec::new());
     for output in outputs(node) {
