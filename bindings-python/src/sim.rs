@@ -546,6 +546,7 @@ impl PySim {
             wan_min_delay_ms,
             wan_max_delay_ms,
             n_per_zone: n_per_zone.unwrap_or_default(),
+            keep_persisted_views: true,
         };
         let sim = catch_unwind(AssertUnwindSafe(|| Sim::try_new(config)))
             .map_err(|payload| {

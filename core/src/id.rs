@@ -25,14 +25,29 @@ pub struct OpId(pub u64);
 ///
 /// Node ids are compared, ordered and hashed as strings; they are chosen by the operator (or the
 /// simulator) and never derived from addresses, so a node keeps its identity when it moves.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct NodeId(String);
+///
+/// The name is shared ([`Arc`](alloc::sync::Arc)): a node keeps the ids of all its peers in its
+/// view, its ring, its failure detector and its messages, and copies of one id (all the nodes'
+/// copies, in the simulator) share one allocation. Serialized as a plain string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(alloc::sync::Arc<str>);
+
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(NodeId::from)
+    }
+}
 
 impl NodeId {
     /// Wraps a name as a node id.
     pub fn new(name: impl Into<String>) -> Self {
-        NodeId(name.into())
+        NodeId(alloc::sync::Arc::from(name.into()))
     }
 
     /// The name as a string slice.
@@ -55,6 +70,6 @@ impl From<&str> for NodeId {
 
 impl From<String> for NodeId {
     fn from(name: String) -> Self {
-        NodeId(name)
+        NodeId(alloc::sync::Arc::from(name))
     }
 }

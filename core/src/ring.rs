@@ -344,34 +344,54 @@ pub enum RingError {
 /// A `Ring` is immutable; a membership change builds a new one with [`Ring::with_members`].
 /// Serialization keeps the configuration, the members and (for the partitions strategy) the owner of
 /// every partition; everything else is rebuilt, and deserialization validates it all.
+///
+/// The tables live behind an [`Arc`](alloc::sync::Arc): a ring is never changed once built, so the copies a node
+/// keeps (its view's, its routing's) and the copies of every node of a simulated cluster that
+/// took the same claimed ring share one allocation, and cloning a ring is O(1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RingRepr", into = "RingRepr")]
-pub struct Ring {
-    config: RingConfig,
-    /// Sorted by id; every other table refers to members by index into this.
-    members: Vec<Member>,
-    /// Zone index of each member; members without a zone get a zone of their own.
-    zones: Vec<u32>,
-    zone_count: usize,
-    /// `128 - log2(Q)`: a position's partition is `position >> shift` (128 when Q is 1).
-    shift: u32,
-    /// Tokens strategy: the sorted token positions. Segment `j` is the arc
-    /// `(ends[j - 1], ends[j]]`, segment 0 wrapping round past the top of the ring. Empty for the
-    /// partitions strategy, whose segments are the partitions.
-    token_ends: Vec<u128>,
-    /// Owner (member index) of each segment: each partition, or each token's arc.
-    seg_owner: Vec<u32>,
-    /// `min(target_n, members)`: the length of each precomputed preference list.
-    pref_len: usize,
-    /// The precomputed preference list of each segment, `pref_len` member indices per segment.
-    prefs: Vec<u32>,
-    /// Replicas per zone index ([`RingConfig::replicas_per_zone`]); empty for a ring that places
-    /// replicas anywhere.
-    zone_quota: Vec<u32>,
-    /// Members of each zone index.
-    zone_sizes: Vec<u32>,
-    /// Members owning no segment, in index order.
-    unowned: Vec<u32>,
+pub struct Ring(alloc::sync::Arc<tables::RingTables>);
+
+mod tables {
+    use super::*;
+
+    /// The lookup tables of a [`Ring`].
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct RingTables {
+        pub(super) config: RingConfig,
+        /// Sorted by id; every other table refers to members by index into this.
+        pub(super) members: Vec<Member>,
+        /// Zone index of each member; members without a zone get a zone of their own.
+        pub(super) zones: Vec<u32>,
+        pub(super) zone_count: usize,
+        /// `128 - log2(Q)`: a position's partition is `position >> shift` (128 when Q is 1).
+        pub(super) shift: u32,
+        /// Tokens strategy: the sorted token positions. Segment `j` is the arc
+        /// `(ends[j - 1], ends[j]]`, segment 0 wrapping round past the top of the ring. Empty for the
+        /// partitions strategy, whose segments are the partitions.
+        pub(super) token_ends: Vec<u128>,
+        /// Owner (member index) of each segment: each partition, or each token's arc.
+        pub(super) seg_owner: Vec<u32>,
+        /// `min(target_n, members)`: the length of each precomputed preference list.
+        pub(super) pref_len: usize,
+        /// The precomputed preference list of each segment, `pref_len` member indices per segment.
+        pub(super) prefs: Vec<u32>,
+        /// Replicas per zone index ([`RingConfig::replicas_per_zone`]); empty for a ring that places
+        /// replicas anywhere.
+        pub(super) zone_quota: Vec<u32>,
+        /// Members of each zone index.
+        pub(super) zone_sizes: Vec<u32>,
+        /// Members owning no segment, in index order.
+        pub(super) unowned: Vec<u32>,
+    }
+}
+
+impl core::ops::Deref for Ring {
+    type Target = tables::RingTables;
+
+    fn deref(&self) -> &tables::RingTables {
+        &self.0
+    }
 }
 
 /// What is serialized of a [`Ring`]: the rest is derived.
@@ -386,12 +406,12 @@ struct RingRepr {
 impl From<Ring> for RingRepr {
     fn from(ring: Ring) -> Self {
         let assignment = match ring.config.strategy {
-            Strategy::Partitions => ring.seg_owner,
+            Strategy::Partitions => ring.seg_owner.clone(),
             Strategy::Tokens { .. } => Vec::new(),
         };
         RingRepr {
-            config: ring.config,
-            members: ring.members,
+            config: ring.config.clone(),
+            members: ring.members.clone(),
             assignment,
         }
     }
@@ -760,7 +780,7 @@ impl Ring {
         let shift = 128 - config.partitions.trailing_zeros();
         let zone_sizes = zones::zone_sizes(&zones, zone_count);
         let unowned = zones::unowned(&seg_owner, members.len());
-        Ring {
+        Ring(alloc::sync::Arc::new(tables::RingTables {
             config,
             members,
             zones,
@@ -773,7 +793,7 @@ impl Ring {
             zone_quota,
             zone_sizes,
             unowned,
-        }
+        }))
     }
 
     // ----- lookups -----

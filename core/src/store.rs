@@ -61,15 +61,17 @@ impl MemStore {
                 };
                 let mut items = Vec::new();
                 let mut done = true;
+                // Records are copied only once they are known to be in range: the first key
+                // past an empty partition may be a large one (the persisted view).
                 for (key, record) in self.merged_range(start) {
-                    if !range.contains(&key) {
+                    if !range.contains(key) {
                         break;
                     }
                     if items.len() == *limit {
                         done = false;
                         break;
                     }
-                    items.push((key, record));
+                    items.push((key.clone(), record.clone()));
                 }
                 StorageResult::Scanned { items, done }
             }
@@ -88,6 +90,7 @@ impl MemStore {
     /// Every key and record, in key order (unsynced writes included).
     pub fn iter(&self) -> impl Iterator<Item = (StorageKey, Vec<u8>)> + '_ {
         self.merged_range(Bound::Unbounded)
+            .map(|(key, record)| (key.clone(), record.clone()))
     }
 
     /// Number of records.
@@ -188,7 +191,7 @@ impl MemStore {
     fn merged_range(
         &self,
         start: Bound<StorageKey>,
-    ) -> impl Iterator<Item = (StorageKey, Vec<u8>)> + '_ {
+    ) -> impl Iterator<Item = (&StorageKey, &Vec<u8>)> + '_ {
         let mut durable = self
             .durable
             .range((start.clone(), Bound::Unbounded))
@@ -207,11 +210,10 @@ impl MemStore {
                     durable.next();
                 }
                 if let Some(record) = change {
-                    return Some((key.clone(), record.clone()));
+                    return Some((key, record));
                 }
             } else {
-                let (key, record) = durable.next()?;
-                return Some((key.clone(), record.clone()));
+                return durable.next();
             }
         })
     }

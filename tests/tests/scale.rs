@@ -139,6 +139,9 @@ fn gossip_run(nodes: usize, seed: u64) -> GossipRun {
         seed,
         // Anti-entropy is not what is measured; keep it out of the way.
         anti_entropy_interval_ms: 3_600_000,
+        // No node restarts: the views they persist need not be kept (most of the memory
+        // otherwise at thousands of nodes).
+        keep_persisted_views: false,
         ..SimConfig::default()
     });
     let interval = sim.config().gossip_interval_ms;

@@ -92,6 +92,9 @@ struct History {
     last: Millis,
     /// When [`FailureDetector::poll_changes`] last reported the peer down, until it reports it up.
     down_since: Option<Millis>,
+    /// [`History::mean_and_std_dev`] as of the last arrival, kept so that liveness checks (a
+    /// few per peer per gossip round) do not recompute the square root.
+    fitted: (f64, f64),
 }
 
 impl History {
@@ -109,6 +112,7 @@ impl History {
         self.intervals.push_back(interval);
         self.sum += u128::from(interval);
         self.squares += u128::from(interval) * u128::from(interval);
+        self.fitted = self.mean_and_std_dev();
     }
 
     fn mean_and_std_dev(&self) -> (f64, f64) {
@@ -118,6 +122,15 @@ impl History {
         let variance = (self.squares as f64 / count - mean * mean).max(0.0);
         (mean, libm::sqrt(variance))
     }
+}
+
+/// A peer heard from once: see [`FailureDetector::watched`].
+#[derive(Clone, Debug)]
+struct Watch {
+    /// The arrival (or the start of the clock).
+    since: Millis,
+    /// As [`History::down_since`].
+    down_since: Option<Millis>,
 }
 
 /// Per-peer phi-accrual failure detection.
@@ -132,16 +145,69 @@ impl History {
 #[derive(Clone, Debug)]
 pub struct FailureDetector {
     config: DetectorConfig,
+    /// Peers heard from at least twice.
     peers: BTreeMap<NodeId, History>,
+    /// Peers heard from once (or whose clock was started, as a node does for every member it
+    /// learns of): their history is still the seeded one, so only when is kept. In a large
+    /// cluster most members are in this state most of the time, and a full history each cost
+    /// a few hundred bytes per member per node.
+    watched: BTreeMap<NodeId, Watch>,
+    /// The seeded history (see [`FailureDetector::heartbeat`]) every peer starts with.
+    seeded: History,
+    /// Phi grows with `y` (the silence in standard deviations beyond the mean): below this `y`
+    /// it is surely under the threshold, above `dead_above` surely at or over it, so liveness
+    /// is decided without the exponential and logarithm except in a hair-thin band between.
+    alive_below: f64,
+    dead_above: f64,
+}
+
+/// Phi for a silence of `y` standard deviations beyond the (lengthened) mean.
+fn phi_of_y(y: f64) -> f64 {
+    // P(interval > elapsed) = 1 / (1 + e^t), so phi = -log10 of it = ln(1 + e^t) / ln 10,
+    // computed as a softplus that neither overflows nor loses precision at either end.
+    let t = y * (1.5976 + 0.070566 * y * y);
+    let softplus = if t > 0.0 {
+        t + libm::log1p(libm::exp(-t))
+    } else {
+        libm::log1p(libm::exp(t))
+    };
+    softplus / core::f64::consts::LN_10
+}
+
+/// The band of `y` in which `phi_of_y` crosses `threshold`, found by bisection and widened by a
+/// margin far above rounding noise; (-inf, inf) (always compute phi) when there is no crossing.
+fn threshold_band(threshold: f64) -> (f64, f64) {
+    let (mut lo, mut hi) = (-1.0e3, 1.0e3);
+    if !(phi_of_y(lo) < threshold && phi_of_y(hi) >= threshold) {
+        return (f64::NEG_INFINITY, f64::INFINITY);
+    }
+    for _ in 0..200 {
+        let mid = lo + (hi - lo) / 2.0;
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if phi_of_y(mid) < threshold {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let margin = |y: f64| 1.0e-6 * (1.0 + y.abs());
+    (lo - margin(lo), hi + margin(hi))
 }
 
 impl FailureDetector {
     /// A detector that knows no peer yet. A `window` of 0 is taken as 1.
     pub fn new(mut config: DetectorConfig) -> Self {
         config.window = config.window.max(1);
+        let (alive_below, dead_above) = threshold_band(config.threshold);
         FailureDetector {
+            seeded: FailureDetector::seeded_history(&config),
             config,
             peers: BTreeMap::new(),
+            watched: BTreeMap::new(),
+            alive_below,
+            dead_above,
         }
     }
 
@@ -158,30 +224,89 @@ impl FailureDetector {
     /// adapts when a peer's rhythm really changes, and skipping it would make such a peer flap.
     pub fn heartbeat(&mut self, peer: &NodeId, now: Millis) {
         let window = self.config.window;
-        match self.peers.get_mut(peer) {
-            Some(history) => {
-                if now <= history.last {
-                    return;
-                }
-                history.push(now - history.last, window);
-                history.last = now;
+        if let Some(history) = self.peers.get_mut(peer) {
+            if now <= history.last {
+                return;
             }
-            None => {
-                let mut history = History {
-                    intervals: VecDeque::new(),
-                    sum: 0,
-                    squares: 0,
-                    last: now,
+            history.push(now - history.last, window);
+            history.last = now;
+            return;
+        }
+        let Some(watch) = self.watched.get(peer) else {
+            // The first arrival: the peer's history is the seeded one, from now.
+            self.watched.insert(
+                peer.clone(),
+                Watch {
+                    since: now,
+                    down_since: None,
+                },
+            );
+            return;
+        };
+        if now <= watch.since {
+            return;
+        }
+        // The second: the seeded history becomes the peer's own.
+        let mut history = self.seeded.clone();
+        history.last = watch.since;
+        history.down_since = watch.down_since;
+        history.push(now - watch.since, window);
+        history.last = now;
+        self.watched.remove(peer);
+        self.peers.insert(peer.clone(), history);
+    }
+
+    /// Starts the clock of each of `peers` never heard from, as a first
+    /// [`FailureDetector::heartbeat`] at `now` would; peers already heard from are left as
+    /// they are. (Many peers at once, as a node does for the members of its view at start:
+    /// cheaper, and denser in memory, than a heartbeat each.)
+    pub fn start_clocks<'a>(&mut self, peers: impl IntoIterator<Item = &'a NodeId>, now: Millis) {
+        let fresh = peers
+            .into_iter()
+            .filter(|peer| !self.peers.contains_key(*peer) && !self.watched.contains_key(*peer))
+            .map(|peer| {
+                let watch = Watch {
+                    since: now,
                     down_since: None,
                 };
-                // As Akka does: two intervals a quarter of the estimate either side of it, i.e.
-                // the estimate as mean and a quarter of it as standard deviation.
-                let estimate = self.config.first_heartbeat_estimate_ms.min(MAX_INTERVAL_MS);
-                let spread = estimate / 4;
-                history.push(estimate - spread, window);
-                history.push(estimate + spread, window);
-                self.peers.insert(peer.clone(), history);
-            }
+                (peer.clone(), watch)
+            })
+            .collect::<Vec<_>>();
+        if self.watched.is_empty() {
+            self.watched = fresh.into_iter().collect();
+        } else {
+            self.watched.extend(fresh);
+        }
+    }
+
+    /// The history every peer starts with (see [`FailureDetector::heartbeat`]), last at 0.
+    fn seeded_history(config: &DetectorConfig) -> History {
+        let mut history = History {
+            intervals: VecDeque::new(),
+            sum: 0,
+            squares: 0,
+            last: 0,
+            down_since: None,
+            fitted: (0.0, 0.0),
+        };
+        // As Akka does: two intervals a quarter of the estimate either side of it, i.e.
+        // the estimate as mean and a quarter of it as standard deviation.
+        let estimate = config.first_heartbeat_estimate_ms.min(MAX_INTERVAL_MS);
+        let spread = estimate / 4;
+        history.push(estimate - spread, config.window);
+        history.push(estimate + spread, config.window);
+        history
+    }
+
+    /// What liveness is judged from for `peer`: its last arrival, its fitted mean and standard
+    /// deviation, and when it was reported down. `None` for a peer never heard from.
+    fn state(&self, peer: &NodeId) -> Option<(Millis, (f64, f64), Option<Millis>)> {
+        match self.peers.get(peer) {
+            Some(history) => Some((history.last, history.fitted, history.down_since)),
+            None => self
+                .watched
+                .get(peer)
+                .map(|watch| (watch.since, self.seeded.fitted, watch.down_since)),
         }
     }
 
@@ -189,30 +314,59 @@ impl FailureDetector {
     /// arrival: `-log10` of the probability that an interval is at least this long. 0 for a peer
     /// never heard from, and for `now` before its last arrival. Always finite and non-negative.
     pub fn phi(&self, peer: &NodeId, now: Millis) -> f64 {
-        let Some(history) = self.peers.get(peer) else {
+        let Some((last, fitted, _)) = self.state(peer) else {
             return 0.0;
         };
-        let elapsed = now.saturating_sub(history.last) as f64;
-        let (mean, std_dev) = history.mean_and_std_dev();
+        phi_of_y(self.silence(last, fitted, now))
+    }
+
+    /// How many standard deviations beyond the lengthened mean the silence since `last` is.
+    fn silence(&self, last: Millis, (mean, std_dev): (f64, f64), now: Millis) -> f64 {
+        let elapsed = now.saturating_sub(last) as f64;
         let mean = mean + self.config.acceptable_pause_ms as f64;
         let std_dev = std_dev
             .max(self.config.min_std_dev_ms)
             .max(MIN_STD_DEV_FLOOR_MS);
-        let y = (elapsed - mean) / std_dev;
-        // P(interval > elapsed) = 1 / (1 + e^t), so phi = -log10 of it = ln(1 + e^t) / ln 10,
-        // computed as a softplus that neither overflows nor loses precision at either end.
-        let t = y * (1.5976 + 0.070566 * y * y);
-        let softplus = if t > 0.0 {
-            t + libm::log1p(libm::exp(-t))
+        (elapsed - mean) / std_dev
+    }
+
+    /// Whether phi is below the threshold after silence since `last`, computing phi only near
+    /// the crossing.
+    fn alive(&self, last: Millis, fitted: (f64, f64), now: Millis) -> bool {
+        let y = self.silence(last, fitted, now);
+        if y < self.alive_below {
+            true
+        } else if y > self.dead_above {
+            false
         } else {
-            libm::log1p(libm::exp(t))
-        };
-        softplus / core::f64::consts::LN_10
+            phi_of_y(y) < self.config.threshold
+        }
     }
 
     /// Whether `peer`'s phi is below the threshold. A peer never heard from is alive.
     pub fn is_alive(&self, peer: &NodeId, now: Millis) -> bool {
-        self.phi(peer, now) < self.config.threshold
+        self.state(peer)
+            .is_none_or(|(last, fitted, _)| self.alive(last, fitted, now))
+    }
+
+    /// The peers [`FailureDetector::poll_changes`] has reported down and not yet up again, in
+    /// id order. Right after a `poll_changes(now)` call, exactly the tracked peers not alive at
+    /// `now`.
+    pub fn reported_down(&self) -> Vec<&NodeId> {
+        let mut down: Vec<&NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, h)| h.down_since.is_some())
+            .map(|(peer, _)| peer)
+            .chain(
+                self.watched
+                    .iter()
+                    .filter(|(_, w)| w.down_since.is_some())
+                    .map(|(peer, _)| peer),
+            )
+            .collect();
+        down.sort_unstable();
+        down
     }
 
     /// The liveness transitions since the last call, in peer id order: peers whose phi reached the
@@ -220,37 +374,57 @@ impl FailureDetector {
     /// been heard from since.
     #[must_use]
     pub fn poll_changes(&mut self, now: Millis) -> Vec<Liveness> {
-        let threshold = self.config.threshold;
-        let mut changes = Vec::new();
+        let mut changes: Vec<(NodeId, Liveness)> = Vec::new();
         let alive: Vec<bool> = self
             .peers
-            .keys()
-            .map(|peer| self.phi(peer, now) < threshold)
+            .values()
+            .map(|h| self.alive(h.last, h.fitted, now))
             .collect();
-        for ((peer, history), alive) in self.peers.iter_mut().zip(alive) {
-            match (history.down_since, alive) {
+        let seeded = self.seeded.fitted;
+        let watched_alive: Vec<bool> = self
+            .watched
+            .values()
+            .map(|w| self.alive(w.since, seeded, now))
+            .collect();
+        let states = self
+            .peers
+            .iter_mut()
+            .map(|(peer, h)| (peer, &mut h.down_since))
+            .zip(alive)
+            .chain(
+                self.watched
+                    .iter_mut()
+                    .map(|(peer, w)| (peer, &mut w.down_since))
+                    .zip(watched_alive),
+            );
+        for ((peer, down_since), alive) in states {
+            match (*down_since, alive) {
                 (None, false) => {
-                    history.down_since = Some(now);
-                    changes.push(Liveness::Down {
+                    *down_since = Some(now);
+                    let change = Liveness::Down {
                         peer: peer.clone(),
                         since: now,
-                    });
+                    };
+                    changes.push((peer.clone(), change));
                 }
                 (Some(_), true) => {
-                    history.down_since = None;
-                    changes.push(Liveness::Up { peer: peer.clone() });
+                    *down_since = None;
+                    changes.push((peer.clone(), Liveness::Up { peer: peer.clone() }));
                 }
                 _ => {}
             }
         }
-        changes
+        // A peer is in one map or the other: ordering by id merges the two.
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        changes.into_iter().map(|(_, change)| change).collect()
     }
 
     /// How long `peer` has been down: `now` minus the time [`FailureDetector::poll_changes`]
     /// reported it down, while it is still not alive. `None` for a live or unknown peer.
     pub fn down_for(&self, peer: &NodeId, now: Millis) -> Option<Millis> {
-        let since = self.peers.get(peer)?.down_since?;
-        if self.is_alive(peer, now) {
+        let (last, fitted, down_since) = self.state(peer)?;
+        let since = down_since?;
+        if self.alive(last, fitted, now) {
             None
         } else {
             Some(now.saturating_sub(since))
@@ -259,13 +433,14 @@ impl FailureDetector {
 
     /// When `peer` was last heard from, if ever.
     pub fn last_heard(&self, peer: &NodeId) -> Option<Millis> {
-        self.peers.get(peer).map(|h| h.last)
+        self.state(peer).map(|(last, _, _)| last)
     }
 
     /// Stops tracking `peer` (for instance once it is removed from the cluster); it is then a peer
     /// never heard from again. No change is reported for it.
     pub fn forget(&mut self, peer: &NodeId) {
         self.peers.remove(peer);
+        self.watched.remove(peer);
     }
 }
 

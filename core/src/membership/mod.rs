@@ -91,6 +91,7 @@ pub mod view;
 mod view_formats;
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
@@ -179,8 +180,9 @@ pub struct ViewDelta {
     pub summaries: Vec<RangeSummary>,
     /// Member ranges of which `members` holds every entry the sender has (maybe none).
     pub covered: Vec<MemberRange>,
-    /// The sender's entries of the `covered` ranges.
-    pub members: Vec<MemberInfo>,
+    /// The sender's entries of the `covered` ranges. Shared with the sender's view (encoded as
+    /// plain entries): a receiver in the same process takes the very entries.
+    pub members: Vec<Arc<MemberInfo>>,
     /// The sender's ring state, when its hash differs from the receiver's.
     pub ring: Option<RingState>,
     /// The sender's bucket entries (name: version, properties), when their hash differs.
@@ -298,6 +300,12 @@ fn hash_at(bytes: &[u8], index: usize) -> u64 {
 /// Live seeds are preferred; when every seed seems down, one is still tried, because after a
 /// partition heals a seed is the way back. Seeds that are Removed in the view, and `me`, are never
 /// chosen. Uniform choices use `rng`, so a seeded RNG makes the choice replayable.
+///
+/// In a view of more than [`SAMPLE_ABOVE`] members the candidates are not listed (that asked
+/// `alive` about every member, every round): members are drawn at random until one is a
+/// candidate, with one more slot standing for "a seed", which gives the same probabilities
+/// (a draw is uniform over the candidates and the seed slot); after [`SAMPLE_TRIES`] draws
+/// without a candidate, the list is made after all.
 pub fn choose_gossip_peer(
     me: &NodeId,
     view: &ClusterView,
@@ -309,6 +317,11 @@ pub fn choose_gossip_peer(
         view.member(id)
             .is_some_and(|m| m.status == MemberStatus::Removed)
     };
+    if view.member_count() > SAMPLE_ABOVE {
+        if let Some(peer) = sample_gossip_peer(me, view, alive, seeds, rng) {
+            return Some(peer);
+        }
+    }
     let live: Vec<&NodeId> = view
         .members()
         .filter(|m| &m.id != me && m.status != MemberStatus::Removed && alive(&m.id))
@@ -334,6 +347,62 @@ pub fn choose_gossip_peer(
         }
     }
     pick(&live, rng).cloned()
+}
+
+/// Views with more members than this choose a gossip partner by sampling (see
+/// [`choose_gossip_peer`]); smaller ones list the candidates, as they always did (so small
+/// seeded simulations draw the same numbers as before).
+pub const SAMPLE_ABOVE: usize = 64;
+
+/// Draws [`choose_gossip_peer`] makes before it lists the candidates after all.
+pub const SAMPLE_TRIES: usize = 32;
+
+/// [`choose_gossip_peer`] by sampling; `None` when no draw found a candidate (or the seed slot
+/// with a seed to pick), and the caller then lists the candidates.
+fn sample_gossip_peer(
+    me: &NodeId,
+    view: &ClusterView,
+    alive: &dyn Fn(&NodeId) -> bool,
+    seeds: &[NodeId],
+    rng: &mut impl rand::Rng,
+) -> Option<NodeId> {
+    let candidate =
+        |m: &MemberInfo| &m.id != me && m.status != MemberStatus::Removed && alive(&m.id);
+    let removed = |id: &NodeId| {
+        view.member(id)
+            .is_some_and(|m| m.status == MemberStatus::Removed)
+    };
+    let mut all_seeds: Vec<&NodeId> = seeds.iter().filter(|s| *s != me && !removed(s)).collect();
+    all_seeds.sort();
+    all_seeds.dedup();
+    let live_seeds: Vec<&NodeId> = all_seeds.iter().copied().filter(|s| alive(s)).collect();
+    let seed_pool = if live_seeds.is_empty() {
+        &all_seeds
+    } else {
+        &live_seeds
+    };
+    let seed_among_live = all_seeds
+        .iter()
+        .any(|s| view.member(s).is_some_and(&candidate));
+    if !live_seeds.is_empty() && !seed_among_live {
+        return pick(seed_pool, rng).cloned();
+    }
+    let slots = view.member_count();
+    for _ in 0..SAMPLE_TRIES {
+        let slot = rng.gen_range(0..=slots);
+        if slot == slots {
+            // The seed slot; with no seed to pick it is no candidate (the choice is then
+            // uniform over the live members, as when the list finds no seed).
+            match pick(seed_pool, rng) {
+                Some(seed) => return Some(seed.clone()),
+                None => continue,
+            }
+        }
+        if let Some(member) = view.nth_member(slot).filter(|m| candidate(m)) {
+            return Some(member.id.clone());
+        }
+    }
+    None
 }
 
 fn pick<'a>(from: &[&'a NodeId], rng: &mut impl rand::Rng) -> Option<&'a NodeId> {
@@ -426,7 +495,7 @@ fn handle_delta(
     let mut covered: BTreeSet<MemberRange> = BTreeSet::new();
     if !delta.covered.is_empty() {
         let ranges: BTreeSet<MemberRange> = delta.covered.iter().copied().collect();
-        let theirs = sums_of(delta.members.iter(), &ranges);
+        let theirs = sums_of(delta.members.iter().map(|m| &**m), &ranges);
         let mine = sums_of(view.members(), &ranges);
         for range in ranges {
             if mine.get(&range) != theirs.get(&range) {
@@ -451,7 +520,7 @@ fn handle_delta(
     }
     if !covered.is_empty() {
         reply.members = view
-            .members()
+            .shared_members()
             .filter(|m| in_any(member_range_of(&m.id), &covered).is_some())
             .cloned()
             .collect();
@@ -517,7 +586,7 @@ pub fn sender_holds_entry(view: &ClusterView, message: &GossipMessage, id: &Node
         GossipMessage::Digest(digest) => *digest == view.digest(),
         GossipMessage::View(theirs) => theirs.member(id) == Some(ours),
         GossipMessage::Delta(delta) => {
-            delta.digest == view.digest() || delta.members.iter().any(|m| m == ours)
+            delta.digest == view.digest() || delta.members.iter().any(|m| **m == *ours)
         }
     }
 }
@@ -634,6 +703,40 @@ mod tests {
     }
 
     #[test]
+    fn large_views_sample_with_the_same_odds() {
+        // 200 members (sampled), a quarter of them down and one Removed: only live members are
+        // chosen, each about equally, and the seed about 1 time in (candidates + 1) plus its
+        // own share.
+        let mut view = cluster(200);
+        view.set_status(&id(7), MemberStatus::Removed);
+        let alive = |p: &NodeId| p.as_str().as_bytes().last().is_some_and(|b| b % 4 != 1);
+        let seeds = [id(4)];
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut seen: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let rounds = 40_000;
+        for _ in 0..rounds {
+            let peer = choose_gossip_peer(&id(0), &view, &alive, &seeds, &mut rng).unwrap();
+            *seen.entry(peer).or_insert(0) += 1;
+        }
+        let candidates: Vec<NodeId> = view
+            .members()
+            .filter(|m| m.id != id(0) && m.status != MemberStatus::Removed && alive(&m.id))
+            .map(|m| m.id.clone())
+            .collect();
+        assert!(seen.keys().all(|p| candidates.contains(p)));
+        let l = candidates.len() as f64;
+        let to_seed = seen[&id(4)] as f64;
+        let expected = rounds as f64 * (1.0 / (l + 1.0) + l / (l + 1.0) / l);
+        assert!(
+            (to_seed - expected).abs() < expected * 0.25,
+            "{to_seed} vs {expected}"
+        );
+        let other = seen[&id(8)] as f64;
+        let share = rounds as f64 * l / (l + 1.0) / l;
+        assert!((other - share).abs() < share * 0.4, "{other} vs {share}");
+    }
+
+    #[test]
     fn seeds_out_of_sight_are_sought() {
         // A node whose view does not hold the seed (a new node, or one cut off with a group that
         // lost sight of the seeds) always goes to a live seed.
@@ -745,7 +848,7 @@ mod tests {
                 before_merge |= match &m {
                     GossipMessage::Delta(d) => {
                         d.digest == l.digest()
-                            || d.members.iter().any(|e| Some(e) == l.member(&leaver))
+                            || d.members.iter().any(|e| Some(&**e) == l.member(&leaver))
                     }
                     GossipMessage::Digest(d) => *d == l.digest(),
                     GossipMessage::View(_) => false,
@@ -798,7 +901,7 @@ mod tests {
         let mut delta = ViewDelta::summary(&view);
         delta.ring = other.ring().cloned();
         delta.covered.push(MemberRange::ALL);
-        delta.members.push(up(1));
+        delta.members.push(Arc::new(up(1)));
         assert!(handle_gossip(&mut view, &GossipMessage::Delta(Box::new(delta))).is_err());
         let mut delta = ViewDelta::summary(&view);
         delta.cluster = "other".into();

@@ -15,6 +15,7 @@
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Ordering;
@@ -314,7 +315,11 @@ pub enum ViewError {
 #[serde(try_from = "ViewRepr")]
 pub struct ClusterView {
     cluster: String,
-    members: BTreeMap<NodeId, MemberInfo>,
+    /// The member entries by id. An entry is immutable once made (a change makes a new one), so
+    /// views share them: a merge takes the other view's (or a delta's) entry, not a copy, and in
+    /// one process (a simulated cluster) every view's entry of a member is usually the one
+    /// allocation its last writer made.
+    members: BTreeMap<NodeId, Arc<MemberInfo>>,
     ring: Option<RingState>,
     buckets: BTreeMap<Vec<u8>, (u64, BucketProps)>,
     /// Hashes of the parts of the view, kept up to date by every change: what
@@ -334,7 +339,7 @@ pub(super) struct ViewRepr {
 }
 
 /// Serializes the members map's values as a sequence, without cloning them into a `ViewRepr`.
-struct MembersSeq<'a>(&'a BTreeMap<NodeId, MemberInfo>);
+struct MembersSeq<'a>(&'a BTreeMap<NodeId, Arc<MemberInfo>>);
 
 impl Serialize for MembersSeq<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -373,10 +378,10 @@ impl TryFrom<ViewRepr> for ClusterView {
         for bucket in repr.buckets.keys() {
             check_count("bucket name", bucket.len(), MAX_STRING_BYTES)?;
         }
-        let members: BTreeMap<NodeId, MemberInfo> = repr
+        let members: BTreeMap<NodeId, Arc<MemberInfo>> = repr
             .members
             .into_iter()
-            .map(|m| (m.id.clone(), m))
+            .map(|m| (m.id.clone(), Arc::new(m)))
             .collect();
         if let Some(state) = &repr.ring {
             // The ring deserialized through `Ring`'s own validation; what is left is how it fits
@@ -430,6 +435,15 @@ impl ClusterView {
         })
     }
 
+    /// Rebuilds the member map with full nodes. A map built by inserting members one by one
+    /// in id order has half-empty nodes; a copy of it (every node of a simulated cluster starts
+    /// from a copy of one view) keeps that shape, so compacting the original first halves
+    /// the memory all the copies take. Changes nothing else.
+    pub fn compact(&mut self) {
+        let members = core::mem::take(&mut self.members);
+        self.members = members.into_iter().collect();
+    }
+
     /// The cluster's name. Views of different clusters never merge.
     pub fn cluster(&self) -> &str {
         &self.cluster
@@ -437,17 +451,25 @@ impl ClusterView {
 
     /// Every member entry, Removed ones included, in id order.
     pub fn members(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members.values().map(|m| &**m)
+    }
+
+    /// The member entries in id order, as shared entries (see [`ClusterView::merge_members`]).
+    pub(super) fn shared_members(&self) -> impl Iterator<Item = &Arc<MemberInfo>> + Clone {
         self.members.values()
     }
 
     /// The members with the given status, in id order.
     pub fn members_with_status(&self, status: MemberStatus) -> impl Iterator<Item = &MemberInfo> {
-        self.members.values().filter(move |m| m.status == status)
+        self.members
+            .values()
+            .map(|m| &**m)
+            .filter(move |m| m.status == status)
     }
 
     /// The entry of member `id`, if the view has one.
     pub fn member(&self, id: &NodeId) -> Option<&MemberInfo> {
-        self.members.get(id)
+        self.members.get(id).map(|m| &**m)
     }
 
     /// Adds or changes a member's entry, bumping its version above what this view has: the stored
@@ -497,7 +519,7 @@ impl ClusterView {
         let Some(version) = member.version.checked_add(1) else {
             return false;
         };
-        let mut member = member.clone();
+        let mut member = MemberInfo::clone(member);
         if !change(&mut member) {
             return false;
         }
@@ -567,7 +589,7 @@ impl ClusterView {
             self.buckets.len() + count_missing(&self.buckets, &other.buckets),
             MAX_BUCKETS,
         )?;
-        let mut changed = self.merge_members(other.members.values())?;
+        let mut changed = self.merge_members(other.shared_members())?;
         changed |= self.merge_ring(other.ring.as_ref());
         changed |= self.merge_buckets(&other.buckets)?;
         Ok(changed)
@@ -583,7 +605,7 @@ impl ClusterView {
         self.members
             .values()
             .filter(|m| m.in_target_ring())
-            .map(MemberInfo::ring_member)
+            .map(|m| m.ring_member())
             .collect()
     }
 
@@ -1199,7 +1221,7 @@ mod tests {
         for i in 0..MAX_MEMBERS {
             big.members.insert(
                 id(&format!("m{i:06}")),
-                info(&format!("m{i:06}"), MemberStatus::Up),
+                info(&format!("m{i:06}"), MemberStatus::Up).into(),
             );
         }
         let before_len = big.members.len();

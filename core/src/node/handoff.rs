@@ -39,6 +39,10 @@ pub(super) struct HandoffTracker {
     orphans: ScanTally,
     /// Partitions the orphan scan has finished in its current pass.
     orphan_pass_visited: BTreeSet<PartitionId>,
+    /// How many of `orphan_pass_visited` are not in `held`: the pass is done when these and
+    /// the held partitions make up every partition (counted rather than checked partition by
+    /// partition, which cost O(partitions) per partition scanned).
+    orphan_pass_unheld: usize,
     /// Partitions this node holds under the ring and the next one, as of the last ring change.
     held: BTreeSet<PartitionId>,
     /// Whether [`Event::Drained`] was reported (once per drain, after a peer confirmed it).
@@ -75,15 +79,19 @@ impl Node {
     /// The orphan scan finished `partition` (or there is none to scan, `None`): when every
     /// partition this node does not hold has been scanned, the pass is done.
     pub(super) fn orphan_partition_done(&mut self, partition: Option<PartitionId>) {
-        if let Some(partition) = partition {
-            self.handoff.orphan_pass_visited.insert(partition);
-        }
         let count = self.routing.ring.partition_count();
-        let complete = (0..count).map(PartitionId).all(|p| {
-            self.handoff.held.contains(&p) || self.handoff.orphan_pass_visited.contains(&p)
-        });
-        if complete {
+        if let Some(partition) = partition {
+            if partition.0 < count
+                && self.handoff.orphan_pass_visited.insert(partition)
+                && !self.handoff.held.contains(&partition)
+            {
+                self.handoff.orphan_pass_unheld += 1;
+            }
+        }
+        let held = self.handoff.held.range(..PartitionId(count)).count();
+        if held + self.handoff.orphan_pass_unheld >= count as usize {
             self.handoff.orphan_pass_visited.clear();
+            self.handoff.orphan_pass_unheld = 0;
             self.handoff.orphans.pass_done();
         }
     }
@@ -102,6 +110,12 @@ impl Node {
             self.handoff.orphans.note(partition);
         }
         self.handoff.held = held;
+        self.handoff.orphan_pass_unheld = self
+            .handoff
+            .orphan_pass_visited
+            .iter()
+            .filter(|p| !self.handoff.held.contains(p))
+            .count();
     }
 
     fn compute_held_partitions(&self) -> BTreeSet<PartitionId> {

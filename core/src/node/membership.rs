@@ -28,7 +28,19 @@ pub(super) struct Membership {
     pub(super) detector: FailureDetector,
     /// Peers down long enough to have raised their alert.
     pub(super) alerted: BTreeSet<NodeId>,
+    /// The last peer pinged when more than [`MAX_PINGS`] were down: the next round's pings
+    /// start after it.
+    ping_cursor: Option<NodeId>,
+    /// How many member entries the view held when [`Node::view_changed`] last started the
+    /// clocks of members never heard from (`None`: not yet), and whether some Removed member
+    /// was left without one then. Entries never leave a view and the detector forgets no
+    /// peer, so while the count is the same and no such member was left, there is nobody new
+    /// to start, and the scan of every member (on every change of the view) is skipped.
+    clocks_scanned: Option<(usize, bool)>,
 }
+
+/// The most unreachable peers pinged in one gossip round.
+pub(super) const MAX_PINGS: usize = 8;
 
 impl Membership {
     pub(super) fn new(view: ClusterView, detector: FailureDetector) -> Membership {
@@ -36,7 +48,30 @@ impl Membership {
             view,
             detector,
             alerted: BTreeSet::new(),
+            ping_cursor: None,
+            clocks_scanned: None,
         }
+    }
+
+    /// Which of `unreachable` (in id order) to ping this round: all of them when they are at
+    /// most [`MAX_PINGS`], else the next `MAX_PINGS` after the last pinged, wrapping round.
+    fn pings_due(&mut self, unreachable: &[NodeId]) -> Vec<NodeId> {
+        if unreachable.len() <= MAX_PINGS {
+            return unreachable.to_vec();
+        }
+        let start = match &self.ping_cursor {
+            Some(last) => unreachable.partition_point(|p| p <= last),
+            None => 0,
+        };
+        let due: Vec<NodeId> = unreachable
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(MAX_PINGS)
+            .cloned()
+            .collect();
+        self.ping_cursor = due.last().cloned();
+        due
     }
 }
 
@@ -142,19 +177,24 @@ impl Node {
         // for alive forever (a detector deems a peer it never heard from alive).
         let me = self.config.node_id.clone();
         let now = self.now;
-        let unknown: Vec<NodeId> = self
-            .membership
-            .view
-            .members()
-            .filter(|m| {
-                m.id != me
-                    && m.status != MemberStatus::Removed
-                    && self.membership.detector.last_heard(&m.id).is_none()
-            })
-            .map(|m| m.id.clone())
-            .collect();
-        for member in unknown {
-            self.membership.detector.heartbeat(&member, now);
+        let count = self.membership.view.member_count();
+        if self.membership.clocks_scanned != Some((count, false)) {
+            let detector = &self.membership.detector;
+            let mut removed_left = false;
+            let unknown: Vec<NodeId> = self
+                .membership
+                .view
+                .members()
+                .filter(|m| m.id != me && detector.last_heard(&m.id).is_none())
+                .filter(|m| {
+                    let removed = m.status == MemberStatus::Removed;
+                    removed_left |= removed;
+                    !removed
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            self.membership.detector.start_clocks(&unknown, now);
+            self.membership.clocks_scanned = Some((count, removed_left));
         }
         let digest = self.membership.view.digest();
         self.storage(
@@ -216,21 +256,36 @@ impl Node {
                 }
             }
         }
-        let members: Vec<NodeId> = self
+        // The members (other than this node, not Removed) not reachable: those the detector
+        // has just reported down (after `poll_changes(now)`, exactly those it finds not alive
+        // now) and the suspects, in id order. Found from those two sets rather than by asking
+        // about every member, which cost O(members) a round.
+        let me = &self.config.node_id;
+        let view = &self.membership.view;
+        let unreachable: Vec<NodeId> = self
             .membership
-            .view
-            .members()
-            .filter(|m| m.id != self.config.node_id && m.status != MemberStatus::Removed)
-            .map(|m| m.id.clone())
+            .detector
+            .reported_down()
+            .into_iter()
+            .chain(&self.routing.suspects)
+            .collect::<BTreeSet<&NodeId>>()
+            .into_iter()
+            .filter(|peer| {
+                *peer != me
+                    && view
+                        .member(peer)
+                        .is_some_and(|m| m.status != MemberStatus::Removed)
+            })
+            .cloned()
             .collect();
-        // Peers we believe down are pinged every round: gossip only goes to live peers, so two
-        // nodes that each think the other down would otherwise never hear from each other.
-        for peer in &members {
-            if !self.reachable(peer) {
-                self.send(peer.clone(), Message::Ping);
-            }
+        // Peers we believe down are pinged: gossip only goes to live peers, so two nodes that
+        // each think the other down would otherwise never hear from each other. All of them
+        // each round when they are few; else `MAX_PINGS` a round, taking turns, so that a node
+        // of a large cluster that lost sight of many peers does not ping them all at once.
+        for peer in self.membership.pings_due(&unreachable) {
+            self.send(peer, Message::Ping);
         }
-        for peer in members {
+        for peer in unreachable {
             if let Some(down_ms) = self.membership.detector.down_for(&peer, now) {
                 if down_ms >= self.config.down_alert_ms
                     && self.membership.alerted.insert(peer.clone())

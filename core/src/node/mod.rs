@@ -170,10 +170,23 @@ impl Node {
     /// ring is the claim of the lowest-id member, as if it had claimed and gossiped it.
     pub fn new(config: NodeConfig, members: Vec<Member>, now: Millis) -> Result<Node, ConfigError> {
         config.merkle.validate()?;
+        let view = Node::initial_view(&config, &members)?;
+        Node::from_view(config, view, now)
+    }
+
+    /// The view [`Node::new`] starts from: `members` all up, and the ring the lowest-id member
+    /// claims for them. It depends only on the cluster name and the ring configuration of
+    /// `config`, so a host starting many nodes of one cluster (the simulator) builds it once
+    /// and gives each node a copy through [`Node::from_view`], rather than claiming the ring
+    /// once per node.
+    pub fn initial_view(
+        config: &NodeConfig,
+        members: &[Member],
+    ) -> Result<ClusterView, ConfigError> {
         // Checks the members (duplicates, capacities) with the ring's own rules first.
-        Ring::new(config.ring.clone(), members.clone())?;
+        Ring::new(config.ring.clone(), members.to_vec())?;
         let mut view = ClusterView::new(config.cluster.clone())?;
-        for member in &members {
+        for member in members {
             let mut info = MemberInfo::new(member.id.clone(), "", "", member.capacity);
             info.zone = member.zone.clone();
             info.status = MemberStatus::Up;
@@ -182,7 +195,8 @@ impl Node {
         if let Some(claimant) = view.claimant().cloned() {
             view.claim(&claimant, &config.ring)?;
         }
-        Node::from_view(config, view, now)
+        view.compact();
+        Ok(view)
     }
 
     /// A node that joins an existing cluster: its view holds only itself (Joining) until gossip
@@ -250,12 +264,13 @@ impl Node {
         };
         let ring_version = view.ring().map(|s| s.version);
         let mut detector = FailureDetector::new(config.detector.clone());
-        for member in view.members() {
-            if member.id != config.node_id {
-                // Starts each peer's clock, so one that is never heard from is found down.
-                detector.heartbeat(&member.id, now);
-            }
-        }
+        // Starts each peer's clock, so one that is never heard from is found down.
+        detector.start_clocks(
+            view.members()
+                .map(|m| &m.id)
+                .filter(|id| **id != config.node_id),
+            now,
+        );
         let gossip_interval = config.gossip.interval_ms.max(1);
         let hint_interval = config.hint_delivery_interval_ms.max(1);
         let ae_interval = config.anti_entropy_interval_ms.max(1);

@@ -85,6 +85,17 @@ pub struct SimConfig {
     /// replicas anywhere, spread over the zones where they allow.
     #[serde(default)]
     pub n_per_zone: BTreeMap<String, u32>,
+    /// Whether each node's store keeps the view the node persists (true, the default: a
+    /// restarted node starts from it, as a real host does). False keeps an empty record in its
+    /// place (the write is still made and acknowledged, with the same latency): a restarted node
+    /// then starts from the initial members. For large runs without restarts, where the persisted
+    /// copies (tens of bytes a member, per node) would be most of the memory.
+    #[serde(default = "default_keep_persisted_views")]
+    pub keep_persisted_views: bool,
+}
+
+fn default_keep_persisted_views() -> bool {
+    true
 }
 
 fn default_wan_min_delay_ms() -> Millis {
@@ -123,6 +134,7 @@ impl Default for SimConfig {
             wan_min_delay_ms: default_wan_min_delay_ms(),
             wan_max_delay_ms: default_wan_max_delay_ms(),
             n_per_zone: BTreeMap::new(),
+            keep_persisted_views: default_keep_persisted_views(),
         }
     }
 }

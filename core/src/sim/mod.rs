@@ -47,7 +47,7 @@ use crate::membership::ClusterView;
 use crate::node::Node;
 use crate::request::ClientRequest;
 use crate::ring::{key_position, Member, Ring};
-use crate::storage::{Space, StorageKey, StorageResult};
+use crate::storage::{Space, StorageKey, StorageOp, StorageResult};
 use crate::store::MemStore;
 use crate::version::{Context, Object};
 use crate::wire::Message;
@@ -80,6 +80,8 @@ struct SimNode {
     incarnation: u64,
     /// Client requests in flight on this node: request id → history index.
     requests: BTreeMap<RequestId, usize>,
+    /// This node's entry in [`Sim::deadlines`], as last indexed.
+    indexed_deadline: Option<Millis>,
 }
 
 impl SimNode {
@@ -115,6 +117,13 @@ pub struct Sim {
     /// Nodes placed so far (initial and joined): the round-robin position of the next one's
     /// zone.
     placed: usize,
+    /// Every running node's next deadline in simulation time, as (deadline, node): the next
+    /// one is found without scanning every node at every step. Updated whenever a node may have
+    /// changed ([`Sim::reindex`]).
+    deadlines: BTreeSet<(Millis, NodeId)>,
+    /// The view every node starts from (the initial members, all up, and their ring), built by
+    /// the first node made.
+    initial_view: Option<ClusterView>,
 }
 
 impl Sim {
@@ -141,6 +150,8 @@ impl Sim {
             members: Vec::new(),
             gossip_bytes: BTreeMap::new(),
             placed: members.len(),
+            initial_view: None,
+            deadlines: BTreeSet::new(),
         };
         for member in &members {
             let skew = sim.rng.gen_range(0..=sim.config.max_clock_skew_ms);
@@ -154,8 +165,10 @@ impl Sim {
                     store: MemStore::new(),
                     incarnation: 0,
                     requests: BTreeMap::new(),
+                    indexed_deadline: None,
                 },
             );
+            sim.reindex(&member.id);
         }
         sim.members = members;
         Ok(sim)
@@ -178,7 +191,17 @@ impl Sim {
         skew: Millis,
     ) -> Node {
         let config = self.node_config(id, incarnation);
-        Node::new(config, members.to_vec(), self.now + skew).expect("simulator ring is valid")
+        // The view (and its claimed ring) is the same for every node: built once, then copied
+        // (its ring is shared), instead of each node claiming the ring for itself.
+        let view = match &self.initial_view {
+            Some(view) => view.clone(),
+            None => {
+                let view = Node::initial_view(&config, members).expect("simulator ring is valid");
+                self.initial_view = Some(view.clone());
+                view
+            }
+        };
+        Node::from_view(config, view, self.now + skew).expect("simulator ring is valid")
     }
 
     fn node_config(&mut self, id: &NodeId, incarnation: u64) -> NodeConfig {
@@ -233,6 +256,7 @@ impl Sim {
                 store: MemStore::new(),
                 incarnation: 0,
                 requests: BTreeMap::new(),
+                indexed_deadline: None,
             },
         );
         let what = match zone {
@@ -566,6 +590,7 @@ impl Sim {
         let lost: Vec<usize> = core::mem::take(&mut sim_node.requests)
             .into_values()
             .collect();
+        self.reindex(&id);
         for index in lost {
             self.complete(index, OpOutcome::Lost);
         }
@@ -600,6 +625,9 @@ impl Sim {
         let Some(gone) = self.nodes.remove(&id) else {
             return false;
         };
+        if let Some(deadline) = gone.indexed_deadline {
+            self.deadlines.remove(&(deadline, id.clone()));
+        }
         for (key, _) in gone.store.iter() {
             if !matches!(key.space, Space::Meta) {
                 self.discarded.push(format!(
@@ -651,6 +679,7 @@ impl Sim {
             sim_node.node = Some(fresh);
             sim_node.incarnation = incarnation;
         }
+        self.reindex(&id);
         self.trace.push(TraceEntry {
             at: self.now,
             node: id,
@@ -696,7 +725,7 @@ impl Sim {
 
     fn next_time(&self) -> Option<Millis> {
         let queued = self.queue.keys().next().map(|&(t, _)| t);
-        let timers = self.nodes.values().filter_map(SimNode::next_deadline).min();
+        let timers = self.deadlines.first().map(|&(t, _)| t);
         match (queued, timers) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -711,12 +740,14 @@ impl Sim {
         self.now = self.now.max(next);
         let now = self.now;
         // Deadlines first at equal times: they are older than anything scheduled for this tick.
-        let due: Vec<NodeId> = self
-            .nodes
+        // Handled in node id order, whatever their deadlines.
+        let mut due: Vec<NodeId> = self
+            .deadlines
             .iter()
-            .filter(|(_, n)| n.next_deadline().is_some_and(|t| t <= now))
-            .map(|(id, _)| id.clone())
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| id.clone())
             .collect();
+        due.sort_unstable();
         if !due.is_empty() {
             for id in due {
                 if let Some(sim_node) = self.nodes.get_mut(&id) {
@@ -785,8 +816,34 @@ impl Sim {
         self.queue.insert((at, self.seq), pending);
     }
 
-    /// Performs every output of `id`.
+    /// Performs every output of `id`, then updates its deadline in the index. Called after
+    /// every call into a node.
     fn pump(&mut self, id: &NodeId) {
+        self.perform_outputs(id);
+        self.reindex(id);
+    }
+
+    /// Brings `id`'s entry in [`Sim::deadlines`] up to date: after anything that may have
+    /// changed its next deadline (a call into the node, a crash, a restart).
+    fn reindex(&mut self, id: &NodeId) {
+        let Some(sim_node) = self.nodes.get_mut(id) else {
+            return;
+        };
+        let fresh = sim_node.next_deadline();
+        if fresh == sim_node.indexed_deadline {
+            return;
+        }
+        if let Some(old) = sim_node.indexed_deadline.take() {
+            self.deadlines.remove(&(old, id.clone()));
+        }
+        if let Some(deadline) = fresh {
+            self.deadlines.insert((deadline, id.clone()));
+        }
+        sim_node.indexed_deadline = fresh;
+    }
+
+    /// Performs every output of `id`.
+    fn perform_outputs(&mut self, id: &NodeId) {
         loop {
             let Some(sim_node) = self.nodes.get_mut(id) else {
                 return;
@@ -839,7 +896,18 @@ impl Sim {
                 Output::Storage { op_id, op } => {
                     // Applied now, answered later: a crash in between leaves the write done but
                     // unacknowledged, as on a real disk.
-                    let result = sim_node.store.apply(&op);
+                    let result = match op {
+                        StorageOp::Put { key, sync, .. }
+                            if !self.config.keep_persisted_views && key == StorageKey::view() =>
+                        {
+                            sim_node.store.apply(&StorageOp::Put {
+                                key,
+                                record: Vec::new(),
+                                sync,
+                            })
+                        }
+                        op => sim_node.store.apply(&op),
+                    };
                     let latency = self.rng.gen_range(0..=self.config.max_disk_latency_ms);
                     let at = self.now + latency;
                     self.schedule(

@@ -7,6 +7,7 @@ use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
@@ -33,6 +34,9 @@ pub(super) const PARTS: usize = 1 << RANGE_FANOUT_BITS;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Hashes {
     pub(super) parts: [u64; PARTS],
+    /// How many member entries each level-1 range holds: with `parts`, the summary of all
+    /// members without a scan of them.
+    pub(super) counts: [u32; PARTS],
     pub(super) ring: u64,
     pub(super) buckets: u64,
 }
@@ -41,6 +45,7 @@ impl Hashes {
     pub(super) fn new() -> Hashes {
         Hashes {
             parts: [0; PARTS],
+            counts: [0; PARTS],
             ring: 0,
             buckets: 0,
         }
@@ -150,11 +155,14 @@ impl ClusterView {
     /// Recomputes every hash from the entries.
     pub(super) fn rehash(&mut self) {
         let mut parts = [0u64; PARTS];
+        let mut counts = [0u32; PARTS];
         for member in self.members.values() {
-            let part = &mut parts[part_of(&member.id)];
-            *part = part.wrapping_add(entry_hash(member));
+            let index = part_of(&member.id);
+            parts[index] = parts[index].wrapping_add(entry_hash(member));
+            counts[index] += 1;
         }
         self.hashes.parts = parts;
+        self.hashes.counts = counts;
         self.rehash_ring();
         self.rehash_buckets();
     }
@@ -170,13 +178,17 @@ impl ClusterView {
     }
 
     /// Puts a member entry in place of the one of its id, keeping the hashes.
-    pub(super) fn put_member(&mut self, info: MemberInfo) {
+    pub(super) fn put_member(&mut self, info: impl Into<Arc<MemberInfo>>) {
+        let info: Arc<MemberInfo> = info.into();
         let part = part_of(&info.id);
         let added = entry_hash(&info);
-        let removed = self
-            .members
-            .insert(info.id.clone(), info)
-            .map_or(0, |old| entry_hash(&old));
+        let removed = match self.members.insert(info.id.clone(), info) {
+            Some(old) => entry_hash(&old),
+            None => {
+                self.hashes.counts[part] += 1;
+                0
+            }
+        };
         let sum = &mut self.hashes.parts[part];
         *sum = sum.wrapping_add(added).wrapping_sub(removed);
     }
@@ -235,6 +247,10 @@ impl ClusterView {
         if range.level >= MAX_RANGE_LEVEL {
             return (hashes, counts);
         }
+        if range.level == 0 {
+            // The children of the whole are the level-1 ranges, whose sums are kept.
+            return (self.hashes.parts, self.hashes.counts);
+        }
         let shift = 64 - RANGE_FANOUT_BITS * u32::from(range.level + 1);
         for member in self.members_in(range) {
             let child = (member_range_of(&member.id) >> shift) as usize & (PARTS - 1);
@@ -245,7 +261,7 @@ impl ClusterView {
     }
 
     /// The member entries in `range`, in id order.
-    pub fn members_in(&self, range: MemberRange) -> impl Iterator<Item = &MemberInfo> {
+    pub fn members_in(&self, range: MemberRange) -> impl Iterator<Item = &Arc<MemberInfo>> {
         self.members
             .values()
             .filter(move |m| range.level == 0 || range.contains(member_range_of(&m.id)))
@@ -253,9 +269,11 @@ impl ClusterView {
 
     /// Merges member entries (of another view, or of a gossip delta) into this view, as
     /// [`ClusterView::merge`] does. Returns whether anything changed; nothing did on error.
+    ///
+    /// An entry taken is shared with `theirs` (an `Arc` clone), not copied.
     pub(in crate::membership) fn merge_members<'a>(
         &mut self,
-        theirs: impl Iterator<Item = &'a MemberInfo> + Clone,
+        theirs: impl Iterator<Item = &'a Arc<MemberInfo>> + Clone,
     ) -> Result<bool, ViewError> {
         let missing = theirs
             .clone()
@@ -329,7 +347,7 @@ impl ClusterView {
     pub(in crate::membership) fn check_ring_fits(
         &self,
         state: &RingState,
-        members: &[MemberInfo],
+        members: &[Arc<MemberInfo>],
     ) -> Result<(), ViewError> {
         let extra: BTreeSet<&NodeId> = members.iter().map(|m| &m.id).collect();
         let known = |id: &NodeId| self.members.contains_key(id) || extra.contains(id);
@@ -368,6 +386,6 @@ impl ClusterView {
 
     /// The `index`-th member entry in id order (O(index)).
     pub fn nth_member(&self, index: usize) -> Option<&MemberInfo> {
-        self.members.values().nth(index)
+        self.members.values().nth(index).map(|m| &**m)
     }
 }
