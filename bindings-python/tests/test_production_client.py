@@ -190,12 +190,17 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Itera
     cluster.stop()
 
 
-def owner_of(ring: dict, bucket: bytes, key: bytes) -> str:
-    """The first replica of the key's partition, computed here from the key's ring position (the
+def replicas_of(ring: dict, bucket: bytes, key: bytes) -> list:
+    """The replicas of the key's partition, computed here from the key's ring position (the
     core's MD5) and the partition table, independently of the client's routing code."""
     count = ring["partition_count"]
     partition = ringkv.Ring.position(key, bucket=bucket) >> (128 - count.bit_length() + 1)
-    return next(p for p in ring["partitions"] if p["id"] == partition)["replicas"][0]
+    return next(p for p in ring["partitions"] if p["id"] == partition)["replicas"]
+
+
+def owner_of(ring: dict, bucket: bytes, key: bytes) -> str:
+    """The first replica of the key's partition (see `replicas_of`)."""
+    return replicas_of(ring, bucket, key)[0]
 
 
 # ----- routing -----
@@ -216,7 +221,11 @@ def test_each_request_goes_to_an_owner_of_its_key(tls_cluster: TlsCluster, bucke
         got = client.get(key)
         # X-Ringkv-Node names the node that coordinated: the owner, with no forwarding hop.
         assert put.node == owner and got.node == owner, (key, owner, put.node, got.node)
-        assert owner in put.replicas and got.values == [f"v{i}".encode()]
+        # The acknowledgements are the first W (2) of the key's replicas to store it: the
+        # coordinator sends the write to the others while it stores it, so it need not be one.
+        owners = replicas_of(ring, bucket.encode(), key.encode())
+        assert len(put.replicas) == 2 and set(put.replicas) <= set(owners), (key, put.replicas)
+        assert got.values == [f"v{i}".encode()]
         coordinators.append(owner)
     assert set(coordinators) == {"n1", "n2", "n3"}  # so the test is not passing by accident
     deleted = client.delete("key-7")
