@@ -313,10 +313,6 @@ pub fn choose_gossip_peer(
     seeds: &[NodeId],
     rng: &mut impl rand::Rng,
 ) -> Option<NodeId> {
-    let removed = |id: &NodeId| {
-        view.member(id)
-            .is_some_and(|m| m.status == MemberStatus::Removed)
-    };
     if view.member_count() > SAMPLE_ABOVE {
         if let Some(peer) = sample_gossip_peer(me, view, alive, seeds, rng) {
             return Some(peer);
@@ -327,11 +323,7 @@ pub fn choose_gossip_peer(
         .filter(|m| &m.id != me && m.status != MemberStatus::Removed && alive(&m.id))
         .map(|m| &m.id)
         .collect();
-    // Sorted and deduplicated, so that the choice depends on the set of seeds only.
-    let mut all_seeds: Vec<&NodeId> = seeds.iter().filter(|s| *s != me && !removed(s)).collect();
-    all_seeds.sort();
-    all_seeds.dedup();
-    let live_seeds: Vec<&NodeId> = all_seeds.iter().copied().filter(|s| alive(s)).collect();
+    let (all_seeds, live_seeds) = seed_pools(me, view, alive, seeds);
     let seed_pool = if live_seeds.is_empty() {
         &all_seeds
     } else {
@@ -347,6 +339,25 @@ pub fn choose_gossip_peer(
         }
     }
     pick(&live, rng).cloned()
+}
+
+/// The seeds `me` may gossip with (not itself, not Removed in `view`), sorted and deduplicated
+/// so that a choice depends on the set of seeds only; and those of them `alive`.
+fn seed_pools<'a>(
+    me: &NodeId,
+    view: &ClusterView,
+    alive: &dyn Fn(&NodeId) -> bool,
+    seeds: &'a [NodeId],
+) -> (Vec<&'a NodeId>, Vec<&'a NodeId>) {
+    let removed = |id: &NodeId| {
+        view.member(id)
+            .is_some_and(|m| m.status == MemberStatus::Removed)
+    };
+    let mut all: Vec<&NodeId> = seeds.iter().filter(|s| *s != me && !removed(s)).collect();
+    all.sort();
+    all.dedup();
+    let live = all.iter().copied().filter(|s| alive(s)).collect();
+    (all, live)
 }
 
 /// Views with more members than this choose a gossip partner by sampling (see
@@ -368,14 +379,7 @@ fn sample_gossip_peer(
 ) -> Option<NodeId> {
     let candidate =
         |m: &MemberInfo| &m.id != me && m.status != MemberStatus::Removed && alive(&m.id);
-    let removed = |id: &NodeId| {
-        view.member(id)
-            .is_some_and(|m| m.status == MemberStatus::Removed)
-    };
-    let mut all_seeds: Vec<&NodeId> = seeds.iter().filter(|s| *s != me && !removed(s)).collect();
-    all_seeds.sort();
-    all_seeds.dedup();
-    let live_seeds: Vec<&NodeId> = all_seeds.iter().copied().filter(|s| alive(s)).collect();
+    let (all_seeds, live_seeds) = seed_pools(me, view, alive, seeds);
     let seed_pool = if live_seeds.is_empty() {
         &all_seeds
     } else {

@@ -55,6 +55,17 @@ struct Layout<'a> {
 }
 
 impl Layout<'_> {
+    /// How swapping the owners of partitions `p` and `q` changes the (node, zone) repeats
+    /// around them (negative: fewer). `owner` is as it was when this returns.
+    fn swap_delta(&self, owner: &mut [u32], p: usize, q: usize) -> (i64, i64) {
+        let (a, b) = (owner[p], owner[q]);
+        let before = add(self.conflicts(owner, a, p), self.conflicts(owner, b, q));
+        owner.swap(p, q);
+        let after = add(self.conflicts(owner, b, p), self.conflicts(owner, a, q));
+        owner.swap(p, q);
+        (after.0 - before.0, after.1 - before.1)
+    }
+
     fn neighbour(&self, p: usize, d: usize, forward: bool) -> usize {
         if forward {
             (p + d) % self.partitions
@@ -354,11 +365,7 @@ fn rebalance(
                     return;
                 }
                 budget -= 1;
-                let before = add(layout.conflicts(owner, a, p), layout.conflicts(owner, b, q));
-                owner.swap(p, q);
-                let after = add(layout.conflicts(owner, b, p), layout.conflicts(owner, a, q));
-                owner.swap(p, q);
-                let (node, zone) = (after.0 - before.0, after.1 - before.1);
+                let (node, zone) = layout.swap_delta(owner, p, q);
                 if node > 0 || zone > 0 || node + zone == 0 {
                     continue;
                 }
@@ -436,11 +443,7 @@ fn repair(
                     return;
                 }
                 budget -= 1;
-                let before = add(layout.conflicts(owner, a, p), layout.conflicts(owner, b, q));
-                owner.swap(p, q);
-                let after = add(layout.conflicts(owner, b, p), layout.conflicts(owner, a, q));
-                owner.swap(p, q);
-                let delta = (after.0 - before.0, after.1 - before.1);
+                let delta = layout.swap_delta(owner, p, q);
                 let gain = if zones_matter { delta } else { (delta.0, 0) };
                 if gain < (0, 0) && best.is_none_or(|(d, _)| gain < d) {
                     best = Some((gain, q));
