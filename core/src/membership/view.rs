@@ -248,26 +248,7 @@ impl TryFrom<ViewRepr> for ClusterView {
         if let Some(state) = &repr.ring {
             // The ring deserialized through `Ring`'s own validation; what is left is how it fits
             // the members. Entries are never deleted, so every ring member has one.
-            if !members.contains_key(&state.claimant) {
-                return Err(ViewError::Malformed {
-                    reason: "the ring's claimant is not a member",
-                });
-            }
-            for member in state
-                .ring
-                .members()
-                .iter()
-                .chain(state.next.iter().flat_map(|next| next.members().iter()))
-            {
-                if !members.contains_key(&member.id) {
-                    return Err(ViewError::Malformed {
-                        reason: "a ring member is not a member",
-                    });
-                }
-                if let Some(zone) = &member.zone {
-                    check_str("zone", zone)?;
-                }
-            }
+            check_ring_members(state, |id| members.contains_key(id))?;
         }
         let mut view = ClusterView {
             cluster: repr.cluster,
@@ -864,6 +845,32 @@ fn compare_buckets(a: &(u64, BucketProps), b: &(u64, BucketProps)) -> Ordering {
             canonical(&a.1).cmp(&canonical(&b.1))
         }
     })
+}
+
+/// Errors unless the claimant and every member of `state`'s rings are `known` (and their zones
+/// are well-formed): a ring only ever names members the view holds entries of.
+fn check_ring_members(state: &RingState, known: impl Fn(&NodeId) -> bool) -> Result<(), ViewError> {
+    if !known(&state.claimant) {
+        return Err(ViewError::Malformed {
+            reason: "the ring's claimant is not a member",
+        });
+    }
+    for member in state
+        .ring
+        .members()
+        .iter()
+        .chain(state.next.iter().flat_map(|next| next.members().iter()))
+    {
+        if !known(&member.id) {
+            return Err(ViewError::Malformed {
+                reason: "a ring member is not a member",
+            });
+        }
+        if let Some(zone) = &member.zone {
+            check_str("zone", zone)?;
+        }
+    }
+    Ok(())
 }
 
 fn check_str(what: &'static str, s: &str) -> Result<(), ViewError> {

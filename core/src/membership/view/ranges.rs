@@ -12,9 +12,9 @@ use alloc::vec::Vec;
 use core::cmp::Ordering;
 
 use super::{
-    check_count, check_str, compare_buckets, compare_members, compare_rings, count_missing,
-    merge_maps, BucketProps, ClusterView, HashFlavor, MemberInfo, RingState, ViewError,
-    MAX_BUCKETS, MAX_MEMBERS,
+    check_count, compare_buckets, compare_members, compare_rings, count_missing, merge_maps,
+    BucketProps, ClusterView, HashFlavor, MemberInfo, RingState, ViewError, MAX_BUCKETS,
+    MAX_MEMBERS,
 };
 use crate::id::NodeId;
 
@@ -350,28 +350,9 @@ impl ClusterView {
         members: &[Arc<MemberInfo>],
     ) -> Result<(), ViewError> {
         let extra: BTreeSet<&NodeId> = members.iter().map(|m| &m.id).collect();
-        let known = |id: &NodeId| self.members.contains_key(id) || extra.contains(id);
-        if !known(&state.claimant) {
-            return Err(ViewError::Malformed {
-                reason: "the ring's claimant is not a member",
-            });
-        }
-        for member in state
-            .ring
-            .members()
-            .iter()
-            .chain(state.next.iter().flat_map(|next| next.members().iter()))
-        {
-            if !known(&member.id) {
-                return Err(ViewError::Malformed {
-                    reason: "a ring member is not a member",
-                });
-            }
-            if let Some(zone) = &member.zone {
-                check_str("zone", zone)?;
-            }
-        }
-        Ok(())
+        super::check_ring_members(state, |id| {
+            self.members.contains_key(id) || extra.contains(id)
+        })
     }
 
     /// The bucket entries, as [`ClusterView::merge_buckets`] takes them.
